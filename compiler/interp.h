@@ -1,0 +1,14 @@
+// The reference interpreter: runs a graph node by node with each op's naive reference kernel,
+// holding every tensor as doubles rounded to its dtype. The oracle for tests, constant folding
+// and calibration.
+#ifndef KILN_INTERP_H
+#define KILN_INTERP_H
+
+#include "../ir/graph.h"
+#include "../runtime/kiln_runtime.h"
+
+// inputs[i] matches g->inputs[i] (checked: dtype and shape, reported through d).
+// On success outputs[i] are allocated arrays matching g->outputs[i].
+bool kiln_interp_run(const kiln_graph *g, const kiln_array *inputs, kiln_array *outputs, kiln_diag *d);
+
+#endif

@@ -1,0 +1,48 @@
+// The pass manager. A compilation is a flat, named list of passes: graph passes rewrite the graph
+// IR, `lower` turns it into loop IR, loop passes transform the loop program. The verifier of the
+// current IR runs after every pass; `-v` prints per-pass timing and whether the pass changed
+// anything; --dump-ir-after=PASS prints the IR after that pass.
+#ifndef KILN_PASSES_PIPELINE_H
+#define KILN_PASSES_PIPELINE_H
+
+#include <stdio.h>
+
+#include "../../ir/graph.h"
+#include "../../ir/loop.h"
+
+typedef struct kiln_compilation {
+  kiln_graph *g;
+  kiln_lprog *prog;  // NULL until `lower` ran
+  void *weights;     // payload laid out by plan-memory (owned)
+  int64_t weights_bytes;
+  // options
+  const char *dump_after;  // pass name or NULL
+  FILE *dump_out;          // stdout by default
+  bool verbose;
+  const char *stop_after;  // stop the pipeline after this pass (inspect --after)
+  bool stopped;            // set when stop_after was reached
+} kiln_compilation;
+
+// Each pass: one public function. Graph passes return whether they changed the graph.
+bool kiln_pass_dce(kiln_compilation *c, kiln_diag *d, bool *changed);
+bool kiln_pass_plan_memory(kiln_compilation *c, kiln_diag *d, bool *changed);
+bool kiln_pass_lower(kiln_compilation *c, kiln_diag *d, bool *changed);
+bool kiln_pass_schedule(kiln_compilation *c, kiln_diag *d, bool *changed);
+
+typedef bool (*kiln_pass_fn)(kiln_compilation *c, kiln_diag *d, bool *changed);
+typedef struct kiln_pass {
+  const char *name;
+  kiln_pass_fn run;
+  const char *doc;
+} kiln_pass;
+
+// The pipeline, in order; terminated by {0}.
+extern const kiln_pass kiln_pipeline[];
+bool kiln_pass_exists(const char *name);
+
+void kiln_compilation_init(kiln_compilation *c, kiln_graph *g);
+void kiln_compilation_free(kiln_compilation *c);  // frees the graph too
+// Runs the pipeline (or until stop_after). Returns false after reporting an error.
+bool kiln_compile_pipeline(kiln_compilation *c, kiln_diag *d);
+
+#endif

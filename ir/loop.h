@@ -1,0 +1,205 @@
+// Loop IR: what every backend renders. A program is a list of buffers (views of caller inputs and
+// outputs, of the weights blob, or of the arena) and a list of kernels, run in order. A kernel is a
+// tree of statements: loop nests with schedule annotations, scalar locals, loads, stores and
+// arithmetic. The algorithm (what is stored where) is fixed by lowering; passes only change the
+// annotations and the shape of loops, never the values computed.
+#ifndef KILN_IR_LOOP_H
+#define KILN_IR_LOOP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "dtype.h"
+#include "pool.h"
+
+typedef enum {
+  KILN_BUF_INPUT,   // index = position among the model inputs
+  KILN_BUF_OUTPUT,  // index = position among the model outputs
+  KILN_BUF_WEIGHT,  // offset = byte offset in the weights blob
+  KILN_BUF_ARENA,   // offset = byte offset in the arena
+} kiln_buf_kind;
+
+typedef struct kiln_lbuf {
+  const char *name;  // the graph tensor's name (for comments)
+  kiln_buf_kind kind;
+  kiln_dtype dtype;
+  int64_t numel;
+  int index;
+  int64_t offset;
+} kiln_lbuf;
+
+typedef enum {
+  LE_INT,     // i64 constant
+  LE_FLOAT,   // floating constant of `dtype`
+  LE_VAR,     // a loop variable or local
+  LE_LOAD,    // buf[a]
+  LE_BIN,     // a OP b
+  LE_UNARY,   // FN(a)
+  LE_SELECT,  // a ? b : c
+  LE_CAST,    // (dtype)a
+} kiln_lexpr_kind;
+
+#define KILN_LBIN_LIST(X)                                                                           \
+  X(ADD, "+") X(SUB, "-") X(MUL, "*") X(DIV, "/") X(MOD, "%") X(MIN, "min") X(MAX, "max")         \
+  X(LT, "<") X(LE, "<=") X(EQ, "==") X(NE, "!=") X(AND, "&&") X(OR, "||")
+typedef enum {
+#define X(name, sym) LB_##name,
+  KILN_LBIN_LIST(X)
+#undef X
+  LB_COUNT
+} kiln_lbin;
+
+#define KILN_LUNARY_LIST(X)                                                                         \
+  X(NEG, "neg") X(EXP, "exp") X(LOG, "log") X(SQRT, "sqrt") X(TANH, "tanh") X(ABS, "abs")         \
+  X(ERF, "erf") X(FLOOR, "floor") X(CEIL, "ceil") X(SIGMOID, "sigmoid") X(RECIP, "recip")
+typedef enum {
+#define X(name, str) LU_##name,
+  KILN_LUNARY_LIST(X)
+#undef X
+  LU_COUNT
+} kiln_lunary;
+
+typedef struct kiln_lexpr kiln_lexpr;
+struct kiln_lexpr {
+  kiln_lexpr_kind kind;
+  kiln_dtype dtype;  // result type; comparisons and logic give KILN_BOOL, index math KILN_I64
+  int op;            // kiln_lbin / kiln_lunary
+  int64_t i;         // INT value
+  double f;          // FLOAT value
+  int var;           // VAR: index into the kernel's vars
+  int buf;           // LOAD: index into the program's bufs
+  kiln_lexpr *a, *b, *c;
+};
+
+typedef enum {
+  LS_BLOCK,   // stmts[0..n)
+  LS_FOR,     // for (var = lo; var < hi; var++) body
+  LS_DECL,    // dtype var = value
+  LS_ASSIGN,  // var = value
+  LS_STORE,   // buf[index] = value
+  LS_IF,      // if (cond) then_ else else_
+  LS_COMMENT, // text
+} kiln_lstmt_kind;
+
+// Schedule annotations on a loop, set by passes.
+enum {
+  KILN_LOOP_PARALLEL = 1 << 0,   // iterations are independent; run across threads
+  KILN_LOOP_VECTORIZE = 1 << 1,  // innermost data-parallel loop; ask for SIMD
+  KILN_LOOP_UNROLL = 1 << 2,     // unroll by `unroll`
+  KILN_LOOP_REDUCE = 1 << 3,     // iterations accumulate into `reduce_var` with `reduce_op`
+};
+
+typedef struct kiln_lstmt kiln_lstmt;
+struct kiln_lstmt {
+  kiln_lstmt_kind kind;
+  // BLOCK
+  kiln_lstmt **stmts;
+  int n, cap;
+  // FOR
+  int var;
+  kiln_lexpr *lo, *hi;
+  kiln_lstmt *body;
+  unsigned flags;
+  int unroll;
+  int reduce_var, reduce_op;  // KILN_LOOP_REDUCE: the accumulator (var index) and kiln_lbin
+  // DECL / ASSIGN use var + value; STORE uses buf + index + value
+  int buf;
+  kiln_lexpr *index, *value;
+  // IF
+  kiln_lexpr *cond;
+  kiln_lstmt *then_, *else_;
+  // COMMENT
+  const char *text;
+};
+
+typedef struct kiln_lvar {
+  const char *name;
+  kiln_dtype dtype;
+} kiln_lvar;
+
+typedef struct kiln_lkernel {
+  const char *name;     // C identifier, unique in the program
+  const char *op;       // op name, for comments and timing
+  const char *node;     // graph node name
+  kiln_lstmt *body;     // a BLOCK
+  kiln_lvar *vars;
+  int n_vars, cap_vars;
+  int64_t flops;
+} kiln_lkernel;
+
+// A model input or output as the generated API sees it.
+typedef struct kiln_lio {
+  const char *name;  // C identifier derived from the tensor name
+  const char *tensor;  // the graph tensor's name
+  kiln_dtype dtype;
+  int rank;
+  int64_t shape[8];
+  int buf;
+} kiln_lio;
+
+typedef struct kiln_lprog {
+  kiln_pool pool;
+  const char *name;  // model name (C identifier)
+  kiln_lio *inputs, *outputs;
+  int n_inputs, n_outputs;
+  const void *weights;  // the weights payload (weights_bytes), laid out by plan-memory; not owned
+  kiln_lbuf *bufs;
+  int n_bufs, cap_bufs;
+  kiln_lkernel *kernels;
+  int n_kernels, cap_kernels;
+  int64_t arena_bytes;
+  int64_t weights_bytes;
+} kiln_lprog;
+
+kiln_lprog *kiln_lprog_new(const char *name);
+void kiln_lprog_free(kiln_lprog *p);
+int kiln_lprog_add_buf(kiln_lprog *p, const kiln_lbuf *b);  // returns its index
+kiln_lkernel *kiln_lprog_add_kernel(kiln_lprog *p, const char *op, const char *node);
+
+// ---- Builder: what op lowerings use. It keeps a stack of open blocks. ----
+typedef struct kiln_lb {
+  kiln_lprog *prog;
+  kiln_lkernel *k;
+  kiln_lstmt *stack[64];
+  int depth;
+} kiln_lb;
+
+void kiln_lb_begin(kiln_lb *b, kiln_lprog *p, kiln_lkernel *k);
+void kiln_lb_end(kiln_lb *b);  // checks every block was closed
+
+kiln_lexpr *lx_int(kiln_lb *b, int64_t v);
+kiln_lexpr *lx_float(kiln_lb *b, kiln_dtype t, double v);
+kiln_lexpr *lx_var(kiln_lb *b, int var);
+kiln_lexpr *lx_load(kiln_lb *b, int buf, kiln_lexpr *index);
+kiln_lexpr *lx_bin(kiln_lb *b, kiln_lbin op, kiln_lexpr *x, kiln_lexpr *y);
+kiln_lexpr *lx_unary(kiln_lb *b, kiln_lunary op, kiln_lexpr *x);
+kiln_lexpr *lx_select(kiln_lb *b, kiln_lexpr *cond, kiln_lexpr *x, kiln_lexpr *y);
+kiln_lexpr *lx_cast(kiln_lb *b, kiln_dtype t, kiln_lexpr *x);
+// Shorthands for index arithmetic; they fold constants (x*1, x+0, 2*3) as they build.
+kiln_lexpr *lx_add(kiln_lb *b, kiln_lexpr *x, kiln_lexpr *y);
+kiln_lexpr *lx_mul(kiln_lb *b, kiln_lexpr *x, kiln_lexpr *y);
+kiln_lexpr *lx_madd(kiln_lb *b, kiln_lexpr *x, int64_t k, kiln_lexpr *y);  // x*k + y
+
+int kiln_lb_var(kiln_lb *b, const char *name, kiln_dtype t);  // a new, uniquely named variable
+// for (v = lo; v < hi; v++) { ... kiln_lb_end_for }. Returns the loop variable.
+int kiln_lb_for(kiln_lb *b, const char *name, kiln_lexpr *lo, kiln_lexpr *hi);
+int kiln_lb_for_n(kiln_lb *b, const char *name, int64_t n);  // 0..n
+kiln_lstmt *kiln_lb_end_for(kiln_lb *b);                     // returns the loop statement
+int kiln_lb_decl(kiln_lb *b, const char *name, kiln_dtype t, kiln_lexpr *init);
+void kiln_lb_assign(kiln_lb *b, int var, kiln_lexpr *value);
+void kiln_lb_store(kiln_lb *b, int buf, kiln_lexpr *index, kiln_lexpr *value);
+void kiln_lb_if(kiln_lb *b, kiln_lexpr *cond);
+void kiln_lb_else(kiln_lb *b);
+void kiln_lb_end_if(kiln_lb *b);
+void kiln_lb_comment(kiln_lb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// ---- Inspection ----
+const char *kiln_lbin_name(kiln_lbin op);
+const char *kiln_lunary_name(kiln_lunary op);
+void kiln_lprog_print(const kiln_lprog *p, FILE *out);
+// Checks buffers, variables and types are used consistently. Writes problems to `err` and
+// returns false on the first one.
+bool kiln_lprog_verify(const kiln_lprog *p, FILE *err);
+
+#endif

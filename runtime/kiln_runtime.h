@@ -1,0 +1,143 @@
+// Kiln runtime: the small static library generated code and standalone binaries link against.
+// Nothing here allocates while a model runs; loading files does.
+//   - status codes and messages
+//   - .npy read/write (v1/v2 headers, little-endian f32/f64/i8/u8/i32/i64/bool, C order)
+//   - .safetensors read/write
+//   - the weights blob format written by `kiln compile`
+//   - an arena, timers, medians, parallel_for over OpenMP
+//   - kiln_main(): the command-line driver of a standalone model binary
+#ifndef KILN_RUNTIME_H
+#define KILN_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+  KILN_OK = 0,
+  KILN_ERR_ARG = 1,      // a NULL pointer, a bad size or a bad flag
+  KILN_ERR_IO = 2,       // a file could not be opened, read or written
+  KILN_ERR_FORMAT = 3,   // a file is not what it claims to be (bad magic, bad header, truncated)
+  KILN_ERR_SHAPE = 4,    // an array has the wrong shape
+  KILN_ERR_DTYPE = 5,    // an array has the wrong element type
+  KILN_ERR_NOMEM = 6,    // an allocation failed
+  KILN_ERR_WEIGHTS = 7,  // the weights do not belong to this model (size or checksum)
+} kiln_status;
+const char *kiln_status_str(int status);
+
+// Element types; the numbering is shared with the compiler's IR.
+typedef enum {
+  KILN_RT_F32 = 0,
+  KILN_RT_F64 = 1,
+  KILN_RT_I8 = 2,
+  KILN_RT_U8 = 3,
+  KILN_RT_I32 = 4,
+  KILN_RT_I64 = 5,
+  KILN_RT_BOOL = 6,
+  KILN_RT_DTYPE_COUNT = 7
+} kiln_rt_dtype;
+size_t kiln_rt_dtype_size(int dtype);
+const char *kiln_rt_dtype_name(int dtype);  // "f32", ...
+
+#define KILN_RT_MAX_RANK 8
+
+// An owned n-dimensional array (row-major).
+typedef struct kiln_array {
+  int dtype;
+  int rank;
+  int64_t shape[KILN_RT_MAX_RANK];
+  void *data;     // 64-byte aligned; free with kiln_array_free
+  size_t nbytes;
+} kiln_array;
+int64_t kiln_array_numel(const kiln_array *a);
+void kiln_array_free(kiln_array *a);
+
+// Error messages are written to err[errlen] (always NUL-terminated) and name the file.
+int kiln_npy_read(const char *path, kiln_array *out, char *err, size_t errlen);
+// Writes to a temporary file beside `path` and renames it into place.
+int kiln_npy_write(const char *path, const kiln_array *a, char *err, size_t errlen);
+
+typedef struct kiln_st_entry {
+  char *name;
+  int dtype;
+  int rank;
+  int64_t shape[KILN_RT_MAX_RANK];
+  const void *data;  // points into the file's data (not aligned)
+  size_t nbytes;
+} kiln_st_entry;
+typedef struct kiln_safetensors {
+  kiln_st_entry *entries;
+  int count;
+  void *file;  // the whole file
+  size_t file_size;
+} kiln_safetensors;
+// Supports dtypes F32, F64, I8, U8, I32, I64, BOOL; any other dtype is an error naming the tensor.
+int kiln_safetensors_read(const char *path, kiln_safetensors *out, char *err, size_t errlen);
+const kiln_st_entry *kiln_safetensors_find(const kiln_safetensors *st, const char *name);
+void kiln_safetensors_free(kiln_safetensors *st);
+int kiln_safetensors_write(const char *path, int count, const char *const *names,
+                           const kiln_array *arrays, char *err, size_t errlen);
+
+// Weights blob: a 64-byte header ("KILNWTS1", u64 payload bytes, u64 FNV-1a-64 checksum of the
+// payload, zero padding) followed by the payload. Offsets in generated code are payload offsets.
+#define KILN_WEIGHTS_HEADER_BYTES 64
+uint64_t kiln_fnv1a64(const void *data, size_t n);
+int kiln_weights_write(const char *path, const void *payload, size_t bytes, char *err, size_t errlen);
+// Reads a blob file into a 64-byte aligned allocation holding the payload; checks size and checksum.
+int kiln_weights_read(const char *path, size_t expect_bytes, uint64_t expect_checksum,
+                      void **payload, char *err, size_t errlen);
+// Checks an in-memory blob (header included); on success *payload points inside it.
+int kiln_weights_check(const void *blob, size_t blob_bytes, size_t expect_bytes,
+                       uint64_t expect_checksum, const void **payload);
+
+// Arena: one aligned allocation handed out in 64-byte aligned pieces.
+void *kiln_aligned_alloc(size_t bytes);  // 64-byte aligned, NULL on failure; free with kiln_aligned_free
+void kiln_aligned_free(void *p);
+
+// Timing.
+double kiln_now_ms(void);                  // monotonic clock
+double kiln_median(double *values, int n); // sorts values in place
+
+// Threads.
+void kiln_set_threads(int n);  // n <= 0: leave OpenMP's default (OMP_NUM_THREADS)
+int kiln_get_threads(void);
+typedef void (*kiln_range_fn)(int64_t begin, int64_t end, void *ctx);
+// Splits [0, n) into one contiguous range per thread.
+void kiln_parallel_for(int64_t n, kiln_range_fn fn, void *ctx);
+
+// What a standalone binary knows about its model; emitted by the C backend.
+typedef struct kiln_io_desc {
+  const char *name;
+  int dtype;
+  int rank;
+  int64_t shape[KILN_RT_MAX_RANK];
+} kiln_io_desc;
+
+typedef struct kiln_model_desc {
+  const char *name;
+  int n_inputs, n_outputs;
+  const kiln_io_desc *inputs, *outputs;
+  size_t arena_bytes, weights_bytes;
+  size_t ctx_bytes;                                       // sizeof the model's context struct
+  int (*init_file)(void *ctx, const char *weights_path);  // allocates weights and arena
+  int (*init_embedded)(void *ctx);                        // NULL unless weights are embedded
+  int (*run)(void *ctx, const void *const *inputs, void *const *outputs);
+  void (*release)(void *ctx);
+} kiln_model_desc;
+
+// The standalone binary's main:
+//   BIN --input [NAME=]X.npy ... --output [NAME=]Y.npy ... [--weights FILE] [--bench N] [--threads N]
+// Inputs must match the model's dtype and shape, except that the leading dimension may be any
+// multiple of the model's: the batch is then run in model-sized chunks and outputs are stacked.
+// --bench N runs the first chunk N times after a warm-up and prints `median_ms=<float>`.
+// The default weights file is the binary's path + ".weights". Returns the process exit code:
+// 0, 2 for bad input (files, flags, shapes), 1 for internal errors.
+int kiln_main(const kiln_model_desc *m, int argc, char **argv);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
