@@ -1,1 +1,145 @@
-// placeholder: being written
+// The reference interpreter. Every tensor is held as doubles, rounded to its dtype after the node
+// that produces it, and every node runs its op's naive reference kernel.
+#include "interp.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops/op.h"
+
+static double array_get(const kiln_array *a, int64_t i) {
+  const unsigned char *p =
+      (const unsigned char *)a->data + (size_t)i * kiln_rt_dtype_size(a->dtype);
+  switch (a->dtype) {
+    case KILN_RT_F32: {
+      float v;
+      memcpy(&v, p, 4);
+      return v;
+    }
+    case KILN_RT_F64: {
+      double v;
+      memcpy(&v, p, 8);
+      return v;
+    }
+    case KILN_RT_I8: return (double)*(const int8_t *)p;
+    case KILN_RT_U8: return (double)*p;
+    case KILN_RT_BOOL: return *p ? 1.0 : 0.0;
+    case KILN_RT_I32: {
+      int32_t v;
+      memcpy(&v, p, 4);
+      return v;
+    }
+    case KILN_RT_I64: {
+      int64_t v;
+      memcpy(&v, p, 8);
+      return (double)v;
+    }
+    default: return 0.0;
+  }
+}
+
+static void array_set(kiln_array *a, int64_t i, double v) {
+  unsigned char *p = (unsigned char *)a->data + (size_t)i * kiln_rt_dtype_size(a->dtype);
+  switch (a->dtype) {
+    case KILN_RT_F32: {
+      float x = (float)v;
+      memcpy(p, &x, 4);
+      break;
+    }
+    case KILN_RT_F64: memcpy(p, &v, 8); break;
+    case KILN_RT_I8: *(int8_t *)p = (int8_t)v; break;
+    case KILN_RT_U8: *p = (uint8_t)v; break;
+    case KILN_RT_BOOL: *p = v != 0.0; break;
+    case KILN_RT_I32: {
+      int32_t x = (int32_t)v;
+      memcpy(p, &x, 4);
+      break;
+    }
+    case KILN_RT_I64: {
+      int64_t x = (int64_t)v;
+      memcpy(p, &x, 8);
+      break;
+    }
+    default: break;
+  }
+}
+
+static bool check_input(const kiln_graph *g, int i, const kiln_array *a, kiln_diag *d) {
+  const kiln_tensor *t = &g->tensors[g->inputs[i]];
+  kiln_shape s = {.rank = a->rank};
+  memcpy(s.dim, a->shape, sizeof(int64_t) * (size_t)a->rank);
+  char want[128], got[128];
+  if ((int)t->dtype != a->dtype) {
+    kiln_diag_error(d, t->name, "input has dtype %s, the model expects %s",
+                    kiln_rt_dtype_name(a->dtype), kiln_dtype_name(t->dtype));
+    return false;
+  }
+  if (!kiln_shape_equal(&s, &t->shape)) {
+    kiln_diag_error(d, t->name, "input has shape %s, the model expects %s",
+                    kiln_shape_str(&s, got, 128), kiln_shape_str(&t->shape, want, 128));
+    return false;
+  }
+  return true;
+}
+
+static double *tensor_values(const kiln_tensor *t) {
+  int64_t n = kiln_shape_numel(&t->shape);
+  double *v = kiln_xmalloc(sizeof(double) * (size_t)(n ? n : 1));
+  if (t->kind == KILN_TENSOR_PARAM)
+    for (int64_t i = 0; i < n; i++) v[i] = kiln_tensor_get(t, i);
+  return v;
+}
+
+static void run_node(const kiln_graph *g, const kiln_node *n, double **values) {
+  kiln_eval_tensor in[16] = {0}, out[16] = {0};
+  for (int k = 0; k < n->n_inputs && k < 16; k++) {
+    const kiln_tensor *t = kiln_in(g, n, k);
+    if (!t) continue;  // an omitted optional input: data stays NULL
+    in[k] = (kiln_eval_tensor){&t->shape, t->dtype, values[n->inputs[k]]};
+  }
+  for (int k = 0; k < n->n_outputs && k < 16; k++) {
+    const kiln_tensor *t = kiln_out(g, n, k);
+    values[n->outputs[k]] = tensor_values(t);
+    out[k] = (kiln_eval_tensor){&t->shape, t->dtype, values[n->outputs[k]]};
+  }
+  kiln_op_get(n->op)->eval(n, in, out);
+  for (int k = 0; k < n->n_outputs && k < 16; k++) {
+    int64_t count = kiln_shape_numel(out[k].shape);
+    for (int64_t i = 0; i < count; i++)
+      out[k].data[i] = kiln_dtype_round(out[k].dtype, out[k].data[i]);
+  }
+}
+
+static void make_output(const kiln_tensor *t, const double *v, kiln_array *a) {
+  memset(a, 0, sizeof(*a));
+  a->dtype = (int)t->dtype;
+  a->rank = t->shape.rank;
+  memcpy(a->shape, t->shape.dim, sizeof(int64_t) * (size_t)t->shape.rank);
+  int64_t n = kiln_shape_numel(&t->shape);
+  a->nbytes = (size_t)n * kiln_dtype_size(t->dtype);
+  a->data = kiln_aligned_alloc(a->nbytes ? a->nbytes : 1);
+  if (!a->data) abort();
+  for (int64_t i = 0; i < n; i++) array_set(a, i, v[i]);
+}
+
+bool kiln_interp_run(const kiln_graph *g, const kiln_array *inputs, kiln_array *outputs,
+                     kiln_diag *d) {
+  bool ok = true;
+  for (int i = 0; i < g->n_inputs; i++) ok = check_input(g, i, &inputs[i], d) && ok;
+  if (!ok) return false;
+  double **values = kiln_xcalloc((size_t)(g->n_tensors ? g->n_tensors : 1), sizeof(double *));
+  for (int t = 0; t < g->n_tensors; t++)
+    if (g->tensors[t].kind == KILN_TENSOR_PARAM) values[t] = tensor_values(&g->tensors[t]);
+  for (int i = 0; i < g->n_inputs; i++) {
+    const kiln_tensor *t = &g->tensors[g->inputs[i]];
+    values[g->inputs[i]] = tensor_values(t);
+    for (int64_t k = 0; k < kiln_shape_numel(&t->shape); k++)
+      values[g->inputs[i]][k] = array_get(&inputs[i], k);
+  }
+  for (int i = 0; i < g->n_nodes; i++) run_node(g, &g->nodes[i], values);
+  for (int i = 0; i < g->n_outputs; i++)
+    make_output(&g->tensors[g->outputs[i]], values[g->outputs[i]], &outputs[i]);
+  for (int t = 0; t < g->n_tensors; t++) free(values[t]);
+  free(values);
+  return true;
+}

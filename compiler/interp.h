@@ -9,6 +9,7 @@
 
 // inputs[i] matches g->inputs[i] (checked: dtype and shape, reported through d).
 // On success outputs[i] are allocated arrays matching g->outputs[i].
-bool kiln_interp_run(const kiln_graph *g, const kiln_array *inputs, kiln_array *outputs, kiln_diag *d);
+bool kiln_interp_run(const kiln_graph *g, const kiln_array *inputs, kiln_array *outputs,
+                     kiln_diag *d);
 
 #endif

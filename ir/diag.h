@@ -12,8 +12,8 @@ enum { KILN_EXIT_OK = 0, KILN_EXIT_INTERNAL = 1, KILN_EXIT_BAD_INPUT = 2 };
 typedef struct kiln_diag {
   const char *file;  // file the errors refer to (not owned)
   int errors;
-  int max_errors;    // stop recording (but keep counting) past this many
-  FILE *out;         // where messages go (stderr by default)
+  int max_errors;  // stop recording (but keep counting) past this many
+  FILE *out;       // where messages go (stderr by default)
 } kiln_diag;
 
 void kiln_diag_init(kiln_diag *d, const char *file);

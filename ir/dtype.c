@@ -14,8 +14,12 @@ static const struct {
     [KILN_BOOL] = {"bool", "uint8_t", 1},
 };
 
-const char *kiln_dtype_name(kiln_dtype t) { return t < KILN_DTYPE_COUNT ? dtype_table[t].name : "?"; }
-const char *kiln_dtype_ctype(kiln_dtype t) { return t < KILN_DTYPE_COUNT ? dtype_table[t].ctype : "?"; }
+const char *kiln_dtype_name(kiln_dtype t) {
+  return t < KILN_DTYPE_COUNT ? dtype_table[t].name : "?";
+}
+const char *kiln_dtype_ctype(kiln_dtype t) {
+  return t < KILN_DTYPE_COUNT ? dtype_table[t].ctype : "?";
+}
 size_t kiln_dtype_size(kiln_dtype t) { return t < KILN_DTYPE_COUNT ? dtype_table[t].size : 0; }
 bool kiln_dtype_is_float(kiln_dtype t) { return t == KILN_F32 || t == KILN_F64; }
 
@@ -31,13 +35,13 @@ bool kiln_dtype_parse(const char *s, kiln_dtype *out) {
 
 double kiln_dtype_round(kiln_dtype t, double v) {
   switch (t) {
-  case KILN_F32: return (double)(float)v;
-  case KILN_F64: return v;
-  case KILN_I8: return (double)(int8_t)(int64_t)v;
-  case KILN_U8: return (double)(uint8_t)(int64_t)v;
-  case KILN_I32: return (double)(int32_t)(int64_t)v;
-  case KILN_I64: return (double)(int64_t)v;
-  case KILN_BOOL: return v != 0.0 ? 1.0 : 0.0;
-  default: return v;
+    case KILN_F32: return (double)(float)v;
+    case KILN_F64: return v;
+    case KILN_I8: return (double)(int8_t)(int64_t)v;
+    case KILN_U8: return (double)(uint8_t)(int64_t)v;
+    case KILN_I32: return (double)(int32_t)(int64_t)v;
+    case KILN_I64: return (double)(int64_t)v;
+    case KILN_BOOL: return v != 0.0 ? 1.0 : 0.0;
+    default: return v;
   }
 }

@@ -39,7 +39,8 @@ typedef struct kiln_tensor {
   int producer;       // node index, -1 for inputs and params
   void *data;         // PARAM: raw little-endian elements, kiln_shape_numel * dtype size bytes
   const char *where;  // JSON path of the declaration, for diagnostics
-  int64_t offset;     // plan-memory: byte offset in the arena (VALUE) or weights blob (PARAM); -1 if none
+  int64_t
+      offset;  // plan-memory: byte offset in the arena (VALUE) or weights blob (PARAM); -1 if none
 } kiln_tensor;
 
 typedef enum {
@@ -55,22 +56,22 @@ typedef struct kiln_attr {
   kiln_attr_type type;
   int64_t i;
   double f;
-  int count;       // INTS / FLOATS
+  int count;  // INTS / FLOATS
   int64_t *ints;
   double *floats;
   const char *s;
 } kiln_attr;
 
 typedef struct kiln_node {
-  int op;              // kiln_op_id (compiler/ops/ops.h)
+  int op;  // kiln_op_id (compiler/ops/ops.h)
   const char *name;
   int n_inputs, n_outputs;
-  int *inputs;         // tensor indices; -1 for an omitted optional input
+  int *inputs;  // tensor indices; -1 for an omitted optional input
   int *outputs;
   int n_attrs;
   kiln_attr *attrs;
-  const char *where;   // JSON path, e.g. "nodes[3]"
-  bool dead;           // removed by a pass; skipped everywhere, compacted by kiln_graph_compact
+  const char *where;  // JSON path, e.g. "nodes[3]"
+  bool dead;          // removed by a pass; skipped everywhere, compacted by kiln_graph_compact
 } kiln_node;
 
 typedef struct kiln_graph {
@@ -79,7 +80,7 @@ typedef struct kiln_graph {
   const char *source_file;  // model file, for diagnostics
   kiln_tensor *tensors;
   int n_tensors, cap_tensors;
-  kiln_node *nodes;         // in topological order once kiln_graph_toposort succeeded
+  kiln_node *nodes;  // in topological order once kiln_graph_toposort succeeded
   int n_nodes, cap_nodes;
   int *inputs, n_inputs, cap_inputs;     // tensor indices in declaration order
   int *outputs, n_outputs, cap_outputs;  // tensor indices in declaration order

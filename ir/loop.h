@@ -40,24 +40,26 @@ typedef enum {
   LE_CAST,    // (dtype)a
 } kiln_lexpr_kind;
 
-#define KILN_LBIN_LIST(X)                                                                           \
-  X(ADD, "+") X(SUB, "-") X(MUL, "*") X(DIV, "/") X(MOD, "%") X(MIN, "min") X(MAX, "max")         \
-  X(LT, "<") X(LE, "<=") X(EQ, "==") X(NE, "!=") X(AND, "&&") X(OR, "||")
+#define KILN_LBIN_LIST(X)                                                                \
+  X(ADD, "+")                                                                            \
+  X(SUB, "-") X(MUL, "*") X(DIV, "/") X(MOD, "%") X(MIN, "min") X(MAX, "max") X(LT, "<") \
+      X(LE, "<=") X(EQ, "==") X(NE, "!=") X(AND, "&&") X(OR, "||")
 typedef enum {
 #define X(name, sym) LB_##name,
   KILN_LBIN_LIST(X)
 #undef X
-  LB_COUNT
+      LB_COUNT
 } kiln_lbin;
 
-#define KILN_LUNARY_LIST(X)                                                                         \
-  X(NEG, "neg") X(EXP, "exp") X(LOG, "log") X(SQRT, "sqrt") X(TANH, "tanh") X(ABS, "abs")         \
-  X(ERF, "erf") X(FLOOR, "floor") X(CEIL, "ceil") X(SIGMOID, "sigmoid") X(RECIP, "recip")
+#define KILN_LUNARY_LIST(X)                                                               \
+  X(NEG, "neg")                                                                           \
+  X(EXP, "exp") X(LOG, "log") X(SQRT, "sqrt") X(TANH, "tanh") X(ABS, "abs") X(ERF, "erf") \
+      X(FLOOR, "floor") X(CEIL, "ceil") X(SIGMOID, "sigmoid") X(RECIP, "recip")
 typedef enum {
 #define X(name, str) LU_##name,
   KILN_LUNARY_LIST(X)
 #undef X
-  LU_COUNT
+      LU_COUNT
 } kiln_lunary;
 
 typedef struct kiln_lexpr kiln_lexpr;
@@ -73,13 +75,13 @@ struct kiln_lexpr {
 };
 
 typedef enum {
-  LS_BLOCK,   // stmts[0..n)
-  LS_FOR,     // for (var = lo; var < hi; var++) body
-  LS_DECL,    // dtype var = value
-  LS_ASSIGN,  // var = value
-  LS_STORE,   // buf[index] = value
-  LS_IF,      // if (cond) then_ else else_
-  LS_COMMENT, // text
+  LS_BLOCK,    // stmts[0..n)
+  LS_FOR,      // for (var = lo; var < hi; var++) body
+  LS_DECL,     // dtype var = value
+  LS_ASSIGN,   // var = value
+  LS_STORE,    // buf[index] = value
+  LS_IF,       // if (cond) then_ else else_
+  LS_COMMENT,  // text
 } kiln_lstmt_kind;
 
 // Schedule annotations on a loop, set by passes.
@@ -119,10 +121,10 @@ typedef struct kiln_lvar {
 } kiln_lvar;
 
 typedef struct kiln_lkernel {
-  const char *name;     // C identifier, unique in the program
-  const char *op;       // op name, for comments and timing
-  const char *node;     // graph node name
-  kiln_lstmt *body;     // a BLOCK
+  const char *name;  // C identifier, unique in the program
+  const char *op;    // op name, for comments and timing
+  const char *node;  // graph node name
+  kiln_lstmt *body;  // a BLOCK
   kiln_lvar *vars;
   int n_vars, cap_vars;
   int64_t flops;
@@ -130,7 +132,7 @@ typedef struct kiln_lkernel {
 
 // A model input or output as the generated API sees it.
 typedef struct kiln_lio {
-  const char *name;  // C identifier derived from the tensor name
+  const char *name;    // C identifier derived from the tensor name
   const char *tensor;  // the graph tensor's name
   kiln_dtype dtype;
   int rank;

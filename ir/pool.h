@@ -16,10 +16,10 @@ void kiln_pool_free(kiln_pool *p);
 
 // Growable array helper used across the compiler: KILN_VEC_PUSH(ptr, count, cap, value).
 void *kiln_grow(void *ptr, int *cap, int need, size_t elem);
-#define KILN_VEC_PUSH(ptr, count, cap, value)                                   \
-  do {                                                                          \
-    (ptr) = kiln_grow((ptr), &(cap), (count) + 1, sizeof(*(ptr)));              \
-    (ptr)[(count)++] = (value);                                                 \
+#define KILN_VEC_PUSH(ptr, count, cap, value)                      \
+  do {                                                             \
+    (ptr) = kiln_grow((ptr), &(cap), (count) + 1, sizeof(*(ptr))); \
+    (ptr)[(count)++] = (value);                                    \
   } while (0)
 
 // Allocation that aborts with a message instead of returning NULL.

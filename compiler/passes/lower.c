@@ -1,1 +1,108 @@
-// placeholder: being written
+// Lowering: graph IR -> loop IR. Every tensor becomes a buffer (a caller input or output, a slice
+// of the weights payload, or a slice of the arena, as plan-memory decided) and every node becomes
+// one kernel, filled in by its op's `lower` function.
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../ops/op.h"
+#include "pipeline.h"
+
+static const char *const c_reserved[] = {
+    "auto",     "break",  "case",   "char",     "const",    "continue", "default",  "do",
+    "double",   "else",   "enum",   "extern",   "float",    "for",      "goto",     "if",
+    "inline",   "int",    "long",   "register", "restrict", "return",   "short",    "signed",
+    "sizeof",   "static", "struct", "switch",   "typedef",  "union",    "unsigned", "void",
+    "volatile", "while",  "ctx",    "arena",    "main",     NULL};
+
+static bool is_reserved(const char *s) {
+  for (int i = 0; c_reserved[i]; i++)
+    if (strcmp(s, c_reserved[i]) == 0) return true;
+  return false;
+}
+
+// A C identifier for an input or output parameter, unique among those already chosen.
+static const char *io_name(kiln_lprog *p, const char *tensor, const kiln_lio *taken, int n_taken) {
+  char *s =
+      kiln_pool_printf(&p->pool, "%s%s", isdigit((unsigned char)tensor[0]) ? "t" : "", tensor);
+  for (char *q = s; *q; q++)
+    if (!isalnum((unsigned char)*q) && *q != '_') *q = '_';
+  if (is_reserved(s)) s = kiln_pool_printf(&p->pool, "%s_", s);
+  for (int i = 0; i < n_taken; i++)
+    if (strcmp(taken[i].name, s) == 0)
+      return io_name(p, kiln_pool_printf(&p->pool, "%s_", s), taken, n_taken);
+  return s;
+}
+
+static kiln_lio *make_ios(kiln_lprog *p, const kiln_graph *g, const int *tensors, int n,
+                          const int *tensor_buf, const kiln_lio *taken, int n_taken) {
+  kiln_lio *ios = kiln_pool_alloc(&p->pool, sizeof(kiln_lio) * (size_t)(n + n_taken + 1));
+  if (n_taken) memcpy(ios, taken, sizeof(kiln_lio) * (size_t)n_taken);  // unique across both lists
+  for (int i = 0; i < n; i++) {
+    const kiln_tensor *t = &g->tensors[tensors[i]];
+    kiln_lio *io = &ios[n_taken + i];
+    io->tensor = t->name;
+    io->name = io_name(p, t->name, ios, n_taken + i);
+    io->dtype = t->dtype;
+    io->rank = t->shape.rank;
+    memcpy(io->shape, t->shape.dim, sizeof(int64_t) * (size_t)t->shape.rank);
+    io->buf = tensor_buf[tensors[i]];
+  }
+  return ios + n_taken;
+}
+
+static kiln_lbuf buffer_for(const kiln_graph *g, int t) {
+  const kiln_tensor *x = &g->tensors[t];
+  kiln_lbuf b = {.name = x->name,
+                 .dtype = x->dtype,
+                 .numel = kiln_shape_numel(&x->shape),
+                 .offset = x->offset,
+                 .index = -1};
+  b.kind = x->kind == KILN_TENSOR_PARAM ? KILN_BUF_WEIGHT : KILN_BUF_ARENA;
+  for (int i = 0; i < g->n_inputs; i++)
+    if (g->inputs[i] == t) b.kind = KILN_BUF_INPUT, b.index = i;
+  for (int i = 0; i < g->n_outputs; i++)
+    if (g->outputs[i] == t) b.kind = KILN_BUF_OUTPUT, b.index = i;
+  return b;
+}
+
+bool kiln_pass_lower(kiln_compilation *c, kiln_diag *d, bool *changed) {
+  const kiln_graph *g = c->g;
+  kiln_lprog *p = kiln_lprog_new(g->name);
+  int *tensor_buf = kiln_xmalloc(sizeof(int) * (size_t)(g->n_tensors ? g->n_tensors : 1));
+  for (int t = 0; t < g->n_tensors; t++) {
+    kiln_lbuf b = buffer_for(g, t);
+    if (b.kind == KILN_BUF_ARENA && b.offset < 0) {
+      kiln_diag_error(d, g->tensors[t].where,
+                      "internal: tensor '%s' has no memory (run plan-memory first)",
+                      g->tensors[t].name);
+      free(tensor_buf);
+      kiln_lprog_free(p);
+      return false;
+    }
+    tensor_buf[t] = kiln_lprog_add_buf(p, &b);
+  }
+  p->inputs = make_ios(p, g, g->inputs, g->n_inputs, tensor_buf, NULL, 0);
+  p->n_inputs = g->n_inputs;
+  p->outputs = make_ios(p, g, g->outputs, g->n_outputs, tensor_buf, p->inputs, p->n_inputs);
+  p->n_outputs = g->n_outputs;
+  p->weights = c->weights;
+  p->weights_bytes = c->weights_bytes;
+  p->arena_bytes = c->arena_bytes;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const kiln_node *n = &g->nodes[i];
+    const kiln_op_def *def = kiln_op_get(n->op);
+    kiln_lkernel *k = kiln_lprog_add_kernel(p, def->name, n->name);
+    kiln_lb b;
+    kiln_lb_begin(&b, p, k);
+    kiln_lower_ctx ctx = {.g = g, .node = n, .b = &b, .tensor_buf = tensor_buf};
+    def->lower(&ctx);
+    kiln_lb_end(&b);
+    k->flops = def->flops ? def->flops(g, n) : 0;
+  }
+  free(tensor_buf);
+  kiln_lprog_free(c->prog);
+  c->prog = p;
+  *changed = true;
+  return true;
+}

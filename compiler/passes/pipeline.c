@@ -1,1 +1,74 @@
-// placeholder: being written
+// The pass manager: runs kiln_pipeline in order, verifies the IR after each pass, times them
+// (-v), dumps the IR after a named pass (--dump-ir-after) and stops early (inspect --after).
+#include "pipeline.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../../runtime/kiln_runtime.h"
+#include "../inspect.h"
+#include "verify.h"
+
+const kiln_pass kiln_pipeline[] = {
+    {"dce", kiln_pass_dce, "drop nodes no output depends on"},
+    {"plan-memory", kiln_pass_plan_memory, "lay out weights; assign arena offsets by liveness"},
+    {"lower", kiln_pass_lower, "graph IR -> loop IR, one kernel per node"},
+    {"schedule", kiln_pass_schedule, "mark parallel, vectorizable and reduction loops"},
+    {0},
+};
+
+bool kiln_pass_exists(const char *name) {
+  for (const kiln_pass *p = kiln_pipeline; p->name; p++)
+    if (strcmp(p->name, name) == 0) return true;
+  return false;
+}
+
+void kiln_compilation_init(kiln_compilation *c, kiln_graph *g) {
+  memset(c, 0, sizeof(*c));
+  c->g = g;
+  c->dump_out = stdout;
+}
+
+void kiln_compilation_free(kiln_compilation *c) {
+  kiln_lprog_free(c->prog);
+  kiln_aligned_free(c->weights);
+  kiln_graph_free(c->g);
+  memset(c, 0, sizeof(*c));
+}
+
+static bool verify_after(const kiln_compilation *c, const char *pass) {
+  bool ok = c->prog ? kiln_lprog_verify(c->prog, stderr) : true;
+  kiln_diag d;
+  kiln_diag_init(&d, c->g->source_file);
+  ok = kiln_graph_verify(c->g, &d) && ok;
+  if (!ok) fprintf(stderr, "kiln: internal error: the IR is invalid after pass '%s'\n", pass);
+  return ok;
+}
+
+static void dump(const kiln_compilation *c, const char *pass) {
+  fprintf(c->dump_out, "// ---- IR after %s ----\n", pass);
+  if (c->prog)
+    kiln_lprog_print(c->prog, c->dump_out);
+  else
+    kiln_graph_print(c->g, c->dump_out);
+}
+
+bool kiln_compile_pipeline(kiln_compilation *c, kiln_diag *d) {
+  if (!verify_after(c, "frontend")) return false;
+  for (const kiln_pass *p = kiln_pipeline; p->name; p++) {
+    double t0 = kiln_now_ms();
+    bool changed = false;
+    if (!p->run(c, d, &changed)) return false;
+    double ms = kiln_now_ms() - t0;
+    if (c->verbose)
+      fprintf(stderr, "kiln: pass %-12s %8.3f ms%s\n", p->name, ms, changed ? "" : "  (unchanged)");
+    if (!verify_after(c, p->name)) return false;
+    if (c->dump_after && strcmp(c->dump_after, p->name) == 0) dump(c, p->name);
+    if (c->stop_after && strcmp(c->stop_after, p->name) == 0) {
+      c->stopped = true;
+      break;
+    }
+  }
+  return true;
+}

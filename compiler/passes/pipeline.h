@@ -15,6 +15,7 @@ typedef struct kiln_compilation {
   kiln_lprog *prog;  // NULL until `lower` ran
   void *weights;     // payload laid out by plan-memory (owned)
   int64_t weights_bytes;
+  int64_t arena_bytes;  // set by plan-memory
   // options
   const char *dump_after;  // pass name or NULL
   FILE *dump_out;          // stdout by default

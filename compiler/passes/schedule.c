@@ -1,1 +1,140 @@
-// placeholder: being written
+// Scheduling: sets loop annotations without changing what is computed.
+//  - parallel: a top-level loop of a kernel whose iterations provably write disjoint elements
+//    (every store's index uses the loop variable, every assignment is to a variable declared
+//    inside the loop) and do enough work to pay for a thread team.
+//  - vectorize: an innermost loop whose body is straight-line code of the same kind; if it
+//    accumulates into one outer variable (`acc = acc + e`, or max/min), it is marked as a
+//    reduction.
+// The tiling pass of a later issue refines this; the C and LLVM backends render the annotations.
+#include <stdlib.h>
+
+#include "pipeline.h"
+
+enum { MIN_PARALLEL_WORK = 1 << 14 };  // statements executed, roughly
+
+static bool expr_uses_var(const kiln_lexpr *e, int var) {
+  if (!e) return false;
+  if (e->kind == LE_VAR) return e->var == var;
+  return expr_uses_var(e->a, var) || expr_uses_var(e->b, var) || expr_uses_var(e->c, var);
+}
+
+typedef struct body_facts {
+  bool has_loop;
+  bool stores_ok;     // every store index uses the loop variable
+  int outer_assigns;  // assignments to variables declared outside the loop
+  int reduce_var, reduce_op;
+  bool reduce_ok;  // the single outer assignment has the form v = v OP e, e not using v
+} body_facts;
+
+static bool declared_inside(const kiln_lstmt *s, int var) {
+  if (!s) return false;
+  if (s->kind == LS_DECL) return s->var == var;
+  if (s->kind == LS_FOR) return s->var == var || declared_inside(s->body, var);
+  if (s->kind == LS_IF) return declared_inside(s->then_, var) || declared_inside(s->else_, var);
+  if (s->kind == LS_BLOCK)
+    for (int i = 0; i < s->n; i++)
+      if (declared_inside(s->stmts[i], var)) return true;
+  return false;
+}
+
+static void classify_assign(const kiln_lstmt *s, body_facts *f) {
+  const kiln_lexpr *v = s->value;
+  f->outer_assigns++;
+  f->reduce_var = s->var;
+  f->reduce_ok = v->kind == LE_BIN &&
+                 (v->op == LB_ADD || v->op == LB_MUL || v->op == LB_MAX || v->op == LB_MIN) &&
+                 v->a->kind == LE_VAR && v->a->var == s->var && !expr_uses_var(v->b, s->var);
+  f->reduce_op = v->op;
+}
+
+static void gather(const kiln_lstmt *loop, const kiln_lstmt *s, body_facts *f) {
+  switch (s->kind) {
+    case LS_BLOCK:
+      for (int i = 0; i < s->n; i++) gather(loop, s->stmts[i], f);
+      break;
+    case LS_FOR:
+      f->has_loop = true;
+      gather(loop, s->body, f);
+      break;
+    case LS_IF:
+      gather(loop, s->then_, f);
+      if (s->else_) gather(loop, s->else_, f);
+      break;
+    case LS_STORE:
+      if (!expr_uses_var(s->index, loop->var)) f->stores_ok = false;
+      break;
+    case LS_ASSIGN:
+      if (!declared_inside(loop->body, s->var)) classify_assign(s, f);
+      break;
+    case LS_DECL:
+    case LS_COMMENT: break;
+  }
+}
+
+static body_facts facts_of(const kiln_lstmt *loop) {
+  body_facts f = {.stores_ok = true, .reduce_var = -1};
+  gather(loop, loop->body, &f);
+  return f;
+}
+
+static int64_t trip_count(const kiln_lstmt *loop) {
+  if (loop->lo->kind != LE_INT || loop->hi->kind != LE_INT) return -1;
+  return loop->hi->i - loop->lo->i;
+}
+
+// Statements executed by one run of s, counting loop trips (unknown trips count as 16).
+static int64_t work(const kiln_lstmt *s) {
+  if (s->kind == LS_BLOCK) {
+    int64_t w = 0;
+    for (int i = 0; i < s->n; i++) w += work(s->stmts[i]);
+    return w;
+  }
+  if (s->kind == LS_FOR) {
+    int64_t n = trip_count(s);
+    return (n < 0 ? 16 : n) * work(s->body);
+  }
+  if (s->kind == LS_IF) return work(s->then_) + (s->else_ ? work(s->else_) : 0);
+  return 1;
+}
+
+static bool mark_vector_loops(kiln_lstmt *s) {
+  bool changed = false;
+  if (s->kind == LS_BLOCK)
+    for (int i = 0; i < s->n; i++) changed |= mark_vector_loops(s->stmts[i]);
+  if (s->kind == LS_IF) {
+    changed |= mark_vector_loops(s->then_);
+    if (s->else_) changed |= mark_vector_loops(s->else_);
+  }
+  if (s->kind != LS_FOR) return changed;
+  body_facts f = facts_of(s);
+  if (f.has_loop) return mark_vector_loops(s->body) || changed;
+  if (!f.stores_ok || f.outer_assigns > 1 || (f.outer_assigns == 1 && !f.reduce_ok)) return changed;
+  s->flags |= KILN_LOOP_VECTORIZE;
+  if (f.outer_assigns == 1) {
+    s->flags |= KILN_LOOP_REDUCE;
+    s->reduce_var = f.reduce_var;
+    s->reduce_op = f.reduce_op;
+  }
+  return true;
+}
+
+static bool mark_parallel(kiln_lstmt *loop) {
+  body_facts f = facts_of(loop);
+  if (!f.stores_ok || f.outer_assigns || trip_count(loop) < 2 || work(loop) < MIN_PARALLEL_WORK)
+    return false;
+  // A loop that is also the innermost one keeps its simd annotation: `parallel for simd`.
+  loop->flags |= KILN_LOOP_PARALLEL;
+  return true;
+}
+
+bool kiln_pass_schedule(kiln_compilation *c, kiln_diag *d, bool *changed) {
+  (void)d;
+  *changed = false;
+  for (int k = 0; k < c->prog->n_kernels; k++) {
+    kiln_lstmt *body = c->prog->kernels[k].body;
+    *changed |= mark_vector_loops(body);
+    for (int i = 0; i < body->n; i++)
+      if (body->stmts[i]->kind == LS_FOR) *changed |= mark_parallel(body->stmts[i]);
+  }
+  return true;
+}

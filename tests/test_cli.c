@@ -1,0 +1,150 @@
+// `kiln inspect` (text, --json, --dot, --after), `kiln passes`, --dump-ir-after and -v, and
+// `kiln compile` output files, checked against numbers derived by hand from the LeNet-5 layout.
+#include <criterion/criterion.h>
+#include <json-c/json.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sample_util.h"
+
+// LeNet-5 (28x28 input, conv1 padded by 2): parameters and multiply-accumulates by hand.
+//   conv1 6x1x5x5+6 = 156, conv2 16x6x5x5+16 = 2416, fc1 400x120+120 = 48120,
+//   fc2 120x84+84 = 10164, fc3 84x10+10 = 850.
+static const int64_t LENET5_PARAMS = 156 + 2416 + 48120 + 10164 + 850;
+//   conv1 6*28*28*25, conv2 16*10*10*150, fc 400*120 + 120*84 + 84*10.
+static const int64_t LENET5_MACS =
+    6 * 28 * 28 * 25 + 16 * 10 * 10 * 150 + 400 * 120 + 120 * 84 + 84 * 10;
+
+static run_result kiln(const char *cmd, const char *extra1, const char *extra2) {
+  char model[512];
+  sample_model(&samples[2], model, sizeof(model));
+  char *args[] = {KILN_EXE, (char *)cmd, model, (char *)extra1, (char *)extra2, NULL};
+  run_result r = run_cmd(args, 60);
+  cr_assert_eq(r.status, 0, "kiln %s failed: %s", cmd, r.err);
+  return r;
+}
+
+static int64_t get_int(json_object *o, const char *key) {
+  json_object *v;
+  cr_assert(json_object_object_get_ex(o, key, &v), "no \"%s\" in inspect --json", key);
+  return json_object_get_int64(v);
+}
+
+Test(cli, inspect_json_reports_shapes_params_flops_arena) {
+  run_result r = kiln("inspect", "--json", NULL);
+  json_object *o = json_tokener_parse(r.out);
+  cr_assert(o, "inspect --json is not JSON:\n%s", r.out);
+  cr_expect_eq(get_int(o, "params"), LENET5_PARAMS);
+  cr_expect_geq(get_int(o, "flops"), 2 * LENET5_MACS);
+  cr_expect_lt(get_int(o, "flops"), 2 * LENET5_MACS + 200000,
+               "flops counts far more than the layers do");
+  int64_t arena = get_int(o, "arena_bytes");
+  // The largest activation is conv1's (1,6,28,28) f32; two must be live at once somewhere.
+  cr_expect_geq(arena, 6 * 28 * 28 * 4);
+  cr_expect_lt(arena, 3 * 6 * 28 * 28 * 4 + 4096, "arena larger than liveness allows");
+  json_object *inputs, *outputs, *nodes;
+  cr_assert(json_object_object_get_ex(o, "inputs", &inputs));
+  cr_assert(json_object_object_get_ex(o, "outputs", &outputs));
+  cr_assert(json_object_object_get_ex(o, "nodes", &nodes));
+  json_object *x = json_object_array_get_idx(inputs, 0), *v;
+  cr_assert(json_object_object_get_ex(x, "name", &v));
+  cr_expect_str_eq(json_object_get_string(v), "x");
+  cr_assert(json_object_object_get_ex(x, "dtype", &v));
+  cr_expect_str_eq(json_object_get_string(v), "f32");
+  cr_assert(json_object_object_get_ex(x, "shape", &v));
+  cr_expect_eq(json_object_array_length(v), 4);
+  cr_expect_eq(json_object_get_int(json_object_array_get_idx(v, 2)), 28);
+  json_object *y = json_object_array_get_idx(outputs, 0);
+  cr_assert(json_object_object_get_ex(y, "shape", &v));
+  cr_expect_eq(json_object_get_int(json_object_array_get_idx(v, 1)), 10);
+  cr_expect_geq(json_object_array_length(nodes), 12);
+  json_object_put(o);
+  run_result_free(&r);
+}
+
+Test(cli, inspect_text_matches_json) {
+  run_result t = kiln("inspect", NULL, NULL), j = kiln("inspect", "--json", NULL);
+  json_object *o = json_tokener_parse(j.out);
+  char line[128];
+  snprintf(line, sizeof(line), "arena_bytes: %lld", (long long)get_int(o, "arena_bytes"));
+  cr_expect(strstr(t.out, line), "text inspect lacks \"%s\":\n%s", line, t.out);
+  snprintf(line, sizeof(line), "params: %lld", (long long)LENET5_PARAMS);
+  cr_expect(strstr(t.out, line), "text inspect lacks \"%s\"", line);
+  json_object_put(o);
+  run_result_free(&t);
+  run_result_free(&j);
+}
+
+Test(cli, inspect_dot_has_shapes_on_edges) {
+  run_result r = kiln("inspect", "--dot", NULL);
+  cr_expect(strncmp(r.out, "digraph", 7) == 0, "not a dot graph:\n%s", r.out);
+  cr_expect(strstr(r.out, "1×6×28×28"), "conv1's output shape is not on an edge");
+  cr_expect(strstr(r.out, "Conv"), "no Conv node");
+  run_result_free(&r);
+  if (access("/usr/bin/dot", X_OK) == 0) {  // Graphviz accepts it
+    char *dir = make_temp_dir();
+    char *dot = path_join(dir, "g.dot");
+    FILE *f = fopen(dot, "w");
+    r = kiln("inspect", "--dot", NULL);
+    fputs(r.out, f);
+    fclose(f);
+    char *args[] = {"dot", "-Tsvg", dot, NULL};
+    run_result_free(&r);
+    r = run_cmd(args, 60);
+    cr_expect_eq(r.status, 0, "dot rejects the graph: %s", r.err);
+    cr_expect(strstr(r.out, "<svg"), "no svg from dot");
+    run_result_free(&r);
+    rm_rf(dir);
+    free(dot);
+    free(dir);
+  }
+}
+
+Test(cli, inspect_after_pass_stops_there) {
+  run_result r = kiln("inspect", "--json", "--after=dce");
+  json_object *o = json_tokener_parse(r.out), *v;
+  cr_assert(json_object_object_get_ex(o, "arena_bytes", &v));
+  cr_expect(json_object_is_type(v, json_type_null), "arena planned although we stopped after dce");
+  json_object_put(o);
+  run_result_free(&r);
+}
+
+Test(cli, dump_ir_after_and_timing) {
+  run_result r = kiln("inspect", "--dump-ir-after=lower", "-v");
+  cr_expect(strstr(r.out, "IR after lower"), "no dump header");
+  cr_expect(strstr(r.out, "kernel k0_conv1"), "no first kernel in the loop IR dump:\n%s", r.out);
+  cr_expect(strstr(r.err, "pass schedule"), "no per-pass timing on stderr:\n%s", r.err);
+  run_result_free(&r);
+  r = kiln("inspect", "--dump-ir-after=dce", NULL);
+  cr_expect(strstr(r.out, "graph lenet5"), "no graph IR dump:\n%s", r.out);
+  run_result_free(&r);
+  char *args[] = {KILN_EXE, "passes", NULL};
+  r = run_cmd(args, 30);
+  cr_expect(strstr(r.out, "plan-memory") && strstr(r.out, "schedule"), "passes list:\n%s", r.out);
+  run_result_free(&r);
+}
+
+Test(cli, compile_writes_c_header_and_weights) {
+  char *dir = make_temp_dir();
+  run_result r = kiln("compile", "-o", dir);
+  const char *files[] = {"lenet5.c", "lenet5.h", "lenet5.weights"};
+  for (int i = 0; i < 3; i++) {
+    char *p = path_join(dir, files[i]);
+    cr_expect(access(p, R_OK) == 0, "kiln compile did not write %s", files[i]);
+    free(p);
+  }
+  // The header promises an arena size equal to inspect's.
+  char *h = path_join(dir, "lenet5.h");
+  FILE *f = fopen(h, "r");
+  char text[65536];
+  size_t n = fread(text, 1, sizeof(text) - 1, f);
+  text[n] = '\0';
+  fclose(f);
+  cr_expect(strstr(text, "LENET5_ARENA_BYTES") || strstr(text, "lenet5_ARENA_BYTES"),
+            "no ARENA_BYTES in header");
+  run_result_free(&r);
+  rm_rf(dir);
+  free(h);
+  free(dir);
+}

@@ -1,0 +1,186 @@
+// Graph IR, passes and loop IR: before/expected checks on small models.
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../compiler/frontend.h"
+#include "../compiler/passes/pipeline.h"
+#include "sample_util.h"
+
+static kiln_graph *load_text(const char *json) {
+  char *dir = make_temp_dir();
+  char *path = path_join(dir, "m.json");
+  FILE *f = fopen(path, "w");
+  fputs(json, f);
+  fclose(f);
+  kiln_diag d;
+  kiln_diag_init(&d, path);
+  kiln_graph *g = kiln_load_model(path, &d);
+  cr_assert(g, "model does not load:\n%s", json);
+  rm_rf(dir);
+  free(path);
+  free(dir);
+  return g;
+}
+
+static kiln_graph *load_sample(int i) {
+  char model[512];
+  sample_model(&samples[i], model, sizeof(model));
+  kiln_diag d;
+  kiln_diag_init(&d, model);
+  kiln_graph *g = kiln_load_model(model, &d);
+  cr_assert(g);
+  return g;
+}
+
+static void compile_all(kiln_compilation *c, kiln_graph *g) {
+  kiln_compilation_init(c, g);
+  kiln_diag d;
+  kiln_diag_init(&d, "test");
+  cr_assert(kiln_compile_pipeline(c, &d));
+}
+
+// Two values share arena bytes only if no node needs both.
+Test(passes, plan_memory_never_overlaps_live_values) {
+  for (int s = 0; s < N_SAMPLES; s++) {
+    kiln_compilation c;
+    compile_all(&c, load_sample(s));
+    const kiln_graph *g = c.g;
+    int64_t total = 0;
+    for (int a = 0; a < g->n_tensors; a++) {
+      const kiln_tensor *ta = &g->tensors[a];
+      if (ta->kind != KILN_TENSOR_VALUE || ta->is_output) continue;
+      int64_t a_bytes = kiln_shape_numel(&ta->shape) * (int64_t)kiln_dtype_size(ta->dtype);
+      total += a_bytes;
+      cr_expect(ta->offset >= 0 && ta->offset % 64 == 0, "%s: offset %lld", ta->name,
+                (long long)ta->offset);
+      cr_expect_leq(ta->offset + a_bytes, c.arena_bytes, "%s ends past the arena", ta->name);
+      for (int b = 0; b < g->n_tensors; b++) {
+        const kiln_tensor *tb = &g->tensors[b];
+        if (b == a || tb->kind != KILN_TENSOR_VALUE || tb->is_output) continue;
+        int64_t b_bytes = kiln_shape_numel(&tb->shape) * (int64_t)kiln_dtype_size(tb->dtype);
+        bool bytes_overlap = ta->offset < tb->offset + b_bytes && tb->offset < ta->offset + a_bytes;
+        if (!bytes_overlap) continue;
+        // Overlapping bytes: some node must not see both, i.e. ranges [producer, last use]
+        // disjoint.
+        for (int n = 0; n < g->n_nodes; n++) {
+          bool uses_a = false, uses_b = false;
+          for (int k = 0; k < g->nodes[n].n_inputs; k++) {
+            uses_a |= g->nodes[n].inputs[k] == a;
+            uses_b |= g->nodes[n].inputs[k] == b;
+          }
+          uses_a |= g->nodes[n].outputs[0] == a;
+          uses_b |= g->nodes[n].outputs[0] == b;
+          cr_expect(!(uses_a && uses_b), "%s and %s share bytes but node %s uses both", ta->name,
+                    tb->name, g->nodes[n].name);
+        }
+      }
+    }
+    cr_expect_leq(c.arena_bytes, total + 64 * g->n_tensors, "arena bigger than no reuse at all");
+    kiln_compilation_free(&c);
+  }
+}
+
+Test(passes, plan_memory_reuses_a_chain) {
+  // x -> relu -> a -> relu -> b -> relu -> c -> relu -> y: a and c can share; arena = 2 buffers.
+  kiln_compilation c;
+  compile_all(&c, load_text("{\"format\":\"kiln-model\",\"version\":1,\"name\":\"chain\","
+                            "\"inputs\":[{\"name\":\"x\",\"dtype\":\"f32\",\"shape\":[1000]}],"
+                            "\"outputs\":[{\"name\":\"y\"}],\"nodes\":["
+                            "{\"op\":\"Relu\",\"inputs\":[\"x\"],\"outputs\":[\"a\"]},"
+                            "{\"op\":\"Relu\",\"inputs\":[\"a\"],\"outputs\":[\"b\"]},"
+                            "{\"op\":\"Relu\",\"inputs\":[\"b\"],\"outputs\":[\"c\"]},"
+                            "{\"op\":\"Relu\",\"inputs\":[\"c\"],\"outputs\":[\"y\"]}]}"));
+  cr_expect_eq(c.arena_bytes, 2 * 4032, "expected two 64-aligned 4000-byte buffers, got %lld",
+               (long long)c.arena_bytes);
+  kiln_compilation_free(&c);
+}
+
+Test(passes, dce_drops_unused_branch) {
+  kiln_compilation c;
+  compile_all(
+      &c,
+      load_text("{\"format\":\"kiln-model\",\"version\":1,\"name\":\"dead\","
+                "\"inputs\":[{\"name\":\"x\",\"dtype\":\"f32\",\"shape\":[4]}],"
+                "\"outputs\":[{\"name\":\"y\"}],\"nodes\":["
+                "{\"op\":\"Tanh\",\"name\":\"unused\",\"inputs\":[\"x\"],\"outputs\":[\"t\"]},"
+                "{\"op\":\"Sigmoid\",\"name\":\"unused2\",\"inputs\":[\"t\"],\"outputs\":[\"u\"]},"
+                "{\"op\":\"Relu\",\"name\":\"kept\",\"inputs\":[\"x\"],\"outputs\":[\"y\"]}]}"));
+  cr_expect_eq(c.g->n_nodes, 1);
+  cr_expect_str_eq(c.g->nodes[0].name, "kept");
+  cr_expect_eq(c.prog->n_kernels, 1);
+  kiln_compilation_free(&c);
+}
+
+static bool any_flag(const kiln_lstmt *s, unsigned flag) {
+  if (s->kind == LS_FOR) return (s->flags & flag) || any_flag(s->body, flag);
+  if (s->kind == LS_BLOCK)
+    for (int i = 0; i < s->n; i++)
+      if (any_flag(s->stmts[i], flag)) return true;
+  if (s->kind == LS_IF) return any_flag(s->then_, flag) || (s->else_ && any_flag(s->else_, flag));
+  return false;
+}
+
+Test(passes, schedule_parallelizes_big_kernels_only) {
+  kiln_compilation c;
+  compile_all(&c, load_sample(2));  // lenet5
+  const kiln_lprog *p = c.prog;
+  cr_assert_str_eq(p->kernels[0].op, "Conv");
+  cr_expect(any_flag(p->kernels[0].body, KILN_LOOP_PARALLEL), "conv1 (117k MACs) is not parallel");
+  const kiln_lkernel *last = &p->kernels[p->n_kernels - 1];
+  cr_expect(!any_flag(last->body, KILN_LOOP_PARALLEL), "fc3 (840 MACs) should stay serial");
+  bool any_vector = false;
+  for (int k = 0; k < p->n_kernels; k++)
+    any_vector |= any_flag(p->kernels[k].body, KILN_LOOP_VECTORIZE);
+  cr_expect(any_vector, "no loop marked for vectorization");
+  kiln_compilation_free(&c);
+}
+
+Test(loop_ir, verifier_rejects_bad_programs) {
+  kiln_lprog *p = kiln_lprog_new("bad");
+  kiln_lbuf in = {.name = "x", .kind = KILN_BUF_INPUT, .dtype = KILN_F32, .numel = 4};
+  int x = kiln_lprog_add_buf(p, &in);
+  kiln_lkernel *k = kiln_lprog_add_kernel(p, "Test", "t");
+  kiln_lb b;
+  kiln_lb_begin(&b, p, k);
+  int i = kiln_lb_for_n(&b, "i", 4);
+  kiln_lb_store(&b, x, lx_var(&b, i), lx_float(&b, KILN_F32, 1.0));  // writes an input
+  kiln_lb_end_for(&b);
+  kiln_lb_end(&b);
+  FILE *sink = fopen("/dev/null", "w");
+  cr_expect(!kiln_lprog_verify(p, sink), "a store into an input passed the verifier");
+  fclose(sink);
+  kiln_lprog_free(p);
+}
+
+Test(loop_ir, verifier_rejects_type_mismatch_and_scope) {
+  kiln_lprog *p = kiln_lprog_new("bad2");
+  kiln_lbuf out = {.name = "y", .kind = KILN_BUF_OUTPUT, .dtype = KILN_F32, .numel = 4};
+  int y = kiln_lprog_add_buf(p, &out);
+  kiln_lkernel *k = kiln_lprog_add_kernel(p, "Test", "t");
+  kiln_lb b;
+  kiln_lb_begin(&b, p, k);
+  int i = kiln_lb_for_n(&b, "i", 4);
+  kiln_lb_end_for(&b);
+  kiln_lb_store(&b, y, lx_var(&b, i), lx_float(&b, KILN_F32, 0));  // i is out of scope here
+  kiln_lb_end(&b);
+  FILE *sink = fopen("/dev/null", "w");
+  cr_expect(!kiln_lprog_verify(p, sink), "a loop variable used outside its loop passed");
+  fclose(sink);
+  kiln_lprog_free(p);
+}
+
+Test(loop_ir, builder_folds_index_constants) {
+  kiln_lprog *p = kiln_lprog_new("fold");
+  kiln_lkernel *k = kiln_lprog_add_kernel(p, "Test", "t");
+  kiln_lb b;
+  kiln_lb_begin(&b, p, k);
+  kiln_lexpr *e = lx_madd(&b, lx_int(&b, 3), 4, lx_int(&b, 5));
+  cr_expect_eq(e->kind, LE_INT);
+  cr_expect_eq(e->i, 17);
+  int v = kiln_lb_var(&b, "i", KILN_I64);
+  cr_expect_eq(lx_mul(&b, lx_var(&b, v), lx_int(&b, 1))->kind, LE_VAR);
+  cr_expect_eq(lx_add(&b, lx_int(&b, 0), lx_var(&b, v))->kind, LE_VAR);
+  kiln_lb_end(&b);
+  kiln_lprog_free(p);
+}

@@ -1,0 +1,197 @@
+// Per-op tests over the golden cases in tests/goldens/ops (made by tools/make_op_goldens.py with
+// PyTorch): the reference interpreter must match PyTorch, and the generated C (built by
+// `kiln build`, run as a standalone binary) must match the interpreter, each within the op's
+// stated tolerance below.
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../compiler/frontend.h"
+#include "../compiler/interp.h"
+#include "test_util.h"
+
+// Tolerances: |got - want| <= atol + rtol * |want|.
+//  vs PyTorch: the interpreter computes in double and rounds each result to f32 once; PyTorch
+//  computes in f32, so elementwise ops differ by at most ~1 ulp and reductions by the f32
+//  rounding of a K-term sum.
+//  generated vs interpreter: generated code computes in f32 (libm expf/tanhf are within 1-2 ulp).
+typedef struct tolerance {
+  const char *op;
+  double atol_ref, rtol_ref, atol_gen, rtol_gen;
+} tolerance;
+
+static const tolerance tolerances[] = {
+    {"Add", 0, 1.2e-7, 0, 1.2e-7},
+    {"Sub", 1e-7, 1.2e-7, 1e-7, 1.2e-7},
+    {"Mul", 0, 1.2e-7, 0, 1.2e-7},
+    {"Div", 0, 2.4e-7, 0, 2.4e-7},
+    {"Relu", 0, 0, 0, 0},
+    {"Sigmoid", 1e-7, 4e-7, 1e-7, 4e-7},
+    {"Tanh", 1e-7, 4e-7, 1e-7, 4e-7},
+    {"Softmax", 1e-7, 1e-6, 1e-7, 1e-6},
+    {"Gemm", 1e-5, 1e-5, 1e-5, 1e-5},
+    {"MatMul", 1e-5, 1e-5, 1e-5, 1e-5},
+    {"Conv", 1e-5, 1e-5, 1e-5, 1e-5},
+    {"MaxPool", 0, 0, 0, 0},
+    {"AveragePool", 1e-7, 4e-7, 1e-7, 4e-7},
+    {"Flatten", 0, 0, 0, 0},
+    {"Reshape", 0, 0, 0, 0},
+};
+
+static const tolerance *tolerance_for(const char *op) {
+  for (size_t i = 0; i < sizeof(tolerances) / sizeof(tolerances[0]); i++)
+    if (strcmp(tolerances[i].op, op) == 0) return &tolerances[i];
+  cr_assert_fail("no tolerance stated for op %s: add one to tests/test_ops.c", op);
+  return NULL;
+}
+
+typedef struct golden_case {
+  char name[128];
+  char op[64];
+} golden_case;
+
+static int read_cases(golden_case *cases, int max) {
+  char *list = path_join(KILN_TEST_GOLDENS_DIR, "ops/cases.txt");
+  FILE *f = fopen(list, "r");
+  cr_assert(f, "cannot open %s", list);
+  free(list);
+  int n = 0;
+  while (n < max && fscanf(f, "%127s %63s", cases[n].name, cases[n].op) == 2) n++;
+  fclose(f);
+  cr_assert_gt(n, 20, "expected the golden op cases, found %d", n);
+  return n;
+}
+
+static char *case_file(const golden_case *c, const char *file) {
+  char dir[512];
+  snprintf(dir, sizeof(dir), "%s/ops/%s", KILN_TEST_GOLDENS_DIR, c->name);
+  return path_join(dir, file);
+}
+
+static char *tensor_file(const golden_case *c, const char *tensor) {
+  char name[256];
+  snprintf(name, sizeof(name), "%s.npy", tensor);
+  return case_file(c, name);
+}
+
+static kiln_graph *load_case(const golden_case *c) {
+  char *model = case_file(c, "model.json");
+  kiln_diag d;
+  kiln_diag_init(&d, model);
+  kiln_graph *g = kiln_load_model(model, &d);
+  cr_assert(g, "%s: the model does not load", model);
+  free(model);
+  return g;
+}
+
+// Runs the interpreter on the case's inputs; returns the outputs (caller frees).
+static kiln_array *interpret_case(const golden_case *c, const kiln_graph *g) {
+  kiln_array *in = calloc((size_t)g->n_inputs + 1, sizeof(kiln_array));
+  kiln_array *out = calloc((size_t)g->n_outputs + 1, sizeof(kiln_array));
+  for (int i = 0; i < g->n_inputs; i++) {
+    char *p = tensor_file(c, g->tensors[g->inputs[i]].name);
+    in[i] = read_npy_or_fail(p);
+    free(p);
+  }
+  kiln_diag d;
+  kiln_diag_init(&d, c->name);
+  cr_assert(kiln_interp_run(g, in, out, &d), "%s: the interpreter failed", c->name);
+  for (int i = 0; i < g->n_inputs; i++) kiln_array_free(&in[i]);
+  free(in);
+  return out;
+}
+
+static void free_outputs(kiln_array *out, int n) {
+  for (int i = 0; i < n; i++) kiln_array_free(&out[i]);
+  free(out);
+}
+
+Test(ops, interpreter_matches_pytorch) {
+  golden_case cases[256];
+  int n = read_cases(cases, 256);
+  for (int k = 0; k < n; k++) {
+    const tolerance *tol = tolerance_for(cases[k].op);
+    kiln_graph *g = load_case(&cases[k]);
+    kiln_array *out = interpret_case(&cases[k], g);
+    for (int i = 0; i < g->n_outputs; i++) {
+      char *p = tensor_file(&cases[k], g->tensors[g->outputs[i]].name);
+      kiln_array want = read_npy_or_fail(p);
+      char why[512];
+      cr_expect(arrays_close(&out[i], &want, tol->atol_ref, tol->rtol_ref, why, sizeof(why)),
+                "%s (%s) output %s: %s", cases[k].name, cases[k].op, g->tensors[g->outputs[i]].name,
+                why);
+      kiln_array_free(&want);
+      free(p);
+    }
+    free_outputs(out, g->n_outputs);
+    kiln_graph_free(g);
+  }
+}
+
+// Builds the case with `kiln build`, runs the binary, compares with the interpreter.
+static void check_generated(const golden_case *c, const char *dir) {
+  kiln_graph *g = load_case(c);
+  kiln_array *ref = interpret_case(c, g);
+  char *model = case_file(c, "model.json");
+  char *exe = path_join(dir, c->name);
+  char *build[] = {KILN_EXE, "build", model, "-o", exe, NULL};
+  run_result r = run_cmd(build, 300);
+  cr_expect_eq(r.status, 0, "%s: kiln build failed (%d): %s", c->name, r.status, r.err);
+  run_result_free(&r);
+  char *args[64] = {exe};
+  int na = 1;
+  char *owned[64];
+  int no = 0;
+  for (int i = 0; i < g->n_inputs && i < 8; i++) {
+    char *p = tensor_file(c, g->tensors[g->inputs[i]].name);
+    size_t len = strlen(p) + strlen(g->tensors[g->inputs[i]].name) + 2;
+    char *flag = malloc(len);
+    snprintf(flag, len, "%s=%s", g->tensors[g->inputs[i]].name, p);
+    free(p);
+    args[na++] = "--input";
+    args[na++] = owned[no++] = flag;
+  }
+  char *out_paths[8];
+  for (int i = 0; i < g->n_outputs && i < 8; i++) {
+    char name[300];
+    snprintf(name, sizeof(name), "%s.out%d.npy", c->name, i);
+    out_paths[i] = path_join(dir, name);
+    size_t len = strlen(out_paths[i]) + strlen(g->tensors[g->outputs[i]].name) + 2;
+    char *flag = malloc(len);
+    snprintf(flag, len, "%s=%s", g->tensors[g->outputs[i]].name, out_paths[i]);
+    args[na++] = "--output";
+    args[na++] = owned[no++] = flag;
+  }
+  args[na] = NULL;
+  r = run_cmd(args, 120);
+  cr_expect_eq(r.status, 0, "%s: the generated binary failed (%d): %s", c->name, r.status, r.err);
+  run_result_free(&r);
+  const tolerance *tol = tolerance_for(c->op);
+  for (int i = 0; i < g->n_outputs && i < 8; i++) {
+    kiln_array got;
+    char err[512], why[512];
+    if (kiln_npy_read(out_paths[i], &got, err, sizeof(err)) == KILN_OK) {
+      cr_expect(arrays_close(&got, &ref[i], tol->atol_gen, tol->rtol_gen, why, sizeof(why)),
+                "%s (%s) generated code vs interpreter: %s", c->name, c->op, why);
+      kiln_array_free(&got);
+    } else {
+      cr_expect_fail("%s: %s", c->name, err);
+    }
+    free(out_paths[i]);
+  }
+  for (int i = 0; i < no; i++) free(owned[i]);
+  free(model);
+  free(exe);
+  free_outputs(ref, g->n_outputs);
+  kiln_graph_free(g);
+}
+
+Test(ops, generated_code_matches_interpreter, .timeout = 900) {
+  golden_case cases[256];
+  int n = read_cases(cases, 256);
+  char *dir = make_temp_dir();
+  for (int k = 0; k < n; k++) check_generated(&cases[k], dir);
+  rm_rf(dir);
+  free(dir);
+}

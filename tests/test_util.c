@@ -1,0 +1,188 @@
+#include "test_util.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct sink {
+  char *data;
+  size_t len, cap;
+} sink;
+
+static void sink_add(sink *s, const char *buf, size_t n) {
+  if (s->len + n + 1 > s->cap) {
+    s->cap = (s->len + n + 1) * 2;
+    s->data = realloc(s->data, s->cap);
+    if (!s->data) abort();
+  }
+  memcpy(s->data + s->len, buf, n);
+  s->len += n;
+  s->data[s->len] = '\0';
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+// Drains both pipes until they close or the deadline passes.
+static bool drain(int out_fd, int err_fd, sink *out, sink *err, double deadline) {
+  struct pollfd fds[2] = {{out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}};
+  sink *sinks[2] = {out, err};
+  int open_fds = 2;
+  while (open_fds > 0) {
+    int wait_ms = (int)((deadline - now_s()) * 1000);
+    if (wait_ms <= 0) return false;
+    if (poll(fds, 2, wait_ms) < 0 && errno != EINTR) return false;
+    for (int i = 0; i < 2; i++) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char buf[4096];
+      ssize_t n = read(fds[i].fd, buf, sizeof(buf));
+      if (n > 0) {
+        sink_add(sinks[i], buf, (size_t)n);
+      } else {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        open_fds--;
+      }
+    }
+  }
+  return true;
+}
+
+run_result run_cmd(char *const argv[], int timeout_s) {
+  int po[2], pe[2];
+  if (pipe(po) || pipe(pe)) cr_assert_fail("pipe failed");
+  pid_t pid = fork();
+  if (pid < 0) cr_assert_fail("fork failed");
+  if (pid == 0) {
+    dup2(po[1], 1);
+    dup2(pe[1], 2);
+    close(po[0]), close(po[1]), close(pe[0]), close(pe[1]);
+    execvp(argv[0], argv);
+    fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+  }
+  close(po[1]);
+  close(pe[1]);
+  sink out = {0}, err = {0};
+  sink_add(&out, "", 0);
+  sink_add(&err, "", 0);
+  bool finished = drain(po[0], pe[0], &out, &err, now_s() + timeout_s);
+  if (!finished) {
+    kill(pid, SIGKILL);
+    close(po[0]);
+    close(pe[0]);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  run_result r = {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out.data, err.data};
+  return r;
+}
+
+void run_result_free(run_result *r) {
+  free(r->out);
+  free(r->err);
+}
+
+char *make_temp_dir(void) {
+  const char *tmp = getenv("TMPDIR");
+  char *path = path_join(tmp && *tmp ? tmp : "/tmp", "kiln-test-XXXXXX");
+  if (!mkdtemp(path)) cr_assert_fail("mkdtemp %s: %s", path, strerror(errno));
+  return path;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb, (void)flag, (void)ftw;
+  return remove(path);
+}
+
+void rm_rf(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+char *path_join(const char *a, const char *b) {
+  size_t n = strlen(a) + strlen(b) + 2;
+  char *p = malloc(n);
+  if (!p) abort();
+  snprintf(p, n, "%s/%s", a, b);
+  return p;
+}
+
+static double element(const kiln_array *a, int64_t i) {
+  const unsigned char *p =
+      (const unsigned char *)a->data + (size_t)i * kiln_rt_dtype_size(a->dtype);
+  switch (a->dtype) {
+    case KILN_RT_F32: {
+      float v;
+      memcpy(&v, p, 4);
+      return v;
+    }
+    case KILN_RT_F64: {
+      double v;
+      memcpy(&v, p, 8);
+      return v;
+    }
+    case KILN_RT_I8: return (double)*(const int8_t *)p;
+    case KILN_RT_U8:
+    case KILN_RT_BOOL: return (double)*p;
+    case KILN_RT_I32: {
+      int32_t v;
+      memcpy(&v, p, 4);
+      return v;
+    }
+    case KILN_RT_I64: {
+      int64_t v;
+      memcpy(&v, p, 8);
+      return (double)v;
+    }
+    default: return NAN;
+  }
+}
+
+bool arrays_close(const kiln_array *a, const kiln_array *b, double atol, double rtol, char *why,
+                  size_t whylen) {
+  if (a->dtype != b->dtype) {
+    snprintf(why, whylen, "dtype %s vs %s", kiln_rt_dtype_name(a->dtype),
+             kiln_rt_dtype_name(b->dtype));
+    return false;
+  }
+  bool same_shape = a->rank == b->rank;
+  for (int i = 0; same_shape && i < a->rank; i++) same_shape = a->shape[i] == b->shape[i];
+  if (!same_shape) {
+    snprintf(why, whylen, "shapes differ (rank %d vs %d)", a->rank, b->rank);
+    return false;
+  }
+  int64_t worst = -1;
+  double worst_excess = 0;
+  for (int64_t i = 0; i < kiln_array_numel(a); i++) {
+    double x = element(a, i), y = element(b, i);
+    double excess = fabs(x - y) - (atol + rtol * fabs(y));
+    if (isnan(x) != isnan(y) || (!isnan(x) && excess > worst_excess) || (worst < 0 && excess > 0)) {
+      worst = i;
+      worst_excess = isnan(excess) ? INFINITY : excess;
+    }
+  }
+  if (worst < 0) return true;
+  snprintf(why, whylen,
+           "element %lld: %.9g vs expected %.9g (|diff| %.3g > atol %.1g + rtol %.1g*|expected|)",
+           (long long)worst, element(a, worst), element(b, worst),
+           fabs(element(a, worst) - element(b, worst)), atol, rtol);
+  return false;
+}
+
+kiln_array read_npy_or_fail(const char *path) {
+  kiln_array a;
+  char err[512];
+  if (kiln_npy_read(path, &a, err, sizeof(err)) != KILN_OK) cr_assert_fail("%s", err);
+  return a;
+}

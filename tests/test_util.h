@@ -1,0 +1,51 @@
+// Helpers shared by the Criterion tests: running commands, temporary directories, comparing arrays
+// with a tolerance and reading golden files.
+#ifndef KILN_TEST_UTIL_H
+#define KILN_TEST_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "../runtime/kiln_runtime.h"
+
+#ifndef KILN_TEST_DATA_DIR
+#define KILN_TEST_DATA_DIR "tests/data"
+#endif
+#ifndef KILN_TEST_GOLDENS_DIR
+#define KILN_TEST_GOLDENS_DIR "tests/goldens"
+#endif
+#ifndef KILN_TEST_BAD_DIR
+#define KILN_TEST_BAD_DIR "tests/bad"
+#endif
+#ifndef KILN_SOURCE_DIR
+#define KILN_SOURCE_DIR "."
+#endif
+#ifndef KILN_EXE
+#define KILN_EXE "kiln"
+#endif
+
+typedef struct run_result {
+  int status;  // exit code, or 128 + signal
+  char *out;   // captured stdout (NUL-terminated, owned)
+  char *err;   // captured stderr
+} run_result;
+
+// Runs argv (NULL-terminated) without a shell, capturing stdout and stderr; kills it after
+// timeout_s seconds (status 128 + SIGKILL).
+run_result run_cmd(char *const argv[], int timeout_s);
+void run_result_free(run_result *r);
+
+// A fresh directory under $TMPDIR; rm_rf removes it.
+char *make_temp_dir(void);
+void rm_rf(const char *path);
+char *path_join(const char *a, const char *b);  // malloc'd "a/b"
+
+// Largest |a-b| - (atol + rtol*|b|) violation; writes a description of the worst element to
+// why[whylen] and returns false if any element is outside the tolerance, shapes differ or
+// dtypes differ. NaN anywhere is a failure.
+bool arrays_close(const kiln_array *a, const kiln_array *b, double atol, double rtol, char *why,
+                  size_t whylen);
+// Reads an .npy or aborts the test with a message.
+kiln_array read_npy_or_fail(const char *path);
+
+#endif
