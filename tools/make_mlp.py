@@ -66,19 +66,20 @@ def make_mlp(root):
 
 
 def make_xor(root):
-    # Exactly the example of docs/model-format.md (Gemm without transB: w1 is (K=2, N=4)).
-    w1 = [5, -5, 3, 1, 5, -5, 3, 1]
-    b1 = [-2.5, 7.5, -4, 0]
-    w2 = [10, 10, -10, 0]
-    b2 = -15
+    # Exactly the example of docs/model-format.md (Gemm without transB: w1 is (K=2, N=2)).
+    # Hidden unit 0 is OR(x1, x2), unit 1 is AND(x1, x2); y = OR and not AND.
+    w1 = [20, 20, 20, 20]
+    b1 = [-10, -30]
+    w2 = [20, -20]
+    b2 = -10
     model = {
         "format": "kiln-model", "version": 1, "name": "xor_mlp",
         "inputs": [{"name": "x", "dtype": "f32", "shape": [4, 2]}],
         "outputs": [{"name": "y"}],
         "params": [
-            {"name": "w1", "dtype": "f32", "shape": [2, 4], "init": {"kind": "values", "values": w1}},
-            {"name": "b1", "dtype": "f32", "shape": [4], "init": {"kind": "values", "values": b1}},
-            {"name": "w2", "dtype": "f32", "shape": [4, 1], "init": {"kind": "values", "values": w2}},
+            {"name": "w1", "dtype": "f32", "shape": [2, 2], "init": {"kind": "values", "values": w1}},
+            {"name": "b1", "dtype": "f32", "shape": [2], "init": {"kind": "values", "values": b1}},
+            {"name": "w2", "dtype": "f32", "shape": [2, 1], "init": {"kind": "values", "values": w2}},
             {"name": "b2", "dtype": "f32", "shape": [1], "init": {"kind": "constant", "value": b2}},
         ],
         "nodes": [
@@ -91,9 +92,9 @@ def make_xor(root):
     kiln_io.write_model(os.path.join(root, "samples", "xor_mlp.json"), model)
 
     x = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=torch.float32)
-    W1 = torch.tensor(w1, dtype=torch.float32).reshape(2, 4)
+    W1 = torch.tensor(w1, dtype=torch.float32).reshape(2, 2)
     B1 = torch.tensor(b1, dtype=torch.float32)
-    W2 = torch.tensor(w2, dtype=torch.float32).reshape(4, 1)
+    W2 = torch.tensor(w2, dtype=torch.float32).reshape(2, 1)
     B2 = torch.full((1,), b2, dtype=torch.float32)
     y = torch.sigmoid(torch.sigmoid(x @ W1 + B1) @ W2 + B2)
     gdir = os.path.join(root, "tests", "goldens", "xor_mlp")
