@@ -582,10 +582,10 @@ static bool check_attrs(loader *L, json_object *attrs, const kiln_op_def *def, c
 static void arity_error(loader *L, const char *path, const char *what, const kiln_op_def *def,
                         int lo, int hi, size_t got) {
   if (lo == hi)
-    ERR(L, "%s.%s: %s takes %d %s%s, got %zu", path, what, def->name, lo, what, lo == 1 ? "" : "s",
+    ERR(L, "%s.%ss: %s takes %d %s%s, got %zu", path, what, def->name, lo, what, lo == 1 ? "" : "s",
         got);
   else
-    ERR(L, "%s.%s: %s takes %d to %d %ss, got %zu", path, what, def->name, lo, hi, what, got);
+    ERR(L, "%s.%ss: %s takes %d to %d %ss, got %zu", path, what, def->name, lo, hi, what, got);
 }
 
 static int op_id_of(const kiln_op_def *def) {
@@ -694,9 +694,9 @@ static void check_nodes(loader *L, json_object *arr, node_info *info) {
       for (size_t j = 0; j < k; j++) {
         json_object *e = json_object_array_get_idx(outs, j);
         snprintf(sub, sizeof sub, "%s.outputs[%zu]", path, j);
-        const char *s = json_object_get_string(e);
-        if (!json_object_is_type(e, json_type_string) || !*s ||
-            strlen(s) != (size_t)json_object_get_string_len(e)) {
+        bool is_str = json_object_is_type(e, json_type_string);
+        const char *s = is_str ? json_object_get_string(e) : "";
+        if (!is_str || !*s || strlen(s) != (size_t)json_object_get_string_len(e)) {
           ERR(L, "%s: expected a non-empty tensor name, got %s", sub, describe(e, got));
           ok = false;
           continue;
@@ -926,7 +926,8 @@ static kiln_graph *load(json_object *root, const char *path, kiln_diag *d) {
   check_fields(L, root, "", top_fields);
   json_object *jname = need(L, root, "", "name", json_type_string, "a C identifier");
   const char *name = jname ? json_object_get_string(jname) : NULL;
-  if (name && !is_c_identifier(name)) {
+  if (name &&
+      (!is_c_identifier(name) || strlen(name) != (size_t)json_object_get_string_len(jname))) {
     ERR(L, "name: %s is not a C identifier ([A-Za-z_][A-Za-z0-9_]*); it prefixes generated symbols",
         describe(jname, got));
     name = NULL;

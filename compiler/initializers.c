@@ -68,7 +68,14 @@ const char *kiln_json_describe(json_object *v, char *buf, int size) {
         snprintf(buf, (size_t)size, "%" PRId64, i);
       break;
     }
-    case json_type_double: snprintf(buf, (size_t)size, "%.17g", json_object_get_double(v)); break;
+    case json_type_double: {
+      double f = json_object_get_double(v);
+      if (isfinite(f) && f == floor(f) && fabs(f) < 1e15)
+        snprintf(buf, (size_t)size, "%.1f", f);  // "2.0", so that it reads as not an integer
+      else if (snprintf(buf, (size_t)size, "%.15g", f) > 0 && strtod(buf, NULL) != f)
+        snprintf(buf, (size_t)size, "%.17g", f);  // the shorter form does not read back exactly
+      break;
+    }
     case json_type_string: {
       const char *s = json_object_get_string(v);
       int n = json_object_get_string_len(v);
