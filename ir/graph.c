@@ -204,12 +204,62 @@ static void report_cycle(const kiln_graph *g, const int *pending, kiln_diag *d) 
                   count == 1 ? "" : "s", names);
 }
 
+// Consumers of every tensor in compressed rows: the nodes reading tensor t are
+// node_of[first[t] .. first[t + 1]).
+typedef struct consumers {
+  int *first, *node_of;
+} consumers;
+
+static consumers build_consumers(const kiln_graph *g) {
+  consumers c = {kiln_xcalloc((size_t)g->n_tensors + 1, sizeof(int)), NULL};
+  int edges = 0;
+  for (int i = 0; i < g->n_nodes; i++)
+    for (int k = 0; k < g->nodes[i].n_inputs; k++)
+      if (!g->nodes[i].dead && g->nodes[i].inputs[k] >= 0)
+        c.first[g->nodes[i].inputs[k] + 1]++, edges++;
+  for (int t = 0; t < g->n_tensors; t++) c.first[t + 1] += c.first[t];
+  c.node_of = kiln_xcalloc((size_t)(edges ? edges : 1), sizeof(int));
+  int *fill = kiln_xcalloc((size_t)g->n_tensors + 1, sizeof(int));
+  for (int i = 0; i < g->n_nodes; i++)
+    for (int k = 0; k < g->nodes[i].n_inputs; k++) {
+      int t = g->nodes[i].inputs[k];
+      if (!g->nodes[i].dead && t >= 0) c.node_of[c.first[t] + fill[t]++] = i;
+    }
+  free(fill);
+  return c;
+}
+
+// A binary min-heap of node indices, so ready nodes leave in file order.
+typedef struct heap {
+  int *v, n;
+} heap;
+
+static void heap_push(heap *h, int x) {
+  int i = h->n++;
+  for (; i > 0 && h->v[(i - 1) / 2] > x; i = (i - 1) / 2) h->v[i] = h->v[(i - 1) / 2];
+  h->v[i] = x;
+}
+
+static int heap_pop(heap *h) {
+  int top = h->v[0], last = h->v[--h->n], i = 0;
+  for (int child; (child = 2 * i + 1) < h->n; i = child) {
+    if (child + 1 < h->n && h->v[child + 1] < h->v[child]) child++;
+    if (last <= h->v[child]) break;
+    h->v[i] = h->v[child];
+  }
+  h->v[i] = last;
+  return top;
+}
+
+// Kahn's algorithm in O((V + E) log V). Stable: among ready nodes the earliest in the file runs
+// first.
 bool kiln_graph_toposort(kiln_graph *g, kiln_diag *d) {
   if (!set_producers(g, d)) return false;
-  int n = g->n_nodes;
-  int *pending = kiln_xcalloc((size_t)(n ? n : 1), sizeof(int));  // unfinished inputs per node
-  int *order = kiln_xcalloc((size_t)(n ? n : 1), sizeof(int));
-  int n_order = 0, n_live = 0;
+  int n = g->n_nodes, n_order = 0, n_live = 0;
+  size_t alloc = (size_t)(n ? n : 1);
+  int *pending = kiln_xcalloc(alloc, sizeof(int));  // inputs not yet produced, per node
+  int *order = kiln_xcalloc(alloc, sizeof(int));
+  heap ready = {kiln_xcalloc(alloc, sizeof(int)), 0};
   for (int i = 0; i < n; i++) {
     if (g->nodes[i].dead) continue;
     n_live++;
@@ -217,38 +267,33 @@ bool kiln_graph_toposort(kiln_graph *g, kiln_diag *d) {
       int t = g->nodes[i].inputs[k];
       if (t >= 0 && g->tensors[t].producer >= 0) pending[i]++;
     }
+    if (!pending[i]) heap_push(&ready, i);
   }
-  bool *done = kiln_xcalloc((size_t)(n ? n : 1), sizeof(bool));
-  bool progress = true;
-  while (n_order < n_live && progress) {
-    progress = false;
-    for (int i = 0; i < n; i++) {
-      if (g->nodes[i].dead || done[i] || pending[i]) continue;
-      done[i] = true;
-      order[n_order++] = i;
-      progress = true;
-      for (int j = 0; j < n; j++) {
-        if (g->nodes[j].dead || done[j]) continue;
-        for (int k = 0; k < g->nodes[j].n_inputs; k++) {
-          int t = g->nodes[j].inputs[k];
-          if (t >= 0 && g->tensors[t].producer == i) pending[j]--;
-        }
-      }
+  consumers c = build_consumers(g);
+  while (ready.n) {
+    int i = heap_pop(&ready);
+    order[n_order++] = i;
+    for (int o = 0; o < g->nodes[i].n_outputs; o++) {
+      int t = g->nodes[i].outputs[o];
+      for (int e = c.first[t]; e < c.first[t + 1]; e++)
+        if (--pending[c.node_of[e]] == 0) heap_push(&ready, c.node_of[e]);
     }
   }
   bool ok = n_order == n_live;
   if (!ok) {
-    for (int i = 0; i < n; i++) pending[i] = !g->nodes[i].dead && !done[i];
+    for (int i = 0; i < n; i++) pending[i] = !g->nodes[i].dead && pending[i] > 0;
     report_cycle(g, pending, d);
   } else {
-    kiln_node *sorted = kiln_xmalloc(sizeof(kiln_node) * (size_t)(n ? n : 1));
+    kiln_node *sorted = kiln_xmalloc(sizeof(kiln_node) * alloc);
     for (int i = 0; i < n_order; i++) sorted[i] = g->nodes[order[i]];
     free(g->nodes);
     g->nodes = sorted;
     g->n_nodes = g->cap_nodes = n_order;
     set_producers(g, d);
   }
-  free(done);
+  free(c.first);
+  free(c.node_of);
+  free(ready.v);
   free(order);
   free(pending);
   return ok;

@@ -1,1 +1,6 @@
-// placeholder: being written
+// Div: C = A / B, elementwise with numpy broadcasting (binary.c).
+#include "op_internal.h"
+
+static double divide(double a, double b) { return a / b; }
+
+KILN_DEFINE_BINARY_OP(Div, divide, LB_DIV);

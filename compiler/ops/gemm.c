@@ -1,1 +1,152 @@
-// placeholder: being written
+// Gemm (ONNX): Y = alpha * A' B' + beta * C, with A' = transA ? A^T : A and B' likewise.
+//   A': (M, K)   B': (K, N)   C: optional, unidirectionally broadcastable to (M, N)   Y: (M, N)
+#include "op_internal.h"
+
+static const kiln_attr_spec attrs[] = {
+    {"alpha", KILN_ATTR_FLOAT, false},
+    {"beta", KILN_ATTR_FLOAT, false},
+    {"transA", KILN_ATTR_INT, false},
+    {"transB", KILN_ATTR_INT, false},
+    {0},
+};
+
+typedef struct gemm_dims {
+  int64_t M, N, K;
+  bool trans_a, trans_b;
+} gemm_dims;
+
+static gemm_dims dims_of(const kiln_node *n, const kiln_shape *a, const kiln_shape *b) {
+  gemm_dims g = {.trans_a = kiln_attr_int(n, "transA", 0) != 0,
+                 .trans_b = kiln_attr_int(n, "transB", 0) != 0};
+  g.M = a->dim[g.trans_a ? 1 : 0];
+  g.K = a->dim[g.trans_a ? 0 : 1];
+  g.N = b->dim[g.trans_b ? 0 : 1];
+  return g;
+}
+
+// Flat index of A'[m][k] and B'[k][n] in the untransposed storage.
+static int64_t a_index(const gemm_dims *g, int64_t m, int64_t k) {
+  return g->trans_a ? k * g->M + m : m * g->K + k;
+}
+static int64_t b_index(const gemm_dims *g, int64_t k, int64_t n) {
+  return g->trans_b ? n * g->K + k : k * g->N + n;
+}
+
+static bool check_rank2(const kiln_node *n, kiln_diag *d, int i, const kiln_tensor *t) {
+  if (t->shape.rank == 2) return true;
+  kiln_op_error(d, n, "inputs[%d] (%s): expected a 2-D matrix, got %s", i, t->name,
+                kiln_shape_text(&t->shape).text);
+  return false;
+}
+
+static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
+  const kiln_tensor *a = kiln_in(g, n, 0), *b = kiln_in(g, n, 1), *c = kiln_in(g, n, 2);
+  if (!kiln_op_check_float_inputs(g, n, c ? 3 : 2, d)) return false;
+  int64_t trans;
+  if (!kiln_op_read_int(n, d, "transA", 0, 0, 1, &trans) ||
+      !kiln_op_read_int(n, d, "transB", 0, 0, 1, &trans))
+    return false;
+  if (!check_rank2(n, d, 0, a) || !check_rank2(n, d, 1, b)) return false;
+  gemm_dims gd = dims_of(n, &a->shape, &b->shape);
+  int64_t kb = b->shape.dim[gd.trans_b ? 1 : 0];
+  if (kb != gd.K) {
+    kiln_op_error(d, n,
+                  "inputs: inner dimensions disagree: %s%s has K = %lld but %s%s has K = %lld",
+                  kiln_describe(a).text, gd.trans_a ? " (transposed)" : "", (long long)gd.K,
+                  kiln_describe(b).text, gd.trans_b ? " (transposed)" : "", (long long)kb);
+    return false;
+  }
+  // out: (M, N)
+  kiln_shape out = {.rank = 2, .dim = {gd.M, gd.N}}, bc;
+  if (c && (c->shape.rank > 2 || !kiln_broadcast_shapes(&c->shape, &out, &bc) ||
+            !kiln_shape_equal(&bc, &out))) {
+    char want[64];
+    kiln_op_error(d, n, "inputs[2] (%s): expected a shape that broadcasts to %s, got %s", c->name,
+                  kiln_shape_str(&out, want, sizeof want), kiln_shape_text(&c->shape).text);
+    return false;
+  }
+  kiln_op_set_output(g, n, 0, a->dtype, &out);
+  return true;
+}
+
+static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
+  gemm_dims g = dims_of(n, in[0].shape, in[1].shape);
+  double alpha = kiln_attr_float(n, "alpha", 1), beta = kiln_attr_float(n, "beta", 1);
+  const double *a = in[0].data, *b = in[1].data;
+  const kiln_eval_tensor *c = kiln_has_input(n, 2) ? &in[2] : NULL;
+  int64_t cs[2];
+  if (c) kiln_broadcast_strides(c->shape, out->shape, cs);
+  for (int64_t m = 0; m < g.M; m++)
+    for (int64_t j = 0; j < g.N; j++) {
+      double sum = 0;
+      for (int64_t k = 0; k < g.K; k++) sum += a[a_index(&g, m, k)] * b[b_index(&g, k, j)];
+      double v = alpha * sum;
+      if (c) v += beta * c->data[m * cs[0] + j * cs[1]];
+      out->data[m * g.N + j] = v;
+    }
+}
+
+// Index of A'[m][k] (or B'[k][n]) as an expression: row * row_stride + col * col_stride.
+static kiln_lexpr *matrix_index(kiln_lb *b, bool trans, int row, int col, int64_t rows,
+                                int64_t cols) {
+  // Untransposed (rows, cols) storage; transposed storage is (cols, rows).
+  if (trans) return lx_madd(b, lx_var(b, col), rows, lx_var(b, row));
+  return lx_madd(b, lx_var(b, row), cols, lx_var(b, col));
+}
+
+static void lower(const kiln_lower_ctx *c) {
+  kiln_lb *b = c->b;
+  const kiln_node *node = c->node;
+  const kiln_tensor *ta = kiln_lower_in(c, 0), *tb = kiln_lower_in(c, 1),
+                    *ty = kiln_lower_out(c, 0);
+  bool has_c = kiln_has_input(node, 2);
+  gemm_dims g = dims_of(node, &ta->shape, &tb->shape);
+  double alpha = kiln_attr_float(node, "alpha", 1), beta = kiln_attr_float(node, "beta", 1);
+  kiln_lb_comment(b, "Gemm %s: %s%s * %s%s%s -> %s", node->name, kiln_describe(ta).text,
+                  g.trans_a ? "^T" : "", kiln_describe(tb).text, g.trans_b ? "^T" : "",
+                  has_c ? " + C" : "", kiln_describe(ty).text);
+  kiln_dtype t = ty->dtype;
+  int m = kiln_lb_for_n(b, "m", g.M);
+  int j = kiln_lb_for_n(b, "n", g.N);
+  int acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, 0));
+  int k = kiln_lb_for_n(b, "k", g.K);
+  kiln_lexpr *av = lx_load(b, kiln_in_buf(c, 0), matrix_index(b, g.trans_a, m, k, g.M, g.K));
+  kiln_lexpr *bv = lx_load(b, kiln_in_buf(c, 1), matrix_index(b, g.trans_b, k, j, g.K, g.N));
+  kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), lx_bin(b, LB_MUL, av, bv)));
+  kiln_lb_end_for(b);
+  // y = alpha * acc + beta * C[broadcast]
+  kiln_lexpr *v = lx_var(b, acc);
+  if (alpha != 1) v = lx_bin(b, LB_MUL, lx_float(b, t, alpha), v);
+  if (has_c) {
+    const kiln_tensor *tc = kiln_lower_in(c, 2);
+    int64_t cs[2];
+    kiln_broadcast_strides(&tc->shape, &ty->shape, cs);
+    int vars[2] = {m, j};
+    kiln_lexpr *cv = lx_load(b, kiln_in_buf(c, 2), kiln_lower_index(b, 2, vars, cs));
+    if (beta != 1) cv = lx_bin(b, LB_MUL, lx_float(b, t, beta), cv);
+    v = lx_bin(b, LB_ADD, v, cv);
+  }
+  kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, lx_var(b, m), g.N, lx_var(b, j)), v);
+  kiln_lb_end_for(b);
+  kiln_lb_end_for(b);
+}
+
+// 2 * M * N * K
+static int64_t flops(const kiln_graph *g, const kiln_node *n) {
+  gemm_dims gd = dims_of(n, &kiln_in(g, n, 0)->shape, &kiln_in(g, n, 1)->shape);
+  return 2 * gd.M * gd.N * gd.K;
+}
+
+const kiln_op_def kiln_op_Gemm = {
+    .name = "Gemm",
+    .min_inputs = 2,
+    .max_inputs = 3,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .attrs = attrs,
+    .fuse = KILN_FUSE_OUT_FUSABLE,
+    .infer = infer,
+    .eval = eval,
+    .lower = lower,
+    .flops = flops,
+};

@@ -1,1 +1,157 @@
-// placeholder: being written
+// MatMul (ONNX = numpy matmul): Y = A @ B over the last two dims, batch dims broadcast.
+//   A: (..., M, K)   B: (..., K, N)   Y: (broadcast(...), M, N)
+// A 1-D A is read as (1, K) and a 1-D B as (K, 1); the added dimension is dropped from Y.
+#include "op_internal.h"
+
+static const kiln_attr_spec attrs[] = {{0}};
+
+// Both operands promoted to rank >= 2 and the output before dropping promoted dims.
+typedef struct matmul_plan {
+  kiln_shape a, b;   // promoted operand shapes
+  kiln_shape batch;  // broadcast batch dims
+  int64_t M, N, K;
+  int64_t a_stride[KILN_MAX_RANK], b_stride[KILN_MAX_RANK];  // per batch dim; 0 if broadcast
+} matmul_plan;
+
+static kiln_shape promote(const kiln_shape *s, bool is_a) {
+  if (s->rank != 1) return *s;
+  kiln_shape p = {.rank = 2};
+  p.dim[0] = is_a ? 1 : s->dim[0];
+  p.dim[1] = is_a ? s->dim[0] : 1;
+  return p;
+}
+
+static kiln_shape batch_of(const kiln_shape *s) {
+  kiln_shape b = {.rank = s->rank - 2};
+  for (int i = 0; i < b.rank; i++) b.dim[i] = s->dim[i];
+  return b;
+}
+
+// Element strides of operand s's batch dims aligned to `batch` (stride 0 where broadcast).
+static void batch_strides(const kiln_shape *s, const kiln_shape *batch, int64_t *strides) {
+  kiln_shape sb = batch_of(s);
+  kiln_broadcast_strides(&sb, batch, strides);
+  int64_t matrix = s->dim[s->rank - 2] * s->dim[s->rank - 1];
+  for (int i = 0; i < batch->rank; i++) strides[i] *= matrix;
+}
+
+typedef enum { PLAN_OK, PLAN_INNER_DIMS, PLAN_BATCH_DIMS } plan_result;
+
+static plan_result plan(const kiln_shape *a, const kiln_shape *b, matmul_plan *p) {
+  p->a = promote(a, true);
+  p->b = promote(b, false);
+  p->M = p->a.dim[p->a.rank - 2];
+  p->K = p->a.dim[p->a.rank - 1];
+  p->N = p->b.dim[p->b.rank - 1];
+  kiln_shape ba = batch_of(&p->a), bb = batch_of(&p->b);
+  if (p->b.dim[p->b.rank - 2] != p->K) return PLAN_INNER_DIMS;
+  if (!kiln_broadcast_shapes(&ba, &bb, &p->batch)) return PLAN_BATCH_DIMS;
+  batch_strides(&p->a, &p->batch, p->a_stride);
+  batch_strides(&p->b, &p->batch, p->b_stride);
+  return PLAN_OK;
+}
+
+static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
+  if (!kiln_op_check_float_inputs(g, n, 2, d)) return false;
+  const kiln_tensor *a = kiln_in(g, n, 0), *b = kiln_in(g, n, 1);
+  if (a->shape.rank < 1 || b->shape.rank < 1) {
+    kiln_op_error(d, n, "inputs: expected tensors of rank >= 1, got %s and %s",
+                  kiln_describe(a).text, kiln_describe(b).text);
+    return false;
+  }
+  matmul_plan p;
+  plan_result r = plan(&a->shape, &b->shape, &p);
+  if (r == PLAN_INNER_DIMS) {
+    kiln_op_error(d, n, "inputs: %s @ %s: inner dimensions disagree (K = %lld vs %lld)",
+                  kiln_describe(a).text, kiln_describe(b).text, (long long)p.K,
+                  (long long)p.b.dim[p.b.rank - 2]);
+    return false;
+  }
+  if (r == PLAN_BATCH_DIMS) {
+    kiln_op_error(d, n, "inputs: %s @ %s: batch dimensions do not broadcast (numpy rules)",
+                  kiln_describe(a).text, kiln_describe(b).text);
+    return false;
+  }
+  // out: batch + (M if A is not 1-D) + (N if B is not 1-D)
+  kiln_shape out = p.batch;
+  if (a->shape.rank > 1) out.dim[out.rank++] = p.M;
+  if (b->shape.rank > 1) out.dim[out.rank++] = p.N;
+  kiln_op_set_output(g, n, 0, a->dtype, &out);
+  return true;
+}
+
+// Y has the layout of (batch, M, N) whether or not the promoted dims were dropped.
+static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
+  (void)n;
+  matmul_plan p;
+  plan(in[0].shape, in[1].shape, &p);
+  int64_t idx[KILN_MAX_RANK], batches = kiln_shape_numel(&p.batch);
+  for (int64_t t = 0; t < batches; t++) {
+    kiln_unravel(t, &p.batch, idx);
+    const double *a = in[0].data + kiln_dot_index(p.batch.rank, idx, p.a_stride);
+    const double *b = in[1].data + kiln_dot_index(p.batch.rank, idx, p.b_stride);
+    double *y = out->data + t * p.M * p.N;
+    for (int64_t m = 0; m < p.M; m++)
+      for (int64_t j = 0; j < p.N; j++) {
+        double sum = 0;
+        for (int64_t k = 0; k < p.K; k++) sum += a[m * p.K + k] * b[k * p.N + j];
+        y[m * p.N + j] = sum;
+      }
+  }
+}
+
+static void lower(const kiln_lower_ctx *c) {
+  kiln_lb *b = c->b;
+  const kiln_tensor *ta = kiln_lower_in(c, 0), *tb = kiln_lower_in(c, 1),
+                    *ty = kiln_lower_out(c, 0);
+  matmul_plan p;
+  plan(&ta->shape, &tb->shape, &p);
+  kiln_lb_comment(b, "MatMul %s: %s @ %s -> %s", c->node->name, kiln_describe(ta).text,
+                  kiln_describe(tb).text, kiln_describe(ty).text);
+  kiln_dtype t = ty->dtype;
+  int64_t y_stride[KILN_MAX_RANK];
+  kiln_contiguous_strides(&p.batch, y_stride);
+  for (int i = 0; i < p.batch.rank; i++) y_stride[i] *= p.M * p.N;
+  int batch[KILN_MAX_RANK];
+  kiln_lower_begin_nest(b, &p.batch, batch);
+  int m = kiln_lb_for_n(b, "m", p.M);
+  int j = kiln_lb_for_n(b, "n", p.N);
+  int acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, 0));
+  int k = kiln_lb_for_n(b, "k", p.K);
+  // a[batch][m][k] * b[batch][k][n]
+  kiln_lexpr *ai = kiln_lower_index(b, p.batch.rank, batch, p.a_stride);
+  ai = lx_add(b, ai, lx_madd(b, lx_var(b, m), p.K, lx_var(b, k)));
+  kiln_lexpr *bi = kiln_lower_index(b, p.batch.rank, batch, p.b_stride);
+  bi = lx_add(b, bi, lx_madd(b, lx_var(b, k), p.N, lx_var(b, j)));
+  kiln_lexpr *prod =
+      lx_bin(b, LB_MUL, lx_load(b, kiln_in_buf(c, 0), ai), lx_load(b, kiln_in_buf(c, 1), bi));
+  kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), prod));
+  kiln_lb_end_for(b);
+  kiln_lexpr *yi = kiln_lower_index(b, p.batch.rank, batch, y_stride);
+  yi = lx_add(b, yi, lx_madd(b, lx_var(b, m), p.N, lx_var(b, j)));
+  kiln_lb_store(b, kiln_out_buf(c, 0), yi, lx_var(b, acc));
+  kiln_lb_end_for(b);
+  kiln_lb_end_for(b);
+  kiln_lower_end_nest(b, &p.batch);
+}
+
+// 2 * batch * M * N * K
+static int64_t flops(const kiln_graph *g, const kiln_node *n) {
+  matmul_plan p;
+  if (plan(&kiln_in(g, n, 0)->shape, &kiln_in(g, n, 1)->shape, &p) != PLAN_OK) return 0;
+  return 2 * kiln_shape_numel(&p.batch) * p.M * p.N * p.K;
+}
+
+const kiln_op_def kiln_op_MatMul = {
+    .name = "MatMul",
+    .min_inputs = 2,
+    .max_inputs = 2,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .attrs = attrs,
+    .fuse = KILN_FUSE_OUT_FUSABLE,
+    .infer = infer,
+    .eval = eval,
+    .lower = lower,
+    .flops = flops,
+};

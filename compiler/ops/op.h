@@ -88,7 +88,8 @@ void kiln_op_error(kiln_diag *d, const kiln_node *n, const char *fmt, ...)
 // Checks inputs [0, count) are present, have a float dtype equal to input 0's; reports otherwise.
 bool kiln_op_check_float_inputs(const kiln_graph *g, const kiln_node *n, int count, kiln_diag *d);
 // Sets output i's dtype and shape.
-void kiln_op_set_output(kiln_graph *g, const kiln_node *n, int i, kiln_dtype t, const kiln_shape *s);
+void kiln_op_set_output(kiln_graph *g, const kiln_node *n, int i, kiln_dtype t,
+                        const kiln_shape *s);
 // Numpy broadcasting of two shapes; false if incompatible.
 bool kiln_broadcast_shapes(const kiln_shape *a, const kiln_shape *b, kiln_shape *out);
 // Row-major strides of `s` aligned to `out` for broadcasting: stride 0 where s has size 1 or

@@ -1,1 +1,217 @@
-// placeholder: being written
+// Sliding 2-D windows, shared by Conv, MaxPool and AveragePool: the window attributes (strides,
+// pads, dilations, auto_pad, ceil_mode), output sizes, and loop bounds clamped to the input.
+// Then what MaxPool and AveragePool have in common: shape inference, the lowering skeleton, flops.
+//
+// Output size along one axis (ONNX), with effective kernel ek = (k - 1) * dilation + 1:
+//   NOTSET, VALID (pads 0):  out = floor_or_ceil((in + pad_begin + pad_end - ek) / stride) + 1
+//                            with ceil_mode, a window must start inside the input or the begin
+//                            padding: if (out - 1) * stride >= in + pad_begin, out -= 1
+//   SAME_UPPER, SAME_LOWER:  out = ceil(in / stride), total padding
+//                            max(0, (out - 1) * stride + ek - in) split evenly; the odd one goes
+//                            at the end (UPPER) or the beginning (LOWER)
+#include <string.h>
+
+#include "op_internal.h"
+
+typedef enum { AUTO_PAD_NOTSET, AUTO_PAD_SAME_UPPER, AUTO_PAD_SAME_LOWER, AUTO_PAD_VALID } auto_pad;
+
+static bool read_auto_pad(const kiln_node *n, kiln_diag *d, auto_pad *out) {
+  static const char *const names[] = {"NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"};
+  const char *s = kiln_attr_string(n, "auto_pad", "NOTSET");
+  for (int i = 0; i < 4; i++) {
+    if (strcmp(s, names[i]) == 0) {
+      *out = (auto_pad)i;
+      return true;
+    }
+  }
+  kiln_op_error(d, n,
+                "attrs.auto_pad: expected NOTSET, SAME_UPPER, SAME_LOWER or VALID, got \"%s\"", s);
+  return false;
+}
+
+bool kiln_window_kernel_attr(const kiln_node *n, kiln_diag *d, bool required, int64_t kernel[2],
+                             bool *present) {
+  *present = kiln_node_attr(n, "kernel_shape") != NULL;
+  if (!*present && required) {
+    kiln_op_error(d, n, "attrs.kernel_shape: required (2 positive integers)");
+    return false;
+  }
+  return kiln_op_read_ints(n, d, "kernel_shape", 2, KILN_INTS_POSITIVE, kernel);
+}
+
+// Output size and pads along one axis; false (after reporting) if the window does not fit.
+static bool resolve_axis(const kiln_node *n, kiln_diag *d, int axis, auto_pad mode, bool ceil_mode,
+                         kiln_window *w) {
+  int64_t in = w->in[axis], s = w->stride[axis];
+  int64_t ek = (w->kernel[axis] - 1) * w->dilation[axis] + 1;
+  if (mode == AUTO_PAD_SAME_UPPER || mode == AUTO_PAD_SAME_LOWER) {
+    int64_t out = (in + s - 1) / s;
+    int64_t total = (out - 1) * s + ek - in;
+    if (total < 0) total = 0;
+    w->pad_begin[axis] = mode == AUTO_PAD_SAME_UPPER ? total / 2 : total - total / 2;
+    w->pad_end[axis] = total - w->pad_begin[axis];
+    w->out[axis] = out;
+    return true;
+  }
+  if (mode == AUTO_PAD_VALID) w->pad_begin[axis] = w->pad_end[axis] = 0;
+  int64_t padded = in + w->pad_begin[axis] + w->pad_end[axis];
+  if (padded < ek) {
+    kiln_op_error(d, n,
+                  "attrs.kernel_shape: the window (%lld with dilation) is larger than the padded "
+                  "input (%lld) along %s",
+                  (long long)ek, (long long)padded, axis == 0 ? "H" : "W");
+    return false;
+  }
+  int64_t out = (padded - ek + (ceil_mode ? s - 1 : 0)) / s + 1;
+  if (ceil_mode && (out - 1) * s >= in + w->pad_begin[axis]) out--;
+  w->out[axis] = out;
+  return true;
+}
+
+bool kiln_window_resolve(const kiln_node *n, kiln_diag *d, const int64_t in[2],
+                         const int64_t kernel[2], kiln_window_opts opts, kiln_window *w) {
+  *w = (kiln_window){
+      .in = {in[0], in[1]}, .kernel = {kernel[0], kernel[1]}, .stride = {1, 1}, .dilation = {1, 1}};
+  int64_t pads[4] = {0, 0, 0, 0}, ceil_mode = 0;
+  auto_pad mode = AUTO_PAD_NOTSET;
+  bool ok = kiln_op_read_ints(n, d, "strides", 2, KILN_INTS_POSITIVE, w->stride);
+  ok &= kiln_op_read_ints(n, d, "pads", 4, KILN_INTS_NONNEGATIVE, pads);
+  if (opts.dilations)
+    ok &= kiln_op_read_ints(n, d, "dilations", 2, KILN_INTS_POSITIVE, w->dilation);
+  if (opts.ceil_mode) ok &= kiln_op_read_int(n, d, "ceil_mode", 0, 0, 1, &ceil_mode);
+  ok &= read_auto_pad(n, d, &mode);
+  if (!ok) return false;
+  if (mode != AUTO_PAD_NOTSET && (pads[0] || pads[1] || pads[2] || pads[3])) {
+    kiln_op_error(d, n, "attrs.pads: must be absent or zero when auto_pad is %s",
+                  kiln_attr_string(n, "auto_pad", ""));
+    return false;
+  }
+  w->pad_begin[0] = pads[0], w->pad_begin[1] = pads[1];
+  w->pad_end[0] = pads[2], w->pad_end[1] = pads[3];
+  return resolve_axis(n, d, 0, mode, ceil_mode, w) && resolve_axis(n, d, 1, mode, ceil_mode, w);
+}
+
+// Whether some output position has a window reaching before / past the input along axis.
+static bool clips_begin(const kiln_window *w, int axis) { return w->pad_begin[axis] > 0; }
+
+static bool clips_end(const kiln_window *w, int axis) {
+  int64_t last = (w->out[axis] - 1) * w->stride[axis] - w->pad_begin[axis] +
+                 (w->kernel[axis] - 1) * w->dilation[axis];
+  return last >= w->in[axis];
+}
+
+kiln_lexpr *kiln_window_lower_pos(kiln_lb *b, const kiln_window *w, int axis, int o_var,
+                                  int k_var) {
+  kiln_lexpr *pos = lx_mul(b, lx_var(b, o_var), lx_int(b, w->stride[axis]));
+  if (w->pad_begin[axis]) pos = lx_bin(b, LB_SUB, pos, lx_int(b, w->pad_begin[axis]));
+  return lx_add(b, pos, lx_mul(b, lx_var(b, k_var), lx_int(b, w->dilation[axis])));
+}
+
+// ceil(x / d) for d >= 1, exact for x >= 0; for x < 0 it gives a value <= 0, which is all the
+// clamped bounds below need (division truncates toward zero).
+static kiln_lexpr *ceil_div(kiln_lb *b, kiln_lexpr *x, int64_t d) {
+  if (d == 1) return x;
+  return lx_bin(b, LB_DIV, lx_add(b, x, lx_int(b, d - 1)), lx_int(b, d));
+}
+
+// c - o * s
+static kiln_lexpr *minus_scaled(kiln_lb *b, int64_t c, int o_var, int64_t s) {
+  return lx_bin(b, LB_SUB, lx_int(b, c), lx_mul(b, lx_var(b, o_var), lx_int(b, s)));
+}
+
+kiln_krange kiln_window_lower_range(kiln_lb *b, const kiln_window *w, int axis, int o_var,
+                                    const char *k_name) {
+  int64_t s = w->stride[axis], p = w->pad_begin[axis], dil = w->dilation[axis];
+  kiln_krange r = {.lo_var = -1, .hi_var = -1, .lo = 0, .hi = w->kernel[axis]};
+  char name[64];
+  // Input position o*s - p + k*dil must be >= 0: k >= ceil((p - o*s) / dil).
+  if (clips_begin(w, axis)) {
+    kiln_lexpr *first = ceil_div(b, minus_scaled(b, p, o_var, s), dil);
+    snprintf(name, sizeof name, "%s_lo", k_name);
+    r.lo_var = kiln_lb_decl(b, name, KILN_I64, lx_bin(b, LB_MAX, lx_int(b, 0), first));
+  }
+  // ... and < in: k < ceil((in + p - o*s) / dil).
+  if (clips_end(w, axis)) {
+    kiln_lexpr *end = ceil_div(b, minus_scaled(b, w->in[axis] + p, o_var, s), dil);
+    snprintf(name, sizeof name, "%s_hi", k_name);
+    r.hi_var = kiln_lb_decl(b, name, KILN_I64, lx_bin(b, LB_MIN, lx_int(b, r.hi), end));
+  }
+  return r;
+}
+
+kiln_lexpr *kiln_krange_lo(kiln_lb *b, const kiln_krange *r) {
+  return r->lo_var >= 0 ? lx_var(b, r->lo_var) : lx_int(b, r->lo);
+}
+
+kiln_lexpr *kiln_krange_hi(kiln_lb *b, const kiln_krange *r) {
+  return r->hi_var >= 0 ? lx_var(b, r->hi_var) : lx_int(b, r->hi);
+}
+
+// ---- MaxPool and AveragePool ----
+
+bool kiln_pool_infer(kiln_graph *g, kiln_node *n, kiln_diag *d, kiln_window_opts opts) {
+  if (!kiln_op_check_float_inputs(g, n, 1, d)) return false;
+  const kiln_tensor *x = kiln_in(g, n, 0);
+  if (x->shape.rank != 4) {
+    kiln_op_error(d, n, "inputs[0] (%s): expected a 4-D tensor (N, C, H, W), got %s", x->name,
+                  kiln_shape_text(&x->shape).text);
+    return false;
+  }
+  int64_t kernel[2];
+  bool present;
+  if (!kiln_window_kernel_attr(n, d, true, kernel, &present)) return false;
+  kiln_window w;
+  if (!kiln_window_resolve(n, d, &x->shape.dim[2], kernel, opts, &w)) return false;
+  // out: (N, C, OH, OW)
+  kiln_shape out = {.rank = 4, .dim = {x->shape.dim[0], x->shape.dim[1], w.out[0], w.out[1]}};
+  kiln_op_set_output(g, n, 0, x->dtype, &out);
+  return true;
+}
+
+kiln_window kiln_pool_window(const kiln_node *n, const kiln_shape *x, kiln_window_opts opts) {
+  int64_t kernel[2] = {1, 1};
+  bool present;
+  kiln_window w;
+  kiln_window_kernel_attr(n, NULL, true, kernel, &present);
+  kiln_window_resolve(n, NULL, &x->dim[2], kernel, opts, &w);
+  return w;
+}
+
+void kiln_pool_lower(const kiln_lower_ctx *c, kiln_window_opts opts, double init, kiln_lbin combine,
+                     kiln_pool_finish finish) {
+  kiln_lb *b = c->b;
+  const kiln_tensor *x = kiln_lower_in(c, 0), *y = kiln_lower_out(c, 0);
+  kiln_window w = kiln_pool_window(c->node, &x->shape, opts);
+  kiln_lb_comment(b, "%s %s: %s, kernel %lldx%lld, stride %lldx%lld -> %s",
+                  kiln_op_get(c->node->op)->name, c->node->name, kiln_describe(x).text,
+                  (long long)w.kernel[0], (long long)w.kernel[1], (long long)w.stride[0],
+                  (long long)w.stride[1], kiln_describe(y).text);
+  const int64_t *xd = x->shape.dim;
+  kiln_dtype t = y->dtype;
+  kiln_pool_vars v;
+  v.n = kiln_lb_for_n(b, "n", xd[0]);
+  v.c = kiln_lb_for_n(b, "c", xd[1]);
+  v.oh = kiln_lb_for_n(b, "oh", w.out[0]);
+  v.kh = kiln_window_lower_range(b, &w, 0, v.oh, "kh");
+  v.ow = kiln_lb_for_n(b, "ow", w.out[1]);
+  v.kw = kiln_window_lower_range(b, &w, 1, v.ow, "kw");
+  v.acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, init));
+  int kh = kiln_lb_for(b, "kh", kiln_krange_lo(b, &v.kh), kiln_krange_hi(b, &v.kh));
+  int kw = kiln_lb_for(b, "kw", kiln_krange_lo(b, &v.kw), kiln_krange_hi(b, &v.kw));
+  kiln_lexpr *xi =
+      kiln_lx_nchw(b, lx_var(b, v.n), lx_var(b, v.c), xd, kiln_window_lower_pos(b, &w, 0, v.oh, kh),
+                   kiln_window_lower_pos(b, &w, 1, v.ow, kw));
+  kiln_lexpr *xv = lx_load(b, kiln_in_buf(c, 0), xi);
+  kiln_lb_assign(b, v.acc, lx_bin(b, combine, lx_var(b, v.acc), xv));
+  kiln_lb_end_for(b);  // kw
+  kiln_lb_end_for(b);  // kh
+  kiln_lexpr *yi = kiln_lx_nchw(b, lx_var(b, v.n), lx_var(b, v.c), y->shape.dim, lx_var(b, v.oh),
+                                lx_var(b, v.ow));
+  kiln_lb_store(b, kiln_out_buf(c, 0), yi, finish ? finish(c, &w, &v) : lx_var(b, v.acc));
+  for (int i = 0; i < 4; i++) kiln_lb_end_for(b);  // ow, oh, c, n
+}
+
+int64_t kiln_pool_flops(const kiln_graph *g, const kiln_node *n, kiln_window_opts opts) {
+  kiln_window w = kiln_pool_window(n, &kiln_in(g, n, 0)->shape, opts);
+  return kiln_shape_numel(&kiln_out(g, n, 0)->shape) * w.kernel[0] * w.kernel[1];
+}

@@ -1,1 +1,23 @@
-// placeholder: being written
+// The op table, generated from ops.def: kiln_op_get by id, kiln_op_find by ONNX name.
+#include <assert.h>
+#include <string.h>
+
+#include "op.h"
+
+static const kiln_op_def *const op_table[] = {
+#define KILN_OP(Name) [KILN_OP_##Name] = &kiln_op_##Name,
+#include "ops.def"
+#undef KILN_OP
+};
+static_assert(sizeof op_table / sizeof op_table[0] == KILN_OP_COUNT,
+              "op_table must have one entry per KILN_OP in ops.def");
+
+const kiln_op_def *kiln_op_get(int op) {
+  return op >= 0 && op < KILN_OP_COUNT ? op_table[op] : NULL;
+}
+
+const kiln_op_def *kiln_op_find(const char *name) {
+  for (int op = 0; op < KILN_OP_COUNT; op++)
+    if (strcmp(op_table[op]->name, name) == 0) return op_table[op];
+  return NULL;
+}

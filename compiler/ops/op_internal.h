@@ -1,0 +1,192 @@
+// Helpers shared between op files only (not part of the op contract in op.h):
+//   attribute checks      reading INTS attributes with a value check and a uniform error message
+//   eval helpers          optional inputs, unravelling flat indices
+//   binary / unary        the shared elementwise implementations behind add.c ... tanh.c
+//   sliding windows       auto_pad, pads, output sizes and clamped loop bounds for Conv and the
+//                         pools (pool.c)
+#ifndef KILN_OPS_OP_INTERNAL_H
+#define KILN_OPS_OP_INTERNAL_H
+
+#include "op.h"
+
+// ---- Attributes (common.c) ----
+
+typedef enum {
+  KILN_INTS_ANY,
+  KILN_INTS_POSITIVE,     // every value >= 1
+  KILN_INTS_NONNEGATIVE,  // every value >= 0
+} kiln_ints_rule;
+
+// Reads INTS attribute `name` into out[count]. Absent: out is untouched and it returns true.
+// Present with another length or a value breaking `rule`: reports
+//   "attrs.strides: expected 2 positive integers, got [0, 1]"
+// and returns false.
+bool kiln_op_read_ints(const kiln_node *n, kiln_diag *d, const char *name, int count,
+                       kiln_ints_rule rule, int64_t *out);
+// Reads INT attribute `name` (default dflt) and checks lo <= value <= hi; reports otherwise.
+bool kiln_op_read_int(const kiln_node *n, kiln_diag *d, const char *name, int64_t dflt, int64_t lo,
+                      int64_t hi, int64_t *out);
+// Formats "[0, 1]" into buf; returns buf.
+char *kiln_ints_str(const int64_t *v, int count, char *buf, int size);
+
+// "x (1, 3, 32, 32)": a tensor's name and shape, for comments and messages.
+typedef struct kiln_tensor_desc {
+  char text[160];
+} kiln_tensor_desc;
+kiln_tensor_desc kiln_describe(const kiln_tensor *t);
+kiln_tensor_desc kiln_shape_text(const kiln_shape *s);  // "(1, 3, 32, 32)"
+// Input i of the node being lowered / its output i.
+static inline const kiln_tensor *kiln_lower_in(const kiln_lower_ctx *c, int i) {
+  return &c->g->tensors[c->node->inputs[i]];
+}
+static inline const kiln_tensor *kiln_lower_out(const kiln_lower_ctx *c, int i) {
+  return &c->g->tensors[c->node->outputs[i]];
+}
+
+// Flat index ((n * C + c) * H + h) * W + w of an NCHW tensor with dims (_, C, H, W); n and c are
+// expressions (freshly built ones: expressions are not shared between statements).
+kiln_lexpr *kiln_lx_nchw(kiln_lb *b, kiln_lexpr *n, kiln_lexpr *c, const int64_t dims[4],
+                         kiln_lexpr *h, kiln_lexpr *w);
+
+// ---- Reference kernels (common.c) ----
+
+// True if optional input i was given (present in the node, not "").
+static inline bool kiln_has_input(const kiln_node *n, int i) {
+  return i < n->n_inputs && n->inputs[i] >= 0;
+}
+// Splits flat row-major index `flat` over shape s into idx[s->rank].
+void kiln_unravel(int64_t flat, const kiln_shape *s, int64_t *idx);
+// sum(idx[i] * strides[i]) over rank dimensions.
+int64_t kiln_dot_index(int rank, const int64_t *idx, const int64_t *strides);
+// out->data[i] = in->data[i]: Flatten and Reshape.
+void kiln_copy_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out);
+// One loop over every element: out[i] = in[i].
+void kiln_copy_lower(const kiln_lower_ctx *c);
+int64_t kiln_no_flops(const kiln_graph *g, const kiln_node *n);
+int64_t kiln_output_numel_flops(const kiln_graph *g, const kiln_node *n);
+
+// ---- Binary elementwise ops with numpy broadcasting (binary.c) ----
+
+typedef double (*kiln_binary_fn)(double a, double b);
+bool kiln_binary_infer(kiln_graph *g, kiln_node *n, kiln_diag *d);
+void kiln_binary_eval(const kiln_eval_tensor *in, kiln_eval_tensor *out, kiln_binary_fn fn);
+void kiln_binary_lower(const kiln_lower_ctx *c, kiln_lbin op);
+extern const kiln_attr_spec kiln_binary_attrs[];
+
+// Defines `kiln_op_<Name>` from a scalar function (the reference semantics) and the loop-IR
+// operator that computes the same thing.
+#define KILN_DEFINE_BINARY_OP(Name, scalar_fn, lbin_op)                                            \
+  static void Name##_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) { \
+    (void)n;                                                                                       \
+    kiln_binary_eval(in, out, scalar_fn);                                                          \
+  }                                                                                                \
+  static void Name##_lower(const kiln_lower_ctx *c) { kiln_binary_lower(c, lbin_op); }             \
+  const kiln_op_def kiln_op_##Name = {                                                             \
+      .name = #Name,                                                                               \
+      .min_inputs = 2,                                                                             \
+      .max_inputs = 2,                                                                             \
+      .min_outputs = 1,                                                                            \
+      .max_outputs = 1,                                                                            \
+      .attrs = kiln_binary_attrs,                                                                  \
+      .fuse = KILN_FUSE_BROADCAST,                                                                 \
+      .infer = kiln_binary_infer,                                                                  \
+      .eval = Name##_eval,                                                                         \
+      .lower = Name##_lower,                                                                       \
+      .flops = kiln_output_numel_flops,                                                            \
+  }
+
+// ---- Unary elementwise ops (unary.c) ----
+
+typedef double (*kiln_unary_fn)(double x);
+// Builds the loop-IR expression for one element x of dtype t.
+typedef kiln_lexpr *(*kiln_unary_lx)(kiln_lb *b, kiln_dtype t, kiln_lexpr *x);
+bool kiln_unary_infer(kiln_graph *g, kiln_node *n, kiln_diag *d);
+void kiln_unary_eval(const kiln_eval_tensor *in, kiln_eval_tensor *out, kiln_unary_fn fn);
+void kiln_unary_lower(const kiln_lower_ctx *c, kiln_unary_lx lx);
+extern const kiln_attr_spec kiln_unary_attrs[];
+
+#define KILN_DEFINE_UNARY_OP(Name, scalar_fn, lx_fn)                                               \
+  static void Name##_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) { \
+    (void)n;                                                                                       \
+    kiln_unary_eval(in, out, scalar_fn);                                                           \
+  }                                                                                                \
+  static void Name##_lower(const kiln_lower_ctx *c) { kiln_unary_lower(c, lx_fn); }                \
+  const kiln_op_def kiln_op_##Name = {                                                             \
+      .name = #Name,                                                                               \
+      .min_inputs = 1,                                                                             \
+      .max_inputs = 1,                                                                             \
+      .min_outputs = 1,                                                                            \
+      .max_outputs = 1,                                                                            \
+      .attrs = kiln_unary_attrs,                                                                   \
+      .fuse = KILN_FUSE_ELEMENTWISE,                                                               \
+      .infer = kiln_unary_infer,                                                                   \
+      .eval = Name##_eval,                                                                         \
+      .lower = Name##_lower,                                                                       \
+      .flops = kiln_output_numel_flops,                                                            \
+  }
+
+// ---- Sliding windows: Conv, MaxPool, AveragePool (pool.c) ----
+
+// One 2-D window configuration, resolved from the attributes and the input's spatial size.
+// Axis 0 is H, axis 1 is W. Input position of window element k for output position o:
+//   i = o * stride - pad_begin + k * dilation, valid when 0 <= i < in.
+typedef struct kiln_window {
+  int64_t in[2];                     // input spatial size (H, W)
+  int64_t kernel[2];                 // (kH, kW)
+  int64_t stride[2];                 // default 1
+  int64_t dilation[2];               // default 1
+  int64_t pad_begin[2], pad_end[2];  // after auto_pad; pads = [top, left, bottom, right]
+  int64_t out[2];                    // output spatial size (OH, OW)
+} kiln_window;
+
+typedef struct kiln_window_opts {
+  bool dilations;  // the op accepts `dilations`
+  bool ceil_mode;  // the op accepts `ceil_mode`
+} kiln_window_opts;
+
+// Reads strides, pads, dilations, auto_pad and ceil_mode from n, checks their values, and computes
+// pads and output size for spatial input size in[2] and kernel[2]. d may be NULL (eval, after
+// infer has checked). Returns false after reporting a problem.
+bool kiln_window_resolve(const kiln_node *n, kiln_diag *d, const int64_t in[2],
+                         const int64_t kernel[2], kiln_window_opts opts, kiln_window *w);
+// Reads and checks `kernel_shape` (2 positive integers); if `required`, reports its absence.
+// Returns false after reporting; sets *present.
+bool kiln_window_kernel_attr(const kiln_node *n, kiln_diag *d, bool required, int64_t kernel[2],
+                             bool *present);
+// Input position (i64) oh * stride - pad_begin + kh * dilation of window element k_var for output
+// position o_var along axis.
+kiln_lexpr *kiln_window_lower_pos(kiln_lb *b, const kiln_window *w, int axis, int o_var, int k_var);
+// The kernel index range [lo, hi) along axis at output position o_var, clamped so the input
+// position stays inside [0, in): the kernel loops need no padding checks. A bound that varies
+// with the output position is declared where this is called, as an i64 local <k_name>_lo or
+// <k_name>_hi (var >= 0); a bound that does not stays a constant (var -1).
+typedef struct kiln_krange {
+  int lo_var, hi_var;
+  int64_t lo, hi;
+} kiln_krange;
+kiln_krange kiln_window_lower_range(kiln_lb *b, const kiln_window *w, int axis, int o_var,
+                                    const char *k_name);
+kiln_lexpr *kiln_krange_lo(kiln_lb *b, const kiln_krange *r);  // a fresh expression each call
+kiln_lexpr *kiln_krange_hi(kiln_lb *b, const kiln_krange *r);
+
+// ---- MaxPool and AveragePool (pool.c) ----
+
+// Checks x (N, C, H, W) and the window attributes; sets the output (N, C, OH, OW).
+bool kiln_pool_infer(kiln_graph *g, kiln_node *n, kiln_diag *d, kiln_window_opts opts);
+// The window of a pool node over input shape x (already checked by infer).
+kiln_window kiln_pool_window(const kiln_node *n, const kiln_shape *x, kiln_window_opts opts);
+// Lowering shared by the pools:
+//   for n, c, oh [kh range], ow [kw range]: acc = init; for kh, kw: acc = combine(acc, x[...])
+//   y[n][c][oh][ow] = finish(acc)   (just acc when finish is NULL)
+typedef struct kiln_pool_vars {
+  int n, c, oh, ow, acc;
+  kiln_krange kh, kw;
+} kiln_pool_vars;
+typedef kiln_lexpr *(*kiln_pool_finish)(const kiln_lower_ctx *c, const kiln_window *w,
+                                        const kiln_pool_vars *v);
+void kiln_pool_lower(const kiln_lower_ctx *c, kiln_window_opts opts, double init, kiln_lbin combine,
+                     kiln_pool_finish finish);
+// Window elements summed or compared: N * C * OH * OW * kH * kW.
+int64_t kiln_pool_flops(const kiln_graph *g, const kiln_node *n, kiln_window_opts opts);
+
+#endif
