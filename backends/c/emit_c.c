@@ -1,1 +1,1659 @@
-// placeholder: being written
+// C backend: renders a loop program as NAME.h (the documented API) and NAME.c (one static function
+// per kernel, NAME_run_arena calling them in order, init/release, the kiln_model_desc table and,
+// optionally, the weights blob and `main`).
+//
+// Names: every identifier in the generated code comes from one naming step (struct cnames) that
+// makes IR names valid C, unique in their scope and distinct from keywords, library functions and
+// the file-scope names the generated code defines, so no local shadows anything (-Wshadow).
+//
+// Types: expressions are printed so the code compiles warning-free with -Wall -Wextra -Wconversion:
+// arithmetic on narrow integers (i8, u8, bool) is cast back to its IR type, float constants carry
+// the right suffix, and integer min/max/abs go through small typed inline helpers.
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../../runtime/kiln_runtime.h"
+#include "internal.h"
+
+// ---------------------------------------------------------------------------------------------
+// Name sets: open addressing over borrowed strings.
+
+typedef struct nameset {
+  const char **slots;
+  size_t cap, count;
+} nameset;
+
+static uint64_t str_hash(const char *s) { return kiln_fnv1a64(s, strlen(s)); }
+
+static bool ns_has(const nameset *ns, const char *s) {
+  if (!ns->cap) return false;
+  for (size_t i = str_hash(s) & (ns->cap - 1);; i = (i + 1) & (ns->cap - 1)) {
+    if (!ns->slots[i]) return false;
+    if (strcmp(ns->slots[i], s) == 0) return true;
+  }
+}
+
+static void ns_add(nameset *ns, const char *s) {
+  if ((ns->count + 1) * 2 > ns->cap) {
+    size_t cap = ns->cap ? ns->cap * 2 : 64;
+    const char **slots = kiln_xcalloc(cap, sizeof(*slots));
+    for (size_t j = 0; j < ns->cap; j++) {
+      if (!ns->slots[j]) continue;
+      size_t i = str_hash(ns->slots[j]) & (cap - 1);
+      while (slots[i]) i = (i + 1) & (cap - 1);
+      slots[i] = ns->slots[j];
+    }
+    free(ns->slots);
+    ns->slots = slots;
+    ns->cap = cap;
+  }
+  size_t i = str_hash(s) & (ns->cap - 1);
+  while (ns->slots[i]) {
+    if (strcmp(ns->slots[i], s) == 0) return;
+    i = (i + 1) & (ns->cap - 1);
+  }
+  ns->slots[i] = s;
+  ns->count++;
+}
+
+static void ns_free(nameset *ns) {
+  free(ns->slots);
+  memset(ns, 0, sizeof(*ns));
+}
+
+// C keywords and the library names generated code uses or includes.
+static const char *const c_reserved[] = {
+    "auto",      "break",    "case",      "char",      "const",
+    "continue",  "default",  "do",        "double",    "else",
+    "enum",      "extern",   "float",     "for",       "goto",
+    "if",        "inline",   "int",       "long",      "register",
+    "restrict",  "return",   "short",     "signed",    "sizeof",
+    "static",    "struct",   "switch",    "typedef",   "union",
+    "unsigned",  "void",     "volatile",  "while",     "asm",
+    "typeof",    "bool",     "true",      "false",     "main",
+    "argc",      "argv",     "ctx",       "arena",     "errno",
+    "NULL",      "INFINITY", "NAN",       "HUGE_VAL",  "HUGE_VALF",
+    "INT64_C",   "UINT64_C", "INT64_MIN", "INT64_MAX", "size_t",
+    "uintptr_t", "int8_t",   "uint8_t",   "int16_t",   "uint16_t",
+    "int32_t",   "uint32_t", "int64_t",   "uint64_t",  "memset",
+    "memcpy",    "exp",      "expf",      "log",       "logf",
+    "sqrt",      "sqrtf",    "tanh",      "tanhf",     "fabs",
+    "fabsf",     "erf",      "erff",      "floor",     "floorf",
+    "ceil",      "ceilf",    "fmin",      "fminf",     "fmax",
+    "fmaxf",     "fmod",     "fmodf",     "abs",       "llabs",
+    "min",       "max",      "isnan",     "isinf",     "math_errhandling",
+    "omp",       "simd",     "unix",      "linux",     "i386",
+    "x86_64",
+};
+
+static bool name_reserved(const nameset *globals, const char *s) {
+  if (s[0] == '_') return true;  // _X and __x are the implementation's
+  if (strncmp(s, "kiln_", 5) == 0 || strncmp(s, "KILN_", 5) == 0) return true;
+  for (size_t i = 0; i < sizeof(c_reserved) / sizeof(c_reserved[0]); i++)
+    if (strcmp(s, c_reserved[i]) == 0) return true;
+  return globals && ns_has(globals, s);
+}
+
+// Copies raw into out as a C identifier: other characters become '_', runs of '_' collapse, and
+// leading/trailing '_' go. May return "" (the caller prefixes).
+static void sanitize(const char *raw, char *out, size_t size) {
+  size_t n = 0;
+  for (const char *s = raw ? raw : ""; *s && n + 1 < size; s++) {
+    char c = *s;
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (!ok) c = '_';
+    if (c == '_' && (n == 0 || out[n - 1] == '_')) continue;
+    out[n++] = c;
+  }
+  while (n > 0 && out[n - 1] == '_') n--;
+  out[n] = 0;
+}
+
+// A name for raw that is a valid identifier, not reserved, and not yet in ns; adds it to ns.
+static const char *unique_name(kiln_pool *pool, nameset *ns, const nameset *globals,
+                               const char *raw, const char *prefix) {
+  char raw_id[64], base[96], cand[128];
+  sanitize(raw, raw_id, 48);
+  bool bad = !raw_id[0] || (raw_id[0] >= '0' && raw_id[0] <= '9') || name_reserved(globals, raw_id);
+  snprintf(base, sizeof(base), "%.16s%s", bad ? prefix : "", raw_id);
+  snprintf(cand, sizeof(cand), "%s", base);
+  for (int i = 2; ns_has(ns, cand) || name_reserved(globals, cand); i++)
+    snprintf(cand, sizeof(cand), "%s_%d", base, i);
+  char *r = kiln_pool_strdup(pool, cand);
+  ns_add(ns, r);
+  return r;
+}
+
+const char *kiln_c_model_ident(const kiln_lprog *p, char *buf, int size) {
+  char tmp[64];
+  sanitize(p->name, tmp, sizeof(tmp));
+  if (!tmp[0] || (tmp[0] >= '0' && tmp[0] <= '9') || name_reserved(NULL, tmp))
+    snprintf(buf, (size_t)size, "model_%s", tmp);
+  else
+    snprintf(buf, (size_t)size, "%s", tmp);
+  size_t n = strlen(buf);
+  while (n > 0 && buf[n - 1] == '_') buf[--n] = 0;
+  return buf;
+}
+
+// Every name the generated files use, computed the same way for the header and the source.
+typedef struct cnames {
+  kiln_pool pool;
+  nameset globals;  // file-scope identifiers and macros defined by the generated code
+  nameset run;      // NAME_run_arena's scope: io parameters and buffer pointers
+  const char *model;
+  const char **in, **out;  // io parameter names
+  const char **buf;        // per buffer: pointer name (io parameter or local)
+  const char **kernel;     // per kernel: function name
+} cnames;
+
+static const char *gname(cnames *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static const char *gname(cnames *n, const char *fmt, ...) {
+  char tmp[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(tmp, sizeof(tmp), fmt, ap);
+  va_end(ap);
+  char *r = kiln_pool_strdup(&n->pool, tmp);
+  ns_add(&n->globals, r);
+  return r;
+}
+
+static void cnames_init(cnames *n, const kiln_lprog *p) {
+  memset(n, 0, sizeof(*n));
+  char ident[64];
+  n->model = kiln_pool_strdup(&n->pool, kiln_c_model_ident(p, ident, sizeof(ident)));
+  const char *m = n->model;
+  static const char *const api[] = {
+      "ctx",           "init_file",        "init_blob",      "init_embedded",
+      "run",           "run_arena",        "release",        "desc",
+      "desc_inputs",   "desc_outputs",     "desc_init_file", "desc_init_embedded",
+      "desc_run",      "desc_release",     "blob",           "ARENA_BYTES",
+      "WEIGHTS_BYTES", "WEIGHTS_CHECKSUM", "N_INPUTS",       "N_OUTPUTS",
+      "H_INCLUDED",
+  };
+  for (size_t i = 0; i < sizeof(api) / sizeof(api[0]); i++) gname(n, "%s_%s", m, api[i]);
+  ns_add(&n->run, "ctx");
+  ns_add(&n->run, "arena");
+  n->in = kiln_pool_alloc(&n->pool, sizeof(char *) * (size_t)(p->n_inputs + 1));
+  n->out = kiln_pool_alloc(&n->pool, sizeof(char *) * (size_t)(p->n_outputs + 1));
+  for (int i = 0; i < p->n_inputs; i++) {
+    n->in[i] = unique_name(&n->pool, &n->run, &n->globals, p->inputs[i].name, "in_");
+    gname(n, "%s_IN_%s_NUMEL", m, n->in[i]);
+    gname(n, "%s_IN_%s_RANK", m, n->in[i]);
+    gname(n, "%s_IN_%s_SHAPE", m, n->in[i]);
+  }
+  for (int i = 0; i < p->n_outputs; i++) {
+    n->out[i] = unique_name(&n->pool, &n->run, &n->globals, p->outputs[i].name, "out_");
+    gname(n, "%s_OUT_%s_NUMEL", m, n->out[i]);
+    gname(n, "%s_OUT_%s_RANK", m, n->out[i]);
+    gname(n, "%s_OUT_%s_SHAPE", m, n->out[i]);
+  }
+  nameset kernels = {0};
+  n->kernel = kiln_pool_alloc(&n->pool, sizeof(char *) * (size_t)(p->n_kernels + 1));
+  for (int k = 0; k < p->n_kernels; k++) {
+    n->kernel[k] = unique_name(&n->pool, &kernels, &n->globals, p->kernels[k].name, "kernel_");
+  }
+  for (int k = 0; k < p->n_kernels; k++) ns_add(&n->globals, n->kernel[k]);
+  ns_free(&kernels);
+  n->buf = kiln_pool_alloc(&n->pool, sizeof(char *) * (size_t)(p->n_bufs + 1));
+  // A model input's or output's own buffer is named after the argument (see emit_run).
+  for (int i = 0; i < p->n_inputs + p->n_outputs; i++) {
+    bool in = i < p->n_inputs;
+    const kiln_lio *io = in ? &p->inputs[i] : &p->outputs[i - p->n_inputs];
+    int b = io->buf;
+    if (b < 0 || b >= p->n_bufs || n->buf[b]) continue;
+    const kiln_lbuf *lb = &p->bufs[b];
+    if (lb->kind == (in ? KILN_BUF_INPUT : KILN_BUF_OUTPUT) &&
+        lb->index == (in ? i : i - p->n_inputs) && lb->dtype == io->dtype)
+      n->buf[b] = in ? n->in[i] : n->out[i - p->n_inputs];
+  }
+  for (int b = 0; b < p->n_bufs; b++) {
+    if (!n->buf[b]) n->buf[b] = unique_name(&n->pool, &n->run, &n->globals, p->bufs[b].name, "t_");
+  }
+}
+
+static void cnames_free(cnames *n) {
+  ns_free(&n->globals);
+  ns_free(&n->run);
+  kiln_pool_free(&n->pool);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The emitter: output file, indentation, first error.
+
+typedef struct em {
+  FILE *f;
+  int indent;
+  kiln_diag *d;
+  bool failed;
+  const kiln_lprog *p;
+  const kiln_c_options *o;
+  cnames names;
+  // the kernel being rendered
+  int kernel;
+  const char **var;    // per var: C name
+  int *var_reads;      // per var: how often it is read (LE_VAR, reduction)
+  unsigned char *use;  // per buffer: USE_READ | USE_WRITE
+  bool in_parallel, in_simd;
+  // integer helpers used anywhere: bit (kind * KILN_DTYPE_COUNT + dtype)
+  uint64_t helpers;
+} em;
+
+enum { USE_READ = 1, USE_WRITE = 2 };
+enum { HELP_MIN, HELP_MAX, HELP_ABS, HELP_COUNT };
+
+static void em_fail(em *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void em_fail(em *m, const char *fmt, ...) {
+  if (m->failed) return;
+  m->failed = true;
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  char where[160] = "";
+  if (m->kernel >= 0 && m->kernel < m->p->n_kernels)
+    snprintf(where, sizeof(where), "C backend: kernel %d (%s)", m->kernel,
+             m->p->kernels[m->kernel].name ? m->p->kernels[m->kernel].name : "?");
+  else
+    snprintf(where, sizeof(where), "C backend");
+  kiln_diag_error(m->d, where, "%s", msg);
+}
+
+static void em_indent(em *m) {
+  for (int i = 0; i < m->indent; i++) fputs("  ", m->f);
+}
+
+// One indented line.
+static void line(em *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void line(em *m, const char *fmt, ...) {
+  em_indent(m);
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(m->f, fmt, ap);
+  va_end(ap);
+  fputc('\n', m->f);
+}
+
+static void out(em *m, const char *s) { fputs(s, m->f); }
+
+static const char *ctype(kiln_dtype t) { return kiln_dtype_ctype(t); }
+
+static const char *rt_dtype(kiln_dtype t) {
+  static const char *const names[KILN_DTYPE_COUNT] = {
+      [KILN_F32] = "KILN_RT_F32",   [KILN_F64] = "KILN_RT_F64", [KILN_I8] = "KILN_RT_I8",
+      [KILN_U8] = "KILN_RT_U8",     [KILN_I32] = "KILN_RT_I32", [KILN_I64] = "KILN_RT_I64",
+      [KILN_BOOL] = "KILN_RT_BOOL",
+  };
+  return (unsigned)t < KILN_DTYPE_COUNT ? names[t] : "-1";
+}
+
+// Text safe inside /* */: no "*/", "/*", trigraphs or control characters.
+static void put_comment_text(FILE *f, const char *s) {
+  char prev = 0;
+  for (; s && *s; s++) {
+    char c = *s;
+    if ((unsigned char)c < 0x20 || c == 0x7f) c = ' ';
+    if ((prev == '*' && c == '/') || (prev == '/' && c == '*') || (prev == '?' && c == '?'))
+      fputc(' ', f);
+    fputc(c, f);
+    prev = c;
+  }
+}
+
+// A C string literal.
+static void put_string(FILE *f, const char *s) {
+  fputc('"', f);
+  char prev = 0;
+  for (; s && *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\')
+      fprintf(f, "\\%c", c);
+    else if (c == '?' && prev == '?')
+      fputs("\\?", f);
+    else if (c < 0x20 || c >= 0x7f)
+      fprintf(f, "\\%03o", c);
+    else
+      fputc(c, f);
+    prev = (char)c;
+  }
+  fputc('"', f);
+}
+
+static void shape_text(char *buf, size_t size, const kiln_lio *io) {
+  size_t n = (size_t)snprintf(buf, size, "%s[", kiln_dtype_name(io->dtype));
+  for (int d = 0; d < io->rank && n < size; d++)
+    n += (size_t)snprintf(buf + n, size - n, "%s%" PRId64, d ? ", " : "", io->shape[d]);
+  if (n < size) snprintf(buf + n, size - n, "]");
+}
+
+static int64_t io_numel(const kiln_lio *io) {
+  int64_t n = 1;
+  for (int d = 0; d < io->rank; d++) n *= io->shape[d];
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Walking a kernel: which buffers it reads and writes, which variables are read, which helpers
+// are needed. Also checks indices so rendering never reads out of bounds.
+
+static bool is_narrow(kiln_dtype t) { return t == KILN_I8 || t == KILN_U8 || t == KILN_BOOL; }
+static bool is_cmp(int op) {
+  return op == LB_LT || op == LB_LE || op == LB_EQ || op == LB_NE || op == LB_AND || op == LB_OR;
+}
+
+static void walk_expr(em *m, const kiln_lexpr *e) {
+  if (!e) {
+    em_fail(m, "missing expression");
+    return;
+  }
+  if ((unsigned)e->dtype >= KILN_DTYPE_COUNT) {
+    em_fail(m, "expression with invalid dtype %d", (int)e->dtype);
+    return;
+  }
+  const kiln_lkernel *k = &m->p->kernels[m->kernel];
+  switch (e->kind) {
+    case LE_INT:
+    case LE_FLOAT: break;
+    case LE_VAR:
+      if (e->var < 0 || e->var >= k->n_vars)
+        em_fail(m, "variable %d out of range", e->var);
+      else
+        m->var_reads[e->var]++;
+      break;
+    case LE_LOAD:
+      if (e->buf < 0 || e->buf >= m->p->n_bufs)
+        em_fail(m, "buffer %d out of range", e->buf);
+      else
+        m->use[e->buf] |= USE_READ;
+      walk_expr(m, e->a);
+      break;
+    case LE_BIN:
+      if (e->op < 0 || e->op >= LB_COUNT) {
+        em_fail(m, "invalid binary op %d", e->op);
+        return;
+      }
+      if ((e->op == LB_MIN || e->op == LB_MAX) && !kiln_dtype_is_float(e->dtype))
+        m->helpers |=
+            1ull << ((e->op == LB_MIN ? HELP_MIN : HELP_MAX) * KILN_DTYPE_COUNT + e->dtype);
+      walk_expr(m, e->a);
+      walk_expr(m, e->b);
+      break;
+    case LE_UNARY:
+      if (e->op < 0 || e->op >= LU_COUNT) {
+        em_fail(m, "invalid unary op %d", e->op);
+        return;
+      }
+      if (!kiln_dtype_is_float(e->dtype) && e->op != LU_NEG && e->op != LU_ABS)
+        em_fail(m, "%s on integer type %s", kiln_lunary_name((kiln_lunary)e->op),
+                kiln_dtype_name(e->dtype));
+      if (e->op == LU_ABS && !kiln_dtype_is_float(e->dtype))
+        m->helpers |= 1ull << (HELP_ABS * KILN_DTYPE_COUNT + e->dtype);
+      walk_expr(m, e->a);
+      break;
+    case LE_SELECT:
+      walk_expr(m, e->a);
+      walk_expr(m, e->b);
+      walk_expr(m, e->c);
+      break;
+    case LE_CAST: walk_expr(m, e->a); break;
+    default: em_fail(m, "invalid expression kind %d", (int)e->kind);
+  }
+}
+
+static void walk_stmt(em *m, const kiln_lstmt *s) {
+  if (!s || m->failed) return;
+  const kiln_lkernel *k = &m->p->kernels[m->kernel];
+  switch (s->kind) {
+    case LS_BLOCK:
+      for (int i = 0; i < s->n; i++) walk_stmt(m, s->stmts[i]);
+      break;
+    case LS_FOR:
+      if (s->var < 0 || s->var >= k->n_vars) em_fail(m, "loop variable %d out of range", s->var);
+      if ((s->flags & KILN_LOOP_REDUCE) && (s->reduce_var < 0 || s->reduce_var >= k->n_vars))
+        em_fail(m, "reduction variable %d out of range", s->reduce_var);
+      walk_expr(m, s->lo);
+      walk_expr(m, s->hi);
+      walk_stmt(m, s->body);
+      break;
+    case LS_DECL:
+    case LS_ASSIGN:
+      if (s->var < 0 || s->var >= k->n_vars) em_fail(m, "variable %d out of range", s->var);
+      if (s->value || s->kind == LS_ASSIGN) walk_expr(m, s->value);
+      break;
+    case LS_STORE:
+      if (s->buf < 0 || s->buf >= m->p->n_bufs)
+        em_fail(m, "buffer %d out of range", s->buf);
+      else
+        m->use[s->buf] |= USE_WRITE;
+      walk_expr(m, s->index);
+      walk_expr(m, s->value);
+      break;
+    case LS_IF:
+      walk_expr(m, s->cond);
+      walk_stmt(m, s->then_);
+      walk_stmt(m, s->else_);
+      break;
+    case LS_COMMENT: break;
+    default: em_fail(m, "invalid statement kind %d", (int)s->kind);
+  }
+}
+
+// Walks kernel k into m->use / m->var_reads (both reset first).
+static void analyze_kernel(em *m, int k) {
+  m->kernel = k;
+  const kiln_lkernel *kr = &m->p->kernels[k];
+  memset(m->use, 0, (size_t)m->p->n_bufs + 1);
+  free(m->var_reads);
+  m->var_reads = kiln_xcalloc((size_t)kr->n_vars + 1, sizeof(int));
+  walk_stmt(m, kr->body);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expressions. Every binary operation is parenthesized; negative constants too.
+
+static void put_int(em *m, int64_t v) {
+  if (v == INT64_MIN)
+    out(m, "INT64_MIN");
+  else if (v < 0 && v >= -INT32_MAX)
+    fprintf(m->f, "(%" PRId64 ")", v);
+  else if (v < 0)
+    fprintf(m->f, "(-INT64_C(%" PRId64 "))", -v);
+  else if (v <= INT32_MAX)
+    fprintf(m->f, "%" PRId64, v);
+  else
+    fprintf(m->f, "INT64_C(%" PRId64 ")", v);
+}
+
+static void put_float(em *m, kiln_dtype t, double v) {
+  bool f32 = t != KILN_F64;
+  if (f32) v = (double)(float)v;
+  if (isnan(v)) {
+    out(m, f32 ? "NAN" : "((double)NAN)");
+    return;
+  }
+  if (isinf(v)) {
+    if (f32)
+      out(m, v > 0 ? "INFINITY" : "(-INFINITY)");
+    else
+      out(m, v > 0 ? "HUGE_VAL" : "(-HUGE_VAL)");
+    return;
+  }
+  // The shortest decimal form that reads back as the same value.
+  char buf[48];
+  for (int prec = f32 ? 6 : 15; prec <= (f32 ? 9 : 17); prec++) {
+    snprintf(buf, sizeof(buf), "%.*g", prec, v);
+    if (f32 ? strtof(buf, NULL) == (float)v : strtod(buf, NULL) == v) break;
+  }
+  if (!strpbrk(buf, ".e")) strcat(buf, ".0");
+  if (f32) strcat(buf, "f");
+  fprintf(m->f, buf[0] == '-' ? "(%s)" : "%s", buf);
+}
+
+static const char *helper_suffix(kiln_dtype t) {
+  switch (t) {
+    case KILN_I8: return "i8";
+    case KILN_U8:
+    case KILN_BOOL: return "u8";
+    case KILN_I32: return "i32";
+    default: return "i64";
+  }
+}
+
+static void expr(em *m, const kiln_lexpr *e);
+
+// An expression used as a truth value: comparisons are not cast to uint8_t.
+static void cond_expr(em *m, const kiln_lexpr *e) {
+  if (e->kind == LE_BIN && is_cmp(e->op)) {
+    static const char *const sym[LB_COUNT] = {[LB_LT] = "<",  [LB_LE] = "<=",  [LB_EQ] = "==",
+                                              [LB_NE] = "!=", [LB_AND] = "&&", [LB_OR] = "||"};
+    out(m, "(");
+    bool logic = e->op == LB_AND || e->op == LB_OR;
+    if (logic)
+      cond_expr(m, e->a);
+    else
+      expr(m, e->a);
+    fprintf(m->f, " %s ", sym[e->op]);
+    if (logic)
+      cond_expr(m, e->b);
+    else
+      expr(m, e->b);
+    out(m, ")");
+  } else {
+    expr(m, e);
+  }
+}
+
+static void bin_expr(em *m, const kiln_lexpr *e) {
+  bool fl = kiln_dtype_is_float(e->dtype);
+  const char *fs = e->dtype == KILN_F64 ? "" : "f";
+  switch (e->op) {
+    case LB_MIN:
+    case LB_MAX: {
+      const char *which = e->op == LB_MIN ? "min" : "max";
+      if (fl)
+        fprintf(m->f, "f%s%s(", which, fs);
+      else
+        fprintf(m->f, "kiln_gen_%s_%s(", which, helper_suffix(e->dtype));
+      expr(m, e->a);
+      out(m, ", ");
+      expr(m, e->b);
+      out(m, ")");
+      return;
+    }
+    case LB_MOD:
+      if (fl) {
+        fprintf(m->f, "fmod%s(", fs);
+        expr(m, e->a);
+        out(m, ", ");
+        expr(m, e->b);
+        out(m, ")");
+        return;
+      }
+      break;
+    default: break;
+  }
+  if (is_cmp(e->op)) {
+    cond_expr(m, e);
+    return;
+  }
+  static const char *const sym[LB_COUNT] = {
+      [LB_ADD] = "+", [LB_SUB] = "-", [LB_MUL] = "*", [LB_DIV] = "/", [LB_MOD] = "%"};
+  out(m, "(");
+  expr(m, e->a);
+  fprintf(m->f, " %s ", sym[e->op]);
+  expr(m, e->b);
+  out(m, ")");
+}
+
+static void unary_expr(em *m, const kiln_lexpr *e) {
+  const char *fs = e->dtype == KILN_F64 ? "" : "f";
+  const char *one = e->dtype == KILN_F64 ? "1.0" : "1.0f";
+  switch (e->op) {
+    case LU_NEG:
+      out(m, "(-");
+      expr(m, e->a);
+      out(m, ")");
+      return;
+    case LU_ABS:
+      if (!kiln_dtype_is_float(e->dtype))
+        fprintf(m->f, "kiln_gen_abs_%s(", helper_suffix(e->dtype));
+      else
+        fprintf(m->f, "fabs%s(", fs);
+      expr(m, e->a);
+      out(m, ")");
+      return;
+    case LU_SIGMOID:
+      fprintf(m->f, "(%s / (%s + exp%s(-", one, one, fs);
+      expr(m, e->a);
+      out(m, ")))");
+      return;
+    case LU_RECIP:
+      fprintf(m->f, "(%s / ", one);
+      expr(m, e->a);
+      out(m, ")");
+      return;
+    default: break;
+  }
+  static const char *const fn[LU_COUNT] = {
+      [LU_EXP] = "exp", [LU_LOG] = "log",     [LU_SQRT] = "sqrt", [LU_TANH] = "tanh",
+      [LU_ERF] = "erf", [LU_FLOOR] = "floor", [LU_CEIL] = "ceil",
+  };
+  fprintf(m->f, "%s%s(", fn[e->op] ? fn[e->op] : "?", fs);
+  expr(m, e->a);
+  out(m, ")");
+}
+
+static void expr(em *m, const kiln_lexpr *e) {
+  switch (e->kind) {
+    case LE_INT:
+      if (kiln_dtype_is_float(e->dtype))
+        put_float(m, e->dtype, (double)e->i);
+      else
+        put_int(m, e->i);
+      return;
+    case LE_FLOAT:
+      if (kiln_dtype_is_float(e->dtype))
+        put_float(m, e->dtype, e->f);
+      else
+        put_int(m, (int64_t)e->f);
+      return;
+    case LE_VAR: out(m, m->var[e->var]); return;
+    case LE_LOAD:
+      fprintf(m->f, "%s[", m->names.buf[e->buf]);
+      expr(m, e->a);
+      out(m, "]");
+      return;
+    case LE_CAST:
+      if (e->dtype == KILN_BOOL) {
+        out(m, "((uint8_t)(");
+        expr(m, e->a);
+        out(m, " != 0))");
+      } else {
+        fprintf(m->f, "((%s)", ctype(e->dtype));
+        expr(m, e->a);
+        out(m, ")");
+      }
+      return;
+    default: break;
+  }
+  // Operations on i8/u8/bool compute in int; cast the result back to the IR type (-Wconversion).
+  bool helper = e->kind == LE_BIN && (e->op == LB_MIN || e->op == LB_MAX);
+  helper = helper || (e->kind == LE_UNARY && e->op == LU_ABS);
+  bool narrow = is_narrow(e->dtype) && !helper;
+  if (narrow) fprintf(m->f, "((%s)", ctype(e->dtype));
+  if (e->kind == LE_BIN) {
+    bin_expr(m, e);
+  } else if (e->kind == LE_UNARY) {
+    unary_expr(m, e);
+  } else {  // LE_SELECT
+    out(m, "(");
+    cond_expr(m, e->a);
+    out(m, " ? ");
+    expr(m, e->b);
+    out(m, " : ");
+    expr(m, e->c);
+    out(m, ")");
+  }
+  if (narrow) out(m, ")");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statements.
+
+static void stmt(em *m, const kiln_lstmt *s);
+
+static void contents(em *m, const kiln_lstmt *s) {
+  if (!s) return;
+  if (s->kind == LS_BLOCK)
+    for (int i = 0; i < s->n; i++) stmt(m, s->stmts[i]);
+  else
+    stmt(m, s);
+}
+
+static bool block_empty(const kiln_lstmt *s) { return !s || (s->kind == LS_BLOCK && s->n == 0); }
+
+static const char *omp_reduction_op(int op) {
+  switch (op) {
+    case LB_ADD: return "+";
+    case LB_MUL: return "*";
+    case LB_MAX: return "max";
+    case LB_MIN: return "min";
+    case LB_AND: return "&&";
+    case LB_OR: return "||";
+    default: return NULL;
+  }
+}
+
+static void for_stmt(em *m, const kiln_lstmt *s) {
+  bool par = (s->flags & KILN_LOOP_PARALLEL) && !m->in_parallel && !m->in_simd;
+  bool simd = (s->flags & KILN_LOOP_VECTORIZE) && !m->in_simd;
+  char red[160] = "";
+  if (s->flags & KILN_LOOP_REDUCE) {
+    const char *op = omp_reduction_op(s->reduce_op);
+    if (op)
+      snprintf(red, sizeof(red), " reduction(%s:%s)", op, m->var[s->reduce_var]);
+    else
+      par = simd = false;  // no OpenMP reduction for it: keep the loop serial
+  }
+  if (par || simd) {
+    line(m, "#pragma omp %s%s",
+         par && simd ? "parallel for simd"
+         : par       ? "parallel for"
+                     : "simd",
+         red);
+  } else if ((s->flags & KILN_LOOP_UNROLL) && s->unroll >= 1) {
+    // `#pragma GCC unroll` cannot share a loop with an omp pragma; it is only used alone.
+    line(m, "#pragma GCC unroll %d", s->unroll > 65534 ? 65534 : s->unroll);
+  }
+  const char *v = m->var[s->var];
+  em_indent(m);
+  fprintf(m->f, "for (%s %s = ", ctype(m->p->kernels[m->kernel].vars[s->var].dtype), v);
+  expr(m, s->lo);
+  fprintf(m->f, "; %s < ", v);
+  expr(m, s->hi);
+  fprintf(m->f, "; ++%s) {\n", v);
+  bool was_par = m->in_parallel, was_simd = m->in_simd;
+  m->in_parallel |= par;
+  m->in_simd |= simd;
+  m->indent++;
+  contents(m, s->body);
+  m->indent--;
+  m->in_parallel = was_par;
+  m->in_simd = was_simd;
+  line(m, "}");
+}
+
+static void stmt(em *m, const kiln_lstmt *s) {
+  if (!s) return;
+  const kiln_lkernel *k = &m->p->kernels[m->kernel];
+  switch (s->kind) {
+    case LS_BLOCK:
+      if (s->n == 0) return;
+      line(m, "{");
+      m->indent++;
+      contents(m, s);
+      m->indent--;
+      line(m, "}");
+      return;
+    case LS_FOR: for_stmt(m, s); return;
+    case LS_DECL:
+      em_indent(m);
+      fprintf(m->f, "%s %s = ", ctype(k->vars[s->var].dtype), m->var[s->var]);
+      if (s->value)
+        expr(m, s->value);
+      else
+        out(m, "0");
+      out(m, ";\n");
+      if (m->var_reads[s->var] == 0) line(m, "(void)%s;", m->var[s->var]);
+      return;
+    case LS_ASSIGN:
+      em_indent(m);
+      fprintf(m->f, "%s = ", m->var[s->var]);
+      expr(m, s->value);
+      out(m, ";\n");
+      return;
+    case LS_STORE:
+      em_indent(m);
+      fprintf(m->f, "%s[", m->names.buf[s->buf]);
+      expr(m, s->index);
+      out(m, "] = ");
+      expr(m, s->value);
+      out(m, ";\n");
+      return;
+    case LS_IF:
+      em_indent(m);
+      out(m, "if (");
+      cond_expr(m, s->cond);
+      out(m, ") {\n");
+      m->indent++;
+      contents(m, s->then_);
+      m->indent--;
+      if (!block_empty(s->else_)) {
+        line(m, "} else {");
+        m->indent++;
+        contents(m, s->else_);
+        m->indent--;
+      }
+      line(m, "}");
+      return;
+    case LS_COMMENT:
+      em_indent(m);
+      out(m, "/* ");
+      put_comment_text(m->f, s->text);
+      out(m, " */\n");
+      return;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels.
+
+static const char *buf_place(const kiln_lbuf *b, char *buf, size_t size) {
+  switch (b->kind) {
+    case KILN_BUF_INPUT: snprintf(buf, size, "input %d", b->index); break;
+    case KILN_BUF_OUTPUT: snprintf(buf, size, "output %d", b->index); break;
+    case KILN_BUF_WEIGHT: snprintf(buf, size, "weights+%" PRId64, b->offset); break;
+    case KILN_BUF_ARENA: snprintf(buf, size, "arena+%" PRId64, b->offset); break;
+    default: snprintf(buf, size, "?");
+  }
+  return buf;
+}
+
+// Whether buffers a and b may share memory: the same region (arena, weights, or the same io
+// argument) and overlapping byte ranges.
+static bool may_alias(const kiln_lbuf *a, const kiln_lbuf *b) {
+  if (a->kind != b->kind) return false;
+  // Views of one io argument (their offsets are not used): assume they overlap.
+  if (a->kind == KILN_BUF_INPUT || a->kind == KILN_BUF_OUTPUT) return a->index == b->index;
+  int64_t a0 = a->offset, a1 = a0 + a->numel * (int64_t)kiln_dtype_size(a->dtype);
+  int64_t b0 = b->offset, b1 = b0 + b->numel * (int64_t)kiln_dtype_size(b->dtype);
+  return a0 < b1 && b0 < a1;
+}
+
+typedef struct kparam {
+  int buf;
+  bool write, restrict_;
+} kparam;
+
+// The kernel's parameters (written buffers first, then read-only ones, each in buffer order) and
+// whether each can be restrict-qualified. Uses m->use from analyze_kernel.
+static int kernel_params(em *m, kparam *ps) {
+  const kiln_lprog *p = m->p;
+  int n = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    for (int b = 0; b < p->n_bufs; b++) {
+      if (!m->use[b]) continue;
+      bool w = (m->use[b] & USE_WRITE) != 0;
+      if (w != (pass == 0)) continue;
+      ps[n++] = (kparam){.buf = b, .write = w, .restrict_ = true};
+    }
+  }
+  for (int i = 0; i < n; i++) {
+    // Lowering never reads and writes one buffer in a kernel; if it does, stay conservative.
+    if (m->use[ps[i].buf] == (USE_READ | USE_WRITE)) ps[i].restrict_ = false;
+    for (int j = i + 1; j < n; j++) {
+      if ((ps[i].write || ps[j].write) && may_alias(&p->bufs[ps[i].buf], &p->bufs[ps[j].buf]))
+        ps[i].restrict_ = ps[j].restrict_ = false;
+    }
+  }
+  return n;
+}
+
+static void emit_kernel(em *m, int k, kparam *ps) {
+  const kiln_lprog *p = m->p;
+  const kiln_lkernel *kr = &p->kernels[k];
+  analyze_kernel(m, k);
+  if (m->failed) return;
+  for (int b = 0; b < p->n_bufs; b++) {
+    if ((m->use[b] & USE_WRITE) &&
+        (p->bufs[b].kind == KILN_BUF_INPUT || p->bufs[b].kind == KILN_BUF_WEIGHT)) {
+      em_fail(m, "writes to read-only buffer %d (%s)", b, p->bufs[b].name ? p->bufs[b].name : "?");
+      return;
+    }
+  }
+  int np = kernel_params(m, ps);
+
+  // Variable names: unique within the kernel, distinct from its parameters and globals.
+  kiln_pool vpool = {0};
+  nameset vns = {0};
+  for (int i = 0; i < np; i++) ns_add(&vns, m->names.buf[ps[i].buf]);
+  m->var = kiln_pool_alloc(&vpool, sizeof(char *) * (size_t)(kr->n_vars + 1));
+  for (int v = 0; v < kr->n_vars; v++)
+    m->var[v] = unique_name(&vpool, &vns, &m->names.globals, kr->vars[v].name, "v_");
+
+  out(m, "\n/* ");
+  fprintf(m->f, "Kernel %d: ", k);
+  put_comment_text(m->f, kr->op ? kr->op : "?");
+  if (kr->node) {
+    out(m, " (node ");
+    put_comment_text(m->f, kr->node);
+    out(m, ")");
+  }
+  if (kr->flops) fprintf(m->f, ", %" PRId64 " flops", kr->flops);
+  out(m, ".\n");
+  for (int i = 0; i < np; i++) {
+    const kiln_lbuf *b = &p->bufs[ps[i].buf];
+    char place[64];
+    fprintf(m->f, " *   %s: %s[%" PRId64 "] at %s, ", m->names.buf[ps[i].buf],
+            kiln_dtype_name(b->dtype), b->numel, buf_place(b, place, sizeof(place)));
+    put_comment_text(m->f, b->name ? b->name : "?");
+    out(m, "\n");
+  }
+  out(m, " */\n");
+
+  // Signature on one line if short, else one parameter per line.
+  char sig[4096];
+  size_t len = 0;
+  for (int i = 0; i < np && len < sizeof(sig); i++) {
+    len += (size_t)snprintf(sig + len, sizeof(sig) - len, "%s%s%s *%s%s", i ? ", " : "",
+                            ps[i].write ? "" : "const ", ctype(p->bufs[ps[i].buf].dtype),
+                            ps[i].restrict_ ? "restrict " : "", m->names.buf[ps[i].buf]);
+  }
+  if (np == 0) {
+    fprintf(m->f, "static void %s(void) {\n", m->names.kernel[k]);
+  } else if (strlen(m->names.kernel[k]) + len < 85) {
+    fprintf(m->f, "static void %s(%s) {\n", m->names.kernel[k], sig);
+  } else {
+    fprintf(m->f, "static void %s(\n", m->names.kernel[k]);
+    for (int i = 0; i < np; i++) {
+      fprintf(m->f, "    %s%s *%s%s%s\n", ps[i].write ? "" : "const ",
+              ctype(p->bufs[ps[i].buf].dtype), ps[i].restrict_ ? "restrict " : "",
+              m->names.buf[ps[i].buf], i + 1 < np ? "," : ") {");
+    }
+  }
+  m->indent = 1;
+  m->in_parallel = m->in_simd = false;
+  contents(m, kr->body);
+  m->indent = 0;
+  out(m, "}\n");
+  ns_free(&vns);
+  kiln_pool_free(&vpool);
+  m->var = NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header.
+
+static void run_params(em *m, bool with_ctx_arena, bool for_run_arena) {
+  const kiln_lprog *p = m->p;
+  const char *M = m->names.model;
+  if (with_ctx_arena)
+    fprintf(m->f, for_run_arena ? "const %s_ctx *ctx, void *arena" : "%s_ctx *ctx", M);
+  for (int i = 0; i < p->n_inputs; i++)
+    fprintf(m->f, ", const %s *%s", ctype(p->inputs[i].dtype), m->names.in[i]);
+  for (int i = 0; i < p->n_outputs; i++)
+    fprintf(m->f, ", %s *%s", ctype(p->outputs[i].dtype), m->names.out[i]);
+}
+
+static void io_comment_lines(em *m, const char *what, const kiln_lio *ios, int n,
+                             const char **names) {
+  fprintf(m->f, "// %s:\n", what);
+  if (n == 0) out(m, "//   (none)\n");
+  for (int i = 0; i < n; i++) {
+    char shape[256];
+    shape_text(shape, sizeof(shape), &ios[i]);
+    fprintf(m->f, "//   %-12s %-20s %" PRId64 " elements", names[i], shape, io_numel(&ios[i]));
+    if (ios[i].tensor && strcmp(ios[i].tensor, names[i]) != 0) {
+      out(m, " (tensor ");
+      put_comment_text(m->f, ios[i].tensor);
+      out(m, ")");
+    }
+    out(m, "\n");
+  }
+}
+
+static void io_macros(em *m, const char *kind, const kiln_lio *ios, int n, const char **names) {
+  const char *M = m->names.model;
+  for (int i = 0; i < n; i++) {
+    fprintf(m->f, "#define %s_%s_%s_NUMEL %" PRId64 "\n", M, kind, names[i], io_numel(&ios[i]));
+    fprintf(m->f, "#define %s_%s_%s_RANK %d\n", M, kind, names[i], ios[i].rank);
+    if (ios[i].rank == 0) continue;  // a scalar: no shape to list
+    fprintf(m->f, "#define %s_%s_%s_SHAPE {", M, kind, names[i]);
+    for (int d = 0; d < ios[i].rank; d++)
+      fprintf(m->f, "%s%" PRId64, d ? ", " : "", ios[i].shape[d]);
+    out(m, "}\n");
+  }
+}
+
+static bool check_program(em *m) {
+  const kiln_lprog *p = m->p;
+  if (p->n_inputs < 0 || p->n_outputs < 0 || p->n_bufs < 0 || p->n_kernels < 0)
+    em_fail(m, "negative counts in the loop program");
+  for (int i = 0; i < p->n_inputs + p->n_outputs && !m->failed; i++) {
+    const kiln_lio *io = i < p->n_inputs ? &p->inputs[i] : &p->outputs[i - p->n_inputs];
+    if (io->rank < 0 || io->rank > 8) em_fail(m, "io %s has rank %d", io->name, io->rank);
+    if ((unsigned)io->dtype >= KILN_DTYPE_COUNT) em_fail(m, "io %s has an invalid dtype", io->name);
+  }
+  for (int b = 0; b < p->n_bufs && !m->failed; b++) {
+    if ((unsigned)p->bufs[b].dtype >= KILN_DTYPE_COUNT)
+      em_fail(m, "buffer %d has an invalid dtype", b);
+  }
+  for (int k = 0; k < p->n_kernels && !m->failed; k++) {
+    const kiln_lkernel *kr = &p->kernels[k];
+    for (int v = 0; v < kr->n_vars; v++) {
+      if ((unsigned)kr->vars[v].dtype >= KILN_DTYPE_COUNT) {
+        m->kernel = k;
+        em_fail(m, "variable %d has an invalid dtype", v);
+        break;
+      }
+    }
+  }
+  if (p->weights_bytes > 0 && !p->weights) em_fail(m, "weights payload missing");
+  if (p->weights_bytes < 0 || p->arena_bytes < 0) em_fail(m, "negative arena or weights size");
+  m->kernel = -1;
+  return !m->failed;
+}
+
+static void em_init(em *m, const kiln_lprog *p, const kiln_c_options *o, FILE *f, kiln_diag *d) {
+  memset(m, 0, sizeof(*m));
+  m->f = f;
+  m->d = d;
+  m->p = p;
+  m->o = o;
+  m->kernel = -1;
+  cnames_init(&m->names, p);
+  m->use = kiln_xcalloc((size_t)p->n_bufs + 1, 1);
+}
+
+static void em_free(em *m) {
+  cnames_free(&m->names);
+  free(m->use);
+  free(m->var_reads);
+}
+
+static uint64_t weights_checksum(const kiln_lprog *p) {
+  return kiln_fnv1a64(p->weights, p->weights_bytes > 0 ? (size_t)p->weights_bytes : 0);
+}
+
+static bool emit_header(em *m) {
+  const kiln_lprog *p = m->p;
+  const kiln_c_options *o = m->o;
+  const char *M = m->names.model;
+  if (!check_program(m)) return false;
+  FILE *f = m->f;
+  fprintf(f, "// %s.h: inference for the model ", M);
+  put_comment_text(f, p->name);
+  out(m, ", generated by Kiln. Do not edit.\n//\n");
+  io_comment_lines(m, "Inputs", p->inputs, p->n_inputs, m->names.in);
+  io_comment_lines(m, "Outputs", p->outputs, p->n_outputs, m->names.out);
+  fprintf(f,
+          "//\n"
+          "// Usage:\n"
+          "//   %s_ctx ctx;\n",
+          M);
+  if (o->embed_weights)
+    fprintf(f, "//   int st = %s_init_embedded(&ctx);  // weights are compiled in\n", M);
+  else
+    fprintf(f, "//   int st = %s_init_file(&ctx, \"%s.weights\");\n", M, M);
+  fprintf(f, "//   if (st != KILN_OK) { fprintf(stderr, \"%%s\\n\", kiln_status_str(st)); ... }\n");
+  fprintf(f, "//   st = %s_run(&ctx", M);
+  for (int i = 0; i < p->n_inputs; i++) fprintf(f, ", %s", m->names.in[i]);
+  for (int i = 0; i < p->n_outputs; i++) fprintf(f, ", %s", m->names.out[i]);
+  fprintf(f, ");  // as often as needed\n//   %s_release(&ctx);\n", M);
+  fprintf(
+      f,
+      "//\n"
+      "// Memory: all allocation happens in the init functions (%s_init_blob allocates nothing);\n"
+      "// running never allocates, prints or exits. Each input or output pointer must hold the\n"
+      "// number of elements given by its NUMEL macro below, in C (row-major) order; outputs must\n"
+      "// not overlap inputs or each other.\n"
+      "//\n"
+      "// Threads: the kernels use OpenMP when this code is built with -fopenmp. A context is not\n"
+      "// safe to run from two threads at once (%s_run uses the context's arena); to share one\n"
+      "// context's weights between threads, give each thread its own arena of %s_ARENA_BYTES\n"
+      "// bytes, 64-byte aligned, and call %s_run_arena.\n"
+      "//\n"
+      "// Build: cc -std=c17 -O3 -fopenmp -c %s.c -I<kiln include dir>; link with -lkiln-runtime\n"
+      "// -fopenmp -lm. Every function returns a kiln_status (KILN_OK on success).\n",
+      M, M, M, M, M);
+  fprintf(f, "#ifndef %s_H_INCLUDED\n#define %s_H_INCLUDED\n\n", M, M);
+  out(m,
+      "#include <stddef.h>\n#include <stdint.h>\n\n#include \"kiln_runtime.h\"\n\n"
+      "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
+  fprintf(f, "// Scratch memory for intermediate tensors, in bytes (0: none needed).\n");
+  fprintf(f, "#define %s_ARENA_BYTES %" PRId64 "u\n", M, p->arena_bytes);
+  fprintf(f,
+          "// Size of the weights payload (the blob is %d header bytes more) and its FNV-1a-64.\n",
+          KILN_WEIGHTS_HEADER_BYTES);
+  fprintf(f, "#define %s_WEIGHTS_BYTES %" PRId64 "u\n", M, p->weights_bytes);
+  fprintf(f, "#define %s_WEIGHTS_CHECKSUM 0x%016" PRIx64 "ULL\n\n", M, weights_checksum(p));
+  fprintf(f, "#define %s_N_INPUTS %d\n#define %s_N_OUTPUTS %d\n", M, p->n_inputs, M, p->n_outputs);
+  io_macros(m, "IN", p->inputs, p->n_inputs, m->names.in);
+  io_macros(m, "OUT", p->outputs, p->n_outputs, m->names.out);
+  fprintf(f,
+          "\n// A loaded model. The fields are private: set them only through the init functions.\n"
+          "typedef struct %s_ctx {\n"
+          "  const void *weights;  // the weights payload\n"
+          "  void *arena;          // scratch memory used by %s_run\n"
+          "  void *owned_weights;  // allocations %s_release frees\n"
+          "  void *owned_arena;\n"
+          "} %s_ctx;\n\n",
+          M, M, M, M);
+  fprintf(f,
+          "// Loads the weights file written by `kiln compile` (checking its size and checksum:\n"
+          "// KILN_ERR_WEIGHTS if it belongs to another model) and allocates the arena.\n"
+          "int %s_init_file(%s_ctx *ctx, const char *weights_path);\n\n",
+          M, M);
+  fprintf(
+      f,
+      "// Allocates nothing: uses an in-memory weights blob (the whole file, header included; it\n"
+      "// must stay alive and unchanged until %s_release) and a caller-supplied arena of at\n"
+      "// least %s_ARENA_BYTES bytes, 64-byte aligned (KILN_ERR_ARG otherwise). The arena may be\n"
+      "// NULL only when %s_ARENA_BYTES is 0.\n"
+      "int %s_init_blob(%s_ctx *ctx, const void *blob, size_t blob_bytes, void *arena,\n"
+      "    size_t arena_bytes);\n\n",
+      M, M, M, M, M);
+  if (o->embed_weights)
+    fprintf(f,
+            "// Uses the weights compiled into %s.c and allocates the arena.\n"
+            "int %s_init_embedded(%s_ctx *ctx);\n\n",
+            M, M, M);
+  fprintf(f, "// Runs the model once. KILN_ERR_ARG if ctx or a pointer is NULL.\n");
+  for (int i = 0; i < p->n_inputs; i++) {
+    char shape[256];
+    shape_text(shape, sizeof(shape), &p->inputs[i]);
+    fprintf(f, "//   %s: input, %s\n", m->names.in[i], shape);
+  }
+  for (int i = 0; i < p->n_outputs; i++) {
+    char shape[256];
+    shape_text(shape, sizeof(shape), &p->outputs[i]);
+    fprintf(f, "//   %s: output, %s\n", m->names.out[i], shape);
+  }
+  fprintf(f, "int %s_run(", M);
+  run_params(m, true, false);
+  out(m, ");\n\n");
+  fprintf(f,
+          "// Like %s_run, with a caller-supplied arena (%s_ARENA_BYTES bytes, 64-byte aligned;\n"
+          "// may be NULL if that is 0): threads sharing one context each pass their own arena.\n"
+          "int %s_run_arena(",
+          M, M, M);
+  run_params(m, true, true);
+  out(m, ");\n\n");
+  fprintf(f, "// Frees what the init function allocated and clears ctx. Accepts NULL.\n");
+  fprintf(f, "void %s_release(%s_ctx *ctx);\n\n", M, M);
+  fprintf(f, "// The model's description for the runtime's standalone driver (kiln_main).\n");
+  fprintf(f, "extern const kiln_model_desc %s_desc;\n\n", M);
+  fprintf(f, "#ifdef __cplusplus\n}\n#endif\n#endif  // %s_H_INCLUDED\n", M);
+  return !m->failed;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Source.
+
+static void emit_helpers(em *m) {
+  static const kiln_dtype ints[] = {KILN_I8, KILN_U8, KILN_I32, KILN_I64};
+  bool any = false;
+  for (int h = 0; h < HELP_COUNT; h++) {
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+      kiln_dtype t = ints[i];
+      uint64_t bits = 1ull << (h * KILN_DTYPE_COUNT + t);
+      if (t == KILN_U8) bits |= 1ull << (h * KILN_DTYPE_COUNT + KILN_BOOL);
+      if (!(m->helpers & bits)) continue;
+      if (!any) out(m, "\n// Integer min, max and abs.\n");
+      any = true;
+      const char *T = ctype(t), *s = helper_suffix(t);
+      if (h == HELP_ABS)
+        fprintf(m->f, "static inline %s kiln_gen_abs_%s(%s a) { return (%s)(a < 0 ? -a : a); }\n",
+                T, s, T, T);
+      else
+        fprintf(m->f, "static inline %s kiln_gen_%s_%s(%s a, %s b) { return a %s b ? a : b; }\n", T,
+                h == HELP_MIN ? "min" : "max", s, T, T, h == HELP_MIN ? "<" : ">");
+    }
+  }
+}
+
+// Writes the embedded weights blob: the 64-byte header kiln_weights_write writes, then the payload.
+static void emit_blob(em *m) {
+  const kiln_lprog *p = m->p;
+  size_t n = (size_t)p->weights_bytes;
+  unsigned char header[KILN_WEIGHTS_HEADER_BYTES] = {0};
+  memcpy(header, "KILNWTS1", 8);
+  uint64_t sum = weights_checksum(p);
+  for (int i = 0; i < 8; i++) {
+    header[8 + i] = (unsigned char)((uint64_t)n >> (8 * i));
+    header[16 + i] = (unsigned char)(sum >> (8 * i));
+  }
+  fprintf(m->f,
+          "\n// The weights blob (%d-byte header, then %zu payload bytes), as kiln_weights_write\n"
+          "// writes it.\n"
+          "static const _Alignas(64) unsigned char %s_blob[%zu] = {\n",
+          KILN_WEIGHTS_HEADER_BYTES, n, m->names.model, n + KILN_WEIGHTS_HEADER_BYTES);
+  static const char hex[] = "0123456789abcdef";
+  char lbuf[24 * 6 + 8];
+  size_t total = n + KILN_WEIGHTS_HEADER_BYTES;
+  const unsigned char *w = p->weights;
+  for (size_t i = 0; i < total; i += 24) {
+    size_t len = 0;
+    lbuf[len++] = ' ';
+    lbuf[len++] = ' ';
+    for (size_t j = i; j < total && j < i + 24; j++) {
+      unsigned char c =
+          j < KILN_WEIGHTS_HEADER_BYTES ? header[j] : w[j - KILN_WEIGHTS_HEADER_BYTES];
+      lbuf[len++] = '0';
+      lbuf[len++] = 'x';
+      lbuf[len++] = hex[c >> 4];
+      lbuf[len++] = hex[c & 15];
+      lbuf[len++] = ',';
+    }
+    lbuf[len - 1] = '\n';
+    if (i + 24 < total) {
+      lbuf[len - 1] = ',';
+      lbuf[len++] = '\n';
+    }
+    fwrite(lbuf, 1, len, m->f);
+  }
+  out(m, "};\n");
+}
+
+static void emit_run(em *m, kparam *ps) {
+  const kiln_lprog *p = m->p;
+  const char *M = m->names.model;
+  FILE *f = m->f;
+  // Which buffers any kernel uses.
+  unsigned char *used = kiln_xcalloc((size_t)p->n_bufs + 1, 1);
+  for (int k = 0; k < p->n_kernels && !m->failed; k++) {
+    analyze_kernel(m, k);
+    for (int b = 0; b < p->n_bufs; b++) used[b] |= m->use[b];
+  }
+  m->kernel = -1;
+
+  fprintf(f, "\nint %s_run_arena(", M);
+  run_params(m, true, true);
+  out(m, ") {\n");
+  m->indent = 1;
+  em_indent(m);
+  out(m, "if (!ctx");
+  for (int i = 0; i < p->n_inputs; i++) fprintf(f, " || !%s", m->names.in[i]);
+  for (int i = 0; i < p->n_outputs; i++) fprintf(f, " || !%s", m->names.out[i]);
+  out(m, ") return KILN_ERR_ARG;\n");
+  if (p->weights_bytes > 0) line(m, "if (!ctx->weights) return KILN_ERR_ARG;");
+  if (p->arena_bytes > 0)
+    line(m, "if (!arena || ((uintptr_t)arena & 63u) != 0) return KILN_ERR_ARG;");
+
+  // Buffer pointers.
+  bool uses_arena = false;
+  bool *io_used = kiln_xcalloc((size_t)(p->n_inputs + p->n_outputs) + 1, sizeof(bool));
+  for (int b = 0; b < p->n_bufs; b++) {
+    if (!used[b]) continue;
+    const kiln_lbuf *lb = &p->bufs[b];
+    const char *T = ctype(lb->dtype), *name = m->names.buf[b];
+    bool ro = !(used[b] & USE_WRITE);
+    switch (lb->kind) {
+      case KILN_BUF_INPUT:
+      case KILN_BUF_OUTPUT: {
+        bool in = lb->kind == KILN_BUF_INPUT;
+        int n = in ? p->n_inputs : p->n_outputs;
+        if (lb->index < 0 || lb->index >= n) {
+          em_fail(m, "buffer %d refers to %s %d of %d", b, in ? "input" : "output", lb->index, n);
+          break;
+        }
+        const kiln_lio *io = in ? &p->inputs[lb->index] : &p->outputs[lb->index];
+        const char *arg = in ? m->names.in[lb->index] : m->names.out[lb->index];
+        io_used[in ? lb->index : p->n_inputs + lb->index] = true;
+        if (name == arg && lb->dtype == io->dtype) break;  // the argument itself
+        // Another view of the argument (io buffers have no offset: they start at the argument).
+        const char *c = in || ro ? "const " : "";
+        line(m, "%s%s *%s = (%s%s *)%s;", c, T, name, c, T, arg);
+        break;
+      }
+      case KILN_BUF_WEIGHT:
+        if (lb->offset == 0)
+          line(m, "const %s *%s = (const %s *)ctx->weights;", T, name, T);
+        else
+          line(m, "const %s *%s = (const %s *)((const char *)ctx->weights + %" PRId64 ");", T, name,
+               T, lb->offset);
+        break;
+      case KILN_BUF_ARENA:
+        uses_arena = true;
+        if (lb->offset == 0)
+          line(m, "%s *%s = (%s *)arena;", T, name, T);
+        else
+          line(m, "%s *%s = (%s *)((char *)arena + %" PRId64 ");", T, name, T, lb->offset);
+        break;
+      default: em_fail(m, "buffer %d has an invalid kind %d", b, (int)lb->kind);
+    }
+  }
+  if (!uses_arena) line(m, "(void)arena;");
+  for (int i = 0; i < p->n_inputs; i++)
+    if (!io_used[i]) line(m, "(void)%s;", m->names.in[i]);
+  for (int i = 0; i < p->n_outputs; i++)
+    if (!io_used[p->n_inputs + i]) line(m, "(void)%s;", m->names.out[i]);
+
+  // Kernel calls, in order.
+  for (int k = 0; k < p->n_kernels && !m->failed; k++) {
+    analyze_kernel(m, k);
+    int np = kernel_params(m, ps);
+    em_indent(m);
+    fprintf(f, "%s(", m->names.kernel[k]);
+    for (int i = 0; i < np; i++) fprintf(f, "%s%s", i ? ", " : "", m->names.buf[ps[i].buf]);
+    out(m, ");\n");
+  }
+  m->kernel = -1;
+  line(m, "return KILN_OK;");
+  m->indent = 0;
+  out(m, "}\n");
+  free(io_used);
+  free(used);
+
+  fprintf(f, "\nint %s_run(", M);
+  run_params(m, true, false);
+  fprintf(f, ") {\n  if (!ctx) return KILN_ERR_ARG;\n  return %s_run_arena(ctx, ctx->arena", M);
+  for (int i = 0; i < p->n_inputs; i++) fprintf(f, ", %s", m->names.in[i]);
+  for (int i = 0; i < p->n_outputs; i++) fprintf(f, ", %s", m->names.out[i]);
+  out(m, ");\n}\n");
+}
+
+static void emit_init(em *m) {
+  const kiln_lprog *p = m->p;
+  const char *M = m->names.model;
+  FILE *f = m->f;
+  bool arena = p->arena_bytes > 0;
+
+  fprintf(f,
+          "\nint %s_init_file(%s_ctx *ctx, const char *weights_path) {\n"
+          "  if (!ctx || !weights_path) return KILN_ERR_ARG;\n"
+          "  memset(ctx, 0, sizeof(*ctx));\n"
+          "  void *weights = NULL;\n"
+          "  char err[256];\n"
+          "  int st = kiln_weights_read(weights_path, %s_WEIGHTS_BYTES, %s_WEIGHTS_CHECKSUM, "
+          "&weights, err,\n"
+          "                             sizeof(err));\n"
+          "  if (st != KILN_OK) return st;\n"
+          "  ctx->weights = ctx->owned_weights = weights;\n",
+          M, M, M, M);
+  if (arena)
+    fprintf(f,
+            "  ctx->arena = ctx->owned_arena = kiln_aligned_alloc(%s_ARENA_BYTES);\n"
+            "  if (!ctx->arena) {\n"
+            "    %s_release(ctx);\n"
+            "    return KILN_ERR_NOMEM;\n"
+            "  }\n",
+            M, M);
+  out(m, "  return KILN_OK;\n}\n");
+
+  fprintf(f,
+          "\nint %s_init_blob(%s_ctx *ctx, const void *blob, size_t blob_bytes, void *arena,\n"
+          "    size_t arena_bytes) {\n"
+          "  if (!ctx || !blob) return KILN_ERR_ARG;\n"
+          "  memset(ctx, 0, sizeof(*ctx));\n",
+          M, M);
+  if (arena)
+    fprintf(f,
+            "  if (!arena || arena_bytes < %s_ARENA_BYTES || ((uintptr_t)arena & 63u) != 0) "
+            "return KILN_ERR_ARG;\n",
+            M);
+  else
+    out(m, "  (void)arena_bytes;  // no arena needed\n");
+  fprintf(f,
+          "  const void *weights = NULL;\n"
+          "  int st = kiln_weights_check(blob, blob_bytes, %s_WEIGHTS_BYTES, %s_WEIGHTS_CHECKSUM, "
+          "&weights);\n"
+          "  if (st != KILN_OK) return st;\n"
+          "  ctx->weights = weights;\n"
+          "  ctx->arena = arena;\n"
+          "  return KILN_OK;\n}\n",
+          M, M);
+
+  if (m->o->embed_weights) {
+    fprintf(f, "\nint %s_init_embedded(%s_ctx *ctx) {\n  if (!ctx) return KILN_ERR_ARG;\n", M, M);
+    if (arena)
+      fprintf(f,
+              "  void *arena = kiln_aligned_alloc(%s_ARENA_BYTES);\n"
+              "  if (!arena) return KILN_ERR_NOMEM;\n"
+              "  int st = %s_init_blob(ctx, %s_blob, sizeof(%s_blob), arena, %s_ARENA_BYTES);\n"
+              "  if (st != KILN_OK) {\n"
+              "    kiln_aligned_free(arena);\n"
+              "    return st;\n"
+              "  }\n"
+              "  ctx->owned_arena = arena;\n"
+              "  return KILN_OK;\n}\n",
+              M, M, M, M, M);
+    else
+      fprintf(f, "  return %s_init_blob(ctx, %s_blob, sizeof(%s_blob), NULL, 0);\n}\n", M, M, M);
+  }
+
+  fprintf(f,
+          "\nvoid %s_release(%s_ctx *ctx) {\n"
+          "  if (!ctx) return;\n"
+          "  if (ctx->owned_weights) kiln_aligned_free(ctx->owned_weights);\n"
+          "  if (ctx->owned_arena) kiln_aligned_free(ctx->owned_arena);\n"
+          "  memset(ctx, 0, sizeof(*ctx));\n}\n",
+          M, M);
+}
+
+static void emit_io_desc(em *m, const char *arr, const kiln_lio *ios, int n, const char **names) {
+  if (n == 0) return;
+  fprintf(m->f, "static const kiln_io_desc %s_%s[%d] = {\n", m->names.model, arr, n);
+  for (int i = 0; i < n; i++) {
+    out(m, "    {.name = ");
+    put_string(m->f, names[i]);
+    fprintf(m->f, ", .dtype = %s, .rank = %d, .shape = {", rt_dtype(ios[i].dtype), ios[i].rank);
+    for (int d = 0; d < ios[i].rank; d++)
+      fprintf(m->f, "%s%" PRId64, d ? ", " : "", ios[i].shape[d]);
+    if (ios[i].rank == 0) out(m, "0");
+    out(m, "}},\n");
+  }
+  out(m, "};\n");
+}
+
+static void emit_desc(em *m) {
+  const kiln_lprog *p = m->p;
+  const char *M = m->names.model;
+  FILE *f = m->f;
+  fprintf(f, "\n// The model's description for the standalone driver (kiln_main).\n");
+  fprintf(f,
+          "static int %s_desc_init_file(void *ctx, const char *weights_path) {\n"
+          "  return %s_init_file(ctx, weights_path);\n}\n",
+          M, M);
+  if (m->o->embed_weights)
+    fprintf(f, "static int %s_desc_init_embedded(void *ctx) { return %s_init_embedded(ctx); }\n", M,
+            M);
+  fprintf(f,
+          "static int %s_desc_run(void *ctx, const void *const *inputs, void *const *outputs) {\n",
+          M);
+  if (p->n_inputs == 0) out(m, "  (void)inputs;\n");
+  if (p->n_outputs == 0) out(m, "  (void)outputs;\n");
+  fprintf(f, "  return %s_run(ctx", M);
+  for (int i = 0; i < p->n_inputs; i++) fprintf(f, ", inputs[%d]", i);
+  for (int i = 0; i < p->n_outputs; i++) fprintf(f, ", outputs[%d]", i);
+  out(m, ");\n}\n");
+  fprintf(f, "static void %s_desc_release(void *ctx) { %s_release(ctx); }\n", M, M);
+  emit_io_desc(m, "desc_inputs", p->inputs, p->n_inputs, m->names.in);
+  emit_io_desc(m, "desc_outputs", p->outputs, p->n_outputs, m->names.out);
+  fprintf(f, "const kiln_model_desc %s_desc = {\n    .name = ", M);
+  put_string(f, p->name);
+  fprintf(f, ",\n    .n_inputs = %d,\n    .n_outputs = %d,\n", p->n_inputs, p->n_outputs);
+  if (p->n_inputs) fprintf(f, "    .inputs = %s_desc_inputs,\n", M);
+  if (p->n_outputs) fprintf(f, "    .outputs = %s_desc_outputs,\n", M);
+  fprintf(f,
+          "    .arena_bytes = %s_ARENA_BYTES,\n"
+          "    .weights_bytes = %s_WEIGHTS_BYTES,\n"
+          "    .ctx_bytes = sizeof(%s_ctx),\n"
+          "    .init_file = %s_desc_init_file,\n",
+          M, M, M, M);
+  if (m->o->embed_weights) fprintf(f, "    .init_embedded = %s_desc_init_embedded,\n", M);
+  fprintf(f, "    .run = %s_desc_run,\n    .release = %s_desc_release,\n};\n", M, M);
+}
+
+static bool emit_source(em *m, const char *h_name) {
+  const kiln_lprog *p = m->p;
+  const char *M = m->names.model;
+  FILE *f = m->f;
+  if (!check_program(m)) return false;
+  // Helpers needed, and early errors, before anything is written.
+  for (int k = 0; k < p->n_kernels && !m->failed; k++) analyze_kernel(m, k);
+  m->kernel = -1;
+  if (m->failed) return false;
+
+  fprintf(f, "// %s.c: inference for the model ", M);
+  put_comment_text(f, p->name);
+  fprintf(f,
+          ", generated by Kiln. Do not edit.\n"
+          "// %d kernels; arena %" PRId64 " bytes; weights %" PRId64
+          " bytes%s. The API is in %s.\n",
+          p->n_kernels, p->arena_bytes, p->weights_bytes, m->o->embed_weights ? " (embedded)" : "",
+          h_name);
+  out(m, "#include ");
+  put_string(f, h_name);
+  out(m,
+      "\n\n#include <math.h>\n#include <stdint.h>\n#include <string.h>\n\n"
+      "#if defined(__clang__)\n"
+      "// An omp simd loop clang cannot vectorize still runs correctly: no -Werror failure.\n"
+      "#pragma clang diagnostic ignored \"-Wpass-failed\"\n"
+      "#endif\n"
+      "// Built without -fopenmp, the omp pragmas are ignored and every loop runs serially.\n"
+      "#if !defined(_OPENMP)\n"
+      "#if defined(__clang__)\n"
+      "#pragma clang diagnostic ignored \"-Wsource-uses-openmp\"\n"
+      "#endif\n"
+      "#if defined(__GNUC__)\n"
+      "#pragma GCC diagnostic ignored \"-Wunknown-pragmas\"\n"
+      "#endif\n"
+      "#endif\n");
+  emit_helpers(m);
+  if (m->o->embed_weights) emit_blob(m);
+
+  kparam *ps = kiln_xcalloc((size_t)p->n_bufs + 1, sizeof(kparam));
+  for (int k = 0; k < p->n_kernels && !m->failed; k++) emit_kernel(m, k, ps);
+  m->kernel = -1;
+  if (!m->failed) emit_run(m, ps);
+  free(ps);
+  if (m->failed) return false;
+  emit_init(m);
+  emit_desc(m);
+  if (m->o->main_stub)
+    fprintf(f, "\nint main(int argc, char **argv) { return kiln_main(&%s_desc, argc, argv); }\n",
+            M);
+  return !m->failed;
+}
+
+static const kiln_c_options default_options = {0};
+
+bool kiln_emit_c_source(const kiln_lprog *p, const kiln_c_options *o, const char *h_name, FILE *c) {
+  kiln_diag d;
+  kiln_diag_init(&d, "kiln");
+  em m;
+  em_init(&m, p, o ? o : &default_options, c, &d);
+  bool ok = emit_source(&m, h_name);
+  em_free(&m);
+  return ok && !ferror(c);
+}
+
+bool kiln_emit_c_header(const kiln_lprog *p, const kiln_c_options *o, FILE *h) {
+  kiln_diag d;
+  kiln_diag_init(&d, "kiln");
+  em m;
+  em_init(&m, p, o ? o : &default_options, h, &d);
+  bool ok = emit_header(&m);
+  em_free(&m);
+  return ok && !ferror(h);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files.
+
+bool kiln_c_file_open(kiln_c_file *cf, const char *path, kiln_diag *d) {
+  memset(cf, 0, sizeof(*cf));
+  size_t n = strlen(path);
+  cf->path = kiln_xmalloc(n + 1);
+  memcpy(cf->path, path, n + 1);
+  cf->tmp = kiln_xmalloc(n + 16);
+  snprintf(cf->tmp, n + 16, "%s.tmp.XXXXXX", path);
+  int fd = mkstemp(cf->tmp);
+  if (fd < 0) {
+    kiln_diag_error(d, path, "cannot create a temporary file beside it: %s", strerror(errno));
+    free(cf->tmp);
+    cf->tmp = NULL;
+    kiln_c_file_abort(cf);
+    return false;
+  }
+  mode_t mask = umask(0);
+  umask(mask);
+  if (fchmod(fd, 0666 & ~mask) != 0) {
+    // not fatal: the file stays private to the user
+  }
+  cf->f = fdopen(fd, "w");
+  if (!cf->f) {
+    kiln_diag_error(d, path, "cannot open %s: %s", cf->tmp, strerror(errno));
+    close(fd);
+    kiln_c_file_abort(cf);
+    return false;
+  }
+  return true;
+}
+
+void kiln_c_file_abort(kiln_c_file *cf) {
+  if (cf->f) fclose(cf->f);
+  if (cf->tmp) unlink(cf->tmp);
+  free(cf->tmp);
+  free(cf->path);
+  memset(cf, 0, sizeof(*cf));
+}
+
+bool kiln_c_file_commit(kiln_c_file *cf, kiln_diag *d) {
+  bool ok = cf->f && fflush(cf->f) == 0 && !ferror(cf->f);
+  int err = errno;
+  if (cf->f && fclose(cf->f) != 0 && ok) {
+    ok = false;
+    err = errno;
+  }
+  cf->f = NULL;
+  if (!ok) {
+    kiln_diag_error(d, cf->path, "cannot write: %s", strerror(err ? err : EIO));
+  } else if (rename(cf->tmp, cf->path) != 0) {
+    kiln_diag_error(d, cf->path, "cannot rename %s into place: %s", cf->tmp, strerror(errno));
+    ok = false;
+  } else {
+    free(cf->tmp);
+    cf->tmp = NULL;  // renamed: nothing to remove
+  }
+  kiln_c_file_abort(cf);
+  return ok;
+}
+
+bool kiln_c_mkdirs(const char *dir, kiln_diag *d) {
+  size_t n = strlen(dir);
+  char *buf = kiln_xmalloc(n + 1);
+  memcpy(buf, dir, n + 1);
+  bool ok = true;
+  for (size_t i = 1; i <= n && ok; i++) {
+    if (buf[i] != '/' && buf[i] != 0) continue;
+    char c = buf[i];
+    buf[i] = 0;
+    struct stat st;
+    if (mkdir(buf, 0777) != 0 && (errno != EEXIST || stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))) {
+      kiln_diag_error(d, buf, "cannot create directory: %s",
+                      errno == EEXIST ? "a file is in the way" : strerror(errno));
+      ok = false;
+    }
+    buf[i] = c;
+  }
+  free(buf);
+  return ok;
+}
+
+static char *path_join(const char *dir, const char *base, const char *ext) {
+  size_t n = strlen(dir) + strlen(base) + strlen(ext) + 2;
+  char *r = kiln_xmalloc(n);
+  snprintf(r, n, "%s%s%s%s", dir, dir[0] && dir[strlen(dir) - 1] != '/' ? "/" : "", base, ext);
+  return r;
+}
+
+bool kiln_c_write_sources(const kiln_lprog *p, const kiln_c_options *o, const char *dir,
+                          const char *base, kiln_diag *d) {
+  char *c_path = path_join(dir, base, ".c"), *h_path = path_join(dir, base, ".h");
+  char *h_name = path_join("", base, ".h");
+  // Both files are rendered to temporaries first; neither is renamed unless both rendered.
+  kiln_c_file hf = {0}, cf = {0};
+  bool ok = kiln_c_file_open(&hf, h_path, d) && kiln_c_file_open(&cf, c_path, d);
+  em m;
+  if (ok) {
+    em_init(&m, p, o, hf.f, d);
+    ok = emit_header(&m);
+    em_free(&m);
+  }
+  if (ok) {
+    em_init(&m, p, o, cf.f, d);
+    ok = emit_source(&m, h_name);
+    em_free(&m);
+  }
+  if (ok) ok = kiln_c_file_commit(&hf, d) && kiln_c_file_commit(&cf, d);
+  kiln_c_file_abort(&hf);  // no-ops after a commit
+  kiln_c_file_abort(&cf);
+  free(c_path);
+  free(h_path);
+  free(h_name);
+  return ok;
+}
+
+bool kiln_c_write_weights(const kiln_lprog *p, const char *path, kiln_diag *d) {
+  if (p->weights_bytes > 0 && !p->weights) {
+    kiln_diag_error(d, path, "the loop program has no weights payload");
+    return false;
+  }
+  kiln_c_file cf;
+  if (!kiln_c_file_open(&cf, path, d)) return false;
+  fclose(cf.f);  // kiln_weights_write writes the file by name
+  cf.f = NULL;
+  char err[512] = "";
+  static const unsigned char none[1] = {0};
+  int st = kiln_weights_write(cf.tmp, p->weights ? p->weights : none, (size_t)p->weights_bytes, err,
+                              sizeof(err));
+  if (st != KILN_OK) {
+    kiln_diag_error(d, path, "%s", err[0] ? err : kiln_status_str(st));
+    kiln_c_file_abort(&cf);
+    return false;
+  }
+  if (rename(cf.tmp, cf.path) != 0) {
+    kiln_diag_error(d, path, "cannot rename %s into place: %s", cf.tmp, strerror(errno));
+    kiln_c_file_abort(&cf);
+    return false;
+  }
+  free(cf.tmp);
+  cf.tmp = NULL;
+  kiln_c_file_abort(&cf);
+  return true;
+}
+
+bool kiln_emit_c_files(const kiln_lprog *p, const kiln_c_options *o, const char *dir,
+                       kiln_diag *d) {
+  if (!o) o = &default_options;
+  if (!kiln_c_mkdirs(dir, d)) return false;
+  char ident[64];
+  const char *base = kiln_c_model_ident(p, ident, sizeof(ident));
+  if (!kiln_c_write_sources(p, o, dir, base, d)) return false;
+  if (o->embed_weights) return true;
+  char *w_path = path_join(dir, base, ".weights");
+  bool ok = kiln_c_write_weights(p, w_path, d);
+  free(w_path);
+  return ok;
+}
