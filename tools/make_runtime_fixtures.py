@@ -3,7 +3,7 @@
 tests/data/runtime/. Run from anywhere with /usr/bin/python3 (needs numpy only).
 
 The values are simple formulas of the flat index i (arange) so that the C tests can recompute them
-independently; keep the formulas in sync with the `expect_*` helpers in tests/test_runtime.c.
+independently; keep the formulas in sync with the `*_at` helpers in tests/test_runtime.c.
 Besides numpy's own writer, the script writes some files by hand (headers in unusual layouts,
 broken files) and .safetensors files with struct + json (the format is tiny).
 """
@@ -46,7 +46,7 @@ def i_range(n):
 # ---- the dtype fixtures; formulas of i = 0 .. numel-1 ----
 F32 = (i_range(6) * 0.5 - 1.0).astype(np.float32).reshape(2, 3)          # f32: 0.5*i - 1
 F64 = (i_range(5) * 0.25 + 1.0).astype(np.float64)                       # f64: 0.25*i + 1, (5,)
-I8 = (i_range(8) * 36 - 128).astype(np.int8).reshape(2, 2, 2)            # i8: 36*i - 128 (-128..124)
+I8 = (i_range(8) * 36 - 128).astype(np.int8).reshape(2, 2, 2)            # i8: 36*i - 128
 U8 = (i_range(7) * 40 + 7).astype(np.uint8)                              # u8: 40*i + 7 (7..247)
 I32 = (i_range(6) * -100000 + 7).astype(np.int32).reshape(3, 2)          # i32: 7 - 100000*i
 I64 = (i_range(4) * (1 << 40) - 5).astype(np.int64)                      # i64: 2^40*i - 5
@@ -79,8 +79,8 @@ def npy_fixtures():
             U8.tobytes())
     # An unsupported dtype and an absurd shape.
     save("complex.npy", np.zeros(2, dtype=np.complex64))
-    raw_npy("huge.npy", "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296), }",
-            b"")
+    raw_npy("huge.npy",
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296), }", b"")
 
 
 # ---- safetensors ----
@@ -111,9 +111,10 @@ def st_layout(tensors, data_order):
 
 
 def st_fixtures():
-    tensors = {"weight": F32, "bias": F64, "ids": I64, "mask": BOOL, "layer.0/q\u00e9\U0001F600": I8,
+    odd_name = "layer.0/q\u00e9\U0001F600"  # escaped by json.dumps, including a surrogate pair
+    tensors = {"weight": F32, "bias": F64, "ids": I64, "mask": BOOL, odd_name: I8,
                "scalar": np.array(3.5, dtype=np.float32)}
-    header, blob = st_layout(tensors, ["ids", "scalar", "bias", "weight", "mask", "layer.0/q\u00e9\U0001F600"])
+    header, blob = st_layout(tensors, ["ids", "scalar", "bias", "weight", "mask", odd_name])
     write_st("model.safetensors", header, blob)
 
     small = {"w": F32}
