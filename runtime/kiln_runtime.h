@@ -121,6 +121,7 @@ typedef struct kiln_model_desc {
   int n_inputs, n_outputs;
   const kiln_io_desc *inputs, *outputs;
   size_t arena_bytes, weights_bytes;
+  uint64_t weights_checksum;                              // FNV-1a-64 of the weights payload
   size_t ctx_bytes;                                       // sizeof the model's context struct
   int (*init_file)(void *ctx, const char *weights_path);  // allocates weights and arena
   int (*init_embedded)(void *ctx);                        // NULL unless weights are embedded

@@ -479,21 +479,20 @@ static int probe_weights(const session *s, const char *path) {
   return EXIT_GOOD;
 }
 
+// init_file reports only a status; reading the file again gives the exact message.
 static int init_error(const session *s, const char *path, int status) {
-  switch (status) {
-    case KILN_ERR_WEIGHTS:
-      return fail(
-          s, EXIT_BAD_INPUT,
-          "weights file %s: checksum mismatch: the weights were not compiled with this model",
-          path);
-    case KILN_ERR_IO:
-    case KILN_ERR_FORMAT:
-      return fail(s, EXIT_BAD_INPUT, "cannot load weights file %s: %s", path,
-                  kiln_status_str(status));
-    default:
-      return fail(s, EXIT_INTERNAL, "loading the model with weights %s failed: %s (status %d)",
-                  path, kiln_status_str(status), status);
+  char err[512];
+  void *payload = NULL;
+  if (status == KILN_ERR_WEIGHTS || status == KILN_ERR_IO || status == KILN_ERR_FORMAT) {
+    int again = kiln_weights_read(path, s->m->weights_bytes, s->m->weights_checksum, &payload, err,
+                                  sizeof err);
+    kiln_aligned_free(payload);
+    if (again != KILN_OK) return fail(s, EXIT_BAD_INPUT, "%s", err);
+    return fail(s, EXIT_BAD_INPUT, "cannot load weights file %s: %s", path,
+                kiln_status_str(status));
   }
+  return fail(s, EXIT_INTERNAL, "loading the model with weights %s failed: %s (status %d)", path,
+              kiln_status_str(status), status);
 }
 
 static int init_from_file(session *s, const char *argv0) {

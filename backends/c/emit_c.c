@@ -1417,9 +1417,10 @@ static void emit_desc(em *m) {
   fprintf(f,
           "    .arena_bytes = %s_ARENA_BYTES,\n"
           "    .weights_bytes = %s_WEIGHTS_BYTES,\n"
+          "    .weights_checksum = %s_WEIGHTS_CHECKSUM,\n"
           "    .ctx_bytes = sizeof(%s_ctx),\n"
           "    .init_file = %s_desc_init_file,\n",
-          M, M, M, M);
+          M, M, M, M, M);
   if (m->o->embed_weights) fprintf(f, "    .init_embedded = %s_desc_init_embedded,\n", M);
   fprintf(f, "    .run = %s_desc_run,\n    .release = %s_desc_release,\n};\n", M, M);
 }

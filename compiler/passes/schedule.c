@@ -118,7 +118,21 @@ static bool mark_vector_loops(kiln_lstmt *s) {
   return true;
 }
 
+// The loop's body if it is exactly one loop (comments aside), else NULL.
+static kiln_lstmt *only_inner_loop(const kiln_lstmt *loop) {
+  kiln_lstmt *inner = NULL;
+  for (int i = 0; i < loop->body->n; i++) {
+    kiln_lstmt *s = loop->body->stmts[i];
+    if (s->kind == LS_COMMENT) continue;
+    if (s->kind != LS_FOR || inner) return NULL;
+    inner = s;
+  }
+  return inner;
+}
+
 static bool mark_parallel(kiln_lstmt *loop) {
+  // A batch loop of one iteration hides the real work: look through perfectly nested loops.
+  for (kiln_lstmt *inner; trip_count(loop) < 2 && (inner = only_inner_loop(loop));) loop = inner;
   body_facts f = facts_of(loop);
   if (!f.stores_ok || f.outer_assigns || trip_count(loop) < 2 || work(loop) < MIN_PARALLEL_WORK)
     return false;
