@@ -55,14 +55,14 @@ char *kiln_pool_strdup(kiln_pool *p, const char *s) {
 }
 
 char *kiln_pool_printf(kiln_pool *p, const char *fmt, ...) {
-  va_list ap, ap2;
+  va_list ap;
   va_start(ap, fmt);
-  va_copy(ap2, ap);
-  int n = vsnprintf(NULL, 0, fmt, ap);
+  char *tmp = NULL;
+  int n = vasprintf(&tmp, fmt, ap);
   va_end(ap);
-  char *r = kiln_pool_alloc(p, (size_t)n + 1);
-  vsnprintf(r, (size_t)n + 1, fmt, ap2);
-  va_end(ap2);
+  if (n < 0) out_of_memory(strlen(fmt));
+  char *r = kiln_pool_strdup(p, tmp);
+  free(tmp);
   return r;
 }
 

@@ -8,6 +8,8 @@
 
 #include "sample_util.h"
 
+TestSuite(cli, .fini = check_leaks);
+
 // LeNet-5 (28x28 input, conv1 padded by 2): parameters and multiply-accumulates by hand.
 //   conv1 6x1x5x5+6 = 156, conv2 16x6x5x5+16 = 2416, fc1 400x120+120 = 48120,
 //   fc2 120x84+84 = 10164, fc3 84x10+10 = 850.

@@ -9,6 +9,8 @@
 
 #include "sample_util.h"
 
+TestSuite(errors, .fini = check_leaks);
+
 static void expect_clean_failure(const run_result *r, const char *what, const char *needle) {
   cr_expect_eq(r->status, 2, "%s: exit status %d, expected 2; stderr:\n%s", what, r->status,
                r->err);

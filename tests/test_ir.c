@@ -7,6 +7,9 @@
 #include "../compiler/passes/pipeline.h"
 #include "sample_util.h"
 
+TestSuite(passes, .fini = check_leaks);
+TestSuite(loop_ir, .fini = check_leaks);
+
 static kiln_graph *load_text(const char *json) {
   char *dir = make_temp_dir();
   char *path = path_join(dir, "m.json");

@@ -11,6 +11,8 @@
 #include "../compiler/interp.h"
 #include "test_util.h"
 
+TestSuite(ops, .fini = check_leaks);
+
 // Tolerances: |got - want| <= atol + rtol * |want|.
 //  vs PyTorch: the interpreter computes in double and rounds each result to f32 once; PyTorch
 //  computes in f32, so elementwise ops differ by at most ~1 ulp and reductions by the f32

@@ -8,6 +8,8 @@
 
 #include "sample_util.h"
 
+TestSuite(samples, .fini = check_leaks);
+
 enum { MAX_ARGS = 24 };
 static const double ATOL = 1e-5, RTOL = 0;
 

@@ -14,6 +14,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
+
 typedef struct sink {
   char *data;
   size_t len, cap;
@@ -185,4 +189,10 @@ kiln_array read_npy_or_fail(const char *path) {
   char err[512];
   if (kiln_npy_read(path, &a, err, sizeof(err)) != KILN_OK) cr_assert_fail("%s", err);
   return a;
+}
+
+void check_leaks(void) {
+#if defined(__SANITIZE_ADDRESS__)
+  if (__lsan_do_recoverable_leak_check() != 0) abort();
+#endif
 }

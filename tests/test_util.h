@@ -45,6 +45,10 @@ char *path_join(const char *a, const char *b);  // malloc'd "a/b"
 // dtypes differ. NaN anywhere is a failure.
 bool arrays_close(const kiln_array *a, const kiln_array *b, double atol, double rtol, char *why,
                   size_t whylen);
+// Under AddressSanitizer, aborts (so the test fails) if the test leaked: Criterion ignores leaks
+// reported when a worker exits. Use as every suite's .fini.
+void check_leaks(void);
+
 // Reads an .npy or aborts the test with a message.
 kiln_array read_npy_or_fail(const char *path);
 
