@@ -334,32 +334,41 @@ static int add_tensor(loader *L, const char *name, kiln_tensor_kind kind, kiln_d
 
 // ---- Top-level sections ----
 
+// One entry of `inputs` or `params`: an object with a name, a dtype and a shape (and whatever
+// else `fields` allows). Adds the tensor and returns its index, or -1; *valid says whether every
+// field was right.
+static int load_typed_decl(loader *L, json_object *v, const char *path, const char *const *fields,
+                           const char *expect, kiln_tensor_kind kind, bool *valid) {
+  char sub[80], got[96];
+  *valid = false;
+  if (!json_object_is_type(v, json_type_object)) {
+    ERR(L, "%s: expected an object %s, got %s", path, expect, describe(v, got));
+    return -1;
+  }
+  check_fields(L, v, path, fields);
+  const char *name = need_name(L, v, path, "name", "a tensor name");
+  json_object *jd = need(L, v, path, "dtype", json_type_string, "a dtype such as \"f32\"");
+  json_object *js = need(L, v, path, "shape", json_type_array, "an array of integers >= 1");
+  kiln_dtype dtype = KILN_F32;
+  kiln_shape shape = {0};
+  bool ok = name && jd && js;
+  snprintf(sub, sizeof sub, "%s.dtype", path);
+  if (jd) ok &= parse_dtype(L, jd, sub, &dtype);
+  snprintf(sub, sizeof sub, "%s.shape", path);
+  if (js) ok &= parse_shape(L, js, sub, kiln_dtype_size(dtype), &shape);
+  *valid = ok;
+  return name ? add_tensor(L, name, kind, dtype, &shape, path) : -1;
+}
+
 static void load_inputs(loader *L, json_object *arr) {
   static const char *const fields[] = {"name", "dtype", "shape", NULL};
   size_t n = json_object_array_length(arr);
   for (size_t i = 0; i < n; i++) {
-    char path[64], sub[80];
-    char got[96];
+    char path[64];
     snprintf(path, sizeof path, "inputs[%zu]", i);
-    json_object *v = json_object_array_get_idx(arr, i);
-    if (!json_object_is_type(v, json_type_object)) {
-      ERR(L, "%s: expected an object {\"name\", \"dtype\", \"shape\"}, got %s", path,
-          describe(v, got));
-      continue;
-    }
-    check_fields(L, v, path, fields);
-    const char *name = need_name(L, v, path, "name", "a tensor name");
-    json_object *jd = need(L, v, path, "dtype", json_type_string, "a dtype such as \"f32\"");
-    json_object *js = need(L, v, path, "shape", json_type_array, "an array of integers >= 1");
-    kiln_dtype dtype = KILN_F32;
-    kiln_shape shape = {0};
-    bool ok = name != NULL;
-    snprintf(sub, sizeof sub, "%s.dtype", path);
-    if (jd) ok &= parse_dtype(L, jd, sub, &dtype);
-    snprintf(sub, sizeof sub, "%s.shape", path);
-    if (js) ok &= parse_shape(L, js, sub, kiln_dtype_size(dtype), &shape);
-    if (!name) continue;
-    int t = add_tensor(L, name, KILN_TENSOR_INPUT, dtype, &shape, path);
+    bool ok;
+    int t = load_typed_decl(L, json_object_array_get_idx(arr, i), path, fields,
+                            "{\"name\", \"dtype\", \"shape\"}", KILN_TENSOR_INPUT, &ok);
     if (t >= 0 && ok) KILN_VEC_PUSH(L->g->inputs, L->g->n_inputs, L->g->cap_inputs, t);
   }
 }
@@ -437,28 +446,15 @@ static void load_params(loader *L, json_object *arr, const char *weights) {
   weight_req *req = kiln_xcalloc(n ? n : 1, sizeof(*req));
   int n_req = 0;
   for (size_t i = 0; i < n; i++) {
-    char path[64], sub[80], got[96];
+    char path[64], sub[80];
     snprintf(path, sizeof path, "params[%zu]", i);
-    json_object *v = json_object_array_get_idx(arr, i);
-    if (!json_object_is_type(v, json_type_object)) {
-      ERR(L, "%s: expected an object {\"name\", \"dtype\", \"shape\"[, \"init\"]}, got %s", path,
-          describe(v, got));
-      continue;
-    }
-    check_fields(L, v, path, fields);
-    const char *name = need_name(L, v, path, "name", "a tensor name");
-    json_object *jd = need(L, v, path, "dtype", json_type_string, "a dtype such as \"f32\"");
-    json_object *js = need(L, v, path, "shape", json_type_array, "an array of integers >= 1");
-    json_object *init = NULL;
-    bool has_init = json_object_object_get_ex(v, "init", &init);
-    kiln_dtype dtype = KILN_F32;
-    kiln_shape shape = {0};
-    bool ok = name && jd && js;
-    snprintf(sub, sizeof sub, "%s.dtype", path);
-    if (jd) ok &= parse_dtype(L, jd, sub, &dtype);
-    snprintf(sub, sizeof sub, "%s.shape", path);
-    if (js) ok &= parse_shape(L, js, sub, kiln_dtype_size(dtype), &shape);
-    int t = name ? add_tensor(L, name, KILN_TENSOR_PARAM, dtype, &shape, path) : -1;
+    json_object *v = json_object_array_get_idx(arr, i), *init = NULL;
+    bool ok;
+    int t = load_typed_decl(L, v, path, fields, "{\"name\", \"dtype\", \"shape\"[, \"init\"]}",
+                            KILN_TENSOR_PARAM, &ok);
+    bool has_init = ok && json_object_object_get_ex(v, "init", &init);
+    kiln_dtype dtype = t >= 0 ? L->g->tensors[t].dtype : KILN_F32;
+    kiln_shape shape = t >= 0 ? L->g->tensors[t].shape : (kiln_shape){0};
     if (!ok || t < 0) continue;
     if (!has_init) {
       req[n_req++] = (weight_req){t, i};

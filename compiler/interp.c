@@ -7,63 +7,6 @@
 
 #include "ops/op.h"
 
-static double array_get(const kiln_array *a, int64_t i) {
-  const unsigned char *p =
-      (const unsigned char *)a->data + (size_t)i * kiln_rt_dtype_size(a->dtype);
-  switch (a->dtype) {
-    case KILN_RT_F32: {
-      float v;
-      memcpy(&v, p, 4);
-      return v;
-    }
-    case KILN_RT_F64: {
-      double v;
-      memcpy(&v, p, 8);
-      return v;
-    }
-    case KILN_RT_I8: return (double)*(const int8_t *)p;
-    case KILN_RT_U8: return (double)*p;
-    case KILN_RT_BOOL: return *p ? 1.0 : 0.0;
-    case KILN_RT_I32: {
-      int32_t v;
-      memcpy(&v, p, 4);
-      return v;
-    }
-    case KILN_RT_I64: {
-      int64_t v;
-      memcpy(&v, p, 8);
-      return (double)v;
-    }
-    default: return 0.0;
-  }
-}
-
-static void array_set(kiln_array *a, int64_t i, double v) {
-  unsigned char *p = (unsigned char *)a->data + (size_t)i * kiln_rt_dtype_size(a->dtype);
-  switch (a->dtype) {
-    case KILN_RT_F32: {
-      float x = (float)v;
-      memcpy(p, &x, 4);
-      break;
-    }
-    case KILN_RT_F64: memcpy(p, &v, 8); break;
-    case KILN_RT_I8: *(int8_t *)p = (int8_t)v; break;
-    case KILN_RT_U8: *p = (uint8_t)v; break;
-    case KILN_RT_BOOL: *p = v != 0.0; break;
-    case KILN_RT_I32: {
-      int32_t x = (int32_t)v;
-      memcpy(p, &x, 4);
-      break;
-    }
-    case KILN_RT_I64: {
-      int64_t x = (int64_t)v;
-      memcpy(p, &x, 8);
-      break;
-    }
-    default: break;
-  }
-}
-
 static bool check_input(const kiln_graph *g, int i, const kiln_array *a, kiln_diag *d) {
   const kiln_tensor *t = &g->tensors[g->inputs[i]];
   kiln_shape s = {.rank = a->rank};
@@ -119,7 +62,7 @@ static void make_output(const kiln_tensor *t, const double *v, kiln_array *a) {
   a->nbytes = (size_t)n * kiln_dtype_size(t->dtype);
   a->data = kiln_aligned_alloc(a->nbytes ? a->nbytes : 1);
   if (!a->data) abort();
-  for (int64_t i = 0; i < n; i++) array_set(a, i, v[i]);
+  for (int64_t i = 0; i < n; i++) kiln_element_set(a->data, a->dtype, i, v[i]);
 }
 
 bool kiln_interp_run(const kiln_graph *g, const kiln_array *inputs, kiln_array *outputs,
@@ -134,7 +77,7 @@ bool kiln_interp_run(const kiln_graph *g, const kiln_array *inputs, kiln_array *
     const kiln_tensor *t = &g->tensors[g->inputs[i]];
     values[g->inputs[i]] = tensor_values(t);
     for (int64_t k = 0; k < kiln_shape_numel(&t->shape); k++)
-      values[g->inputs[i]][k] = array_get(&inputs[i], k);
+      values[g->inputs[i]][k] = kiln_element_get(inputs[i].data, inputs[i].dtype, k);
   }
   for (int i = 0; i < g->n_nodes; i++) run_node(g, &g->nodes[i], values);
   for (int i = 0; i < g->n_outputs; i++)

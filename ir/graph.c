@@ -1,6 +1,8 @@
 // Graph IR: construction, attribute lookup, topological sorting and compaction.
 #include "graph.h"
 
+#include "../runtime/kiln_runtime.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,33 +124,7 @@ int kiln_attr_ints(const kiln_node *n, const char *name, int64_t *out, int max) 
 }
 
 double kiln_tensor_get(const kiln_tensor *t, int64_t i) {
-  const unsigned char *p = (const unsigned char *)t->data + (size_t)i * kiln_dtype_size(t->dtype);
-  switch (t->dtype) {
-    case KILN_F32: {
-      float v;
-      memcpy(&v, p, 4);
-      return v;
-    }
-    case KILN_F64: {
-      double v;
-      memcpy(&v, p, 8);
-      return v;
-    }
-    case KILN_I8: return (double)*(const int8_t *)p;
-    case KILN_U8: return (double)*p;
-    case KILN_BOOL: return *p ? 1.0 : 0.0;
-    case KILN_I32: {
-      int32_t v;
-      memcpy(&v, p, 4);
-      return v;
-    }
-    case KILN_I64: {
-      int64_t v;
-      memcpy(&v, p, 8);
-      return (double)v;
-    }
-    default: return 0.0;
-  }
+  return kiln_element_get(t->data, (int)t->dtype, i);
 }
 
 // ---- Topological sort (Kahn's algorithm, stable: keeps file order among ready nodes) ----

@@ -53,6 +53,9 @@ typedef struct kiln_array {
   size_t nbytes;
 } kiln_array;
 int64_t kiln_array_numel(const kiln_array *a);
+// Element i of a row-major array of `dtype`, converted through double (i64 beyond 2^53 rounds).
+double kiln_element_get(const void *data, int dtype, int64_t i);
+void kiln_element_set(void *data, int dtype, int64_t i, double v);  // converts as C casts do
 void kiln_array_free(kiln_array *a);
 
 // Error messages are written to err[errlen] (always NUL-terminated) and name the file.

@@ -123,34 +123,7 @@ char *path_join(const char *a, const char *b) {
 }
 
 static double element(const kiln_array *a, int64_t i) {
-  const unsigned char *p =
-      (const unsigned char *)a->data + (size_t)i * kiln_rt_dtype_size(a->dtype);
-  switch (a->dtype) {
-    case KILN_RT_F32: {
-      float v;
-      memcpy(&v, p, 4);
-      return v;
-    }
-    case KILN_RT_F64: {
-      double v;
-      memcpy(&v, p, 8);
-      return v;
-    }
-    case KILN_RT_I8: return (double)*(const int8_t *)p;
-    case KILN_RT_U8:
-    case KILN_RT_BOOL: return (double)*p;
-    case KILN_RT_I32: {
-      int32_t v;
-      memcpy(&v, p, 4);
-      return v;
-    }
-    case KILN_RT_I64: {
-      int64_t v;
-      memcpy(&v, p, 8);
-      return (double)v;
-    }
-    default: return NAN;
-  }
+  return kiln_element_get(a->data, a->dtype, i);
 }
 
 bool arrays_close(const kiln_array *a, const kiln_array *b, double atol, double rtol, char *why,
