@@ -3,49 +3,24 @@
 // `kiln build`, run as a standalone binary) must match the interpreter, each within the op's
 // stated tolerance below.
 #include <criterion/criterion.h>
+#include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../compiler/frontend.h"
 #include "../compiler/interp.h"
+#include "../compiler/ops/op.h"
 #include "test_util.h"
 
 TestSuite(ops, .fini = check_leaks);
 
-// Tolerances: |got - want| <= atol + rtol * |want|.
-//  vs PyTorch: the interpreter computes in double and rounds each result to f32 once; PyTorch
-//  computes in f32, so elementwise ops differ by at most ~1 ulp and reductions by the f32
-//  rounding of a K-term sum.
-//  generated vs interpreter: generated code computes in f32 (libm expf/tanhf are within 1-2 ulp).
-typedef struct tolerance {
-  const char *op;
-  double atol_ref, rtol_ref, atol_gen, rtol_gen;
-} tolerance;
-
-static const tolerance tolerances[] = {
-    {"Add", 0, 1.2e-7, 0, 1.2e-7},
-    {"Sub", 1e-7, 1.2e-7, 1e-7, 1.2e-7},
-    {"Mul", 0, 1.2e-7, 0, 1.2e-7},
-    {"Div", 0, 2.4e-7, 0, 2.4e-7},
-    {"Relu", 0, 0, 0, 0},
-    {"Sigmoid", 1e-7, 4e-7, 1e-7, 4e-7},
-    {"Tanh", 1e-7, 4e-7, 1e-7, 4e-7},
-    {"Softmax", 1e-7, 1e-6, 1e-7, 1e-6},
-    {"Gemm", 1e-5, 1e-5, 1e-5, 1e-5},
-    {"MatMul", 1e-5, 1e-5, 1e-5, 1e-5},
-    {"Conv", 1e-5, 1e-5, 1e-5, 1e-5},
-    {"MaxPool", 0, 0, 0, 0},
-    {"AveragePool", 1e-7, 4e-7, 1e-7, 4e-7},
-    {"Flatten", 0, 0, 0, 0},
-    {"Reshape", 0, 0, 0, 0},
-};
-
-static const tolerance *tolerance_for(const char *op) {
-  for (size_t i = 0; i < sizeof(tolerances) / sizeof(tolerances[0]); i++)
-    if (strcmp(tolerances[i].op, op) == 0) return &tolerances[i];
-  cr_assert_fail("no tolerance stated for op %s: add one to tests/test_ops.c", op);
-  return NULL;
+// Every op states its tolerance in its own file (kiln_op_def.tol): how far the interpreter may be
+// from PyTorch, and the generated code from the interpreter.
+static kiln_tolerance tolerance_for(const char *op) {
+  const kiln_op_def *def = kiln_op_find(op);
+  cr_assert(def, "golden case for unknown op %s", op);
+  return def->tol;
 }
 
 typedef struct golden_case {
@@ -53,15 +28,23 @@ typedef struct golden_case {
   char op[64];
 } golden_case;
 
+// Reads tests/goldens/ops/cases*.txt: one "<case> <op>" a line (each family's script writes its
+// own list).
 static int read_cases(golden_case *cases, int max) {
-  char *list = path_join(KILN_TEST_GOLDENS_DIR, "ops/cases.txt");
-  FILE *f = fopen(list, "r");
-  cr_assert(f, "cannot open %s", list);
-  free(list);
+  glob_t files;
+  char *pattern = path_join(KILN_TEST_GOLDENS_DIR, "ops/cases*.txt");
+  cr_assert_eq(glob(pattern, 0, NULL, &files), 0, "no %s", pattern);
+  free(pattern);
   int n = 0;
-  while (n < max && fscanf(f, "%127s %63s", cases[n].name, cases[n].op) == 2) n++;
-  fclose(f);
+  for (size_t i = 0; i < files.gl_pathc; i++) {
+    FILE *f = fopen(files.gl_pathv[i], "r");
+    cr_assert(f, "cannot open %s", files.gl_pathv[i]);
+    while (n < max && fscanf(f, "%127s %63s", cases[n].name, cases[n].op) == 2) n++;
+    fclose(f);
+  }
+  globfree(&files);
   cr_assert_gt(n, 20, "expected the golden op cases, found %d", n);
+  cr_assert_lt(n, max, "more than %d golden cases: raise the limit", max);
   return n;
 }
 
@@ -110,17 +93,17 @@ static void free_outputs(kiln_array *out, int n) {
 }
 
 Test(ops, interpreter_matches_pytorch) {
-  golden_case cases[256];
-  int n = read_cases(cases, 256);
+  golden_case cases[1024];
+  int n = read_cases(cases, 1024);
   for (int k = 0; k < n; k++) {
-    const tolerance *tol = tolerance_for(cases[k].op);
+    kiln_tolerance tol = tolerance_for(cases[k].op);
     kiln_graph *g = load_case(&cases[k]);
     kiln_array *out = interpret_case(&cases[k], g);
     for (int i = 0; i < g->n_outputs; i++) {
       char *p = tensor_file(&cases[k], g->tensors[g->outputs[i]].name);
       kiln_array want = read_npy_or_fail(p);
       char why[512];
-      cr_expect(arrays_close(&out[i], &want, tol->atol_ref, tol->rtol_ref, why, sizeof(why)),
+      cr_expect(arrays_close(&out[i], &want, tol.atol, tol.rtol, why, sizeof(why)),
                 "%s (%s) output %s: %s", cases[k].name, cases[k].op, g->tensors[g->outputs[i]].name,
                 why);
       kiln_array_free(&want);
@@ -167,12 +150,12 @@ static void check_generated(const golden_case *c, const char *dir) {
   r = run_cmd(args, 120);
   cr_expect_eq(r.status, 0, "%s: the generated binary failed (%d): %s", c->name, r.status, r.err);
   run_result_free(&r);
-  const tolerance *tol = tolerance_for(c->op);
+  kiln_tolerance tol = tolerance_for(c->op);
   for (int i = 0; i < g->n_outputs && i < 8; i++) {
     kiln_array got;
     char err[512], why[512];
     if (kiln_npy_read(out_paths[i], &got, err, sizeof(err)) == KILN_OK) {
-      cr_expect(arrays_close(&got, &ref[i], tol->atol_gen, tol->rtol_gen, why, sizeof(why)),
+      cr_expect(arrays_close(&got, &ref[i], tol.atol, tol.rtol, why, sizeof(why)),
                 "%s (%s) generated code vs interpreter: %s", c->name, c->op, why);
       kiln_array_free(&got);
     } else {
@@ -188,8 +171,8 @@ static void check_generated(const golden_case *c, const char *dir) {
 }
 
 Test(ops, generated_code_matches_interpreter, .timeout = 900) {
-  golden_case cases[256];
-  int n = read_cases(cases, 256);
+  golden_case cases[1024];
+  int n = read_cases(cases, 1024);
   char *dir = make_temp_dir();
   for (int k = 0; k < n; k++) check_generated(&cases[k], dir);
   rm_rf(dir);

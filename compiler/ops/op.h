@@ -58,6 +58,12 @@ static inline int kiln_out_buf(const kiln_lower_ctx *c, int i) {
   return c->tensor_buf[c->node->outputs[i]];
 }
 
+// How far the reference kernel and the generated code may stray from an f32 reference computed by
+// PyTorch, per element: |got - want| <= atol + rtol * |want|. The tests hold every op to its own.
+typedef struct kiln_tolerance {
+  double atol, rtol;
+} kiln_tolerance;
+
 typedef struct kiln_op_def {
   const char *name;  // ONNX op name
   int min_inputs, max_inputs;
@@ -71,6 +77,7 @@ typedef struct kiln_op_def {
   // Emits the kernel body into c->b (a kernel is already open).
   void (*lower)(const kiln_lower_ctx *c);
   int64_t (*flops)(const kiln_graph *g, const kiln_node *n);
+  kiln_tolerance tol;
 } kiln_op_def;
 
 #define KILN_OP(Name) extern const kiln_op_def kiln_op_##Name;

@@ -73,9 +73,9 @@ void kiln_binary_eval(const kiln_eval_tensor *in, kiln_eval_tensor *out, kiln_bi
 void kiln_binary_lower(const kiln_lower_ctx *c, kiln_lbin op);
 extern const kiln_attr_spec kiln_binary_attrs[];
 
-// Defines `kiln_op_<Name>` from a scalar function (the reference semantics) and the loop-IR
-// operator that computes the same thing.
-#define KILN_DEFINE_BINARY_OP(Name, scalar_fn, lbin_op)                                            \
+// Defines `kiln_op_<Name>` from a scalar function (the reference semantics), the loop-IR
+// operator that computes the same thing, and the op's tolerance (kiln_tolerance).
+#define KILN_DEFINE_BINARY_OP(Name, scalar_fn, lbin_op, atol, rtol)                                \
   static void Name##_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) { \
     (void)n;                                                                                       \
     kiln_binary_eval(in, out, scalar_fn);                                                          \
@@ -93,6 +93,7 @@ extern const kiln_attr_spec kiln_binary_attrs[];
       .eval = Name##_eval,                                                                         \
       .lower = Name##_lower,                                                                       \
       .flops = kiln_output_numel_flops,                                                            \
+      .tol = {atol, rtol},                                                                         \
   }
 
 // ---- Unary elementwise ops (unary.c) ----
@@ -105,7 +106,7 @@ void kiln_unary_eval(const kiln_eval_tensor *in, kiln_eval_tensor *out, kiln_una
 void kiln_unary_lower(const kiln_lower_ctx *c, kiln_unary_lx lx);
 extern const kiln_attr_spec kiln_unary_attrs[];
 
-#define KILN_DEFINE_UNARY_OP(Name, scalar_fn, lx_fn)                                               \
+#define KILN_DEFINE_UNARY_OP(Name, scalar_fn, lx_fn, atol, rtol)                                   \
   static void Name##_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) { \
     (void)n;                                                                                       \
     kiln_unary_eval(in, out, scalar_fn);                                                           \
@@ -123,6 +124,7 @@ extern const kiln_attr_spec kiln_unary_attrs[];
       .eval = Name##_eval,                                                                         \
       .lower = Name##_lower,                                                                       \
       .flops = kiln_output_numel_flops,                                                            \
+      .tol = {atol, rtol},                                                                         \
   }
 
 // ---- Sliding windows: Conv, MaxPool, AveragePool (pool.c) ----

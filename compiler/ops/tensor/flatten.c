@@ -1,6 +1,6 @@
 // Flatten (ONNX): x (d0, ..., dn-1) -> (d0 * ... * d(axis-1), d(axis) * ... * dn-1); axis in
 // [-rank, rank], default 1. The data does not move: a copy loop, which later passes may alias.
-#include "op_internal.h"
+#include "../op_internal.h"
 
 static const kiln_attr_spec attrs[] = {{"axis", KILN_ATTR_INT, false}, {0}};
 
@@ -33,4 +33,5 @@ const kiln_op_def kiln_op_Flatten = {
     .eval = kiln_copy_eval,
     .lower = kiln_copy_lower,
     .flops = kiln_no_flops,
+    .tol = {0, 0},
 };

@@ -3,7 +3,7 @@
 // Output channel oc belongs to group g = oc / (M / group) and reads input channels
 // [g * C/group, (g + 1) * C/group). Window logic (pads, output size) is shared with the pools in
 // pool.c.
-#include "op_internal.h"
+#include "../op_internal.h"
 
 static const kiln_window_opts opts = {.dilations = true, .ceil_mode = false};
 
@@ -180,4 +180,5 @@ const kiln_op_def kiln_op_Conv = {
     .eval = eval,
     .lower = lower,
     .flops = flops,
+    .tol = {1e-5, 1e-5},
 };

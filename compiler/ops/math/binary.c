@@ -1,6 +1,6 @@
 // Binary elementwise ops with numpy broadcasting, shared by Add, Sub, Mul and Div: each op file
 // supplies only its scalar function and its loop-IR operator (KILN_DEFINE_BINARY_OP).
-#include "op_internal.h"
+#include "../op_internal.h"
 
 const kiln_attr_spec kiln_binary_attrs[] = {{0}};
 

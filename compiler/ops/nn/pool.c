@@ -11,7 +11,7 @@
 //                            at the end (UPPER) or the beginning (LOWER)
 #include <string.h>
 
-#include "op_internal.h"
+#include "../op_internal.h"
 
 typedef enum { AUTO_PAD_NOTSET, AUTO_PAD_SAME_UPPER, AUTO_PAD_SAME_LOWER, AUTO_PAD_VALID } auto_pad;
 

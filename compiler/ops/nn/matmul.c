@@ -1,7 +1,7 @@
 // MatMul (ONNX = numpy matmul): Y = A @ B over the last two dims, batch dims broadcast.
 //   A: (..., M, K)   B: (..., K, N)   Y: (broadcast(...), M, N)
 // A 1-D A is read as (1, K) and a 1-D B as (K, 1); the added dimension is dropped from Y.
-#include "op_internal.h"
+#include "../op_internal.h"
 
 static const kiln_attr_spec attrs[] = {{0}};
 
@@ -154,4 +154,5 @@ const kiln_op_def kiln_op_MatMul = {
     .eval = eval,
     .lower = lower,
     .flops = flops,
+    .tol = {1e-5, 1e-5},
 };

@@ -1,6 +1,6 @@
 // Unary elementwise ops, shared by Relu, Sigmoid and Tanh: each op file supplies only its scalar
 // function and the loop-IR expression for one element (KILN_DEFINE_UNARY_OP).
-#include "op_internal.h"
+#include "../op_internal.h"
 
 const kiln_attr_spec kiln_unary_attrs[] = {{0}};
 

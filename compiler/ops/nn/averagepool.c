@@ -6,7 +6,7 @@
 //   count_include_pad = 1: the window elements inside input + pads, [s, min(s + k, in + pad_end));
 //                          with ceil_mode a window can overhang pad_end, and that part is not
 //                          counted.
-#include "op_internal.h"
+#include "../op_internal.h"
 
 static const kiln_window_opts opts = {.dilations = false, .ceil_mode = true};
 
@@ -101,4 +101,5 @@ const kiln_op_def kiln_op_AveragePool = {
     .eval = eval,
     .lower = lower,
     .flops = flops,
+    .tol = {1e-7, 4e-7},
 };

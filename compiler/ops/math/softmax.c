@@ -3,7 +3,7 @@
 // (o * A + j) * inner + i.
 #include <math.h>
 
-#include "op_internal.h"
+#include "../op_internal.h"
 
 static const kiln_attr_spec attrs[] = {{"axis", KILN_ATTR_INT, false}, {0}};
 
@@ -109,4 +109,5 @@ const kiln_op_def kiln_op_Softmax = {
     .eval = eval,
     .lower = lower,
     .flops = flops,
+    .tol = {1e-7, 1e-6},
 };

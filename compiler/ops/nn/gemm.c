@@ -1,6 +1,6 @@
 // Gemm (ONNX): Y = alpha * A' B' + beta * C, with A' = transA ? A^T : A and B' likewise.
 //   A': (M, K)   B': (K, N)   C: optional, unidirectionally broadcastable to (M, N)   Y: (M, N)
-#include "op_internal.h"
+#include "../op_internal.h"
 
 static const kiln_attr_spec attrs[] = {
     {"alpha", KILN_ATTR_FLOAT, false},
@@ -149,4 +149,5 @@ const kiln_op_def kiln_op_Gemm = {
     .eval = eval,
     .lower = lower,
     .flops = flops,
+    .tol = {1e-5, 1e-5},
 };

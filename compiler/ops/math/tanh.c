@@ -1,7 +1,7 @@
 // Tanh: y = tanh(x), elementwise (unary.c).
 #include <math.h>
 
-#include "op_internal.h"
+#include "../op_internal.h"
 
 static double tanh_ref(double x) { return tanh(x); }
 
@@ -10,4 +10,4 @@ static kiln_lexpr *tanh_lx(kiln_lb *b, kiln_dtype t, kiln_lexpr *x) {
   return lx_unary(b, LU_TANH, x);
 }
 
-KILN_DEFINE_UNARY_OP(Tanh, tanh_ref, tanh_lx);
+KILN_DEFINE_UNARY_OP(Tanh, tanh_ref, tanh_lx, 1e-7, 4e-7);
