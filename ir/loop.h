@@ -40,10 +40,14 @@ typedef enum {
   LE_CAST,    // (dtype)a
 } kiln_lexpr_kind;
 
-#define KILN_LBIN_LIST(X)                                                                \
-  X(ADD, "+")                                                                            \
-  X(SUB, "-") X(MUL, "*") X(DIV, "/") X(MOD, "%") X(MIN, "min") X(MAX, "max") X(LT, "<") \
-      X(LE, "<=") X(EQ, "==") X(NE, "!=") X(AND, "&&") X(OR, "||")
+// clang-format off
+#define KILN_LBIN_LIST(X)                                                                         \
+  X(ADD, "+") X(SUB, "-") X(MUL, "*") X(DIV, "/") X(MOD, "%") X(MIN, "min") X(MAX, "max")        \
+  X(LT, "<") X(LE, "<=") X(EQ, "==") X(NE, "!=") X(AND, "&&") X(OR, "||")                        \
+  X(POW, "pow") X(XOR, "^") X(SHR, ">>>")
+// clang-format on
+// Binary operators. POW is floats only (x^y). XOR and SHR (logical shift right of the 64-bit
+// pattern) are i64 only, for counter-based random numbers.
 typedef enum {
 #define X(name, sym) LB_##name,
   KILN_LBIN_LIST(X)
@@ -51,10 +55,15 @@ typedef enum {
       LB_COUNT
 } kiln_lbin;
 
-#define KILN_LUNARY_LIST(X)                                                               \
-  X(NEG, "neg")                                                                           \
-  X(EXP, "exp") X(LOG, "log") X(SQRT, "sqrt") X(TANH, "tanh") X(ABS, "abs") X(ERF, "erf") \
-      X(FLOOR, "floor") X(CEIL, "ceil") X(SIGMOID, "sigmoid") X(RECIP, "recip")
+// clang-format off
+#define KILN_LUNARY_LIST(X)                                                                       \
+  X(NEG, "neg") X(EXP, "exp") X(LOG, "log") X(SQRT, "sqrt") X(TANH, "tanh") X(ABS, "abs")        \
+  X(ERF, "erf") X(FLOOR, "floor") X(CEIL, "ceil") X(SIGMOID, "sigmoid") X(RECIP, "recip")        \
+  X(SIN, "sin") X(COS, "cos") X(ROUND, "round") X(MIX64, "mix64")
+// clang-format on
+// Unary functions. ROUND rounds half to even. MIX64 (i64 only) is the SplitMix64 finalizer of the
+// 64-bit pattern: z ^= z >> 30; z *= 0xbf58476d1ce4e5b9; z ^= z >> 27; z *= 0x94d049bb133111eb;
+// z ^= z >> 31 (wrapping), the hash behind seeded random ops.
 typedef enum {
 #define X(name, str) LU_##name,
   KILN_LUNARY_LIST(X)

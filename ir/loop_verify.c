@@ -57,10 +57,16 @@ static bool check_expr(verify_ctx *v, const kiln_lexpr *e) {
         return fail(v, "operands of %s have types %s and %s", kiln_lbin_name(e->op),
                     kiln_dtype_name(e->a->dtype), kiln_dtype_name(e->b->dtype));
       if (e->op == LB_MOD && kiln_dtype_is_float(e->a->dtype)) return fail(v, "%% on floats");
+      if (e->op == LB_POW && !kiln_dtype_is_float(e->a->dtype)) return fail(v, "pow on integers");
+      if ((e->op == LB_XOR || e->op == LB_SHR) && e->a->dtype != KILN_I64)
+        return fail(v, "%s on %s (i64 only)", kiln_lbin_name(e->op), kiln_dtype_name(e->a->dtype));
       return true;
     case LE_UNARY:
       if (!check_expr(v, e->a)) return false;
-      if (e->op != LU_NEG && e->op != LU_ABS && !kiln_dtype_is_float(e->a->dtype))
+      if (e->op == LU_MIX64) {
+        if (e->a->dtype != KILN_I64)
+          return fail(v, "mix64 on %s (i64 only)", kiln_dtype_name(e->a->dtype));
+      } else if (e->op != LU_NEG && e->op != LU_ABS && !kiln_dtype_is_float(e->a->dtype))
         return fail(v, "%s on %s", kiln_lunary_name(e->op), kiln_dtype_name(e->a->dtype));
       return true;
     case LE_SELECT:

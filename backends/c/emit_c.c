@@ -245,6 +245,7 @@ typedef struct em {
   bool in_parallel, in_simd;
   // integer helpers used anywhere: bit (kind * KILN_DTYPE_COUNT + dtype)
   uint64_t helpers;
+  bool uses_mix64;
 } em;
 
 enum { USE_READ = 1, USE_WRITE = 2 };
@@ -392,7 +393,10 @@ static void walk_expr(em *m, const kiln_lexpr *e) {
         em_fail(m, "invalid unary op %d", e->op);
         return;
       }
-      if (!kiln_dtype_is_float(e->dtype) && e->op != LU_NEG && e->op != LU_ABS)
+      if (e->op == LU_MIX64) {
+        if (e->dtype != KILN_I64) em_fail(m, "mix64 on %s", kiln_dtype_name(e->dtype));
+        m->uses_mix64 = true;
+      } else if (!kiln_dtype_is_float(e->dtype) && e->op != LU_NEG && e->op != LU_ABS)
         em_fail(m, "%s on integer type %s", kiln_lunary_name((kiln_lunary)e->op),
                 kiln_dtype_name(e->dtype));
       if (e->op == LU_ABS && !kiln_dtype_is_float(e->dtype))
@@ -549,6 +553,21 @@ static void bin_expr(em *m, const kiln_lexpr *e) {
       out(m, ")");
       return;
     }
+    case LB_POW:
+      fprintf(m->f, "pow%s(", fs);
+      expr(m, e->a);
+      out(m, ", ");
+      expr(m, e->b);
+      out(m, ")");
+      return;
+    case LB_XOR:
+    case LB_SHR:  // on the 64-bit pattern: unsigned, so neither overflows nor sign-extends
+      out(m, "((int64_t)((uint64_t)");
+      expr(m, e->a);
+      out(m, e->op == LB_XOR ? " ^ (uint64_t)" : " >> ");
+      expr(m, e->b);
+      out(m, "))");
+      return;
     case LB_MOD:
       if (fl) {
         fprintf(m->f, "fmod%s(", fs);
@@ -596,6 +615,11 @@ static void unary_expr(em *m, const kiln_lexpr *e) {
       expr(m, e->a);
       out(m, ")))");
       return;
+    case LU_MIX64:
+      out(m, "kiln_gen_mix64(");
+      expr(m, e->a);
+      out(m, ")");
+      return;
     case LU_RECIP:
       fprintf(m->f, "(%s / ", one);
       expr(m, e->a);
@@ -604,8 +628,9 @@ static void unary_expr(em *m, const kiln_lexpr *e) {
     default: break;
   }
   static const char *const fn[LU_COUNT] = {
-      [LU_EXP] = "exp", [LU_LOG] = "log",     [LU_SQRT] = "sqrt", [LU_TANH] = "tanh",
-      [LU_ERF] = "erf", [LU_FLOOR] = "floor", [LU_CEIL] = "ceil",
+      [LU_EXP] = "exp", [LU_LOG] = "log",         [LU_SQRT] = "sqrt", [LU_TANH] = "tanh",
+      [LU_ERF] = "erf", [LU_FLOOR] = "floor",     [LU_CEIL] = "ceil", [LU_SIN] = "sin",
+      [LU_COS] = "cos", [LU_ROUND] = "nearbyint",
   };
   fprintf(m->f, "%s%s(", fn[e->op] ? fn[e->op] : "?", fs);
   expr(m, e->a);
@@ -1130,6 +1155,15 @@ static bool emit_header(em *m) {
 // Source.
 
 static void emit_helpers(em *m) {
+  if (m->uses_mix64)
+    out(m,
+        "\n// SplitMix64's finalizer on the 64-bit pattern (loop IR mix64).\n"
+        "static inline int64_t kiln_gen_mix64(int64_t x) {\n"
+        "  uint64_t z = (uint64_t)x;\n"
+        "  z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);\n"
+        "  z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);\n"
+        "  return (int64_t)(z ^ (z >> 31));\n"
+        "}\n");
   static const kiln_dtype ints[] = {KILN_I8, KILN_U8, KILN_I32, KILN_I64};
   bool any = false;
   for (int h = 0; h < HELP_COUNT; h++) {
