@@ -24,6 +24,7 @@
 #include "../runtime/kiln_runtime.h"
 #include "initializers.h"
 #include "ops/op.h"
+#include "passes/pipeline.h"
 
 #define MAX_MODEL_BYTES ((size_t)256 << 20)
 #define MAX_TENSOR_BYTES ((int64_t)1 << 34)  // beyond this a shape is "absurd"
@@ -851,8 +852,10 @@ static void check_outputs(loader *L, json_object *arr, const output_decl *decl, 
 // ---- Shape inference ----
 
 // valid[t] (g->n_tensors entries) ends true for every tensor whose dtype and shape are known.
+// Infers every node's outputs in order, folding constant subgraphs as it goes (kiln_fold_node), so
+// that a shape computed from constants is a constant when the node that needs it is inferred.
 static bool infer_shapes(kiln_graph *g, kiln_diag *d, bool *valid) {
-  int errors_before = d->errors;
+  int errors_before = d->errors, folded = 0;
   bool ok = true;
   for (int t = 0; t < g->n_tensors; t++) valid[t] = g->tensors[t].kind != KILN_TENSOR_VALUE;
   for (int i = 0; i < g->n_nodes; i++) {
@@ -875,7 +878,9 @@ static bool infer_shapes(kiln_graph *g, kiln_diag *d, bool *valid) {
       continue;
     }
     for (int j = 0; j < n->n_outputs; j++) valid[n->outputs[j]] = true;
+    folded += ok && kiln_fold_node(g, n);
   }
+  if (folded) kiln_graph_compact(g);
   if (!ok && d->errors == errors_before)
     kiln_diag_error(d, NULL, "shape inference failed: a node reads a tensor nothing produces");
   return ok;

@@ -187,3 +187,45 @@ Test(loop_ir, builder_folds_index_constants) {
   kiln_lb_end(&b);
   kiln_lprog_free(p);
 }
+
+Test(passes, fold_constants_evaluates_constant_subgraphs) {
+  // c = a + b with a, b constants folds to a param holding [11, 22, 33]; y = x * c stays.
+  kiln_graph *g = load_text(
+      "{\"format\":\"kiln-model\",\"version\":1,\"name\":\"fold\","
+      "\"inputs\":[{\"name\":\"x\",\"dtype\":\"f32\",\"shape\":[3]}],\"outputs\":[{\"name\":\"y\"}]"
+      ","
+      "\"params\":[{\"name\":\"a\",\"dtype\":\"f32\",\"shape\":[3],\"init\":{\"kind\":\"values\","
+      "\"values\":[1,2,3]}},{\"name\":\"b\",\"dtype\":\"f32\",\"shape\":[3],\"init\":{\"kind\":"
+      "\"values\",\"values\":[10,20,30]}}],\"nodes\":["
+      "{\"op\":\"Add\",\"inputs\":[\"a\",\"b\"],\"outputs\":[\"c\"]},"
+      "{\"op\":\"Mul\",\"inputs\":[\"x\",\"c\"],\"outputs\":[\"y\"]}]}");
+  // Folding happens while shapes are inferred, so the loaded graph is already folded.
+  cr_assert_eq(g->n_nodes, 1, "the constant Add was not folded");
+  const kiln_tensor *c = &g->tensors[kiln_graph_find_tensor(g, "c")];
+  cr_assert_eq(c->kind, KILN_TENSOR_PARAM);
+  for (int i = 0; i < 3; i++) cr_expect_float_eq(kiln_tensor_get(c, i), 11.0 * (i + 1), 0);
+  kiln_compilation comp;
+  compile_all(&comp, g);
+  cr_expect_eq(comp.prog->n_kernels, 1);
+  kiln_compilation_free(&comp);
+}
+
+Test(passes, cse_merges_identical_nodes) {
+  kiln_compilation c;
+  compile_all(&c, load_text("{\"format\":\"kiln-model\",\"version\":1,\"name\":\"cse\","
+                            "\"inputs\":[{\"name\":\"x\",\"dtype\":\"f32\",\"shape\":[8]}],"
+                            "\"outputs\":[{\"name\":\"y\"}],\"nodes\":["
+                            "{\"op\":\"Tanh\",\"inputs\":[\"x\"],\"outputs\":[\"t1\"]},"
+                            "{\"op\":\"Tanh\",\"inputs\":[\"x\"],\"outputs\":[\"t2\"]},"
+                            "{\"op\":\"Sigmoid\",\"inputs\":[\"x\"],\"outputs\":[\"s\"]},"
+                            "{\"op\":\"Add\",\"inputs\":[\"t1\",\"t2\"],\"outputs\":[\"u\"]},"
+                            "{\"op\":\"Add\",\"inputs\":[\"u\",\"s\"],\"outputs\":[\"y\"]}]}"));
+  cr_expect_eq(c.g->n_nodes, 4, "expected one Tanh, one Sigmoid and two Adds");
+  int tanh_count = 0;
+  for (int i = 0; i < c.g->n_nodes; i++) tanh_count += strcmp(c.prog->kernels[i].op, "Tanh") == 0;
+  cr_expect_eq(tanh_count, 1);
+  // The surviving Add reads the one Tanh twice.
+  const kiln_node *add = &c.g->nodes[2];
+  cr_expect_eq(add->inputs[0], add->inputs[1]);
+  kiln_compilation_free(&c);
+}

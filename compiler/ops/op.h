@@ -78,6 +78,9 @@ typedef struct kiln_op_def {
   void (*lower)(const kiln_lower_ctx *c);
   int64_t (*flops)(const kiln_graph *g, const kiln_node *n);
   kiln_tolerance tol;
+  // eval reads only its inputs' shapes, never their data (Shape): constant folding may evaluate
+  // it even when its inputs are computed at run time.
+  bool shape_only;
 } kiln_op_def;
 
 #define KILN_OP(Name) extern const kiln_op_def kiln_op_##Name;

@@ -11,6 +11,8 @@
 #include "verify.h"
 
 const kiln_pass kiln_pipeline[] = {
+    {"fold-constants", kiln_pass_fold_constants, "evaluate nodes whose inputs are constants"},
+    {"cse", kiln_pass_cse, "merge nodes that compute the same thing"},
     {"dce", kiln_pass_dce, "drop nodes no output depends on"},
     {"plan-memory", kiln_pass_plan_memory, "lay out weights; assign arena offsets by liveness"},
     {"lower", kiln_pass_lower, "graph IR -> loop IR, one kernel per node"},

@@ -25,6 +25,8 @@ typedef struct kiln_compilation {
 } kiln_compilation;
 
 // Each pass: one public function. Graph passes return whether they changed the graph.
+bool kiln_pass_fold_constants(kiln_compilation *c, kiln_diag *d, bool *changed);
+bool kiln_pass_cse(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_dce(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_plan_memory(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_lower(kiln_compilation *c, kiln_diag *d, bool *changed);
@@ -36,6 +38,12 @@ typedef struct kiln_pass {
   kiln_pass_fn run;
   const char *doc;
 } kiln_pass;
+
+// Evaluates node n at compile time if every input is a constant (or it reads only shapes) and
+// its outputs are small: the outputs become params and the node is marked dead. Returns whether
+// it folded. Shape inference calls it as it goes, so shape inputs computed from constants (ONNX's
+// Shape -> Gather -> Concat -> Reshape chains) are constants by the time Reshape needs them.
+bool kiln_fold_node(kiln_graph *g, kiln_node *n);
 
 // The pipeline, in order; terminated by {0}.
 extern const kiln_pass kiln_pipeline[];
