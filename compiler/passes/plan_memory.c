@@ -1,16 +1,18 @@
 // Memory planning.
 //  1. Weights: every param gets a 64-byte aligned offset in one payload, and the payload is built
 //     (it becomes NAME.weights or an embedded array).
-//  2. Activations: every value that is not a model output lives in one arena. A value is live from
-//     the node that produces it to the last node that reads it (inclusive); two values may share
-//     bytes only if their live ranges are disjoint. Placement is greedy by size, largest first,
-//     each at the lowest offset that overlaps no live-overlapping value already placed (the
-//     "greedy by size" heuristic of TFLite's and ggml's allocators). The arena size is the
-//     highest end, known at compile time.
+//  2. Activations: every value that is not a model output lives in one arena. An elementwise node
+//     may write over an input that dies there (in place), so chains of activations share storage. A
+//     value is live from the node that produces it to the last node that reads it (inclusive); two
+//     values may share bytes only if their live ranges are disjoint. Placement is greedy by size,
+//     largest first, each at the lowest offset that overlaps no live-overlapping value already
+//     placed (the "greedy by size" heuristic of TFLite's and ggml's allocators). The arena size is
+//     the highest end, known at compile time.
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../runtime/kiln_runtime.h"
+#include "../ops/op.h"
 #include "pipeline.h"
 
 enum { ALIGN = 64 };
@@ -80,33 +82,86 @@ static int64_t first_fit(const interval *iv, const interval *placed, int n_place
   return offset;
 }
 
-static int collect_intervals(const kiln_graph *g, interval *out) {
-  int n = 0;
-  for (int i = 0; i < g->n_tensors; i++) {
-    const kiln_tensor *t = &g->tensors[i];
-    g->tensors[i].offset = t->kind == KILN_TENSOR_PARAM ? t->offset : -1;
-    if (t->kind != KILN_TENSOR_VALUE || t->is_output || t->producer < 0) continue;
-    interval iv = {i, t->producer, t->producer, tensor_bytes(t)};
-    for (int k = t->producer + 1; k < g->n_nodes; k++)
-      for (int j = 0; j < g->nodes[k].n_inputs; j++)
-        if (g->nodes[k].inputs[j] == i) iv.last = k;
-    out[n++] = iv;
+// A value's live range: from the node producing it to the last node reading it.
+static interval live_range(const kiln_graph *g, int t) {
+  interval iv = {t, g->tensors[t].producer, g->tensors[t].producer, tensor_bytes(&g->tensors[t])};
+  for (int k = iv.first + 1; k < g->n_nodes; k++)
+    for (int j = 0; j < g->nodes[k].n_inputs; j++)
+      if (g->nodes[k].inputs[j] == t) iv.last = k;
+  return iv;
+}
+
+static bool in_arena(const kiln_tensor *t) {
+  return t->kind == KILN_TENSOR_VALUE && !t->is_output && t->producer >= 0;
+}
+
+// In-place reuse: an elementwise node may write its output over an input of the same size that
+// dies at this node (out[i] depends only on in[i]). Such tensors join one storage class whose
+// representative is class_of[t]; the class lives from its first producer to its last reader.
+static void join_in_place(const kiln_graph *g, const interval *range, int *class_of) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    const kiln_node *n = &g->nodes[i];
+    kiln_fuse_kind kind = kiln_op_get(n->op)->fuse;
+    if (n->n_outputs != 1 || (kind != KILN_FUSE_ELEMENTWISE && kind != KILN_FUSE_BROADCAST))
+      continue;
+    const kiln_tensor *out = kiln_out(g, n, 0);
+    if (!in_arena(out)) continue;
+    for (int k = 0; k < n->n_inputs; k++) {
+      int t = n->inputs[k];
+      if (t < 0 || !in_arena(&g->tensors[t]) || range[t].last != i) continue;
+      if (!kiln_shape_equal(&g->tensors[t].shape, &out->shape) ||
+          kiln_dtype_size(g->tensors[t].dtype) != kiln_dtype_size(out->dtype))
+        continue;
+      class_of[n->outputs[0]] = class_of[t];
+      break;
+    }
   }
+}
+
+// One interval per storage class, spanning its members' ranges.
+static int collect_intervals(const kiln_graph *g, interval *out, int *class_of) {
+  interval *range = kiln_xcalloc((size_t)g->n_tensors + 1, sizeof(interval));
+  for (int t = 0; t < g->n_tensors; t++) {
+    class_of[t] = t;
+    g->tensors[t].offset = g->tensors[t].kind == KILN_TENSOR_PARAM ? g->tensors[t].offset : -1;
+    if (in_arena(&g->tensors[t])) range[t] = live_range(g, t);
+  }
+  join_in_place(g, range, class_of);
+  int n = 0;
+  for (int t = 0; t < g->n_tensors; t++) {
+    if (!in_arena(&g->tensors[t])) continue;
+    interval *iv = NULL;
+    for (int j = 0; j < n && !iv; j++)
+      if (out[j].tensor == class_of[t]) iv = &out[j];
+    if (!iv) {
+      out[n] = range[t];
+      out[n++].tensor = class_of[t];
+      continue;
+    }
+    if (range[t].first < iv->first) iv->first = range[t].first;
+    if (range[t].last > iv->last) iv->last = range[t].last;
+    if (range[t].bytes > iv->bytes) iv->bytes = range[t].bytes;
+  }
+  free(range);
   return n;
 }
 
 bool kiln_pass_plan_memory(kiln_compilation *c, kiln_diag *d, bool *changed) {
   if (!plan_weights(c, d)) return false;
   kiln_graph *g = c->g;
-  interval *ivs = kiln_xcalloc((size_t)(g->n_tensors ? g->n_tensors : 1), sizeof(interval));
-  int n = collect_intervals(g, ivs);
+  interval *ivs = kiln_xcalloc((size_t)g->n_tensors + 1, sizeof(interval));
+  int *class_of = kiln_xcalloc((size_t)g->n_tensors + 1, sizeof(int));
+  int n = collect_intervals(g, ivs, class_of);
   qsort(ivs, (size_t)n, sizeof(interval), by_size_desc);
   int64_t arena = 0;
   for (int i = 0; i < n; i++) {
     int64_t off = first_fit(&ivs[i], ivs, i, g);
-    g->tensors[ivs[i].tensor].offset = off;
+    g->tensors[ivs[i].tensor].offset = off;  // the class representative
     if (off + align_up(ivs[i].bytes) > arena) arena = off + align_up(ivs[i].bytes);
   }
+  for (int t = 0; t < g->n_tensors; t++)
+    if (in_arena(&g->tensors[t])) g->tensors[t].offset = g->tensors[class_of[t]].offset;
+  free(class_of);
   free(ivs);
   c->arena_bytes = arena;
   *changed = true;
