@@ -28,6 +28,9 @@ typedef enum {
   KILN_TENSOR_INPUT,  // fed by the caller
   KILN_TENSOR_PARAM,  // a weight or constant, data known at compile time
   KILN_TENSOR_VALUE,  // computed by a node
+  KILN_TENSOR_STATE,  // a mutable param (training: trainable weights, optimizer state): initial
+                      // data like a param, in the weights payload, written in place by
+                      // side-effect nodes (docs/training.md)
 } kiln_tensor_kind;
 
 typedef struct kiln_tensor {

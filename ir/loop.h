@@ -18,6 +18,7 @@ typedef enum {
   KILN_BUF_OUTPUT,  // index = position among the model outputs
   KILN_BUF_WEIGHT,  // offset = byte offset in the weights blob
   KILN_BUF_ARENA,   // offset = byte offset in the arena
+  KILN_BUF_STATE,   // offset = byte offset in the weights payload; kernels may write it (training)
 } kiln_buf_kind;
 
 typedef struct kiln_lbuf {

@@ -124,6 +124,7 @@ static const char *buf_kind_name(kiln_buf_kind k) {
     case KILN_BUF_OUTPUT: return "output";
     case KILN_BUF_WEIGHT: return "weight";
     case KILN_BUF_ARENA: return "arena";
+    case KILN_BUF_STATE: return "state";
   }
   return "?";
 }

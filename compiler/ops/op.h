@@ -58,6 +58,20 @@ static inline int kiln_out_buf(const kiln_lower_ctx *c, int i) {
   return c->tensor_buf[c->node->outputs[i]];
 }
 
+// What a gradient rule gets (docs/training.md): the forward node (a copy: adding nodes moves
+// g->nodes), the gradient flowing into each of its outputs, and which inputs need one. The rule
+// appends nodes with the builder (compiler/autodiff/builder.h) and sets dx[i] to the tensor
+// holding input i's gradient (same shape and dtype as the input), or -1 for none.
+typedef struct kiln_grad_ctx {
+  kiln_graph *g;
+  kiln_node node;    // the forward node
+  const int *dy;     // per output: gradient tensor, or -1 where no gradient flows
+  const bool *need;  // per input: whether its gradient is wanted
+  int *dx;           // per input: set by the rule
+  kiln_diag *d;
+  int counter;       // for unique names of the nodes and tensors the rule adds
+} kiln_grad_ctx;
+
 // How far the reference kernel and the generated code may stray from an f32 reference computed by
 // PyTorch, per element: |got - want| <= atol + rtol * |want|. The tests hold every op to its own.
 typedef struct kiln_tolerance {
@@ -81,6 +95,12 @@ typedef struct kiln_op_def {
   // eval reads only its inputs' shapes, never their data (Shape): constant folding may evaluate
   // it even when its inputs are computed at run time.
   bool shape_only;
+  // The gradient rule (training), or NULL: not differentiable (an error if a gradient must flow
+  // through it). Returns false after reporting through c->d.
+  bool (*grad)(kiln_grad_ctx *c);
+  // Side-effect ops (optimizer updates): bit i set = the op writes input i (a STATE tensor) in
+  // place. Such nodes may have no outputs; DCE keeps them and no pass reorders them.
+  unsigned writes_inputs;
 } kiln_op_def;
 
 #define KILN_OP(Name) extern const kiln_op_def kiln_op_##Name;
@@ -89,6 +109,7 @@ typedef struct kiln_op_def {
 
 const kiln_op_def *kiln_op_get(int op);
 const kiln_op_def *kiln_op_find(const char *name);  // NULL if unsupported
+int kiln_op_lookup(const char *name);                   // -1 if unsupported
 
 // ---- Helpers shared by op files (compiler/ops/common.c) ----
 

@@ -1,4 +1,4 @@
-// The op table, generated from ops.def: kiln_op_get by id, kiln_op_find by ONNX name.
+// The op table, generated from ops.def: kiln_op_get by id, kiln_op_find / kiln_op_id by ONNX name.
 #include <assert.h>
 #include <string.h>
 
@@ -16,8 +16,10 @@ const kiln_op_def *kiln_op_get(int op) {
   return op >= 0 && op < KILN_OP_COUNT ? op_table[op] : NULL;
 }
 
-const kiln_op_def *kiln_op_find(const char *name) {
+int kiln_op_lookup(const char *name) {
   for (int op = 0; op < KILN_OP_COUNT; op++)
-    if (strcmp(op_table[op]->name, name) == 0) return op_table[op];
-  return NULL;
+    if (strcmp(op_table[op]->name, name) == 0) return op;
+  return -1;
 }
+
+const kiln_op_def *kiln_op_find(const char *name) { return kiln_op_get(kiln_op_lookup(name)); }

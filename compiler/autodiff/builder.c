@@ -1,0 +1,108 @@
+// The node builder gradient rules and the training-graph construction use (builder.h).
+#include "builder.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "../../runtime/kiln_runtime.h"
+
+// A unique name derived from the forward node: "<node>.g<counter>".
+static const char *fresh_name(kiln_grad_ctx *c) {
+  return kiln_pool_printf(&c->g->pool, "%s.g%d", c->node.name, c->counter++);
+}
+
+static void copy_attr(kiln_graph *g, kiln_node *n, const kiln_gb_attr *a) {
+  kiln_attr *dst = kiln_node_add_attr(g, n, a->name, a->type);
+  dst->i = a->i;
+  dst->f = a->f;
+  dst->count = a->count;
+  if (a->s) dst->s = kiln_pool_strdup(&g->pool, a->s);
+  if (a->type == KILN_ATTR_INTS) {
+    dst->ints = kiln_pool_alloc(&g->pool, sizeof(int64_t) * (size_t)(a->count + 1));
+    if (a->count) memcpy(dst->ints, a->ints, sizeof(int64_t) * (size_t)a->count);
+  }
+  if (a->type == KILN_ATTR_FLOATS) {
+    dst->floats = kiln_pool_alloc(&g->pool, sizeof(double) * (size_t)(a->count + 1));
+    if (a->count) memcpy(dst->floats, a->floats, sizeof(double) * (size_t)a->count);
+  }
+}
+
+int kiln_gb_op(kiln_grad_ctx *c, const char *op, const int *inputs, int n_inputs,
+               const kiln_gb_attr *attrs, int n_outputs) {
+  int op_id = kiln_op_lookup(op);
+  const kiln_op_def *def = kiln_op_get(op_id);
+  if (!def) {
+    kiln_diag_error(c->d, c->node.where, "internal: gradient of %s uses unknown op %s",
+                    c->node.name, op);
+    return -1;
+  }
+  int outs[16];
+  if (n_outputs < 1 || n_outputs > 16) return -1;
+  const char *base = fresh_name(c);
+  for (int k = 0; k < n_outputs; k++) {
+    char name[256];
+    snprintf(name, sizeof(name), "%s:%d", base, k);
+    outs[k] = kiln_graph_add_tensor(c->g, k ? name : base, KILN_TENSOR_VALUE, KILN_F32, NULL);
+  }
+  int id = kiln_graph_add_node(c->g, op_id, base, n_inputs, inputs, n_outputs, outs);
+  kiln_node *n = &c->g->nodes[id];
+  n->where = c->node.where;
+  for (const kiln_gb_attr *a = attrs; a && a->name; a++) copy_attr(c->g, n, a);
+  for (int k = 0; k < n_outputs; k++) c->g->tensors[outs[k]].producer = id;
+  if (!def->infer(c->g, n, c->d)) {
+    kiln_diag_error(c->d, c->node.where, "internal: gradient node %s (%s) of %s is invalid", base,
+                    op, c->node.name);
+    return -1;
+  }
+  return outs[0];
+}
+
+int kiln_gb_unary(kiln_grad_ctx *c, const char *op, int x) {
+  return kiln_gb_op(c, op, &x, 1, NULL, 1);
+}
+
+int kiln_gb_binary(kiln_grad_ctx *c, const char *op, int a, int b) {
+  int in[2] = {a, b};
+  return kiln_gb_op(c, op, in, 2, NULL, 1);
+}
+
+int kiln_gb_const(kiln_grad_ctx *c, kiln_dtype t, const kiln_shape *shape, const double *values) {
+  int id = kiln_graph_add_tensor(c->g, fresh_name(c), KILN_TENSOR_PARAM, t, shape);
+  kiln_tensor *x = &c->g->tensors[id];
+  int64_t n = kiln_shape_numel(shape);
+  x->data = kiln_pool_alloc(&c->g->pool, (size_t)(n ? n : 1) * kiln_dtype_size(t));
+  x->where = c->node.where;
+  for (int64_t i = 0; i < n; i++) kiln_element_set(x->data, (int)t, i, values ? values[i] : 0);
+  return id;
+}
+
+int kiln_gb_scalar(kiln_grad_ctx *c, kiln_dtype t, double value) {
+  kiln_shape one = {.rank = 1, .dim = {1}};
+  return kiln_gb_const(c, t, &one, &value);
+}
+
+int kiln_gb_reshape(kiln_grad_ctx *c, int x, const kiln_shape *shape) {
+  if (kiln_shape_equal(&c->g->tensors[x].shape, shape)) return x;
+  double dims[KILN_MAX_RANK];
+  for (int i = 0; i < shape->rank; i++) dims[i] = (double)shape->dim[i];
+  kiln_shape s = {.rank = 1, .dim = {shape->rank}};
+  return kiln_gb_binary(c, "Reshape", x, kiln_gb_const(c, KILN_I64, &s, dims));
+}
+
+int kiln_gb_sum_to(kiln_grad_ctx *c, int dy, const kiln_shape *shape) {
+  kiln_shape from = c->g->tensors[dy].shape;
+  if (kiln_shape_equal(&from, shape)) return dy;
+  // Axes of `from` that `shape` broadcast over: leading extra axes, and axes where shape has 1.
+  int64_t axes[KILN_MAX_RANK];
+  int n_axes = 0, lead = from.rank - shape->rank;
+  for (int i = 0; i < from.rank; i++)
+    if (i < lead || (shape->dim[i - lead] == 1 && from.dim[i] != 1)) axes[n_axes++] = i;
+  int summed = dy;
+  if (n_axes) {
+    kiln_gb_attr attrs[] = {KILN_GB_INTS("axes", axes, n_axes), KILN_GB_INT("keepdims", 1),
+                            KILN_GB_END};
+    summed = kiln_gb_op(c, "ReduceSum", &dy, 1, attrs, 1);
+    if (summed < 0) return -1;
+  }
+  return kiln_gb_reshape(c, summed, shape);
+}

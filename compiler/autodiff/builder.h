@@ -1,0 +1,45 @@
+// Building graph nodes from gradient rules and the training-graph construction: one call adds a
+// node, names its output uniquely, and runs the op's shape inference on it at once, so a rule can
+// read the shapes of what it built.
+#ifndef KILN_AUTODIFF_BUILDER_H
+#define KILN_AUTODIFF_BUILDER_H
+
+#include "../ops/op.h"
+
+// An attribute for kiln_gb_op; terminate arrays with KILN_GB_END.
+typedef struct kiln_gb_attr {
+  const char *name;
+  kiln_attr_type type;
+  int64_t i;
+  double f;
+  const int64_t *ints;
+  const double *floats;
+  int count;
+  const char *s;
+} kiln_gb_attr;
+
+#define KILN_GB_INT(n, v) ((kiln_gb_attr){.name = (n), .type = KILN_ATTR_INT, .i = (v)})
+#define KILN_GB_FLOAT(n, v) ((kiln_gb_attr){.name = (n), .type = KILN_ATTR_FLOAT, .f = (v)})
+#define KILN_GB_INTS(n, p, c) \
+  ((kiln_gb_attr){.name = (n), .type = KILN_ATTR_INTS, .ints = (p), .count = (c)})
+#define KILN_GB_STRING(n, v) ((kiln_gb_attr){.name = (n), .type = KILN_ATTR_STRING, .s = (v)})
+#define KILN_GB_END ((kiln_gb_attr){0})
+
+// Adds `op` applied to inputs (-1 = omitted optional input) with attributes `attrs` (NULL or
+// KILN_GB_END-terminated) and n_outputs outputs; infers them; returns the first output's tensor
+// index (the others follow it consecutively), or -1 after reporting an error through c->d.
+int kiln_gb_op(kiln_grad_ctx *c, const char *op, const int *inputs, int n_inputs,
+               const kiln_gb_attr *attrs, int n_outputs);
+// Shorthands for one output.
+int kiln_gb_unary(kiln_grad_ctx *c, const char *op, int x);
+int kiln_gb_binary(kiln_grad_ctx *c, const char *op, int a, int b);
+// A constant param of the given dtype and shape, every element `value` (or values[i]).
+int kiln_gb_scalar(kiln_grad_ctx *c, kiln_dtype t, double value);  // shape (1,)
+int kiln_gb_const(kiln_grad_ctx *c, kiln_dtype t, const kiln_shape *shape, const double *values);
+// Sums `dy` down to `shape` (undoing numpy broadcasting): ReduceSum over the broadcast axes, then
+// a Reshape. Returns dy itself when the shapes already agree.
+int kiln_gb_sum_to(kiln_grad_ctx *c, int dy, const kiln_shape *shape);
+// Reshape x to shape (a constant shape param is made for it).
+int kiln_gb_reshape(kiln_grad_ctx *c, int x, const kiln_shape *shape);
+
+#endif
