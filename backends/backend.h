@@ -8,9 +8,27 @@
 #include "../ir/diag.h"
 #include "../ir/loop.h"
 
+// A training build (docs/training.md §4): what the program's inputs and outputs mean.
+typedef struct kiln_c_state_shape {
+  const char *name;  // a STATE tensor (the loop buffer's name)
+  int rank;
+  int64_t dim[8];
+} kiln_c_state_shape;
+typedef struct kiln_c_train {
+  int label_input, weight_input;  // input indices; weight_input -1 if none
+  int logits_output;              // the output the loss reads, or -1
+  bool classification;            // cross_entropy
+  uint64_t seed;
+  const kiln_c_state_shape *shapes;  // the STATE tensors' shapes (checkpoints keep them)
+  int n_shapes;
+} kiln_c_train;
+
 typedef struct kiln_c_options {
   bool embed_weights;  // inline the weights payload as a C array instead of NAME.weights
   bool main_stub;      // also emit `int main` calling kiln_main (for kiln build)
+  // Training build: NAME_train_step, NAME_eval, NAME_save, NAME_load_state, NAME_train_desc;
+  // the main stub calls kiln_train_main. NULL for inference.
+  const kiln_c_train *train;
 } kiln_c_options;
 
 // Renders p as C17 into the open files. `h_name` is the header's file name, as #included.
@@ -27,11 +45,38 @@ typedef struct kiln_build_options {
   bool embed_weights;
   bool keep_sources;    // leave the generated C beside the binary as OUT.c / OUT.h
   bool verbose;         // print the compiler command line
+  const kiln_c_train *train;  // a training build (links the trainer; see kiln_c_options)
 } kiln_build_options;
 
 // Compiles p into the executable `out` (and `out.weights` unless embedded), linked with the
 // runtime library. Writes through temporary files renamed into place.
 bool kiln_build_binary(const kiln_lprog *p, const kiln_build_options *o, const char *out, kiln_diag *d);
+
+// ---- The LLVM backend (backends/llvm, LLVM 19's C API): the same loop program as LLVM IR. ----
+typedef struct kiln_llvm_options {
+  const char *target;  // native | avx512 | avx2 | generic (default native)
+  int opt_level;       // 0..3: the new pass manager's default<ON> pipeline
+  bool embed_weights;  // the weights blob as a constant in the module (NAME_init_embedded)
+  bool main_stub;      // also define `int main` calling kiln_main
+} kiln_llvm_options;
+
+typedef enum { KILN_LLVM_EMIT_LLVM, KILN_LLVM_EMIT_OBJ } kiln_llvm_emit;
+
+// Writes DIR/NAME.ll (textual IR) or DIR/NAME.o (an object exporting the API of the C backend's
+// header), plus DIR/NAME.h and (unless embedded) DIR/NAME.weights. Creates DIR if needed.
+bool kiln_llvm_emit_files(const kiln_lprog *p, const kiln_llvm_options *o, kiln_llvm_emit what,
+                          const char *dir, kiln_diag *d);
+// Like kiln_build_binary, with object code from LLVM linked (by the C compiler driver) with the
+// runtime library. Uses o's target and optimization level; b's cc, flags, embed, verbose.
+bool kiln_llvm_build_binary(const kiln_lprog *p, const kiln_llvm_options *o,
+                            const kiln_build_options *b, const char *out, kiln_diag *d);
+
+// Compiles p in memory with ORC LLJIT (weights embedded) and returns its kiln_model_desc, valid
+// until kiln_llvm_jit_free. NULL after reporting an error.
+typedef struct kiln_llvm_jit kiln_llvm_jit;
+kiln_llvm_jit *kiln_llvm_jit_create(const kiln_lprog *p, const kiln_llvm_options *o, kiln_diag *d);
+const struct kiln_model_desc *kiln_llvm_jit_desc(const kiln_llvm_jit *j);
+void kiln_llvm_jit_free(kiln_llvm_jit *j);
 
 // Where the runtime's header and static library are: $KILN_RUNTIME_DIR, the build tree, or the
 // install prefix. Returns false if none has them.

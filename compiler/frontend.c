@@ -22,7 +22,9 @@
 #include <sys/stat.h>
 
 #include "../runtime/kiln_runtime.h"
+#include "autodiff/training.h"
 #include "initializers.h"
+#include "onnx/onnx_import.h"
 #include "ops/op.h"
 #include "passes/pipeline.h"
 
@@ -99,6 +101,9 @@ typedef struct loader {
   kiln_graph *g;
   name_map tensors;     // tensor name → tensor index
   name_map node_names;  // node name → JSON node index
+  const kiln_safetensors *mem_weights;  // params without init come from here if set (ONNX)
+  bool weights_override;  // --weights: params in mem_weights are taken from it even with `init`
+  kiln_training *training;  // out (may be NULL): the checked `training` section
 } loader;
 
 // Errors are written "PATH: message"; kiln_fe_error makes PATH the diagnostic's `where`.
@@ -379,36 +384,14 @@ typedef struct weight_req {
   size_t index;  // in params
 } weight_req;
 
-static void load_weights(loader *L, const char *weights, const weight_req *req, int n_req) {
-  if (!n_req) return;
+// Copies each requested param's data from st (named `weights` in messages), checking dtype,
+// shape and size.
+static void take_weights(loader *L, const kiln_safetensors *st, const char *weights,
+                         const weight_req *req, int n_req) {
   kiln_graph *g = L->g;
-  if (!weights) {
-    for (int r = 0; r < n_req; r++)
-      ERR(L,
-          "params[%zu] (%s): has no `init`, so it is read from the `weights` file, but the model "
-          "names none",
-          req[r].index, g->tensors[req[r].tensor].name);
-    return;
-  }
-  // Relative to the model file's directory.
-  const char *slash = strrchr(L->path, '/');
-  char *file;
-  if (weights[0] == '/' || !slash)
-    file = kiln_pool_strdup(&g->pool, weights);
-  else
-    file = kiln_pool_printf(&g->pool, "%.*s/%s", (int)(slash - L->path), L->path, weights);
-  kiln_safetensors st;
-  memset(&st, 0, sizeof st);
-  char err[512];
-  if (kiln_safetensors_read(file, &st, err, sizeof err) != KILN_OK) {
-    ERR(L, "weights: cannot load the weights of %d param%s without `init`: %s", n_req,
-        n_req == 1 ? "" : "s", err);
-    kiln_safetensors_free(&st);
-    return;
-  }
   for (int r = 0; r < n_req; r++) {
     kiln_tensor *t = &g->tensors[req[r].tensor];
-    const kiln_st_entry *e = kiln_safetensors_find(&st, t->name);
+    const kiln_st_entry *e = kiln_safetensors_find(st, t->name);
     if (!e) {
       ERR(L, "params[%zu] (%s): no tensor named '%s' in %s", req[r].index, t->name, t->name,
           weights);
@@ -438,6 +421,56 @@ static void load_weights(loader *L, const char *weights, const weight_req *req, 
     t->data = kiln_pool_alloc(&g->pool, bytes);
     if (bytes) memcpy(t->data, e->data, bytes);
   }
+}
+
+static void load_weights(loader *L, const char *weights, const weight_req *req, int n_req) {
+  if (!n_req) return;
+  kiln_graph *g = L->g;
+  if (L->weights_override) {  // --weights: what the file lacks comes from the model's own file
+    weight_req *found = kiln_xcalloc((size_t)n_req * 2, sizeof(*found)), *rest = found + n_req;
+    int n_found = 0, n_rest = 0;
+    for (int r = 0; r < n_req; r++) {
+      if (kiln_safetensors_find(L->mem_weights, g->tensors[req[r].tensor].name))
+        found[n_found++] = req[r];
+      else
+        rest[n_rest++] = req[r];
+    }
+    take_weights(L, L->mem_weights, "the --weights file", found, n_found);
+    L->weights_override = false;
+    L->mem_weights = NULL;
+    load_weights(L, weights, rest, n_rest);
+    free(found);
+    return;
+  }
+  if (L->mem_weights) {
+    take_weights(L, L->mem_weights, "the model's initializers", req, n_req);
+    return;
+  }
+  if (!weights) {
+    for (int r = 0; r < n_req; r++)
+      ERR(L,
+          "params[%zu] (%s): has no `init`, so it is read from the `weights` file, but the model "
+          "names none",
+          req[r].index, g->tensors[req[r].tensor].name);
+    return;
+  }
+  // Relative to the model file's directory.
+  const char *slash = strrchr(L->path, '/');
+  char *file;
+  if (weights[0] == '/' || !slash)
+    file = kiln_pool_strdup(&g->pool, weights);
+  else
+    file = kiln_pool_printf(&g->pool, "%.*s/%s", (int)(slash - L->path), L->path, weights);
+  kiln_safetensors st;
+  memset(&st, 0, sizeof st);
+  char err[512];
+  if (kiln_safetensors_read(file, &st, err, sizeof err) != KILN_OK) {
+    ERR(L, "weights: cannot load the weights of %d param%s without `init`: %s", n_req,
+        n_req == 1 ? "" : "s", err);
+    kiln_safetensors_free(&st);
+    return;
+  }
+  take_weights(L, &st, weights, req, n_req);
   kiln_safetensors_free(&st);
 }
 
@@ -454,6 +487,9 @@ static void load_params(loader *L, json_object *arr, const char *weights) {
     int t = load_typed_decl(L, v, path, fields, "{\"name\", \"dtype\", \"shape\"[, \"init\"]}",
                             KILN_TENSOR_PARAM, &ok);
     bool has_init = ok && json_object_object_get_ex(v, "init", &init);
+    if (has_init && t >= 0 && L->weights_override &&
+        kiln_safetensors_find(L->mem_weights, L->g->tensors[t].name))
+      has_init = false;  // --weights: the file's value wins
     kiln_dtype dtype = t >= 0 ? L->g->tensors[t].dtype : KILN_F32;
     kiln_shape shape = t >= 0 ? L->g->tensors[t].shape : (kiln_shape){0};
     if (!ok || t < 0) continue;
@@ -895,11 +931,17 @@ bool kiln_infer_shapes(kiln_graph *g, kiln_diag *d) {
 
 // ---- Entry point ----
 
-static kiln_graph *load(json_object *root, const char *path, kiln_diag *d) {
+static kiln_graph *load(json_object *root, const char *path, const kiln_safetensors *mem,
+                        const kiln_load_options *o, kiln_diag *d) {
   static const char *const top_fields[] = {"format",  "version",  "name",    "doc",
                                            "weights", "inputs",   "outputs", "params",
                                            "nodes",   "training", NULL};
-  loader L0 = {.d = d, .path = path}, *L = &L0;
+  loader L0 = {.d = d,
+               .path = path,
+               .mem_weights = mem,
+               .weights_override = o && o->weights_file,
+               .training = o ? o->training : NULL},
+         *L = &L0;
   char got[96];
   if (!json_object_is_type(root, json_type_object)) {
     kiln_diag_error(d, NULL, "expected a JSON object at the top level, got %s",
@@ -942,8 +984,6 @@ static kiln_graph *load(json_object *root, const char *path, kiln_diag *d) {
     weights = NULL;
   }
   json_object *tr = want(L, root, "", "training", json_type_object, "an object", &bad);
-  if (tr && json_object_object_length(tr) != 0)
-    ERR(L, "training: reserved for a later version; must be absent or {}");
   json_object *inputs = need(L, root, "", "inputs", json_type_array, "an array of inputs");
   json_object *outputs = need(L, root, "", "outputs", json_type_array, "an array of outputs");
   json_object *params = want(L, root, "", "params", json_type_array, "an array of params", &bad);
@@ -968,6 +1008,8 @@ static kiln_graph *load(json_object *root, const char *path, kiln_diag *d) {
   infer_shapes(g, d, valid);
   check_outputs(L, outputs, decl, valid);
   if (d->errors != errors0) goto fail;
+  kiln_training training_section;
+  if (!kiln_training_parse(tr, g, L->training ? L->training : &training_section, d)) goto fail;
 
   free(valid);
   free(decl);
@@ -986,19 +1028,71 @@ fail:
   return NULL;
 }
 
-kiln_graph *kiln_load_model(const char *path, kiln_diag *d) {
-  size_t len;
-  char *text = read_file(path, &len, d);
-  if (!text) return NULL;
-  json_object *root = parse_json(text, len, d);
-  free(text);
-  if (!root) return NULL;
+kiln_graph *kiln_load_model_json(json_object *root, const char *path,
+                                 const kiln_safetensors *weights, kiln_diag *d) {
   int errors_before = d->errors;
-  kiln_graph *g = load(root, path, d);
-  json_object_put(root);
+  kiln_graph *g = load(root, path, weights, NULL, d);
   if (g && d->errors != errors_before) {  // never hand out a graph with errors
     kiln_graph_free(g);
     g = NULL;
   }
   return g;
+}
+
+static bool is_onnx_path(const char *path) {
+  size_t n = strlen(path);
+  return n >= 5 && strcmp(path + n - 5, ".onnx") == 0;
+}
+
+// A JSON model file; with o->weights_file, params come from that .safetensors file.
+static kiln_graph *load_json_file(const char *path, const kiln_load_options *o, kiln_diag *d) {
+  kiln_safetensors st;
+  memset(&st, 0, sizeof st);
+  const char *wf = o ? o->weights_file : NULL;
+  char err[512];
+  if (wf && kiln_safetensors_read(wf, &st, err, sizeof err) != KILN_OK) {
+    kiln_diag_error(d, NULL, "--weights: %s", err);
+    return NULL;
+  }
+  size_t len;
+  char *text = read_file(path, &len, d);
+  json_object *root = text ? parse_json(text, len, d) : NULL;
+  free(text);
+  kiln_graph *g = NULL;
+  if (root) {
+    int errors_before = d->errors;
+    g = load(root, path, wf ? &st : NULL, o, d);
+    if (g && d->errors != errors_before) {
+      kiln_graph_free(g);
+      g = NULL;
+    }
+  }
+  json_object_put(root);
+  kiln_safetensors_free(&st);
+  return g;
+}
+
+kiln_graph *kiln_load_model_ex(const char *path, const kiln_load_options *o, kiln_diag *d) {
+  if (is_onnx_path(path) && o && (o->weights_file || o->training)) {
+    kiln_diag_error(d, NULL, "--weights and --train take a JSON model (kiln import it first)");
+    return NULL;
+  }
+  int n_shapes = o ? o->n_shapes : 0;
+  if (is_onnx_path(path)) {
+    kiln_onnx_model m;
+    if (!kiln_onnx_import(path, o ? o->shapes : NULL, n_shapes, d, &m)) return NULL;
+    kiln_graph *g = kiln_load_model_json(m.json, path, &m.weights, d);
+    kiln_onnx_model_free(&m);
+    return g;
+  }
+  if (n_shapes) {
+    kiln_diag_error(d, NULL, "--shape is for .onnx models; a JSON model declares its shapes");
+    return NULL;
+  }
+  return load_json_file(path, o, d);
+}
+
+kiln_graph *kiln_load_model(const char *path, kiln_diag *d) {
+  if (is_onnx_path(path)) return kiln_load_model_ex(path, NULL, d);
+  return load_json_file(path, NULL, d);
 }

@@ -1,5 +1,7 @@
 // The reference interpreter. Every tensor is held as doubles, rounded to its dtype after the node
-// that produces it, and every node runs its op's naive reference kernel.
+// that produces it, and every node runs its op's naive reference kernel. STATE tensors (training)
+// start from their data, side-effect nodes write them, and the run stores them back (rounded to
+// their dtype) into the graph, so each run of a training graph is one training step.
 #include "interp.h"
 
 #include <stdlib.h>
@@ -28,7 +30,7 @@ static bool check_input(const kiln_graph *g, int i, const kiln_array *a, kiln_di
 static double *tensor_values(const kiln_tensor *t) {
   int64_t n = kiln_shape_numel(&t->shape);
   double *v = kiln_xmalloc(sizeof(double) * (size_t)(n ? n : 1));
-  if (t->kind == KILN_TENSOR_PARAM)
+  if (t->kind == KILN_TENSOR_PARAM || t->kind == KILN_TENSOR_STATE)
     for (int64_t i = 0; i < n; i++) v[i] = kiln_tensor_get(t, i);
   return v;
 }
@@ -72,7 +74,8 @@ bool kiln_interp_run(const kiln_graph *g, const kiln_array *inputs, kiln_array *
   if (!ok) return false;
   double **values = kiln_xcalloc((size_t)(g->n_tensors ? g->n_tensors : 1), sizeof(double *));
   for (int t = 0; t < g->n_tensors; t++)
-    if (g->tensors[t].kind == KILN_TENSOR_PARAM) values[t] = tensor_values(&g->tensors[t]);
+    if (g->tensors[t].kind == KILN_TENSOR_PARAM || g->tensors[t].kind == KILN_TENSOR_STATE)
+      values[t] = tensor_values(&g->tensors[t]);
   for (int i = 0; i < g->n_inputs; i++) {
     const kiln_tensor *t = &g->tensors[g->inputs[i]];
     values[g->inputs[i]] = tensor_values(t);
@@ -80,6 +83,12 @@ bool kiln_interp_run(const kiln_graph *g, const kiln_array *inputs, kiln_array *
       values[g->inputs[i]][k] = kiln_element_get(inputs[i].data, inputs[i].dtype, k);
   }
   for (int i = 0; i < g->n_nodes; i++) run_node(g, &g->nodes[i], values);
+  for (int t = 0; t < g->n_tensors; t++) {  // the step's writes persist
+    const kiln_tensor *x = &g->tensors[t];
+    if (x->kind == KILN_TENSOR_STATE)
+      for (int64_t k = 0; k < kiln_shape_numel(&x->shape); k++)
+        kiln_element_set(x->data, (int)x->dtype, k, values[t][k]);
+  }
   for (int i = 0; i < g->n_outputs; i++)
     make_output(&g->tensors[g->outputs[i]], values[g->outputs[i]], &outputs[i]);
   for (int t = 0; t < g->n_tensors; t++) free(values[t]);

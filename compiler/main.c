@@ -3,7 +3,11 @@
 //   kiln build   MODEL -o EXE        a standalone executable (+ EXE.weights)
 //   kiln run     MODEL --input ...   the reference interpreter, same flags as a built binary
 //   kiln inspect MODEL [--json|--dot] [--after PASS]
+//   kiln import  MODEL.onnx -o OUT.json   the JSON model + OUT.safetensors (docs/onnx.md)
+// MODEL is a JSON model or an .onnx file; --shape NAME=1x3x224x224 fixes an ONNX input's shape.
+//   kiln compare MODEL [--passes SET]  each pass turned off in turn: speed, size, drift
 //   kiln passes                      the pipeline
+// compile/build take --backend c|llvm (backends/llvm: LLVM 19), run takes --jit.
 // Exit status: 0 success, 2 bad input (model, flags, files), 1 internal error.
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,9 +15,12 @@
 
 #include "../backends/backend.h"
 #include "../runtime/kiln_runtime.h"
+#include "compare.h"
+#include "autodiff/training.h"
 #include "frontend.h"
 #include "inspect.h"
 #include "interp.h"
+#include "onnx/onnx_import.h"
 #include "passes/pipeline.h"
 
 #ifndef KILN_VERSION
@@ -28,18 +35,44 @@ static void usage(FILE *out) {
       "               [--cc CC] [--cflags FLAGS] [--keep-sources] [COMMON]\n"
       "  kiln run     MODEL.json --input [NAME=]X.npy ... --output [NAME=]Y.npy ... [--bench N]\n"
       "  kiln inspect MODEL.json [--json | --dot] [--after PASS] [COMMON]\n"
+      "  kiln import  MODEL.onnx -o OUT.json [--shape NAME=DxDx...]  (+ OUT.safetensors)\n"
+      "  kiln compare MODEL.json [--passes P1,P2 ...] [--format text|md|csv] [--runs N]\n"
+      "               [--threads N] [--target T]   what each pass buys (speed, size, drift)\n"
       "  kiln passes\n"
+      "backends: compile/build --backend c|llvm (default c); --backend llvm takes -O0..-O3\n"
+      "          (default -O3) and compile --emit llvm|obj (NAME.ll or NAME.o, + NAME.h);\n"
+      "          run --jit compiles in memory with LLVM's JIT instead of interpreting\n"
+      "MODEL is a .json model or an .onnx file (docs/onnx.md)\n"
       "COMMON: --dump-ir-after=PASS  print the IR after PASS\n"
+      "        --shape NAME=DxDx...  fix an ONNX input's shape (repeatable)\n"
+      "        --disable-pass=PASS   turn an optimization pass off (repeatable)\n"
       "        -v                    per-pass timing\n"
       "exit status: 0 ok, 2 bad input, 1 internal error\n",
       out);
 }
 
+enum { KILN_MAX_SHAPE_FLAGS = 64 };
+
 typedef struct cli {
   const char *cmd, *model, *out;
   const char *target, *cc, *cflags, *dump_after, *after;
   bool embed, keep_sources, verbose, json, dot;
+  kiln_input_shape shapes[KILN_MAX_SHAPE_FLAGS];
+  kiln_load_options load;      // points at shapes
+  const char *backend, *emit;  // --backend c|llvm, --emit c|llvm|obj
+  int opt_level;               // -ON for --backend llvm; -1 if not given
+  const char *disabled[16];    // --disable-pass NAME (repeatable)
+  int n_disabled;
+  kiln_compare_options compare;  // kiln compare: --passes SET (repeatable), --format, --runs
+  bool train;  // --train: the training step and trainer (docs/training.md)
+  struct train_build *tb;  // with --train: what compile_model learns about the training graph
 } cli;
+
+typedef struct train_build {
+  kiln_training training;  // the model's training section
+  kiln_c_train info;       // what the training program's inputs and outputs mean
+  kiln_c_state_shape *shapes;
+} train_build;
 
 static bool bad_flag(const char *msg, const char *arg) {
   fprintf(stderr, "kiln: %s: %s\n", msg, arg);
@@ -63,12 +96,95 @@ static bool take_value(int argc, char **argv, int *i, const char *name, const ch
   return true;
 }
 
+// "--shape NAME=1x3x224x224" (NAME may itself contain '='; the last one separates).
+static bool parse_shape_flag(const char *v, cli *c) {
+  const char *eq = v ? strrchr(v, '=') : NULL;
+  if (!eq || eq == v) return bad_flag("--shape expects NAME=DIMxDIMx..., got", v ? v : "nothing");
+  if (c->load.n_shapes == KILN_MAX_SHAPE_FLAGS) return bad_flag("too many --shape flags at", v);
+  kiln_input_shape *s = &c->shapes[c->load.n_shapes];
+  *s = (kiln_input_shape){.name = strndup(v, (size_t)(eq - v))};
+  for (const char *p = eq + 1; *p;) {
+    char *end;
+    long long dim = strtoll(p, &end, 10);
+    bool good = end != p && dim >= 1 && dim <= (1LL << 40) && (*end == 'x' || *end == 0) &&
+                s->shape.rank < KILN_MAX_RANK && (*end == 0 || end[1] != 0) && *p != '+' &&
+                *p != '-';
+    if (!good) {
+      free((char *)s->name);
+      return bad_flag("--shape dimensions are integers >= 1 joined by 'x' (at most 8), got", v);
+    }
+    s->shape.dim[s->shape.rank++] = dim;
+    p = *end ? end + 1 : end;
+  }
+  c->load.shapes = c->shapes;
+  c->load.n_shapes++;
+  return true;
+}
+
+static void free_shape_flags(cli *c) {
+  for (int i = 0; i < c->load.n_shapes; i++) free((char *)c->shapes[i].name);
+  c->load.n_shapes = 0;
+}
+
+// --backend, --emit and -O agree: --emit llvm|obj means the LLVM backend; -O is LLVM's.
+static bool check_backend_flags(cli *c) {
+  bool emit_llvm = c->emit && (strcmp(c->emit, "llvm") == 0 || strcmp(c->emit, "obj") == 0);
+  if (c->emit && !emit_llvm && strcmp(c->emit, "c") != 0)
+    return bad_flag("--emit expects c, llvm or obj, got", c->emit);
+  if (!c->backend) c->backend = emit_llvm ? "llvm" : "c";
+  bool llvm = strcmp(c->backend, "llvm") == 0;
+  if (!llvm && strcmp(c->backend, "c") != 0)
+    return bad_flag("--backend expects c or llvm, got", c->backend);
+  if (c->emit && emit_llvm != llvm) return bad_flag("--emit does not match the backend", c->emit);
+  if (!llvm && c->opt_level >= 0) return bad_flag("-O applies to", "--backend llvm");
+  if (c->opt_level < 0) c->opt_level = 3;
+  return true;
+}
+
+static bool use_llvm(const cli *a) { return a->backend && strcmp(a->backend, "llvm") == 0; }
+
+static kiln_llvm_options llvm_options(const cli *a) {
+  return (kiln_llvm_options){.target = a->target ? a->target : "native",
+                             .opt_level = a->opt_level,
+                             .embed_weights = a->embed};
+}
+
 static bool parse_args(int argc, char **argv, cli *c) {
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i], *v = NULL;
     bool matched = true;
+    if (take_value(argc, argv, &i, "--shape", &v)) {
+      if (!parse_shape_flag(v, c)) return false;
+      continue;
+    }
+    if (take_value(argc, argv, &i, "--disable-pass", &v) ||
+        take_value(argc, argv, &i, "--passes", &v)) {
+      bool set = strncmp(a, "--passes", 8) == 0;
+      if (!v) return bad_flag("missing value for", a);
+      if (!set && !kiln_pass_optional(v)) return bad_flag("not a pass that can be turned off", v);
+      if ((set ? c->compare.n_sets : c->n_disabled) >= 16) return bad_flag("too many", a);
+      if (set)
+        c->compare.sets[c->compare.n_sets++] = v;
+      else
+        c->disabled[c->n_disabled++] = v;
+      continue;
+    }
+    if (take_value(argc, argv, &i, "--runs", &v) || take_value(argc, argv, &i, "--threads", &v)) {
+      char *end = NULL;
+      long n = v ? strtol(v, &end, 10) : 0;
+      if (!v || *end || n < 1 || n > 100000) return bad_flag("expected a positive count after", a);
+      *(strncmp(a, "--runs", 6) == 0 ? &c->compare.runs : &c->compare.threads) = (int)n;
+      continue;
+    }
+    if (take_value(argc, argv, &i, "--format", &v)) {
+      if (!v) return bad_flag("missing value for", a);
+      c->compare.format = v;
+      continue;
+    }
     if (strcmp(a, "--embed-weights") == 0)
       c->embed = true;
+    else if (strcmp(a, "--train") == 0)
+      c->train = true;
     else if (strcmp(a, "--keep-sources") == 0)
       c->keep_sources = true;
     else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0)
@@ -77,6 +193,8 @@ static bool parse_args(int argc, char **argv, cli *c) {
       c->json = true;
     else if (strcmp(a, "--dot") == 0)
       c->dot = true;
+    else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3])
+      c->opt_level = a[2] - '0';
     else
       matched = false;
     if (matched) continue;
@@ -87,12 +205,18 @@ static bool parse_args(int argc, char **argv, cli *c) {
       slot = &c->target;
     else if (take_value(argc, argv, &i, "--cc", &v))
       slot = &c->cc;
+    else if (take_value(argc, argv, &i, "--weights", &v))
+      slot = &c->load.weights_file;
     else if (take_value(argc, argv, &i, "--cflags", &v))
       slot = &c->cflags;
     else if (take_value(argc, argv, &i, "--dump-ir-after", &v))
       slot = &c->dump_after;
     else if (take_value(argc, argv, &i, "--after", &v))
       slot = &c->after;
+    else if (take_value(argc, argv, &i, "--backend", &v))
+      slot = &c->backend;
+    else if (take_value(argc, argv, &i, "--emit", &v))
+      slot = &c->emit;
     if (slot) {
       if (!v) return bad_flag("missing value for", a);
       *slot = v;
@@ -105,6 +229,7 @@ static bool parse_args(int argc, char **argv, cli *c) {
     }
   }
   if (!c->model) return bad_flag("missing model file for", c->cmd);
+  if (!check_backend_flags(c)) return false;
   const char *passes[] = {c->dump_after, c->after};
   for (int i = 0; i < 2; i++)
     if (passes[i] && !kiln_pass_exists(passes[i]))
@@ -112,17 +237,62 @@ static bool parse_args(int argc, char **argv, cli *c) {
   return true;
 }
 
+// --train: what the runtime's trainer needs to know about the training graph's inputs/outputs.
+static void describe_training(train_build *tb, const kiln_graph *g) {
+  const kiln_training *t = &tb->training;
+  kiln_c_train *ti = &tb->info;
+  *ti = (kiln_c_train){.weight_input = -1, .logits_output = -1, .seed = t->seed};
+  ti->classification = t->loss.kind == KILN_LOSS_CROSS_ENTROPY;
+  for (int i = 0; i < g->n_inputs; i++) {
+    const char *name = g->tensors[g->inputs[i]].name;
+    if (strcmp(name, t->loss.target) == 0) ti->label_input = i;
+    if (t->loss.weight && strcmp(name, t->loss.weight) == 0) ti->weight_input = i;
+  }
+  for (int i = 1; i < g->n_outputs; i++)
+    if (strcmp(g->tensors[g->outputs[i]].name, t->loss.output) == 0) ti->logits_output = i;
+  free(tb->shapes);
+  tb->shapes = kiln_xcalloc((size_t)g->n_tensors + 1, sizeof(kiln_c_state_shape));
+  for (int i = 0; i < g->n_tensors; i++) {
+    const kiln_tensor *x = &g->tensors[i];
+    if (x->kind != KILN_TENSOR_STATE) continue;
+    kiln_c_state_shape *s = &tb->shapes[ti->n_shapes++];
+    s->name = x->name, s->rank = x->shape.rank;
+    memcpy(s->dim, x->shape.dim, sizeof(int64_t) * (size_t)x->shape.rank);
+  }
+  ti->shapes = tb->shapes;
+}
+
+// --train builds the training step (compile, build, inspect) with the C backend.
+static bool check_train_flags(const cli *a) {
+  bool allowed = strcmp(a->cmd, "compile") == 0 || strcmp(a->cmd, "build") == 0 ||
+                 strcmp(a->cmd, "inspect") == 0;
+  if (a->train && !allowed) return bad_flag("--train applies to compile, build and inspect, not", a->cmd);
+  if (a->train && use_llvm(a)) return bad_flag("--train needs the C backend, not", "--backend llvm");
+  if (a->train && a->load.weights_file)
+    return bad_flag("--train starts from the model's weights; give a checkpoint to the trainer's",
+                    "--weights or --resume");
+  return true;
+}
+
 static int compile_model(const cli *a, kiln_compilation *c) {
   memset(c, 0, sizeof(*c));
   kiln_diag d;
   kiln_diag_init(&d, a->model);
-  kiln_graph *g = kiln_load_model(a->model, &d);
+  kiln_load_options load = a->load;
+  load.training = a->tb ? &a->tb->training : NULL;
+  kiln_graph *g = kiln_load_model_ex(a->model, &load, &d);
   if (!g) return KILN_EXIT_BAD_INPUT;
+  if (a->tb && !kiln_build_training_graph(g, &a->tb->training, &d)) {
+    kiln_graph_free(g);
+    return KILN_EXIT_BAD_INPUT;
+  }
   kiln_compilation_init(c, g);
   c->dump_after = a->dump_after;
   c->verbose = a->verbose;
   c->stop_after = a->after;
+  for (int i = 0; i < a->n_disabled; i++) c->disabled[c->n_disabled++] = a->disabled[i];
   if (!kiln_compile_pipeline(c, &d)) return d.errors ? KILN_EXIT_BAD_INPUT : KILN_EXIT_INTERNAL;
+  if (a->tb) describe_training(a->tb, c->g);
   return KILN_EXIT_OK;
 }
 
@@ -133,8 +303,13 @@ static int cmd_compile(const cli *a) {
   if (rc == KILN_EXIT_OK) {
     kiln_diag d;
     kiln_diag_init(&d, a->out);
-    kiln_c_options o = {.embed_weights = a->embed};
-    if (!kiln_emit_c_files(c.prog, &o, a->out, &d)) rc = KILN_EXIT_BAD_INPUT;
+    kiln_c_options o = {.embed_weights = a->embed, .train = a->tb ? &a->tb->info : NULL};
+    kiln_llvm_options lo = llvm_options(a);
+    kiln_llvm_emit what =
+        a->emit && strcmp(a->emit, "llvm") == 0 ? KILN_LLVM_EMIT_LLVM : KILN_LLVM_EMIT_OBJ;
+    bool ok = use_llvm(a) ? kiln_llvm_emit_files(c.prog, &lo, what, a->out, &d)
+                          : kiln_emit_c_files(c.prog, &o, a->out, &d);
+    if (!ok) rc = KILN_EXIT_BAD_INPUT;
   }
   if (c.g) kiln_compilation_free(&c);
   return rc;
@@ -152,8 +327,12 @@ static int cmd_build(const cli *a) {
                             .extra_cflags = a->cflags,
                             .embed_weights = a->embed,
                             .keep_sources = a->keep_sources,
-                            .verbose = a->verbose};
-    if (!kiln_build_binary(c.prog, &o, a->out, &d)) rc = KILN_EXIT_BAD_INPUT;
+                            .verbose = a->verbose,
+                            .train = a->tb ? &a->tb->info : NULL};
+    kiln_llvm_options lo = llvm_options(a);
+    bool ok = use_llvm(a) ? kiln_llvm_build_binary(c.prog, &lo, &o, a->out, &d)
+                          : kiln_build_binary(c.prog, &o, a->out, &d);
+    if (!ok) rc = KILN_EXIT_BAD_INPUT;
   }
   if (c.g) kiln_compilation_free(&c);
   return rc;
@@ -172,6 +351,31 @@ static int cmd_inspect(const cli *a) {
   }
   if (c.g) kiln_compilation_free(&c);
   return rc;
+}
+
+// kiln import: the ONNX model, checked exactly as `kiln build` would check it, written as JSON
+// + .safetensors.
+static int cmd_import(const cli *a) {
+  if (!a->out) return bad_flag("missing -o OUT.json for", "import"), KILN_EXIT_BAD_INPUT;
+  kiln_diag d;
+  kiln_diag_init(&d, a->model);
+  size_t len = strlen(a->model);
+  if (len < 5 || strcmp(a->model + len - 5, ".onnx") != 0) {
+    kiln_diag_error(&d, NULL, "`kiln import` reads .onnx files");
+    return KILN_EXIT_BAD_INPUT;
+  }
+  kiln_onnx_model m;
+  if (!kiln_onnx_import(a->model, a->load.shapes, a->load.n_shapes, &d, &m))
+    return KILN_EXIT_BAD_INPUT;
+  kiln_graph *g = kiln_load_model_json(m.json, a->model, &m.weights, &d);
+  bool ok = g != NULL;
+  kiln_graph_free(g);
+  if (ok) {
+    kiln_diag_init(&d, a->out);
+    ok = kiln_onnx_write(&m, a->out, &d);
+  }
+  kiln_onnx_model_free(&m);
+  return ok ? KILN_EXIT_OK : KILN_EXIT_BAD_INPUT;
 }
 
 // ---- kiln run: the standalone driver (kiln_main) over the interpreter ----
@@ -221,14 +425,58 @@ static int interp_run(void *ctx, const void *const *inputs, void *const *outputs
 
 static void interp_release(void *ctx) { (void)ctx; }
 
+// kiln run --jit: the model compiled in memory by LLVM's JIT, run by the same driver.
+static int run_jit(int argc, char **argv, cli *a) {
+  a->model = argv[2];
+  a->opt_level = 3;
+  kiln_compilation c;
+  int rc = compile_model(a, &c);
+  if (rc == KILN_EXIT_OK) {
+    kiln_diag d;
+    kiln_diag_init(&d, a->model);
+    kiln_llvm_options o = llvm_options(a);
+    kiln_llvm_jit *j = kiln_llvm_jit_create(c.prog, &o, &d);
+    if (j) {
+      argv[2] = argv[0];  // kiln_main sees: kiln <flags...>
+      rc = kiln_main(kiln_llvm_jit_desc(j), argc - 2, argv + 2);
+      kiln_llvm_jit_free(j);
+    } else {
+      rc = KILN_EXIT_INTERNAL;
+    }
+  }
+  if (c.g) kiln_compilation_free(&c);
+  return rc;
+}
+
 static int cmd_run(int argc, char **argv) {
   if (argc < 3 || argv[2][0] == '-') {
     fputs("kiln: missing model file for run\n", stderr);
     return KILN_EXIT_BAD_INPUT;
   }
+  // --shape is the compiler's flag; kiln_main sees the rest.
+  cli shapes = {0};
+  int kept = 3;
+  bool jit = false;
+  for (int i = 3; i < argc; i++) {
+    const char *v = NULL;
+    if (strcmp(argv[i], "--jit") == 0) {
+      jit = true;
+    } else if (take_value(argc, argv, &i, "--shape", &v)) {
+      if (!parse_shape_flag(v, &shapes)) return free_shape_flags(&shapes), KILN_EXIT_BAD_INPUT;
+    } else {
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
+  if (jit) {
+    int rc = run_jit(argc, argv, &shapes);
+    free_shape_flags(&shapes);
+    return rc;
+  }
   kiln_diag d;
   kiln_diag_init(&d, argv[2]);
-  kiln_graph *g = kiln_load_model(argv[2], &d);
+  kiln_graph *g = kiln_load_model_ex(argv[2], &shapes.load, &d);
+  free_shape_flags(&shapes);
   if (!g) return KILN_EXIT_BAD_INPUT;
   kiln_io_desc *ins = kiln_xcalloc((size_t)g->n_inputs + 1, sizeof(kiln_io_desc));
   kiln_io_desc *outs = kiln_xcalloc((size_t)g->n_outputs + 1, sizeof(kiln_io_desc));
@@ -253,8 +501,16 @@ static int cmd_run(int argc, char **argv) {
   return rc;
 }
 
+static int cmd_compare(const cli *a) {
+  kiln_compare_options o = a->compare;
+  o.model = a->model;
+  o.target = a->target;
+  return kiln_compare(&o);
+}
+
 static int cmd_passes(void) {
-  for (const kiln_pass *p = kiln_pipeline; p->name; p++) printf("%-12s %s\n", p->name, p->doc);
+  for (const kiln_pass *p = kiln_pipeline; p->name; p++)
+    printf("%-14s %s%s\n", p->name, p->doc, p->required ? " (required)" : "");
   return KILN_EXIT_OK;
 }
 
@@ -266,16 +522,25 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "--version") == 0) return puts("kiln " KILN_VERSION) < 0;
   if (strcmp(argv[1], "run") == 0) return cmd_run(argc, argv);
   if (strcmp(argv[1], "passes") == 0) return cmd_passes();
-  cli a = {.cmd = argv[1]};
+  cli a = {.cmd = argv[1], .opt_level = -1};
   int (*cmd)(const cli *) = strcmp(a.cmd, "compile") == 0   ? cmd_compile
                             : strcmp(a.cmd, "build") == 0   ? cmd_build
                             : strcmp(a.cmd, "inspect") == 0 ? cmd_inspect
+                            : strcmp(a.cmd, "import") == 0  ? cmd_import
+                            : strcmp(a.cmd, "compare") == 0 ? cmd_compare
                                                             : NULL;
   if (!cmd) {
     fprintf(stderr, "kiln: unknown command '%s'\n", a.cmd);
     usage(stderr);
     return KILN_EXIT_BAD_INPUT;
   }
-  if (!parse_args(argc, argv, &a)) return KILN_EXIT_BAD_INPUT;
-  return cmd(&a);
+  int rc = KILN_EXIT_BAD_INPUT;
+  if (parse_args(argc, argv, &a) && check_train_flags(&a)) {
+    train_build tb = {0};
+    if (a.train) a.tb = &tb;
+    rc = cmd(&a);
+    free(tb.shapes);
+  }
+  free_shape_flags(&a);
+  return rc;
 }

@@ -55,6 +55,7 @@ int kiln_graph_add_tensor(kiln_graph *g, const char *name, kiln_tensor_kind kind
   if (shape) t.shape = *shape;
   t.producer = -1;
   t.offset = -1;
+  t.in_place_of = -1;
   t.where = "";
   KILN_VEC_PUSH(g->tensors, g->n_tensors, g->cap_tensors, t);
   return g->n_tensors - 1;
@@ -303,6 +304,10 @@ void kiln_graph_compact(kiln_graph *g) {
     for (int k = 0; k < n->n_inputs; k++)
       if (n->inputs[k] >= 0) n->inputs[k] = remap[n->inputs[k]];
     for (int k = 0; k < n->n_outputs; k++) n->outputs[k] = remap[n->outputs[k]];
+  }
+  for (int t = 0; t < g->n_tensors; t++) {
+    int *of = &g->tensors[t].in_place_of;
+    if (*of >= 0) *of = remap[*of];
   }
   for (int t = 0; t < g->n_tensors; t++) g->tensors[t].producer = -1;
   for (int i = 0; i < g->n_nodes; i++)

@@ -42,8 +42,9 @@ typedef struct kiln_tensor {
   int producer;       // node index, -1 for inputs and params
   void *data;         // PARAM: raw little-endian elements, kiln_shape_numel * dtype size bytes
   const char *where;  // JSON path of the declaration, for diagnostics
-  int64_t
-      offset;  // plan-memory: byte offset in the arena (VALUE) or weights blob (PARAM); -1 if none
+  // plan-memory: byte offset in the arena (VALUE) or the weights payload (PARAM, STATE); -1: none
+  int64_t offset;
+  int in_place_of;  // in-place: the input whose storage this value reuses (-1: none)
 } kiln_tensor;
 
 typedef enum {

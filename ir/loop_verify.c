@@ -164,7 +164,7 @@ bool kiln_lprog_verify(const kiln_lprog *p, FILE *err) {
     const kiln_lbuf *b = &p->bufs[i];
     if ((b->kind == KILN_BUF_ARENA &&
          b->offset + b->numel * (int64_t)kiln_dtype_size(b->dtype) > p->arena_bytes) ||
-        (b->kind == KILN_BUF_WEIGHT &&
+        ((b->kind == KILN_BUF_WEIGHT || b->kind == KILN_BUF_STATE) &&
          b->offset + b->numel * (int64_t)kiln_dtype_size(b->dtype) > p->weights_bytes))
       fail(&v, "buffer %s lies outside its region", b->name);
   }

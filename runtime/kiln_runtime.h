@@ -141,6 +141,48 @@ typedef struct kiln_model_desc {
 // 0, 2 for bad input (files, flags, shapes), 1 for internal errors.
 int kiln_main(const kiln_model_desc *m, int argc, char **argv);
 
+// ---- Training (docs/training.md; runtime/train.c) ----
+
+// One STATE tensor of a training build: a trainable param or optimizer state, living at `offset`
+// in the context's private, writable weights payload.
+typedef struct kiln_state_desc {
+  const char *name;
+  int dtype;
+  int rank;
+  int64_t shape[KILN_RT_MAX_RANK];
+  size_t offset;
+} kiln_state_desc;
+
+// What the generated trainer knows about a training build. model->run is one training step
+// (forward, loss, backward, update); eval runs the forward pass and the loss only. Inputs: the
+// model's, then the label (and per-sample weights); outputs: the loss (1), then the model's.
+typedef struct kiln_train_desc {
+  const kiln_model_desc *model;
+  int (*eval)(void *ctx, const void *const *inputs, void *const *outputs);
+  void *(*state)(void *ctx);  // the context's weights payload
+  int n_state;
+  const kiln_state_desc *states;
+  int label_input, weight_input;  // input indices (weight_input -1 if none)
+  int logits_output;              // output the loss reads, or -1
+  int classification;             // cross_entropy: report accuracy
+  uint64_t seed;                  // training.seed
+} kiln_train_desc;
+
+// Writes every STATE tensor to a .safetensors file, atomically (temporary file + rename).
+int kiln_state_save(const kiln_train_desc *t, void *ctx, const char *path, char *err,
+                    size_t errlen);
+// Reads STATE tensors by name from a .safetensors file (dtype and shape checked). strict: every
+// STATE tensor must be present (a checkpoint); otherwise missing ones keep their values (trained
+// weights without optimizer state).
+int kiln_state_load(const kiln_train_desc *t, void *ctx, const char *path, int strict, char *err,
+                    size_t errlen);
+// The generated trainer's main (docs/training.md §5):
+//   T --train SRC [--test SRC] [--epochs N] [--batch N] [--save CKPT] [--resume CKPT]
+//     [--max-steps N] [--seed S] [--log FILE.csv] [--weights FILE] [--threads N]
+// SRC: X.npy,Y.npy | IDX images,labels (plain or .gz) | fashion-mnist:train|test |
+// mnist:train|test | FILE.csv (label last). Returns the exit code (0, 2 bad input/data, 1).
+int kiln_train_main(const kiln_train_desc *t, int argc, char **argv);
+
 #ifdef __cplusplus
 }
 #endif

@@ -150,3 +150,42 @@ Test(cli, compile_writes_c_header_and_weights) {
   free(h);
   free(dir);
 }
+
+// kiln compare builds one binary per variant and reports each against the interpreter.
+Test(cli, compare_reports_each_variant) {
+  char model[512];
+  sample_model(&samples[0], model, sizeof(model));
+  char *args[] = {KILN_EXE, "compare",  model,     "--runs",   "3",        "--format",
+                  "csv",    "--passes", "cse,dce", "--passes", "in-place", NULL};
+  run_result r = run_cmd(args, 300);
+  cr_assert_eq(r.status, 0, "kiln compare failed: %s", r.err);
+  static const char header[] =
+      "variant,median_ms,speedup,binary_bytes,arena_bytes,max_abs_diff,max_ulp_diff\n";
+  cr_expect(strncmp(r.out, header, strlen(header)) == 0, "bad header:\n%s", r.out);
+  const char *rows[] = {"all passes,", "-cse,dce,", "-in-place,"};
+  for (int i = 0; i < 3; i++) {
+    const char *row = strstr(r.out, rows[i]);
+    cr_assert(row, "no row %s in:\n%s", rows[i], r.out);
+    // The last column is the ULP drift from the interpreter: small for every variant.
+    const char *eol = strchr(row, '\n'), *last = eol;
+    while (last > row && last[-1] != ',') last--;
+    cr_expect_lt(strtod(last, NULL), 64, "variant %s drifts: %.*s", rows[i], (int)(eol - row), row);
+  }
+  run_result_free(&r);
+  char *bad[] = {KILN_EXE, "compare", model, "--passes", "lower", NULL};
+  r = run_cmd(bad, 60);
+  cr_expect_eq(r.status, 2, "turning off a required pass must be refused: %s", r.err);
+  run_result_free(&r);
+}
+
+Test(cli, disable_pass_changes_the_plan) {
+  run_result with = kiln("inspect", "--json", NULL),
+             without = kiln("inspect", "--json", "--disable-pass=in-place");
+  json_object *a = json_tokener_parse(with.out), *b = json_tokener_parse(without.out);
+  // Without in-place reuse, conv1's output and its Tanh cannot share: the arena grows.
+  cr_expect_gt(get_int(b, "arena_bytes"), get_int(a, "arena_bytes"));
+  json_object_put(a);
+  json_object_put(b);
+  run_result_free(&with);
+  run_result_free(&without);
+}

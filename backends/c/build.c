@@ -350,7 +350,7 @@ bool kiln_build_binary(const kiln_lprog *p, const kiln_build_options *o, const c
     goto done;
   }
   have_tmp_dir = true;
-  kiln_c_options co = {.embed_weights = o->embed_weights, .main_stub = true};
+  kiln_c_options co = {.embed_weights = o->embed_weights, .main_stub = true, .train = o->train};
   if (!kiln_c_write_sources(p, &co, tmp_dir, src_base, d)) goto done;
   c_path = cat3(tmp_dir, "/", src_base);
   h_path = cat3(c_path, ".h", "");
@@ -423,6 +423,7 @@ bool kiln_build_binary(const kiln_lprog *p, const kiln_build_options *o, const c
     args_add(&cmd, f);
     free(f);
   }
+  if (o->train) args_add(&cmd, "-lz");  // the trainer reads .gz datasets
   args_add(&cmd, "-lm");
   args_add(&cmd, "-o");
   args_add(&cmd, exe_tmp);

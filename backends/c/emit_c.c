@@ -1039,6 +1039,37 @@ static uint64_t weights_checksum(const kiln_lprog *p) {
   return kiln_fnv1a64(p->weights, p->weights_bytes > 0 ? (size_t)p->weights_bytes : 0);
 }
 
+// The training API in the header (docs/training.md §4).
+static void emit_train_decls(em *m) {
+  const char *M = m->names.model;
+  FILE *f = m->f;
+  fprintf(f,
+          "// Training build: %s_run is one training step (forward, loss, backward, optimizer\n"
+          "// update of the weights in the context: the init functions give every context a private\n"
+          "// copy, and %s_run_arena must not share a context between threads). Output 0 is the\n"
+          "// loss. %s_train_step is %s_run; %s_eval runs the forward pass and the loss only.\n",
+          M, M, M, M, M);
+  fprintf(f, "#define %s_TRAIN_ARENA_BYTES %s_ARENA_BYTES\n", M, M);
+  fprintf(f, "int %s_train_step(", M);
+  run_params(m, true, false);
+  out(m, ");\n");
+  fprintf(f, "int %s_eval(", M);
+  run_params(m, true, false);
+  out(m, ");\n");
+  fprintf(f, "int %s_eval_arena(", M);
+  run_params(m, true, true);
+  out(m, ");\n");
+  fprintf(f,
+          "// Checkpoints: every STATE tensor (weights, optimizer state, the step counter `kiln.step`)\n"
+          "// as .safetensors, written atomically. %s_load_state reads one back (strict: all of them,\n"
+          "// for --resume; otherwise what the file has, e.g. trained weights).\n"
+          "int %s_save(const %s_ctx *ctx, const char *path);\n"
+          "int %s_load_state(%s_ctx *ctx, const char *path, int strict);\n"
+          "// The generated trainer's description (kiln_train_main).\n"
+          "extern const kiln_train_desc %s_train_desc;\n\n",
+          M, M, M, M, M, M);
+}
+
 static bool emit_header(em *m) {
   const kiln_lprog *p = m->p;
   const kiln_c_options *o = m->o;
@@ -1143,6 +1174,7 @@ static bool emit_header(em *m) {
           M, M, M);
   run_params(m, true, true);
   out(m, ");\n\n");
+  if (o->train) emit_train_decls(m);
   fprintf(f, "// Frees what the init function allocated and clears ctx. Accepts NULL.\n");
   fprintf(f, "void %s_release(%s_ctx *ctx);\n\n", M, M);
   fprintf(f, "// The model's description for the runtime's standalone driver (kiln_main).\n");
@@ -1228,19 +1260,35 @@ static void emit_blob(em *m) {
   out(m, "};\n");
 }
 
-static void emit_run(em *m, kparam *ps) {
+// Training builds: kernels [0, n) compute the forward pass and the loss (the last one writing
+// output 0, the loss); the rest compute gradients and updates (docs/training.md).
+static int eval_kernel_count(em *m) {
+  const kiln_lprog *p = m->p;
+  int n = 0;
+  for (int k = 0; k < p->n_kernels && p->n_outputs > 0; k++) {
+    analyze_kernel(m, k);
+    for (int b = 0; b < p->n_bufs; b++)
+      if ((m->use[b] & USE_WRITE) && p->bufs[b].kind == KILN_BUF_OUTPUT && p->bufs[b].index == 0)
+        n = k + 1;
+  }
+  m->kernel = -1;
+  return n;
+}
+
+// NAME_<fn>_arena and NAME_<fn>: kernels [0, n_kernels) in order (fn "run": all of them).
+static void emit_run_fn(em *m, kparam *ps, const char *fn, int n_kernels) {
   const kiln_lprog *p = m->p;
   const char *M = m->names.model;
   FILE *f = m->f;
   // Which buffers any kernel uses.
   unsigned char *used = kiln_xcalloc((size_t)p->n_bufs + 1, 1);
-  for (int k = 0; k < p->n_kernels && !m->failed; k++) {
+  for (int k = 0; k < n_kernels && !m->failed; k++) {
     analyze_kernel(m, k);
     for (int b = 0; b < p->n_bufs; b++) used[b] |= m->use[b];
   }
   m->kernel = -1;
 
-  fprintf(f, "\nint %s_run_arena(", M);
+  fprintf(f, "\nint %s_%s_arena(", M, fn);
   run_params(m, true, true);
   out(m, ") {\n");
   m->indent = 1;
@@ -1286,6 +1334,10 @@ static void emit_run(em *m, kparam *ps) {
           line(m, "const %s *%s = (const %s *)((const char *)ctx->weights + %" PRId64 ");", T, name,
                T, lb->offset);
         break;
+      case KILN_BUF_STATE:  // training: the context's private copy of the payload is writable
+        line(m, "%s *%s = (%s *)(void *)((char *)(uintptr_t)ctx->weights + %" PRId64 ");", T, name,
+             T, lb->offset);
+        break;
       case KILN_BUF_ARENA:
         uses_arena = true;
         if (lb->offset == 0)
@@ -1303,7 +1355,7 @@ static void emit_run(em *m, kparam *ps) {
     if (!io_used[p->n_inputs + i]) line(m, "(void)%s;", m->names.out[i]);
 
   // Kernel calls, in order.
-  for (int k = 0; k < p->n_kernels && !m->failed; k++) {
+  for (int k = 0; k < n_kernels && !m->failed; k++) {
     analyze_kernel(m, k);
     int np = kernel_params(m, ps);
     em_indent(m);
@@ -1318,9 +1370,9 @@ static void emit_run(em *m, kparam *ps) {
   free(io_used);
   free(used);
 
-  fprintf(f, "\nint %s_run(", M);
+  fprintf(f, "\nint %s_%s(", M, fn);
   run_params(m, true, false);
-  fprintf(f, ") {\n  if (!ctx) return KILN_ERR_ARG;\n  return %s_run_arena(ctx, ctx->arena", M);
+  fprintf(f, ") {\n  if (!ctx) return KILN_ERR_ARG;\n  return %s_%s_arena(ctx, ctx->arena", M, fn);
   for (int i = 0; i < p->n_inputs; i++) fprintf(f, ", %s", m->names.in[i]);
   for (int i = 0; i < p->n_outputs; i++) fprintf(f, ", %s", m->names.out[i]);
   out(m, ");\n}\n");
@@ -1373,9 +1425,16 @@ static void emit_init(em *m) {
           "&weights);\n"
           "  if (st != KILN_OK) return st;\n"
           "  ctx->weights = weights;\n"
-          "  ctx->arena = arena;\n"
-          "  return KILN_OK;\n}\n",
+          "  ctx->arena = arena;\n",
           M, M);
+  if (m->o->train)  // training writes the weights: a private copy (this allocates)
+    fprintf(f,
+            "  ctx->owned_weights = kiln_aligned_alloc(%s_WEIGHTS_BYTES ? %s_WEIGHTS_BYTES : 64);\n"
+            "  if (!ctx->owned_weights) return KILN_ERR_NOMEM;\n"
+            "  memcpy(ctx->owned_weights, weights, %s_WEIGHTS_BYTES);\n"
+            "  ctx->weights = ctx->owned_weights;\n",
+            M, M, M);
+  out(m, "  return KILN_OK;\n}\n");
 
   if (m->o->embed_weights) {
     fprintf(f, "\nint %s_init_embedded(%s_ctx *ctx) {\n  if (!ctx) return KILN_ERR_ARG;\n", M, M);
@@ -1459,6 +1518,71 @@ static void emit_desc(em *m) {
   fprintf(f, "    .run = %s_desc_run,\n    .release = %s_desc_release,\n};\n", M, M);
 }
 
+// Training builds: the STATE tensors' table, the trainer's descriptor, save and load.
+static void emit_train(em *m) {
+  const kiln_lprog *p = m->p;
+  const kiln_c_train *t = m->o->train;
+  const char *M = m->names.model;
+  FILE *f = m->f;
+  int n_state = 0;
+  for (int b = 0; b < p->n_bufs; b++) n_state += p->bufs[b].kind == KILN_BUF_STATE;
+  fprintf(f, "\n// Training: every STATE tensor (weights, optimizer state, step counter).\n");
+  fprintf(f, "static const kiln_state_desc %s_states[%d] = {\n", M, n_state ? n_state : 1);
+  for (int b = 0; b < p->n_bufs; b++) {
+    const kiln_lbuf *lb = &p->bufs[b];
+    if (lb->kind != KILN_BUF_STATE) continue;
+    out(m, "    {.name = ");
+    put_string(f, lb->name ? lb->name : "?");
+    // The graph's shape when the driver gave it, else the flat element count.
+    kiln_c_state_shape flat = {.rank = 1, .dim = {lb->numel}}, *shape = &flat;
+    for (int i = 0; i < t->n_shapes; i++)
+      if (lb->name && strcmp(t->shapes[i].name, lb->name) == 0)
+        shape = (kiln_c_state_shape *)&t->shapes[i];
+    fprintf(f, ", .dtype = %s, .rank = %d, .shape = {", rt_dtype(lb->dtype), shape->rank);
+    for (int d = 0; d < shape->rank; d++) fprintf(f, "%s%" PRId64, d ? ", " : "", shape->dim[d]);
+    fprintf(f, "}, .offset = %" PRId64 "},\n", lb->offset);
+  }
+  if (!n_state) out(m, "    {0},\n");
+  out(m, "};\n");
+  fprintf(f,
+          "static int %s_desc_eval(void *ctx, const void *const *inputs, void *const *outputs) {\n"
+          "  return %s_eval(ctx",
+          M, M);
+  for (int i = 0; i < p->n_inputs; i++) fprintf(f, ", inputs[%d]", i);
+  for (int i = 0; i < p->n_outputs; i++) fprintf(f, ", outputs[%d]", i);
+  out(m, ");\n}\n");
+  fprintf(f,
+          "static void *%s_desc_state(void *ctx) {\n"
+          "  return (void *)(uintptr_t)((%s_ctx *)ctx)->weights;\n}\n",
+          M, M);
+  fprintf(f,
+          "const kiln_train_desc %s_train_desc = {\n"
+          "    .model = &%s_desc,\n    .eval = %s_desc_eval,\n    .state = %s_desc_state,\n"
+          "    .n_state = %d,\n    .states = %s_states,\n"
+          "    .label_input = %d,\n    .weight_input = %d,\n    .logits_output = %d,\n"
+          "    .classification = %d,\n    .seed = UINT64_C(%" PRIu64 "),\n};\n",
+          M, M, M, M, n_state, M, t->label_input, t->weight_input, t->logits_output,
+          t->classification ? 1 : 0, t->seed);
+  fprintf(f, "\nint %s_train_step(", M);
+  run_params(m, true, false);
+  fprintf(f, ") {\n  return %s_run(ctx", M);
+  for (int i = 0; i < p->n_inputs; i++) fprintf(f, ", %s", m->names.in[i]);
+  for (int i = 0; i < p->n_outputs; i++) fprintf(f, ", %s", m->names.out[i]);
+  out(m, ");\n}\n");
+  fprintf(f,
+          "\nint %s_save(const %s_ctx *ctx, const char *path) {\n"
+          "  char err[256];\n"
+          "  return kiln_state_save(&%s_train_desc, (void *)(uintptr_t)ctx, path, err, sizeof(err));\n"
+          "}\n",
+          M, M, M);
+  fprintf(f,
+          "\nint %s_load_state(%s_ctx *ctx, const char *path, int strict) {\n"
+          "  char err[256];\n"
+          "  return kiln_state_load(&%s_train_desc, ctx, path, strict, err, sizeof(err));\n"
+          "}\n",
+          M, M, M);
+}
+
 static bool emit_source(em *m, const char *h_name) {
   const kiln_lprog *p = m->p;
   const char *M = m->names.model;
@@ -1500,12 +1624,19 @@ static bool emit_source(em *m, const char *h_name) {
   kparam *ps = kiln_xcalloc((size_t)p->n_bufs + 1, sizeof(kparam));
   for (int k = 0; k < p->n_kernels && !m->failed; k++) emit_kernel(m, k, ps);
   m->kernel = -1;
-  if (!m->failed) emit_run(m, ps);
+  if (!m->failed) emit_run_fn(m, ps, "run", p->n_kernels);
+  if (!m->failed && m->o->train) emit_run_fn(m, ps, "eval", eval_kernel_count(m));
   free(ps);
   if (m->failed) return false;
   emit_init(m);
   emit_desc(m);
-  if (m->o->main_stub)
+  if (m->o->train) emit_train(m);
+  if (m->o->main_stub && m->o->train)
+    fprintf(f,
+            "\nint main(int argc, char **argv) { return kiln_train_main(&%s_train_desc, argc, argv); "
+            "}\n",
+            M);
+  else if (m->o->main_stub)
     fprintf(f, "\nint main(int argc, char **argv) { return kiln_main(&%s_desc, argc, argv); }\n",
             M);
   return !m->failed;

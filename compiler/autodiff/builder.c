@@ -106,3 +106,37 @@ int kiln_gb_sum_to(kiln_grad_ctx *c, int dy, const kiln_shape *shape) {
   }
   return kiln_gb_reshape(c, summed, shape);
 }
+
+int kiln_gb_forward_attrs(const kiln_grad_ctx *c, const char *const *skip, kiln_gb_attr *out,
+                          int max) {
+  int n = 0;
+  for (int i = 0; i < c->node.n_attrs && n + 1 < max; i++) {
+    const kiln_attr *a = &c->node.attrs[i];
+    bool skipped = false;
+    for (int k = 0; skip && skip[k]; k++) skipped |= strcmp(skip[k], a->name) == 0;
+    if (skipped) continue;
+    out[n++] = (kiln_gb_attr){.name = a->name,
+                              .type = a->type,
+                              .i = a->i,
+                              .f = a->f,
+                              .ints = a->ints,
+                              .floats = a->floats,
+                              .count = a->count,
+                              .s = a->s};
+  }
+  out[n] = KILN_GB_END;
+  return n;
+}
+
+int kiln_gb_op_like(kiln_grad_ctx *c, const char *op, const int *inputs, int n_inputs,
+                    const kiln_gb_attr *extra) {
+  const char *skip[16];
+  int n_skip = 0;
+  for (const kiln_gb_attr *a = extra; a && a->name && n_skip < 15; a++) skip[n_skip++] = a->name;
+  skip[n_skip] = NULL;
+  kiln_gb_attr attrs[48];
+  int n = kiln_gb_forward_attrs(c, skip, attrs, 32);
+  for (const kiln_gb_attr *a = extra; a && a->name && n < 47; a++) attrs[n++] = *a;
+  attrs[n] = KILN_GB_END;
+  return kiln_gb_op(c, op, inputs, n_inputs, attrs, 1);
+}

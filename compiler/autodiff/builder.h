@@ -41,5 +41,13 @@ int kiln_gb_const(kiln_grad_ctx *c, kiln_dtype t, const kiln_shape *shape, const
 int kiln_gb_sum_to(kiln_grad_ctx *c, int dy, const kiln_shape *shape);
 // Reshape x to shape (a constant shape param is made for it).
 int kiln_gb_reshape(kiln_grad_ctx *c, int x, const kiln_shape *shape);
+// Copies the forward node's attributes into out[max] (KILN_GB_END-terminated), leaving out the
+// names in `skip` (NULL-terminated, may be NULL). Returns the count copied.
+int kiln_gb_forward_attrs(const kiln_grad_ctx *c, const char *const *skip, kiln_gb_attr *out,
+                          int max);
+// dx = op(inputs) with the forward node's attributes plus `extra` (KILN_GB_END-terminated; an
+// extra attribute replaces a forward one of the same name). One output.
+int kiln_gb_op_like(kiln_grad_ctx *c, const char *op, const int *inputs, int n_inputs,
+                    const kiln_gb_attr *extra);
 
 #endif

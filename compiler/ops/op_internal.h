@@ -65,6 +65,14 @@ void kiln_copy_lower(const kiln_lower_ctx *c);
 int64_t kiln_no_flops(const kiln_graph *g, const kiln_node *n);
 int64_t kiln_output_numel_flops(const kiln_graph *g, const kiln_node *n);
 
+// ---- Scratch memory for a kernel (compiler/passes/lower.c) ----
+
+// A buffer of numel elements of dtype t that only the kernel being lowered uses (state the op
+// keeps between loop iterations that is no graph tensor: RNN hidden states). It lies past the
+// tensors plan-memory placed; every kernel's scratch starts there (kernels run one at a time), and
+// the arena grows to the largest. Returns the buffer index.
+int kiln_lower_scratch(const kiln_lower_ctx *c, kiln_dtype t, int64_t numel);
+
 // ---- Binary elementwise ops with numpy broadcasting (binary.c) ----
 
 typedef double (*kiln_binary_fn)(double a, double b);
@@ -75,7 +83,10 @@ extern const kiln_attr_spec kiln_binary_attrs[];
 
 // Defines `kiln_op_<Name>` from a scalar function (the reference semantics), the loop-IR
 // operator that computes the same thing, and the op's tolerance (kiln_tolerance).
-#define KILN_DEFINE_BINARY_OP(Name, scalar_fn, lbin_op, atol, rtol)                                \
+#define KILN_DEFINE_BINARY_OP(Name, scalar_fn, lbin_op, atol, rtol) \
+  KILN_DEFINE_BINARY_OP_GRAD(Name, scalar_fn, lbin_op, atol, rtol, NULL)
+// The same with a gradient rule (kiln_op_def.grad; docs/training.md).
+#define KILN_DEFINE_BINARY_OP_GRAD(Name, scalar_fn, lbin_op, atol, rtol, grad_fn)                  \
   static void Name##_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) { \
     (void)n;                                                                                       \
     kiln_binary_eval(in, out, scalar_fn);                                                          \
@@ -94,6 +105,7 @@ extern const kiln_attr_spec kiln_binary_attrs[];
       .lower = Name##_lower,                                                                       \
       .flops = kiln_output_numel_flops,                                                            \
       .tol = {atol, rtol},                                                                         \
+      .grad = grad_fn,                                                                             \
   }
 
 // ---- Unary elementwise ops (unary.c) ----
@@ -106,7 +118,10 @@ void kiln_unary_eval(const kiln_eval_tensor *in, kiln_eval_tensor *out, kiln_una
 void kiln_unary_lower(const kiln_lower_ctx *c, kiln_unary_lx lx);
 extern const kiln_attr_spec kiln_unary_attrs[];
 
-#define KILN_DEFINE_UNARY_OP(Name, scalar_fn, lx_fn, atol, rtol)                                   \
+#define KILN_DEFINE_UNARY_OP(Name, scalar_fn, lx_fn, atol, rtol) \
+  KILN_DEFINE_UNARY_OP_GRAD(Name, scalar_fn, lx_fn, atol, rtol, NULL)
+// The same with a gradient rule (kiln_op_def.grad; docs/training.md).
+#define KILN_DEFINE_UNARY_OP_GRAD(Name, scalar_fn, lx_fn, atol, rtol, grad_fn)                     \
   static void Name##_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) { \
     (void)n;                                                                                       \
     kiln_unary_eval(in, out, scalar_fn);                                                           \
@@ -125,6 +140,7 @@ extern const kiln_attr_spec kiln_unary_attrs[];
       .lower = Name##_lower,                                                                       \
       .flops = kiln_output_numel_flops,                                                            \
       .tol = {atol, rtol},                                                                         \
+      .grad = grad_fn,                                                                             \
   }
 
 // ---- Sliding windows: Conv, MaxPool, AveragePool (pool.c) ----
@@ -190,5 +206,100 @@ void kiln_pool_lower(const kiln_lower_ctx *c, kiln_window_opts opts, double init
                      kiln_pool_finish finish);
 // Window elements summed or compared: N * C * OH * OW * kH * kW.
 int64_t kiln_pool_flops(const kiln_graph *g, const kiln_node *n, kiln_window_opts opts);
+
+// ---- GlobalMaxPool and GlobalAveragePool (pool.c) ----
+
+// Checks x (N, C, D1, ...), rank >= 3; sets the output (N, C, 1, ..., 1).
+bool kiln_global_pool_infer(kiln_graph *g, kiln_node *n, kiln_diag *d);
+// D1 * ... * Dk: the elements pooled per (n, c).
+int64_t kiln_global_pool_size(const kiln_shape *x);
+// for nc: acc = init; for i: acc = combine(acc, x[nc][i]); y[nc] = acc (/ size when mean)
+void kiln_global_pool_lower(const kiln_lower_ctx *c, double init, kiln_lbin combine, bool mean);
+int64_t kiln_global_pool_flops(const kiln_graph *g, const kiln_node *n);  // numel(x)
+
+// ---- Tensor ops: constant inputs, axes, strided copies (tensor/tensor_util.c) ----
+
+// Reads input i, which must be a constant (a param with data) scalar or 1-D tensor of at most max
+// values, dtype i32/i64 (ints) or f32/f64 (floats), into out. Returns the count, or -1 after
+// reporting "inputs[1] (s): Slice needs a constant starts (a param with data, dtype i32 or i64)".
+// `what` names the input ("starts", "shape", ...).
+int kiln_op_const_ints(const kiln_graph *g, const kiln_node *n, kiln_diag *d, int i,
+                       const char *what, int64_t *out, int max);
+int kiln_op_const_floats(const kiln_graph *g, const kiln_node *n, kiln_diag *d, int i,
+                         const char *what, double *out, int max);
+// Integer values of an eval tensor (saturating: INT64_MAX survives the trip through double).
+int kiln_eval_ints(const kiln_eval_tensor *t, int64_t *out, int max);
+int64_t kiln_saturate_i64(double v);
+// Checks -rank <= axis < rank ("<field>: expected an axis in [-2, 1], got 5"); *out in [0, rank).
+bool kiln_op_check_axis(const kiln_node *n, kiln_diag *d, const char *field, int64_t axis,
+                        int rank, int64_t *out);
+// Reports "<why> gives an output of shape (2, 0); Kiln needs every dimension >= 1".
+bool kiln_op_check_dims(const kiln_node *n, kiln_diag *d, const kiln_shape *s, const char *why);
+// A strided copy: for every index v of `shape`,
+//   dst[dst_base + sum v[i] * dst_stride[i]] = src[src_base + sum v[i] * src_stride[i]]
+typedef struct kiln_strided {
+  kiln_shape shape;
+  int64_t src_base, dst_base;
+  int64_t src_stride[KILN_MAX_RANK], dst_stride[KILN_MAX_RANK];
+} kiln_strided;
+void kiln_strided_lower(kiln_lb *b, int src_buf, int dst_buf, const kiln_strided *s);
+
+// ---- Math family: dtype sets, expression copies, elementwise ops with attributes (unary.c) ----
+
+#define KILN_DT(t) (1u << (t))
+#define KILN_DT_FLOAT (KILN_DT(KILN_F32) | KILN_DT(KILN_F64))
+#define KILN_DT_INT (KILN_DT(KILN_I8) | KILN_DT(KILN_U8) | KILN_DT(KILN_I32) | KILN_DT(KILN_I64))
+#define KILN_DT_NUMERIC (KILN_DT_FLOAT | KILN_DT_INT)
+#define KILN_DT_ANY (KILN_DT_NUMERIC | KILN_DT(KILN_BOOL))
+// Checks inputs [first, first + count) are present with a dtype in `allowed` and, when `same`,
+// the dtype of inputs[first]; reports "inputs[1] (b): expected dtype f32 or f64, got bool".
+bool kiln_op_check_dtypes(const kiln_graph *g, const kiln_node *n, int first, int count,
+                          unsigned allowed, bool same, kiln_diag *d);
+// A deep copy of e, to use a value twice without sharing expression nodes.
+kiln_lexpr *kiln_lx_clone(kiln_lb *b, const kiln_lexpr *e);
+// Elementwise ops whose math reads the node's attributes: y[i] = fn(n, x[i]). The lowering loads
+// x[i] (input dtype) and stores lx(b, n, t, x) where t is the output dtype.
+typedef double (*kiln_unary_node_fn)(const kiln_node *n, double x);
+typedef kiln_lexpr *(*kiln_unary_node_lx)(kiln_lb *b, const kiln_node *n, kiln_dtype t,
+                                          kiln_lexpr *x);
+void kiln_unary_node_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out,
+                          kiln_unary_node_fn fn);
+void kiln_unary_node_lower(const kiln_lower_ctx *c, kiln_unary_node_lx lx);
+
+// ---- Math family: elementwise ops over all inputs, numpy broadcasting (binary.c) ----
+
+// The broadcast of every input's shape (all present); reports shapes that do not broadcast.
+bool kiln_broadcast_inputs(const kiln_graph *g, const kiln_node *n, kiln_diag *d, kiln_shape *out);
+// y[i] = fn(n, v, count) with v[k] input k's element broadcast to output element i.
+typedef double (*kiln_nary_fn)(const kiln_node *n, const double *v, int count);
+void kiln_nary_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out,
+                    kiln_nary_fn fn);
+// v[k]: a fresh load of input k's element; t: the output dtype.
+typedef kiln_lexpr *(*kiln_nary_lx)(kiln_lb *b, const kiln_node *n, kiln_dtype t, kiln_lexpr **v,
+                                    int count);
+void kiln_nary_lower(const kiln_lower_ctx *c, kiln_nary_lx lx);
+// Every input one dtype from `dtypes`; the output is their broadcast, of dtype out_dtype (or the
+// inputs' dtype when out_dtype < 0).
+bool kiln_nary_infer(kiln_graph *g, kiln_node *n, kiln_diag *d, unsigned dtypes, int out_dtype);
+
+// ---- Math family: reductions (reduce.c) ----
+
+// ReduceMean/Sum/Max/Min: `axes` (INTS, opset < 18) or a constant i64 input 1 (opset 13/18+),
+// `keepdims` (1), `noop_with_empty_axes` (0). combine is LB_ADD, LB_MAX or LB_MIN.
+extern const kiln_attr_spec kiln_reduce_attrs[];
+bool kiln_reduce_infer(kiln_graph *g, kiln_node *n, kiln_diag *d, unsigned dtypes);
+void kiln_reduce_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out,
+                      kiln_lbin combine, bool mean);
+void kiln_reduce_lower(const kiln_lower_ctx *c, kiln_lbin combine, bool mean);
+int64_t kiln_reduce_flops(const kiln_graph *g, const kiln_node *n);  // numel(x)
+// A shape viewed as (outer, axis, inner) around one axis (normalized, 0 <= axis < rank):
+// element j of row (o, i) is at (o * axis + j) * inner + i.
+typedef struct kiln_axis_view {
+  int64_t outer, axis, inner;
+} kiln_axis_view;
+kiln_axis_view kiln_axis_view_of(const kiln_shape *s, int axis);
+// The flat index of element j (an i64 expression) of row (o, i); o or i is -1 for a loop of
+// extent 1 that was left out.
+kiln_lexpr *kiln_axis_element(kiln_lb *b, const kiln_axis_view *v, int o, int i, kiln_lexpr *j);
 
 #endif

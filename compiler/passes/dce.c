@@ -2,6 +2,7 @@
 // nodes backwards from the outputs, marking what is needed.
 #include <stdlib.h>
 
+#include "../ops/op.h"
 #include "pipeline.h"
 
 bool kiln_pass_dce(kiln_compilation *c, kiln_diag *d, bool *changed) {
@@ -12,7 +13,7 @@ bool kiln_pass_dce(kiln_compilation *c, kiln_diag *d, bool *changed) {
   int removed = 0;
   for (int i = g->n_nodes - 1; i >= 0; i--) {
     kiln_node *n = &g->nodes[i];
-    bool live = false;
+    bool live = kiln_op_get(n->op)->writes_inputs != 0;  // side effects (optimizer updates)
     for (int k = 0; k < n->n_outputs; k++) live = live || needed[n->outputs[k]];
     if (!live) {
       n->dead = true;

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../ops/op.h"
+#include "../ops/op_internal.h"
 #include "pipeline.h"
 
 static const char *const c_reserved[] = {
@@ -58,12 +58,33 @@ static kiln_lbuf buffer_for(const kiln_graph *g, int t) {
                  .numel = kiln_shape_numel(&x->shape),
                  .offset = x->offset,
                  .index = -1};
-  b.kind = x->kind == KILN_TENSOR_PARAM ? KILN_BUF_WEIGHT : KILN_BUF_ARENA;
+  b.kind = x->kind == KILN_TENSOR_PARAM   ? KILN_BUF_WEIGHT
+           : x->kind == KILN_TENSOR_STATE ? KILN_BUF_STATE
+                                          : KILN_BUF_ARENA;
   for (int i = 0; i < g->n_inputs; i++)
     if (g->inputs[i] == t) b.kind = KILN_BUF_INPUT, b.index = i;
   for (int i = 0; i < g->n_outputs; i++)
     if (g->outputs[i] == t) b.kind = KILN_BUF_OUTPUT, b.index = i;
   return b;
+}
+
+// Kernel scratch (op_internal.h): past every tensor plan-memory placed, shared by all kernels.
+int kiln_lower_scratch(const kiln_lower_ctx *c, kiln_dtype t, int64_t numel) {
+  kiln_lprog *p = c->b->prog;
+  int64_t base = 0, bytes = numel * (int64_t)kiln_dtype_size(t);
+  for (int i = 0; i < c->g->n_tensors; i++) {
+    const kiln_lbuf *tb = &p->bufs[c->tensor_buf[i]];
+    int64_t end = tb->offset + tb->numel * (int64_t)kiln_dtype_size(tb->dtype);
+    if (tb->kind == KILN_BUF_ARENA && (end + 63) / 64 * 64 > base) base = (end + 63) / 64 * 64;
+  }
+  kiln_lbuf b = {.name = kiln_pool_printf(&p->pool, "%s_scratch", c->node->name),
+                 .kind = KILN_BUF_ARENA,
+                 .dtype = t,
+                 .numel = numel,
+                 .index = -1,
+                 .offset = base};
+  if (base + bytes > p->arena_bytes) p->arena_bytes = (base + bytes + 63) / 64 * 64;
+  return kiln_lprog_add_buf(p, &b);
 }
 
 bool kiln_pass_lower(kiln_compilation *c, kiln_diag *d, bool *changed) {
@@ -101,6 +122,7 @@ bool kiln_pass_lower(kiln_compilation *c, kiln_diag *d, bool *changed) {
     k->flops = def->flops ? def->flops(g, n) : 0;
   }
   free(tensor_buf);
+  c->arena_bytes = p->arena_bytes;  // kernel scratch (kiln_lower_scratch) may have grown it
   kiln_lprog_free(c->prog);
   c->prog = p;
   *changed = true;

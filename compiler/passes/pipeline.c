@@ -11,18 +11,36 @@
 #include "verify.h"
 
 const kiln_pass kiln_pipeline[] = {
-    {"fold-constants", kiln_pass_fold_constants, "evaluate nodes whose inputs are constants"},
-    {"cse", kiln_pass_cse, "merge nodes that compute the same thing"},
-    {"dce", kiln_pass_dce, "drop nodes no output depends on"},
-    {"plan-memory", kiln_pass_plan_memory, "lay out weights; assign arena offsets by liveness"},
-    {"lower", kiln_pass_lower, "graph IR -> loop IR, one kernel per node"},
-    {"schedule", kiln_pass_schedule, "mark parallel, vectorizable and reduction loops"},
+    {.name = "fold-constants", .run = kiln_pass_fold_constants,
+     .doc = "evaluate nodes whose inputs are constants"},
+    {.name = "cse", .run = kiln_pass_cse, .doc = "merge nodes that compute the same thing"},
+    {.name = "dce", .run = kiln_pass_dce, .doc = "drop nodes no output depends on"},
+    {.name = "in-place", .run = kiln_pass_in_place,
+     .doc = "let elementwise nodes overwrite inputs that die there"},
+    {.name = "plan-memory", .run = kiln_pass_plan_memory,
+     .doc = "lay out weights; assign arena offsets by liveness", .required = true},
+    {.name = "lower", .run = kiln_pass_lower, .doc = "graph IR -> loop IR, one kernel per node",
+     .required = true},
+    {.name = "schedule", .run = kiln_pass_schedule,
+     .doc = "mark parallel, vectorizable and reduction loops"},
     {0},
 };
 
 bool kiln_pass_exists(const char *name) {
   for (const kiln_pass *p = kiln_pipeline; p->name; p++)
     if (strcmp(p->name, name) == 0) return true;
+  return false;
+}
+
+bool kiln_pass_optional(const char *name) {
+  for (const kiln_pass *p = kiln_pipeline; p->name; p++)
+    if (strcmp(p->name, name) == 0) return !p->required;
+  return false;
+}
+
+static bool disabled(const kiln_compilation *c, const char *name) {
+  for (int i = 0; i < c->n_disabled; i++)
+    if (strcmp(c->disabled[i], name) == 0) return true;
   return false;
 }
 
@@ -59,12 +77,16 @@ static void dump(const kiln_compilation *c, const char *pass) {
 bool kiln_compile_pipeline(kiln_compilation *c, kiln_diag *d) {
   if (!verify_after(c, "frontend")) return false;
   for (const kiln_pass *p = kiln_pipeline; p->name; p++) {
+    if (disabled(c, p->name)) {
+      if (c->verbose) fprintf(stderr, "kiln: pass %-14s (turned off)\n", p->name);
+      continue;
+    }
     double t0 = kiln_now_ms();
     bool changed = false;
     if (!p->run(c, d, &changed)) return false;
     double ms = kiln_now_ms() - t0;
     if (c->verbose)
-      fprintf(stderr, "kiln: pass %-12s %8.3f ms%s\n", p->name, ms, changed ? "" : "  (unchanged)");
+      fprintf(stderr, "kiln: pass %-14s %8.3f ms%s\n", p->name, ms, changed ? "" : "  (unchanged)");
     if (!verify_after(c, p->name)) return false;
     if (c->dump_after && strcmp(c->dump_after, p->name) == 0) dump(c, p->name);
     if (c->stop_after && strcmp(c->stop_after, p->name) == 0) {

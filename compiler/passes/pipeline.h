@@ -20,14 +20,17 @@ typedef struct kiln_compilation {
   const char *dump_after;  // pass name or NULL
   FILE *dump_out;          // stdout by default
   bool verbose;
-  const char *stop_after;  // stop the pipeline after this pass (inspect --after)
-  bool stopped;            // set when stop_after was reached
+  const char *stop_after;    // stop the pipeline after this pass (inspect --after)
+  bool stopped;              // set when stop_after was reached
+  const char *disabled[32];  // optional passes turned off (--disable-pass, kiln compare)
+  int n_disabled;
 } kiln_compilation;
 
 // Each pass: one public function. Graph passes return whether they changed the graph.
 bool kiln_pass_fold_constants(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_cse(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_dce(kiln_compilation *c, kiln_diag *d, bool *changed);
+bool kiln_pass_in_place(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_plan_memory(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_lower(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_schedule(kiln_compilation *c, kiln_diag *d, bool *changed);
@@ -37,6 +40,7 @@ typedef struct kiln_pass {
   const char *name;
   kiln_pass_fn run;
   const char *doc;
+  bool required;  // lowering and memory layout cannot be turned off; optimizations can
 } kiln_pass;
 
 // Evaluates node n at compile time if every input is a constant (or it reads only shapes) and
@@ -48,6 +52,7 @@ bool kiln_fold_node(kiln_graph *g, kiln_node *n);
 // The pipeline, in order; terminated by {0}.
 extern const kiln_pass kiln_pipeline[];
 bool kiln_pass_exists(const char *name);
+bool kiln_pass_optional(const char *name);  // exists and may be turned off
 
 void kiln_compilation_init(kiln_compilation *c, kiln_graph *g);
 void kiln_compilation_free(kiln_compilation *c);  // frees the graph too

@@ -1,8 +1,8 @@
 // Memory planning.
 //  1. Weights: every param gets a 64-byte aligned offset in one payload, and the payload is built
 //     (it becomes NAME.weights or an embedded array).
-//  2. Activations: every value that is not a model output lives in one arena. An elementwise node
-//     may write over an input that dies there (in place), so chains of activations share storage. A
+//  2. Activations: every value that is not a model output lives in one arena. Values the in-place
+//     pass paired (in_place_of) form one storage class and share bytes. A
 //     value is live from the node that produces it to the last node that reads it (inclusive); two
 //     values may share bytes only if their live ranges are disjoint. Placement is greedy by size,
 //     largest first, each at the lowest offset that overlaps no live-overlapping value already
@@ -23,12 +23,17 @@ static int64_t tensor_bytes(const kiln_tensor *t) {
   return kiln_shape_numel(&t->shape) * (int64_t)kiln_dtype_size(t->dtype);
 }
 
+// Params and STATE tensors (mutable params: training) live in the weights payload.
+static bool in_payload(const kiln_tensor *t) {
+  return t->kind == KILN_TENSOR_PARAM || t->kind == KILN_TENSOR_STATE;
+}
+
 static bool plan_weights(kiln_compilation *c, kiln_diag *d) {
   kiln_graph *g = c->g;
   int64_t size = 0;
   for (int i = 0; i < g->n_tensors; i++) {
     kiln_tensor *t = &g->tensors[i];
-    if (t->kind != KILN_TENSOR_PARAM) continue;
+    if (!in_payload(t)) continue;
     t->offset = size;
     size = align_up(size + tensor_bytes(t));
   }
@@ -41,7 +46,7 @@ static bool plan_weights(kiln_compilation *c, kiln_diag *d) {
   memset(c->weights, 0, (size_t)(size ? size : ALIGN));
   for (int i = 0; i < g->n_tensors; i++) {
     kiln_tensor *t = &g->tensors[i];
-    if (t->kind == KILN_TENSOR_PARAM)
+    if (in_payload(t))
       memcpy((char *)c->weights + t->offset, t->data, (size_t)tensor_bytes(t));
   }
   c->weights_bytes = size;
@@ -95,38 +100,21 @@ static bool in_arena(const kiln_tensor *t) {
   return t->kind == KILN_TENSOR_VALUE && !t->is_output && t->producer >= 0;
 }
 
-// In-place reuse: an elementwise node may write its output over an input of the same size that
-// dies at this node (out[i] depends only on in[i]). Such tensors join one storage class whose
-// representative is class_of[t]; the class lives from its first producer to its last reader.
-static void join_in_place(const kiln_graph *g, const interval *range, int *class_of) {
-  for (int i = 0; i < g->n_nodes; i++) {
-    const kiln_node *n = &g->nodes[i];
-    kiln_fuse_kind kind = kiln_op_get(n->op)->fuse;
-    if (n->n_outputs != 1 || (kind != KILN_FUSE_ELEMENTWISE && kind != KILN_FUSE_BROADCAST))
-      continue;
-    const kiln_tensor *out = kiln_out(g, n, 0);
-    if (!in_arena(out)) continue;
-    for (int k = 0; k < n->n_inputs; k++) {
-      int t = n->inputs[k];
-      if (t < 0 || !in_arena(&g->tensors[t]) || range[t].last != i) continue;
-      if (!kiln_shape_equal(&g->tensors[t].shape, &out->shape) ||
-          kiln_dtype_size(g->tensors[t].dtype) != kiln_dtype_size(out->dtype))
-        continue;
-      class_of[n->outputs[0]] = class_of[t];
-      break;
-    }
-  }
+// The storage class of t: follow in_place_of links to the tensor that owns the bytes.
+static int owner(const kiln_graph *g, int t) {
+  for (int hops = 0; g->tensors[t].in_place_of >= 0 && hops < g->n_tensors; hops++)
+    t = g->tensors[t].in_place_of;
+  return t;
 }
 
 // One interval per storage class, spanning its members' ranges.
 static int collect_intervals(const kiln_graph *g, interval *out, int *class_of) {
   interval *range = kiln_xcalloc((size_t)g->n_tensors + 1, sizeof(interval));
   for (int t = 0; t < g->n_tensors; t++) {
-    class_of[t] = t;
-    g->tensors[t].offset = g->tensors[t].kind == KILN_TENSOR_PARAM ? g->tensors[t].offset : -1;
+    class_of[t] = in_arena(&g->tensors[t]) ? owner(g, t) : t;
+    g->tensors[t].offset = in_payload(&g->tensors[t]) ? g->tensors[t].offset : -1;
     if (in_arena(&g->tensors[t])) range[t] = live_range(g, t);
   }
-  join_in_place(g, range, class_of);
   int n = 0;
   for (int t = 0; t < g->n_tensors; t++) {
     if (!in_arena(&g->tensors[t])) continue;

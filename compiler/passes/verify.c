@@ -39,7 +39,7 @@ static bool check_refs(const kiln_graph *g, kiln_diag *d) {
   }
   for (int t = 0; t < g->n_tensors; t++) {
     const kiln_tensor *x = &g->tensors[t];
-    if (x->kind == KILN_TENSOR_PARAM && !x->data) {
+    if ((x->kind == KILN_TENSOR_PARAM || x->kind == KILN_TENSOR_STATE) && !x->data) {
       kiln_diag_error(d, x->where, "verifier: param '%s' has no data", x->name);
       ok = false;
     }
@@ -71,6 +71,33 @@ static bool check_shapes(kiln_graph *g, kiln_diag *d) {
   return ok;
 }
 
+// Side effects (docs/training.md): a node writing a STATE tensor in place comes after every other
+// node reading it, and writes nothing else.
+static bool check_writes(const kiln_graph *g, kiln_diag *d) {
+  bool ok = true;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const kiln_node *n = &g->nodes[i];
+    unsigned writes = kiln_op_get(n->op)->writes_inputs;
+    for (int k = 0; k < n->n_inputs && k < 32; k++) {
+      int t = n->inputs[k];
+      if (!(writes >> k & 1u) || t < 0) continue;
+      if (g->tensors[t].kind != KILN_TENSOR_STATE) {
+        kiln_diag_error(d, n->where, "verifier: node '%s' writes '%s', which is not STATE",
+                        n->name, g->tensors[t].name);
+        ok = false;
+      }
+      for (int j = i + 1; j < g->n_nodes; j++)
+        for (int m = 0; m < g->nodes[j].n_inputs; m++)
+          if (g->nodes[j].inputs[m] == t && !(kiln_op_get(g->nodes[j].op)->writes_inputs >> m & 1u)) {
+            kiln_diag_error(d, n->where, "verifier: node '%s' writes '%s' before '%s' reads it",
+                            n->name, g->tensors[t].name, g->nodes[j].name);
+            ok = false;
+          }
+    }
+  }
+  return ok;
+}
+
 bool kiln_graph_verify(kiln_graph *g, kiln_diag *d) {
-  return check_refs(g, d) && check_shapes(g, d);
+  return check_refs(g, d) && check_writes(g, d) && check_shapes(g, d);
 }

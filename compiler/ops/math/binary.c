@@ -1,19 +1,33 @@
-// Binary elementwise ops with numpy broadcasting, shared by Add, Sub, Mul and Div: each op file
-// supplies only its scalar function and its loop-IR operator (KILN_DEFINE_BINARY_OP).
+// Elementwise ops with numpy broadcasting. Binary arithmetic (Add, Sub, Mul, Div: each op file
+// supplies only its scalar function and its loop-IR operator, KILN_DEFINE_BINARY_OP) and the
+// n-input form behind Pow, the comparisons, And/Or, Min/Max, Where and PRelu (kiln_nary_*).
 #include "../op_internal.h"
 
 const kiln_attr_spec kiln_binary_attrs[] = {{0}};
 
+// Add/Sub/Mul/Div: floats, and the integer types ONNX shape arithmetic uses.
 bool kiln_binary_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
-  if (!kiln_op_check_float_inputs(g, n, 2, d)) return false;
-  const kiln_tensor *a = kiln_in(g, n, 0), *b = kiln_in(g, n, 1);
+  unsigned dtypes = KILN_DT_FLOAT | KILN_DT(KILN_I32) | KILN_DT(KILN_I64);
+  if (!kiln_op_check_dtypes(g, n, 0, 2, dtypes, true, d)) return false;
   kiln_shape out;
-  if (!kiln_broadcast_shapes(&a->shape, &b->shape, &out)) {
-    kiln_op_error(d, n, "inputs: shapes of %s and %s do not broadcast (numpy rules)",
-                  kiln_describe(a).text, kiln_describe(b).text);
-    return false;
+  if (!kiln_broadcast_inputs(g, n, d, &out)) return false;
+  kiln_op_set_output(g, n, 0, kiln_in(g, n, 0)->dtype, &out);
+  return true;
+}
+
+bool kiln_broadcast_inputs(const kiln_graph *g, const kiln_node *n, kiln_diag *d, kiln_shape *out) {
+  kiln_shape s = kiln_in(g, n, 0)->shape;
+  for (int k = 1; k < n->n_inputs; k++) {
+    const kiln_tensor *t = kiln_in(g, n, k);
+    kiln_shape next;
+    if (!kiln_broadcast_shapes(&s, &t->shape, &next)) {
+      kiln_op_error(d, n, "inputs[%d] (%s): shape %s does not broadcast with %s (numpy rules)", k,
+                    t->name, kiln_shape_text(&t->shape).text, kiln_shape_text(&s).text);
+      return false;
+    }
+    s = next;
   }
-  kiln_op_set_output(g, n, 0, a->dtype, &out);
+  *out = s;
   return true;
 }
 
@@ -31,30 +45,90 @@ void kiln_binary_eval(const kiln_eval_tensor *in, kiln_eval_tensor *out, kiln_bi
   }
 }
 
+enum { MAX_NARY = 16 };  // inputs of one node the interpreter passes
+
+void kiln_nary_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out,
+                    kiln_nary_fn fn) {
+  const kiln_shape *s = out->shape;
+  int count = n->n_inputs < MAX_NARY ? n->n_inputs : MAX_NARY;
+  int64_t strides[MAX_NARY][KILN_MAX_RANK], idx[KILN_MAX_RANK];
+  for (int k = 0; k < count; k++) kiln_broadcast_strides(in[k].shape, s, strides[k]);
+  double v[MAX_NARY];
+  int64_t numel = kiln_shape_numel(s);
+  for (int64_t i = 0; i < numel; i++) {
+    kiln_unravel(i, s, idx);
+    for (int k = 0; k < count; k++) v[k] = in[k].data[kiln_dot_index(s->rank, idx, strides[k])];
+    out->data[i] = fn(n, v, count);
+  }
+}
+
+// The loops over the output of a broadcasting op. When every input has the output's shape: one
+// flat loop. Otherwise one loop per output dimension, inputs indexed with stride 0 along their
+// broadcast dimensions.
+typedef struct bcast_nest {
+  bool flat;         // every input has the output's shape
+  kiln_shape shape;  // the loop nest: the output's shape, or (numel) when flat
+  int vars[KILN_MAX_RANK];
+  int64_t out_strides[KILN_MAX_RANK];
+} bcast_nest;
+
+static void nest_open(const kiln_lower_ctx *c, bcast_nest *nest) {
+  const kiln_tensor *y = kiln_lower_out(c, 0);
+  nest->flat = true;
+  for (int k = 0; k < c->node->n_inputs; k++)
+    nest->flat = nest->flat && kiln_shape_equal(&kiln_lower_in(c, k)->shape, &y->shape);
+  if (nest->flat)
+    nest->shape = (kiln_shape){.rank = 1, .dim = {kiln_shape_numel(&y->shape)}};
+  else
+    nest->shape = y->shape;
+  kiln_contiguous_strides(&nest->shape, nest->out_strides);
+  kiln_lower_begin_nest(c->b, &nest->shape, nest->vars);
+}
+
+// A fresh load of input k's element at the current point of the nest.
+static kiln_lexpr *nest_load(const kiln_lower_ctx *c, const bcast_nest *nest, int k) {
+  int64_t strides[KILN_MAX_RANK] = {1};  // flat: the input's layout is the output's
+  if (!nest->flat) kiln_broadcast_strides(&kiln_lower_in(c, k)->shape, &nest->shape, strides);
+  return lx_load(c->b, kiln_in_buf(c, k),
+                 kiln_lower_index(c->b, nest->shape.rank, nest->vars, strides));
+}
+
+static void nest_store_close(const kiln_lower_ctx *c, const bcast_nest *nest, kiln_lexpr *value) {
+  kiln_lexpr *index = kiln_lower_index(c->b, nest->shape.rank, nest->vars, nest->out_strides);
+  kiln_lb_store(c->b, kiln_out_buf(c, 0), index, value);
+  kiln_lower_end_nest(c->b, &nest->shape);
+}
+
 void kiln_binary_lower(const kiln_lower_ctx *c, kiln_lbin op) {
   kiln_lb *b = c->b;
   const kiln_tensor *x = kiln_lower_in(c, 0), *y = kiln_lower_in(c, 1), *z = kiln_lower_out(c, 0);
   kiln_lb_comment(b, "%s %s: %s %s %s -> %s", kiln_op_get(c->node->op)->name, c->node->name,
                   kiln_describe(x).text, kiln_lbin_name(op), kiln_describe(y).text,
                   kiln_describe(z).text);
-  // Same shapes: one flat loop. Otherwise one loop per output dimension, inputs indexed with
-  // stride 0 along their broadcast dimensions.
-  int rank = z->shape.rank;
-  kiln_shape flat = {.rank = 1, .dim = {kiln_shape_numel(&z->shape)}};
-  const kiln_shape *nest = &z->shape;
-  int64_t sx[KILN_MAX_RANK], sy[KILN_MAX_RANK], sz[KILN_MAX_RANK];
-  if (kiln_shape_equal(&x->shape, &y->shape)) {
-    nest = &flat, rank = 1;
-    sx[0] = sy[0] = sz[0] = 1;
-  } else {
-    kiln_broadcast_strides(&x->shape, nest, sx);
-    kiln_broadcast_strides(&y->shape, nest, sy);
-    kiln_contiguous_strides(nest, sz);
-  }
-  int vars[KILN_MAX_RANK];
-  kiln_lower_begin_nest(b, nest, vars);
-  kiln_lexpr *a = lx_load(b, kiln_in_buf(c, 0), kiln_lower_index(b, rank, vars, sx));
-  kiln_lexpr *v = lx_load(b, kiln_in_buf(c, 1), kiln_lower_index(b, rank, vars, sy));
-  kiln_lb_store(b, kiln_out_buf(c, 0), kiln_lower_index(b, rank, vars, sz), lx_bin(b, op, a, v));
-  kiln_lower_end_nest(b, nest);
+  bcast_nest nest;
+  nest_open(c, &nest);
+  nest_store_close(c, &nest, lx_bin(b, op, nest_load(c, &nest, 0), nest_load(c, &nest, 1)));
+}
+
+void kiln_nary_lower(const kiln_lower_ctx *c, kiln_nary_lx lx) {
+  kiln_lb *b = c->b;
+  const kiln_tensor *y = kiln_lower_out(c, 0);
+  int count = c->node->n_inputs < MAX_NARY ? c->node->n_inputs : MAX_NARY;
+  kiln_lb_comment(b, "%s %s: %d inputs %s, ... -> %s %s", kiln_op_get(c->node->op)->name,
+                  c->node->name, count, kiln_describe(kiln_lower_in(c, 0)).text,
+                  kiln_describe(y).text, kiln_dtype_name(y->dtype));
+  bcast_nest nest;
+  nest_open(c, &nest);
+  kiln_lexpr *v[MAX_NARY];
+  for (int k = 0; k < count; k++) v[k] = nest_load(c, &nest, k);
+  nest_store_close(c, &nest, lx(b, c->node, y->dtype, v, count));
+}
+
+bool kiln_nary_infer(kiln_graph *g, kiln_node *n, kiln_diag *d, unsigned dtypes, int out_dtype) {
+  if (!kiln_op_check_dtypes(g, n, 0, n->n_inputs, dtypes, true, d)) return false;
+  kiln_shape out;
+  if (!kiln_broadcast_inputs(g, n, d, &out)) return false;
+  kiln_dtype t = out_dtype >= 0 ? (kiln_dtype)out_dtype : kiln_in(g, n, 0)->dtype;
+  kiln_op_set_output(g, n, 0, t, &out);
+  return true;
 }

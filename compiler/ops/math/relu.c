@@ -1,4 +1,5 @@
 // Relu: y = max(x, 0), elementwise (unary.c). NaN propagates, as in ONNX Runtime and PyTorch.
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 static double relu(double x) { return x < 0 ? 0 : x; }
@@ -8,4 +9,12 @@ static kiln_lexpr *relu_lx(kiln_lb *b, kiln_dtype t, kiln_lexpr *x) {
   return lx_select(b, lx_bin(b, LB_LT, x, lx_float(b, t, 0)), lx_float(b, t, 0), x);
 }
 
-KILN_DEFINE_UNARY_OP(Relu, relu, relu_lx, 0, 0);
+// Gradient (docs/training.md): dx = x > 0 ? dy : 0, so ReLU'(0) = 0.
+static bool relu_grad(kiln_grad_ctx *c) {
+  int in[2] = {c->node.inputs[0], c->dy[0]};
+  kiln_gb_attr attrs[] = {KILN_GB_STRING("kind", "relu"), KILN_GB_END};
+  c->dx[0] = kiln_gb_op(c, "ActivationGrad", in, 2, attrs, 1);
+  return c->dx[0] >= 0;
+}
+
+KILN_DEFINE_UNARY_OP_GRAD(Relu, relu, relu_lx, 0, 0, relu_grad);

@@ -3,6 +3,7 @@
 // (o * A + j) * inner + i.
 #include <math.h>
 
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 static const kiln_attr_spec attrs[] = {{"axis", KILN_ATTR_INT, false}, {0}};
@@ -92,6 +93,14 @@ static void lower(const kiln_lower_ctx *c) {
   if (o >= 0) kiln_lb_end_for(b);
 }
 
+// Gradient (docs/training.md): dx = y (dy - sum(dy y)) along the axis (SoftmaxGrad).
+static bool grad(kiln_grad_ctx *c) {
+  int in[2] = {c->node.outputs[0], c->dy[0]};
+  kiln_gb_attr attrs[] = {KILN_GB_INT("axis", kiln_attr_int(&c->node, "axis", -1)), KILN_GB_END};
+  c->dx[0] = kiln_gb_op(c, "SoftmaxGrad", in, 2, attrs, 1);
+  return c->dx[0] >= 0;
+}
+
 // Per element: a compare, a subtract and exp, an add, then exp again and a divide.
 static int64_t flops(const kiln_graph *g, const kiln_node *n) {
   return 6 * kiln_shape_numel(&kiln_in(g, n, 0)->shape);
@@ -110,4 +119,5 @@ const kiln_op_def kiln_op_Softmax = {
     .lower = lower,
     .flops = flops,
     .tol = {1e-7, 1e-6},
+    .grad = grad,
 };

@@ -6,6 +6,7 @@
 //   count_include_pad = 1: the window elements inside input + pads, [s, min(s + k, in + pad_end));
 //                          with ceil_mode a window can overhang pad_end, and that part is not
 //                          counted.
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 static const kiln_window_opts opts = {.dilations = false, .ceil_mode = true};
@@ -89,6 +90,15 @@ static int64_t flops(const kiln_graph *g, const kiln_node *n) {
   return kiln_pool_flops(g, n, opts);
 }
 
+// Gradient (docs/training.md): each window's dy / count spread over it (AveragePoolGrad).
+static bool grad(kiln_grad_ctx *c) {
+  if (c->dy[0] < 0 || !c->need[0]) return true;
+  const kiln_shape *xs = &c->g->tensors[c->node.inputs[0]].shape;
+  kiln_gb_attr extra[] = {KILN_GB_INTS("input_shape", xs->dim, 4), KILN_GB_END};
+  c->dx[0] = kiln_gb_op_like(c, "AveragePoolGrad", &c->dy[0], 1, extra);
+  return c->dx[0] >= 0;
+}
+
 const kiln_op_def kiln_op_AveragePool = {
     .name = "AveragePool",
     .min_inputs = 1,
@@ -102,4 +112,5 @@ const kiln_op_def kiln_op_AveragePool = {
     .lower = lower,
     .flops = flops,
     .tol = {1e-7, 4e-7},
+    .grad = grad,
 };

@@ -3,6 +3,7 @@
 // Output channel oc belongs to group g = oc / (M / group) and reads input channels
 // [g * C/group, (g + 1) * C/group). Window logic (pads, output size) is shared with the pools in
 // pool.c.
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 static const kiln_window_opts opts = {.dilations = true, .ceil_mode = false};
@@ -20,8 +21,9 @@ static const kiln_attr_spec attrs[] = {
 static bool check_rank4(const kiln_node *n, kiln_diag *d, int i, const kiln_tensor *t,
                         const char *layout) {
   if (t->shape.rank == 4) return true;
-  kiln_op_error(d, n, "inputs[%d] (%s): expected a 4-D tensor %s, got %s", i, t->name, layout,
-                kiln_shape_text(&t->shape).text);
+  kiln_op_error(d, n,
+                "inputs[%d] (%s): expected a 4-D tensor %s (only 2-D Conv is supported), got %s", i,
+                t->name, layout, kiln_shape_text(&t->shape).text);
   return false;
 }
 
@@ -168,6 +170,34 @@ static int64_t flops(const kiln_graph *g, const kiln_node *n) {
   return 2 * kiln_shape_numel(&kiln_out(g, n, 0)->shape) * w->dim[1] * w->dim[2] * w->dim[3];
 }
 
+// Gradient (docs/training.md): dx = ConvGradInput(dy, w), dw = ConvGradFilter(x, dy), both with
+// this node's window attributes; db = dy summed over (N, OH, OW).
+static bool grad(kiln_grad_ctx *c) {
+  const kiln_node *n = &c->node;
+  int x = n->inputs[0], w = n->inputs[1], dy = c->dy[0];
+  if (dy < 0) return true;
+  const kiln_shape *xs = &c->g->tensors[x].shape, *ws = &c->g->tensors[w].shape;
+  int64_t kernel[2] = {ws->dim[2], ws->dim[3]};
+  if (c->need[0]) {
+    kiln_gb_attr extra[] = {KILN_GB_INTS("kernel_shape", kernel, 2),
+                            KILN_GB_INTS("input_shape", xs->dim, 4), KILN_GB_END};
+    int in[2] = {dy, w};
+    if ((c->dx[0] = kiln_gb_op_like(c, "ConvGradInput", in, 2, extra)) < 0) return false;
+  }
+  if (c->need[1]) {
+    kiln_gb_attr extra[] = {KILN_GB_INTS("kernel_shape", kernel, 2), KILN_GB_END};
+    int in[2] = {x, dy};
+    if ((c->dx[1] = kiln_gb_op_like(c, "ConvGradFilter", in, 2, extra)) < 0) return false;
+  }
+  if (n->n_inputs > 2 && n->inputs[2] >= 0 && c->need[2]) {
+    static const int64_t axes[3] = {0, 2, 3};
+    kiln_gb_attr attrs[] = {KILN_GB_INTS("axes", axes, 3), KILN_GB_INT("keepdims", 0),
+                            KILN_GB_END};
+    if ((c->dx[2] = kiln_gb_op(c, "ReduceSum", &dy, 1, attrs, 1)) < 0) return false;
+  }
+  return true;
+}
+
 const kiln_op_def kiln_op_Conv = {
     .name = "Conv",
     .min_inputs = 2,
@@ -181,4 +211,5 @@ const kiln_op_def kiln_op_Conv = {
     .lower = lower,
     .flops = flops,
     .tol = {1e-5, 1e-5},
+    .grad = grad,
 };

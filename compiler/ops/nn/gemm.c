@@ -1,5 +1,6 @@
 // Gemm (ONNX): Y = alpha * A' B' + beta * C, with A' = transA ? A^T : A and B' likewise.
 //   A': (M, K)   B': (K, N)   C: optional, unidirectionally broadcastable to (M, N)   Y: (M, N)
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 static const kiln_attr_spec attrs[] = {
@@ -137,6 +138,38 @@ static int64_t flops(const kiln_graph *g, const kiln_node *n) {
   return 2 * gd.M * gd.N * gd.K;
 }
 
+// Gradient (docs/training.md), with A' = transA ? A^T : A and B' likewise:
+//   dA' = alpha dY B'^T,  dB' = alpha A'^T dY,  dC = beta dY summed to C's shape
+// each written as one Gemm with the transpositions folded into transA / transB.
+static int gemm(kiln_grad_ctx *c, int a, int b, int64_t ta, int64_t tb, double alpha) {
+  int in[2] = {a, b};
+  kiln_gb_attr attrs[] = {KILN_GB_FLOAT("alpha", alpha), KILN_GB_INT("transA", ta),
+                          KILN_GB_INT("transB", tb), KILN_GB_END};
+  return kiln_gb_op(c, "Gemm", in, 2, attrs, 1);
+}
+
+static bool grad(kiln_grad_ctx *c) {
+  const kiln_node *n = &c->node;
+  int a = n->inputs[0], b = n->inputs[1], dy = c->dy[0];
+  int64_t ta = kiln_attr_int(n, "transA", 0), tb = kiln_attr_int(n, "transB", 0);
+  double alpha = kiln_attr_float(n, "alpha", 1.0), beta = kiln_attr_float(n, "beta", 1.0);
+  if (dy < 0) return true;
+  if (c->need[0]) {  // dA = alpha dY B'^T, or its transpose alpha B' dY^T
+    c->dx[0] = ta ? gemm(c, b, dy, tb, 1, alpha) : gemm(c, dy, b, 0, !tb, alpha);
+    if (c->dx[0] < 0) return false;
+  }
+  if (c->need[1]) {  // dB = alpha A'^T dY, or its transpose alpha dY^T A'
+    c->dx[1] = tb ? gemm(c, dy, a, 1, ta, alpha) : gemm(c, a, dy, !ta, 0, alpha);
+    if (c->dx[1] < 0) return false;
+  }
+  if (n->n_inputs > 2 && n->inputs[2] >= 0 && c->need[2]) {
+    int scaled = beta == 1.0 ? dy : kiln_gb_binary(c, "Mul", dy, kiln_gb_scalar(c, KILN_F32, beta));
+    c->dx[2] = scaled < 0 ? -1 : kiln_gb_sum_to(c, scaled, &c->g->tensors[n->inputs[2]].shape);
+    if (c->dx[2] < 0) return false;
+  }
+  return true;
+}
+
 const kiln_op_def kiln_op_Gemm = {
     .name = "Gemm",
     .min_inputs = 2,
@@ -150,4 +183,5 @@ const kiln_op_def kiln_op_Gemm = {
     .lower = lower,
     .flops = flops,
     .tol = {1e-5, 1e-5},
+    .grad = grad,
 };

@@ -1,6 +1,7 @@
 // MatMul (ONNX = numpy matmul): Y = A @ B over the last two dims, batch dims broadcast.
 //   A: (..., M, K)   B: (..., K, N)   Y: (broadcast(...), M, N)
 // A 1-D A is read as (1, K) and a 1-D B as (K, 1); the added dimension is dropped from Y.
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 static const kiln_attr_spec attrs[] = {{0}};
@@ -142,6 +143,48 @@ static int64_t flops(const kiln_graph *g, const kiln_node *n) {
   return 2 * kiln_shape_numel(&p.batch) * p.M * p.N * p.K;
 }
 
+// Gradient (docs/training.md), on the operands promoted to rank >= 2:
+//   dA = dY B^T summed to A's shape,  dB = A^T dY summed to B's shape
+// (the transposes swap the last two dims; summing undoes the batch broadcast).
+static int swap_last(kiln_grad_ctx *c, int x) {
+  int rank = c->g->tensors[x].shape.rank;
+  int64_t perm[KILN_MAX_RANK];
+  for (int i = 0; i < rank; i++) perm[i] = i;
+  perm[rank - 2] = rank - 1, perm[rank - 1] = rank - 2;
+  kiln_gb_attr attrs[] = {KILN_GB_INTS("perm", perm, rank), KILN_GB_END};
+  return kiln_gb_op(c, "Transpose", &x, 1, attrs, 1);
+}
+
+// product summed to `promoted`, then reshaped to `shape`.
+static int fit(kiln_grad_ctx *c, int product, const kiln_shape *promoted, const kiln_shape *shape) {
+  int s = product < 0 ? -1 : kiln_gb_sum_to(c, product, promoted);
+  return s < 0 ? -1 : kiln_gb_reshape(c, s, shape);
+}
+
+static bool grad(kiln_grad_ctx *c) {
+  const kiln_shape *as = &c->g->tensors[c->node.inputs[0]].shape;
+  const kiln_shape *bs = &c->g->tensors[c->node.inputs[1]].shape;
+  matmul_plan p;
+  if (c->dy[0] < 0 || plan(as, bs, &p) != PLAN_OK) return c->dy[0] < 0;
+  kiln_shape ys = p.batch;
+  ys.dim[ys.rank++] = p.M;
+  ys.dim[ys.rank++] = p.N;
+  int a = kiln_gb_reshape(c, c->node.inputs[0], &p.a), b = kiln_gb_reshape(c, c->node.inputs[1], &p.b);
+  int dy = kiln_gb_reshape(c, c->dy[0], &ys);
+  if (a < 0 || b < 0 || dy < 0) return false;
+  if (c->need[0]) {
+    int bt = swap_last(c, b);
+    if (bt < 0 || (c->dx[0] = fit(c, kiln_gb_binary(c, "MatMul", dy, bt), &p.a, as)) < 0)
+      return false;
+  }
+  if (c->need[1]) {
+    int at = swap_last(c, a);
+    if (at < 0 || (c->dx[1] = fit(c, kiln_gb_binary(c, "MatMul", at, dy), &p.b, bs)) < 0)
+      return false;
+  }
+  return true;
+}
+
 const kiln_op_def kiln_op_MatMul = {
     .name = "MatMul",
     .min_inputs = 2,
@@ -155,4 +198,5 @@ const kiln_op_def kiln_op_MatMul = {
     .lower = lower,
     .flops = flops,
     .tol = {1e-5, 1e-5},
+    .grad = grad,
 };

@@ -3,6 +3,7 @@
 // pool.c. Only output Y is supported (not Indices, so storage_order has no effect).
 #include <math.h>
 
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 static const kiln_window_opts opts = {.dilations = true, .ceil_mode = true};
@@ -52,6 +53,14 @@ static int64_t flops(const kiln_graph *g, const kiln_node *n) {
   return kiln_pool_flops(g, n, opts);
 }
 
+// Gradient (docs/training.md): each window's dy goes to its first maximal element (MaxPoolGrad).
+static bool grad(kiln_grad_ctx *c) {
+  if (c->dy[0] < 0 || !c->need[0]) return true;
+  int in[2] = {c->node.inputs[0], c->dy[0]};
+  c->dx[0] = kiln_gb_op_like(c, "MaxPoolGrad", in, 2, NULL);
+  return c->dx[0] >= 0;
+}
+
 const kiln_op_def kiln_op_MaxPool = {
     .name = "MaxPool",
     .min_inputs = 1,
@@ -65,4 +74,5 @@ const kiln_op_def kiln_op_MaxPool = {
     .lower = lower,
     .flops = flops,
     .tol = {0, 0},
+    .grad = grad,
 };

@@ -215,3 +215,50 @@ int64_t kiln_pool_flops(const kiln_graph *g, const kiln_node *n, kiln_window_opt
   kiln_window w = kiln_pool_window(n, &kiln_in(g, n, 0)->shape, opts);
   return kiln_shape_numel(&kiln_out(g, n, 0)->shape) * w.kernel[0] * w.kernel[1];
 }
+
+// ---- GlobalMaxPool and GlobalAveragePool ----
+// x: (N, C, D1, ..., Dk) viewed as (N * C, S) with S = D1 * ... * Dk; y: (N, C, 1, ..., 1).
+
+bool kiln_global_pool_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
+  if (!kiln_op_check_float_inputs(g, n, 1, d)) return false;
+  const kiln_tensor *x = kiln_in(g, n, 0);
+  if (x->shape.rank < 3) {
+    kiln_op_error(d, n, "inputs[0] (%s): expected at least 3 dimensions (N, C, D1, ...), got %s",
+                  x->name, kiln_shape_text(&x->shape).text);
+    return false;
+  }
+  kiln_shape out = x->shape;  // out: (N, C, 1, ..., 1)
+  for (int i = 2; i < out.rank; i++) out.dim[i] = 1;
+  kiln_op_set_output(g, n, 0, x->dtype, &out);
+  return true;
+}
+
+int64_t kiln_global_pool_size(const kiln_shape *x) {
+  int64_t s = 1;
+  for (int i = 2; i < x->rank; i++) s *= x->dim[i];
+  return s;
+}
+
+void kiln_global_pool_lower(const kiln_lower_ctx *c, double init, kiln_lbin combine, bool mean) {
+  kiln_lb *b = c->b;
+  const kiln_tensor *x = kiln_lower_in(c, 0), *y = kiln_lower_out(c, 0);
+  int64_t rows = x->shape.dim[0] * x->shape.dim[1], size = kiln_global_pool_size(&x->shape);
+  kiln_dtype t = y->dtype;
+  kiln_lb_comment(b, "%s %s: %s over %lld elements per channel -> %s",
+                  kiln_op_get(c->node->op)->name, c->node->name, kiln_describe(x).text,
+                  (long long)size, kiln_describe(y).text);
+  int r = kiln_lb_for_n(b, "nc", rows);
+  int acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, init));
+  int i = kiln_lb_for_n(b, "i", size);
+  kiln_lexpr *xv = lx_load(b, kiln_in_buf(c, 0), lx_madd(b, lx_var(b, r), size, lx_var(b, i)));
+  kiln_lb_assign(b, acc, lx_bin(b, combine, lx_var(b, acc), xv));
+  kiln_lb_end_for(b);  // i
+  kiln_lexpr *v = lx_var(b, acc);
+  if (mean) v = lx_bin(b, LB_DIV, v, lx_float(b, t, (double)size));
+  kiln_lb_store(b, kiln_out_buf(c, 0), lx_var(b, r), v);
+  kiln_lb_end_for(b);  // nc
+}
+
+int64_t kiln_global_pool_flops(const kiln_graph *g, const kiln_node *n) {
+  return kiln_shape_numel(&kiln_in(g, n, 0)->shape);
+}

@@ -1,5 +1,6 @@
 // Flatten (ONNX): x (d0, ..., dn-1) -> (d0 * ... * d(axis-1), d(axis) * ... * dn-1); axis in
 // [-rank, rank], default 1. The data does not move: a copy loop, which later passes may alias.
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 static const kiln_attr_spec attrs[] = {{"axis", KILN_ATTR_INT, false}, {0}};
@@ -21,6 +22,12 @@ static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   return true;
 }
 
+// Gradient (docs/training.md): the same elements, back in x's shape.
+static bool grad(kiln_grad_ctx *c) {
+  c->dx[0] = kiln_gb_reshape(c, c->dy[0], &c->g->tensors[c->node.inputs[0]].shape);
+  return c->dx[0] >= 0;
+}
+
 const kiln_op_def kiln_op_Flatten = {
     .name = "Flatten",
     .min_inputs = 1,
@@ -34,4 +41,5 @@ const kiln_op_def kiln_op_Flatten = {
     .lower = kiln_copy_lower,
     .flops = kiln_no_flops,
     .tol = {0, 0},
+    .grad = grad,
 };

@@ -2,6 +2,7 @@
 // param with data. In the shape, 0 copies the input's dimension at that position and -1 (at most
 // once) takes whatever makes the element counts agree. The data does not move: a copy loop,
 // which later passes may alias.
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 static const kiln_attr_spec attrs[] = {{"allowzero", KILN_ATTR_INT, false}, {0}};
@@ -72,6 +73,12 @@ static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   return true;
 }
 
+// Gradient (docs/training.md): the same elements, back in x's shape.
+static bool grad(kiln_grad_ctx *c) {
+  c->dx[0] = kiln_gb_reshape(c, c->dy[0], &c->g->tensors[c->node.inputs[0]].shape);
+  return c->dx[0] >= 0;
+}
+
 const kiln_op_def kiln_op_Reshape = {
     .name = "Reshape",
     .min_inputs = 2,
@@ -85,4 +92,5 @@ const kiln_op_def kiln_op_Reshape = {
     .lower = kiln_copy_lower,
     .flops = kiln_no_flops,
     .tol = {0, 0},
+    .grad = grad,
 };

@@ -1,0 +1,396 @@
+// The `training` section of the JSON model (docs/training.md §1): strict checking into a
+// kiln_training. Every problem is reported with its JSON path ("training.optimizer.lr: expected a
+// number > 0, got -1"), all of them in one run.
+#include "training.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../initializers.h"
+
+static const char *const loss_names[KILN_LOSS_COUNT] = {
+    "mse", "mae", "huber", "bce", "bce_with_logits", "cross_entropy", "kl_div", "clipped_mse"};
+
+const char *kiln_loss_kind_name(kiln_loss_kind k) {
+  return k >= 0 && k < KILN_LOSS_COUNT ? loss_names[k] : "?";
+}
+
+typedef struct parser {
+  kiln_diag *d;
+  kiln_graph *g;
+} parser;
+
+static bool known_field(const char *key, const char *const *allowed) {
+  for (int i = 0; allowed[i]; i++)
+    if (strcmp(allowed[i], key) == 0) return true;
+  return false;
+}
+
+// Reports every field of obj not in allowed (NULL-terminated).
+static void check_fields(parser *P, json_object *obj, const char *path,
+                         const char *const *allowed) {
+  json_object_object_foreach(obj, key, val) {
+    (void)val;
+    if (known_field(key, allowed)) continue;
+    char list[400] = "";
+    for (int i = 0; allowed[i]; i++) {
+      if (i) strncat(list, ", ", sizeof list - strlen(list) - 1);
+      strncat(list, allowed[i], sizeof list - strlen(list) - 1);
+    }
+    kiln_fe_error(P->d, "%s.%.100s: unknown field; expected one of %s", path, key, list);
+  }
+}
+
+static json_object *field(json_object *obj, const char *key) {
+  json_object *v = NULL;
+  return json_object_object_get_ex(obj, key, &v) ? v : NULL;
+}
+
+// An optional number in [lo, hi] (open at lo when lo_open); dflt when absent.
+static double number(parser *P, json_object *obj, const char *path, const char *key, double dflt,
+                     double lo, bool lo_open, double hi) {
+  json_object *v = field(obj, key);
+  if (!v) return dflt;
+  double x;
+  char got[96];
+  if (!kiln_json_number(v, &x) || x < lo || (lo_open && x == lo) || x > hi) {
+    char range[96];
+    if (isinf(hi))
+      snprintf(range, sizeof range, "%s %g", lo_open ? ">" : ">=", lo);
+    else
+      snprintf(range, sizeof range, "in %s%g, %g]", lo_open ? "(" : "[", lo, hi);
+    kiln_fe_error(P->d, "%s.%s: expected a number %s, got %s", path, key, range,
+                  kiln_json_describe(v, got, sizeof got));
+    return dflt;
+  }
+  return x;
+}
+
+static int64_t integer(parser *P, json_object *obj, const char *path, const char *key,
+                       int64_t dflt, int64_t lo) {
+  json_object *v = field(obj, key);
+  if (!v) return dflt;
+  int64_t x;
+  char got[96];
+  if (!kiln_json_int64(v, &x) || x < lo) {
+    kiln_fe_error(P->d, "%s.%s: expected an integer >= %lld, got %s", path, key, (long long)lo,
+                  kiln_json_describe(v, got, sizeof got));
+    return dflt;
+  }
+  return x;
+}
+
+static bool boolean(parser *P, json_object *obj, const char *path, const char *key, bool dflt) {
+  json_object *v = field(obj, key);
+  if (!v) return dflt;
+  char got[96];
+  if (!json_object_is_type(v, json_type_boolean)) {
+    kiln_fe_error(P->d, "%s.%s: expected true or false, got %s", path, key,
+                  kiln_json_describe(v, got, sizeof got));
+    return dflt;
+  }
+  return json_object_get_boolean(v);
+}
+
+// A string field; NULL if absent (reported when required) or not a non-empty string.
+static const char *string(parser *P, json_object *obj, const char *path, const char *key,
+                          bool required, const char *what) {
+  json_object *v = field(obj, key);
+  char got[96];
+  if (!v) {
+    if (required) kiln_fe_error(P->d, "%s: missing required field '%s' (%s)", path, key, what);
+    return NULL;
+  }
+  const char *s = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+  if (!s || !*s || strlen(s) != (size_t)json_object_get_string_len(v)) {
+    kiln_fe_error(P->d, "%s.%s: expected %s, got %s", path, key, what,
+                  kiln_json_describe(v, got, sizeof got));
+    return NULL;
+  }
+  return kiln_pool_strdup(&P->g->pool, s);
+}
+
+// Index of s in names[0..n), or -1 after reporting.
+static int choice(parser *P, const char *path, const char *key, const char *s,
+                  const char *const *names, int n) {
+  for (int i = 0; i < n; i++)
+    if (strcmp(s, names[i]) == 0) return i;
+  char list[256] = "";
+  for (int i = 0; i < n; i++) {
+    if (i) strncat(list, ", ", sizeof list - strlen(list) - 1);
+    strncat(list, names[i], sizeof list - strlen(list) - 1);
+  }
+  kiln_fe_error(P->d, "%s.%s: unknown value \"%.60s\"; expected one of %s", path, key, s, list);
+  return -1;
+}
+
+// A name for a new model input: a C-like name no tensor of the model uses.
+static bool check_new_input(parser *P, const char *path, const char *name) {
+  if (kiln_graph_find_tensor(P->g, name) >= 0) {
+    kiln_fe_error(P->d, "%s: '%s' already names a tensor of the model; the loss needs a new input",
+                  path, name);
+    return false;
+  }
+  return true;
+}
+
+static void parse_target(parser *P, json_object *loss, kiln_training *t) {
+  static const char *const fields[] = {"name", "dtype", "shape", NULL};
+  const char *path = "training.loss.target";
+  json_object *v = field(loss, "target");
+  char got[96];
+  if (!v) {
+    kiln_fe_error(P->d, "training.loss: missing required field 'target' ({\"name\", \"dtype\"})");
+    return;
+  }
+  if (!json_object_is_type(v, json_type_object)) {
+    kiln_fe_error(P->d, "%s: expected an object {\"name\", \"dtype\"[, \"shape\"]}, got %s", path,
+                  kiln_json_describe(v, got, sizeof got));
+    return;
+  }
+  check_fields(P, v, path, fields);
+  t->loss.target = string(P, v, path, "name", true, "a tensor name");
+  if (t->loss.target) check_new_input(P, "training.loss.target.name", t->loss.target);
+  const char *dt = string(P, v, path, "dtype", true, "a dtype such as \"f32\" or \"i64\"");
+  if (dt && !kiln_dtype_parse(dt, &t->loss.target_dtype))
+    kiln_fe_error(P->d, "%s.dtype: unknown dtype \"%s\"", path, dt);
+  json_object *shape = field(v, "shape");
+  if (!shape) return;
+  size_t n = json_object_is_type(shape, json_type_array) ? json_object_array_length(shape) : 0;
+  bool ok = n >= 1 && n <= KILN_MAX_RANK;
+  for (size_t i = 0; ok && i < n; i++) {
+    int64_t dim;
+    ok = kiln_json_int64(json_object_array_get_idx(shape, i), &dim) && dim >= 1;
+    t->loss.target_shape.dim[i] = dim;
+  }
+  if (!ok) {
+    kiln_fe_error(P->d, "%s.shape: expected 1 to %d integers >= 1, got %s", path, KILN_MAX_RANK,
+                  kiln_json_describe(shape, got, sizeof got));
+    return;
+  }
+  t->loss.target_shape.rank = (int)n;
+  t->loss.target_has_shape = true;
+}
+
+static void parse_loss(parser *P, json_object *tr, kiln_training *t) {
+  static const char *const fields[] = {"kind",   "output", "target", "weight",
+                                       "reduction", "delta", "clip", NULL};
+  static const char *const reductions[] = {"mean", "sum", "batchmean"};
+  const char *path = "training.loss";
+  json_object *loss = field(tr, "loss");
+  char got[96];
+  if (!loss) {
+    kiln_fe_error(P->d, "training: missing required field 'loss' (an object)");
+    return;
+  }
+  if (!json_object_is_type(loss, json_type_object)) {
+    kiln_fe_error(P->d, "%s: expected an object, got %s", path,
+                  kiln_json_describe(loss, got, sizeof got));
+    return;
+  }
+  check_fields(P, loss, path, fields);
+  const char *kind = string(P, loss, path, "kind", true, "a loss kind");
+  int k = kind ? choice(P, path, "kind", kind, loss_names, KILN_LOSS_COUNT) : -1;
+  t->loss.kind = k >= 0 ? (kiln_loss_kind)k : KILN_LOSS_MSE;
+  t->loss.output = string(P, loss, path, "output", true, "the name of a tensor");
+  if (t->loss.output && kiln_graph_find_tensor(P->g, t->loss.output) < 0)
+    kiln_fe_error(P->d, "%s.output: no tensor named '%s' in the model", path, t->loss.output);
+  parse_target(P, loss, t);
+  t->loss.weight = string(P, loss, path, "weight", false, "the name of a new input");
+  if (t->loss.weight) check_new_input(P, "training.loss.weight", t->loss.weight);
+  if (t->loss.weight && t->loss.target && strcmp(t->loss.weight, t->loss.target) == 0)
+    kiln_fe_error(P->d, "%s.weight: '%s' is also the target's name", path, t->loss.weight);
+  const char *red = string(P, loss, path, "reduction", false, "\"mean\", \"sum\" or \"batchmean\"");
+  int r = red ? choice(P, path, "reduction", red, reductions, 3) : 0;
+  t->loss.reduction = r >= 0 ? (kiln_loss_reduction)r : KILN_REDUCE_MEAN;
+  if (t->loss.reduction == KILN_REDUCE_BATCHMEAN && t->loss.kind != KILN_LOSS_KL_DIV)
+    kiln_fe_error(P->d, "%s.reduction: \"batchmean\" is for kl_div only", path);
+  if (field(loss, "delta") && t->loss.kind != KILN_LOSS_HUBER)
+    kiln_fe_error(P->d, "%s.delta: only the huber loss takes a delta", path);
+  t->loss.delta = number(P, loss, path, "delta", 1.0, 0, true, INFINITY);
+  if (field(loss, "clip") && t->loss.kind != KILN_LOSS_CLIPPED_MSE)
+    kiln_fe_error(P->d, "%s.clip: only the clipped_mse loss takes a clip", path);
+  if (!field(loss, "clip") && t->loss.kind == KILN_LOSS_CLIPPED_MSE && kind)
+    kiln_fe_error(P->d, "%s: missing required field 'clip' (a number > 0) for clipped_mse", path);
+  t->loss.clip = number(P, loss, path, "clip", 1.0, 0, true, INFINITY);
+  if (t->loss.weight && t->loss.kind != KILN_LOSS_CROSS_ENTROPY && kind)
+    kiln_fe_error(P->d, "%s.weight: per-sample weights are supported with cross_entropy", path);
+}
+
+static void parse_optimizer(parser *P, json_object *tr, kiln_training *t) {
+  static const char *const kinds[] = {"sgd", "adam", "adamw", "adagrad"};
+  static const char *const sgd[] = {"kind", "lr", "momentum", "nesterov", "dampening",
+                                    "weight_decay", NULL};
+  static const char *const adam[] = {"kind", "lr", "beta1", "beta2", "eps", "weight_decay", NULL};
+  static const char *const adagrad[] = {"kind", "lr", "eps", "weight_decay",
+                                        "initial_accumulator_value", NULL};
+  const char *path = "training.optimizer";
+  json_object *o = field(tr, "optimizer");
+  char got[96];
+  if (!o) {
+    kiln_fe_error(P->d, "training: missing required field 'optimizer' (an object)");
+    return;
+  }
+  if (!json_object_is_type(o, json_type_object)) {
+    kiln_fe_error(P->d, "%s: expected an object, got %s", path,
+                  kiln_json_describe(o, got, sizeof got));
+    return;
+  }
+  const char *kind = string(P, o, path, "kind", true, "\"sgd\", \"adam\", \"adamw\" or \"adagrad\"");
+  int k = kind ? choice(P, path, "kind", kind, kinds, 4) : -1;
+  if (k < 0) return;
+  t->opt.kind = (kiln_opt_kind)k;
+  const char *const *fields = k == KILN_OPT_SGD ? sgd : k == KILN_OPT_ADAGRAD ? adagrad : adam;
+  check_fields(P, o, path, fields);
+  if (!field(o, "lr")) kiln_fe_error(P->d, "%s: missing required field 'lr' (a number > 0)", path);
+  t->opt.lr = number(P, o, path, "lr", 0.01, 0, true, INFINITY);
+  t->opt.momentum = number(P, o, path, "momentum", 0, 0, false, 1);
+  t->opt.dampening = number(P, o, path, "dampening", 0, 0, false, 1);
+  t->opt.nesterov = boolean(P, o, path, "nesterov", false);
+  if (t->opt.nesterov && (t->opt.momentum <= 0 || t->opt.dampening != 0))
+    kiln_fe_error(P->d, "%s.nesterov: needs a momentum > 0 and dampening 0", path);
+  t->opt.beta1 = number(P, o, path, "beta1", 0.9, 0, false, 0.999999);
+  t->opt.beta2 = number(P, o, path, "beta2", 0.999, 0, false, 0.999999999);
+  t->opt.eps = number(P, o, path, "eps", k == KILN_OPT_ADAGRAD ? 1e-10 : 1e-8, 0, false, 1);
+  t->opt.weight_decay =
+      number(P, o, path, "weight_decay", k == KILN_OPT_ADAMW ? 0.01 : 0, 0, false, INFINITY);
+  t->opt.initial_accumulator = number(P, o, path, "initial_accumulator_value", 0, 0, false, INFINITY);
+}
+
+static void parse_schedule(parser *P, json_object *tr, kiln_training *t) {
+  static const char *const kinds[] = {"step", "cosine"};
+  static const char *const step[] = {"kind", "step_size", "gamma", NULL};
+  static const char *const cosine[] = {"kind", "total_steps", "min_lr", NULL};
+  const char *path = "training.lr_schedule";
+  json_object *s = field(tr, "lr_schedule");
+  char got[96];
+  t->sched.kind = KILN_SCHED_CONSTANT;
+  t->sched.step_size = t->sched.total_steps = 1;
+  t->sched.gamma = 0.1;
+  if (!s) return;
+  if (!json_object_is_type(s, json_type_object)) {
+    kiln_fe_error(P->d, "%s: expected an object, got %s", path,
+                  kiln_json_describe(s, got, sizeof got));
+    return;
+  }
+  const char *kind = string(P, s, path, "kind", true, "\"step\" or \"cosine\"");
+  int k = kind ? choice(P, path, "kind", kind, kinds, 2) : -1;
+  if (k < 0) return;
+  t->sched.kind = k == 0 ? KILN_SCHED_STEP : KILN_SCHED_COSINE;
+  check_fields(P, s, path, k == 0 ? step : cosine);
+  const char *need = k == 0 ? "step_size" : "total_steps";
+  if (!field(s, need)) kiln_fe_error(P->d, "%s: missing required field '%s' (an integer >= 1)", path, need);
+  t->sched.step_size = integer(P, s, path, "step_size", 1, 1);
+  t->sched.total_steps = integer(P, s, path, "total_steps", 1, 1);
+  t->sched.gamma = number(P, s, path, "gamma", 0.1, 0, true, INFINITY);
+  t->sched.min_lr = number(P, s, path, "min_lr", 0, 0, false, INFINITY);
+}
+
+static void parse_regularization(parser *P, json_object *tr, kiln_training *t) {
+  static const char *const fields[] = {"l1", "l2", NULL};
+  json_object *r = field(tr, "regularization");
+  char got[96];
+  if (!r) return;
+  if (!json_object_is_type(r, json_type_object)) {
+    kiln_fe_error(P->d, "training.regularization: expected an object {\"l1\", \"l2\"}, got %s",
+                  kiln_json_describe(r, got, sizeof got));
+    return;
+  }
+  check_fields(P, r, "training.regularization", fields);
+  t->l1 = number(P, r, "training.regularization", "l1", 0, 0, false, INFINITY);
+  t->l2 = number(P, r, "training.regularization", "l2", 0, 0, false, INFINITY);
+}
+
+// `frozen` or `trainable`: names of float params.
+static void parse_names(parser *P, json_object *tr, kiln_training *t) {
+  json_object *frozen = field(tr, "frozen"), *trainable = field(tr, "trainable");
+  char got[96];
+  if (frozen && trainable) {
+    kiln_fe_error(P->d, "training: give at most one of 'frozen' and 'trainable'");
+    return;
+  }
+  json_object *v = frozen ? frozen : trainable;
+  const char *path = frozen ? "training.frozen" : "training.trainable";
+  if (!v) return;
+  if (!json_object_is_type(v, json_type_array)) {
+    kiln_fe_error(P->d, "%s: expected an array of param names, got %s", path,
+                  kiln_json_describe(v, got, sizeof got));
+    return;
+  }
+  int n = (int)json_object_array_length(v);
+  t->names = kiln_pool_alloc(&P->g->pool, sizeof(char *) * (size_t)(n + 1));
+  t->names_are_trainable = trainable != NULL;
+  for (int i = 0; i < n; i++) {
+    json_object *e = json_object_array_get_idx(v, i);
+    const char *s = json_object_is_type(e, json_type_string) ? json_object_get_string(e) : NULL;
+    int id = s ? kiln_graph_find_tensor(P->g, s) : -1;
+    if (!s) {
+      kiln_fe_error(P->d, "%s[%d]: expected a param name, got %s", path, i,
+                    kiln_json_describe(e, got, sizeof got));
+    } else if (id < 0 || P->g->tensors[id].kind != KILN_TENSOR_PARAM ||
+               !kiln_dtype_is_float(P->g->tensors[id].dtype)) {
+      kiln_fe_error(P->d, "%s[%d]: '%.100s' is not a float param of the model", path, i, s);
+    } else {
+      t->names[t->n_names++] = kiln_pool_strdup(&P->g->pool, s);
+    }
+  }
+}
+
+// `init`: {"param": {init spec as in params[i].init}, ...}, applied by training builds only (an
+// inference build keeps the model's weights).
+static void parse_inits(parser *P, json_object *tr, kiln_training *t) {
+  json_object *v = field(tr, "init");
+  char got[96];
+  if (!v) return;
+  if (!json_object_is_type(v, json_type_object)) {
+    kiln_fe_error(P->d, "training.init: expected an object {\"param\": {init}, ...}, got %s",
+                  kiln_json_describe(v, got, sizeof got));
+    return;
+  }
+  int n = json_object_object_length(v);
+  t->init_names = kiln_pool_alloc(&P->g->pool, sizeof(char *) * (size_t)(n + 1));
+  t->init_data = kiln_pool_alloc(&P->g->pool, sizeof(void *) * (size_t)(n + 1));
+  json_object_object_foreach(v, name, spec) {
+    char path[200];
+    snprintf(path, sizeof path, "training.init.%.100s", name);
+    int id = kiln_graph_find_tensor(P->g, name);
+    const kiln_tensor *p = id >= 0 ? &P->g->tensors[id] : NULL;
+    if (!p || p->kind != KILN_TENSOR_PARAM || !kiln_dtype_is_float(p->dtype)) {
+      kiln_fe_error(P->d, "%s: '%.100s' is not a float param of the model", path, name);
+      continue;
+    }
+    kiln_init_spec s;
+    if (!kiln_init_parse(spec, path, p->dtype, &p->shape, &s, P->d)) continue;
+    size_t bytes = (size_t)kiln_shape_numel(&p->shape) * kiln_dtype_size(p->dtype);
+    void *data = kiln_pool_alloc(&P->g->pool, bytes ? bytes : 1);
+    kiln_init_fill(&s, p->dtype, &p->shape, data);
+    t->init_names[t->n_inits] = kiln_pool_strdup(&P->g->pool, name);
+    t->init_data[t->n_inits++] = data;
+  }
+}
+
+bool kiln_training_parse(json_object *tr, kiln_graph *g, kiln_training *out, kiln_diag *d) {
+  static const char *const fields[] = {"batch_size",     "loss",    "optimizer",
+                                       "lr_schedule",    "regularization", "clip_grad_norm",
+                                       "frozen",         "trainable",      "seed",
+                                       "init",           NULL};
+  memset(out, 0, sizeof(*out));
+  if (!tr || json_object_object_length(tr) == 0) return true;
+  int errors0 = d->errors;
+  parser P = {.d = d, .g = g};
+  out->present = true;
+  check_fields(&P, tr, "training", fields);
+  if (!field(tr, "batch_size"))
+    kiln_fe_error(d, "training: missing required field 'batch_size' (an integer >= 1)");
+  out->batch_size = integer(&P, tr, "training", "batch_size", 1, 1);
+  parse_loss(&P, tr, out);
+  parse_optimizer(&P, tr, out);
+  parse_schedule(&P, tr, out);
+  parse_regularization(&P, tr, out);
+  out->clip_grad_norm = number(&P, tr, "training", "clip_grad_norm", 0, 0, true, INFINITY);
+  parse_names(&P, tr, out);
+  parse_inits(&P, tr, out);
+  out->seed = (uint64_t)integer(&P, tr, "training", "seed", 0, 0);
+  return d->errors == errors0;
+}

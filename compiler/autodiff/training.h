@@ -1,0 +1,84 @@
+// The `training` section of a JSON model (docs/training.md §1), checked, and the construction of
+// the training graph from it (autodiff.c): forward pass, loss, backward pass and optimizer updates
+// in one graph.
+#ifndef KILN_AUTODIFF_TRAINING_H
+#define KILN_AUTODIFF_TRAINING_H
+
+#include <json-c/json.h>
+
+#include "../../ir/graph.h"
+
+typedef enum {
+  KILN_LOSS_MSE,
+  KILN_LOSS_MAE,
+  KILN_LOSS_HUBER,
+  KILN_LOSS_BCE,
+  KILN_LOSS_BCE_WITH_LOGITS,
+  KILN_LOSS_CROSS_ENTROPY,
+  KILN_LOSS_KL_DIV,
+  KILN_LOSS_CLIPPED_MSE,
+  KILN_LOSS_COUNT
+} kiln_loss_kind;
+
+typedef enum { KILN_REDUCE_MEAN, KILN_REDUCE_SUM, KILN_REDUCE_BATCHMEAN } kiln_loss_reduction;
+
+typedef enum { KILN_OPT_SGD, KILN_OPT_ADAM, KILN_OPT_ADAMW, KILN_OPT_ADAGRAD } kiln_opt_kind;
+
+typedef enum { KILN_SCHED_CONSTANT, KILN_SCHED_STEP, KILN_SCHED_COSINE } kiln_sched_kind;
+
+typedef struct kiln_training {
+  bool present;  // the model has a non-empty `training` section
+  int64_t batch_size;
+  struct {
+    kiln_loss_kind kind;
+    const char *output;  // graph tensor the loss reads
+    const char *target;  // name of the new label input
+    kiln_dtype target_dtype;
+    bool target_has_shape;
+    kiln_shape target_shape;
+    const char *weight;  // name of the new per-sample weight input, or NULL
+    kiln_loss_reduction reduction;
+    double delta;  // huber
+    double clip;   // clipped_mse
+  } loss;
+  struct {
+    kiln_opt_kind kind;
+    double lr, momentum, dampening, beta1, beta2, eps, weight_decay, initial_accumulator;
+    bool nesterov;
+  } opt;
+  struct {
+    kiln_sched_kind kind;
+    int64_t step_size, total_steps;
+    double gamma, min_lr;
+  } sched;
+  double l1, l2;
+  double clip_grad_norm;  // 0: no clipping
+  const char **names;     // `frozen` or `trainable` names
+  int n_names;
+  bool names_are_trainable;  // the list came from `trainable`
+  uint64_t seed;
+  // `init`: params initialized afresh in training builds (name -> data, filled at parse time)
+  int n_inits;
+  const char **init_names;
+  void **init_data;
+} kiln_training;
+
+const char *kiln_loss_kind_name(kiln_loss_kind k);  // "mse", ...
+
+// Checks the `training` object of a loaded graph's model strictly (unknown fields, types, ranges,
+// names that must exist in g) and fills *out; strings live in g's pool. Errors are reported as
+// "training.optimizer.lr: ..." through d. An empty object leaves out->present false.
+bool kiln_training_parse(json_object *tr, kiln_graph *g, kiln_training *out, kiln_diag *d);
+
+// Replaces g with the training graph (docs/training.md §3): inputs re-batched to
+// t->batch_size, the loss and regularizers, the gradients, clipping, and one optimizer-update node
+// per trainable param, which becomes a STATE tensor (as do the optimizer's state and the step
+// counter `kiln.step`). Outputs: the loss (shape (1,)), then the model's outputs. The nodes up to
+// the one producing the loss compute the forward pass and the loss; every node after it computes
+// gradients or updates (eval runs only the first part: backends/c). Returns false after reporting.
+bool kiln_build_training_graph(kiln_graph *g, const kiln_training *t, kiln_diag *d);
+
+// The name of the step counter STATE tensor (i64, shape (1,)).
+#define KILN_STEP_TENSOR "kiln.step"
+
+#endif

@@ -1,0 +1,107 @@
+// Clip: y = min(max(x, lo), hi), elementwise (so lo > hi gives hi everywhere, as ONNX says).
+// The bounds are optional: inputs 1 and 2 (opset 11+; constant params with one element, x's
+// dtype) or the float attributes `min` and `max` (opset 6). A bound given neither way is absent.
+#include <math.h>
+
+#include "../op_internal.h"
+
+static const kiln_attr_spec attrs[] = {
+    {"min", KILN_ATTR_FLOAT, false}, {"max", KILN_ATTR_FLOAT, false}, {0}};
+
+static const char *const bound_names[3] = {NULL, "min", "max"};
+
+// Checks bound k (1: min, 2: max) is given at most one way and, as an input, is a one-element
+// constant of x's dtype.
+static bool check_bound(const kiln_graph *g, const kiln_node *n, int k, kiln_diag *d) {
+  const kiln_tensor *x = kiln_in(g, n, 0), *t = kiln_in(g, n, k);
+  if (!t) return true;
+  if (kiln_node_attr(n, bound_names[k])) {
+    kiln_op_error(d, n, "inputs[%d] (%s): %s is also given as attrs.%s; give it one way", k,
+                  t->name, bound_names[k], bound_names[k]);
+    return false;
+  }
+  if (t->kind != KILN_TENSOR_PARAM || !t->data) {
+    kiln_op_error(d, n, "inputs[%d] (%s): %s must be a constant param (with init or weights)", k,
+                  t->name, bound_names[k]);
+    return false;
+  }
+  if (kiln_shape_numel(&t->shape) != 1 || t->dtype != x->dtype) {
+    kiln_op_error(d, n, "inputs[%d] (%s): %s must be one %s value, got %s %s", k, t->name,
+                  bound_names[k], kiln_dtype_name(x->dtype), kiln_dtype_name(t->dtype),
+                  kiln_shape_text(&t->shape).text);
+    return false;
+  }
+  return true;
+}
+
+static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
+  if (!kiln_op_check_dtypes(g, n, 0, 1, KILN_DT_NUMERIC, true, d)) return false;
+  if (!check_bound(g, n, 1, d) || !check_bound(g, n, 2, d)) return false;
+  const kiln_tensor *x = kiln_in(g, n, 0);
+  for (int k = 1; k <= 2; k++)
+    if (!kiln_dtype_is_float(x->dtype) && kiln_node_attr(n, bound_names[k])) {
+      kiln_op_error(d, n, "attrs.%s: the float attribute form is for f32/f64 x (opset 6), x is %s",
+                    bound_names[k], kiln_dtype_name(x->dtype));
+      return false;
+    }
+  kiln_op_set_output(g, n, 0, x->dtype, &x->shape);  // y: same shape as x
+  return true;
+}
+
+// Bound k: *value and true when present (input value or attribute).
+static bool bound_of(const kiln_node *n, const kiln_tensor *input, int k, double *value) {
+  if (input) {
+    *value = kiln_tensor_get(input, 0);
+    return true;
+  }
+  const kiln_attr *a = kiln_node_attr(n, bound_names[k]);
+  if (a) *value = a->f;
+  return a != NULL;
+}
+
+static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
+  double lo = -INFINITY, hi = INFINITY;
+  if (kiln_has_input(n, 1))
+    lo = in[1].data[0];
+  else
+    lo = kiln_attr_float(n, "min", lo);
+  if (kiln_has_input(n, 2))
+    hi = in[2].data[0];
+  else
+    hi = kiln_attr_float(n, "max", hi);
+  int64_t numel = kiln_shape_numel(out->shape);
+  for (int64_t i = 0; i < numel; i++) out->data[i] = fmin(fmax(in[0].data[i], lo), hi);
+}
+
+static void lower(const kiln_lower_ctx *c) {
+  kiln_lb *b = c->b;
+  const kiln_tensor *x = kiln_lower_in(c, 0), *y = kiln_lower_out(c, 0);
+  const kiln_node *n = c->node;
+  double lo = -INFINITY, hi = INFINITY;
+  bool has_lo = bound_of(n, kiln_in(c->g, n, 1), 1, &lo);
+  bool has_hi = bound_of(n, kiln_in(c->g, n, 2), 2, &hi);
+  kiln_lb_comment(b, "Clip %s: %s to [%g, %g] -> %s", n->name, kiln_describe(x).text, lo, hi,
+                  kiln_describe(y).text);
+  kiln_dtype t = y->dtype;
+  int i = kiln_lb_for_n(b, "i", kiln_shape_numel(&y->shape));  // x, y: same layout
+  kiln_lexpr *v = lx_load(b, kiln_in_buf(c, 0), lx_var(b, i));
+  if (has_lo) v = lx_bin(b, LB_MAX, v, lx_float(b, t, lo));
+  if (has_hi) v = lx_bin(b, LB_MIN, v, lx_float(b, t, hi));
+  kiln_lb_store(b, kiln_out_buf(c, 0), lx_var(b, i), v);
+  kiln_lb_end_for(b);
+}
+
+const kiln_op_def kiln_op_Clip = {
+    .name = "Clip",
+    .min_inputs = 1,
+    .max_inputs = 3,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .attrs = attrs,
+    .fuse = KILN_FUSE_ELEMENTWISE,
+    .infer = infer,
+    .eval = eval,
+    .lower = lower,
+    .flops = kiln_output_numel_flops,
+    .tol = {0, 0},  // exact: comparisons only
+};

@@ -1,0 +1,29 @@
+// ReduceSum: the sum over the reduced axes; attributes in reduce.c.
+#include "../op_internal.h"
+
+static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
+  return kiln_reduce_infer(g, n, d, KILN_DT_FLOAT | KILN_DT(KILN_I32) | KILN_DT(KILN_I64));
+}
+
+static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
+  kiln_reduce_eval(n, in, out, LB_ADD, false);
+}
+
+static void lower(const kiln_lower_ctx *c) { kiln_reduce_lower(c, LB_ADD, false); }
+
+const kiln_op_def kiln_op_ReduceSum = {
+    .name = "ReduceSum",
+    .min_inputs = 1,
+    .max_inputs = 2,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .attrs = kiln_reduce_attrs,
+    .fuse = KILN_FUSE_REDUCTION,
+    .infer = infer,
+    .eval = eval,
+    .lower = lower,
+    .flops = kiln_reduce_flops,
+    // f32 vs f64 sums of up to ~100 values of size ~1 (PyTorch and the generated code sum in
+    // f32, in their own order): a few ulp of the largest partial sum, absolute when it cancels.
+    .tol = {4e-6, 1e-6},
+};

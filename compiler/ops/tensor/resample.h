@@ -1,0 +1,44 @@
+// Resampling shared by Resize and Upsample (resample.c): where each output position reads from
+// (ONNX's coordinate transformations and nearest rounding), and the nearest / N-linear kernels
+// as reference code and as loop IR.
+#ifndef KILN_OPS_TENSOR_RESAMPLE_H
+#define KILN_OPS_TENSOR_RESAMPLE_H
+
+#include "../op_internal.h"
+
+typedef enum { KILN_RS_NEAREST, KILN_RS_LINEAR } kiln_rs_mode;
+
+// x_original for output position o along an axis (in: input size, out: output size):
+typedef enum {
+  KILN_RS_HALF_PIXEL,          // (o + 0.5) / scale - 0.5
+  KILN_RS_PYTORCH_HALF_PIXEL,  // out > 1 ? (o + 0.5) / scale - 0.5 : 0
+  KILN_RS_ALIGN_CORNERS,       // out > 1 ? o * (in - 1) / (out - 1) : 0
+  KILN_RS_ASYMMETRIC,          // o / scale
+} kiln_rs_coord;
+
+// How nearest mode turns x_original into an index (then clamped to [0, in - 1]):
+typedef enum {
+  KILN_RS_ROUND_PREFER_FLOOR,  // ceil(x - 0.5)
+  KILN_RS_ROUND_PREFER_CEIL,   // floor(x + 0.5)
+  KILN_RS_FLOOR,
+  KILN_RS_CEIL,
+} kiln_rs_round;
+
+typedef struct kiln_resample {
+  kiln_rs_mode mode;
+  kiln_rs_coord coord;
+  kiln_rs_round round;
+  kiln_shape in, out;
+  double scale[KILN_MAX_RANK];  // per axis, as the transformation uses it
+} kiln_resample;
+
+// True when axis reads input position o for output position o (same size, scale 1).
+bool kiln_resample_identity_axis(const kiln_resample *r, int axis);
+// y (r->out) from x (r->in), both row-major doubles.
+void kiln_resample_eval(const kiln_resample *r, const double *x, double *y);
+// The loop nest computing output 0 of the node from its input 0.
+void kiln_resample_lower(const kiln_lower_ctx *c, const kiln_resample *r);
+// Output elements times the input elements read per output element (2^k for k linear axes).
+int64_t kiln_resample_flops(const kiln_resample *r);
+
+#endif

@@ -1,0 +1,207 @@
+// Resize (ONNX opset 11-18): nearest or linear (N-linear over every resized axis; bilinear on
+// the H, W of NCHW) resampling of x. The output size comes from the constant `scales` input 2
+// (out = floor(in * scale)) or the constant `sizes` input 3 (scale = out / in), over every axis or
+// the `axes` attribute (opset 18). Coordinate transformations half_pixel (default), asymmetric,
+// align_corners and pytorch_half_pixel; nearest_mode round_prefer_floor (default),
+// round_prefer_ceil, floor, ceil. roi (input 1) only matters for tf_crop_and_resize, which is
+// not supported; nor are cubic mode, antialias and keep_aspect_ratio_policy other than stretch.
+// Nearest works on every dtype, linear on f32/f64.
+#include <string.h>
+
+#include "resample.h"
+
+static const kiln_attr_spec attrs[] = {{"mode", KILN_ATTR_STRING, false},
+                                       {"coordinate_transformation_mode", KILN_ATTR_STRING, false},
+                                       {"nearest_mode", KILN_ATTR_STRING, false},
+                                       {"cubic_coeff_a", KILN_ATTR_FLOAT, false},
+                                       {"exclude_outside", KILN_ATTR_INT, false},
+                                       {"extrapolation_value", KILN_ATTR_FLOAT, false},
+                                       {"antialias", KILN_ATTR_INT, false},
+                                       {"axes", KILN_ATTR_INTS, false},
+                                       {"keep_aspect_ratio_policy", KILN_ATTR_STRING, false},
+                                       {0}};
+
+// Looks `attr` (default dflt) up in names[]; reports the choices otherwise.
+static bool read_choice(const kiln_node *n, kiln_diag *d, const char *attr, const char *dflt,
+                        const char *const *names, int count, int *out) {
+  const char *v = kiln_attr_string(n, attr, dflt);
+  for (int i = 0; i < count; i++) {
+    if (strcmp(v, names[i]) == 0) {
+      *out = i;
+      return true;
+    }
+  }
+  char list[256] = "";
+  for (int i = 0; i < count; i++)
+    snprintf(list + strlen(list), sizeof list - strlen(list), "%s\"%s\"", i ? ", " : "", names[i]);
+  kiln_op_error(d, n, "attrs.%s: expected one of %s, got \"%s\"", attr, list, v);
+  return false;
+}
+
+// Reads and checks the attributes Kiln supports only in one form.
+static bool check_unsupported(const kiln_node *n, kiln_diag *d) {
+  const char *ct = kiln_attr_string(n, "coordinate_transformation_mode", "half_pixel");
+  const char *mode = kiln_attr_string(n, "mode", "nearest");
+  const char *keep = kiln_attr_string(n, "keep_aspect_ratio_policy", "stretch");
+  int64_t v;
+  if (strcmp(ct, "tf_crop_and_resize") == 0 || strcmp(ct, "tf_half_pixel_for_nn") == 0) {
+    kiln_op_error(d, n, "attrs.coordinate_transformation_mode: \"%s\" is not supported", ct);
+    return false;
+  }
+  if (strcmp(mode, "cubic") == 0) {
+    kiln_op_error(d, n, "attrs.mode: \"cubic\" is not supported (nearest or linear)");
+    return false;
+  }
+  if (strcmp(keep, "stretch") != 0) {
+    kiln_op_error(d, n, "attrs.keep_aspect_ratio_policy: only \"stretch\" is supported, got \"%s\"",
+                  keep);
+    return false;
+  }
+  return kiln_op_read_int(n, d, "antialias", 0, 0, 0, &v) &&
+         kiln_op_read_int(n, d, "exclude_outside", 0, 0, 0, &v);
+}
+
+static bool read_modes(const kiln_node *n, kiln_diag *d, kiln_resample *r) {
+  static const char *const modes[] = {"nearest", "linear"};
+  static const char *const coords[] = {"half_pixel", "pytorch_half_pixel", "align_corners",
+                                       "asymmetric"};
+  static const char *const rounds[] = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"};
+  int mode, coord, round;
+  if (!check_unsupported(n, d) || !read_choice(n, d, "mode", "nearest", modes, 2, &mode) ||
+      !read_choice(n, d, "coordinate_transformation_mode", "half_pixel", coords, 4, &coord) ||
+      !read_choice(n, d, "nearest_mode", "round_prefer_floor", rounds, 4, &round))
+    return false;
+  r->mode = (kiln_rs_mode)mode, r->coord = (kiln_rs_coord)coord, r->round = (kiln_rs_round)round;
+  return true;
+}
+
+// The axes scales/sizes refer to: `axes` (checked, non-negative) or all of x's.
+static int read_axes(const kiln_node *n, kiln_diag *d, int rank, int64_t *axes) {
+  int count = kiln_attr_ints(n, "axes", axes, KILN_MAX_RANK);
+  if (count < 0) {
+    for (int i = 0; i < rank; i++) axes[i] = i;
+    return rank;
+  }
+  bool seen[KILN_MAX_RANK] = {false};
+  if (count > rank) {
+    kiln_op_error(d, n, "attrs.axes: %d axes for an input of rank %d", count, rank);
+    return -1;
+  }
+  for (int i = 0; i < count; i++) {
+    if (!kiln_op_check_axis(n, d, "attrs.axes", axes[i], rank, &axes[i])) return -1;
+    if (seen[axes[i]]) {
+      kiln_op_error(d, n, "attrs.axes: axis %lld appears twice", (long long)axes[i]);
+      return -1;
+    }
+    seen[axes[i]] = true;
+  }
+  return count;
+}
+
+// Sizes and scales from `scales` (count values) or `sizes` (count values), one per axes[i].
+static bool plan_sizes(const kiln_node *n, kiln_diag *d, const double *scales, const int64_t *sizes,
+                       int count, const int64_t *axes, int n_axes, kiln_resample *r) {
+  if (count != n_axes) {
+    kiln_op_error(d, n, "inputs[%d] (%s): expected %d values (one per axis), got %d",
+                  scales ? 2 : 3, scales ? "scales" : "sizes", n_axes, count);
+    return false;
+  }
+  r->out = r->in;
+  for (int i = 0; i < r->in.rank; i++) r->scale[i] = 1.0;
+  for (int i = 0; i < count; i++) {
+    int a = (int)axes[i];
+    double in = (double)r->in.dim[a];
+    if (scales && !(scales[i] > 0)) {
+      kiln_op_error(d, n, "inputs[2] (scales): expected positive scales, got %g", scales[i]);
+      return false;
+    }
+    r->scale[a] = scales ? scales[i] : (double)sizes[i] / in;
+    r->out.dim[a] = scales ? (int64_t)(in * scales[i]) : sizes[i];
+  }
+  return kiln_op_check_dims(n, d, &r->out, "this resize");
+}
+
+static bool graph_plan(const kiln_graph *g, const kiln_node *n, kiln_diag *d, kiln_resample *r) {
+  const kiln_tensor *x = kiln_in(g, n, 0);
+  int64_t axes[KILN_MAX_RANK], sizes[KILN_MAX_RANK];
+  double scales[KILN_MAX_RANK];
+  r->in = x->shape;
+  if (!read_modes(n, d, r)) return false;
+  int n_axes = read_axes(n, d, x->shape.rank, axes);
+  if (n_axes < 0) return false;
+  if (kiln_has_input(n, 2) == kiln_has_input(n, 3)) {
+    kiln_op_error(d, n,
+                  "inputs: Resize needs exactly one of scales (inputs[2]) and sizes "
+                  "(inputs[3]); pass \"\" for the other");
+    return false;
+  }
+  if (kiln_has_input(n, 2)) {
+    int count = kiln_op_const_floats(g, n, d, 2, "scales", scales, KILN_MAX_RANK);
+    return count >= 0 && plan_sizes(n, d, scales, NULL, count, axes, n_axes, r);
+  }
+  int count = kiln_op_const_ints(g, n, d, 3, "sizes", sizes, KILN_MAX_RANK);
+  return count >= 0 && plan_sizes(n, d, NULL, sizes, count, axes, n_axes, r);
+}
+
+static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
+  const kiln_tensor *x = kiln_in(g, n, 0);
+  if (!x) {
+    kiln_op_error(d, n, "inputs[0]: missing");
+    return false;
+  }
+  kiln_resample r;
+  if (!graph_plan(g, n, d, &r)) return false;
+  if (r.mode == KILN_RS_LINEAR && !kiln_dtype_is_float(x->dtype)) {
+    kiln_op_error(d, n, "inputs[0] (%s): mode \"linear\" needs dtype f32 or f64, got %s", x->name,
+                  kiln_dtype_name(x->dtype));
+    return false;
+  }
+  kiln_op_set_output(g, n, 0, x->dtype, &r.out);  // out: floor(in * scale) or sizes
+  return true;
+}
+
+static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
+  kiln_resample r = {.in = *in[0].shape};
+  int64_t axes[KILN_MAX_RANK], sizes[KILN_MAX_RANK];
+  double scales[KILN_MAX_RANK];
+  read_modes(n, NULL, &r);
+  int n_axes = read_axes(n, NULL, r.in.rank, axes);
+  if (kiln_has_input(n, 2)) {
+    int count = (int)kiln_shape_numel(in[2].shape);
+    for (int i = 0; i < count && i < KILN_MAX_RANK; i++) scales[i] = in[2].data[i];
+    plan_sizes(n, NULL, scales, NULL, count, axes, n_axes, &r);
+  } else {
+    int count = kiln_eval_ints(&in[3], sizes, KILN_MAX_RANK);
+    plan_sizes(n, NULL, NULL, sizes, count, axes, n_axes, &r);
+  }
+  kiln_resample_eval(&r, in[0].data, out->data);
+}
+
+static void lower(const kiln_lower_ctx *c) {
+  kiln_resample r;
+  graph_plan(c->g, c->node, NULL, &r);
+  kiln_resample_lower(c, &r);
+}
+
+static int64_t flops(const kiln_graph *g, const kiln_node *n) {
+  kiln_resample r;
+  return graph_plan(g, n, NULL, &r) ? kiln_resample_flops(&r) : 0;
+}
+
+const kiln_op_def kiln_op_Resize = {
+    .name = "Resize",
+    .min_inputs = 1,
+    .max_inputs = 4,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .attrs = attrs,
+    .fuse = KILN_FUSE_INJECTIVE,
+    .infer = infer,
+    .eval = eval,
+    .lower = lower,
+    .flops = flops,
+    // Nearest is a copy (exact). Linear: PyTorch computes source coordinates and weights in f32,
+    // Kiln in double; at coordinates up to ~32 a weight differs by up to ~4e-6, times neighbour
+    // differences of a few units, plus f32 rounding of the sum.
+    .tol = {2e-5, 1e-6},
+};

@@ -1,0 +1,225 @@
+// Training data sources (train_data.h): .npy pairs, IDX files plain or gzip'd (zlib reads both),
+// Debian's Fashion-MNIST / MNIST packages by name, and CSV with the label in the last column.
+#include "train_data.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "kiln_rt_internal.h"
+
+enum { IDX_MAX_RANK = 4, CSV_MAX_COLS = 1 << 16 };
+#define IDX_MAX_BYTES ((uint64_t)1 << 32)
+
+static uint32_t be32(const unsigned char *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+// Reads exactly n bytes; false at a short read.
+static bool gz_read_all(gzFile f, void *buf, uint64_t n) {
+  unsigned char *p = buf;
+  while (n > 0) {
+    unsigned chunk = n > (1u << 30) ? 1u << 30 : (unsigned)n;
+    int got = gzread(f, p, chunk);
+    if (got <= 0) return false;
+    p += got;
+    n -= (uint64_t)got;
+  }
+  return true;
+}
+
+// An IDX file (magic 0 0 TYPE RANK, RANK big-endian u32 dims, data); unsigned bytes only (the
+// MNIST family), plain or gzip'd.
+static int read_idx(const char *path, kiln_array *out, char *err, size_t errlen) {
+  gzFile f = gzopen(path, "rb");
+  if (!f) {
+    kiln_rt_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno ? errno : ENOENT));
+    return KILN_ERR_IO;
+  }
+  unsigned char head[4 + 4 * IDX_MAX_RANK];
+  int st = KILN_ERR_FORMAT;
+  memset(out, 0, sizeof(*out));
+  if (gzread(f, head, 4) != 4 || head[0] || head[1] || head[2] != 0x08 || head[3] < 1 ||
+      head[3] > IDX_MAX_RANK) {
+    kiln_rt_errf(err, errlen, "%s: not an IDX file of unsigned bytes (bad magic)", path);
+  } else if (!gz_read_all(f, head + 4, 4u * head[3])) {
+    kiln_rt_errf(err, errlen, "%s: truncated IDX header", path);
+  } else {
+    out->dtype = KILN_RT_U8;
+    out->rank = head[3];
+    uint64_t total = 1;
+    for (int i = 0; i < out->rank; i++) total *= out->shape[i] = be32(head + 4 + 4 * i);
+    if (total == 0 || total > IDX_MAX_BYTES) {
+      kiln_rt_errf(err, errlen, "%s: implausible IDX size", path);
+    } else if (!(out->data = kiln_aligned_alloc((size_t)total))) {
+      kiln_rt_errf(err, errlen, "%s: out of memory", path);
+      st = KILN_ERR_NOMEM;
+    } else if (!gz_read_all(f, out->data, total)) {
+      kiln_rt_errf(err, errlen, "%s: truncated IDX data (expected %llu bytes)", path,
+                   (unsigned long long)total);
+      kiln_array_free(out);
+    } else {
+      out->nbytes = (size_t)total;
+      st = KILN_OK;
+    }
+  }
+  gzclose(f);
+  return st;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static int read_array(const char *path, kiln_array *out, bool *is_idx, char *err, size_t errlen) {
+  *is_idx = !ends_with(path, ".npy");
+  return *is_idx ? read_idx(path, out, err, errlen) : kiln_npy_read(path, out, err, errlen);
+}
+
+// Parses one CSV line of numbers into v[max]; returns the count or -1 if a field is no number.
+static int csv_fields(char *line, double *v, int max) {
+  int n = 0;
+  for (char *p = line; *p && *p != '\n' && *p != '\r';) {
+    char *end;
+    double x = strtod(p, &end);
+    if (end == p || n == max) return -1;
+    v[n++] = x;
+    while (*end == ' ' || *end == '\t') end++;
+    if (*end == ',') end++;
+    else if (*end && *end != '\n' && *end != '\r') return -1;
+    p = end;
+  }
+  return n;
+}
+
+// CSV: every row the same number of columns; the last one is the label (f64 (N,) labels, f32
+// (N, cols - 1) samples).
+static int read_csv(const char *path, kiln_dataset *d, char *err, size_t errlen) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    kiln_rt_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    return KILN_ERR_IO;
+  }
+  char *line = NULL;
+  size_t cap = 0;
+  double *v = malloc(sizeof(double) * CSV_MAX_COLS), *rows = NULL;
+  int64_t n = 0, cap_rows = 0, lineno = 0;
+  int cols = -1, st = KILN_OK;
+  while (st == KILN_OK && getline(&line, &cap, f) > 0) {
+    lineno++;
+    int k = csv_fields(line, v, CSV_MAX_COLS);
+    if (k < 0 && lineno == 1) continue;  // a header
+    if (k == 0) continue;                // a blank line
+    if (k < 2 || (cols >= 0 && k != cols)) {
+      kiln_rt_errf(err, errlen, "%s:%lld: expected %d numbers separated by commas", path,
+                   (long long)lineno, cols >= 0 ? cols : 2);
+      st = KILN_ERR_FORMAT;
+      break;
+    }
+    cols = k;
+    if ((n + 1) * cols > cap_rows) {
+      cap_rows = cap_rows ? cap_rows * 2 : 1024 * cols;
+      rows = realloc(rows, sizeof(double) * (size_t)cap_rows);
+    }
+    memcpy(rows + n * cols, v, sizeof(double) * (size_t)cols);
+    n++;
+  }
+  if (st == KILN_OK && n == 0) {
+    kiln_rt_errf(err, errlen, "%s: no rows of numbers", path);
+    st = KILN_ERR_FORMAT;
+  }
+  if (st == KILN_OK) {
+    d->x = (kiln_array){.dtype = KILN_RT_F32, .rank = 2, .shape = {n, cols - 1}};
+    d->y = (kiln_array){.dtype = KILN_RT_F64, .rank = 1, .shape = {n}};
+    d->x.nbytes = sizeof(float) * (size_t)(n * (cols - 1));
+    d->y.nbytes = sizeof(double) * (size_t)n;
+    d->x.data = kiln_aligned_alloc(d->x.nbytes);
+    d->y.data = kiln_aligned_alloc(d->y.nbytes);
+    for (int64_t i = 0; i < n; i++) {
+      for (int c = 0; c < cols - 1; c++)
+        ((float *)d->x.data)[i * (cols - 1) + c] = (float)rows[i * cols + c];
+      ((double *)d->y.data)[i] = rows[i * cols + cols - 1];
+    }
+  }
+  free(rows);
+  free(v);
+  free(line);
+  fclose(f);
+  return st;
+}
+
+// "fashion-mnist:train" -> Debian's dataset-fashion-mnist files (or mnist: dataset-mnist's).
+static bool named_dataset(const char *src, char *x, char *y, size_t size) {
+  const char *dirs[][2] = {{"fashion-mnist:", "/usr/share/datasets/fashion-mnist"},
+                           {"mnist:", "/usr/share/datasets/mnist"}};
+  for (int i = 0; i < 2; i++) {
+    size_t k = strlen(dirs[i][0]);
+    if (strncmp(src, dirs[i][0], k) != 0) continue;
+    const char *part = src + k, *pre = strcmp(part, "train") == 0 ? "train" : "t10k";
+    if (strcmp(part, "train") != 0 && strcmp(part, "test") != 0) return false;
+    snprintf(x, size, "%s/%s-images-idx3-ubyte.gz", dirs[i][1], pre);
+    snprintf(y, size, "%s/%s-labels-idx1-ubyte.gz", dirs[i][1], pre);
+    return true;
+  }
+  return false;
+}
+
+static int check_pair(kiln_dataset *d, char *err, size_t errlen) {
+  if (d->x.rank < 1 || d->y.rank < 1 || d->x.shape[0] != d->y.shape[0] || d->x.shape[0] < 1) {
+    kiln_rt_errf(err, errlen, "%s: %lld samples but %lld labels", d->source,
+                 (long long)(d->x.rank ? d->x.shape[0] : 0),
+                 (long long)(d->y.rank ? d->y.shape[0] : 0));
+    return KILN_ERR_SHAPE;
+  }
+  d->n = d->x.shape[0];
+  d->x_numel = kiln_array_numel(&d->x) / d->n;
+  d->y_numel = kiln_array_numel(&d->y) / d->n;
+  return KILN_OK;
+}
+
+int kiln_dataset_load(const char *src, kiln_dataset *d, char *err, size_t errlen) {
+  memset(d, 0, sizeof(*d));
+  d->x_scale = 1.0;
+  snprintf(d->source, sizeof d->source, "%s", src);
+  char xp[512], yp[512];
+  int st;
+  bool named = named_dataset(src, xp, yp, sizeof xp);
+  const char *comma = strchr(src, ',');
+  if (!named && comma) {
+    snprintf(xp, sizeof xp, "%.*s", (int)(comma - src), src);
+    snprintf(yp, sizeof yp, "%s", comma + 1);
+  }
+  if (named || comma) {
+    bool x_idx, y_idx;
+    st = read_array(xp, &d->x, &x_idx, err, errlen);
+    if (st == KILN_OK) st = read_array(yp, &d->y, &y_idx, err, errlen);
+    if (st == KILN_OK && x_idx) d->x_scale = 1.0 / 255.0;  // IDX pixels: bytes -> [0, 1]
+  } else if (ends_with(src, ".csv")) {
+    st = read_csv(src, d, err, errlen);
+  } else {
+    kiln_rt_errf(err, errlen,
+                 "%s: expected X.npy,Y.npy, IMAGES,LABELS (IDX files), fashion-mnist:train|test, "
+                 "mnist:train|test or FILE.csv",
+                 src);
+    st = KILN_ERR_ARG;
+  }
+  if (st == KILN_OK) st = check_pair(d, err, errlen);
+  if (st != KILN_OK) kiln_dataset_free(d);
+  return st;
+}
+
+void kiln_dataset_free(kiln_dataset *d) {
+  kiln_array_free(&d->x);
+  kiln_array_free(&d->y);
+}
+
+double kiln_dataset_x(const kiln_dataset *d, int64_t i, int64_t k) {
+  return kiln_element_get(d->x.data, d->x.dtype, i * d->x_numel + k) * d->x_scale;
+}
+
+double kiln_dataset_y(const kiln_dataset *d, int64_t i, int64_t k) {
+  return kiln_element_get(d->y.data, d->y.dtype, i * d->y_numel + k);
+}

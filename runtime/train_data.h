@@ -1,0 +1,30 @@
+// Training data for the generated trainer (train.c): samples and labels loaded whole into memory
+// from .npy pairs, IDX files (plain or .gz: the MNIST family) or CSV. Private to the runtime.
+#ifndef KILN_TRAIN_DATA_H
+#define KILN_TRAIN_DATA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kiln_runtime.h"
+
+typedef struct kiln_dataset {
+  kiln_array x;     // (N, ...) samples, any dtype
+  kiln_array y;     // (N, ...) labels or targets, any dtype
+  double x_scale;   // sample values are multiplied by this (IDX bytes: 1/255)
+  int64_t n;        // samples
+  int64_t x_numel;  // elements per sample
+  int64_t y_numel;  // elements per label
+  char source[256]; // for messages
+} kiln_dataset;
+
+// Loads SRC: "X.npy,Y.npy", "IMAGES.idx[.gz],LABELS.idx[.gz]", "fashion-mnist:train|test",
+// "mnist:train|test" (Debian's dataset packages), or "FILE.csv" (numbers, label last; a header
+// line of non-numbers is skipped). Returns KILN_OK or an error written to err.
+int kiln_dataset_load(const char *src, kiln_dataset *out, char *err, size_t errlen);
+void kiln_dataset_free(kiln_dataset *d);
+// Sample i's element k (scaled) / label i's element k, as double.
+double kiln_dataset_x(const kiln_dataset *d, int64_t i, int64_t k);
+double kiln_dataset_y(const kiln_dataset *d, int64_t i, int64_t k);
+
+#endif

@@ -1,0 +1,333 @@
+// The LLVM backend (backends/llvm): binaries built with `kiln build --backend llvm` and models run
+// by `kiln run --jit` must match the PyTorch goldens (samples, within 1e-5) and the interpreter
+// (every golden op case, within the op's tolerance); `--emit llvm` must pass LLVM 19's own
+// assembler and verifier; `--emit obj` must link with a C program that only has the header and
+// the runtime; every sample model must compile; LLVM-side failures are clear errors.
+#include <criterion/criterion.h>
+#include <glob.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../backends/backend.h"
+#include "../compiler/frontend.h"
+#include "../compiler/interp.h"
+#include "../compiler/ops/op.h"
+#include "sample_util.h"
+
+TestSuite(llvm, .fini = check_leaks);
+
+enum { MAX_ARGS = 40, MAX_CASES = 4096 };
+
+static void run_ok(char **args, int timeout_s, const char *what) {
+  run_result r = run_cmd(args, timeout_s);
+  cr_expect_eq(r.status, 0, "%s failed (%d): %s", what, r.status, r.err);
+  run_result_free(&r);
+}
+
+// ---- samples: PyTorch goldens ----
+
+static void run_sample(const sample *s, char **prefix, int n, const char *out_path) {
+  char in_flag[700], out_flag[700], golden[512];
+  sample_golden(s, s->input, golden, sizeof(golden));
+  snprintf(in_flag, sizeof(in_flag), "%s=%s", s->input, golden);
+  snprintf(out_flag, sizeof(out_flag), "%s=%s", s->output, out_path);
+  char *args[MAX_ARGS];
+  int na = 0;
+  for (int i = 0; i < n; i++) args[na++] = prefix[i];
+  args[na++] = "--input";
+  args[na++] = in_flag;
+  args[na++] = "--output";
+  args[na++] = out_flag;
+  args[na] = NULL;
+  run_ok(args, 300, s->name);
+}
+
+static void expect_golden(const sample *s, const char *path, const char *what) {
+  char golden[512], why[512];
+  sample_golden(s, s->output, golden, sizeof(golden));
+  kiln_array want = read_npy_or_fail(golden), got = read_npy_or_fail(path);
+  cr_expect(arrays_close(&got, &want, 1e-5, 0, why, sizeof(why)), "%s (%s): %s", s->name, what,
+            why);
+  kiln_array_free(&want);
+  kiln_array_free(&got);
+}
+
+Test(llvm, samples_match_pytorch, .timeout = 900) {
+  char *dir = make_temp_dir();
+  for (int i = 0; i < N_SAMPLES; i++) {
+    const sample *s = &samples[i];
+    char model[512];
+    sample_model(s, model, sizeof(model));
+    char *exe = path_join(dir, s->name), *out = path_join(dir, "out.npy");
+    const char *targets[] = {"native", "generic"};
+    for (int t = 0; t < 2; t++) {
+      char *build[] = {KILN_EXE,           "build", model, "--backend", "llvm", "--target",
+                       (char *)targets[t], "-o",    exe,   NULL};
+      run_ok(build, 300, "kiln build --backend llvm");
+      char *prefix[] = {exe};
+      run_sample(s, prefix, 1, out);
+      expect_golden(s, out, targets[t]);
+    }
+    char *jit[] = {KILN_EXE, "run", model, "--jit"};
+    run_sample(s, jit, 4, out);
+    expect_golden(s, out, "kiln run --jit");
+    free(exe);
+    free(out);
+  }
+  rm_rf(dir);
+  free(dir);
+}
+
+// Every model in samples/ compiles to an object (the zoo exercises many ops and shapes).
+Test(llvm, every_sample_compiles, .timeout = 900) {
+  glob_t files;
+  char pattern[600];
+  snprintf(pattern, sizeof(pattern), "%s/samples/*.json", KILN_SOURCE_DIR);
+  cr_assert_eq(glob(pattern, 0, NULL, &files), 0, "no %s", pattern);
+  char *dir = make_temp_dir();
+  for (size_t i = 0; i < files.gl_pathc; i++) {
+    char *args[] = {
+        KILN_EXE, "compile", files.gl_pathv[i], "--backend", "llvm", "--emit", "obj", "-O1", "-o",
+        dir,      NULL};
+    run_ok(args, 600, files.gl_pathv[i]);
+  }
+  globfree(&files);
+  rm_rf(dir);
+  free(dir);
+}
+
+// ---- golden op cases: the interpreter is the reference ----
+
+typedef struct op_case {
+  char name[128], op[64];
+} op_case;
+
+static int read_cases(op_case *cases, int max) {
+  glob_t files;
+  char *pattern = path_join(KILN_TEST_GOLDENS_DIR, "ops/cases*.txt");
+  cr_assert_eq(glob(pattern, 0, NULL, &files), 0, "no %s", pattern);
+  free(pattern);
+  int n = 0;
+  for (size_t i = 0; i < files.gl_pathc; i++) {
+    FILE *f = fopen(files.gl_pathv[i], "r");
+    cr_assert(f, "cannot open %s", files.gl_pathv[i]);
+    while (n < max && fscanf(f, "%127s %63s", cases[n].name, cases[n].op) == 2) n++;
+    fclose(f);
+  }
+  globfree(&files);
+  cr_assert_gt(n, 20, "expected the golden op cases, found %d", n);
+  return n;
+}
+
+static char *case_path(const op_case *c, const char *file, const char *ext) {
+  char *p = NULL;
+  cr_assert(asprintf(&p, "%s/ops/%s/%s%s", KILN_TEST_GOLDENS_DIR, c->name, file, ext) > 0);
+  return p;
+}
+
+static kiln_array *interpret(const op_case *c, const kiln_graph *g) {
+  kiln_array *in = calloc((size_t)g->n_inputs + 1, sizeof(kiln_array));
+  kiln_array *out = calloc((size_t)g->n_outputs + 1, sizeof(kiln_array));
+  for (int i = 0; i < g->n_inputs; i++) {
+    char *p = case_path(c, g->tensors[g->inputs[i]].name, ".npy");
+    in[i] = read_npy_or_fail(p);
+    free(p);
+  }
+  kiln_diag d;
+  kiln_diag_init(&d, c->name);
+  cr_assert(kiln_interp_run(g, in, out, &d), "%s: the interpreter failed", c->name);
+  for (int i = 0; i < g->n_inputs; i++) kiln_array_free(&in[i]);
+  free(in);
+  return out;
+}
+
+// Runs the built binary on the case's inputs, writing output i to DIR/out<i>.npy.
+static void run_case(const op_case *c, const kiln_graph *g, const char *exe, const char *dir) {
+  char *args[MAX_ARGS] = {(char *)exe}, *owned[MAX_ARGS];
+  int na = 1, no = 0;
+  for (int i = 0; i < g->n_inputs && na < MAX_ARGS - 5; i++) {
+    char *p = case_path(c, g->tensors[g->inputs[i]].name, ".npy");
+    cr_assert(asprintf(&owned[no], "%s=%s", g->tensors[g->inputs[i]].name, p) > 0);
+    free(p);
+    args[na++] = "--input";
+    args[na++] = owned[no++];
+  }
+  for (int i = 0; i < g->n_outputs && na < MAX_ARGS - 3; i++) {
+    cr_assert(asprintf(&owned[no], "%s=%s/out%d.npy", g->tensors[g->outputs[i]].name, dir, i) > 0);
+    args[na++] = "--output";
+    args[na++] = owned[no++];
+  }
+  args[na] = NULL;
+  run_ok(args, 120, c->name);
+  for (int i = 0; i < no; i++) free(owned[i]);
+}
+
+static void check_case(const op_case *c, const char *dir) {
+  char *model = case_path(c, "model", ".json");
+  kiln_diag d;
+  kiln_diag_init(&d, model);
+  kiln_graph *g = kiln_load_model(model, &d);
+  cr_assert(g, "%s: the model does not load", model);
+  kiln_array *ref = interpret(c, g);
+  char *exe = path_join(dir, "case");
+  char *build[] = {KILN_EXE, "build", model, "--backend", "llvm", "-o", exe, NULL};
+  run_ok(build, 300, c->name);
+  run_case(c, g, exe, dir);
+  const kiln_op_def *def = kiln_op_find(c->op);
+  cr_assert(def, "golden case for unknown op %s", c->op);
+  for (int i = 0; i < g->n_outputs; i++) {
+    char path[600], err[512], why[512];
+    snprintf(path, sizeof(path), "%s/out%d.npy", dir, i);
+    kiln_array got;
+    if (kiln_npy_read(path, &got, err, sizeof(err)) != KILN_OK) {
+      cr_expect_fail("%s: %s", c->name, err);
+      continue;
+    }
+    cr_expect(arrays_close(&got, &ref[i], def->tol.atol, def->tol.rtol, why, sizeof(why)),
+              "%s (%s) LLVM backend vs interpreter: %s", c->name, c->op, why);
+    kiln_array_free(&got);
+  }
+  for (int i = 0; i < g->n_outputs; i++) kiln_array_free(&ref[i]);
+  free(ref);
+  free(exe);
+  free(model);
+  kiln_graph_free(g);
+}
+
+Test(llvm, op_cases_match_interpreter, .timeout = 1800) {
+  op_case *cases = calloc(MAX_CASES, sizeof(op_case));
+  int n = read_cases(cases, MAX_CASES);
+  char *dir = make_temp_dir();
+  for (int k = 0; k < n; k++) check_case(&cases[k], dir);
+  rm_rf(dir);
+  free(dir);
+  free(cases);
+}
+
+// ---- --emit llvm and --emit obj ----
+
+static char *sample_path(const char *name) {
+  char *p = NULL;
+  cr_assert(asprintf(&p, "%s/samples/%s.json", KILN_SOURCE_DIR, name) > 0);
+  return p;
+}
+
+Test(llvm, emit_llvm_passes_llvm_verifier, .timeout = 300) {
+  char *dir = make_temp_dir(), *model = sample_path("lenet5");
+  const char *levels[] = {"-O0", "-O3"};
+  for (int i = 0; i < 2; i++) {
+    char *args[] = {KILN_EXE, "compile",         model, "--backend", "llvm", "--emit",
+                    "llvm",   (char *)levels[i], "-o",  dir,         NULL};
+    run_ok(args, 300, "kiln compile --emit llvm");
+    char *ll = path_join(dir, "lenet5.ll"), *bc = path_join(dir, "lenet5.bc");
+    char *as[] = {"llvm-as-19", ll, "-o", bc, NULL};
+    run_ok(as, 120, "llvm-as-19");
+    char *opt[] = {"opt-19", "-passes=verify", "-disable-output", ll, NULL};
+    run_ok(opt, 120, "opt-19 -passes=verify");
+    free(ll);
+    free(bc);
+  }
+  free(model);
+  rm_rf(dir);
+  free(dir);
+}
+
+// tests/embed_main.c (the C backend's embedding example) links unchanged against the object.
+Test(llvm, emit_obj_links_with_a_c_program, .timeout = 300) {
+  char *dir = make_temp_dir(), *model = sample_path("lenet5");
+  char *args[] = {KILN_EXE, "compile", model, "--backend", "llvm",
+                  "--emit", "obj",     "-o",  dir,         NULL};
+  run_ok(args, 300, "kiln compile --emit obj");
+  char inc[PATH_MAX], lib[PATH_MAX];
+  cr_assert(kiln_find_runtime(inc, lib, (int)sizeof(inc)), "cannot find the runtime");
+  char *obj = path_join(dir, "lenet5.o"), *exe = path_join(dir, "embed"), *src = NULL;
+  char *inc_flag = NULL, *dir_flag = NULL, *lib_a = NULL, *goldens = NULL;
+  cr_assert(asprintf(&src, "%s/tests/embed_main.c", KILN_SOURCE_DIR) > 0);
+  cr_assert(asprintf(&inc_flag, "-I%s", inc) > 0 && asprintf(&dir_flag, "-I%s", dir) > 0);
+  cr_assert(asprintf(&lib_a, "%s/libkiln-runtime.a", lib) > 0);
+  cr_assert(asprintf(&goldens, "-DKILN_TEST_GOLDENS_DIR=\"%s\"", KILN_TEST_GOLDENS_DIR) > 0);
+  char *cc[] = {
+    "cc",
+    "-std=c17",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    goldens,
+    inc_flag,
+    dir_flag,
+    src,
+    obj,
+    lib_a,
+    "-fopenmp",
+    "-lm",
+#if defined(__SANITIZE_ADDRESS__)
+    "-fsanitize=address,undefined",  // the runtime library is instrumented
+#endif
+    "-o",
+    exe,
+    NULL
+  };
+  run_ok(cc, 300, "cc embed_main.c lenet5.o");
+  char *weights = path_join(dir, "lenet5.weights");
+  char *run[] = {exe, weights, NULL};
+  run_ok(run, 120, "the embedding program");
+  char *frees[] = {obj, exe, src, inc_flag, dir_flag, lib_a, goldens, weights, model};
+  for (size_t i = 0; i < sizeof(frees) / sizeof(frees[0]); i++) free(frees[i]);
+  rm_rf(dir);
+  free(dir);
+}
+
+// ---- errors ----
+
+Test(llvm, unknown_target_is_a_clear_error) {
+  char *dir = make_temp_dir(), *model = sample_path("xor_mlp"), *exe = path_join(dir, "x");
+  char *args[] = {KILN_EXE,   "build", model, "--backend", "llvm",
+                  "--target", "pdp11", "-o",  exe,         NULL};
+  run_result r = run_cmd(args, 60);
+  cr_expect_eq(r.status, 2, "exit status %d", r.status);
+  cr_expect(strstr(r.err, "unknown target 'pdp11'"), "message: %s", r.err);
+  run_result_free(&r);
+  char *emit[] = {KILN_EXE, "compile", model, "--backend", "c", "--emit", "obj", "-o", dir, NULL};
+  r = run_cmd(emit, 60);
+  cr_expect_eq(r.status, 2, "--backend c --emit obj: exit status %d", r.status);
+  run_result_free(&r);
+  free(exe);
+  free(model);
+  rm_rf(dir);
+  free(dir);
+}
+
+// A loop program with an operator the backend does not know fails cleanly (no abort, no crash).
+Test(llvm, unknown_operator_is_a_clear_error) {
+  kiln_lprog *p = kiln_lprog_new("bad");
+  kiln_lbuf out = {.name = "y", .kind = KILN_BUF_OUTPUT, .dtype = KILN_F32, .numel = 4};
+  int y = kiln_lprog_add_buf(p, &out);
+  kiln_lkernel *k = kiln_lprog_add_kernel(p, "Test", "n");
+  kiln_lb b;
+  kiln_lb_begin(&b, p, k);
+  int i = kiln_lb_for_n(&b, "i", 4);
+  kiln_lexpr *e = lx_bin(&b, LB_ADD, lx_float(&b, KILN_F32, 1.0), lx_float(&b, KILN_F32, 2.0));
+  kiln_lb_store(&b, y, lx_var(&b, i), e);
+  kiln_lb_end_for(&b);
+  kiln_lb_end(&b);
+  e->op = LB_COUNT + 7;  // an operator added to the IR after this backend was written
+  char *dir = make_temp_dir();
+  FILE *err = tmpfile();
+  kiln_diag d;
+  kiln_diag_init(&d, "bad");
+  d.out = err;
+  kiln_llvm_options o = {.opt_level = 1};
+  cr_expect(!kiln_llvm_emit_files(p, &o, KILN_LLVM_EMIT_OBJ, dir, &d));
+  cr_expect_eq(d.errors, 1);
+  char msg[512] = "";
+  rewind(err);
+  size_t n = fread(msg, 1, sizeof(msg) - 1, err);
+  msg[n] = 0;
+  cr_expect(strstr(msg, "invalid binary operator"), "message: %s", msg);
+  fclose(err);
+  kiln_lprog_free(p);
+  rm_rf(dir);
+  free(dir);
+}
