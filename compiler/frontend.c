@@ -890,7 +890,19 @@ static void check_outputs(loader *L, json_object *arr, const output_decl *decl, 
 // valid[t] (g->n_tensors entries) ends true for every tensor whose dtype and shape are known.
 // Infers every node's outputs in order, folding constant subgraphs as it goes (kiln_fold_node), so
 // that a shape computed from constants is a constant when the node that needs it is inferred.
-static bool infer_shapes(kiln_graph *g, kiln_diag *d, bool *valid) {
+// Whether node n reads a float param the model declares (a weight a training build may train).
+static bool reads_weight(const kiln_graph *g, const kiln_node *n) {
+  for (int j = 0; j < n->n_inputs; j++) {
+    const kiln_tensor *t = kiln_in(g, n, j);
+    if (t && t->kind == KILN_TENSOR_PARAM && kiln_dtype_is_float(t->dtype) && t->where &&
+        strncmp(t->where, "params[", 7) == 0)
+      return true;
+  }
+  return false;
+}
+
+// keep_weights: a training build differentiates through nodes reading weights; do not fold them.
+static bool infer_shapes(kiln_graph *g, kiln_diag *d, bool *valid, bool keep_weights) {
   int errors_before = d->errors, folded = 0;
   bool ok = true;
   for (int t = 0; t < g->n_tensors; t++) valid[t] = g->tensors[t].kind != KILN_TENSOR_VALUE;
@@ -914,7 +926,7 @@ static bool infer_shapes(kiln_graph *g, kiln_diag *d, bool *valid) {
       continue;
     }
     for (int j = 0; j < n->n_outputs; j++) valid[n->outputs[j]] = true;
-    folded += ok && kiln_fold_node(g, n);
+    folded += ok && !(keep_weights && reads_weight(g, n)) && kiln_fold_node(g, n);
   }
   if (folded) kiln_graph_compact(g);
   if (!ok && d->errors == errors_before)
@@ -924,7 +936,7 @@ static bool infer_shapes(kiln_graph *g, kiln_diag *d, bool *valid) {
 
 bool kiln_infer_shapes(kiln_graph *g, kiln_diag *d) {
   bool *valid = kiln_xcalloc((size_t)g->n_tensors + 1, sizeof(bool));
-  bool ok = infer_shapes(g, d, valid);
+  bool ok = infer_shapes(g, d, valid, false);
   free(valid);
   return ok;
 }
@@ -1005,7 +1017,7 @@ static kiln_graph *load(json_object *root, const char *path, const kiln_safetens
 
   if (!kiln_graph_toposort(g, d) || d->errors != errors0) goto fail;
   valid = kiln_xcalloc((size_t)g->n_tensors + 1, sizeof(bool));
-  infer_shapes(g, d, valid);
+  infer_shapes(g, d, valid, L->training != NULL);
   check_outputs(L, outputs, decl, valid);
   if (d->errors != errors0) goto fail;
   kiln_training training_section;

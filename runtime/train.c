@@ -404,7 +404,8 @@ typedef struct run_state {
   const kiln_dataset *train, *test;
   int64_t per_epoch;
   int64_t *perm;
-  eval_result last;
+  eval_result last;   // the last evaluation of the test set
+  double train_loss;  // mean loss of the steps of the last epoch run (or since the start)
 } run_state;
 
 // One epoch from position pos; returns an exit code, or -1 to go on.
@@ -432,6 +433,7 @@ static int run_epoch(session *s, run_state *r, int64_t epoch) {
       return EXIT_BAD;
     }
     loss_sum += loss;
+    r->train_loss = loss_sum / (double)(pos + 1 - first);
     if (s->log) fprintf(s->log, "%lld,%lld,%.9g,,\n", (long long)*s->step, (long long)epoch + 1, loss);
     double rate = (double)(pos + 1 - first) / ((kiln_now_ms() - t0) / 1000.0 + 1e-9);
     if (tty && (pos % 10 == 0 || pos + 1 == r->per_epoch))
@@ -445,12 +447,13 @@ static int run_epoch(session *s, run_state *r, int64_t epoch) {
   }
   if (tty) fputc('\n', stderr);
   int64_t n = r->per_epoch - first;
-  const kiln_dataset *eval_set = r->test ? r->test : r->train;
-  if (!evaluate(s, eval_set, &r->last)) return EXIT_INTERNAL;
-  fprintf(stderr, "epoch %lld: train_loss=%.6f %s_loss=%.6f", (long long)epoch + 1,
-          n ? loss_sum / (double)n : NAN, r->test ? "test" : "train", r->last.loss);
-  if (r->last.accuracy >= 0)
-    fprintf(stderr, " %s_accuracy=%.4f", r->test ? "test" : "train", r->last.accuracy);
+  r->train_loss = n ? loss_sum / (double)n : NAN;
+  fprintf(stderr, "epoch %lld: train_loss=%.6f", (long long)epoch + 1, r->train_loss);
+  if (r->test) {
+    if (!evaluate(s, r->test, &r->last)) return EXIT_INTERNAL;
+    fprintf(stderr, " test_loss=%.6f", r->last.loss);
+    if (r->last.accuracy >= 0) fprintf(stderr, " test_accuracy=%.4f", r->last.accuracy);
+  }
   fprintf(stderr, " (%.1fs)\n", (kiln_now_ms() - t0) / 1000.0);
   if (s->log)
     fprintf(s->log, "%lld,%lld,,%.9g,%.6g\n", (long long)*s->step, (long long)epoch + 1,
@@ -461,7 +464,7 @@ static int run_epoch(session *s, run_state *r, int64_t epoch) {
 
 static int train(session *s, const options *o, const kiln_dataset *tr, const kiln_dataset *te) {
   run_state r = {.o = o, .train = tr, .test = te, .per_epoch = tr->n / s->batch,
-                 .last = {NAN, -1}};
+                 .last = {NAN, -1}, .train_loss = NAN};
   r.perm = malloc(sizeof(int64_t) * (size_t)tr->n);
   int rc = -1;
   bool evaluated = false;
@@ -472,14 +475,17 @@ static int train(session *s, const options *o, const kiln_dataset *tr, const kil
   free(r.perm);
   if (rc >= 0) return rc;
   if (!evaluated) {  // stopped by --max-steps (or nothing left to do): evaluate now
-    if (!evaluate(s, te ? te : tr, &r.last)) return EXIT_INTERNAL;
+    if (te && !evaluate(s, te, &r.last)) return EXIT_INTERNAL;
     if (o->save && save_checkpoint(s, o->save) != EXIT_OK) return EXIT_BAD;
   }
-  const char *set = te ? "test" : "train";
-  if (r.last.accuracy >= 0)
-    printf("%s_accuracy=%.6f\n", set, r.last.accuracy);
+  // The last line: the test set's accuracy (classifiers) or loss; without a test set, the mean
+  // training loss of the last epoch's steps.
+  if (!te)
+    printf("train_loss=%.9g\n", r.train_loss);
+  else if (r.last.accuracy >= 0)
+    printf("test_accuracy=%.6f\n", r.last.accuracy);
   else
-    printf("%s_loss=%.9g\n", set, r.last.loss);
+    printf("test_loss=%.9g\n", r.last.loss);
   return EXIT_OK;
 }
 

@@ -448,6 +448,8 @@ def resize_cases():
     resize_case("resize_trilinear", (1, 1, 3, 4, 2), "linear", "align_corners",
                 sizes=[1, 1, 5, 3, 4],
                 torch_fn=interp(size=(5, 3, 4), mode="trilinear", align_corners=True))
+    resize_case("resize_linear_identity", (1, 2, 3, 3), "linear", "half_pixel",
+                scales=[1, 1, 1, 1], torch_fn=lambda t: t.clone())
     resize_case("resize_linear_asymmetric", (1, 1, 3, 4), "linear", "asymmetric",
                 scales=[1, 1, 2, 1.5])
 

@@ -476,9 +476,16 @@ def main():
 
     names = [c.name for c in CASES]
     assert len(names) == len(set(names)), "duplicate case names"
-    if os.path.isdir(root):
-        shutil.rmtree(root)
-    os.makedirs(root)
+    # Remove only this script's cases (those in cases.txt): the other families' scripts own the
+    # rest of tests/goldens/ops/.
+    os.makedirs(root, exist_ok=True)
+    listed = os.path.join(root, "cases.txt")
+    if os.path.exists(listed):
+        with open(listed) as f:
+            for line in f:
+                old = os.path.join(root, line.split()[0]) if line.strip() else None
+                if old and os.path.isdir(old):
+                    shutil.rmtree(old)
     worst = 0.0
     for c in CASES:
         y = write_case(root, c)

@@ -1131,7 +1131,7 @@ def write_docs(kiln):
         ins = ", ".join(f"`{i['name']}` {tuple(i['shape'])}" for i in info["inputs"])
         weights = "generated (`init`)" if model.use_init else f"`samples/{model.name}.safetensors`"
         rows.append(f"| `{model.name}` | {doc} | {ins} | {info['params']:,} | "
-                    f"{info['flops'] / 1e6:,.1f} M | {info['arena_bytes'] / 2 ** 20:,.2f} MiB | "
+                    f"{info['flops'] / 1e6:,.1f} M | {info['arena_bytes']:,} | "
                     f"{weights} | {model.suite} |")
     with open(os.path.join(ROOT, "docs", "models.md"), "w") as f:
         f.write(DOCS_HEAD + "\n".join(rows) + "\n" + DOCS_TAIL)
@@ -1145,7 +1145,7 @@ from a PyTorch reference implementation (an `nn.Module` in that script) and test
 build/compiler/kiln`. FLOPs count a multiply-add as 2; the arena is the one buffer a compiled model
 needs for its activations (`kiln inspect --json`: `params`, `flops`, `arena_bytes`).
 
-| sample | what | inputs | params | FLOPs | arena | weights | test suite |
+| sample | what | inputs | params | FLOPs | arena bytes | weights | test suite |
 |---|---|---|---:|---:|---:|---|---|
 """
 

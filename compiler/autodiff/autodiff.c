@@ -50,17 +50,23 @@ static bool listed(const kiln_training *t, const char *name) {
   return false;
 }
 
-// Float params declared by the model (not constants folded from nodes), minus the frozen ones.
-static void choose_trainable(trainer *T) {
-  kiln_graph *g = T->g;
+// Float params declared by the model (not constants folded from nodes), minus the frozen ones,
+// become STATE: from here on shape inference never folds the nodes reading them.
+static void mark_trainable(kiln_graph *g, const kiln_training *t) {
   for (int i = 0; i < g->n_tensors; i++) {
-    const kiln_tensor *x = &g->tensors[i];
+    kiln_tensor *x = &g->tensors[i];
     bool declared = x->where && strncmp(x->where, "params[", 7) == 0;
     if (x->kind != KILN_TENSOR_PARAM || !declared || !kiln_dtype_is_float(x->dtype)) continue;
-    bool in_list = listed(T->t, x->name);
-    T->trainable[i] = T->t->names_are_trainable ? in_list : !in_list;
+    bool in_list = listed(t, x->name);
+    if (t->names_are_trainable ? in_list : !in_list) x->kind = KILN_TENSOR_STATE;
   }
-  for (int i = 0; i < g->n_tensors; i++) T->needs[i] = T->trainable[i];
+}
+
+// Which tensors a trainable param flows into.
+static void choose_trainable(trainer *T) {
+  kiln_graph *g = T->g;
+  for (int i = 0; i < g->n_tensors; i++)
+    T->needs[i] = T->trainable[i] = g->tensors[i].kind == KILN_TENSOR_STATE;
   for (int k = 0; k < g->n_nodes; k++) {
     const kiln_node *n = &g->nodes[k];
     bool any = false;
@@ -137,7 +143,7 @@ static bool append_loss(trainer *T) {
     return false;
   }
   int target = add_target(T, output);
-  kiln_shape batch = {.rank = 1, .dim = {t->batch_size}};
+  kiln_shape batch = {.rank = 1, .dim = {y->shape.dim[0]}};
   int weight = t->loss.weight ? add_input(T, t->loss.weight, y->dtype, &batch) : -1;
   int loss = build_loss(T, output, target, weight);
   if (loss < 0) return false;
@@ -300,6 +306,9 @@ static int add_step_counter(trainer *T) {
 
 static int learning_rate(trainer *T) {
   const kiln_training *t = T->t;
+  kiln_dtype dtype = KILN_F32;  // the params' (the first trainable one's)
+  for (int p = T->n_tensors0 - 1; p >= 0; p--)
+    if (T->trainable[p]) dtype = T->g->tensors[p].dtype;
   static const char *const names[] = {"constant", "step", "cosine"};
   kiln_gb_attr attrs[] = {KILN_GB_FLOAT("lr", t->opt.lr),
                           KILN_GB_STRING("schedule", names[t->sched.kind]),
@@ -307,6 +316,7 @@ static int learning_rate(trainer *T) {
                           KILN_GB_FLOAT("gamma", t->sched.gamma),
                           KILN_GB_INT("total_steps", t->sched.total_steps),
                           KILN_GB_FLOAT("min_lr", t->sched.min_lr),
+                          KILN_GB_STRING("dtype", kiln_dtype_name(dtype)),
                           KILN_GB_END};
   return kiln_gb_op(&T->gc, "LearningRate", &T->step, 1, attrs, 1);
 }
@@ -362,8 +372,11 @@ static bool append_updates(trainer *T) {
   int lr = learning_rate(T);
   if (lr < 0) return false;
   for (int p = 0; p < T->n_tensors0; p++) {
-    if (!T->trainable[p] || T->grad[p] < 0) continue;  // a param the loss does not read
-    T->g->tensors[p].kind = KILN_TENSOR_STATE;
+    if (!T->trainable[p]) continue;
+    if (T->grad[p] < 0) {  // a param the loss does not read: a constant again
+      T->g->tensors[p].kind = KILN_TENSOR_PARAM;
+      continue;
+    }
     if (!update_param(T, p, lr)) return false;
   }
   return add_side_effect(T, "StepIncrement", "kiln.step.increment", &T->step, 1, NULL);
@@ -378,6 +391,7 @@ bool kiln_build_training_graph(kiln_graph *g, const kiln_training *t, kiln_diag 
     g->tensors[kiln_graph_find_tensor(g, t->init_names[i])].data = t->init_data[i];
   trainer T = {.g = g, .t = t, .d = d};
   T.gc = (kiln_grad_ctx){.g = g, .node = {.name = "train", .where = "training"}, .d = d};
+  mark_trainable(g, t);
   if (!rebatch(&T)) return false;
   T.n_tensors0 = g->n_tensors;
   size_t n = (size_t)g->n_tensors + 1;

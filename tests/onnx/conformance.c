@@ -36,7 +36,7 @@
 #include "../../compiler/onnx/onnx_import.h"
 #include "../../compiler/ops/op.h"
 
-enum { EXIT_SKIP = 77, REASON_MAX = 240, BUILD_TIMEOUT_S = 300, RUN_TIMEOUT_S = 120 };
+enum { EXIT_SKIP = 77, REASON_MAX = 240, BUILD_TIMEOUT_S = 120, RUN_TIMEOUT_S = 60 };
 static const char *const suites[] = {"node", "pytorch-converted", "pytorch-operator", NULL};
 // Reason categories of expected failures (the first word of an entry's reason).
 static const char *const categories[] = {

@@ -274,10 +274,10 @@ static int pick_best(const nms_lower *L, int count) {
       lx_bin(b, LB_AND, lx_bin(b, LB_NE, lx_var(b, s), lx_var(b, j)), survives(L, cand, sel, iou));
   kiln_lb_assign(b, alive, lx_bin(b, LB_AND, lx_var(b, alive), keep));
   kiln_lb_end_for(b);  // k
-  // Strictly greater: ties go to the lower index.
-  int take = kiln_lb_decl(b, "take", KILN_BOOL,
-                          lx_bin(b, LB_AND, lx_var(b, alive),
-                                 lx_bin(b, LB_LT, lx_var(b, best_score), lx_var(b, score))));
+  // The first survivor, then strictly greater scores only: ties go to the lower index.
+  kiln_lexpr *better = lx_bin(b, LB_OR, lx_bin(b, LB_LT, lx_var(b, best), lx_int(b, 0)),
+                              lx_bin(b, LB_LT, lx_var(b, best_score), lx_var(b, score)));
+  int take = kiln_lb_decl(b, "take", KILN_BOOL, lx_bin(b, LB_AND, lx_var(b, alive), better));
   kiln_lb_assign(b, best, lx_select(b, lx_var(b, take), lx_var(b, j), lx_var(b, best)));
   kiln_lb_assign(b, best_score,
                  lx_select(b, lx_var(b, take), lx_var(b, score), lx_var(b, best_score)));

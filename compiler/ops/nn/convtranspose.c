@@ -230,6 +230,14 @@ static kiln_lexpr *input_index(kiln_lb *b, const ct_geom *g, int axis, int t) {
   return lx_bin(b, LB_DIV, lx_var(b, t), lx_int(b, g->stride[axis]));
 }
 
+// Input channel (oc / (M / group)) * (C / group) + icg; just icg without groups.
+static kiln_lexpr *input_channel(kiln_lb *b, int64_t group, int oc, int64_t MG, int icg,
+                                 int64_t CG) {
+  if (group == 1) return lx_var(b, icg);
+  kiln_lexpr *g = lx_bin(b, LB_DIV, lx_var(b, oc), lx_int(b, MG));
+  return lx_add(b, lx_mul(b, g, lx_int(b, CG)), lx_var(b, icg));
+}
+
 // The lowering gathers instead: each output element sums the window elements that reach it, so
 // every store is to one's own element (parallel over n and oc).
 static void lower(const kiln_lower_ctx *c) {
@@ -255,18 +263,12 @@ static void lower(const kiln_lower_ctx *c) {
   int kw = kiln_lb_for_n(b, "kw", wd[3]);
   int tw = kiln_lb_decl(b, "tw", KILN_I64, grid_pos(b, &g, 1, ow, kw));
   kiln_lb_if(b, on_input(b, &g, 1, tw));
-  // ic = (oc / (M / group)) * (C / group) + icg
-  kiln_lexpr *ic = lx_var(b, icg);
-  if (group > 1)
-    ic = lx_add(b, lx_mul(b, lx_bin(b, LB_DIV, lx_var(b, oc), lx_int(b, MG)), lx_int(b, CG)), ic);
-  kiln_lexpr *xi =
-      kiln_lx_nchw(b, lx_var(b, n), ic, xd, input_index(b, &g, 0, th), input_index(b, &g, 1, tw));
+  kiln_lexpr *xi = kiln_lx_nchw(b, lx_var(b, n), input_channel(b, group, oc, MG, icg, CG), xd,
+                                input_index(b, &g, 0, th), input_index(b, &g, 1, tw));
   kiln_lexpr *ocg = lx_var(b, oc);
   if (group > 1) ocg = lx_bin(b, LB_MOD, ocg, lx_int(b, MG));
-  kiln_lexpr *ic2 = lx_var(b, icg);
-  if (group > 1)
-    ic2 = lx_add(b, lx_mul(b, lx_bin(b, LB_DIV, lx_var(b, oc), lx_int(b, MG)), lx_int(b, CG)), ic2);
-  kiln_lexpr *wi = kiln_lx_nchw(b, ic2, ocg, wd, lx_var(b, kh), lx_var(b, kw));
+  kiln_lexpr *wi = kiln_lx_nchw(b, input_channel(b, group, oc, MG, icg, CG), ocg, wd, lx_var(b, kh),
+                                lx_var(b, kw));
   kiln_lexpr *prod =
       lx_bin(b, LB_MUL, lx_load(b, kiln_in_buf(c, 0), xi), lx_load(b, kiln_in_buf(c, 1), wi));
   kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), prod));

@@ -163,7 +163,7 @@ static bool grad(kiln_grad_ctx *c) {
     if (c->dx[1] < 0) return false;
   }
   if (n->n_inputs > 2 && n->inputs[2] >= 0 && c->need[2]) {
-    int scaled = beta == 1.0 ? dy : kiln_gb_binary(c, "Mul", dy, kiln_gb_scalar(c, KILN_F32, beta));
+    int scaled = beta == 1.0 ? dy : kiln_gb_binary(c, "Mul", dy, kiln_gb_scalar(c, c->g->tensors[dy].dtype, beta));
     c->dx[2] = scaled < 0 ? -1 : kiln_gb_sum_to(c, scaled, &c->g->tensors[n->inputs[2]].shape);
     if (c->dx[2] < 0) return false;
   }

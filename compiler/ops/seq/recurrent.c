@@ -8,6 +8,10 @@
 //       <the op's step: new h into scratch>
 //       h = new h; Y[t][dir][b] = new h
 //     Y[t][dir][b] = 0 for t >= len[b];  Y_h[dir][b] = h;  Y_c[dir][b] = c
+//
+// Every (dir, b) owns its slices of the state, and every store indexes them by dir and b, so the
+// schedule pass may run directions or batch elements in parallel; the time loop stays sequential
+// (the state stores do not depend on it).
 #include "recurrent.h"
 
 #include <ctype.h>

@@ -103,7 +103,8 @@ void kiln_rnn_eval(const kiln_node *n, const kiln_rnn_spec *spec, const kiln_eva
 
 // ---- Lowering ----
 
-// Scratch regions of (D, B, H) each, in a buffer of dtype t that only this kernel uses.
+// Scratch regions of (D, B, H) each, in a kernel scratch buffer (kiln_lower_scratch): the hidden
+// state, the new hidden state of the step, and AUX (LSTM's cell state, GRU's r * H).
 enum { KILN_RNN_STATE_H, KILN_RNN_STATE_NEW, KILN_RNN_STATE_AUX };
 
 typedef struct kiln_rnn_lowering {

@@ -200,7 +200,7 @@ static kiln_lexpr *corner_term(const kiln_lower_ctx *c, const kiln_resample *r, 
   }
   kiln_lexpr *xv =
       lx_cast(b, KILN_F64, lx_load(b, kiln_in_buf(c, 0), kiln_lower_index(b, r->in.rank, src, xs)));
-  return lx_bin(b, LB_MUL, w, xv);
+  return w ? lx_bin(b, LB_MUL, w, xv) : xv;  // no linear axis: a copy
 }
 
 static void lower_linear(const kiln_lower_ctx *c, const kiln_resample *r) {

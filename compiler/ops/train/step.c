@@ -1,5 +1,5 @@
 // The training step's scalars:
-//   LearningRate(step (1) i64) -> lr (1) f32: the schedule of the step counter (the number of
+//   LearningRate(step (1) i64) -> lr (1) of `dtype` (f32, default, or f64): the schedule of the step counter (the number of
 //     updates done so far), PyTorch's StepLR and CosineAnnealingLR stepped once per update:
 //       constant  lr
 //       step      lr * gamma^floor(step / step_size)
@@ -20,7 +20,14 @@ static const kiln_attr_spec lr_attrs[] = {{"lr", KILN_ATTR_FLOAT, true},
                                           {"gamma", KILN_ATTR_FLOAT, false},
                                           {"total_steps", KILN_ATTR_INT, false},
                                           {"min_lr", KILN_ATTR_FLOAT, false},
+                                          {"dtype", KILN_ATTR_STRING, false},
                                           {0}};
+
+// The lr's dtype (attribute `dtype`); false if it is not f32 or f64.
+static bool lr_dtype(const kiln_node *n, kiln_dtype *t) {
+  if (!kiln_dtype_parse(kiln_attr_string(n, "dtype", "f32"), t)) return false;
+  return kiln_dtype_is_float(*t);
+}
 static const kiln_attr_spec no_attrs[] = {{0}};
 static const kiln_attr_spec clip_attrs[] = {{"max_norm", KILN_ATTR_FLOAT, true}, {0}};
 
@@ -31,8 +38,13 @@ static bool lr_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   if (!kiln_op_read_int(n, d, "step_size", 1, 1, INT64_MAX, &v) ||
       !kiln_op_read_int(n, d, "total_steps", 1, 1, INT64_MAX, &v))
     return false;
+  kiln_dtype t;
+  if (!lr_dtype(n, &t)) {
+    kiln_op_error(d, n, "attrs.dtype: expected \"f32\" or \"f64\"");
+    return false;
+  }
   kiln_shape one = kiln_train_scalar_shape();
-  kiln_op_set_output(g, n, 0, KILN_F32, &one);
+  kiln_op_set_output(g, n, 0, t, &one);
   return true;
 }
 
@@ -79,7 +91,7 @@ static void lr_lower(const kiln_lower_ctx *c) {
   } else {
     (void)step;
   }
-  kiln_lb_store(b, kiln_out_buf(c, 0), lx_int(b, 0), lx_cast(b, KILN_F32, v));
+  kiln_lb_store(b, kiln_out_buf(c, 0), lx_int(b, 0), lx_cast(b, kiln_lower_out(c, 0)->dtype, v));
 }
 
 static bool inc_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {

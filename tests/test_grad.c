@@ -1,0 +1,457 @@
+// Gradient checks (docs/training.md): every gradient rule and backward op against central finite
+// differences of the loss, in double precision through the reference interpreter.
+//
+// Each case is a small model in f64 whose params feed the op under test, with a `training`
+// section: the loss (mse summed, unless the case says otherwise) and plain SGD with lr = 1, so one
+// training step moves each param by exactly -dL/dp. The reference is (L(p + h) - L(p - h)) / 2h
+// with L read from the same training graph's loss output (its STATE restored after every run).
+// The kinks are checked against their stated subgradients: ReLU'(0) = 0, |x|'(0) = 0, max-pool
+// ties go to the first maximal element in window order.
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../compiler/autodiff/training.h"
+#include "../compiler/frontend.h"
+#include "../compiler/interp.h"
+#include "test_util.h"
+
+TestSuite(grad, .fini = check_leaks);
+
+typedef struct grad_case {
+  const char *inputs;  // JSON array items (may be "")
+  const char *params;  // JSON array items
+  const char *nodes;   // JSON array items
+  const char *output;  // the tensor the loss reads
+  const char *graph_output;  // the model's output (default: output)
+  const char *loss;    // the loss object's fields besides output/target (default mse, sum)
+  const char *target;  // target dtype (default f64)
+  const char *extra;   // more fields of the training section ("" or ", \"regularization\": ...")
+  int64_t batch;       // training.batch_size: the inputs' leading dim (1 without inputs)
+} grad_case;
+
+typedef struct harness {
+  kiln_graph *g;
+  kiln_array *in, *out;
+  void **snapshot;  // per tensor: STATE data before any run
+  char *dir;
+} harness;
+
+static uint64_t rng_state;
+static double uniform(void) {  // [0, 1), SplitMix64
+  uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return (double)((z ^ (z >> 31)) >> 11) / 9007199254740992.0;
+}
+
+static size_t tensor_bytes(const kiln_tensor *t) {
+  return (size_t)kiln_shape_numel(&t->shape) * kiln_dtype_size(t->dtype);
+}
+
+// Random inputs: floats in [-1, 1) (targets of bce / kl_div in (0, 1)), integer labels in
+// [0, classes) where classes is the dim 1 of the tensor the loss reads.
+static void make_inputs(harness *h, const grad_case *c) {
+  kiln_graph *g = h->g;
+  const kiln_tensor *y = &g->tensors[g->outputs[1 < g->n_outputs ? 1 : 0]];
+  int64_t classes = y->shape.rank == 2 ? y->shape.dim[1] : 2;
+  bool unit = c->loss && (strstr(c->loss, "bce") || strstr(c->loss, "kl_div"));
+  h->in = calloc((size_t)g->n_inputs + 1, sizeof(kiln_array));
+  for (int i = 0; i < g->n_inputs; i++) {
+    const kiln_tensor *t = &g->tensors[g->inputs[i]];
+    kiln_array *a = &h->in[i];
+    a->dtype = (int)t->dtype, a->rank = t->shape.rank;
+    memcpy(a->shape, t->shape.dim, sizeof(int64_t) * (size_t)t->shape.rank);
+    a->nbytes = tensor_bytes(t);
+    a->data = kiln_aligned_alloc(a->nbytes + 64);
+    for (int64_t k = 0; k < kiln_shape_numel(&t->shape); k++) {
+      double v = kiln_dtype_is_float(t->dtype) ? (unit ? 0.05 + 0.9 * uniform() : 2 * uniform() - 1)
+                                               : floor(uniform() * (double)classes);
+      kiln_element_set(a->data, a->dtype, k, v);
+    }
+  }
+}
+
+static void open_case(harness *h, const grad_case *c) {
+  memset(h, 0, sizeof(*h));
+  rng_state = 12345;
+  h->dir = make_temp_dir();
+  char *path = path_join(h->dir, "model.json");
+  FILE *f = fopen(path, "w");
+  cr_assert(f);
+  fprintf(f,
+          "{\"format\": \"kiln-model\", \"version\": 1, \"name\": \"g\",\n"
+          " \"inputs\": [%s], \"outputs\": [{\"name\": \"%s\"}],\n"
+          " \"params\": [%s],\n \"nodes\": [%s],\n"
+          " \"training\": {\"batch_size\": %lld, \"loss\": {\"output\": \"%s\", \"target\": "
+          "{\"name\": \"t\", \"dtype\": \"%s\"}, %s},\n"
+          "   \"optimizer\": {\"kind\": \"sgd\", \"lr\": 1}%s}}\n",
+          c->inputs ? c->inputs : "", c->graph_output ? c->graph_output : c->output, c->params, c->nodes, (long long)(c->batch ? c->batch : 1),
+          c->output, c->target ? c->target : "f64",
+          c->loss ? c->loss : "\"kind\": \"mse\", \"reduction\": \"sum\"", c->extra ? c->extra : "");
+  fclose(f);
+  kiln_diag d;
+  kiln_diag_init(&d, path);
+  kiln_training tr;
+  kiln_load_options o = {.training = &tr};
+  h->g = kiln_load_model_ex(path, &o, &d);
+  cr_assert(h->g, "the case model does not load (see stderr)");
+  cr_assert(kiln_build_training_graph(h->g, &tr, &d), "no training graph (see stderr)");
+  free(path);
+  make_inputs(h, c);
+  h->out = calloc((size_t)h->g->n_outputs + 1, sizeof(kiln_array));
+  h->snapshot = calloc((size_t)h->g->n_tensors + 1, sizeof(void *));
+  for (int t = 0; t < h->g->n_tensors; t++) {
+    const kiln_tensor *x = &h->g->tensors[t];
+    if (x->kind != KILN_TENSOR_STATE) continue;
+    h->snapshot[t] = malloc(tensor_bytes(x) + 1);
+    memcpy(h->snapshot[t], x->data, tensor_bytes(x));
+  }
+}
+
+static void restore(harness *h) {
+  for (int t = 0; t < h->g->n_tensors; t++)
+    if (h->snapshot[t]) memcpy(h->g->tensors[t].data, h->snapshot[t], tensor_bytes(&h->g->tensors[t]));
+}
+
+// One training step from the snapshot, with element k of tensor p moved by delta; the loss.
+static double step_loss(harness *h, int p, int64_t k, double delta) {
+  restore(h);
+  kiln_tensor *x = &h->g->tensors[p];
+  if (p >= 0) kiln_element_set(x->data, (int)x->dtype, k, kiln_tensor_get(x, k) + delta);
+  kiln_diag d;
+  kiln_diag_init(&d, "grad");
+  cr_assert(kiln_interp_run(h->g, h->in, h->out, &d));
+  double loss = kiln_element_get(h->out[0].data, h->out[0].dtype, 0);
+  for (int i = 0; i < h->g->n_outputs; i++) kiln_array_free(&h->out[i]);
+  return loss;
+}
+
+static void close_case(harness *h) {
+  for (int t = 0; t < h->g->n_tensors; t++) free(h->snapshot[t]);
+  for (int i = 0; i < h->g->n_inputs; i++) kiln_array_free(&h->in[i]);
+  free(h->snapshot);
+  free(h->in);
+  free(h->out);
+  kiln_graph_free(h->g);
+  rm_rf(h->dir);
+  free(h->dir);
+}
+
+// A trainable param (STATE, not the step counter).
+static bool is_param(const kiln_graph *g, int t) {
+  return g->tensors[t].kind == KILN_TENSOR_STATE && strcmp(g->tensors[t].name, KILN_STEP_TENSOR);
+}
+
+// The analytic gradient of every element of trainable param p: w - w' after one SGD step, lr 1.
+static double *analytic(harness *h, int p) {
+  int64_t n = kiln_shape_numel(&h->g->tensors[p].shape);
+  double *g = calloc((size_t)n, sizeof(double));
+  step_loss(h, -1, 0, 0);
+  for (int64_t k = 0; k < n; k++)
+    g[k] = kiln_element_get(h->snapshot[p], (int)h->g->tensors[p].dtype, k) -
+           kiln_tensor_get(&h->g->tensors[p], k);
+  return g;
+}
+
+static void check_gradients(const grad_case *c, double rtol, double atol) {
+  harness h;
+  open_case(&h, c);
+  int checked = 0;
+  for (int p = 0; p < h.g->n_tensors; p++) {
+    if (!is_param(h.g, p)) continue;
+    double *g = analytic(&h, p);
+    for (int64_t k = 0; k < kiln_shape_numel(&h.g->tensors[p].shape); k++) {
+      double eps = 1e-4;  // rounding error ~1e-16 |L| / eps, truncation ~eps^2
+      double fd = (step_loss(&h, p, k, eps) - step_loss(&h, p, k, -eps)) / (2 * eps);
+      cr_expect(fabs(g[k] - fd) <= atol + rtol * fabs(fd),
+                "%s[%lld]: gradient %.12g, finite difference %.12g", h.g->tensors[p].name,
+                (long long)k, g[k], fd);
+      checked++;
+    }
+    free(g);
+  }
+  cr_expect(checked > 0, "no trainable param");
+  close_case(&h);
+}
+
+// A random f64 param (normal, or uniform in [0.5, 1.5) for divisors); seed: a string literal.
+#define PARAM(name, shape, seed)                                                            \
+  "{\"name\": \"" name "\", \"dtype\": \"f64\", \"shape\": " shape                          \
+  ", \"init\": {\"kind\": \"normal\", \"std\": 1, \"seed\": " seed "}}"
+#define PARAM_POS(name, shape, seed)                                                        \
+  "{\"name\": \"" name "\", \"dtype\": \"f64\", \"shape\": " shape                          \
+  ", \"init\": {\"kind\": \"uniform\", \"low\": 0.5, \"high\": 1.5, \"seed\": " seed "}}"
+#define NODE(op, in, out, attrs)                                                        \
+  "{\"op\": \"" op "\", \"inputs\": " in ", \"outputs\": [\"" out "\"], \"attrs\": {" attrs \
+  "}}"
+
+static const double RTOL = 1e-5, ATOL = 1e-6;
+
+// ---- Core ops ----
+
+Test(grad, gemm_with_input_and_bias) {
+  grad_case c = {.inputs = "{\"name\": \"x\", \"dtype\": \"f64\", \"shape\": [3, 4]}",
+                 .params = PARAM("w", "[4, 5]", "1") "," PARAM("b", "[5]", "2"),
+                 .nodes = NODE("Gemm", "[\"x\", \"w\", \"b\"]", "y", ""),
+                 .output = "y",
+                 .batch = 3};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, gemm_transposed_scaled) {
+  grad_case c = {.params = PARAM("a", "[4, 3]", "3") "," PARAM("w", "[5, 4]", "4") "," PARAM("b", "[1, 5]", "5"),
+                 .nodes = NODE("Gemm", "[\"a\", \"w\", \"b\"]", "y",
+                               "\"transA\": 1, \"transB\": 1, \"alpha\": 0.7, \"beta\": 1.3"),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, gemm_full_bias_no_trans_a) {
+  grad_case c = {.params = PARAM("a", "[2, 3]", "6") "," PARAM("w", "[4, 3]", "7") "," PARAM("b", "[2, 4]", "8"),
+                 .nodes = NODE("Gemm", "[\"a\", \"w\", \"b\"]", "y", "\"transB\": 1"),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, matmul_batched_broadcast) {
+  grad_case c = {.params = PARAM("a", "[2, 3, 4]", "9") "," PARAM("b", "[4, 5]", "10"),
+                 .nodes = NODE("MatMul", "[\"a\", \"b\"]", "y", ""),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, matmul_vector_and_batched_b) {
+  grad_case c = {.params = PARAM("a", "[4]", "11") "," PARAM("b", "[2, 4, 3]", "12"),
+                 .nodes = NODE("MatMul", "[\"a\", \"b\"]", "y", ""),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, conv_groups_strides_pads_dilations) {
+  grad_case c = {
+      .params = PARAM("x", "[2, 4, 7, 8]", "13") "," PARAM("w", "[6, 2, 3, 3]", "14") "," PARAM("b", "[6]", "15"),
+      .nodes = NODE("Conv", "[\"x\", \"w\", \"b\"]", "y",
+                    "\"group\": 2, \"strides\": [2, 1], \"pads\": [1, 0, 2, 1], "
+                    "\"dilations\": [1, 2]"),
+      .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, conv_same_padding_stride_1) {
+  grad_case c = {.params = PARAM("x", "[2, 3, 5, 5]", "16") "," PARAM("w", "[4, 3, 3, 3]", "17"),
+                 .nodes = NODE("Conv", "[\"x\", \"w\"]", "y", "\"pads\": [1, 1, 1, 1]"),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, maxpool_overlapping_padded) {
+  grad_case c = {.params = PARAM("x", "[2, 2, 6, 5]", "18"),
+                 .nodes = NODE("MaxPool", "[\"x\"]", "y",
+                               "\"kernel_shape\": [3, 3], \"pads\": [1, 1, 1, 1]"),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, maxpool_ceil_mode_strided) {
+  grad_case c = {.params = PARAM("x", "[1, 2, 5, 5]", "19"),
+                 .nodes = NODE("MaxPool", "[\"x\"]", "y",
+                               "\"kernel_shape\": [2, 2], \"strides\": [2, 2], \"ceil_mode\": 1"),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, averagepool_excluding_pads) {
+  grad_case c = {.params = PARAM("x", "[2, 2, 6, 5]", "20"),
+                 .nodes = NODE("AveragePool", "[\"x\"]", "y",
+                               "\"kernel_shape\": [3, 3], \"strides\": [2, 2], \"pads\": [1, 1, 1, 1]"),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, averagepool_including_pads_ceil_mode) {
+  grad_case c = {.params = PARAM("x", "[1, 2, 5, 6]", "21"),
+                 .nodes = NODE("AveragePool", "[\"x\"]", "y",
+                               "\"kernel_shape\": [2, 3], \"strides\": [2, 2], \"pads\": [1, 0, 0, 1], "
+                               "\"count_include_pad\": 1, \"ceil_mode\": 1"),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, add_sub_mul_div_broadcasting) {
+  grad_case c = {.params = PARAM("a", "[2, 3, 4]", "22") "," PARAM("b", "[3, 1]", "23") "," PARAM("c", "[4]", "24") "," PARAM_POS("d", "[2, 1, 1]", "25"),
+                 .nodes = NODE("Add", "[\"a\", \"b\"]", "s", "") "," NODE("Sub", "[\"c\", \"s\"]", "u", "") "," NODE("Mul", "[\"u\", \"b\"]", "m", "") "," NODE("Div", "[\"m\", \"d\"]", "y", ""),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, fan_out_accumulates) {
+  // y = p * p + relu(p) + sigmoid(p): three uses of p.
+  grad_case c = {.params = PARAM("p", "[3, 4]", "26"),
+                 .nodes = NODE("Mul", "[\"p\", \"p\"]", "sq", "") "," NODE("Relu", "[\"p\"]", "r", "") "," NODE("Add", "[\"sq\", \"r\"]", "s", "") "," NODE("Sigmoid", "[\"p\"]", "g", "") "," NODE("Add", "[\"s\", \"g\"]", "y", ""),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, activations) {
+  grad_case c = {.params = PARAM("p", "[3, 5]", "27"),
+                 .nodes = NODE("Tanh", "[\"p\"]", "a", "") "," NODE("Relu", "[\"a\"]", "b", "") "," NODE("Sigmoid", "[\"b\"]", "y", ""),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, softmax_middle_axis) {
+  grad_case c = {.params = PARAM("p", "[2, 3, 4]", "28"),
+                 .nodes = NODE("Softmax", "[\"p\"]", "y", "\"axis\": 1"),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, flatten_and_reshape) {
+  grad_case c = {.params = PARAM("p", "[2, 3, 4]", "29") ", {\"name\": \"s\", \"dtype\": \"i64\", \"shape\": [2], \"init\": {\"kind\": \"values\", \"values\": [4, -1]}}," PARAM("q", "[4, 6]", "30"),
+                 .nodes = NODE("Flatten", "[\"p\"]", "f", "\"axis\": 2") "," NODE("Reshape", "[\"f\", \"s\"]", "r", "") "," NODE("Mul", "[\"r\", \"q\"]", "y", ""),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+// ---- Losses, regularization ----
+
+// The loss reads p (or y = pred_node(p)); the model's output is r = relu(p) then.
+static void check_loss(const char *loss, const char *target, const char *pred_node) {
+  grad_case c = {.params = PARAM("p", "[4, 3]", "31"),
+                 .nodes = pred_node ? pred_node : NODE("Relu", "[\"p\"]", "r", ""),
+                 .output = pred_node ? "y" : "p",
+                 .graph_output = pred_node ? "y" : "r",
+                 .loss = loss,
+                 .target = target};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, loss_mse_mean) { check_loss("\"kind\": \"mse\"", NULL, NULL); }
+Test(grad, loss_mae) { check_loss("\"kind\": \"mae\", \"reduction\": \"sum\"", NULL, NULL); }
+Test(grad, loss_huber) { check_loss("\"kind\": \"huber\", \"delta\": 0.5", NULL, NULL); }
+Test(grad, loss_clipped_mse) { check_loss("\"kind\": \"clipped_mse\", \"clip\": 0.8", NULL, NULL); }
+Test(grad, loss_bce_with_logits) { check_loss("\"kind\": \"bce_with_logits\"", NULL, NULL); }
+Test(grad, loss_bce_on_sigmoid) {
+  check_loss("\"kind\": \"bce\"", NULL, NODE("Sigmoid", "[\"p\"]", "y", ""));
+}
+Test(grad, loss_kl_div_batchmean) {
+  check_loss("\"kind\": \"kl_div\", \"reduction\": \"batchmean\"", NULL, NULL);
+}
+Test(grad, loss_cross_entropy_mean) { check_loss("\"kind\": \"cross_entropy\"", "i64", NULL); }
+Test(grad, loss_cross_entropy_sum_weighted) {
+  check_loss("\"kind\": \"cross_entropy\", \"reduction\": \"sum\", \"weight\": \"sw\"", "i32", NULL);
+}
+
+Test(grad, regularization_l1_l2) {
+  grad_case c = {.params = PARAM("w", "[3, 4]", "32") "," PARAM("b", "[4]", "33"),
+                 .nodes = NODE("Add", "[\"w\", \"b\"]", "y", ""),
+                 .output = "y",
+                 .extra = ", \"regularization\": {\"l1\": 0.3, \"l2\": 0.2}"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+// ---- Kinks and clipping ----
+
+// The analytic gradient of the single param of case c.
+static double *case_gradient(const grad_case *c, harness *h, int64_t *n) {
+  open_case(h, c);
+  for (int p = 0; p < h->g->n_tensors; p++)
+    if (is_param(h->g, p)) {
+      *n = kiln_shape_numel(&h->g->tensors[p].shape);
+      return analytic(h, p);
+    }
+  cr_assert_fail("no param");
+  return NULL;
+}
+
+Test(grad, relu_at_zero_is_zero) {
+  // L = sum (relu(p) - t)^2 with p = (0, 2, -2): dL/dp = (0, 2 (2 - t1), 0).
+  grad_case c = {.params = "{\"name\": \"p\", \"dtype\": \"f64\", \"shape\": [3], \"init\": "
+                           "{\"kind\": \"values\", \"values\": [0, 2, -2]}}",
+                 .nodes = NODE("Relu", "[\"p\"]", "y", ""),
+                 .output = "y"};
+  harness h;
+  int64_t n;
+  double *g = case_gradient(&c, &h, &n);
+  cr_expect_eq(g[0], 0.0, "ReLU'(0) must be 0, got %g", g[0]);
+  cr_expect(fabs(g[1] - 2 * (2 - kiln_element_get(h.in[0].data, h.in[0].dtype, 1))) < 1e-12);
+  cr_expect_eq(g[2], 0.0);
+  free(g);
+  close_case(&h);
+}
+
+Test(grad, mae_at_zero_error_is_zero) {
+  // p = t exactly: |p - t|'(0) = 0. The target input is set to the param's values.
+  grad_case c = {.params = "{\"name\": \"p\", \"dtype\": \"f64\", \"shape\": [2], \"init\": "
+                           "{\"kind\": \"values\", \"values\": [0.5, -0.25]}}",
+                 .nodes = NODE("Relu", "[\"p\"]", "r", ""),
+                 .output = "p",
+                 .graph_output = "r",
+                 .loss = "\"kind\": \"mae\", \"reduction\": \"sum\""};
+  harness h;
+  open_case(&h, &c);
+  kiln_element_set(h.in[0].data, h.in[0].dtype, 0, 0.5);
+  kiln_element_set(h.in[0].data, h.in[0].dtype, 1, -0.25);
+  int p = kiln_graph_find_tensor(h.g, "p");
+  double *g = analytic(&h, p);
+  cr_expect_eq(g[0], 0.0);
+  cr_expect_eq(g[1], 0.0);
+  free(g);
+  close_case(&h);
+}
+
+Test(grad, maxpool_ties_go_to_first_element) {
+  // x all equal: every 2x2 window's gradient goes to its top-left element.
+  grad_case c = {.params = "{\"name\": \"x\", \"dtype\": \"f64\", \"shape\": [1, 1, 4, 4], "
+                           "\"init\": {\"kind\": \"constant\", \"value\": 1}}",
+                 .nodes = NODE("MaxPool", "[\"x\"]", "y",
+                               "\"kernel_shape\": [2, 2], \"strides\": [2, 2]"),
+                 .output = "y"};
+  harness h;
+  int64_t n;
+  double *g = case_gradient(&c, &h, &n);
+  for (int64_t i = 0; i < 16; i++) {
+    int64_t r = i / 4, col = i % 4;
+    bool first = r % 2 == 0 && col % 2 == 0;
+    double t = kiln_element_get(h.in[0].data, h.in[0].dtype, (r / 2) * 2 + col / 2);
+    double want = first ? 2 * (1 - t) : 0;
+    cr_expect(fabs(g[i] - want) < 1e-12, "x[%lld]: gradient %g, expected %g", (long long)i, g[i],
+              want);
+  }
+  free(g);
+  close_case(&h);
+}
+
+Test(grad, clipping_scales_by_global_norm) {
+  // With clip_grad_norm c, the step is g * min(1, c / (|g| + 1e-6)).
+  grad_case plain = {.params = PARAM("w", "[3, 4]", "34") "," PARAM("b", "[4]", "35"),
+                     .nodes = NODE("Add", "[\"w\", \"b\"]", "y", ""),
+                     .output = "y"};
+  grad_case clipped = plain;
+  clipped.extra = ", \"clip_grad_norm\": 0.5";
+  harness h1, h2;
+  open_case(&h1, &plain);
+  open_case(&h2, &clipped);
+  int ps[2] = {kiln_graph_find_tensor(h1.g, "w"), kiln_graph_find_tensor(h1.g, "b")};
+  double *g1[2], *g2[2], norm2 = 0;
+  for (int i = 0; i < 2; i++) {
+    g1[i] = analytic(&h1, ps[i]);
+    g2[i] = analytic(&h2, kiln_graph_find_tensor(h2.g, h1.g->tensors[ps[i]].name));
+    for (int64_t k = 0; k < kiln_shape_numel(&h1.g->tensors[ps[i]].shape); k++)
+      norm2 += g1[i][k] * g1[i][k];
+  }
+  double scale = fmin(1.0, 0.5 / (sqrt(norm2) + 1e-6));
+  cr_expect(scale < 1, "the case should clip (norm %g)", sqrt(norm2));
+  for (int i = 0; i < 2; i++) {
+    for (int64_t k = 0; k < kiln_shape_numel(&h1.g->tensors[ps[i]].shape); k++)
+      cr_expect(fabs(g2[i][k] - g1[i][k] * scale) < 1e-12, "clipped gradient %g, expected %g",
+                g2[i][k], g1[i][k] * scale);
+    free(g1[i]);
+    free(g2[i]);
+  }
+  close_case(&h1);
+  close_case(&h2);
+}
