@@ -41,8 +41,8 @@ int kiln_state_save(const kiln_train_desc *t, void *ctx, const char *path, char 
   for (int i = 0; i < t->n_state; i++) {
     const kiln_state_desc *s = &t->states[i];
     names[i] = s->name;
-    arrays[i] = (kiln_array){.dtype = s->dtype, .rank = s->rank, .data = base + s->offset,
-                             .nbytes = state_bytes(s)};
+    arrays[i] = (kiln_array){
+        .dtype = s->dtype, .rank = s->rank, .data = base + s->offset, .nbytes = state_bytes(s)};
     memcpy(arrays[i].shape, s->shape, sizeof(int64_t) * (size_t)s->rank);
   }
   int st = kiln_safetensors_write(path, t->n_state, names, arrays, err, errlen);
@@ -132,11 +132,11 @@ static bool parse_options(int argc, char **argv, const kiln_train_desc *t, optio
   *o = (options){.epochs = 1, .max_steps = -1, .seed = t->seed};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    const char **slot = strcmp(a, "--train") == 0    ? &o->train
-                        : strcmp(a, "--test") == 0   ? &o->test
-                        : strcmp(a, "--save") == 0   ? &o->save
-                        : strcmp(a, "--resume") == 0 ? &o->resume
-                        : strcmp(a, "--log") == 0    ? &o->log
+    const char **slot = strcmp(a, "--train") == 0     ? &o->train
+                        : strcmp(a, "--test") == 0    ? &o->test
+                        : strcmp(a, "--save") == 0    ? &o->save
+                        : strcmp(a, "--resume") == 0  ? &o->resume
+                        : strcmp(a, "--log") == 0     ? &o->log
                         : strcmp(a, "--weights") == 0 ? &o->weights
                                                       : NULL;
     int64_t x;
@@ -216,7 +216,8 @@ static int open_session(session *s, const kiln_train_desc *t, const char *argv0,
       }
       s->data_input = i;
     }
-  if (s->data_input < 0) return fprintf(stderr, "kiln-train: the model has no data input\n"), EXIT_BAD;
+  if (s->data_input < 0)
+    return fprintf(stderr, "kiln-train: the model has no data input\n"), EXIT_BAD;
   s->batch = m->inputs[s->data_input].shape[0];
   if (o->batch && o->batch != s->batch) {
     fprintf(stderr,
@@ -271,9 +272,9 @@ static void close_session(session *s) {
 // The data must fit the model: sample size, label size, class labels in range.
 static bool check_data(const session *s, const kiln_dataset *d) {
   if (d->x_numel != s->x_numel) {
-    fprintf(stderr, "kiln-train: %s: each sample has %lld values, the model's input %s takes %lld\n",
-            d->source, (long long)d->x_numel, s->m->inputs[s->data_input].name,
-            (long long)s->x_numel);
+    fprintf(
+        stderr, "kiln-train: %s: each sample has %lld values, the model's input %s takes %lld\n",
+        d->source, (long long)d->x_numel, s->m->inputs[s->data_input].name, (long long)s->x_numel);
     return false;
   }
   if (d->y_numel != s->y_numel) {
@@ -290,9 +291,10 @@ static bool check_data(const session *s, const kiln_dataset *d) {
   for (int64_t i = 0; s->t->classification && i < d->n; i++) {
     double l = kiln_dataset_y(d, i, 0);
     if (!(l >= 0 && l < (double)s->classes && l == floor(l))) {
-      fprintf(stderr, "kiln-train: %s: the label of sample %lld is %g, outside the %lld classes "
-              "[0, %lld)\n", d->source, (long long)i, l, (long long)s->classes,
-              (long long)s->classes);
+      fprintf(stderr,
+              "kiln-train: %s: the label of sample %lld is %g, outside the %lld classes "
+              "[0, %lld)\n",
+              d->source, (long long)i, l, (long long)s->classes, (long long)s->classes);
       return false;
     }
   }
@@ -434,7 +436,8 @@ static int run_epoch(session *s, run_state *r, int64_t epoch) {
     }
     loss_sum += loss;
     r->train_loss = loss_sum / (double)(pos + 1 - first);
-    if (s->log) fprintf(s->log, "%lld,%lld,%.9g,,\n", (long long)*s->step, (long long)epoch + 1, loss);
+    if (s->log)
+      fprintf(s->log, "%lld,%lld,%.9g,,\n", (long long)*s->step, (long long)epoch + 1, loss);
     double rate = (double)(pos + 1 - first) / ((kiln_now_ms() - t0) / 1000.0 + 1e-9);
     if (tty && (pos % 10 == 0 || pos + 1 == r->per_epoch))
       progress(epoch, o->epochs, pos + 1, r->per_epoch, loss, rate);
@@ -463,8 +466,12 @@ static int run_epoch(session *s, run_state *r, int64_t epoch) {
 }
 
 static int train(session *s, const options *o, const kiln_dataset *tr, const kiln_dataset *te) {
-  run_state r = {.o = o, .train = tr, .test = te, .per_epoch = tr->n / s->batch,
-                 .last = {NAN, -1}, .train_loss = NAN};
+  run_state r = {.o = o,
+                 .train = tr,
+                 .test = te,
+                 .per_epoch = tr->n / s->batch,
+                 .last = {NAN, -1},
+                 .train_loss = NAN};
   r.perm = malloc(sizeof(int64_t) * (size_t)tr->n);
   int rc = -1;
   bool evaluated = false;
@@ -514,7 +521,8 @@ int kiln_train_main(const kiln_train_desc *t, int argc, char **argv) {
   options o;
   if (!t || !t->model) return EXIT_INTERNAL;
   if (!parse_options(argc, argv, t, &o)) return usage(argv[0]), EXIT_BAD;
-  if (o.resume && o.weights) return fprintf(stderr, "kiln-train: give --resume or --weights\n"), EXIT_BAD;
+  if (o.resume && o.weights)
+    return fprintf(stderr, "kiln-train: give --resume or --weights\n"), EXIT_BAD;
   if (o.threads) kiln_set_threads(o.threads);
   session s;
   kiln_dataset tr = {0}, te = {0};
@@ -526,7 +534,8 @@ int kiln_train_main(const kiln_train_desc *t, int argc, char **argv) {
     fprintf(stderr, "kiln-train: %s: cannot open: %s\n", o.log, strerror(errno));
     rc = EXIT_BAD;
   }
-  if (rc == EXIT_OK && s.log && !o.resume) fprintf(s.log, "step,epoch,loss,eval_loss,eval_accuracy\n");
+  if (rc == EXIT_OK && s.log && !o.resume)
+    fprintf(s.log, "step,epoch,loss,eval_loss,eval_accuracy\n");
   if (rc == EXIT_OK) {
     struct sigaction sa = {.sa_handler = on_sigint};
     sigemptyset(&sa.sa_mask);

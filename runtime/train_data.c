@@ -88,8 +88,10 @@ static int csv_fields(char *line, double *v, int max) {
     if (end == p || n == max) return -1;
     v[n++] = x;
     while (*end == ' ' || *end == '\t') end++;
-    if (*end == ',') end++;
-    else if (*end && *end != '\n' && *end != '\r') return -1;
+    if (*end == ',')
+      end++;
+    else if (*end && *end != '\n' && *end != '\r')
+      return -1;
     p = end;
   }
   return n;

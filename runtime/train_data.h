@@ -9,13 +9,13 @@
 #include "kiln_runtime.h"
 
 typedef struct kiln_dataset {
-  kiln_array x;     // (N, ...) samples, any dtype
-  kiln_array y;     // (N, ...) labels or targets, any dtype
-  double x_scale;   // sample values are multiplied by this (IDX bytes: 1/255)
-  int64_t n;        // samples
-  int64_t x_numel;  // elements per sample
-  int64_t y_numel;  // elements per label
-  char source[256]; // for messages
+  kiln_array x;      // (N, ...) samples, any dtype
+  kiln_array y;      // (N, ...) labels or targets, any dtype
+  double x_scale;    // sample values are multiplied by this (IDX bytes: 1/255)
+  int64_t n;         // samples
+  int64_t x_numel;   // elements per sample
+  int64_t y_numel;   // elements per label
+  char source[256];  // for messages
 } kiln_dataset;
 
 // Loads SRC: "X.npy,Y.npy", "IMAGES.idx[.gz],LABELS.idx[.gz]", "fashion-mnist:train|test",

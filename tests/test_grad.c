@@ -21,15 +21,15 @@
 TestSuite(grad, .fini = check_leaks);
 
 typedef struct grad_case {
-  const char *inputs;  // JSON array items (may be "")
-  const char *params;  // JSON array items
-  const char *nodes;   // JSON array items
-  const char *output;  // the tensor the loss reads
+  const char *inputs;        // JSON array items (may be "")
+  const char *params;        // JSON array items
+  const char *nodes;         // JSON array items
+  const char *output;        // the tensor the loss reads
   const char *graph_output;  // the model's output (default: output)
-  const char *loss;    // the loss object's fields besides output/target (default mse, sum)
-  const char *target;  // target dtype (default f64)
-  const char *extra;   // more fields of the training section ("" or ", \"regularization\": ...")
-  int64_t batch;       // training.batch_size: the inputs' leading dim (1 without inputs)
+  const char *loss;          // the loss object's fields besides output/target (default mse, sum)
+  const char *target;        // target dtype (default f64)
+  const char *extra;  // more fields of the training section ("" or ", \"regularization\": ...")
+  int64_t batch;      // training.batch_size: the inputs' leading dim (1 without inputs)
 } grad_case;
 
 typedef struct harness {
@@ -88,9 +88,10 @@ static void open_case(harness *h, const grad_case *c) {
           " \"training\": {\"batch_size\": %lld, \"loss\": {\"output\": \"%s\", \"target\": "
           "{\"name\": \"t\", \"dtype\": \"%s\"}, %s},\n"
           "   \"optimizer\": {\"kind\": \"sgd\", \"lr\": 1}%s}}\n",
-          c->inputs ? c->inputs : "", c->graph_output ? c->graph_output : c->output, c->params, c->nodes, (long long)(c->batch ? c->batch : 1),
-          c->output, c->target ? c->target : "f64",
-          c->loss ? c->loss : "\"kind\": \"mse\", \"reduction\": \"sum\"", c->extra ? c->extra : "");
+          c->inputs ? c->inputs : "", c->graph_output ? c->graph_output : c->output, c->params,
+          c->nodes, (long long)(c->batch ? c->batch : 1), c->output, c->target ? c->target : "f64",
+          c->loss ? c->loss : "\"kind\": \"mse\", \"reduction\": \"sum\"",
+          c->extra ? c->extra : "");
   fclose(f);
   kiln_diag d;
   kiln_diag_init(&d, path);
@@ -113,7 +114,8 @@ static void open_case(harness *h, const grad_case *c) {
 
 static void restore(harness *h) {
   for (int t = 0; t < h->g->n_tensors; t++)
-    if (h->snapshot[t]) memcpy(h->g->tensors[t].data, h->snapshot[t], tensor_bytes(&h->g->tensors[t]));
+    if (h->snapshot[t])
+      memcpy(h->g->tensors[t].data, h->snapshot[t], tensor_bytes(&h->g->tensors[t]));
 }
 
 // One training step from the snapshot, with element k of tensor p moved by delta; the loss.
@@ -178,15 +180,14 @@ static void check_gradients(const grad_case *c, double rtol, double atol) {
 }
 
 // A random f64 param (normal, or uniform in [0.5, 1.5) for divisors); seed: a string literal.
-#define PARAM(name, shape, seed)                                                            \
-  "{\"name\": \"" name "\", \"dtype\": \"f64\", \"shape\": " shape                          \
+#define PARAM(name, shape, seed)                                   \
+  "{\"name\": \"" name "\", \"dtype\": \"f64\", \"shape\": " shape \
   ", \"init\": {\"kind\": \"normal\", \"std\": 1, \"seed\": " seed "}}"
-#define PARAM_POS(name, shape, seed)                                                        \
-  "{\"name\": \"" name "\", \"dtype\": \"f64\", \"shape\": " shape                          \
+#define PARAM_POS(name, shape, seed)                               \
+  "{\"name\": \"" name "\", \"dtype\": \"f64\", \"shape\": " shape \
   ", \"init\": {\"kind\": \"uniform\", \"low\": 0.5, \"high\": 1.5, \"seed\": " seed "}}"
-#define NODE(op, in, out, attrs)                                                        \
-  "{\"op\": \"" op "\", \"inputs\": " in ", \"outputs\": [\"" out "\"], \"attrs\": {" attrs \
-  "}}"
+#define NODE(op, in, out, attrs) \
+  "{\"op\": \"" op "\", \"inputs\": " in ", \"outputs\": [\"" out "\"], \"attrs\": {" attrs "}}"
 
 static const double RTOL = 1e-5, ATOL = 1e-6;
 
@@ -202,7 +203,8 @@ Test(grad, gemm_with_input_and_bias) {
 }
 
 Test(grad, gemm_transposed_scaled) {
-  grad_case c = {.params = PARAM("a", "[4, 3]", "3") "," PARAM("w", "[5, 4]", "4") "," PARAM("b", "[1, 5]", "5"),
+  grad_case c = {.params = PARAM("a", "[4, 3]", "3") "," PARAM("w", "[5, 4]", "4") "," PARAM(
+                     "b", "[1, 5]", "5"),
                  .nodes = NODE("Gemm", "[\"a\", \"w\", \"b\"]", "y",
                                "\"transA\": 1, \"transB\": 1, \"alpha\": 0.7, \"beta\": 1.3"),
                  .output = "y"};
@@ -210,7 +212,8 @@ Test(grad, gemm_transposed_scaled) {
 }
 
 Test(grad, gemm_full_bias_no_trans_a) {
-  grad_case c = {.params = PARAM("a", "[2, 3]", "6") "," PARAM("w", "[4, 3]", "7") "," PARAM("b", "[2, 4]", "8"),
+  grad_case c = {.params = PARAM("a", "[2, 3]", "6") "," PARAM("w", "[4, 3]", "7") "," PARAM(
+                     "b", "[2, 4]", "8"),
                  .nodes = NODE("Gemm", "[\"a\", \"w\", \"b\"]", "y", "\"transB\": 1"),
                  .output = "y"};
   check_gradients(&c, RTOL, ATOL);
@@ -231,12 +234,12 @@ Test(grad, matmul_vector_and_batched_b) {
 }
 
 Test(grad, conv_groups_strides_pads_dilations) {
-  grad_case c = {
-      .params = PARAM("x", "[2, 4, 7, 8]", "13") "," PARAM("w", "[6, 2, 3, 3]", "14") "," PARAM("b", "[6]", "15"),
-      .nodes = NODE("Conv", "[\"x\", \"w\", \"b\"]", "y",
-                    "\"group\": 2, \"strides\": [2, 1], \"pads\": [1, 0, 2, 1], "
-                    "\"dilations\": [1, 2]"),
-      .output = "y"};
+  grad_case c = {.params = PARAM("x", "[2, 4, 7, 8]", "13") "," PARAM(
+                     "w", "[6, 2, 3, 3]", "14") "," PARAM("b", "[6]", "15"),
+                 .nodes = NODE("Conv", "[\"x\", \"w\", \"b\"]", "y",
+                               "\"group\": 2, \"strides\": [2, 1], \"pads\": [1, 0, 2, 1], "
+                               "\"dilations\": [1, 2]"),
+                 .output = "y"};
   check_gradients(&c, RTOL, ATOL);
 }
 
@@ -248,10 +251,10 @@ Test(grad, conv_same_padding_stride_1) {
 }
 
 Test(grad, maxpool_overlapping_padded) {
-  grad_case c = {.params = PARAM("x", "[2, 2, 6, 5]", "18"),
-                 .nodes = NODE("MaxPool", "[\"x\"]", "y",
-                               "\"kernel_shape\": [3, 3], \"pads\": [1, 1, 1, 1]"),
-                 .output = "y"};
+  grad_case c = {
+      .params = PARAM("x", "[2, 2, 6, 5]", "18"),
+      .nodes = NODE("MaxPool", "[\"x\"]", "y", "\"kernel_shape\": [3, 3], \"pads\": [1, 1, 1, 1]"),
+      .output = "y"};
   check_gradients(&c, RTOL, ATOL);
 }
 
@@ -264,40 +267,51 @@ Test(grad, maxpool_ceil_mode_strided) {
 }
 
 Test(grad, averagepool_excluding_pads) {
-  grad_case c = {.params = PARAM("x", "[2, 2, 6, 5]", "20"),
-                 .nodes = NODE("AveragePool", "[\"x\"]", "y",
-                               "\"kernel_shape\": [3, 3], \"strides\": [2, 2], \"pads\": [1, 1, 1, 1]"),
-                 .output = "y"};
+  grad_case c = {
+      .params = PARAM("x", "[2, 2, 6, 5]", "20"),
+      .nodes = NODE("AveragePool", "[\"x\"]", "y",
+                    "\"kernel_shape\": [3, 3], \"strides\": [2, 2], \"pads\": [1, 1, 1, 1]"),
+      .output = "y"};
   check_gradients(&c, RTOL, ATOL);
 }
 
 Test(grad, averagepool_including_pads_ceil_mode) {
-  grad_case c = {.params = PARAM("x", "[1, 2, 5, 6]", "21"),
-                 .nodes = NODE("AveragePool", "[\"x\"]", "y",
-                               "\"kernel_shape\": [2, 3], \"strides\": [2, 2], \"pads\": [1, 0, 0, 1], "
-                               "\"count_include_pad\": 1, \"ceil_mode\": 1"),
-                 .output = "y"};
+  grad_case c = {
+      .params = PARAM("x", "[1, 2, 5, 6]", "21"),
+      .nodes = NODE("AveragePool", "[\"x\"]", "y",
+                    "\"kernel_shape\": [2, 3], \"strides\": [2, 2], \"pads\": [1, 0, 0, 1], "
+                    "\"count_include_pad\": 1, \"ceil_mode\": 1"),
+      .output = "y"};
   check_gradients(&c, RTOL, ATOL);
 }
 
 Test(grad, add_sub_mul_div_broadcasting) {
-  grad_case c = {.params = PARAM("a", "[2, 3, 4]", "22") "," PARAM("b", "[3, 1]", "23") "," PARAM("c", "[4]", "24") "," PARAM_POS("d", "[2, 1, 1]", "25"),
-                 .nodes = NODE("Add", "[\"a\", \"b\"]", "s", "") "," NODE("Sub", "[\"c\", \"s\"]", "u", "") "," NODE("Mul", "[\"u\", \"b\"]", "m", "") "," NODE("Div", "[\"m\", \"d\"]", "y", ""),
-                 .output = "y"};
+  grad_case c = {
+      .params = PARAM("a", "[2, 3, 4]", "22") "," PARAM("b", "[3, 1]", "23") "," PARAM(
+          "c", "[4]", "24") "," PARAM_POS("d", "[2, 1, 1]", "25"),
+      .nodes = NODE("Add", "[\"a\", \"b\"]", "s", "") "," NODE(
+          "Sub", "[\"c\", \"s\"]", "u", "") "," NODE("Mul", "[\"u\", \"b\"]", "m",
+                                                     "") "," NODE("Div", "[\"m\", \"d\"]", "y", ""),
+      .output = "y"};
   check_gradients(&c, RTOL, ATOL);
 }
 
 Test(grad, fan_out_accumulates) {
   // y = p * p + relu(p) + sigmoid(p): three uses of p.
   grad_case c = {.params = PARAM("p", "[3, 4]", "26"),
-                 .nodes = NODE("Mul", "[\"p\", \"p\"]", "sq", "") "," NODE("Relu", "[\"p\"]", "r", "") "," NODE("Add", "[\"sq\", \"r\"]", "s", "") "," NODE("Sigmoid", "[\"p\"]", "g", "") "," NODE("Add", "[\"s\", \"g\"]", "y", ""),
+                 .nodes = NODE("Mul", "[\"p\", \"p\"]", "sq", "") "," NODE(
+                     "Relu", "[\"p\"]", "r",
+                     "") "," NODE("Add", "[\"sq\", \"r\"]", "s",
+                                  "") "," NODE("Sigmoid", "[\"p\"]", "g",
+                                               "") "," NODE("Add", "[\"s\", \"g\"]", "y", ""),
                  .output = "y"};
   check_gradients(&c, RTOL, ATOL);
 }
 
 Test(grad, activations) {
   grad_case c = {.params = PARAM("p", "[3, 5]", "27"),
-                 .nodes = NODE("Tanh", "[\"p\"]", "a", "") "," NODE("Relu", "[\"a\"]", "b", "") "," NODE("Sigmoid", "[\"b\"]", "y", ""),
+                 .nodes = NODE("Tanh", "[\"p\"]", "a", "") "," NODE(
+                     "Relu", "[\"a\"]", "b", "") "," NODE("Sigmoid", "[\"b\"]", "y", ""),
                  .output = "y"};
   check_gradients(&c, RTOL, ATOL);
 }
@@ -342,7 +356,8 @@ Test(grad, loss_kl_div_batchmean) {
 }
 Test(grad, loss_cross_entropy_mean) { check_loss("\"kind\": \"cross_entropy\"", "i64", NULL); }
 Test(grad, loss_cross_entropy_sum_weighted) {
-  check_loss("\"kind\": \"cross_entropy\", \"reduction\": \"sum\", \"weight\": \"sw\"", "i32", NULL);
+  check_loss("\"kind\": \"cross_entropy\", \"reduction\": \"sum\", \"weight\": \"sw\"", "i32",
+             NULL);
 }
 
 Test(grad, regularization_l1_l2) {
@@ -369,8 +384,9 @@ static double *case_gradient(const grad_case *c, harness *h, int64_t *n) {
 
 Test(grad, relu_at_zero_is_zero) {
   // L = sum (relu(p) - t)^2 with p = (0, 2, -2): dL/dp = (0, 2 (2 - t1), 0).
-  grad_case c = {.params = "{\"name\": \"p\", \"dtype\": \"f64\", \"shape\": [3], \"init\": "
-                           "{\"kind\": \"values\", \"values\": [0, 2, -2]}}",
+  grad_case c = {.params =
+                     "{\"name\": \"p\", \"dtype\": \"f64\", \"shape\": [3], \"init\": "
+                     "{\"kind\": \"values\", \"values\": [0, 2, -2]}}",
                  .nodes = NODE("Relu", "[\"p\"]", "y", ""),
                  .output = "y"};
   harness h;
@@ -385,8 +401,9 @@ Test(grad, relu_at_zero_is_zero) {
 
 Test(grad, mae_at_zero_error_is_zero) {
   // p = t exactly: |p - t|'(0) = 0. The target input is set to the param's values.
-  grad_case c = {.params = "{\"name\": \"p\", \"dtype\": \"f64\", \"shape\": [2], \"init\": "
-                           "{\"kind\": \"values\", \"values\": [0.5, -0.25]}}",
+  grad_case c = {.params =
+                     "{\"name\": \"p\", \"dtype\": \"f64\", \"shape\": [2], \"init\": "
+                     "{\"kind\": \"values\", \"values\": [0.5, -0.25]}}",
                  .nodes = NODE("Relu", "[\"p\"]", "r", ""),
                  .output = "p",
                  .graph_output = "r",
@@ -405,11 +422,12 @@ Test(grad, mae_at_zero_error_is_zero) {
 
 Test(grad, maxpool_ties_go_to_first_element) {
   // x all equal: every 2x2 window's gradient goes to its top-left element.
-  grad_case c = {.params = "{\"name\": \"x\", \"dtype\": \"f64\", \"shape\": [1, 1, 4, 4], "
-                           "\"init\": {\"kind\": \"constant\", \"value\": 1}}",
-                 .nodes = NODE("MaxPool", "[\"x\"]", "y",
-                               "\"kernel_shape\": [2, 2], \"strides\": [2, 2]"),
-                 .output = "y"};
+  grad_case c = {
+      .params =
+          "{\"name\": \"x\", \"dtype\": \"f64\", \"shape\": [1, 1, 4, 4], "
+          "\"init\": {\"kind\": \"constant\", \"value\": 1}}",
+      .nodes = NODE("MaxPool", "[\"x\"]", "y", "\"kernel_shape\": [2, 2], \"strides\": [2, 2]"),
+      .output = "y"};
   harness h;
   int64_t n;
   double *g = case_gradient(&c, &h, &n);

@@ -1,8 +1,9 @@
 // Per-op tests over the golden cases in tests/goldens/ops (made by tools/make_op_goldens.py with
-// PyTorch): the reference interpreter must match PyTorch, and the generated C (built by
-// `kiln build`, run as a standalone binary) must match the interpreter, each within the op's
-// stated tolerance below.
+// PyTorch): the reference interpreter must match PyTorch, and the generated code of both backends
+// (built by `kiln build`, run as a standalone binary) must match the interpreter, each within the
+// op's stated tolerance below.
 #include <criterion/criterion.h>
+#include <criterion/parameterized.h>
 #include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,13 +115,14 @@ Test(ops, interpreter_matches_pytorch) {
   }
 }
 
-// Builds the case with `kiln build`, runs the binary, compares with the interpreter.
-static void check_generated(const golden_case *c, const char *dir) {
+// Builds the case with `kiln build --backend BACKEND`, runs the binary, compares with the
+// interpreter.
+static void check_generated(const golden_case *c, const char *dir, const char *backend) {
   kiln_graph *g = load_case(c);
   kiln_array *ref = interpret_case(c, g);
   char *model = case_file(c, "model.json");
   char *exe = path_join(dir, c->name);
-  char *build[] = {KILN_EXE, "build", model, "-o", exe, NULL};
+  char *build[] = {KILN_EXE, "build", model, "--backend", (char *)backend, "-o", exe, NULL};
   run_result r = run_cmd(build, 300);
   cr_expect_eq(r.status, 0, "%s: kiln build failed (%d): %s", c->name, r.status, r.err);
   run_result_free(&r);
@@ -156,7 +158,7 @@ static void check_generated(const golden_case *c, const char *dir) {
     char err[512], why[512];
     if (kiln_npy_read(out_paths[i], &got, err, sizeof(err)) == KILN_OK) {
       cr_expect(arrays_close(&got, &ref[i], tol.atol, tol.rtol, why, sizeof(why)),
-                "%s (%s) generated code vs interpreter: %s", c->name, c->op, why);
+                "%s (%s) %s backend vs interpreter: %s", c->name, c->op, backend, why);
       kiln_array_free(&got);
     } else {
       cr_expect_fail("%s: %s", c->name, err);
@@ -170,11 +172,25 @@ static void check_generated(const golden_case *c, const char *dir) {
   kiln_graph_free(g);
 }
 
-Test(ops, generated_code_matches_interpreter, .timeout = 900) {
+// Both backends render the same loop IR; each case runs through each, in four shards per backend
+// so that `--jobs 2` builds two cases at a time.
+typedef struct shard {
+  char backend[8];  // an array, not a pointer: Criterion copies parameters into its workers
+  int index;
+} shard;
+enum { SHARDS = 4 };
+static shard shards[] = {{"c", 0},    {"c", 1},    {"c", 2},    {"c", 3},
+                         {"llvm", 0}, {"llvm", 1}, {"llvm", 2}, {"llvm", 3}};
+
+ParameterizedTestParameters(ops, generated_code_matches_interpreter) {
+  return cr_make_param_array(shard, shards, sizeof(shards) / sizeof(shards[0]));
+}
+
+ParameterizedTest(shard *s, ops, generated_code_matches_interpreter, .timeout = 900) {
   golden_case cases[1024];
   int n = read_cases(cases, 1024);
   char *dir = make_temp_dir();
-  for (int k = 0; k < n; k++) check_generated(&cases[k], dir);
+  for (int k = s->index; k < n; k += SHARDS) check_generated(&cases[k], dir, s->backend);
   rm_rf(dir);
   free(dir);
 }

@@ -185,13 +185,27 @@ static void check_model(const char *model) {
 }
 
 // The models this file tests, with their suite; zoo.txt (written by make_zoo.py) must agree.
-#define ZOO_MODELS(X)                                                                        \
-  X(zoo, googlenet)                                                                          \
-  X(zoo, resnet18)                                                                           \
-  X(zoo, mobilenet) X(zoo, dilated) X(zoo, yolov1) X(zoo, fast_rcnn) X(zoo, lstm_classifier) \
-      X(zoo, transformer) X(zoo, autoencoder) X(zoo, vae) X(zoo, vae_sampling) X(zoo, cvae)  \
-          X(zoo, dcgan) X(zoo_slow, alexnet) X(zoo_slow, vgg11) X(zoo_slow, vgg16)           \
-              X(zoo_slow, resnet34) X(zoo_slow, resnet50)
+// clang-format off
+#define ZOO_MODELS(X) \
+  X(zoo, googlenet) \
+  X(zoo, resnet18) \
+  X(zoo, mobilenet) \
+  X(zoo, dilated) \
+  X(zoo, yolov1) \
+  X(zoo, fast_rcnn) \
+  X(zoo, lstm_classifier) \
+  X(zoo, transformer) \
+  X(zoo, autoencoder) \
+  X(zoo, vae) \
+  X(zoo, vae_sampling) \
+  X(zoo, cvae) \
+  X(zoo, dcgan) \
+  X(zoo_slow, alexnet) \
+  X(zoo_slow, vgg11) \
+  X(zoo_slow, vgg16) \
+  X(zoo_slow, resnet34) \
+  X(zoo_slow, resnet50)
+// clang-format on
 
 #define ZOO_TEST(suite, model) \
   Test(suite, model) { check_model(#model); }

@@ -779,7 +779,7 @@ def attention_graph(g, P, q_in, kv_in, prefix, mask=None):
     d, h = TF["d"], TF["heads"]
     dk = d // h
     w, b = P.tensors[prefix + "in_proj_weight"], P.tensors[prefix + "in_proj_bias"]
-    lq, lk = q_in.shape[1], kv_in.shape[1]
+    lq = q_in.shape[1]
     heads = {}
     with g.scope(prefix.rstrip(".")):
         for k, (part, src) in enumerate([("q", q_in), ("k", kv_in), ("v", kv_in)]):
@@ -798,7 +798,6 @@ def attention_graph(g, P, q_in, kv_in, prefix, mask=None):
         ctx = g.reshape(ctx, [1, lq, d], name="concat_heads")
         wo = g.param(f"{prefix}wo", P.tensors[prefix + "out_proj.weight"].T.contiguous())
         bo = g.param(f"{prefix}bo", P.tensors[prefix + "out_proj.bias"])
-        del lk
         return g.add(g.matmul(ctx, wo, name="out"), bo, name="out_bias")
 
 

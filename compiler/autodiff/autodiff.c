@@ -19,13 +19,13 @@ typedef struct trainer {
   kiln_graph *g;
   const kiln_training *t;
   kiln_diag *d;
-  kiln_grad_ctx gc;   // builder context for the nodes this file adds (not a rule's)
-  bool *trainable;    // per tensor
-  bool *needs;        // per tensor: a trainable param flows into it
-  int *grad;          // per tensor: its gradient, or -1
-  int n_tensors0;     // tensors before the backward pass (the arrays' size)
-  int loss;           // the loss tensor (graph output 0)
-  int step;           // the step counter (STATE, i64 (1))
+  kiln_grad_ctx gc;  // builder context for the nodes this file adds (not a rule's)
+  bool *trainable;   // per tensor
+  bool *needs;       // per tensor: a trainable param flows into it
+  int *grad;         // per tensor: its gradient, or -1
+  int n_tensors0;    // tensors before the backward pass (the arrays' size)
+  int loss;          // the loss tensor (graph output 0)
+  int step;          // the step counter (STATE, i64 (1))
 } trainer;
 
 // ---- 1. Batch size ----
@@ -90,7 +90,8 @@ static int add_target(trainer *T, int output) {
   const kiln_training *t = T->t;
   const kiln_tensor *y = &T->g->tensors[output];
   kiln_shape shape = y->shape;
-  if (t->loss.kind == KILN_LOSS_CROSS_ENTROPY) shape = (kiln_shape){.rank = 1, .dim = {y->shape.dim[0]}};
+  if (t->loss.kind == KILN_LOSS_CROSS_ENTROPY)
+    shape = (kiln_shape){.rank = 1, .dim = {y->shape.dim[0]}};
   if (t->loss.target_has_shape) shape = t->loss.target_shape;
   return add_input(T, t->loss.target, t->loss.target_dtype, &shape);
 }
@@ -112,8 +113,8 @@ static int build_loss(trainer *T, int output, int target, int weight) {
     return kiln_gb_op(&T->gc, "SoftmaxCrossEntropy", in, weight >= 0 ? 3 : 2, attrs, 1);
   }
   kiln_gb_attr attrs[] = {KILN_GB_STRING("kind", kiln_loss_kind_name(t->loss.kind)), red,
-                          KILN_GB_FLOAT("delta", t->loss.delta), KILN_GB_FLOAT("clip", t->loss.clip),
-                          KILN_GB_END};
+                          KILN_GB_FLOAT("delta", t->loss.delta),
+                          KILN_GB_FLOAT("clip", t->loss.clip), KILN_GB_END};
   int in[2] = {output, target};
   return kiln_gb_op(&T->gc, "PointwiseLoss", in, 2, attrs, 1);
 }
@@ -138,8 +139,8 @@ static bool append_loss(trainer *T) {
   int output = kiln_graph_find_tensor(g, t->loss.output);
   const kiln_tensor *y = &g->tensors[output];
   if (!kiln_dtype_is_float(y->dtype)) {
-    kiln_diag_error(T->d, "training.loss.output", "'%s' has dtype %s; a loss reads floats",
-                    y->name, kiln_dtype_name(y->dtype));
+    kiln_diag_error(T->d, "training.loss.output", "'%s' has dtype %s; a loss reads floats", y->name,
+                    kiln_dtype_name(y->dtype));
     return false;
   }
   int target = add_target(T, output);
@@ -353,10 +354,12 @@ static bool update_param(trainer *T, int p, int lr) {
     case KILN_OPT_ADAMW: {
       in[n_in++] = add_state(T, p, "adam_m", 0);
       in[n_in++] = add_state(T, p, "adam_v", 0);
-      kiln_gb_attr a[] = {KILN_GB_FLOAT("beta1", t->opt.beta1), KILN_GB_FLOAT("beta2", t->opt.beta2),
+      kiln_gb_attr a[] = {KILN_GB_FLOAT("beta1", t->opt.beta1),
+                          KILN_GB_FLOAT("beta2", t->opt.beta2),
                           KILN_GB_FLOAT("eps", t->opt.eps),
                           KILN_GB_FLOAT("weight_decay", t->opt.weight_decay),
-                          KILN_GB_INT("decoupled", t->opt.kind == KILN_OPT_ADAMW), KILN_GB_END};
+                          KILN_GB_INT("decoupled", t->opt.kind == KILN_OPT_ADAMW),
+                          KILN_GB_END};
       return add_side_effect(T, "AdamUpdate", name, in, n_in, a);
     }
     default: {

@@ -67,8 +67,8 @@ static double number(parser *P, json_object *obj, const char *path, const char *
   return x;
 }
 
-static int64_t integer(parser *P, json_object *obj, const char *path, const char *key,
-                       int64_t dflt, int64_t lo) {
+static int64_t integer(parser *P, json_object *obj, const char *path, const char *key, int64_t dflt,
+                       int64_t lo) {
   json_object *v = field(obj, key);
   if (!v) return dflt;
   int64_t x;
@@ -174,8 +174,8 @@ static void parse_target(parser *P, json_object *loss, kiln_training *t) {
 }
 
 static void parse_loss(parser *P, json_object *tr, kiln_training *t) {
-  static const char *const fields[] = {"kind",   "output", "target", "weight",
-                                       "reduction", "delta", "clip", NULL};
+  static const char *const fields[] = {"kind",      "output", "target", "weight",
+                                       "reduction", "delta",  "clip",   NULL};
   static const char *const reductions[] = {"mean", "sum", "batchmean"};
   const char *path = "training.loss";
   json_object *loss = field(tr, "loss");
@@ -220,11 +220,11 @@ static void parse_loss(parser *P, json_object *tr, kiln_training *t) {
 
 static void parse_optimizer(parser *P, json_object *tr, kiln_training *t) {
   static const char *const kinds[] = {"sgd", "adam", "adamw", "adagrad"};
-  static const char *const sgd[] = {"kind", "lr", "momentum", "nesterov", "dampening",
-                                    "weight_decay", NULL};
+  static const char *const sgd[] = {"kind",      "lr",           "momentum", "nesterov",
+                                    "dampening", "weight_decay", NULL};
   static const char *const adam[] = {"kind", "lr", "beta1", "beta2", "eps", "weight_decay", NULL};
-  static const char *const adagrad[] = {"kind", "lr", "eps", "weight_decay",
-                                        "initial_accumulator_value", NULL};
+  static const char *const adagrad[] = {
+      "kind", "lr", "eps", "weight_decay", "initial_accumulator_value", NULL};
   const char *path = "training.optimizer";
   json_object *o = field(tr, "optimizer");
   char got[96];
@@ -237,7 +237,8 @@ static void parse_optimizer(parser *P, json_object *tr, kiln_training *t) {
                   kiln_json_describe(o, got, sizeof got));
     return;
   }
-  const char *kind = string(P, o, path, "kind", true, "\"sgd\", \"adam\", \"adamw\" or \"adagrad\"");
+  const char *kind =
+      string(P, o, path, "kind", true, "\"sgd\", \"adam\", \"adamw\" or \"adagrad\"");
   int k = kind ? choice(P, path, "kind", kind, kinds, 4) : -1;
   if (k < 0) return;
   t->opt.kind = (kiln_opt_kind)k;
@@ -255,7 +256,8 @@ static void parse_optimizer(parser *P, json_object *tr, kiln_training *t) {
   t->opt.eps = number(P, o, path, "eps", k == KILN_OPT_ADAGRAD ? 1e-10 : 1e-8, 0, false, 1);
   t->opt.weight_decay =
       number(P, o, path, "weight_decay", k == KILN_OPT_ADAMW ? 0.01 : 0, 0, false, INFINITY);
-  t->opt.initial_accumulator = number(P, o, path, "initial_accumulator_value", 0, 0, false, INFINITY);
+  t->opt.initial_accumulator =
+      number(P, o, path, "initial_accumulator_value", 0, 0, false, INFINITY);
 }
 
 static void parse_schedule(parser *P, json_object *tr, kiln_training *t) {
@@ -280,7 +282,8 @@ static void parse_schedule(parser *P, json_object *tr, kiln_training *t) {
   t->sched.kind = k == 0 ? KILN_SCHED_STEP : KILN_SCHED_COSINE;
   check_fields(P, s, path, k == 0 ? step : cosine);
   const char *need = k == 0 ? "step_size" : "total_steps";
-  if (!field(s, need)) kiln_fe_error(P->d, "%s: missing required field '%s' (an integer >= 1)", path, need);
+  if (!field(s, need))
+    kiln_fe_error(P->d, "%s: missing required field '%s' (an integer >= 1)", path, need);
   t->sched.step_size = integer(P, s, path, "step_size", 1, 1);
   t->sched.total_steps = integer(P, s, path, "total_steps", 1, 1);
   t->sched.gamma = number(P, s, path, "gamma", 0.1, 0, true, INFINITY);
@@ -371,10 +374,10 @@ static void parse_inits(parser *P, json_object *tr, kiln_training *t) {
 }
 
 bool kiln_training_parse(json_object *tr, kiln_graph *g, kiln_training *out, kiln_diag *d) {
-  static const char *const fields[] = {"batch_size",     "loss",    "optimizer",
-                                       "lr_schedule",    "regularization", "clip_grad_norm",
-                                       "frozen",         "trainable",      "seed",
-                                       "init",           NULL};
+  static const char *const fields[] = {
+      "batch_size",     "loss",           "optimizer", "lr_schedule",
+      "regularization", "clip_grad_norm", "frozen",    "trainable",
+      "seed",           "init",           NULL};
   memset(out, 0, sizeof(*out));
   if (!tr || json_object_object_length(tr) == 0) return true;
   int errors0 = d->errors;

@@ -88,6 +88,11 @@ static int64_t map_get_int(json_object *m, const char *key, int64_t dflt) {
   return json_object_object_get_ex(m, key, &v) ? json_object_get_int64(v) : dflt;
 }
 
+// Marks a graph input, param or node output as defined.
+static void define(importer *im, const char *name) {
+  json_object_object_add(im->defined, name, json_object_new_boolean(1));
+}
+
 // ---- Params ----
 
 static json_object *shape_json(const int64_t *dims, int rank) {
@@ -137,6 +142,7 @@ static bool load_initializers(importer *im) {
     kiln_onnx_tensor_status st = kiln_onnx_tensor_to_array(t, im->dir, &a, err, sizeof err);
     if (st == KILN_ONNX_TENSOR_DTYPE) {
       issue(&im->dtypes, "initializer '%s': %s", t->name, err);
+      define(im, t->name);  // reported; readers of it need no second error
     } else if (st == KILN_ONNX_TENSOR_BAD) {
       kiln_diag_error(im->d, where, "%s", err);
       ok = false;
@@ -161,10 +167,6 @@ static bool load_initializers(importer *im) {
 // topological order, so an input not defined yet is missing from the file.
 static bool is_defined(importer *im, const char *name) {
   return find_param(im, name) || json_object_object_get_ex(im->defined, name, NULL);
-}
-
-static void define(importer *im, const char *name) {
-  json_object_object_add(im->defined, name, json_object_new_boolean(1));
 }
 
 // ---- Attributes ----
@@ -264,6 +266,7 @@ static bool import_constant(importer *im, const Onnx__NodeProto *n, const char *
     kiln_diag_error(im->d, where, "output '%s' is already defined", n->output[0]);
     return false;
   }
+  define(im, n->output[0]);  // even if its value cannot be taken: that is reported once
   kiln_array a;
   char sub[440];
   snprintf(sub, sizeof sub, "%s.attribute[0]", where);

@@ -289,8 +289,8 @@ static bool compare_outputs(const test_ctx *c, const char *set, char *reason) {
       set_reason(reason, "%s: %s", st == KILN_ERR_DTYPE ? "dtype" : "data", err);
       ok = false;
     } else if (!compare(&got, &want, tol.atol, tol.rtol, why)) {
-      set_reason(reason, "mismatch: output %d (%s): %s", i,
-               c->g->tensors[c->g->outputs[i]].name, why);
+      set_reason(reason, "mismatch: output %d (%s): %s", i, c->g->tensors[c->g->outputs[i]].name,
+                 why);
       ok = false;
     }
     kiln_array_free(&want);
@@ -503,8 +503,8 @@ static void collect(test_case *t, const char *work_root, int i, int status) {
   t->passed = ok && clean;
   if (!clean)
     set_reason(t->reason, "crash: the test process (in-process import) exited with %d%s",
-             WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
-             line[0] ? "" : " before writing a result");
+               WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+               line[0] ? "" : " before writing a result");
   else if (!ok)
     set_reason(t->reason, "%s", line);
 }

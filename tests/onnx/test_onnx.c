@@ -89,7 +89,9 @@ static void check_model(const char *model_name, const char *x_name, const char *
   free(model);
 }
 
-Test(onnx, opset13_conv_net_matches_pytorch) { check_model("tiny_conv.onnx", "x.npy", "y.npy", NULL); }
+Test(onnx, opset13_conv_net_matches_pytorch) {
+  check_model("tiny_conv.onnx", "x.npy", "y.npy", NULL);
+}
 
 Test(onnx, opset7_conv_net_matches_pytorch) {
   check_model("tiny_conv_op7.onnx", "x.npy", "y.npy", NULL);

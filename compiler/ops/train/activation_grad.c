@@ -105,8 +105,9 @@ static void softmax_lower(const kiln_lower_ctx *c) {
   j = kiln_lb_for_n(b, "j", v.axis);
   kiln_lexpr *diff = lx_bin(b, LB_SUB, lx_load(b, db, kiln_axis_element(b, &v, o, i, lx_var(b, j))),
                             lx_var(b, dot));
-  kiln_lb_store(b, kiln_out_buf(c, 0), kiln_axis_element(b, &v, o, i, lx_var(b, j)),
-                lx_bin(b, LB_MUL, lx_load(b, yb, kiln_axis_element(b, &v, o, i, lx_var(b, j))), diff));
+  kiln_lb_store(
+      b, kiln_out_buf(c, 0), kiln_axis_element(b, &v, o, i, lx_var(b, j)),
+      lx_bin(b, LB_MUL, lx_load(b, yb, kiln_axis_element(b, &v, o, i, lx_var(b, j))), diff));
   kiln_lb_end_for(b);
   if (i >= 0) kiln_lb_end_for(b);
   if (o >= 0) kiln_lb_end_for(b);

@@ -17,9 +17,12 @@ static const kiln_attr_spec input_attrs[] = {
     {"input_shape", KILN_ATTR_INTS, true}, {0},
 };
 static const kiln_attr_spec filter_attrs[] = {
-    {"auto_pad", KILN_ATTR_STRING, false}, {"dilations", KILN_ATTR_INTS, false},
-    {"group", KILN_ATTR_INT, false},       {"kernel_shape", KILN_ATTR_INTS, true},
-    {"pads", KILN_ATTR_INTS, false},       {"strides", KILN_ATTR_INTS, false},
+    {"auto_pad", KILN_ATTR_STRING, false},
+    {"dilations", KILN_ATTR_INTS, false},
+    {"group", KILN_ATTR_INT, false},
+    {"kernel_shape", KILN_ATTR_INTS, true},
+    {"pads", KILN_ATTR_INTS, false},
+    {"strides", KILN_ATTR_INTS, false},
     {0},
 };
 
@@ -85,7 +88,8 @@ static bool filter_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   return true;
 }
 
-// Calls fn(ctx, flat x index, flat w index, flat y index) for every valid (n, m, oh, ow, ci, kh, kw).
+// Calls fn(ctx, flat x index, flat w index, flat y index) for every valid (n, m, oh, ow, ci, kh,
+// kw).
 typedef void (*conv_visit)(void *ctx, int64_t xi, int64_t wi, int64_t yi);
 static void for_each_tap(const conv_dims *cd, conv_visit fn, void *ctx) {
   const kiln_window *w = &cd->win;
@@ -149,7 +153,8 @@ static kiln_lexpr *var(kiln_lb *b, int v) { return lx_var(b, v); }
 // the kh and kw ranges are clamped instead, and no test is left in the loops.
 static void input_lower(const kiln_lower_ctx *c) {
   kiln_lb *b = c->b;
-  const kiln_tensor *dy = kiln_lower_in(c, 0), *wt = kiln_lower_in(c, 1), *dx = kiln_lower_out(c, 0);
+  const kiln_tensor *dy = kiln_lower_in(c, 0), *wt = kiln_lower_in(c, 1),
+                    *dx = kiln_lower_out(c, 0);
   conv_dims cd;
   input_dims(c->node, NULL, &dy->shape, wt->shape.dim[0], &cd);
   const kiln_window *w = &cd.win;
@@ -177,7 +182,8 @@ static void input_lower(const kiln_lower_ctx *c) {
     if (unit) {  // o = i + p - k in [0, out): k in (i + p - out, i + p]
       lo = lx_bin(b, LB_MAX, i64(b, 0),
                   lx_add(b, var(b, ivar[a]), i64(b, w->pad_begin[a] - outs[a] + 1)));
-      hi = lx_bin(b, LB_MIN, i64(b, ks[a]), lx_add(b, var(b, ivar[a]), i64(b, w->pad_begin[a] + 1)));
+      hi =
+          lx_bin(b, LB_MIN, i64(b, ks[a]), lx_add(b, var(b, ivar[a]), i64(b, w->pad_begin[a] + 1)));
     }
     kvar[a] = kiln_lb_for(b, a ? "kw" : "kh", lo, hi);
     kiln_lexpr *tpos = lx_bin(b, LB_SUB, lx_add(b, var(b, ivar[a]), i64(b, w->pad_begin[a])),
@@ -189,8 +195,10 @@ static void input_lower(const kiln_lower_ctx *c) {
     int tv = kiln_lb_decl(b, a ? "tw" : "th", KILN_I64, tpos);
     kiln_lexpr *ok = lx_bin(
         b, LB_AND, lx_bin(b, LB_LE, i64(b, 0), var(b, tv)),
-        lx_bin(b, LB_AND, lx_bin(b, LB_EQ, lx_bin(b, LB_MOD, var(b, tv), i64(b, w->stride[a])), i64(b, 0)),
-               lx_bin(b, LB_LT, lx_bin(b, LB_DIV, var(b, tv), i64(b, w->stride[a])), i64(b, outs[a]))));
+        lx_bin(b, LB_AND,
+               lx_bin(b, LB_EQ, lx_bin(b, LB_MOD, var(b, tv), i64(b, w->stride[a])), i64(b, 0)),
+               lx_bin(b, LB_LT, lx_bin(b, LB_DIV, var(b, tv), i64(b, w->stride[a])),
+                      i64(b, outs[a]))));
     kiln_lb_if(b, ok);
     ovar[a] = kiln_lb_decl(b, a ? "ow" : "oh", KILN_I64,
                            lx_bin(b, LB_DIV, var(b, tv), i64(b, w->stride[a])));
@@ -201,7 +209,8 @@ static void input_lower(const kiln_lower_ctx *c) {
   kiln_lexpr *ci = lx_bin(b, LB_MOD, var(b, ch), i64(b, Cg));
   int64_t wdims[4] = {M, Cg, KH, KW};
   kiln_lexpr *wi = kiln_lx_nchw(b, var(b, m), ci, wdims, var(b, kvar[0]), var(b, kvar[1]));
-  kiln_lexpr *prod = lx_bin(b, LB_MUL, lx_load(b, kiln_in_buf(c, 0), yi), lx_load(b, kiln_in_buf(c, 1), wi));
+  kiln_lexpr *prod =
+      lx_bin(b, LB_MUL, lx_load(b, kiln_in_buf(c, 0), yi), lx_load(b, kiln_in_buf(c, 1), wi));
   kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, var(b, acc), prod));
   for (int a = 1; a >= 0; a--) {
     if (!unit) kiln_lb_end_if(b);
@@ -229,9 +238,9 @@ static void filter_lower(const kiln_lower_ctx *c) {
   int ci = kiln_lb_for_n(b, "ci", Cg);
   int kh = kiln_lb_for_n(b, "kh", cd.w.dim[2]);
   int kw = kiln_lb_for_n(b, "kw", cd.w.dim[3]);
-  int ch = kiln_lb_decl(b, "ch", KILN_I64,
-                        lx_add(b, lx_mul(b, lx_bin(b, LB_DIV, var(b, m), i64(b, Mg)), i64(b, Cg)),
-                               var(b, ci)));
+  int ch = kiln_lb_decl(
+      b, "ch", KILN_I64,
+      lx_add(b, lx_mul(b, lx_bin(b, LB_DIV, var(b, m), i64(b, Mg)), i64(b, Cg)), var(b, ci)));
   int acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, 0));
   int n = kiln_lb_for_n(b, "n", cd.x.dim[0]);
   int kv[2] = {kh, kw}, ov[2];
@@ -243,14 +252,16 @@ static void filter_lower(const kiln_lower_ctx *c) {
     kiln_lexpr *lo = lx_bin(b, LB_MAX, i64(b, 0), lx_bin(b, LB_DIV, base, i64(b, s)));
     kiln_lexpr *base2 = lx_bin(b, LB_SUB, i64(b, w->in[a] + w->pad_begin[a] + s - 1),
                                lx_mul(b, var(b, kv[a]), i64(b, w->dilation[a])));
-    kiln_lexpr *hi = lx_bin(b, LB_MIN, i64(b, cd.y.dim[2 + a]), lx_bin(b, LB_DIV, base2, i64(b, s)));
+    kiln_lexpr *hi =
+        lx_bin(b, LB_MIN, i64(b, cd.y.dim[2 + a]), lx_bin(b, LB_DIV, base2, i64(b, s)));
     ov[a] = kiln_lb_for(b, a ? "ow" : "oh", lo, hi);
   }
   kiln_lexpr *ih = kiln_window_lower_pos(b, w, 0, ov[0], kh);
   kiln_lexpr *iw = kiln_window_lower_pos(b, w, 1, ov[1], kw);
   kiln_lexpr *xi = kiln_lx_nchw(b, var(b, n), var(b, ch), cd.x.dim, ih, iw);
   kiln_lexpr *yi = kiln_lx_nchw(b, var(b, n), var(b, m), cd.y.dim, var(b, ov[0]), var(b, ov[1]));
-  kiln_lexpr *prod = lx_bin(b, LB_MUL, lx_load(b, kiln_in_buf(c, 1), yi), lx_load(b, kiln_in_buf(c, 0), xi));
+  kiln_lexpr *prod =
+      lx_bin(b, LB_MUL, lx_load(b, kiln_in_buf(c, 1), yi), lx_load(b, kiln_in_buf(c, 0), xi));
   kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, var(b, acc), prod));
   kiln_lb_end_for(b);  // ow
   kiln_lb_end_for(b);  // oh

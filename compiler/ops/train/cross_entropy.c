@@ -116,10 +116,10 @@ static row_vars open_row(const kiln_lower_ctx *c, int64_t N, int64_t C) {
   kiln_lb_end_for(b);
   int sum = kiln_lb_decl(b, "sum", t, lx_float(b, t, 0));
   j = kiln_lb_for_n(b, "c", C);
-  kiln_lexpr *e = lx_unary(
-      b, LU_EXP,
-      lx_bin(b, LB_SUB, lx_load(b, xb, lx_madd(b, lx_var(b, v.n), C, lx_var(b, j))),
-             lx_var(b, v.max)));
+  kiln_lexpr *e =
+      lx_unary(b, LU_EXP,
+               lx_bin(b, LB_SUB, lx_load(b, xb, lx_madd(b, lx_var(b, v.n), C, lx_var(b, j))),
+                      lx_var(b, v.max)));
   kiln_lb_assign(b, sum, lx_bin(b, LB_ADD, lx_var(b, sum), e));
   kiln_lb_end_for(b);
   v.lse = kiln_lb_decl(b, "lse", t,
@@ -145,9 +145,10 @@ static void loss_lower(const kiln_lower_ctx *c) {
                   kiln_describe(x).text);
   int total = kiln_lb_decl(b, "total", t, lx_float(b, t, 0));
   row_vars v = open_row(c, N, C);
-  kiln_lexpr *picked = lx_load(b, kiln_in_buf(c, 0), lx_madd(b, lx_var(b, v.n), C, lx_var(b, v.label)));
-  kiln_lexpr *l = lx_bin(b, LB_MUL, weight(c, LOSS_W, v.n),
-                         lx_bin(b, LB_SUB, lx_var(b, v.lse), picked));
+  kiln_lexpr *picked =
+      lx_load(b, kiln_in_buf(c, 0), lx_madd(b, lx_var(b, v.n), C, lx_var(b, v.label)));
+  kiln_lexpr *l =
+      lx_bin(b, LB_MUL, weight(c, LOSS_W, v.n), lx_bin(b, LB_SUB, lx_var(b, v.lse), picked));
   kiln_lb_assign(b, total, lx_bin(b, LB_ADD, lx_var(b, total), l));
   kiln_lb_end_for(b);
   kiln_lb_store(b, kiln_out_buf(c, 0), lx_int(b, 0),

@@ -22,12 +22,10 @@ static const kiln_attr_spec sgd_attrs[] = {{"momentum", KILN_ATTR_FLOAT, false},
                                            {"nesterov", KILN_ATTR_INT, false},
                                            {"weight_decay", KILN_ATTR_FLOAT, false},
                                            {0}};
-static const kiln_attr_spec adam_attrs[] = {{"beta1", KILN_ATTR_FLOAT, false},
-                                            {"beta2", KILN_ATTR_FLOAT, false},
-                                            {"eps", KILN_ATTR_FLOAT, false},
-                                            {"weight_decay", KILN_ATTR_FLOAT, false},
-                                            {"decoupled", KILN_ATTR_INT, false},
-                                            {0}};
+static const kiln_attr_spec adam_attrs[] = {
+    {"beta1", KILN_ATTR_FLOAT, false},   {"beta2", KILN_ATTR_FLOAT, false},
+    {"eps", KILN_ATTR_FLOAT, false},     {"weight_decay", KILN_ATTR_FLOAT, false},
+    {"decoupled", KILN_ATTR_INT, false}, {0}};
 static const kiln_attr_spec adagrad_attrs[] = {
     {"eps", KILN_ATTR_FLOAT, false}, {"weight_decay", KILN_ATTR_FLOAT, false}, {0}};
 
@@ -69,8 +67,9 @@ static bool sgd_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
 }
 
 static bool adam_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
-  return check(g, n, d, 2) && nonnegative(n, d, "beta1", 0.9) && nonnegative(n, d, "beta2", 0.999) &&
-         nonnegative(n, d, "eps", 1e-8) && nonnegative(n, d, "weight_decay", 0);
+  return check(g, n, d, 2) && nonnegative(n, d, "beta1", 0.9) &&
+         nonnegative(n, d, "beta2", 0.999) && nonnegative(n, d, "eps", 1e-8) &&
+         nonnegative(n, d, "weight_decay", 0);
 }
 
 static bool adagrad_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
@@ -166,11 +165,12 @@ static void sgd_lower(const kiln_lower_ctx *c) {
   kiln_lb_comment(b, "SGDUpdate %s: %s", n->name, kiln_describe(kiln_lower_in(c, W)).text);
   int lr = lr_var(c, b, t), first = -1;
   if (mom > 0)  // the momentum buffer starts as the first step's gradient
-    first = kiln_lb_decl(b, "first", KILN_BOOL,
-                         lx_bin(b, LB_EQ, lx_load(b, kiln_in_buf(c, STEP), lx_int(b, 0)),
-                                lx_int(b, 0)));
+    first = kiln_lb_decl(
+        b, "first", KILN_BOOL,
+        lx_bin(b, LB_EQ, lx_load(b, kiln_in_buf(c, STEP), lx_int(b, 0)), lx_int(b, 0)));
   upd u = open_loop(c);
-  int dp = kiln_lb_decl(b, "dp", t, op(&u, LB_ADD, ld(c, &u, G), op(&u, LB_MUL, num(&u, wd), ld(c, &u, W))));
+  int dp = kiln_lb_decl(b, "dp", t,
+                        op(&u, LB_ADD, ld(c, &u, G), op(&u, LB_MUL, num(&u, wd), ld(c, &u, W))));
   int step = dp;
   if (mom > 0) {
     kiln_lexpr *later = op(&u, LB_ADD, op(&u, LB_MUL, num(&u, mom), ld(c, &u, S0)),
@@ -179,11 +179,11 @@ static void sgd_lower(const kiln_lower_ctx *c) {
     st(c, &u, S0, buf);
     step = buf;
     if (kiln_attr_int(n, "nesterov", 0))
-      step = kiln_lb_decl(b, "nes", t,
-                          op(&u, LB_ADD, lx_var(b, dp), op(&u, LB_MUL, num(&u, mom), lx_var(b, buf))));
+      step = kiln_lb_decl(
+          b, "nes", t, op(&u, LB_ADD, lx_var(b, dp), op(&u, LB_MUL, num(&u, mom), lx_var(b, buf))));
   }
-  int neww = kiln_lb_decl(b, "w", t,
-                          op(&u, LB_SUB, ld(c, &u, W), op(&u, LB_MUL, lx_var(b, lr), lx_var(b, step))));
+  int neww = kiln_lb_decl(
+      b, "w", t, op(&u, LB_SUB, ld(c, &u, W), op(&u, LB_MUL, lx_var(b, lr), lx_var(b, step))));
   st(c, &u, W, neww);
   kiln_lb_end_for(b);
 }
@@ -197,39 +197,42 @@ static void adam_lower(const kiln_lower_ctx *c) {
   bool decoupled = kiln_attr_int(n, "decoupled", 0) != 0;
   kiln_lb_comment(b, "AdamUpdate %s: %s", n->name, kiln_describe(kiln_lower_in(c, W)).text);
   int lr = lr_var(c, b, t);
-  kiln_lexpr *tt = lx_cast(b, KILN_F64, lx_bin(b, LB_ADD, lx_load(b, kiln_in_buf(c, STEP), lx_int(b, 0)),
-                                                lx_int(b, 1)));
+  kiln_lexpr *tt = lx_cast(
+      b, KILN_F64, lx_bin(b, LB_ADD, lx_load(b, kiln_in_buf(c, STEP), lx_int(b, 0)), lx_int(b, 1)));
   int step64 = kiln_lb_decl(b, "t", KILN_F64, tt);
   kiln_lexpr *bc1 = lx_bin(b, LB_SUB, lx_float(b, KILN_F64, 1),
                            lx_bin(b, LB_POW, lx_float(b, KILN_F64, b1), lx_var(b, step64)));
   kiln_lexpr *bc2 = lx_bin(b, LB_SUB, lx_float(b, KILN_F64, 1),
                            lx_bin(b, LB_POW, lx_float(b, KILN_F64, b2), lx_var(b, step64)));
-  int step_size = kiln_lb_decl(
-      b, "step_size", t,
-      lx_cast(b, t, lx_bin(b, LB_DIV, lx_cast(b, KILN_F64, lx_var(b, lr)), bc1)));
+  int step_size =
+      kiln_lb_decl(b, "step_size", t,
+                   lx_cast(b, t, lx_bin(b, LB_DIV, lx_cast(b, KILN_F64, lx_var(b, lr)), bc1)));
   int bc2_sqrt = kiln_lb_decl(b, "bc2_sqrt", t, lx_cast(b, t, lx_unary(b, LU_SQRT, bc2)));
-  int decay = kiln_lb_decl(b, "decay", t,
-                           lx_bin(b, LB_SUB, lx_float(b, t, 1),
-                                  lx_bin(b, LB_MUL, lx_var(b, lr), lx_float(b, t, decoupled ? wd : 0))));
+  int decay =
+      kiln_lb_decl(b, "decay", t,
+                   lx_bin(b, LB_SUB, lx_float(b, t, 1),
+                          lx_bin(b, LB_MUL, lx_var(b, lr), lx_float(b, t, decoupled ? wd : 0))));
   upd u = open_loop(c);
   int w = kiln_lb_decl(b, "w", t, op(&u, LB_MUL, ld(c, &u, W), lx_var(b, decay)));
-  int g = kiln_lb_decl(b, "g", t,
-                       op(&u, LB_ADD, ld(c, &u, G), op(&u, LB_MUL, num(&u, decoupled ? 0 : wd), lx_var(b, w))));
+  int g = kiln_lb_decl(
+      b, "g", t,
+      op(&u, LB_ADD, ld(c, &u, G), op(&u, LB_MUL, num(&u, decoupled ? 0 : wd), lx_var(b, w))));
   int m = kiln_lb_decl(b, "m", t,
                        op(&u, LB_ADD, op(&u, LB_MUL, num(&u, b1), ld(c, &u, S0)),
                           op(&u, LB_MUL, num(&u, 1 - b1), lx_var(b, g))));
-  int v = kiln_lb_decl(
-      b, "v", t,
-      op(&u, LB_ADD, op(&u, LB_MUL, num(&u, b2), ld(c, &u, S1)),
-         op(&u, LB_MUL, num(&u, 1 - b2), op(&u, LB_MUL, lx_var(b, g), lx_var(b, g)))));
+  int v =
+      kiln_lb_decl(b, "v", t,
+                   op(&u, LB_ADD, op(&u, LB_MUL, num(&u, b2), ld(c, &u, S1)),
+                      op(&u, LB_MUL, num(&u, 1 - b2), op(&u, LB_MUL, lx_var(b, g), lx_var(b, g)))));
   st(c, &u, S0, m);
   st(c, &u, S1, v);
-  kiln_lexpr *denom = op(&u, LB_ADD, op(&u, LB_DIV, lx_unary(b, LU_SQRT, lx_var(b, v)), lx_var(b, bc2_sqrt)),
-                         num(&u, eps));
-  int neww = kiln_lb_decl(
-      b, "nw", t,
-      op(&u, LB_SUB, lx_var(b, w),
-         op(&u, LB_MUL, lx_var(b, step_size), op(&u, LB_DIV, lx_var(b, m), denom))));
+  kiln_lexpr *denom =
+      op(&u, LB_ADD, op(&u, LB_DIV, lx_unary(b, LU_SQRT, lx_var(b, v)), lx_var(b, bc2_sqrt)),
+         num(&u, eps));
+  int neww =
+      kiln_lb_decl(b, "nw", t,
+                   op(&u, LB_SUB, lx_var(b, w),
+                      op(&u, LB_MUL, lx_var(b, step_size), op(&u, LB_DIV, lx_var(b, m), denom))));
   st(c, &u, W, neww);
   kiln_lb_end_for(b);
 }
@@ -242,13 +245,15 @@ static void adagrad_lower(const kiln_lower_ctx *c) {
   kiln_lb_comment(b, "AdagradUpdate %s: %s", n->name, kiln_describe(kiln_lower_in(c, W)).text);
   int lr = lr_var(c, b, t);
   upd u = open_loop(c);
-  int g = kiln_lb_decl(b, "g", t, op(&u, LB_ADD, ld(c, &u, G), op(&u, LB_MUL, num(&u, wd), ld(c, &u, W))));
-  int s = kiln_lb_decl(b, "sum", t, op(&u, LB_ADD, ld(c, &u, S0), op(&u, LB_MUL, lx_var(b, g), lx_var(b, g))));
+  int g = kiln_lb_decl(b, "g", t,
+                       op(&u, LB_ADD, ld(c, &u, G), op(&u, LB_MUL, num(&u, wd), ld(c, &u, W))));
+  int s = kiln_lb_decl(b, "sum", t,
+                       op(&u, LB_ADD, ld(c, &u, S0), op(&u, LB_MUL, lx_var(b, g), lx_var(b, g))));
   st(c, &u, S0, s);
   kiln_lexpr *denom = op(&u, LB_ADD, lx_unary(b, LU_SQRT, lx_var(b, s)), num(&u, eps));
-  int neww = kiln_lb_decl(
-      b, "w", t,
-      op(&u, LB_SUB, ld(c, &u, W), op(&u, LB_DIV, op(&u, LB_MUL, lx_var(b, lr), lx_var(b, g)), denom)));
+  int neww = kiln_lb_decl(b, "w", t,
+                          op(&u, LB_SUB, ld(c, &u, W),
+                             op(&u, LB_DIV, op(&u, LB_MUL, lx_var(b, lr), lx_var(b, g)), denom)));
   st(c, &u, W, neww);
   kiln_lb_end_for(b);
 }
@@ -258,7 +263,8 @@ static int64_t flops(const kiln_graph *g, const kiln_node *n) {
 }
 
 // A handful of f32 roundings per element against f64 (the state compounds them over steps).
-#define UPDATE_TOL {1e-7, 4e-6}
+#define UPDATE_TOL \
+  { 1e-7, 4e-6 }
 
 const kiln_op_def kiln_op_SGDUpdate = {
     .name = "SGDUpdate",

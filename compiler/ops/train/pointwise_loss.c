@@ -14,8 +14,8 @@
 #include "train_internal.h"
 
 enum { MSE, MAE, HUBER, BCE, BCE_LOGITS, KL_DIV, CLIPPED_MSE, N_KINDS };
-static const char *const kinds[N_KINDS] = {"mse",         "mae",    "huber",      "bce",
-                                           "bce_with_logits", "kl_div", "clipped_mse"};
+static const char *const kinds[N_KINDS] = {
+    "mse", "mae", "huber", "bce", "bce_with_logits", "kl_div", "clipped_mse"};
 
 static const kiln_attr_spec attrs[] = {{"kind", KILN_ATTR_STRING, true},
                                        {"reduction", KILN_ATTR_STRING, false},
@@ -133,27 +133,28 @@ static kiln_lexpr *term_lx(const kiln_lower_ctx *c, const loss_params *q, int i,
       kiln_lexpr *small = bin(b, LB_LT, lx_unary(b, LU_ABS, E), f(b, t, q->delta));
       if (grad) return lx_select(b, small, E, bin(b, LB_MUL, f(b, t, q->delta), sign_lx(b, t, E)));
       kiln_lexpr *quad = bin(b, LB_MUL, f(b, t, 0.5), bin(b, LB_MUL, E, E));
-      kiln_lexpr *lin =
-          bin(b, LB_MUL, f(b, t, q->delta),
-              bin(b, LB_SUB, lx_unary(b, LU_ABS, E), f(b, t, 0.5 * q->delta)));
+      kiln_lexpr *lin = bin(b, LB_MUL, f(b, t, q->delta),
+                            bin(b, LB_SUB, lx_unary(b, LU_ABS, E), f(b, t, 0.5 * q->delta)));
       return lx_select(b, small, quad, lin);
     }
     case BCE: {
       if (grad)
-        return bin(b, LB_DIV, E,
-                   bin(b, LB_MAX, bin(b, LB_MUL, P, bin(b, LB_SUB, f(b, t, 1), P)),
-                       f(b, t, 1e-12)));
+        return bin(
+            b, LB_DIV, E,
+            bin(b, LB_MAX, bin(b, LB_MUL, P, bin(b, LB_SUB, f(b, t, 1), P)), f(b, t, 1e-12)));
       kiln_lexpr *lp = bin(b, LB_MAX, lx_unary(b, LU_LOG, P), f(b, t, -100));
       kiln_lexpr *lq =
           bin(b, LB_MAX, lx_unary(b, LU_LOG, bin(b, LB_SUB, f(b, t, 1), P)), f(b, t, -100));
-      return lx_unary(b, LU_NEG, bin(b, LB_ADD, bin(b, LB_MUL, T, lp),
-                                     bin(b, LB_MUL, bin(b, LB_SUB, f(b, t, 1), T), lq)));
+      return lx_unary(
+          b, LU_NEG,
+          bin(b, LB_ADD, bin(b, LB_MUL, T, lp), bin(b, LB_MUL, bin(b, LB_SUB, f(b, t, 1), T), lq)));
     }
     case BCE_LOGITS: {
       if (grad) return bin(b, LB_SUB, lx_unary(b, LU_SIGMOID, P), T);
-      kiln_lexpr *soft = lx_unary(
-          b, LU_LOG,
-          bin(b, LB_ADD, f(b, t, 1), lx_unary(b, LU_EXP, lx_unary(b, LU_NEG, lx_unary(b, LU_ABS, P)))));
+      kiln_lexpr *soft =
+          lx_unary(b, LU_LOG,
+                   bin(b, LB_ADD, f(b, t, 1),
+                       lx_unary(b, LU_EXP, lx_unary(b, LU_NEG, lx_unary(b, LU_ABS, P)))));
       return bin(b, LB_ADD, bin(b, LB_SUB, bin(b, LB_MAX, P, f(b, t, 0)), bin(b, LB_MUL, P, T)),
                  soft);
     }
@@ -161,8 +162,8 @@ static kiln_lexpr *term_lx(const kiln_lower_ctx *c, const loss_params *q, int i,
       if (grad) return lx_unary(b, LU_NEG, T);
       kiln_lexpr *pos = bin(b, LB_LT, f(b, t, 0), T);
       // log(max(t, tiny)) keeps the unselected branch finite.
-      kiln_lexpr *v = bin(b, LB_MUL, T,
-                          bin(b, LB_SUB, lx_unary(b, LU_LOG, bin(b, LB_MAX, T, f(b, t, 1e-30))), P));
+      kiln_lexpr *v = bin(
+          b, LB_MUL, T, bin(b, LB_SUB, lx_unary(b, LU_LOG, bin(b, LB_MAX, T, f(b, t, 1e-30))), P));
       return lx_select(b, pos, v, f(b, t, 0));
     }
     default: {

@@ -16,10 +16,14 @@ static const kiln_attr_spec max_attrs[] = {
     {"strides", KILN_ATTR_INTS, false},    {0},
 };
 static const kiln_attr_spec avg_attrs[] = {
-    {"auto_pad", KILN_ATTR_STRING, false},  {"ceil_mode", KILN_ATTR_INT, false},
-    {"count_include_pad", KILN_ATTR_INT, false}, {"kernel_shape", KILN_ATTR_INTS, true},
-    {"pads", KILN_ATTR_INTS, false},        {"strides", KILN_ATTR_INTS, false},
-    {"input_shape", KILN_ATTR_INTS, true},  {0},
+    {"auto_pad", KILN_ATTR_STRING, false},
+    {"ceil_mode", KILN_ATTR_INT, false},
+    {"count_include_pad", KILN_ATTR_INT, false},
+    {"kernel_shape", KILN_ATTR_INTS, true},
+    {"pads", KILN_ATTR_INTS, false},
+    {"strides", KILN_ATTR_INTS, false},
+    {"input_shape", KILN_ATTR_INTS, true},
+    {0},
 };
 
 static bool check_dy(const kiln_graph *g, const kiln_node *n, kiln_diag *d, int i,
@@ -177,8 +181,8 @@ static void max_lower(const kiln_lower_ctx *c) {
   kiln_dtype t = x->dtype;
   kiln_window w;
   window_of(c->node, NULL, &x->shape, max_opts, &w);
-  kiln_lb_comment(b, "MaxPoolGrad %s: x %s -> dx (ties: first max in window order)",
-                  c->node->name, kiln_describe(x).text);
+  kiln_lb_comment(b, "MaxPoolGrad %s: x %s -> dx (ties: first max in window order)", c->node->name,
+                  kiln_describe(x).text);
   plane_loops v = open_plane(c, &w, &x->shape);
   int kh0 = kiln_lb_decl(b, "kh0", KILN_I64, kiln_krange_lo(b, &v.kh));
   int kw0 = kiln_lb_decl(b, "kw0", KILN_I64, kiln_krange_lo(b, &v.kw));
@@ -208,7 +212,8 @@ static kiln_lexpr *axis_count(kiln_lb *b, const kiln_window *w, int axis, bool i
                               const kiln_krange *r) {
   if (!include_pad) return lx_bin(b, LB_SUB, kiln_krange_hi(b, r), kiln_krange_lo(b, r));
   int64_t limit = w->in[axis] + w->pad_begin[axis] + w->pad_end[axis];
-  kiln_lexpr *left = lx_bin(b, LB_SUB, lx_int(b, limit), lx_mul(b, lx_var(b, o), lx_int(b, w->stride[axis])));
+  kiln_lexpr *left =
+      lx_bin(b, LB_SUB, lx_int(b, limit), lx_mul(b, lx_var(b, o), lx_int(b, w->stride[axis])));
   return lx_bin(b, LB_MIN, lx_int(b, w->kernel[axis]), left);
 }
 
@@ -223,7 +228,8 @@ static void avg_lower(const kiln_lower_ctx *c) {
   plane_loops v = open_plane(c, &w, &dx->shape);
   kiln_lexpr *count = lx_mul(b, axis_count(b, &w, 0, include_pad, v.oh, &v.kh),
                              axis_count(b, &w, 1, include_pad, v.ow, &v.kw));
-  int share = kiln_lb_decl(b, "share", t, lx_bin(b, LB_DIV, dy_at(c, 0, &w, &v), lx_cast(b, t, count)));
+  int share =
+      kiln_lb_decl(b, "share", t, lx_bin(b, LB_DIV, dy_at(c, 0, &w, &v), lx_cast(b, t, count)));
   int kh = kiln_lb_for(b, "kh", kiln_krange_lo(b, &v.kh), kiln_krange_hi(b, &v.kh));
   int kw = kiln_lb_for(b, "kw", kiln_krange_lo(b, &v.kw), kiln_krange_hi(b, &v.kw));
   add_to(c,

@@ -57,9 +57,11 @@ static void reg_lower(const kiln_lower_ctx *c) {
                   kiln_describe(w).text);
   int acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, 0));
   int i = kiln_lb_for_n(b, "i", kiln_shape_numel(&w->shape));
-  kiln_lexpr *a = lx_bin(b, LB_MUL, lx_float(b, t, l1), lx_unary(b, LU_ABS, lx_load(b, wb, lx_var(b, i))));
-  kiln_lexpr *q = lx_bin(b, LB_MUL, lx_float(b, t, l2),
-                         lx_bin(b, LB_MUL, lx_load(b, wb, lx_var(b, i)), lx_load(b, wb, lx_var(b, i))));
+  kiln_lexpr *a =
+      lx_bin(b, LB_MUL, lx_float(b, t, l1), lx_unary(b, LU_ABS, lx_load(b, wb, lx_var(b, i))));
+  kiln_lexpr *q =
+      lx_bin(b, LB_MUL, lx_float(b, t, l2),
+             lx_bin(b, LB_MUL, lx_load(b, wb, lx_var(b, i)), lx_load(b, wb, lx_var(b, i))));
   kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), lx_bin(b, LB_ADD, a, q)));
   kiln_lb_end_for(b);
   kiln_lb_store(b, kiln_out_buf(c, 0), lx_int(b, 0), lx_var(b, acc));
@@ -74,10 +76,10 @@ static void grad_lower(const kiln_lower_ctx *c) {
   kiln_lb_comment(b, "RegularizerGrad %s: d/d%s", c->node->name, kiln_describe(w).text);
   int dl = kiln_lb_decl(b, "dl", t, lx_load(b, kiln_in_buf(c, 1), lx_int(b, 0)));
   int i = kiln_lb_for_n(b, "i", kiln_shape_numel(&w->shape));
-  kiln_lexpr *sign =
-      lx_select(b, lx_bin(b, LB_LT, lx_float(b, t, 0), lx_load(b, wb, lx_var(b, i))), lx_float(b, t, 1),
-                lx_select(b, lx_bin(b, LB_LT, lx_load(b, wb, lx_var(b, i)), lx_float(b, t, 0)),
-                          lx_float(b, t, -1), lx_float(b, t, 0)));
+  kiln_lexpr *sign = lx_select(
+      b, lx_bin(b, LB_LT, lx_float(b, t, 0), lx_load(b, wb, lx_var(b, i))), lx_float(b, t, 1),
+      lx_select(b, lx_bin(b, LB_LT, lx_load(b, wb, lx_var(b, i)), lx_float(b, t, 0)),
+                lx_float(b, t, -1), lx_float(b, t, 0)));
   kiln_lexpr *v = lx_bin(b, LB_ADD, lx_bin(b, LB_MUL, lx_float(b, t, l1), sign),
                          lx_bin(b, LB_MUL, lx_float(b, t, 2 * l2), lx_load(b, wb, lx_var(b, i))));
   kiln_lb_store(b, kiln_out_buf(c, 0), lx_var(b, i), lx_bin(b, LB_MUL, lx_var(b, dl), v));

@@ -1,5 +1,6 @@
 // The training step's scalars:
-//   LearningRate(step (1) i64) -> lr (1) of `dtype` (f32, default, or f64): the schedule of the step counter (the number of
+//   LearningRate(step (1) i64) -> lr (1) of `dtype` (f32, default, or f64): the schedule of the
+//   step counter (the number of
 //     updates done so far), PyTorch's StepLR and CosineAnnealingLR stepped once per update:
 //       constant  lr
 //       step      lr * gamma^floor(step / step_size)
@@ -14,14 +15,11 @@
 
 static const char *const schedules[] = {"constant", "step", "cosine"};
 
-static const kiln_attr_spec lr_attrs[] = {{"lr", KILN_ATTR_FLOAT, true},
-                                          {"schedule", KILN_ATTR_STRING, false},
-                                          {"step_size", KILN_ATTR_INT, false},
-                                          {"gamma", KILN_ATTR_FLOAT, false},
-                                          {"total_steps", KILN_ATTR_INT, false},
-                                          {"min_lr", KILN_ATTR_FLOAT, false},
-                                          {"dtype", KILN_ATTR_STRING, false},
-                                          {0}};
+static const kiln_attr_spec lr_attrs[] = {
+    {"lr", KILN_ATTR_FLOAT, true},         {"schedule", KILN_ATTR_STRING, false},
+    {"step_size", KILN_ATTR_INT, false},   {"gamma", KILN_ATTR_FLOAT, false},
+    {"total_steps", KILN_ATTR_INT, false}, {"min_lr", KILN_ATTR_FLOAT, false},
+    {"dtype", KILN_ATTR_STRING, false},    {0}};
 
 // The lr's dtype (attribute `dtype`); false if it is not f32 or f64.
 static bool lr_dtype(const kiln_node *n, kiln_dtype *t) {
@@ -77,14 +75,15 @@ static void lr_lower(const kiln_lower_ctx *c) {
   // In f64, like PyTorch's Python floats; rounded to f32 once.
   kiln_lexpr *step = lx_load(b, kiln_in_buf(c, 0), lx_int(b, 0)), *v = lx_float(b, KILN_F64, lr);
   if (sched == 1) {
-    kiln_lexpr *k = lx_cast(b, KILN_F64, lx_bin(b, LB_DIV, step, lx_int(b, kiln_attr_int(n, "step_size", 1))));
+    kiln_lexpr *k =
+        lx_cast(b, KILN_F64, lx_bin(b, LB_DIV, step, lx_int(b, kiln_attr_int(n, "step_size", 1))));
     v = lx_bin(b, LB_MUL, v,
                lx_bin(b, LB_POW, lx_float(b, KILN_F64, kiln_attr_float(n, "gamma", 0.1)), k));
   } else if (sched == 2) {
     double min_lr = kiln_attr_float(n, "min_lr", 0);
     double w = M_PI / (double)kiln_attr_int(n, "total_steps", 1);
-    kiln_lexpr *cosine = lx_unary(b, LU_COS, lx_bin(b, LB_MUL, lx_float(b, KILN_F64, w),
-                                                    lx_cast(b, KILN_F64, step)));
+    kiln_lexpr *cosine = lx_unary(
+        b, LU_COS, lx_bin(b, LB_MUL, lx_float(b, KILN_F64, w), lx_cast(b, KILN_F64, step)));
     v = lx_bin(b, LB_ADD, lx_float(b, KILN_F64, min_lr),
                lx_bin(b, LB_MUL, lx_float(b, KILN_F64, (lr - min_lr) / 2),
                       lx_bin(b, LB_ADD, lx_float(b, KILN_F64, 1), cosine)));
@@ -113,8 +112,7 @@ static void inc_lower(const kiln_lower_ctx *c) {
 
 static bool clip_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   if (!kiln_op_check_float_inputs(g, n, 1, d)) return false;
-  if (!kiln_train_check_scalar(g, n, d, 0, kiln_in(g, n, 0)->dtype, "sum of squares"))
-    return false;
+  if (!kiln_train_check_scalar(g, n, d, 0, kiln_in(g, n, 0)->dtype, "sum of squares")) return false;
   if (!(kiln_attr_float(n, "max_norm", 0) > 0)) {
     kiln_op_error(d, n, "attrs.max_norm: expected a number > 0");
     return false;
@@ -131,9 +129,11 @@ static void clip_lower(const kiln_lower_ctx *c) {
   kiln_lb *b = c->b;
   kiln_dtype t = kiln_lower_out(c, 0)->dtype;
   kiln_lb_comment(b, "GradNormScale %s", c->node->name);
-  kiln_lexpr *norm = lx_bin(b, LB_ADD, lx_unary(b, LU_SQRT, lx_load(b, kiln_in_buf(c, 0), lx_int(b, 0))),
-                            lx_float(b, t, 1e-6));
-  kiln_lexpr *coef = lx_bin(b, LB_DIV, lx_float(b, t, kiln_attr_float(c->node, "max_norm", 1)), norm);
+  kiln_lexpr *norm =
+      lx_bin(b, LB_ADD, lx_unary(b, LU_SQRT, lx_load(b, kiln_in_buf(c, 0), lx_int(b, 0))),
+             lx_float(b, t, 1e-6));
+  kiln_lexpr *coef =
+      lx_bin(b, LB_DIV, lx_float(b, t, kiln_attr_float(c->node, "max_norm", 1)), norm);
   kiln_lb_store(b, kiln_out_buf(c, 0), lx_int(b, 0), lx_bin(b, LB_MIN, coef, lx_float(b, t, 1)));
 }
 

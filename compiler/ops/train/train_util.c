@@ -21,8 +21,9 @@ bool kiln_train_check_scalar(const kiln_graph *g, const kiln_node *n, kiln_diag 
   kiln_shape one = kiln_train_scalar_shape();
   if (x && x->dtype == t && kiln_shape_equal(&x->shape, &one)) return true;
   kiln_op_error(d, n, "inputs[%d] (%s): expected the %s, a %s tensor of shape (1), got %s%s%s", i,
-                x ? x->name : "missing", what, kiln_dtype_name(t), x ? kiln_dtype_name(x->dtype) : "",
-                x ? " " : "nothing", x ? kiln_shape_text(&x->shape).text : "");
+                x ? x->name : "missing", what, kiln_dtype_name(t),
+                x ? kiln_dtype_name(x->dtype) : "", x ? " " : "nothing",
+                x ? kiln_shape_text(&x->shape).text : "");
   return false;
 }
 
