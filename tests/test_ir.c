@@ -242,3 +242,122 @@ Test(passes, cse_merges_identical_nodes) {
   cr_expect_eq(add->inputs[0], add->inputs[1]);
   kiln_compilation_free(&c);
 }
+
+// ---- fold-batchnorm ----
+// (Included here rather than at the top: this section was appended to a shared file.)
+#include <math.h>
+
+#include "../compiler/interp.h"
+
+// Appends `count` values of a fixed, sign-varying sequence (seeded by `seed`) as a JSON list.
+static void append_values(char *buf, size_t size, int count, int seed, double lo, double span) {
+  strncat(buf, "[", size - strlen(buf) - 1);
+  for (int i = 0; i < count; i++) {
+    char v[32];
+    double x = lo + span * (0.5 + 0.5 * sin(1.7 * (i + 1) + 0.9 * seed));
+    snprintf(v, sizeof v, "%s%.6f", i ? "," : "", x);
+    strncat(buf, v, size - strlen(buf) - 1);
+  }
+  strncat(buf, "]", size - strlen(buf) - 1);
+}
+
+static void append_param(char *buf, size_t size, const char *name, const char *shape, int count,
+                         int seed, double lo, double span) {
+  char head[160];
+  snprintf(head, sizeof head,
+           "%s{\"name\":\"%s\",\"dtype\":\"f32\",\"shape\":%s,\"init\":{\"kind\":\"values\","
+           "\"values\":",
+           strcmp(name, "w") == 0 ? "" : ",", name, shape);
+  strncat(buf, head, size - strlen(buf) - 1);
+  append_values(buf, size, count, seed, lo, span);
+  strncat(buf, "}}", size - strlen(buf) - 1);
+}
+
+// x (1, 2, 5, 5) -> Conv w (3, 2, 3, 3), pads 1 -> c -> BatchNormalization -> b -> Relu -> y.
+// With `shared`, c is also a graph output, so the BN must not be folded.
+static char *conv_bn_model(bool shared) {
+  size_t size = 16384;
+  char *m = calloc(size, 1);
+  snprintf(m, size,
+           "{\"format\":\"kiln-model\",\"version\":1,\"name\":\"convbn\","
+           "\"inputs\":[{\"name\":\"x\",\"dtype\":\"f32\",\"shape\":[1,2,5,5]}],"
+           "\"outputs\":[{\"name\":\"y\"}%s],\"params\":[",
+           shared ? ",{\"name\":\"c\"}" : "");
+  append_param(m, size, "w", "[3,2,3,3]", 54, 1, -1, 2);
+  append_param(m, size, "scale", "[3]", 3, 2, 0.5, 1.5);
+  append_param(m, size, "shift", "[3]", 3, 3, -0.5, 1);
+  append_param(m, size, "mean", "[3]", 3, 4, -0.3, 0.6);
+  append_param(m, size, "var", "[3]", 3, 5, 0.2, 2);
+  strncat(m,
+          "],\"nodes\":["
+          "{\"op\":\"Conv\",\"name\":\"conv\",\"inputs\":[\"x\",\"w\"],\"outputs\":[\"c\"],"
+          "\"attrs\":{\"pads\":[1,1,1,1]}},"
+          "{\"op\":\"BatchNormalization\",\"name\":\"bn\",\"inputs\":[\"c\",\"scale\",\"shift\","
+          "\"mean\",\"var\"],\"outputs\":[\"b\"],\"attrs\":{\"epsilon\":0.001}},"
+          "{\"op\":\"Relu\",\"name\":\"relu\",\"inputs\":[\"b\"],\"outputs\":[\"y\"]}]}",
+          size - strlen(m) - 1);
+  return m;
+}
+
+static int count_op(const kiln_graph *g, int op) {
+  int count = 0;
+  for (int i = 0; i < g->n_nodes; i++) count += g->nodes[i].op == op;
+  return count;
+}
+
+static kiln_array conv_bn_input(void) {
+  kiln_array x = {.dtype = KILN_F32, .rank = 4, .shape = {1, 2, 5, 5}};
+  x.nbytes = 50 * sizeof(float);
+  x.data = kiln_aligned_alloc(x.nbytes);
+  for (int i = 0; i < 50; i++) kiln_element_set(x.data, x.dtype, i, sin(0.37 * i) * 2);
+  return x;
+}
+
+Test(passes, fold_batchnorm_folds_conv_bn_and_keeps_results) {
+  char *json = conv_bn_model(false);
+  kiln_compilation c;
+  compile_all(&c, load_text(json));
+  cr_expect_eq(count_op(c.g, KILN_OP_BatchNormalization), 0, "the BatchNormalization stayed");
+  cr_expect_eq(count_op(c.g, KILN_OP_Conv), 1);
+  kiln_compilation_free(&c);
+  // The built binary (folded) against the interpreter on the unfolded graph.
+  char *dir = make_temp_dir();
+  char *model = path_join(dir, "convbn.json"), *exe = path_join(dir, "convbn");
+  char *xpath = path_join(dir, "x.npy"), *ypath = path_join(dir, "y.npy");
+  FILE *f = fopen(model, "w");
+  fputs(json, f);
+  fclose(f);
+  kiln_array x = conv_bn_input(), want = {0};
+  char err[256];
+  cr_assert_eq(kiln_npy_write(xpath, &x, err, sizeof err), 0, "%s", err);
+  kiln_graph *g = load_text(json);
+  kiln_diag d;
+  kiln_diag_init(&d, model);
+  cr_assert(kiln_interp_run(g, &x, &want, &d));
+  char *build[] = {KILN_EXE, "build", model, "-o", exe, NULL};
+  run_result r = run_cmd(build, 300);
+  cr_assert_eq(r.status, 0, "kiln build failed: %s", r.err);
+  run_result_free(&r);
+  char *run[] = {exe, "--input", xpath, "--output", ypath, NULL};
+  r = run_cmd(run, 60);
+  cr_assert_eq(r.status, 0, "the built model failed: %s", r.err);
+  run_result_free(&r);
+  kiln_array got = read_npy_or_fail(ypath);
+  char why[512];
+  cr_expect(arrays_close(&got, &want, 1e-5, 1e-5, why, sizeof why), "folded vs unfolded: %s", why);
+  kiln_array_free(&got);
+  kiln_array_free(&want);
+  kiln_array_free(&x);
+  kiln_graph_free(g);
+  rm_rf(dir);
+  free(model), free(exe), free(xpath), free(ypath), free(dir), free(json);
+}
+
+Test(passes, fold_batchnorm_leaves_shared_conv_output) {
+  char *json = conv_bn_model(true);
+  kiln_compilation c;
+  compile_all(&c, load_text(json));
+  cr_expect_eq(count_op(c.g, KILN_OP_BatchNormalization), 1, "folded a Conv whose output is read");
+  kiln_compilation_free(&c);
+  free(json);
+}

@@ -137,7 +137,7 @@ static bool append_loss(trainer *T) {
   kiln_graph *g = T->g;
   const kiln_training *t = T->t;
   int output = kiln_graph_find_tensor(g, t->loss.output);
-  const kiln_tensor *y = &g->tensors[output];
+  const kiln_tensor y_copy = g->tensors[output], *y = &y_copy;  // adding inputs moves g->tensors
   if (!kiln_dtype_is_float(y->dtype)) {
     kiln_diag_error(T->d, "training.loss.output", "'%s' has dtype %s; a loss reads floats", y->name,
                     kiln_dtype_name(y->dtype));

@@ -66,7 +66,10 @@ int kiln_gb_binary(kiln_grad_ctx *c, const char *op, int a, int b) {
   return kiln_gb_op(c, op, in, 2, NULL, 1);
 }
 
-int kiln_gb_const(kiln_grad_ctx *c, kiln_dtype t, const kiln_shape *shape, const double *values) {
+// Shapes are copied on entry: callers pass &g->tensors[i].shape, which adding a tensor moves.
+int kiln_gb_const(kiln_grad_ctx *c, kiln_dtype t, const kiln_shape *shape_in,
+                  const double *values) {
+  kiln_shape shape_copy = *shape_in, *shape = &shape_copy;
   int id = kiln_graph_add_tensor(c->g, fresh_name(c), KILN_TENSOR_PARAM, t, shape);
   kiln_tensor *x = &c->g->tensors[id];
   int64_t n = kiln_shape_numel(shape);
@@ -81,7 +84,8 @@ int kiln_gb_scalar(kiln_grad_ctx *c, kiln_dtype t, double value) {
   return kiln_gb_const(c, t, &one, &value);
 }
 
-int kiln_gb_reshape(kiln_grad_ctx *c, int x, const kiln_shape *shape) {
+int kiln_gb_reshape(kiln_grad_ctx *c, int x, const kiln_shape *shape_in) {
+  kiln_shape shape_copy = *shape_in, *shape = &shape_copy;
   if (kiln_shape_equal(&c->g->tensors[x].shape, shape)) return x;
   double dims[KILN_MAX_RANK];
   for (int i = 0; i < shape->rank; i++) dims[i] = (double)shape->dim[i];
@@ -89,7 +93,8 @@ int kiln_gb_reshape(kiln_grad_ctx *c, int x, const kiln_shape *shape) {
   return kiln_gb_binary(c, "Reshape", x, kiln_gb_const(c, KILN_I64, &s, dims));
 }
 
-int kiln_gb_sum_to(kiln_grad_ctx *c, int dy, const kiln_shape *shape) {
+int kiln_gb_sum_to(kiln_grad_ctx *c, int dy, const kiln_shape *shape_in) {
+  kiln_shape shape_copy = *shape_in, *shape = &shape_copy;
   kiln_shape from = c->g->tensors[dy].shape;
   if (kiln_shape_equal(&from, shape)) return dy;
   // Axes of `from` that `shape` broadcast over: leading extra axes, and axes where shape has 1.

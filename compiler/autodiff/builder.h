@@ -36,6 +36,8 @@ int kiln_gb_binary(kiln_grad_ctx *c, const char *op, int a, int b);
 // A constant param of the given dtype and shape, every element `value` (or values[i]).
 int kiln_gb_scalar(kiln_grad_ctx *c, kiln_dtype t, double value);  // shape (1,)
 int kiln_gb_const(kiln_grad_ctx *c, kiln_dtype t, const kiln_shape *shape, const double *values);
+// Functions taking a shape copy it first, so &g->tensors[i].shape is a valid argument (adding a
+// tensor moves g->tensors: never hold such a pointer across a call that adds nodes).
 // Sums `dy` down to `shape` (undoing numpy broadcasting): ReduceSum over the broadcast axes, then
 // a Reshape. Returns dy itself when the shapes already agree.
 int kiln_gb_sum_to(kiln_grad_ctx *c, int dy, const kiln_shape *shape);

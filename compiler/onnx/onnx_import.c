@@ -51,7 +51,7 @@ typedef struct importer {
   json_object *node_names;   // node name → true
   json_object *defined;      // graph inputs and node outputs seen so far → true
   json_object *inputs, *outputs, *params, *nodes;
-  issue_list ops, opsets, dtypes, attrs, shapes_issues;
+  issue_list ops, opsets, dtypes, attrs, shapes_issues, empty;
 } importer;
 
 static const char *str(const char *s) { return s ? s : ""; }
@@ -348,8 +348,7 @@ static void import_input(importer *im, const Onnx__ValueInfoProto *v, size_t i) 
     for (int k = 0; k < ti.rank; k++) {
       s.dim[k] = ti.dims[k];
       if (ti.dims[k] == 0)
-        issue(&im->shapes_issues, "input '%s' dimension %d is 0 (empty tensors are not supported)",
-              name, k);
+        issue(&im->empty, "input '%s' dimension %d is 0", name, k);
       else if (ti.dims[k] < 0)
         issue(&im->shapes_issues, "input '%s' dimension %d%s%s%s is dynamic", name, k,
               ti.dim_param[k] ? " ('" : "", ti.dim_param[k] ? ti.dim_param[k] : "",
@@ -385,6 +384,49 @@ static bool import_inputs(importer *im) {
     }
   }
   return true;
+}
+
+// A graph output that is a param or a graph input is not produced by any node, which Kiln requires:
+// the param or input gets a private name and an Identity node produces the output.
+static void output_through_identity(importer *im, const char *name) {
+  char renamed[600];
+  snprintf(renamed, sizeof renamed, "%s:source", name);
+  int64_t p = map_get_int(im->param_index, name, -1);
+  if (p >= 0) {
+    free(im->out->names[p]);
+    im->out->names[p] = strdup(renamed);
+    map_set_int(im->param_index, renamed, p);
+    json_object_object_add(im->referenced, renamed, json_object_new_boolean(1));
+  } else {
+    for (size_t i = 0; i < json_object_array_length(im->inputs); i++) {
+      json_object *in = json_object_array_get_idx(im->inputs, i), *n;
+      if (json_object_object_get_ex(in, "name", &n) && strcmp(json_object_get_string(n), name) == 0)
+        json_object_object_add(in, "name", json_object_new_string(renamed));
+    }
+  }
+  json_object *node = json_object_new_object(), *ins = json_object_new_array(),
+              *outs = json_object_new_array();
+  json_object_array_add(ins, json_object_new_string(renamed));
+  json_object_array_add(outs, json_object_new_string(name));
+  json_object_object_add(node, "op", json_object_new_string("Identity"));
+  json_object_object_add(node, "name", json_object_new_string(renamed));
+  json_object_object_add(node, "inputs", ins);
+  json_object_object_add(node, "outputs", outs);
+  json_object_array_add(im->nodes, node);
+}
+
+static void produce_unproduced_outputs(importer *im) {
+  for (size_t i = 0; i < im->gr->n_output; i++) {
+    const char *name = str(im->gr->output[i]->name);
+    bool is_input = false;
+    for (size_t k = 0; k < json_object_array_length(im->inputs); k++) {
+      json_object *n;
+      json_object_object_get_ex(json_object_array_get_idx(im->inputs, k), "name", &n);
+      is_input |= strcmp(json_object_get_string(n), name) == 0;
+    }
+    if ((is_input || find_param(im, name)) && kiln_op_find("Identity"))
+      output_through_identity(im, name);
+  }
 }
 
 static void import_outputs(importer *im) {
@@ -472,8 +514,27 @@ static void legacy_softmax(importer *im, const char *op, const char *node, json_
         op, node, (long long)im->opset, (long long)ax, r < 0 ? "rank-unknown" : "multi-axis");
 }
 
+// PRelu before opset 7 applies a 1-D slope of C values per channel (axis 1); numpy broadcasting
+// needs it shaped (C, 1, ..., 1). The param is reshaped in place (same data).
+static void legacy_prelu_slope(importer *im, const char *node, json_object *inputs) {
+  const char *x = json_object_get_string(json_object_array_get_idx(inputs, 0));
+  const char *s = json_object_get_string(json_object_array_get_idx(inputs, 1));
+  int64_t i = s ? map_get_int(im->param_index, s, -1) : -1,
+          r = map_get_int(im->ranks, x ? x : "", -1);
+  if (i < 0 || r < 0) {
+    issue(&im->opsets, "PRelu node '%s' (opset %lld): slope or input rank unknown", node,
+          (long long)im->opset);
+    return;
+  }
+  kiln_array *a = &im->out->arrays[i];
+  if (a->rank != 1 || a->shape[0] == 1 || r < 3) return;  // same meaning under numpy rules
+  for (int k = 1; k < r - 1; k++) a->shape[k] = 1;
+  a->rank = (int)r - 1;
+}
+
 static void apply_opset_rules(importer *im, const char *op, const char *node, json_object *attrs,
                               json_object *inputs, json_object *outputs) {
+  if (im->opset <= 6 && strcmp(op, "PRelu") == 0) legacy_prelu_slope(im, node, inputs);
   if (im->opset <= 6) json_object_object_del(attrs, "is_test");
   if (im->opset <= 6 && (is_binary_broadcast_op(op) || strcmp(op, "Gemm") == 0))
     legacy_broadcast(im, op, node, attrs, inputs);
@@ -621,13 +682,17 @@ static void import_node(importer *im, const Onnx__NodeProto *n, size_t i) {
     kiln_diag_error(im->d, where, "op_type is missing");
     return;
   }
-  if (!is_default_domain(n->domain))
-    issue(&im->ops, "%s.%s (node '%s')", n->domain, op, name);
-  else if (strcmp(op, "Constant") == 0) {
+  bool ours = is_default_domain(n->domain);
+  if (ours && strcmp(op, "Constant") == 0) {
     import_constant(im, n, where, name);
     return;
-  } else if (!kiln_op_find(op))
+  }
+  if (!ours)
+    issue(&im->ops, "%s.%s (node '%s')", n->domain, op, name);
+  else if (!kiln_op_find(op))
     issue(&im->ops, "%s (node '%s')", op, name);
+  if (ours && im->opset < 0 && !im->opsets.count)
+    issue(&im->opsets, "no opset_import for the default ONNX domain, used by node '%s'", name);
   json_object *ins = node_inputs(im, n, where), *outs = node_outputs(n, name);
   for (size_t j = 0; j < n->n_output; j++)
     if (n->output[j] && *n->output[j]) define(im, n->output[j]);
@@ -700,11 +765,10 @@ static void report_issues(importer *im) {
   struct {
     const char *label;
     issue_list *l;
-  } sections[] = {{"unsupported ops", &im->ops},
-                  {"unsupported opsets", &im->opsets},
-                  {"unsupported dtypes", &im->dtypes},
-                  {"unsupported attributes", &im->attrs},
-                  {"dynamic shapes", &im->shapes_issues}};
+  } sections[] = {
+      {"unsupported ops", &im->ops},          {"unsupported opsets", &im->opsets},
+      {"unsupported dtypes", &im->dtypes},    {"unsupported attributes", &im->attrs},
+      {"dynamic shapes", &im->shapes_issues}, {"empty tensors (a dimension of 0)", &im->empty}};
   char *msg = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&msg, &len);
@@ -727,10 +791,7 @@ static bool read_opset(importer *im, const Onnx__ModelProto *mp) {
   for (size_t i = 0; i < mp->n_opset_import; i++)
     if (is_default_domain(mp->opset_import[i]->domain) && mp->opset_import[i]->has_version)
       im->opset = mp->opset_import[i]->version;
-  if (im->opset < 0) {
-    kiln_diag_error(im->d, "opset_import", "no opset for the default ONNX domain");
-    return false;
-  }
+  if (im->opset < 0) return true;  // fine while no node of the default domain needs one
   if (im->opset < MIN_OPSET || im->opset > MAX_OPSET)
     issue(&im->opsets, "opset %lld (Kiln reads opsets 7 to 18, and 6 where it means the same)",
           (long long)im->opset);
@@ -747,6 +808,7 @@ static void convert(importer *im, const Onnx__ModelProto *mp) {
   import_outputs(im);
   record_value_info_ranks(im);
   for (size_t i = 0; i < im->gr->n_node; i++) import_node(im, im->gr->node[i], i);
+  produce_unproduced_outputs(im);
   if (im->d->errors) return;
   emit_params(im);
   report_issues(im);
@@ -780,7 +842,8 @@ static void importer_free(importer *im) {
   json_object_put(im->ranks);
   json_object_put(im->node_names);
   json_object_put(im->defined);
-  issue_list *lists[] = {&im->ops, &im->opsets, &im->dtypes, &im->attrs, &im->shapes_issues};
+  issue_list *lists[] = {&im->ops,   &im->opsets,        &im->dtypes,
+                         &im->attrs, &im->shapes_issues, &im->empty};
   for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) free(lists[i]->text);
 }
 

@@ -14,6 +14,8 @@ const kiln_pass kiln_pipeline[] = {
     {.name = "fold-constants", .run = kiln_pass_fold_constants,
      .doc = "evaluate nodes whose inputs are constants"},
     {.name = "cse", .run = kiln_pass_cse, .doc = "merge nodes that compute the same thing"},
+    {.name = "fold-batchnorm", .run = kiln_pass_fold_batchnorm,
+     .doc = "fold inference BatchNormalization into the Conv before it"},
     {.name = "dce", .run = kiln_pass_dce, .doc = "drop nodes no output depends on"},
     {.name = "in-place", .run = kiln_pass_in_place,
      .doc = "let elementwise nodes overwrite inputs that die there"},

@@ -93,7 +93,7 @@ static int64_t flops(const kiln_graph *g, const kiln_node *n) {
 // Gradient (docs/training.md): each window's dy / count spread over it (AveragePoolGrad).
 static bool grad(kiln_grad_ctx *c) {
   if (c->dy[0] < 0 || !c->need[0]) return true;
-  const kiln_shape *xs = &c->g->tensors[c->node.inputs[0]].shape;
+  kiln_shape xs_copy = c->g->tensors[c->node.inputs[0]].shape, *xs = &xs_copy;
   kiln_gb_attr extra[] = {KILN_GB_INTS("input_shape", xs->dim, 4), KILN_GB_END};
   c->dx[0] = kiln_gb_op_like(c, "AveragePoolGrad", &c->dy[0], 1, extra);
   return c->dx[0] >= 0;

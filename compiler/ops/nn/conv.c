@@ -176,8 +176,8 @@ static bool grad(kiln_grad_ctx *c) {
   const kiln_node *n = &c->node;
   int x = n->inputs[0], w = n->inputs[1], dy = c->dy[0];
   if (dy < 0) return true;
-  const kiln_shape *xs = &c->g->tensors[x].shape, *ws = &c->g->tensors[w].shape;
-  int64_t kernel[2] = {ws->dim[2], ws->dim[3]};
+  kiln_shape xs_copy = c->g->tensors[x].shape, *xs = &xs_copy;  // adding nodes moves tensors
+  int64_t kernel[2] = {c->g->tensors[w].shape.dim[2], c->g->tensors[w].shape.dim[3]};
   if (c->need[0]) {
     kiln_gb_attr extra[] = {KILN_GB_INTS("kernel_shape", kernel, 2),
                             KILN_GB_INTS("input_shape", xs->dim, 4), KILN_GB_END};

@@ -1,5 +1,7 @@
 // Gemm (ONNX): Y = alpha * A' B' + beta * C, with A' = transA ? A^T : A and B' likewise.
 //   A': (M, K)   B': (K, N)   C: optional, unidirectionally broadcastable to (M, N)   Y: (M, N)
+// Lowering: transB = 0 accumulates contiguous output rows (i-k-j); transB = 1 takes dot products
+// over contiguous k (i-j-k). The schedule pass vectorizes the innermost loop of either.
 #include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
@@ -87,6 +89,16 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
     }
 }
 
+// Output columns per tile of the row-accumulating nest: the largest divisor of n in
+// [MIN_TILE, MAX_TILE], or n itself when it is small or has no such divisor.
+enum { MIN_TILE = 32, MAX_TILE = 256 };
+static int64_t row_tile(int64_t n) {
+  if (n <= MAX_TILE) return n;
+  for (int64_t t = MAX_TILE; t >= MIN_TILE; t--)
+    if (n % t == 0) return t;
+  return n;
+}
+
 // Index of A'[m][k] (or B'[k][n]) as an expression: row * row_stride + col * col_stride.
 static kiln_lexpr *matrix_index(kiln_lb *b, bool trans, int row, int col, int64_t rows,
                                 int64_t cols) {
@@ -95,41 +107,91 @@ static kiln_lexpr *matrix_index(kiln_lb *b, bool trans, int row, int col, int64_
   return lx_madd(b, lx_var(b, row), cols, lx_var(b, col));
 }
 
-static void lower(const kiln_lower_ctx *c) {
+// y = beta * C[broadcast m, col], or 0 without C; col is the output column's expression.
+static kiln_lexpr *bias_term(const kiln_lower_ctx *c, int m, kiln_lexpr *col, double beta) {
   kiln_lb *b = c->b;
+  kiln_dtype t = kiln_lower_out(c, 0)->dtype;
+  if (!kiln_has_input(c->node, 2)) return lx_float(b, t, 0);
+  const kiln_tensor *tc = kiln_lower_in(c, 2);
+  int64_t cs[2];
+  kiln_broadcast_strides(&tc->shape, &kiln_lower_out(c, 0)->shape, cs);
+  kiln_lexpr *index =
+      lx_add(b, lx_mul(b, lx_var(b, m), lx_int(b, cs[0])), lx_mul(b, col, lx_int(b, cs[1])));
+  kiln_lexpr *cv = lx_load(b, kiln_in_buf(c, 2), index);
+  return beta != 1 ? lx_bin(b, LB_MUL, lx_float(b, t, beta), cv) : cv;
+}
+
+// transB = 1: B's rows are B'^T's columns, so each output is a dot product over contiguous k.
+//   for m, n: acc = sum_k A'[m][k] * B[n][k];  y[m][n] = alpha * acc + beta * C
+static void lower_dot(const kiln_lower_ctx *c, const gemm_dims *g, double alpha, double beta) {
+  kiln_lb *b = c->b;
+  kiln_dtype t = kiln_lower_out(c, 0)->dtype;
+  int m = kiln_lb_for_n(b, "m", g->M);
+  int j = kiln_lb_for_n(b, "n", g->N);
+  int acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, 0));
+  int k = kiln_lb_for_n(b, "k", g->K);
+  kiln_lexpr *av = lx_load(b, kiln_in_buf(c, 0), matrix_index(b, g->trans_a, m, k, g->M, g->K));
+  kiln_lexpr *bv = lx_load(b, kiln_in_buf(c, 1), matrix_index(b, true, k, j, g->K, g->N));
+  kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), lx_bin(b, LB_MUL, av, bv)));
+  kiln_lb_end_for(b);
+  kiln_lexpr *v = lx_var(b, acc);
+  if (alpha != 1) v = lx_bin(b, LB_MUL, lx_float(b, t, alpha), v);
+  if (kiln_has_input(c->node, 2)) v = lx_bin(b, LB_ADD, v, bias_term(c, m, lx_var(b, j), beta));
+  kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, lx_var(b, m), g->N, lx_var(b, j)), v);
+  kiln_lb_end_for(b);
+  kiln_lb_end_for(b);
+}
+
+// Column nt * tile + n of the output (each call builds a fresh expression tree).
+static kiln_lexpr *column(kiln_lb *b, int nt, int64_t tile, int j) {
+  return lx_madd(b, lx_var(b, nt), tile, lx_var(b, j));
+}
+
+// transB = 0: rows of B are contiguous in n, so accumulate whole output rows (i-k-j order).
+// The n range is cut into tiles of row_tile(N) columns: a tile of the output row stays in
+// cache across k, and with M = 1 the tile loop is the one the schedule pass runs in parallel.
+//   for m, tile: y[m][tile] = beta * C;  for k: a = alpha * A'[m][k];  y[m][tile] += a * B[k][tile]
+static void lower_rows(const kiln_lower_ctx *c, const gemm_dims *g, double alpha, double beta) {
+  kiln_lb *b = c->b;
+  kiln_dtype t = kiln_lower_out(c, 0)->dtype;
+  int64_t tile = row_tile(g->N);
+  int ybuf = kiln_out_buf(c, 0);
+  int m = kiln_lb_for_n(b, "m", g->M);
+  int nt = kiln_lb_for_n(b, "nt", g->N / tile);
+  int j = kiln_lb_for_n(b, "n", tile);  // column nt * tile + n
+  kiln_lb_store(b, ybuf, lx_madd(b, lx_var(b, m), g->N, column(b, nt, tile, j)),
+                bias_term(c, m, column(b, nt, tile, j), beta));
+  kiln_lb_end_for(b);
+  int k = kiln_lb_for_n(b, "k", g->K);
+  kiln_lexpr *av = lx_load(b, kiln_in_buf(c, 0), matrix_index(b, g->trans_a, m, k, g->M, g->K));
+  if (alpha != 1) av = lx_bin(b, LB_MUL, lx_float(b, t, alpha), av);
+  int a = kiln_lb_decl(b, "a", t, av);
+  j = kiln_lb_for_n(b, "n", tile);
+  kiln_lexpr *bv =
+      lx_load(b, kiln_in_buf(c, 1), lx_madd(b, lx_var(b, k), g->N, column(b, nt, tile, j)));
+  kiln_lexpr *prod = lx_bin(b, LB_MUL, lx_var(b, a), bv);
+  kiln_lexpr *yv = lx_load(b, ybuf, lx_madd(b, lx_var(b, m), g->N, column(b, nt, tile, j)));
+  kiln_lb_store(b, ybuf, lx_madd(b, lx_var(b, m), g->N, column(b, nt, tile, j)),
+                lx_bin(b, LB_ADD, yv, prod));
+  kiln_lb_end_for(b);
+  kiln_lb_end_for(b);
+  kiln_lb_end_for(b);
+  kiln_lb_end_for(b);
+}
+
+static void lower(const kiln_lower_ctx *c) {
   const kiln_node *node = c->node;
   const kiln_tensor *ta = kiln_lower_in(c, 0), *tb = kiln_lower_in(c, 1),
                     *ty = kiln_lower_out(c, 0);
-  bool has_c = kiln_has_input(node, 2);
   gemm_dims g = dims_of(node, &ta->shape, &tb->shape);
   double alpha = kiln_attr_float(node, "alpha", 1), beta = kiln_attr_float(node, "beta", 1);
-  kiln_lb_comment(b, "Gemm %s: %s%s * %s%s%s -> %s", node->name, kiln_describe(ta).text,
+  kiln_lb_comment(c->b, "Gemm %s: %s%s * %s%s%s -> %s", node->name, kiln_describe(ta).text,
                   g.trans_a ? "^T" : "", kiln_describe(tb).text, g.trans_b ? "^T" : "",
-                  has_c ? " + C" : "", kiln_describe(ty).text);
-  kiln_dtype t = ty->dtype;
-  int m = kiln_lb_for_n(b, "m", g.M);
-  int j = kiln_lb_for_n(b, "n", g.N);
-  int acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, 0));
-  int k = kiln_lb_for_n(b, "k", g.K);
-  kiln_lexpr *av = lx_load(b, kiln_in_buf(c, 0), matrix_index(b, g.trans_a, m, k, g.M, g.K));
-  kiln_lexpr *bv = lx_load(b, kiln_in_buf(c, 1), matrix_index(b, g.trans_b, k, j, g.K, g.N));
-  kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), lx_bin(b, LB_MUL, av, bv)));
-  kiln_lb_end_for(b);
-  // y = alpha * acc + beta * C[broadcast]
-  kiln_lexpr *v = lx_var(b, acc);
-  if (alpha != 1) v = lx_bin(b, LB_MUL, lx_float(b, t, alpha), v);
-  if (has_c) {
-    const kiln_tensor *tc = kiln_lower_in(c, 2);
-    int64_t cs[2];
-    kiln_broadcast_strides(&tc->shape, &ty->shape, cs);
-    int vars[2] = {m, j};
-    kiln_lexpr *cv = lx_load(b, kiln_in_buf(c, 2), kiln_lower_index(b, 2, vars, cs));
-    if (beta != 1) cv = lx_bin(b, LB_MUL, lx_float(b, t, beta), cv);
-    v = lx_bin(b, LB_ADD, v, cv);
-  }
-  kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, lx_var(b, m), g.N, lx_var(b, j)), v);
-  kiln_lb_end_for(b);
-  kiln_lb_end_for(b);
+                  kiln_has_input(node, 2) ? " + C" : "", kiln_describe(ty).text);
+  if (g.trans_b)
+    lower_dot(c, &g, alpha, beta);
+  else
+    lower_rows(c, &g, alpha, beta);
 }
 
 // 2 * M * N * K
@@ -163,7 +225,9 @@ static bool grad(kiln_grad_ctx *c) {
     if (c->dx[1] < 0) return false;
   }
   if (n->n_inputs > 2 && n->inputs[2] >= 0 && c->need[2]) {
-    int scaled = beta == 1.0 ? dy : kiln_gb_binary(c, "Mul", dy, kiln_gb_scalar(c, c->g->tensors[dy].dtype, beta));
+    int scaled = beta == 1.0 ? dy
+                             : kiln_gb_binary(c, "Mul", dy,
+                                              kiln_gb_scalar(c, c->g->tensors[dy].dtype, beta));
     c->dx[2] = scaled < 0 ? -1 : kiln_gb_sum_to(c, scaled, &c->g->tensors[n->inputs[2]].shape);
     if (c->dx[2] < 0) return false;
   }

@@ -101,6 +101,67 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
   }
 }
 
+// Output columns per tile of the row-accumulating nest: the largest divisor of n in
+// [MIN_TILE, MAX_TILE], or n itself when it is small or has no such divisor.
+enum { MIN_TILE = 32, MAX_TILE = 256 };
+static int64_t row_tile(int64_t n) {
+  if (n <= MAX_TILE) return n;
+  for (int64_t t = MAX_TILE; t >= MIN_TILE; t--)
+    if (n % t == 0) return t;
+  return n;
+}
+
+// Where one batch's matrices start: element strides per batch dim, the batch loop variables.
+typedef struct batch_base {
+  int rank;
+  const int *vars;
+  const int64_t *a_stride, *b_stride, *y_stride;
+} batch_base;
+
+// base + row * cols + (nt * tile + n): element (row, tile column) of one batch's matrix.
+static kiln_lexpr *element(kiln_lb *b, const batch_base *base, const int64_t *stride, int row,
+                           int64_t cols, kiln_lexpr *col) {
+  kiln_lexpr *start = kiln_lower_index(b, base->rank, base->vars, stride);
+  return lx_add(b, start, lx_madd(b, lx_var(b, row), cols, col));
+}
+
+static kiln_lexpr *column(kiln_lb *b, int nt, int64_t tile, int j) {
+  return lx_madd(b, lx_var(b, nt), tile, lx_var(b, j));
+}
+
+// B's rows are contiguous in n, so whole output rows accumulate (i-k-j order), a tile of
+// row_tile(N) columns at a time (it stays in cache across k; with M = 1 the tile loop is the one
+// the schedule pass runs in parallel):
+//   for m, tile: y[m][tile] = 0;  for k: a = A[m][k];  y[m][tile] += a * B[k][tile]
+static void lower_rows(const kiln_lower_ctx *c, const matmul_plan *p, const batch_base *base) {
+  kiln_lb *b = c->b;
+  kiln_dtype t = kiln_lower_out(c, 0)->dtype;
+  int64_t tile = row_tile(p->N);
+  int ybuf = kiln_out_buf(c, 0);
+  int m = kiln_lb_for_n(b, "m", p->M);
+  int nt = kiln_lb_for_n(b, "nt", p->N / tile);
+  int j = kiln_lb_for_n(b, "n", tile);
+  kiln_lb_store(b, ybuf, element(b, base, base->y_stride, m, p->N, column(b, nt, tile, j)),
+                lx_float(b, t, 0));
+  kiln_lb_end_for(b);
+  int k = kiln_lb_for_n(b, "k", p->K);
+  kiln_lexpr *av =
+      lx_load(b, kiln_in_buf(c, 0), element(b, base, base->a_stride, m, p->K, lx_var(b, k)));
+  int a = kiln_lb_decl(b, "a", t, av);
+  j = kiln_lb_for_n(b, "n", tile);
+  kiln_lexpr *bv = lx_load(b, kiln_in_buf(c, 1),
+                           element(b, base, base->b_stride, k, p->N, column(b, nt, tile, j)));
+  kiln_lexpr *prod = lx_bin(b, LB_MUL, lx_var(b, a), bv);
+  kiln_lexpr *yv =
+      lx_load(b, ybuf, element(b, base, base->y_stride, m, p->N, column(b, nt, tile, j)));
+  kiln_lb_store(b, ybuf, element(b, base, base->y_stride, m, p->N, column(b, nt, tile, j)),
+                lx_bin(b, LB_ADD, yv, prod));
+  kiln_lb_end_for(b);
+  kiln_lb_end_for(b);
+  kiln_lb_end_for(b);
+  kiln_lb_end_for(b);
+}
+
 static void lower(const kiln_lower_ctx *c) {
   kiln_lb *b = c->b;
   const kiln_tensor *ta = kiln_lower_in(c, 0), *tb = kiln_lower_in(c, 1),
@@ -109,30 +170,14 @@ static void lower(const kiln_lower_ctx *c) {
   plan(&ta->shape, &tb->shape, &p);
   kiln_lb_comment(b, "MatMul %s: %s @ %s -> %s", c->node->name, kiln_describe(ta).text,
                   kiln_describe(tb).text, kiln_describe(ty).text);
-  kiln_dtype t = ty->dtype;
   int64_t y_stride[KILN_MAX_RANK];
   kiln_contiguous_strides(&p.batch, y_stride);
   for (int i = 0; i < p.batch.rank; i++) y_stride[i] *= p.M * p.N;
   int batch[KILN_MAX_RANK];
   kiln_lower_begin_nest(b, &p.batch, batch);
-  int m = kiln_lb_for_n(b, "m", p.M);
-  int j = kiln_lb_for_n(b, "n", p.N);
-  int acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, 0));
-  int k = kiln_lb_for_n(b, "k", p.K);
-  // a[batch][m][k] * b[batch][k][n]
-  kiln_lexpr *ai = kiln_lower_index(b, p.batch.rank, batch, p.a_stride);
-  ai = lx_add(b, ai, lx_madd(b, lx_var(b, m), p.K, lx_var(b, k)));
-  kiln_lexpr *bi = kiln_lower_index(b, p.batch.rank, batch, p.b_stride);
-  bi = lx_add(b, bi, lx_madd(b, lx_var(b, k), p.N, lx_var(b, j)));
-  kiln_lexpr *prod =
-      lx_bin(b, LB_MUL, lx_load(b, kiln_in_buf(c, 0), ai), lx_load(b, kiln_in_buf(c, 1), bi));
-  kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), prod));
-  kiln_lb_end_for(b);
-  kiln_lexpr *yi = kiln_lower_index(b, p.batch.rank, batch, y_stride);
-  yi = lx_add(b, yi, lx_madd(b, lx_var(b, m), p.N, lx_var(b, j)));
-  kiln_lb_store(b, kiln_out_buf(c, 0), yi, lx_var(b, acc));
-  kiln_lb_end_for(b);
-  kiln_lb_end_for(b);
+  // a[batch] (M, K) @ b[batch] (K, N) -> y[batch] (M, N)
+  batch_base base = {p.batch.rank, batch, p.a_stride, p.b_stride, y_stride};
+  lower_rows(c, &p, &base);
   kiln_lower_end_nest(b, &p.batch);
 }
 
@@ -162,14 +207,16 @@ static int fit(kiln_grad_ctx *c, int product, const kiln_shape *promoted, const 
 }
 
 static bool grad(kiln_grad_ctx *c) {
-  const kiln_shape *as = &c->g->tensors[c->node.inputs[0]].shape;
-  const kiln_shape *bs = &c->g->tensors[c->node.inputs[1]].shape;
+  // Copies: adding nodes moves g->tensors.
+  kiln_shape a_shape = c->g->tensors[c->node.inputs[0]].shape, *as = &a_shape;
+  kiln_shape b_shape = c->g->tensors[c->node.inputs[1]].shape, *bs = &b_shape;
   matmul_plan p;
   if (c->dy[0] < 0 || plan(as, bs, &p) != PLAN_OK) return c->dy[0] < 0;
   kiln_shape ys = p.batch;
   ys.dim[ys.rank++] = p.M;
   ys.dim[ys.rank++] = p.N;
-  int a = kiln_gb_reshape(c, c->node.inputs[0], &p.a), b = kiln_gb_reshape(c, c->node.inputs[1], &p.b);
+  int a = kiln_gb_reshape(c, c->node.inputs[0], &p.a),
+      b = kiln_gb_reshape(c, c->node.inputs[1], &p.b);
   int dy = kiln_gb_reshape(c, c->dy[0], &ys);
   if (a < 0 || b < 0 || dy < 0) return false;
   if (c->need[0]) {
