@@ -7,10 +7,15 @@
 
 #include "ops/op.h"
 
+// Params and, in training graphs, the trainable weights and optimizer state (STATE).
+static bool is_weight(const kiln_tensor *t) {
+  return t->kind == KILN_TENSOR_PARAM || t->kind == KILN_TENSOR_STATE;
+}
+
 int64_t kiln_graph_param_count(const kiln_graph *g) {
   int64_t n = 0;
   for (int i = 0; i < g->n_tensors; i++)
-    if (g->tensors[i].kind == KILN_TENSOR_PARAM) n += kiln_shape_numel(&g->tensors[i].shape);
+    if (is_weight(&g->tensors[i])) n += kiln_shape_numel(&g->tensors[i].shape);
   return n;
 }
 
@@ -18,8 +23,7 @@ static int64_t param_bytes(const kiln_graph *g) {
   int64_t n = 0;
   for (int i = 0; i < g->n_tensors; i++) {
     const kiln_tensor *t = &g->tensors[i];
-    if (t->kind == KILN_TENSOR_PARAM)
-      n += kiln_shape_numel(&t->shape) * (int64_t)kiln_dtype_size(t->dtype);
+    if (is_weight(t)) n += kiln_shape_numel(&t->shape) * (int64_t)kiln_dtype_size(t->dtype);
   }
   return n;
 }
@@ -70,8 +74,9 @@ void kiln_graph_print(const kiln_graph *g, FILE *out) {
     fputc('\n', out);
   }
   for (int i = 0; i < g->n_tensors; i++) {
-    if (g->tensors[i].kind != KILN_TENSOR_PARAM) continue;
-    fprintf(out, "  param %%%s: ", g->tensors[i].name);
+    if (!is_weight(&g->tensors[i])) continue;
+    fprintf(out, "  %s %%%s: ", g->tensors[i].kind == KILN_TENSOR_STATE ? "state" : "param",
+            g->tensors[i].name);
     print_tensor_type(&g->tensors[i], out);
     fputc('\n', out);
   }
@@ -120,10 +125,12 @@ void kiln_inspect_text(const kiln_compilation *c, FILE *out) {
   for (int i = 0; i < g->n_nodes; i++) {
     const kiln_node *n = &g->nodes[i];
     char s[160];
-    const kiln_tensor *t = kiln_out(g, n, 0);
-    char type[200];
-    snprintf(type, sizeof(type), "%s%s", kiln_dtype_name(t->dtype),
-             kiln_shape_str(&t->shape, s, sizeof(s)));
+    char type[200] = "(updates state)";  // an optimizer update has no outputs
+    if (n->n_outputs) {
+      const kiln_tensor *t = kiln_out(g, n, 0);
+      snprintf(type, sizeof(type), "%s%s", kiln_dtype_name(t->dtype),
+               kiln_shape_str(&t->shape, s, sizeof(s)));
+    }
     fprintf(out, "  %-4d %-20s %-12s %-28s %14" PRId64 "\n", i, n->name, kiln_op_get(n->op)->name,
             type, node_flops(g, n));
   }
@@ -168,9 +175,9 @@ static json_object *json_node(const kiln_graph *g, const kiln_node *n) {
   json_object_object_add(o, "inputs", json_tensor_list(g, n->inputs, n->n_inputs));
   json_object_object_add(o, "outputs", json_tensor_list(g, n->outputs, n->n_outputs));
   json_object_object_add(o, "flops", json_object_new_int64(node_flops(g, n)));
-  const kiln_tensor *t = kiln_out(g, n, 0);
+  const kiln_tensor *t = n->n_outputs ? kiln_out(g, n, 0) : NULL;
   json_object_object_add(o, "arena_offset",
-                         t->offset >= 0 && t->kind == KILN_TENSOR_VALUE && !t->is_output
+                         t && t->offset >= 0 && t->kind == KILN_TENSOR_VALUE && !t->is_output
                              ? json_object_new_int64(t->offset)
                              : json_object_new_null());
   return o;

@@ -33,6 +33,15 @@ typedef enum {
                       // side-effect nodes (docs/training.md)
 } kiln_tensor_kind;
 
+// What a param is for (the model format's `role`): learned weights are what `kiln inspect` counts
+// as parameters (PyTorch's `parameters()`); buffers are state that is not learned (BatchNorm
+// running statistics); constants are part of the computation (shapes, masks, tables).
+typedef enum {
+  KILN_ROLE_WEIGHT = 0,
+  KILN_ROLE_BUFFER,
+  KILN_ROLE_CONSTANT,
+} kiln_param_role;
+
 typedef struct kiln_tensor {
   const char *name;
   kiln_tensor_kind kind;
@@ -45,6 +54,7 @@ typedef struct kiln_tensor {
   // plan-memory: byte offset in the arena (VALUE) or the weights payload (PARAM, STATE); -1: none
   int64_t offset;
   int in_place_of;  // in-place: the input whose storage this value reuses (-1: none)
+  kiln_param_role role;  // PARAM / STATE: weight (default), buffer or constant
 } kiln_tensor;
 
 typedef enum {

@@ -473,3 +473,97 @@ Test(grad, clipping_scales_by_global_norm) {
   close_case(&h1);
   close_case(&h2);
 }
+
+// ---- Unary math (grad rules composed from graph ops) ----
+
+// L = sum (op(p) - t)^2 for p of shape (3, 4): normal, or uniform in [0.5, 1.5) when positive.
+static void check_unary(const char *op, const char *attrs, bool positive, double rtol) {
+  char node[256];
+  snprintf(node, sizeof node, NODE("%s", "[\"p\"]", "y", "%s"), op, attrs);
+  grad_case c = {.params = positive ? PARAM_POS("p", "[3, 4]", "40") : PARAM("p", "[3, 4]", "40"),
+                 .nodes = node,
+                 .output = "y"};
+  check_gradients(&c, rtol, ATOL);
+}
+
+Test(grad, exp) { check_unary("Exp", "", false, RTOL); }
+Test(grad, log) { check_unary("Log", "", true, RTOL); }
+Test(grad, sqrt) { check_unary("Sqrt", "", true, RTOL); }
+Test(grad, neg) { check_unary("Neg", "", false, RTOL); }
+Test(grad, abs) { check_unary("Abs", "", false, RTOL); }
+Test(grad, reciprocal) { check_unary("Reciprocal", "", true, RTOL); }
+Test(grad, leaky_relu) { check_unary("LeakyRelu", "\"alpha\": 0.3", false, RTOL); }
+Test(grad, elu) { check_unary("Elu", "\"alpha\": 0.7", false, RTOL); }
+Test(grad, softplus) { check_unary("Softplus", "", false, RTOL); }
+Test(grad, hard_sigmoid) {
+  // alpha 0.5: |x| < 1 is inside, the normal draws land on both sides.
+  check_unary("HardSigmoid", "\"alpha\": 0.5, \"beta\": 0.5", false, RTOL);
+}
+Test(grad, gelu_erf) { check_unary("Gelu", "", false, RTOL); }
+Test(grad, erf) { check_unary("Erf", "", false, RTOL); }
+Test(grad, identity) { check_unary("Identity", "", false, RTOL); }
+Test(grad, clip_attrs) { check_unary("Clip", "\"min\": -0.5, \"max\": 0.7", false, RTOL); }
+Test(grad, clip_min_only) { check_unary("Clip", "\"min\": -0.2", false, RTOL); }
+
+Test(grad, clip_bound_inputs) {
+  grad_case c = {.params = PARAM("p", "[3, 4]", "41") ", {\"name\": \"lo\", \"dtype\": \"f64\", "
+                                                      "\"shape\": [1], \"init\": {\"kind\": "
+                                                      "\"values\", \"values\": [-0.4]}}",
+                 .nodes = NODE("Clip", "[\"p\", \"lo\", \"\"]", "y", ""),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, clip_passes_at_the_bounds) {
+  // p = (-0.5, 0.7, 2): min <= x <= max passes the gradient, beyond max it does not.
+  grad_case c = {.params =
+                     "{\"name\": \"p\", \"dtype\": \"f64\", \"shape\": [3], \"init\": "
+                     "{\"kind\": \"values\", \"values\": [-0.5, 0.7, 2]}}",
+                 .nodes = NODE("Clip", "[\"p\"]", "y", "\"min\": -0.5, \"max\": 0.7"),
+                 .output = "y"};
+  harness h;
+  int64_t n;
+  double *g = case_gradient(&c, &h, &n);
+  double t0 = kiln_element_get(h.in[0].data, h.in[0].dtype, 0);
+  double t1 = kiln_element_get(h.in[0].data, h.in[0].dtype, 1);
+  cr_expect(fabs(g[0] - 2 * (-0.5 - t0)) < 1e-12, "x = min: gradient %g", g[0]);
+  cr_expect(fabs(g[1] - 2 * (0.7 - t1)) < 1e-12, "x = max: gradient %g", g[1]);
+  cr_expect_eq(g[2], 0.0);
+  free(g);
+  close_case(&h);
+}
+
+Test(grad, abs_at_zero_is_zero) {
+  grad_case c = {.params =
+                     "{\"name\": \"p\", \"dtype\": \"f64\", \"shape\": [3], \"init\": "
+                     "{\"kind\": \"values\", \"values\": [0, 1.5, -1.5]}}",
+                 .nodes = NODE("Abs", "[\"p\"]", "y", ""),
+                 .output = "y"};
+  harness h;
+  int64_t n;
+  double *g = case_gradient(&c, &h, &n);
+  double t1 = kiln_element_get(h.in[0].data, h.in[0].dtype, 1);
+  double t2 = kiln_element_get(h.in[0].data, h.in[0].dtype, 2);
+  cr_expect_eq(g[0], 0.0, "|x|'(0) must be 0, got %g", g[0]);
+  cr_expect(fabs(g[1] - 2 * (1.5 - t1)) < 1e-12);
+  cr_expect(fabs(g[2] + 2 * (1.5 - t2)) < 1e-12);
+  free(g);
+  close_case(&h);
+}
+
+Test(grad, pow_both_inputs_broadcast) {
+  grad_case c = {.params = PARAM_POS("x", "[3, 4]", "42") "," PARAM("e", "[4]", "43"),
+                 .nodes = NODE("Pow", "[\"x\", \"e\"]", "y", ""),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, pow_integer_exponent) {
+  grad_case c = {.params = PARAM("x", "[3, 4]", "44") ", {\"name\": \"e\", \"dtype\": \"i64\", "
+                                                      "\"shape\": [1], \"init\": {\"kind\": "
+                                                      "\"values\", \"values\": [3]}}",
+                 .nodes = NODE("Pow", "[\"x\", \"e\"]", "y", ""),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+

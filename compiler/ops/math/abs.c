@@ -1,6 +1,7 @@
 // Abs: y = |x|, elementwise, for floats and signed integers (i8, i32, i64; |INT_MIN| is undefined,
 // as in C).
 #include "../op_internal.h"
+#include "../train/grad_compose.h"
 
 static const unsigned dtypes =
     KILN_DT_FLOAT | KILN_DT(KILN_I8) | KILN_DT(KILN_I32) | KILN_DT(KILN_I64);
@@ -28,6 +29,16 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
 
 static void lower(const kiln_lower_ctx *c) { kiln_unary_node_lower(c, abs_lx); }
 
+// Gradient (docs/training.md): dx = sign(x) dy, with |x|'(0) = 0:
+// Where(x > 0, dy, 0) - Where(x < 0, dy, 0).
+static bool abs_grad(kiln_grad_ctx *c) {
+  int x = kiln_gc_x(c, 0), dy = c->dy[0];
+  int up = kiln_gc_where_else(c, kiln_gc_scalar_op(c, "Greater", x, 0), dy, 0);
+  int down = kiln_gc_where_else(c, kiln_gc_scalar_op(c, "Less", x, 0), dy, 0);
+  c->dx[0] = kiln_gc_binary(c, "Sub", up, down);
+  return c->dx[0] >= 0;
+}
+
 const kiln_op_def kiln_op_Abs = {
     .name = "Abs",
     .min_inputs = 1,
@@ -41,4 +52,5 @@ const kiln_op_def kiln_op_Abs = {
     .lower = lower,
     .flops = kiln_output_numel_flops,
     .tol = {0, 0},  // exact
+    .grad = abs_grad,
 };

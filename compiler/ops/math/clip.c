@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "../op_internal.h"
+#include "../train/grad_compose.h"
 
 static const kiln_attr_spec attrs[] = {
     {"min", KILN_ATTR_FLOAT, false}, {"max", KILN_ATTR_FLOAT, false}, {0}};
@@ -91,6 +92,26 @@ static void lower(const kiln_lower_ctx *c) {
   kiln_lb_end_for(b);
 }
 
+// Gradient (docs/training.md): dx = dy where min <= x <= max (an absent bound always holds), else
+// 0. The bounds are constants, so they get no gradient.
+static int clip_bound_holds(kiln_grad_ctx *c, int k, const char *compare) {
+  int x = kiln_gc_x(c, 0);
+  if (kiln_has_input(&c->node, k)) return kiln_gc_binary(c, compare, x, c->node.inputs[k]);
+  if (!kiln_node_attr(&c->node, bound_names[k])) return -2;  // absent
+  return kiln_gc_scalar_op(c, compare, x, kiln_attr_float(&c->node, bound_names[k], 0));
+}
+
+static bool clip_grad(kiln_grad_ctx *c) {
+  int above_min = clip_bound_holds(c, 1, "GreaterOrEqual");
+  int below_max = above_min == -1 ? -1 : clip_bound_holds(c, 2, "LessOrEqual");
+  if (above_min == -1 || below_max == -1) return false;
+  int inside = above_min == -2   ? below_max
+               : below_max == -2 ? above_min
+                                 : kiln_gc_binary(c, "And", above_min, below_max);
+  c->dx[0] = inside == -2 ? c->dy[0] : kiln_gc_where_else(c, inside, c->dy[0], 0);
+  return c->dx[0] >= 0;
+}
+
 const kiln_op_def kiln_op_Clip = {
     .name = "Clip",
     .min_inputs = 1,
@@ -104,4 +125,5 @@ const kiln_op_def kiln_op_Clip = {
     .lower = lower,
     .flops = kiln_output_numel_flops,
     .tol = {0, 0},  // exact: comparisons only
+    .grad = clip_grad,
 };

@@ -2,6 +2,7 @@
 #include <math.h>
 
 #include "../op_internal.h"
+#include "../train/grad_compose.h"
 
 static const kiln_attr_spec attrs[] = {{"alpha", KILN_ATTR_FLOAT, false}, {0}};
 
@@ -30,6 +31,18 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
 
 static void lower(const kiln_lower_ctx *c) { kiln_unary_node_lower(c, elu_lx); }
 
+// Gradient (docs/training.md): dx = x < 0 ? dy (y + alpha) : dy (alpha exp(x) = y + alpha there).
+static bool elu_grad(kiln_grad_ctx *c) {
+  int x = kiln_gc_x(c, 0), dy = c->dy[0];
+  int negative = kiln_gc_scalar_op(c, "Less", x, 0);
+  int slope = kiln_gc_scalar_op(c, "Add", kiln_gc_y(c), kiln_attr_float(&c->node, "alpha", 1.0));
+  int scaled = kiln_gc_binary(c, "Mul", dy, slope);
+  if (negative < 0 || scaled < 0) return false;
+  int in[3] = {negative, scaled, dy};
+  c->dx[0] = kiln_gb_op(c, "Where", in, 3, NULL, 1);
+  return c->dx[0] >= 0;
+}
+
 const kiln_op_def kiln_op_Elu = {
     .name = "Elu",
     .min_inputs = 1,
@@ -45,4 +58,5 @@ const kiln_op_def kiln_op_Elu = {
     // exp(x) - 1 in f32 cancels near x = 0: up to an ulp of 1 (1.2e-7) times alpha absolute;
     // elsewhere expf's 1-2 ulp.
     .tol = {2.5e-7, 4e-7},
+    .grad = elu_grad,
 };

@@ -2,6 +2,7 @@
 #include <math.h>
 
 #include "../op_internal.h"
+#include "../train/grad_compose.h"
 
 static double exp_ref(double x) { return exp(x); }
 
@@ -11,4 +12,7 @@ static kiln_lexpr *exp_lx(kiln_lb *b, kiln_dtype t, kiln_lexpr *x) {
 }
 
 // expf and PyTorch's vectorized exp are each within 1-2 ulp of the exact value.
-KILN_DEFINE_UNARY_OP(Exp, exp_ref, exp_lx, 1e-7, 4e-7);
+// Gradient (docs/training.md): dx = dy y.
+static bool exp_grad(kiln_grad_ctx *c) { return kiln_gc_chain(c, kiln_gc_y(c)); }
+
+KILN_DEFINE_UNARY_OP_GRAD(Exp, exp_ref, exp_lx, 1e-7, 4e-7, exp_grad);

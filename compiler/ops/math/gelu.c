@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../op_internal.h"
+#include "../train/grad_compose.h"
 
 static const kiln_attr_spec attrs[] = {{"approximate", KILN_ATTR_STRING, false}, {0}};
 
@@ -60,6 +61,21 @@ static int64_t flops(const kiln_graph *g, const kiln_node *n) {
   return 6 * kiln_shape_numel(&kiln_out(g, n, 0)->shape);
 }
 
+// Gradient (docs/training.md), erf form: dx = dy (Phi(x) + x phi(x)), with
+// Phi(x) = 0.5 (1 + erf(x / sqrt(2))) and phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+static bool gelu_grad(kiln_grad_ctx *c) {
+  if (is_tanh(&c->node)) {
+    kiln_op_error(c->d, &c->node, "attrs.approximate: \"tanh\" Gelu is not differentiable yet");
+    return false;
+  }
+  int x = kiln_gc_x(c, 0);
+  int erf = kiln_gc_unary(c, "Erf", kiln_gc_scalar_op(c, "Mul", x, sqrt_half));
+  int cdf = kiln_gc_scalar_op(c, "Mul", kiln_gc_scalar_op(c, "Add", erf, 1), 0.5);
+  int half_x2 = kiln_gc_scalar_op(c, "Mul", kiln_gc_binary(c, "Mul", x, x), -0.5);
+  int pdf = kiln_gc_scalar_op(c, "Mul", kiln_gc_unary(c, "Exp", half_x2), 0.39894228040143267794);
+  return kiln_gc_chain(c, kiln_gc_binary(c, "Add", cdf, kiln_gc_binary(c, "Mul", x, pdf)));
+}
+
 const kiln_op_def kiln_op_Gelu = {
     .name = "Gelu",
     .min_inputs = 1,
@@ -76,4 +92,5 @@ const kiln_op_def kiln_op_Gelu = {
     // absolute term is a few ulp of 1 times |0.5 x| (|x| <= 4 in the goldens); the relative
     // term is about 5 roundings.
     .tol = {5e-7, 6e-7},
+    .grad = gelu_grad,
 };

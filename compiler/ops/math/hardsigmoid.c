@@ -2,6 +2,7 @@
 #include <math.h>
 
 #include "../op_internal.h"
+#include "../train/grad_compose.h"
 
 static const kiln_attr_spec attrs[] = {
     {"alpha", KILN_ATTR_FLOAT, false}, {"beta", KILN_ATTR_FLOAT, false}, {0}};
@@ -31,6 +32,17 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
 
 static void lower(const kiln_lower_ctx *c) { kiln_unary_node_lower(c, hard_sigmoid_lx); }
 
+// Gradient (docs/training.md): dx = alpha dy where 0 < alpha x + beta < 1 (read from 0 < y < 1),
+// 0 elsewhere (the kinks get 0, as in PyTorch).
+static bool hard_sigmoid_grad(kiln_grad_ctx *c) {
+  int y = kiln_gc_y(c);
+  int inside = kiln_gc_binary(c, "And", kiln_gc_scalar_op(c, "Greater", y, 0),
+                              kiln_gc_scalar_op(c, "Less", y, 1));
+  int scaled = kiln_gc_scalar_op(c, "Mul", c->dy[0], kiln_attr_float(&c->node, "alpha", 0.2));
+  c->dx[0] = kiln_gc_where_else(c, inside, scaled, 0);
+  return c->dx[0] >= 0;
+}
+
 const kiln_op_def kiln_op_HardSigmoid = {
     .name = "HardSigmoid",
     .min_inputs = 1,
@@ -45,4 +57,5 @@ const kiln_op_def kiln_op_HardSigmoid = {
     .flops = kiln_output_numel_flops,
     // two f32 roundings (multiply, add) of a value in [0, 1]: absolute
     .tol = {1.2e-7, 1.2e-7},
+    .grad = hard_sigmoid_grad,
 };

@@ -1,5 +1,6 @@
 // LeakyRelu: y = x if x >= 0 else alpha * x, elementwise; alpha defaults to 0.01.
 #include "../op_internal.h"
+#include "../train/grad_compose.h"
 
 static const kiln_attr_spec attrs[] = {{"alpha", KILN_ATTR_FLOAT, false}, {0}};
 
@@ -28,6 +29,17 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
 
 static void lower(const kiln_lower_ctx *c) { kiln_unary_node_lower(c, leaky_relu_lx); }
 
+// Gradient (docs/training.md): dx = x < 0 ? alpha dy : dy (slope 1 at x = 0, as the forward).
+static bool leaky_relu_grad(kiln_grad_ctx *c) {
+  int x = kiln_gc_x(c, 0), dy = c->dy[0];
+  int negative = kiln_gc_scalar_op(c, "Less", x, 0);
+  int scaled = kiln_gc_scalar_op(c, "Mul", dy, kiln_attr_float(&c->node, "alpha", 0.01));
+  if (negative < 0 || scaled < 0) return false;
+  int in[3] = {negative, scaled, dy};
+  c->dx[0] = kiln_gb_op(c, "Where", in, 3, NULL, 1);
+  return c->dx[0] >= 0;
+}
+
 const kiln_op_def kiln_op_LeakyRelu = {
     .name = "LeakyRelu",
     .min_inputs = 1,
@@ -41,4 +53,5 @@ const kiln_op_def kiln_op_LeakyRelu = {
     .lower = lower,
     .flops = kiln_output_numel_flops,
     .tol = {0, 1.2e-7},  // one rounding of alpha * x (alpha itself rounded to f32 in PyTorch)
+    .grad = leaky_relu_grad,
 };

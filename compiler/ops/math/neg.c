@@ -1,6 +1,7 @@
 // Neg: y = -x, elementwise, for floats and signed integers (i8, i32, i64; -INT_MIN is undefined, as
 // in C).
 #include "../op_internal.h"
+#include "../train/grad_compose.h"
 
 static const unsigned dtypes =
     KILN_DT_FLOAT | KILN_DT(KILN_I8) | KILN_DT(KILN_I32) | KILN_DT(KILN_I64);
@@ -28,6 +29,12 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
 
 static void lower(const kiln_lower_ctx *c) { kiln_unary_node_lower(c, neg_lx); }
 
+// Gradient (docs/training.md): dx = -dy.
+static bool neg_grad(kiln_grad_ctx *c) {
+  c->dx[0] = kiln_gc_unary(c, "Neg", c->dy[0]);
+  return c->dx[0] >= 0;
+}
+
 const kiln_op_def kiln_op_Neg = {
     .name = "Neg",
     .min_inputs = 1,
@@ -41,4 +48,5 @@ const kiln_op_def kiln_op_Neg = {
     .lower = lower,
     .flops = kiln_output_numel_flops,
     .tol = {0, 0},  // exact
+    .grad = neg_grad,
 };

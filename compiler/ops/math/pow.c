@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "../op_internal.h"
+#include "../train/grad_compose.h"
 
 static const kiln_attr_spec attrs[] = {{0}};
 
@@ -32,6 +33,28 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
 
 static void lower(const kiln_lower_ctx *c) { kiln_nary_lower(c, pow_lx); }
 
+// Gradient (docs/training.md): dx = dy e x^(e - 1), de = dy z ln(x) (z = x^e, this node's output),
+// each summed to its input's shape. An integer exponent is cast to x's dtype (and gets none).
+static bool pow_grad(kiln_grad_ctx *c) {
+  int x = kiln_gc_x(c, 0), e = kiln_gc_x(c, 1), dy = c->dy[0];
+  kiln_dtype t = c->g->tensors[x].dtype;
+  if (c->g->tensors[e].dtype != t) {
+    kiln_gb_attr to[] = {KILN_GB_INT("to", t == KILN_F64 ? 11 : 1), KILN_GB_END};
+    e = kiln_gb_op(c, "Cast", &e, 1, to, 1);
+  }
+  if (c->need[0]) {
+    int power = kiln_gc_binary(c, "Pow", x, kiln_gc_scalar_op(c, "Sub", e, 1));
+    int d = kiln_gc_binary(c, "Mul", kiln_gc_binary(c, "Mul", dy, e), power);
+    if (d < 0 || (c->dx[0] = kiln_gb_sum_to(c, d, &c->g->tensors[x].shape)) < 0) return false;
+  }
+  if (c->need[1]) {
+    int d = kiln_gc_binary(c, "Mul", kiln_gc_binary(c, "Mul", dy, kiln_gc_y(c)),
+                           kiln_gc_unary(c, "Log", x));
+    if (d < 0 || (c->dx[1] = kiln_gb_sum_to(c, d, &c->g->tensors[e].shape)) < 0) return false;
+  }
+  return true;
+}
+
 const kiln_op_def kiln_op_Pow = {
     .name = "Pow",
     .min_inputs = 2,
@@ -47,4 +70,5 @@ const kiln_op_def kiln_op_Pow = {
     // powf is within 1 ulp, PyTorch's within a few: a relative error, but near |z| = 0 from a
     // tiny base an absolute term.
     .tol = {1e-7, 5e-7},
+    .grad = pow_grad,
 };

@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "../op_internal.h"
+#include "../train/grad_compose.h"
 
 static double softplus(double x) { return fmax(x, 0) + log1p(exp(-fabs(x))); }
 
@@ -17,4 +18,9 @@ static kiln_lexpr *softplus_lx(kiln_lb *b, kiln_dtype t, kiln_lexpr *x) {
 // ln(1 + e) in f32 loses up to an ulp of 1 (6e-8) when e is tiny, where y is tiny too: the
 // absolute term; otherwise exp, log and the add round a few times (and PyTorch returns x itself
 // above x = 20, 2e-9 relative away).
-KILN_DEFINE_UNARY_OP(Softplus, softplus, softplus_lx, 1.5e-7, 4e-7);
+// Gradient (docs/training.md): dx = dy sigmoid(x).
+static bool softplus_grad(kiln_grad_ctx *c) {
+  return kiln_gc_chain(c, kiln_gc_unary(c, "Sigmoid", kiln_gc_x(c, 0)));
+}
+
+KILN_DEFINE_UNARY_OP_GRAD(Softplus, softplus, softplus_lx, 1.5e-7, 4e-7, softplus_grad);

@@ -122,46 +122,113 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
         }
 }
 
+// ---- Lowering ----
+// Output rows are accumulated in place, the innermost loop running over output columns (unit
+// stride in y, and in x when stride_w == 1):
+//   for n, oc, oh [kh range]:
+//     y[n][oc][oh][:] = bias[oc] (or 0)
+//     for ic, kh, kw [ow range of kw]: wv = w[oc][ic][kh][kw]
+//       for ow: y[n][oc][oh][ow] += wv * x[n][c][oh*sh - pt + kh*dh][ow*sw - pl + kw*dw]
+// Each element still sums bias, then ic, kh, kw in order, as eval does.
+
+typedef struct conv_vars {
+  int n, oc, oh, ic, kh, kw;
+} conv_vars;
+
+// ceil(x / d) for d >= 1 when x >= 0; for x < 0 a value <= 0, enough for the clamps below.
+static kiln_lexpr *ceil_div_clamped(kiln_lb *b, kiln_lexpr *x, int64_t d) {
+  if (d == 1) return x;
+  return lx_bin(b, LB_DIV, lx_add(b, x, lx_int(b, d - 1)), lx_int(b, d));
+}
+
+// The output columns [lo, hi) whose input column ow*sw - pl + kw*dw lies in [0, W), declared
+// as i64 locals ow_lo / ow_hi where they depend on kw (constants 0 / OW where they do not).
+static void column_range(kiln_lb *b, const kiln_window *win, int kw, kiln_lexpr **lo,
+                         kiln_lexpr **hi) {
+  int64_t s = win->stride[1], p = win->pad_begin[1], dil = win->dilation[1], OW = win->out[1];
+  kiln_lexpr *shift = lx_mul(b, lx_var(b, kw), lx_int(b, dil));  // kw * dw
+  *lo = lx_int(b, 0);
+  *hi = lx_int(b, OW);
+  // ow*s - p + kw*dil >= 0  <=>  ow >= ceil((p - kw*dil) / s)
+  if (p > 0) {
+    kiln_lexpr *first = ceil_div_clamped(b, lx_bin(b, LB_SUB, lx_int(b, p), shift), s);
+    *lo = lx_var(b, kiln_lb_decl(b, "ow_lo", KILN_I64, lx_bin(b, LB_MAX, *lo, first)));
+  }
+  // ow*s - p + kw*dil < W  <=>  ow < ceil((W + p - kw*dil) / s)
+  int64_t last = (OW - 1) * s - p + (win->kernel[1] - 1) * dil;
+  if (last >= win->in[1]) {
+    kiln_lexpr *rest = lx_bin(b, LB_SUB, lx_int(b, win->in[1] + p), shift);
+    kiln_lexpr *end = ceil_div_clamped(b, rest, s);
+    *hi = lx_var(b, kiln_lb_decl(b, "ow_hi", KILN_I64, lx_bin(b, LB_MIN, *hi, end)));
+  }
+}
+
+// y[n][oc][oh][ow] as an index expression.
+static kiln_lexpr *out_index(kiln_lb *b, const conv_vars *v, const int64_t yd[4], int ow) {
+  return kiln_lx_nchw(b, lx_var(b, v->n), lx_var(b, v->oc), yd, lx_var(b, v->oh), lx_var(b, ow));
+}
+
+// for ow in [0, OW): y[n][oc][oh][ow] = bias[oc] (or 0)
+static void init_row(const kiln_lower_ctx *c, const conv_vars *v, const int64_t yd[4]) {
+  kiln_lb *b = c->b;
+  kiln_dtype t = kiln_lower_out(c, 0)->dtype;
+  int ow = kiln_lb_for_n(b, "ow", yd[3]);
+  kiln_lexpr *init = kiln_has_input(c->node, 2) ? lx_load(b, kiln_in_buf(c, 2), lx_var(b, v->oc))
+                                                : lx_float(b, t, 0);
+  kiln_lb_store(b, kiln_out_buf(c, 0), out_index(b, v, yd, ow), init);
+  kiln_lb_end_for(b);
+}
+
+// Input channel of (oc, ic): (oc / (M / group)) * (C / group) + ic; just ic without groups.
+static kiln_lexpr *input_channel(kiln_lb *b, const conv_vars *v, int64_t group, int64_t MG,
+                                 int64_t CG) {
+  kiln_lexpr *channel = lx_var(b, v->ic);
+  if (group == 1) return channel;
+  kiln_lexpr *g = lx_bin(b, LB_DIV, lx_var(b, v->oc), lx_int(b, MG));
+  return lx_add(b, lx_mul(b, g, lx_int(b, CG)), channel);
+}
+
+// Inside the kw loop: wv = w[oc][ic][kh][kw]; for ow in range: y[..][ow] += wv * x[..].
+static void accumulate_row(const kiln_lower_ctx *c, const conv_vars *v, const kiln_window *win) {
+  kiln_lb *b = c->b;
+  const kiln_tensor *x = kiln_lower_in(c, 0), *w = kiln_lower_in(c, 1), *y = kiln_lower_out(c, 0);
+  const int64_t *xd = x->shape.dim, *wd = w->shape.dim;
+  int64_t group = kiln_attr_int(c->node, "group", 1), MG = wd[0] / group, CG = wd[1];
+  kiln_lexpr *lo, *hi;
+  column_range(b, win, v->kw, &lo, &hi);
+  kiln_lexpr *wi =
+      kiln_lx_nchw(b, lx_var(b, v->oc), lx_var(b, v->ic), wd, lx_var(b, v->kh), lx_var(b, v->kw));
+  int wv = kiln_lb_decl(b, "wv", y->dtype, lx_load(b, kiln_in_buf(c, 1), wi));
+  int ow = kiln_lb_for(b, "ow", lo, hi);
+  kiln_lexpr *xi = kiln_lx_nchw(b, lx_var(b, v->n), input_channel(b, v, group, MG, CG), xd,
+                                kiln_window_lower_pos(b, win, 0, v->oh, v->kh),
+                                kiln_window_lower_pos(b, win, 1, ow, v->kw));
+  kiln_lexpr *prod = lx_bin(b, LB_MUL, lx_var(b, wv), lx_load(b, kiln_in_buf(c, 0), xi));
+  int out = kiln_out_buf(c, 0);
+  kiln_lexpr *sum = lx_bin(b, LB_ADD, lx_load(b, out, out_index(b, v, y->shape.dim, ow)), prod);
+  kiln_lb_store(b, out, out_index(b, v, y->shape.dim, ow), sum);
+  kiln_lb_end_for(b);
+}
+
 static void lower(const kiln_lower_ctx *c) {
   kiln_lb *b = c->b;
   const kiln_tensor *x = kiln_lower_in(c, 0), *w = kiln_lower_in(c, 1), *y = kiln_lower_out(c, 0);
-  bool has_bias = kiln_has_input(c->node, 2);
   kiln_window win = conv_window(c->node, &x->shape, &w->shape);
   kiln_lb_comment(b, "Conv %s: %s * %s%s -> %s", c->node->name, kiln_describe(x).text,
-                  kiln_describe(w).text, has_bias ? " + bias" : "", kiln_describe(y).text);
-  const int64_t *xd = x->shape.dim, *wd = w->shape.dim;
-  int64_t group = kiln_attr_int(c->node, "group", 1), MG = wd[0] / group, CG = wd[1];
-  kiln_dtype t = y->dtype;
-  int n = kiln_lb_for_n(b, "n", xd[0]);
-  int oc = kiln_lb_for_n(b, "oc", wd[0]);
-  int oh = kiln_lb_for_n(b, "oh", win.out[0]);
-  kiln_krange rh = kiln_window_lower_range(b, &win, 0, oh, "kh");
-  int ow = kiln_lb_for_n(b, "ow", win.out[1]);
-  kiln_krange rw = kiln_window_lower_range(b, &win, 1, ow, "kw");
-  // acc = bias[oc] (or 0) + sum over ic, kh, kw of x * w
-  kiln_lexpr *init = has_bias ? lx_load(b, kiln_in_buf(c, 2), lx_var(b, oc)) : lx_float(b, t, 0);
-  int acc = kiln_lb_decl(b, "acc", t, init);
-  int ic = kiln_lb_for_n(b, "ic", CG);
-  int kh = kiln_lb_for(b, "kh", kiln_krange_lo(b, &rh), kiln_krange_hi(b, &rh));
-  int kw = kiln_lb_for(b, "kw", kiln_krange_lo(b, &rw), kiln_krange_hi(b, &rw));
-  // Input channel: (oc / (M / group)) * (C / group) + ic; just ic without groups.
-  kiln_lexpr *channel = lx_var(b, ic);
-  if (group > 1) {
-    kiln_lexpr *g = lx_bin(b, LB_DIV, lx_var(b, oc), lx_int(b, MG));
-    channel = lx_add(b, lx_mul(b, g, lx_int(b, CG)), channel);
-  }
-  kiln_lexpr *xi =
-      kiln_lx_nchw(b, lx_var(b, n), channel, xd, kiln_window_lower_pos(b, &win, 0, oh, kh),
-                   kiln_window_lower_pos(b, &win, 1, ow, kw));
-  kiln_lexpr *wi = kiln_lx_nchw(b, lx_var(b, oc), lx_var(b, ic), wd, lx_var(b, kh), lx_var(b, kw));
-  kiln_lexpr *prod =
-      lx_bin(b, LB_MUL, lx_load(b, kiln_in_buf(c, 0), xi), lx_load(b, kiln_in_buf(c, 1), wi));
-  kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), prod));
-  for (int i = 0; i < 3; i++) kiln_lb_end_for(b);  // kw, kh, ic
-  kiln_lexpr *yi =
-      kiln_lx_nchw(b, lx_var(b, n), lx_var(b, oc), y->shape.dim, lx_var(b, oh), lx_var(b, ow));
-  kiln_lb_store(b, kiln_out_buf(c, 0), yi, lx_var(b, acc));
-  for (int i = 0; i < 4; i++) kiln_lb_end_for(b);  // ow, oh, oc, n
+                  kiln_describe(w).text, kiln_has_input(c->node, 2) ? " + bias" : "",
+                  kiln_describe(y).text);
+  const int64_t *wd = w->shape.dim, *yd = y->shape.dim;
+  conv_vars v;
+  v.n = kiln_lb_for_n(b, "n", yd[0]);
+  v.oc = kiln_lb_for_n(b, "oc", yd[1]);
+  v.oh = kiln_lb_for_n(b, "oh", yd[2]);
+  kiln_krange rh = kiln_window_lower_range(b, &win, 0, v.oh, "kh");
+  init_row(c, &v, yd);
+  v.ic = kiln_lb_for_n(b, "ic", wd[1]);
+  v.kh = kiln_lb_for(b, "kh", kiln_krange_lo(b, &rh), kiln_krange_hi(b, &rh));
+  v.kw = kiln_lb_for_n(b, "kw", wd[3]);
+  accumulate_row(c, &v, &win);
+  for (int i = 0; i < 6; i++) kiln_lb_end_for(b);  // kw, kh, ic, oh, oc, n
 }
 
 // 2 * N * M * OH * OW * (C / group) * kH * kW
@@ -191,8 +258,7 @@ static bool grad(kiln_grad_ctx *c) {
   }
   if (n->n_inputs > 2 && n->inputs[2] >= 0 && c->need[2]) {
     static const int64_t axes[3] = {0, 2, 3};
-    kiln_gb_attr attrs[] = {KILN_GB_INTS("axes", axes, 3), KILN_GB_INT("keepdims", 0),
-                            KILN_GB_END};
+    kiln_gb_attr attrs[] = {KILN_GB_INTS("axes", axes, 3), KILN_GB_INT("keepdims", 0), KILN_GB_END};
     if ((c->dx[2] = kiln_gb_op(c, "ReduceSum", &dy, 1, attrs, 1)) < 0) return false;
   }
   return true;
