@@ -474,8 +474,26 @@ static void load_weights(loader *L, const char *weights, const weight_req *req, 
   kiln_safetensors_free(&st);
 }
 
+// A param's optional `role`: "weight" (the default), "buffer" or "constant" (docs/model-format.md).
+static bool parse_role(loader *L, json_object *param, const char *path, kiln_param_role *role) {
+  static const char *const names[] = {"weight", "buffer", "constant"};
+  json_object *v;
+  *role = KILN_ROLE_WEIGHT;
+  if (!json_object_object_get_ex(param, "role", &v)) return true;
+  const char *s = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+  for (int r = 0; s && r < 3; r++) {
+    if (strcmp(s, names[r]) != 0) continue;
+    *role = (kiln_param_role)r;
+    return true;
+  }
+  char got[96];
+  ERR(L, "%s.role: expected \"weight\", \"buffer\" or \"constant\", got %s", path,
+      describe(v, got));
+  return false;
+}
+
 static void load_params(loader *L, json_object *arr, const char *weights) {
-  static const char *const fields[] = {"name", "dtype", "shape", "init", NULL};
+  static const char *const fields[] = {"name", "dtype", "shape", "init", "role", NULL};
   size_t n = json_object_array_length(arr);
   weight_req *req = kiln_xcalloc(n ? n : 1, sizeof(*req));
   int n_req = 0;
@@ -486,6 +504,9 @@ static void load_params(loader *L, json_object *arr, const char *weights) {
     bool ok;
     int t = load_typed_decl(L, v, path, fields, "{\"name\", \"dtype\", \"shape\"[, \"init\"]}",
                             KILN_TENSOR_PARAM, &ok);
+    kiln_param_role role;
+    if (ok) ok = parse_role(L, v, path, &role);
+    if (ok && t >= 0) L->g->tensors[t].role = role;
     bool has_init = ok && json_object_object_get_ex(v, "init", &init);
     if (has_init && t >= 0 && L->weights_override &&
         kiln_safetensors_find(L->mem_weights, L->g->tensors[t].name))
@@ -894,8 +915,8 @@ static void check_outputs(loader *L, json_object *arr, const output_decl *decl, 
 static bool reads_weight(const kiln_graph *g, const kiln_node *n) {
   for (int j = 0; j < n->n_inputs; j++) {
     const kiln_tensor *t = kiln_in(g, n, j);
-    if (t && t->kind == KILN_TENSOR_PARAM && kiln_dtype_is_float(t->dtype) && t->where &&
-        strncmp(t->where, "params[", 7) == 0)
+    if (t && t->kind == KILN_TENSOR_PARAM && t->role == KILN_ROLE_WEIGHT &&
+        kiln_dtype_is_float(t->dtype) && t->where && strncmp(t->where, "params[", 7) == 0)
       return true;
   }
   return false;

@@ -12,11 +12,13 @@ static bool is_weight(const kiln_tensor *t) {
   return t->kind == KILN_TENSOR_PARAM || t->kind == KILN_TENSOR_STATE;
 }
 
-int64_t kiln_graph_param_count(const kiln_graph *g) {
-  int64_t n = 0;
-  for (int i = 0; i < g->n_tensors; i++)
-    if (is_weight(&g->tensors[i])) n += kiln_shape_numel(&g->tensors[i].shape);
-  return n;
+void kiln_graph_count_params(const kiln_graph *g, int64_t by_role[KILN_N_ROLES]) {
+  for (int r = 0; r < KILN_N_ROLES; r++) by_role[r] = 0;
+  for (int i = 0; i < g->n_tensors; i++) {
+    const kiln_tensor *t = &g->tensors[i];
+    if (is_weight(t) && t->role >= 0 && (int)t->role < KILN_N_ROLES)
+      by_role[t->role] += kiln_shape_numel(&t->shape);
+  }
 }
 
 static int64_t param_bytes(const kiln_graph *g) {
@@ -134,8 +136,12 @@ void kiln_inspect_text(const kiln_compilation *c, FILE *out) {
     fprintf(out, "  %-4d %-20s %-12s %-28s %14" PRId64 "\n", i, n->name, kiln_op_get(n->op)->name,
             type, node_flops(g, n));
   }
-  fprintf(out, "params: %" PRId64 " (%" PRId64 " bytes)\n", kiln_graph_param_count(g),
-          param_bytes(g));
+  const int64_t *n = c->declared_params;
+  fprintf(out, "params: %" PRId64 " (learned weights, as PyTorch's parameters() counts them)\n",
+          n[KILN_ROLE_WEIGHT]);
+  fprintf(out, "buffers: %" PRId64 "\nconstants: %" PRId64 "\n", n[KILN_ROLE_BUFFER],
+          n[KILN_ROLE_CONSTANT]);
+  fprintf(out, "param_bytes: %" PRId64 " (every param, after the passes)\n", param_bytes(g));
   fprintf(out, "flops: %" PRId64 "\n", kiln_graph_flops(g));
   if (c->prog || c->weights) {
     fprintf(out, "arena_bytes: %" PRId64 "\n", c->arena_bytes);
@@ -190,7 +196,10 @@ void kiln_inspect_json(const kiln_compilation *c, FILE *out) {
   json_object_object_add(o, "name", json_object_new_string(g->name));
   json_object_object_add(o, "inputs", json_tensor_list(g, g->inputs, g->n_inputs));
   json_object_object_add(o, "outputs", json_tensor_list(g, g->outputs, g->n_outputs));
-  json_object_object_add(o, "params", json_object_new_int64(kiln_graph_param_count(g)));
+  json_object_object_add(o, "params", json_object_new_int64(c->declared_params[KILN_ROLE_WEIGHT]));
+  json_object_object_add(o, "buffers", json_object_new_int64(c->declared_params[KILN_ROLE_BUFFER]));
+  json_object_object_add(o, "constants",
+                         json_object_new_int64(c->declared_params[KILN_ROLE_CONSTANT]));
   json_object_object_add(o, "param_bytes", json_object_new_int64(param_bytes(g)));
   json_object_object_add(o, "flops", json_object_new_int64(kiln_graph_flops(g)));
   json_object_object_add(o, "arena_bytes",

@@ -510,7 +510,8 @@ Test(grad, clip_bound_inputs) {
                                                       "\"shape\": [1], \"init\": {\"kind\": "
                                                       "\"values\", \"values\": [-0.4]}}",
                  .nodes = NODE("Clip", "[\"p\", \"lo\", \"\"]", "y", ""),
-                 .output = "y"};
+                 .output = "y",
+                 .extra = ", \"frozen\": [\"lo\"]"};
   check_gradients(&c, RTOL, ATOL);
 }
 
@@ -567,3 +568,127 @@ Test(grad, pow_integer_exponent) {
   check_gradients(&c, RTOL, ATOL);
 }
 
+// ---- Tensor plumbing and reductions ----
+
+// A constant i64 param `name` (frozen by being an integer) with the given values.
+#define INTS(name, shape, values)                                  \
+  "{\"name\": \"" name "\", \"dtype\": \"i64\", \"shape\": " shape \
+  ", \"init\": {\"kind\": "                                        \
+  "\"values\", \"values\": " values "}}"
+
+// y = op(p) * q with q random, so that every element of y's gradient differs.
+static void check_times_weight(const char *p_shape, const char *op_node, const char *y_shape,
+                               const char *more_params) {
+  char params[512], nodes[512];
+  snprintf(params, sizeof params, PARAM("p", "%s", "50") "," PARAM("q", "%s", "51") "%s", p_shape,
+           y_shape, more_params);
+  snprintf(nodes, sizeof nodes, "%s," NODE("Mul", "[\"o\", \"q\"]", "y", ""), op_node);
+  grad_case c = {.params = params, .nodes = nodes, .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, transpose_perm) {
+  check_times_weight("[2, 3, 4]", NODE("Transpose", "[\"p\"]", "o", "\"perm\": [1, 2, 0]"),
+                     "[3, 4, 2]", "");
+}
+Test(grad, transpose_default) {
+  check_times_weight("[2, 3, 4]", NODE("Transpose", "[\"p\"]", "o", ""), "[4, 3, 2]", "");
+}
+Test(grad, squeeze_unsqueeze) {
+  check_times_weight("[2, 1, 3]",
+                     NODE("Squeeze", "[\"p\", \"ax\"]", "s", "") "," NODE("Unsqueeze", "[\"s\"]",
+                                                                          "o", "\"axes\": [0]"),
+                     "[1, 2, 3]", "," INTS("ax", "[1]", "[1]"));
+}
+Test(grad, expand) {
+  check_times_weight("[3, 1]", NODE("Expand", "[\"p\", \"sh\"]", "o", ""), "[2, 3, 4]",
+                     "," INTS("sh", "[3]", "[2, 3, 4]"));
+}
+Test(grad, reduce_sum_keepdims) {
+  check_times_weight("[2, 3, 4]", NODE("ReduceSum", "[\"p\", \"ax\"]", "o", ""), "[2, 1, 4]",
+                     "," INTS("ax", "[1]", "[-2]"));
+}
+Test(grad, reduce_sum_all_axes) {
+  check_times_weight("[2, 3, 4]", NODE("ReduceSum", "[\"p\"]", "o", "\"keepdims\": 0"), "[1]", "");
+}
+Test(grad, reduce_mean_dropping_axes) {
+  check_times_weight("[2, 3, 4]",
+                     NODE("ReduceMean", "[\"p\"]", "o", "\"axes\": [0, 2], \"keepdims\": 0"), "[3]",
+                     "");
+}
+Test(grad, global_average_pool) {
+  check_times_weight("[2, 3, 4, 5]", NODE("GlobalAveragePool", "[\"p\"]", "o", ""), "[2, 3, 1, 1]",
+                     "");
+}
+Test(grad, dropout_inference_is_identity) {
+  check_times_weight("[3, 4]", NODE("Dropout", "[\"p\"]", "o", ""), "[3, 4]", "");
+}
+
+Test(grad, concat_three_inputs) {
+  // o = concat(p, a, q2) along axis 1, with a second param a in the middle.
+  grad_case c = {.params = PARAM("p", "[2, 3]", "52") "," PARAM("a", "[2, 1]", "53") "," PARAM(
+                     "b", "[2, 2]", "54") "," PARAM("q", "[2, 6]", "55"),
+                 .nodes = NODE("Concat", "[\"p\", \"a\", \"b\"]", "o", "\"axis\": -1") "," NODE(
+                     "Mul", "[\"o\", \"q\"]", "y", ""),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, split_with_unused_output) {
+  // p (2, 5) split into (2, 2), (2, 3) along axis 1; only the second piece reaches the loss.
+  grad_case c = {
+      .params =
+          PARAM("p", "[2, 5]", "56") "," PARAM("q", "[2, 3]", "57") "," INTS("sp", "[2]", "[2, 3]"),
+      .nodes =
+          "{\"op\": \"Split\", \"inputs\": [\"p\", \"sp\"], \"outputs\": "
+          "[\"s0\", \"s1\"], \"attrs\": {\"axis\": 1}}," NODE("Mul", "[\"s1\", \"q\"]", "y", ""),
+      .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, split_both_outputs) {
+  grad_case c = {
+      .params = PARAM("p", "[4, 3]", "58") "," PARAM("q", "[2, 3]", "59"),
+      .nodes =
+          "{\"op\": \"Split\", \"inputs\": [\"p\"], \"outputs\": "
+          "[\"s0\", \"s1\"], \"attrs\": {}}," NODE("Mul", "[\"s0\", \"q\"]", "m", "") "," NODE(
+              "Sub", "[\"m\", \"s1\"]", "y", ""),
+      .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, slice_two_axes) {
+  check_times_weight("[3, 5, 4]", NODE("Slice", "[\"p\", \"st\", \"en\", \"ax\"]", "o", ""),
+                     "[3, 2, 3]",
+                     "," INTS("st", "[2]", "[1, -3]") "," INTS("en", "[2]", "[3, 100]") "," INTS(
+                         "ax", "[2]", "[1, 2]"));
+}
+
+Test(grad, gather_axis0_repeated_indices) {
+  // Rows 2 and 0 are picked twice: their gradients add up; row 3 gets none.
+  check_times_weight("[4, 3]", NODE("Gather", "[\"p\", \"ix\"]", "o", ""), "[2, 3, 3]",
+                     "," INTS("ix", "[2, 3]", "[2, 0, 1, -2, 0, 2]"));
+}
+
+Test(grad, gather_rank1_table) {
+  check_times_weight("[5]", NODE("Gather", "[\"p\", \"ix\"]", "o", ""), "[3]",
+                     "," INTS("ix", "[3]", "[4, 1, 4]"));
+}
+
+Test(grad, layer_norm_scale_bias) {
+  grad_case c = {.params = PARAM("x", "[2, 3, 4]", "60") "," PARAM("s", "[4]", "61") "," PARAM(
+                     "b", "[4]", "62") "," PARAM("q", "[2, 3, 4]", "63"),
+                 .nodes = NODE("LayerNormalization", "[\"x\", \"s\", \"b\"]", "o",
+                               "\"epsilon\": 0.001") "," NODE("Mul", "[\"o\", \"q\"]", "y", ""),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, layer_norm_two_axes_scale_only) {
+  grad_case c = {.params = PARAM("x", "[2, 3, 4]", "64") "," PARAM("s", "[3, 4]", "65") "," PARAM(
+                     "q", "[2, 3, 4]", "66"),
+                 .nodes = NODE("LayerNormalization", "[\"x\", \"s\"]", "o", "\"axis\": 1") "," NODE(
+                     "Mul", "[\"o\", \"q\"]", "y", ""),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}

@@ -1,6 +1,8 @@
 // The model zoo (tools/make_zoo.py): for every sample listed in tests/goldens/zoo.txt, `kiln build`
 // compiles it, the binary runs on the golden inputs and its outputs match PyTorch's, and
-// `kiln inspect --json` reports the parameter count PyTorch's module implies.
+// `kiln inspect --json` reports PyTorch's parameter count (`params`: sum of numel over
+// module.parameters()), its buffer count (`buffers`: BatchNorm running statistics) and the graph's
+// own constants (`constants`).
 //   tolerance: float outputs |got - want| <= 1e-4 * max(1, |want|) elementwise; integer outputs
 //   (NMS selections) identical. Goldens: tests/goldens/<name>/io.txt names the files, params.txt
 //   holds the counts. Suite `zoo` runs the models that build and run quickly; `zoo_slow` the
@@ -60,21 +62,28 @@ static zoo_io read_io(const char *model) {
   return io;
 }
 
-// params.txt: pytorch_parameters, pytorch_buffers, graph_constants, kiln_params (in that order).
-static int64_t expected_params(const char *model) {
+// params.txt: pytorch_parameters, pytorch_buffers, graph_constants, their total (in that order).
+// want[i] is the count `kiln inspect --json` must report under count_keys[i].
+enum { N_COUNTS = 3 };
+static const char *const count_keys[N_COUNTS] = {"params", "buffers", "constants"};
+
+static void expected_counts(const char *model, int64_t want[N_COUNTS]) {
+  static const char *const file_keys[N_COUNTS + 1] = {"pytorch_parameters", "pytorch_buffers",
+                                                      "graph_constants", "kiln_params"};
   char path[PATH_LEN], key[64];
   golden_path(model, "params.txt", path, sizeof(path));
   FILE *f = fopen(path, "r");
   cr_assert(f, "%s: cannot open %s", model, path);
-  int64_t v[4], sum = 0;
-  for (int i = 0; i < 4; i++) {
-    cr_assert(fscanf(f, "%63s %" SCNd64, key, &v[i]) == 2, "%s: malformed %s", model, path);
-    if (i < 3) sum += v[i];
+  int64_t v[N_COUNTS + 1], sum = 0;
+  for (int i = 0; i <= N_COUNTS; i++) {
+    cr_assert(fscanf(f, "%63s %" SCNd64, key, &v[i]) == 2 && strcmp(key, file_keys[i]) == 0,
+              "%s: malformed %s (expected %s)", model, path, file_keys[i]);
+    if (i < N_COUNTS) sum += want[i] = v[i];
   }
   fclose(f);
-  cr_assert_eq(sum, v[3], "%s: params.txt: %" PRId64 " + %" PRId64 " + %" PRId64 " != %" PRId64,
-               model, v[0], v[1], v[2], v[3]);
-  return v[3];
+  cr_assert_eq(sum, v[N_COUNTS],
+               "%s: params.txt: %" PRId64 " + %" PRId64 " + %" PRId64 " != %" PRId64, model, v[0],
+               v[1], v[2], v[N_COUNTS]);
 }
 
 static void model_path(const char *model, char *buf, size_t n) {
@@ -88,11 +97,16 @@ static void check_param_count(const char *model) {
   run_result r = run_cmd(args, 600);
   cr_assert_eq(r.status, 0, "%s: kiln inspect failed (%d): %s", model, r.status, r.err);
   json_object *o = json_tokener_parse(r.out), *v;
-  cr_assert(o && json_object_object_get_ex(o, "params", &v), "%s: no params in inspect --json",
-            model);
-  int64_t want = expected_params(model), got = json_object_get_int64(v);
-  cr_expect_eq(got, want, "%s: kiln inspect counts %" PRId64 " params, PyTorch %" PRId64, model,
-               got, want);
+  cr_assert(o, "%s: kiln inspect --json printed no JSON", model);
+  int64_t want[N_COUNTS];
+  expected_counts(model, want);
+  for (int i = 0; i < N_COUNTS; i++) {
+    cr_assert(json_object_object_get_ex(o, count_keys[i], &v), "%s: no %s in inspect --json", model,
+              count_keys[i]);
+    int64_t got = json_object_get_int64(v);
+    cr_expect_eq(got, want[i], "%s: kiln inspect counts %" PRId64 " %s, PyTorch %" PRId64, model,
+                 got, count_keys[i], want[i]);
+  }
   json_object_put(o);
   run_result_free(&r);
 }

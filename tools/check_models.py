@@ -101,8 +101,10 @@ def validate(path, m):
             weights = kiln_io.read_safetensors(wp)
     for i, p in enumerate(m.get("params", [])):
         w = f"params[{i}]"
-        if not fields(p, w, {"name", "dtype", "shape"}, {"init"}):
+        if not fields(p, w, {"name", "dtype", "shape"}, {"init", "role"}):
             continue
+        if p.get("role", "weight") not in ("weight", "buffer", "constant"):
+            err(w + ".role", 'expected "weight", "buffer" or "constant"')
         new_tensor(p.get("name"), w + ".name")
         if p.get("dtype") not in DTYPES:
             err(w + ".dtype", "unknown dtype")

@@ -15,8 +15,9 @@ recorded graph computes what the module computes (up to the ONNX-vs-torch emulat
     g.write("samples/tiny.json", weights="tiny.safetensors")
 
 Params are tagged `learned` (nn.Module parameters), `buffer` (e.g. BatchNorm running statistics) or
-`const` (shape vectors, masks, positional tables that the graph needs but PyTorch does not count), so
-the zoo can relate `kiln inspect`'s param count to PyTorch's.
+`const` (shape vectors, masks, positional tables that the graph needs but PyTorch does not count).
+The JSON says so with each param's `role` (absent: weight; "buffer"; "constant"), so `kiln inspect`
+counts `params` exactly as PyTorch's `parameters()` does, and buffers and constants apart.
 """
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 
 import kiln_io
 
+_ROLES = {"learned": None, "buffer": "buffer", "const": "constant"}  # kind -> JSON `role`
 _DTYPES = {torch.float32: "f32", torch.int64: "i64", torch.bool: "bool", torch.float64: "f64",
            torch.int32: "i32", torch.uint8: "u8", torch.int8: "i8"}
 
@@ -95,6 +97,8 @@ class Graph:
             entry["init"] = init
         else:
             self.weights[name] = value.numpy()
+        if _ROLES[kind]:
+            entry["role"] = _ROLES[kind]
         self.params.append(entry)
         self.kinds[name] = kind
         return T(name, value)

@@ -6,17 +6,19 @@ For each model this script
   2. traces the model's Kiln graph with tools/kiln_graph.py, which computes each node with torch as it
      records it, and checks that the traced graph's outputs equal the module's (so the JSON computes
      what the module computes);
-  3. writes samples/<name>.json; small models store their weights in samples/<name>.safetensors, large
+  3. writes samples/<name>.json (each param's `role`: weight, buffer or constant); small models store their weights in samples/<name>.safetensors, large
      ones carry "init" specs so that Kiln regenerates the same values at compile time (nothing big is
      committed);
   4. writes the goldens under tests/goldens/<name>/: the inputs (shared 224x224 image in
      tests/goldens/zoo_image224/), the module's outputs, `io.txt` (which file feeds which tensor, and
      whether an output is compared with a tolerance or exactly) and `params.txt` (PyTorch's parameter
-     and buffer counts, the graph's extra constants, and the total `kiln inspect` must report).
+     and buffer counts and the graph's extra constants: `kiln inspect`'s `params`, `buffers` and
+     `constants`; and their total).
 The list of models is tests/goldens/zoo.txt (`<name> <suite>`; suite `slow` for the giants).
 
     /usr/bin/python3 tools/make_zoo.py                   # everything
     /usr/bin/python3 tools/make_zoo.py --only vgg11,vae  # some models
+    /usr/bin/python3 tools/make_zoo.py --json-only       # samples/*.json only: no goldens, no weights
     /usr/bin/python3 tools/make_zoo.py --check-init --kiln build/compiler/kiln
         # kiln_init.py vs the values `kiln run` generates (bit for bit)
     /usr/bin/python3 tools/make_zoo.py --docs --kiln build/compiler/kiln   # docs/models.md
@@ -1047,12 +1049,14 @@ def close(got, want, rtol):
     return bool((got - want).abs().le(rtol * want.abs().clamp(min=1)).all())
 
 
-def make(model):
+def make(model, json_only=False):
+    """json_only: check the traced graph as usual, but write only samples/<name>.json."""
     torch.manual_seed(0)
     g, m, feeds = model.build(model.name, model.use_init, **model.kw)
     want = module_outputs(model, m, feeds)
     gdir = os.path.join(GOLDENS, model.name)
-    os.makedirs(gdir, exist_ok=True)
+    if not json_only:
+        os.makedirs(gdir, exist_ok=True)
     io_lines = []
     for name, value in feeds.items():
         if model.shared_input and name == "x":
@@ -1060,7 +1064,8 @@ def make(model):
             rel = f"../{model.shared_input}/x.npy"
         else:
             path, rel = os.path.join(gdir, f"{name}.npy"), f"{name}.npy"
-        kiln_io.save_npy(path, value.numpy())
+        if not json_only:
+            kiln_io.save_npy(path, value.numpy())
         io_lines.append(f"input {name} {rel}")
     for t, w in zip(g.output_tensors, want):
         name = t.name
@@ -1070,20 +1075,22 @@ def make(model):
             assert close(t.value, w, 1e-5), f"{model.name}: graph output {name} differs from " \
                 f"the module by {err}"
         exact = not value.dtype.is_floating_point
-        kiln_io.save_npy(os.path.join(gdir, f"{name}.npy"), value.numpy())
+        if not json_only:
+            kiln_io.save_npy(os.path.join(gdir, f"{name}.npy"), value.numpy())
         io_lines.append(f"output {name} {name}.npy {'exact' if exact else 'close'}")
-    with open(os.path.join(gdir, "io.txt"), "w") as f:
-        f.write("\n".join(io_lines) + "\n")
     n_learned = sum(p.numel() for p in m.parameters())
     n_buffers = sum(b.numel() for n, b in m.named_buffers() if not n.endswith("num_batches_tracked"))
     assert g.count("learned") == n_learned, (model.name, g.count("learned"), n_learned)
     assert g.count("buffer") == n_buffers, (model.name, g.count("buffer"), n_buffers)
     total = n_learned + n_buffers + g.count("const")
-    with open(os.path.join(gdir, "params.txt"), "w") as f:
-        f.write(f"pytorch_parameters {n_learned}\npytorch_buffers {n_buffers}\n"
-                f"graph_constants {g.count('const')}\nkiln_params {total}\n")
     weights = None if model.use_init else f"{model.name}.safetensors"
-    if weights:
+    if not json_only:
+        with open(os.path.join(gdir, "io.txt"), "w") as f:
+            f.write("\n".join(io_lines) + "\n")
+        with open(os.path.join(gdir, "params.txt"), "w") as f:
+            f.write(f"pytorch_parameters {n_learned}\npytorch_buffers {n_buffers}\n"
+                    f"graph_constants {g.count('const')}\nkiln_params {total}\n")
+    if weights and not json_only:
         kiln_io.write_safetensors(os.path.join(ROOT, "samples", weights), g.weights)
     kiln_io.write_model(os.path.join(ROOT, "samples", f"{model.name}.json"), g.to_json(weights))
     print(f"{model.name}: {total} params ({n_learned} learned), {len(g.nodes)} nodes")
@@ -1142,7 +1149,8 @@ Every architecture of the lecture notes is a sample under `samples/`, made by `t
 from a PyTorch reference implementation (an `nn.Module` in that script) and tested by
 `tests/test_zoo.c` against PyTorch's outputs. This file is generated: `make_zoo.py --docs --kiln
 build/compiler/kiln`. FLOPs count a multiply-add as 2; the arena is the one buffer a compiled model
-needs for its activations (`kiln inspect --json`: `params`, `flops`, `arena_bytes`).
+needs for its activations (`kiln inspect --json`: `params`, `flops`, `arena_bytes`). Params are
+PyTorch's `parameters()`: BatchNorm running statistics and graph constants are not counted.
 
 | sample | what | inputs | params | FLOPs | arena bytes | weights | test suite |
 |---|---|---|---:|---:|---:|---|---|
@@ -1185,9 +1193,11 @@ N(0, 1), LSTM weights U(+-1/sqrt(hidden)).
 For every sample, `tests/test_zoo.c`: `kiln build` compiles it; the binary runs on the golden
 inputs; every float output satisfies |got - want| <= 1e-4 * max(1, |want|) elementwise against
 PyTorch (float32, eval mode), and integer outputs (the NMS selections) are identical; and
-`kiln inspect --json` reports as many params as PyTorch's module has parameters and BatchNorm
-running statistics, plus the graph's own constants (Reshape shapes, Slice bounds, the causal mask,
-positional tables: `tests/goldens/<sample>/params.txt` lists the three). The giants are the Meson
+`kiln inspect --json` reports exactly as many `params` as PyTorch's
+`sum(p.numel() for p in model.parameters())`, as many `buffers` as its BatchNorm running statistics,
+and the graph's own `constants` (Reshape shapes, Slice bounds, the causal mask, positional tables),
+each param's `role` in the JSON saying which it is (`tests/goldens/<sample>/params.txt` lists the
+three). The giants are the Meson
 suite `slow` (`meson test -C build --suite slow`).
 
 ## Notes per model
@@ -1218,6 +1228,8 @@ def main():
     ap.add_argument("--kiln", help="the kiln executable (for --check-init and --docs)")
     ap.add_argument("--check-init", action="store_true")
     ap.add_argument("--docs", action="store_true")
+    ap.add_argument("--json-only", action="store_true",
+                    help="write samples/<name>.json only (no goldens, no .safetensors)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     if args.check_init:
@@ -1228,7 +1240,9 @@ def main():
     only = set(args.only.split(",")) if args.only else None
     for model in ZOO:
         if only is None or model.name in only:
-            make(model)
+            make(model, args.json_only)
+    if args.json_only:
+        return
     with open(os.path.join(GOLDENS, "zoo.txt"), "w") as f:
         f.write("".join(f"{m.name} {m.suite}\n" for m in ZOO))
 

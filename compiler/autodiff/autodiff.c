@@ -50,13 +50,16 @@ static bool listed(const kiln_training *t, const char *name) {
   return false;
 }
 
-// Float params declared by the model (not constants folded from nodes), minus the frozen ones,
-// become STATE: from here on shape inference never folds the nodes reading them.
+// Float weights declared by the model (role weight: never buffers, constants or values folded
+// from nodes), minus the frozen ones, become STATE: from here on shape inference never folds the
+// nodes reading them.
 static void mark_trainable(kiln_graph *g, const kiln_training *t) {
   for (int i = 0; i < g->n_tensors; i++) {
     kiln_tensor *x = &g->tensors[i];
     bool declared = x->where && strncmp(x->where, "params[", 7) == 0;
-    if (x->kind != KILN_TENSOR_PARAM || !declared || !kiln_dtype_is_float(x->dtype)) continue;
+    if (x->kind != KILN_TENSOR_PARAM || !declared || x->role != KILN_ROLE_WEIGHT ||
+        !kiln_dtype_is_float(x->dtype))
+      continue;
     bool in_list = listed(t, x->name);
     if (t->names_are_trainable ? in_list : !in_list) x->kind = KILN_TENSOR_STATE;
   }
@@ -289,6 +292,7 @@ static int add_state(trainer *T, int p, const char *what, double init) {
   kiln_tensor *s = &g->tensors[id];
   s->name = kiln_pool_strdup(&g->pool, name);
   s->kind = KILN_TENSOR_STATE;
+  s->role = KILN_ROLE_BUFFER;  // optimizer state: updated, not learned
   s->where = "training.optimizer";
   for (int64_t i = 0; i < kiln_shape_numel(&like.shape); i++)
     kiln_element_set(s->data, (int)like.dtype, i, init);
@@ -301,6 +305,7 @@ static int add_step_counter(trainer *T) {
   int id = kiln_gb_const(&T->gc, KILN_I64, &one, NULL);
   g->tensors[id].name = KILN_STEP_TENSOR;
   g->tensors[id].kind = KILN_TENSOR_STATE;
+  g->tensors[id].role = KILN_ROLE_BUFFER;
   g->tensors[id].where = "training";
   return id;
 }

@@ -75,6 +75,7 @@ int kiln_gb_const(kiln_grad_ctx *c, kiln_dtype t, const kiln_shape *shape_in,
   int64_t n = kiln_shape_numel(shape);
   x->data = kiln_pool_alloc(&c->g->pool, (size_t)(n ? n : 1) * kiln_dtype_size(t));
   x->where = c->node.where;
+  x->role = KILN_ROLE_CONSTANT;
   for (int64_t i = 0; i < n; i++) kiln_element_set(x->data, (int)t, i, values ? values[i] : 0);
   return id;
 }

@@ -334,6 +334,9 @@ static void parse_names(parser *P, json_object *tr, kiln_training *t) {
     } else if (id < 0 || P->g->tensors[id].kind != KILN_TENSOR_PARAM ||
                !kiln_dtype_is_float(P->g->tensors[id].dtype)) {
       kiln_fe_error(P->d, "%s[%d]: '%.100s' is not a float param of the model", path, i, s);
+    } else if (trainable && P->g->tensors[id].role != KILN_ROLE_WEIGHT) {
+      kiln_fe_error(P->d, "%s[%d]: '%.100s' is a %s, not a weight; only weights are trained", path,
+                    i, s, P->g->tensors[id].role == KILN_ROLE_BUFFER ? "buffer" : "constant");
     } else {
       t->names[t->n_names++] = kiln_pool_strdup(&P->g->pool, s);
     }

@@ -47,6 +47,7 @@ typedef struct importer {
   int n_shapes;
   json_object *param_index;  // name → index in out->arrays
   json_object *referenced;   // name → true, params some node reads
+  json_object *roles;        // param name → "buffer" or "constant" (absent: a weight)
   json_object *ranks;        // name → rank, where known (inputs, params, value_info, outputs)
   json_object *node_names;   // node name → true
   json_object *defined;      // graph inputs and node outputs seen so far → true
@@ -272,6 +273,7 @@ static bool import_constant(importer *im, const Onnx__NodeProto *n, const char *
   snprintf(sub, sizeof sub, "%s.attribute[0]", where);
   if (!constant_value(im, n->attribute[0], sub, node, &a)) return false;
   add_param(im, n->output[0], &a);
+  json_object_object_add(im->roles, n->output[0], json_object_new_string("constant"));
   return true;
 }
 
@@ -595,6 +597,9 @@ static json_object *node_inputs(importer *im, const Onnx__NodeProto *n, const ch
                       j, s);
     if (*s && find_param(im, s))
       json_object_object_add(im->referenced, s, json_object_new_boolean(1));
+    bool running_stat = (j == 3 || j == 4) && strcmp(str(n->op_type), "BatchNormalization") == 0;
+    if (*s && running_stat && find_param(im, s) && !attr_get(im->roles, s))
+      json_object_object_add(im->roles, s, json_object_new_string("buffer"));
     json_object_array_add(ins, json_object_new_string(s));
   }
   return ins;
@@ -712,6 +717,15 @@ static void import_node(importer *im, const Onnx__NodeProto *n, size_t i) {
 
 // ---- Assembly ----
 
+// A param's `role`: BatchNormalization's mean and var are buffers, Constant nodes and integer
+// initializers (shapes, indices: never learned) constants; the rest are weights (no field).
+static void add_role(importer *im, json_object *param, const char *name, kiln_dtype dtype) {
+  json_object *role = attr_get(im->roles, name);
+  const char *s = role ? json_object_get_string(role) : NULL;
+  if (!s && !kiln_dtype_is_float(dtype)) s = "constant";
+  if (s) json_object_object_add(param, "role", json_object_new_string(s));
+}
+
 // Keeps only the params some node reads, in definition order, and lists them in the JSON.
 static void emit_params(importer *im) {
   kiln_onnx_model *m = im->out;
@@ -729,6 +743,7 @@ static void emit_params(importer *im) {
     json_object_object_add(p, "name", json_object_new_string(m->names[kept]));
     json_object_object_add(p, "dtype", json_object_new_string(kiln_dtype_name(dtype)));
     json_object_object_add(p, "shape", shape_json(m->arrays[kept].shape, m->arrays[kept].rank));
+    add_role(im, p, m->names[kept], dtype);
     json_object_array_add(im->params, p);
     kept++;
   }
@@ -839,6 +854,7 @@ static void importer_free(importer *im) {
   free(im->dir);
   json_object_put(im->param_index);
   json_object_put(im->referenced);
+  json_object_put(im->roles);
   json_object_put(im->ranks);
   json_object_put(im->node_names);
   json_object_put(im->defined);
@@ -872,6 +888,7 @@ bool kiln_onnx_import(const char *path, const kiln_input_shape *shapes, int n_sh
                  .n_shapes = n_shapes};
   im.param_index = json_object_new_object();
   im.referenced = json_object_new_object();
+  im.roles = json_object_new_object();
   im.ranks = json_object_new_object();
   im.node_names = json_object_new_object();
   im.defined = json_object_new_object();

@@ -58,6 +58,7 @@ bool kiln_fold_node(kiln_graph *g, kiln_node *n) {
     t->data = kiln_pool_alloc(&g->pool, (size_t)(tensor_bytes(t) ? tensor_bytes(t) : 1));
     for (int64_t i = 0; i < count; i++) kiln_element_set(t->data, (int)t->dtype, i, out[k].data[i]);
     t->kind = KILN_TENSOR_PARAM;
+    t->role = KILN_ROLE_CONSTANT;  // computed, not learned: not a parameter `kiln inspect` counts
     t->producer = -1;
     free(out[k].data);
   }

@@ -50,6 +50,7 @@ void kiln_compilation_init(kiln_compilation *c, kiln_graph *g) {
   memset(c, 0, sizeof(*c));
   c->g = g;
   c->dump_out = stdout;
+  kiln_graph_count_params(g, c->declared_params);
 }
 
 void kiln_compilation_free(kiln_compilation *c) {

@@ -10,8 +10,13 @@
 #include "../../ir/graph.h"
 #include "../../ir/loop.h"
 
+enum { KILN_N_ROLES = KILN_ROLE_CONSTANT + 1 };  // kiln_param_role values
+
 typedef struct kiln_compilation {
   kiln_graph *g;
+  // Elements of the model's params per kiln_param_role, counted before any pass runs (folding
+  // BatchNorm into Conv changes the params, not the model `kiln inspect` describes).
+  int64_t declared_params[KILN_N_ROLES];
   kiln_lprog *prog;  // NULL until `lower` ran
   void *weights;     // payload laid out by plan-memory (owned)
   int64_t weights_bytes;

@@ -16,4 +16,5 @@ static bool reciprocal_grad(kiln_grad_ctx *c) {
   return c->dx[0] >= 0;
 }
 
-KILN_DEFINE_UNARY_OP_GRAD(Reciprocal, reciprocal, reciprocal_lx, 0, 1.2e-7, reciprocal_grad);  // one f32 rounding
+// one f32 rounding
+KILN_DEFINE_UNARY_OP_GRAD(Reciprocal, reciprocal, reciprocal_lx, 0, 1.2e-7, reciprocal_grad);

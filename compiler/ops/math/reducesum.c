@@ -1,5 +1,6 @@
 // ReduceSum: the sum over the reduced axes; attributes in reduce.c.
 #include "../op_internal.h"
+#include "../train/grad_compose.h"
 
 static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   return kiln_reduce_infer(g, n, d, KILN_DT_FLOAT | KILN_DT(KILN_I32) | KILN_DT(KILN_I64));
@@ -10,6 +11,13 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
 }
 
 static void lower(const kiln_lower_ctx *c) { kiln_reduce_lower(c, LB_ADD, false); }
+
+// Gradient (docs/training.md): dy broadcast back over the reduced axes.
+static bool reduce_sum_grad(kiln_grad_ctx *c) {
+  int x = c->node.inputs[0];
+  c->dx[0] = kiln_gc_broadcast_back(c, c->dy[0], x, kiln_gc_reduced_axes(c), 1);
+  return c->dx[0] >= 0;
+}
 
 const kiln_op_def kiln_op_ReduceSum = {
     .name = "ReduceSum",
@@ -26,4 +34,5 @@ const kiln_op_def kiln_op_ReduceSum = {
     // f32 vs f64 sums of up to ~100 values of size ~1 (PyTorch and the generated code sum in
     // f32, in their own order): a few ulp of the largest partial sum, absolute when it cancels.
     .tol = {4e-6, 1e-6},
+    .grad = reduce_sum_grad,
 };

@@ -18,4 +18,5 @@ static bool sqrt_grad(kiln_grad_ctx *c) {
   return c->dx[0] >= 0;
 }
 
-KILN_DEFINE_UNARY_OP_GRAD(Sqrt, sqrt_ref, sqrt_lx, 0, 1.2e-7, sqrt_grad);  // sqrtf is correctly rounded
+// sqrtf is correctly rounded
+KILN_DEFINE_UNARY_OP_GRAD(Sqrt, sqrt_ref, sqrt_lx, 0, 1.2e-7, sqrt_grad);

@@ -3,6 +3,7 @@
 // when given it must be a constant param equal to false: training comes with the training issue).
 // Attribute seed is accepted and has no effect at inference.
 //   data: any shape   output: same   mask: same shape, bool
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 static const kiln_attr_spec attrs[] = {{"seed", KILN_ATTR_INT, false}, {0}};
@@ -78,6 +79,13 @@ static void lower(const kiln_lower_ctx *c) {
   kiln_lb_end_for(b);
 }
 
+// Gradient (docs/training.md): Dropout runs as at inference (nothing dropped), so dx = dy; the
+// mask output is bool and carries no gradient. The ratio gets none.
+static bool dropout_grad(kiln_grad_ctx *c) {
+  c->dx[0] = c->dy[0];
+  return true;
+}
+
 const kiln_op_def kiln_op_Dropout = {
     .name = "Dropout",
     .min_inputs = 1,
@@ -91,4 +99,5 @@ const kiln_op_def kiln_op_Dropout = {
     .lower = lower,
     .flops = kiln_no_flops,
     .tol = {0, 0},  // a copy: exact
+    .grad = dropout_grad,
 };

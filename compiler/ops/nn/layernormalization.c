@@ -9,6 +9,7 @@
 #include <math.h>
 
 #include "../op_internal.h"
+#include "../train/grad_compose.h"
 
 static const kiln_attr_spec attrs[] = {
     {"axis", KILN_ATTR_INT, false},
@@ -156,6 +157,63 @@ static int64_t flops(const kiln_graph *g, const kiln_node *n) {
   return 8 * kiln_shape_numel(&kiln_in(g, n, 0)->shape);
 }
 
+// Gradient (docs/training.md), over the normalized axes A = [axis, rank) with means taken over A:
+//   xc = x - mean(x), r = 1 / sqrt(mean(xc^2) + epsilon), xhat = xc r, g = dy Scale,
+//   dx = r (g - mean(g) - xhat mean(g xhat)), dScale = sum_to(dy xhat), dB = sum_to(dy).
+// The statistics are recomputed from x (the forward node does not keep them).
+typedef struct ln_grad {
+  kiln_grad_ctx *c;
+  int64_t axes[KILN_MAX_RANK];
+  int n_axes;
+} ln_grad;
+
+// ReduceMean(v) over the normalized axes, keeping them (size 1).
+static int ln_mean(ln_grad *l, int v) {
+  if (v < 0) return -1;
+  kiln_gb_attr attrs[] = {KILN_GB_INTS("axes", l->axes, l->n_axes), KILN_GB_END};
+  return kiln_gb_op(l->c, "ReduceMean", &v, 1, attrs, 1);
+}
+
+// xhat = (x - mean(x)) / sqrt(var + epsilon); *r receives 1 / sqrt(var + epsilon).
+static int ln_normalized(ln_grad *l, int *r) {
+  kiln_grad_ctx *c = l->c;
+  int x = c->node.inputs[0];
+  int xc = kiln_gc_binary(c, "Sub", x, ln_mean(l, x));
+  int var = ln_mean(l, kiln_gc_binary(c, "Mul", xc, xc));
+  double epsilon = kiln_attr_float(&c->node, "epsilon", 1e-5);
+  *r = kiln_gc_unary(c, "Reciprocal",
+                     kiln_gc_unary(c, "Sqrt", kiln_gc_scalar_op(c, "Add", var, epsilon)));
+  return kiln_gc_binary(c, "Mul", xc, *r);
+}
+
+static bool ln_dx(ln_grad *l, int xhat, int r) {
+  kiln_grad_ctx *c = l->c;
+  int g = kiln_has_input(&c->node, 1) ? kiln_gc_binary(c, "Mul", c->dy[0], c->node.inputs[1])
+                                      : c->dy[0];
+  int along = kiln_gc_binary(c, "Mul", xhat, ln_mean(l, kiln_gc_binary(c, "Mul", g, xhat)));
+  int centered = kiln_gc_binary(c, "Sub", kiln_gc_binary(c, "Sub", g, ln_mean(l, g)), along);
+  c->dx[0] = kiln_gc_binary(c, "Mul", centered, r);
+  return c->dx[0] >= 0;
+}
+
+static bool layer_norm_grad(kiln_grad_ctx *c) {
+  int rank = c->g->tensors[c->node.inputs[0]].shape.rank;
+  int64_t axis = kiln_attr_int(&c->node, "axis", -1);
+  ln_grad l = {.c = c, .n_axes = 0};
+  for (int64_t a = axis < 0 ? axis + rank : axis; a < rank; a++) l.axes[l.n_axes++] = a;
+  int r, xhat = ln_normalized(&l, &r);
+  if (xhat < 0 || (c->need[0] && !ln_dx(&l, xhat, r))) return false;
+  if (c->need[1]) {
+    int d = kiln_gc_binary(c, "Mul", c->dy[0], xhat);
+    if (d < 0 || (c->dx[1] = kiln_gb_sum_to(c, d, &c->g->tensors[c->node.inputs[1]].shape)) < 0)
+      return false;
+  }
+  if (c->need[2] &&
+      (c->dx[2] = kiln_gb_sum_to(c, c->dy[0], &c->g->tensors[c->node.inputs[2]].shape)) < 0)
+    return false;
+  return true;
+}
+
 const kiln_op_def kiln_op_LayerNormalization = {
     .name = "LayerNormalization",
     .min_inputs = 1,
@@ -171,4 +229,5 @@ const kiln_op_def kiln_op_LayerNormalization = {
     // Two f32 sums over a row (<= 64 elements in the cases) then a normalization to unit
     // variance: the outputs are O(1) and carry ~1e-6 of accumulated rounding.
     .tol = {1e-5, 1e-5},
+    .grad = layer_norm_grad,
 };

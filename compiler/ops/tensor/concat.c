@@ -1,6 +1,7 @@
 // Concat (ONNX): inputs x_k (d0, ..., a_k, ..., dn) joined along `axis` (required; negative counts
 // from the end) -> (d0, ..., sum a_k, ..., dn). Any dtype; every input has the same dtype and
 // rank and the same dimensions off the axis. Lowered as one strided copy per input.
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 static const kiln_attr_spec attrs[] = {{"axis", KILN_ATTR_INT, true}, {0}};
@@ -83,6 +84,24 @@ static void lower(const kiln_lower_ctx *c) {
   }
 }
 
+// Gradient (docs/training.md): dy split back into the inputs' pieces along the axis (one Split
+// node; the pieces of inputs that need no gradient are left unused).
+static bool concat_grad(kiln_grad_ctx *c) {
+  int k = c->node.n_inputs;
+  int64_t axis = kiln_attr_int(&c->node, "axis", 0);
+  int rank = c->g->tensors[c->node.inputs[0]].shape.rank;
+  if (axis < 0) axis += rank;
+  double sizes[16];
+  for (int i = 0; i < k; i++) sizes[i] = (double)c->g->tensors[c->node.inputs[i]].shape.dim[axis];
+  kiln_shape count = {.rank = 1, .dim = {k}};
+  int in[2] = {c->dy[0], kiln_gb_const(c, KILN_I64, &count, sizes)};
+  kiln_gb_attr attrs[] = {KILN_GB_INT("axis", axis), KILN_GB_END};
+  int first = kiln_gb_op(c, "Split", in, 2, attrs, k);
+  if (first < 0) return false;
+  for (int i = 0; i < k; i++) c->dx[i] = first + i;
+  return true;
+}
+
 const kiln_op_def kiln_op_Concat = {
     .name = "Concat",
     .min_inputs = 1,
@@ -96,4 +115,5 @@ const kiln_op_def kiln_op_Concat = {
     .lower = lower,
     .flops = kiln_no_flops,
     .tol = {0, 0},  // a copy
+    .grad = concat_grad,
 };

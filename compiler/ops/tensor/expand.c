@@ -1,6 +1,7 @@
 // Expand (ONNX): broadcasts x against the constant `shape` input (i32/i64 param), numpy style in
 // both directions: y's shape is broadcast(x.shape, shape), so a 1 in `shape` keeps x's
 // dimension. Any dtype. Lowered as one strided copy with stride 0 along broadcast axes.
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 static const kiln_attr_spec attrs[] = {{0}};
@@ -57,6 +58,12 @@ static void lower(const kiln_lower_ctx *c) {
   kiln_strided_lower(c->b, kiln_in_buf(c, 0), kiln_out_buf(c, 0), &s);
 }
 
+// Gradient (docs/training.md): dy summed over the axes x was broadcast along.
+static bool expand_grad(kiln_grad_ctx *c) {
+  c->dx[0] = kiln_gb_sum_to(c, c->dy[0], &c->g->tensors[c->node.inputs[0]].shape);
+  return c->dx[0] >= 0;
+}
+
 const kiln_op_def kiln_op_Expand = {
     .name = "Expand",
     .min_inputs = 2,
@@ -70,4 +77,5 @@ const kiln_op_def kiln_op_Expand = {
     .lower = lower,
     .flops = kiln_no_flops,
     .tol = {0, 0},  // a copy
+    .grad = expand_grad,
 };

@@ -67,4 +67,5 @@ const kiln_op_def kiln_op_Shape = {
     .lower = lower,
     .flops = kiln_no_flops,
     .tol = {0, 0},  // exact values
+    .shape_only = true,  // static shapes: constant folding evaluates it at compile time
 };

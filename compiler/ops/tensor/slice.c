@@ -5,6 +5,7 @@
 // walk backwards. Any dtype. Lowered as one strided copy.
 #include <string.h>
 
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 static const kiln_attr_spec attrs[] = {{"starts", KILN_ATTR_INTS, false},
@@ -169,6 +170,32 @@ static void lower(const kiln_lower_ctx *c) {
   kiln_strided_lower(c->b, kiln_in_buf(c, 0), kiln_out_buf(c, 0), &s);
 }
 
+// Gradient (docs/training.md), for steps of 1: dy padded with zeros back to x's shape (pads begin
+// at each axis's start, end after its last element). Other steps are refused.
+static bool slice_grad(kiln_grad_ctx *c) {
+  kiln_shape xs = c->g->tensors[c->node.inputs[0]].shape;  // a copy: the rule adds tensors
+  slice_args a;
+  slice_plan p;
+  if (!read_args(c->g, &c->node, c->d, &a) || !plan_slice(&c->node, c->d, &xs, &a, &p))
+    return false;
+  double pads[2 * KILN_MAX_RANK];
+  for (int i = 0; i < xs.rank; i++) {
+    if (p.step[i] != 1) {
+      kiln_op_error(c->d, &c->node,
+                    "steps: a Slice with step %lld (axis %d) is not differentiable "
+                    "yet; only steps of 1 are",
+                    (long long)p.step[i], i);
+      return false;
+    }
+    pads[i] = (double)p.start[i];
+    pads[xs.rank + i] = (double)(xs.dim[i] - p.start[i] - p.out.dim[i]);
+  }
+  kiln_shape s = {.rank = 1, .dim = {2 * xs.rank}};
+  int in[2] = {c->dy[0], kiln_gb_const(c, KILN_I64, &s, pads)};
+  c->dx[0] = kiln_gb_op(c, "Pad", in, 2, NULL, 1);
+  return c->dx[0] >= 0;
+}
+
 const kiln_op_def kiln_op_Slice = {
     .name = "Slice",
     .min_inputs = 1,
@@ -182,4 +209,5 @@ const kiln_op_def kiln_op_Slice = {
     .lower = lower,
     .flops = kiln_no_flops,
     .tol = {0, 0},  // a copy
+    .grad = slice_grad,
 };

@@ -3,6 +3,7 @@
 // input (13+); without them, the axis is cut into equal pieces of ceil(dim / outputs), the last
 // one smaller (opset 18; `num_outputs`, when given, must equal the number of outputs). Any dtype.
 // Lowered as one strided copy per output.
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 #define MAX_PIECES 16  // the interpreter hands at most 16 outputs to a kernel
@@ -123,6 +124,20 @@ static void lower(const kiln_lower_ctx *c) {
   }
 }
 
+// Gradient (docs/training.md): the outputs' gradients concatenated along the axis; an output no
+// gradient flows into contributes zeros (a constant of its shape).
+static bool split_grad(kiln_grad_ctx *c) {
+  int k = c->node.n_outputs, pieces[MAX_PIECES];
+  for (int i = 0; i < k; i++) {
+    int y = c->node.outputs[i];
+    kiln_shape s = c->g->tensors[y].shape;  // a copy: kiln_gb_const adds a tensor
+    pieces[i] = c->dy[i] >= 0 ? c->dy[i] : kiln_gb_const(c, c->g->tensors[y].dtype, &s, NULL);
+  }
+  kiln_gb_attr attrs[] = {KILN_GB_INT("axis", kiln_attr_int(&c->node, "axis", 0)), KILN_GB_END};
+  c->dx[0] = kiln_gb_op(c, "Concat", pieces, k, attrs, 1);
+  return c->dx[0] >= 0;
+}
+
 const kiln_op_def kiln_op_Split = {
     .name = "Split",
     .min_inputs = 1,
@@ -136,4 +151,5 @@ const kiln_op_def kiln_op_Split = {
     .lower = lower,
     .flops = kiln_no_flops,
     .tol = {0, 0},  // a copy
+    .grad = split_grad,
 };

@@ -1,5 +1,6 @@
 // Transpose (ONNX): y's axis i is x's axis perm[i]; perm defaults to the reverse order. Any dtype.
 // Lowered as one strided copy walking y contiguously.
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 static const kiln_attr_spec attrs[] = {{"perm", KILN_ATTR_INTS, false}, {0}};
@@ -63,6 +64,21 @@ static void lower(const kiln_lower_ctx *c) {
   kiln_strided_lower(c->b, kiln_in_buf(c, 0), kiln_out_buf(c, 0), &s);
 }
 
+// Gradient (docs/training.md): dx = Transpose(dy) with the inverse permutation (the default,
+// reversed axes, is its own inverse).
+static bool transpose_grad(kiln_grad_ctx *c) {
+  if (!kiln_node_attr(&c->node, "perm")) {
+    c->dx[0] = kiln_gb_unary(c, "Transpose", c->dy[0]);
+    return c->dx[0] >= 0;
+  }
+  int64_t perm[KILN_MAX_RANK], inverse[KILN_MAX_RANK];
+  int rank = kiln_attr_ints(&c->node, "perm", perm, KILN_MAX_RANK);
+  for (int i = 0; i < rank; i++) inverse[perm[i]] = i;
+  kiln_gb_attr attrs[] = {KILN_GB_INTS("perm", inverse, rank), KILN_GB_END};
+  c->dx[0] = kiln_gb_op(c, "Transpose", &c->dy[0], 1, attrs, 1);
+  return c->dx[0] >= 0;
+}
+
 const kiln_op_def kiln_op_Transpose = {
     .name = "Transpose",
     .min_inputs = 1,
@@ -76,4 +92,5 @@ const kiln_op_def kiln_op_Transpose = {
     .lower = lower,
     .flops = kiln_no_flops,
     .tol = {0, 0},  // a copy
+    .grad = transpose_grad,
 };

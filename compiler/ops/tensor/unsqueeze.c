@@ -1,6 +1,7 @@
 // Unsqueeze (ONNX): inserts size-1 axes at the positions `axes` of the output (the attribute
 // before opset 13, the constant input 1 from 13; negative axes count from the end of the output).
 // Any dtype. The data does not move: a copy loop.
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 static const kiln_attr_spec attrs[] = {{"axes", KILN_ATTR_INTS, false}, {0}};
@@ -55,6 +56,12 @@ static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   return true;
 }
 
+// Gradient (docs/training.md): the data does not move, so dx is dy reshaped to x's shape.
+static bool unsqueeze_grad(kiln_grad_ctx *c) {
+  c->dx[0] = kiln_gb_reshape(c, c->dy[0], &c->g->tensors[c->node.inputs[0]].shape);
+  return c->dx[0] >= 0;
+}
+
 const kiln_op_def kiln_op_Unsqueeze = {
     .name = "Unsqueeze",
     .min_inputs = 1,
@@ -68,4 +75,5 @@ const kiln_op_def kiln_op_Unsqueeze = {
     .lower = kiln_copy_lower,
     .flops = kiln_no_flops,
     .tol = {0, 0},  // a copy
+    .grad = unsqueeze_grad,
 };
