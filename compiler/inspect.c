@@ -16,7 +16,7 @@ void kiln_graph_count_params(const kiln_graph *g, int64_t by_role[KILN_N_ROLES])
   for (int r = 0; r < KILN_N_ROLES; r++) by_role[r] = 0;
   for (int i = 0; i < g->n_tensors; i++) {
     const kiln_tensor *t = &g->tensors[i];
-    if (is_weight(t) && t->role >= 0 && (int)t->role < KILN_N_ROLES)
+    if (is_weight(t) && (unsigned)t->role < KILN_N_ROLES)
       by_role[t->role] += kiln_shape_numel(&t->shape);
   }
 }

@@ -203,12 +203,12 @@ static bool layer_norm_grad(kiln_grad_ctx *c) {
   for (int64_t a = axis < 0 ? axis + rank : axis; a < rank; a++) l.axes[l.n_axes++] = a;
   int r, xhat = ln_normalized(&l, &r);
   if (xhat < 0 || (c->need[0] && !ln_dx(&l, xhat, r))) return false;
-  if (c->need[1]) {
+  if (kiln_has_input(&c->node, 1) && c->need[1]) {
     int d = kiln_gc_binary(c, "Mul", c->dy[0], xhat);
     if (d < 0 || (c->dx[1] = kiln_gb_sum_to(c, d, &c->g->tensors[c->node.inputs[1]].shape)) < 0)
       return false;
   }
-  if (c->need[2] &&
+  if (kiln_has_input(&c->node, 2) && c->need[2] &&
       (c->dx[2] = kiln_gb_sum_to(c, c->dy[0], &c->g->tensors[c->node.inputs[2]].shape)) < 0)
     return false;
   return true;
