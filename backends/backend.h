@@ -21,6 +21,13 @@ typedef struct kiln_c_train {
   uint64_t seed;
   const kiln_c_state_shape *shapes;  // the STATE tensors' shapes (checkpoints keep them)
   int n_shapes;
+  // Data-parallel builds (kiln build --distributed mpi; docs/distributed.md): outputs
+  // [first_grad_output, first_grad_output + n_grads) are the gradients; the step is also emitted
+  // in two halves, NAME_train_grads and NAME_apply_update, and the main stub calls
+  // kiln_train_mpi_main, linked from libkiln-runtime-mpi.a with MPI.
+  bool distributed;
+  int first_grad_output, n_grads;
+  const char *augment;  // training.augment/normalize as the trainer's spec (runtime/augment.h)
 } kiln_c_train;
 
 typedef struct kiln_c_options {

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../ir/resource_limits.h"
 #include "../runtime/kiln_runtime.h"
 #include "autodiff/training.h"
 #include "initializers.h"
@@ -28,8 +29,6 @@
 #include "ops/op.h"
 #include "passes/pipeline.h"
 
-#define MAX_MODEL_BYTES ((size_t)256 << 20)
-#define MAX_TENSOR_BYTES ((int64_t)1 << 34)  // beyond this a shape is "absurd"
 enum { JSON_MAX_DEPTH = 32, PATH_MAX_LEN = 512 };
 
 // ---- A string → int hash map (tensor and node names). Keys are borrowed. ----
@@ -99,10 +98,10 @@ typedef struct loader {
   kiln_diag *d;
   const char *path;
   kiln_graph *g;
-  name_map tensors;     // tensor name → tensor index
-  name_map node_names;  // node name → JSON node index
+  name_map tensors;                     // tensor name → tensor index
+  name_map node_names;                  // node name → JSON node index
   const kiln_safetensors *mem_weights;  // params without init come from here if set (ONNX)
-  bool weights_override;  // --weights: params in mem_weights are taken from it even with `init`
+  bool weights_override;    // --weights: params in mem_weights are taken from it even with `init`
   kiln_training *training;  // out (may be NULL): the checked `training` section
 } loader;
 
@@ -125,9 +124,12 @@ static char *read_file(const char *path, size_t *len, kiln_diag *d) {
     fclose(f);
     return NULL;
   }
-  if ((uint64_t)st.st_size > MAX_MODEL_BYTES) {
-    kiln_diag_error(d, NULL, "model file '%s' is %lld bytes; the limit is 256 MiB", path,
-                    (long long)st.st_size);
+  int64_t limit = kiln_limits_get()->model_bytes;
+  if ((int64_t)st.st_size > limit) {
+    char lim[32];
+    kiln_diag_error(d, NULL,
+                    "model file '%s' is %lld bytes; the limit is %s (KILN_LIMITS model-bytes)",
+                    path, (long long)st.st_size, kiln_bytes_str(limit, lim, sizeof lim));
     fclose(f);
     return NULL;
   }
@@ -294,7 +296,7 @@ static bool parse_shape(loader *L, json_object *v, const char *path, size_t elem
     return false;
   }
   bool ok = true, absurd = false;
-  int64_t bytes = (int64_t)elem;
+  int64_t bytes = (int64_t)elem, limit = kiln_limits_get()->tensor_bytes;
   for (size_t i = 0; i < rank; i++) {
     json_object *e = json_object_array_get_idx(v, i);
     int64_t dim;
@@ -304,7 +306,7 @@ static bool parse_shape(loader *L, json_object *v, const char *path, size_t elem
       continue;
     }
     out->dim[i] = dim;
-    if (!absurd && dim > MAX_TENSOR_BYTES / bytes) absurd = true;
+    if (!absurd && dim > limit / bytes) absurd = true;
     if (!absurd) bytes *= dim;
   }
   out->rank = (int)rank;
@@ -314,7 +316,9 @@ static bool parse_shape(loader *L, json_object *v, const char *path, size_t elem
       snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%" PRId64, i ? ", " : "",
                out->dim[i]);
     strcat(buf, ")");
-    ERR(L, "%s: absurd size: shape %s is more than 16 GiB of data", path, buf);
+    char lim[32];
+    ERR(L, "%s: absurd size: shape %s is more than %s of data (KILN_LIMITS tensor-bytes)", path,
+        buf, kiln_bytes_str(limit, lim, sizeof lim));
     ok = false;
   }
   return ok;
@@ -923,10 +927,53 @@ static bool reads_weight(const kiln_graph *g, const kiln_node *n) {
 }
 
 // keep_weights: a training build differentiates through nodes reading weights; do not fold them.
+// A tensor's size in bytes, saturating at INT64_MAX (inferred shapes are not bounded yet).
+static int64_t tensor_bytes(const kiln_tensor *t) {
+  int64_t bytes = (int64_t)kiln_dtype_size(t->dtype);
+  for (int i = 0; i < t->shape.rank; i++) {
+    int64_t dim = t->shape.dim[i];
+    if (dim > 0 && bytes > INT64_MAX / dim) return INT64_MAX;
+    bytes *= dim > 0 ? dim : 1;
+  }
+  return bytes;
+}
+
+// Refuses a node whose inferred outputs are absurdly large (KILN_LIMITS tensor-bytes), or that
+// take the graph's running total of tensor bytes past total-bytes, before anything allocates them
+// (constant folding would).
+static bool outputs_within_limits(kiln_graph *g, const kiln_node *n, kiln_diag *d, int64_t *total) {
+  const kiln_limits *lim = kiln_limits_get();
+  char a[32], b[32];
+  for (int j = 0; j < n->n_outputs; j++) {
+    if (n->outputs[j] < 0) continue;
+    const kiln_tensor *t = &g->tensors[n->outputs[j]];
+    int64_t bytes = tensor_bytes(t);
+    if (bytes > lim->tensor_bytes) {
+      kiln_op_error(d, n, "output '%s' would be %s; the limit is %s (KILN_LIMITS tensor-bytes)",
+                    t->name, bytes == INT64_MAX ? "more than 8 EiB" : kiln_bytes_str(bytes, a, 32),
+                    kiln_bytes_str(lim->tensor_bytes, b, 32));
+      return false;
+    }
+    *total += bytes;
+    if (*total > lim->total_bytes) {
+      kiln_op_error(d, n,
+                    "the graph's tensors pass %s in all at output '%s' (KILN_LIMITS "
+                    "total-bytes)",
+                    kiln_bytes_str(lim->total_bytes, b, 32), t->name);
+      return false;
+    }
+  }
+  return true;
+}
+
 static bool infer_shapes(kiln_graph *g, kiln_diag *d, bool *valid, bool keep_weights) {
   int errors_before = d->errors, folded = 0;
+  int64_t total_bytes = 0;  // inputs and params, then each node's outputs as they are inferred
   bool ok = true;
-  for (int t = 0; t < g->n_tensors; t++) valid[t] = g->tensors[t].kind != KILN_TENSOR_VALUE;
+  for (int t = 0; t < g->n_tensors; t++) {
+    valid[t] = g->tensors[t].kind != KILN_TENSOR_VALUE;
+    if (valid[t]) total_bytes += tensor_bytes(&g->tensors[t]);
+  }
   for (int i = 0; i < g->n_nodes; i++) {
     kiln_node *n = &g->nodes[i];
     if (n->dead) continue;
@@ -943,6 +990,10 @@ static bool infer_shapes(kiln_graph *g, kiln_diag *d, bool *valid, bool keep_wei
     if (!r && d->errors == before) kiln_op_error(d, n, "%s: shape inference failed", def->name);
     if (r && d->errors != before) r = false;
     if (!r) {
+      ok = false;
+      continue;
+    }
+    if (!outputs_within_limits(g, n, d, &total_bytes)) {
       ok = false;
       continue;
     }
@@ -1025,9 +1076,15 @@ static kiln_graph *load(json_object *root, const char *path, const kiln_safetens
   L->g = kiln_graph_new(name ? name : "model", path);
   kiln_graph *g = L->g;
   size_t n_nodes = nodes ? json_object_array_length(nodes) : 0;
-  node_info *info = kiln_xcalloc(n_nodes ? n_nodes : 1, sizeof(*info));
+  node_info *info = NULL;
   output_decl *decl = NULL;
   bool *valid = NULL;
+  if ((int64_t)n_nodes > kiln_limits_get()->nodes) {
+    ERR(L, "nodes: %zu nodes; the limit is %" PRId64 " (KILN_LIMITS nodes)", n_nodes,
+        kiln_limits_get()->nodes);
+    goto fail;
+  }
+  info = kiln_xcalloc(n_nodes ? n_nodes : 1, sizeof(*info));
 
   if (inputs) load_inputs(L, inputs);
   if (params) load_params(L, params, weights);

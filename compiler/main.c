@@ -16,6 +16,7 @@
 #include "../backends/backend.h"
 #include "../runtime/kiln_runtime.h"
 #include "compare.h"
+#include "../ir/resource_limits.h"
 #include "autodiff/training.h"
 #include "frontend.h"
 #include "inspect.h"
@@ -41,7 +42,8 @@ static void usage(FILE *out) {
       "  kiln passes\n"
       "training: compile/build/inspect --train (the model's training section: the training step;\n"
       "          build links the trainer, docs/training.md); build/compile/inspect --weights\n"
-      "          FILE.safetensors take the params (e.g. a trained checkpoint) from FILE\n"
+      "          FILE.safetensors take the params (e.g. a trained checkpoint) from FILE;\n"
+      "          --distributed mpi (with --train): data-parallel over MPI, docs/distributed.md\n"
       "backends: compile/build --backend c|llvm (default c); --backend llvm takes -O0..-O3\n"
       "          (default -O3) and compile --emit llvm|obj (NAME.ll or NAME.o, + NAME.h);\n"
       "          run --jit compiles in memory with LLVM's JIT instead of interpreting\n"
@@ -50,6 +52,8 @@ static void usage(FILE *out) {
       "        --shape NAME=DxDx...  fix an ONNX input's shape (repeatable)\n"
       "        --disable-pass=PASS   turn an optimization pass off (repeatable)\n"
       "        -v                    per-pass timing\n"
+      "        --limits KEY=SIZE,...  resource limits: model-bytes, tensor-bytes, total-bytes,\n"
+      "                              nodes (also the KILN_LIMITS environment variable)\n"
       "exit status: 0 ok, 2 bad input, 1 internal error\n",
       out);
 }
@@ -68,6 +72,7 @@ typedef struct cli {
   int n_disabled;
   kiln_compare_options compare;  // kiln compare: --passes SET (repeatable), --format, --runs
   bool train;  // --train: the training step and trainer (docs/training.md)
+  const char *distributed;  // --distributed mpi: a data-parallel trainer (docs/distributed.md)
   struct train_build *tb;  // with --train: what compile_model learns about the training graph
 } cli;
 
@@ -184,6 +189,12 @@ static bool parse_args(int argc, char **argv, cli *c) {
       c->compare.format = v;
       continue;
     }
+    if (take_value(argc, argv, &i, "--limits", &v)) {  // ir/resource_limits.h
+      char err[256];
+      if (!v) return bad_flag("missing value for", a);
+      if (!kiln_limits_set(v, err, sizeof err)) return bad_flag(err, "in --limits");
+      continue;
+    }
     if (strcmp(a, "--embed-weights") == 0)
       c->embed = true;
     else if (strcmp(a, "--train") == 0)
@@ -220,6 +231,8 @@ static bool parse_args(int argc, char **argv, cli *c) {
       slot = &c->backend;
     else if (take_value(argc, argv, &i, "--emit", &v))
       slot = &c->emit;
+    else if (take_value(argc, argv, &i, "--distributed", &v))
+      slot = &c->distributed;
     if (slot) {
       if (!v) return bad_flag("missing value for", a);
       *slot = v;
@@ -244,7 +257,8 @@ static bool parse_args(int argc, char **argv, cli *c) {
 static void describe_training(train_build *tb, const kiln_graph *g) {
   const kiln_training *t = &tb->training;
   kiln_c_train *ti = &tb->info;
-  *ti = (kiln_c_train){.weight_input = -1, .logits_output = -1, .seed = t->seed};
+  *ti = (kiln_c_train){
+      .weight_input = -1, .logits_output = -1, .seed = t->seed, .augment = t->augment};
   ti->classification = t->loss.kind == KILN_LOSS_CROSS_ENTROPY;
   for (int i = 0; i < g->n_inputs; i++) {
     const char *name = g->tensors[g->inputs[i]].name;
@@ -271,6 +285,11 @@ static bool check_train_flags(const cli *a) {
                  strcmp(a->cmd, "inspect") == 0;
   if (a->train && !allowed) return bad_flag("--train applies to compile, build and inspect, not", a->cmd);
   if (a->train && use_llvm(a)) return bad_flag("--train needs the C backend, not", "--backend llvm");
+  if (a->distributed && strcmp(a->distributed, "mpi") != 0)
+    return bad_flag("--distributed expects mpi, got", a->distributed);
+  if (a->distributed && (!a->train || strcmp(a->cmd, "inspect") == 0))
+    return bad_flag("--distributed needs a training build (compile or build --train), not",
+                    a->cmd);
   if (a->train && a->load.weights_file)
     return bad_flag("--train starts from the model's weights; give a checkpoint to the trainer's",
                     "--weights or --resume");
@@ -285,6 +304,8 @@ static int compile_model(const cli *a, kiln_compilation *c) {
   load.training = a->tb ? &a->tb->training : NULL;
   kiln_graph *g = kiln_load_model_ex(a->model, &load, &d);
   if (!g) return KILN_EXIT_BAD_INPUT;
+  int n_model_outputs = g->n_outputs;
+  if (a->tb) a->tb->training.expose_grads = a->distributed != NULL;  // gradients as outputs
   if (a->tb && !kiln_build_training_graph(g, &a->tb->training, &d)) {
     kiln_graph_free(g);
     return KILN_EXIT_BAD_INPUT;
@@ -296,6 +317,11 @@ static int compile_model(const cli *a, kiln_compilation *c) {
   for (int i = 0; i < a->n_disabled; i++) c->disabled[c->n_disabled++] = a->disabled[i];
   if (!kiln_compile_pipeline(c, &d)) return d.errors ? KILN_EXIT_BAD_INPUT : KILN_EXIT_INTERNAL;
   if (a->tb) describe_training(a->tb, c->g);
+  if (a->tb && a->distributed) {  // outputs: the loss, the model's, then the gradients
+    a->tb->info.distributed = true;
+    a->tb->info.first_grad_output = 1 + n_model_outputs;
+    a->tb->info.n_grads = c->g->n_outputs - 1 - n_model_outputs;
+  }
   return KILN_EXIT_OK;
 }
 

@@ -16,6 +16,7 @@ void kiln_lprog_free(kiln_lprog *p) {
   for (int k = 0; k < p->n_kernels; k++) free(p->kernels[k].vars);
   free(p->kernels);
   free(p->bufs);
+  free(p->derived);
   kiln_pool_free(&p->pool);
   free(p);
 }
@@ -158,6 +159,21 @@ kiln_lexpr *lx_cast(kiln_lb *b, kiln_dtype t, kiln_lexpr *x) {
   return e;
 }
 
+kiln_lexpr *lx_local(kiln_lb *b, int array, kiln_lexpr *index) {
+  kiln_lexpr *e = new_expr(b, LE_LOCAL, b->k->vars[array].dtype);
+  e->var = array;
+  e->a = index;
+  return e;
+}
+
+kiln_lexpr *lx_muladd(kiln_lb *b, kiln_lexpr *x, kiln_lexpr *y, kiln_lexpr *z) {
+  kiln_lexpr *e = new_expr(b, LE_MULADD, z->dtype);
+  e->a = x;
+  e->b = y;
+  e->c = z;
+  return e;
+}
+
 static bool is_int_const(const kiln_lexpr *e, int64_t v) { return e->kind == LE_INT && e->i == v; }
 
 kiln_lexpr *lx_add(kiln_lb *b, kiln_lexpr *x, kiln_lexpr *y) {
@@ -191,7 +207,7 @@ int kiln_lb_var(kiln_lb *b, const char *name, kiln_dtype t) {
   const char *unique = name;
   for (int i = 1; has_var(k, unique); i++)
     unique = kiln_pool_printf(&b->prog->pool, "%s_%d", name, i);
-  kiln_lvar v = {kiln_pool_strdup(&b->prog->pool, unique), t};
+  kiln_lvar v = {kiln_pool_strdup(&b->prog->pool, unique), t, 0};
   KILN_VEC_PUSH(k->vars, k->n_vars, k->cap_vars, v);
   return k->n_vars - 1;
 }
@@ -219,6 +235,16 @@ kiln_lstmt *kiln_lb_end_for(kiln_lb *b) {
   return loop;
 }
 
+void kiln_lb_unroll(kiln_lb *b, int factor) {
+  for (int i = b->depth - 1; i >= 0; i--) {
+    if (b->stack[i]->kind != LS_FOR) continue;
+    b->stack[i]->flags |= KILN_LOOP_UNROLL;
+    b->stack[i]->unroll = factor;
+    return;
+  }
+  abort();  // no loop is open
+}
+
 int kiln_lb_decl(kiln_lb *b, const char *name, kiln_dtype t, kiln_lexpr *init) {
   kiln_lstmt *s = new_stmt(b->prog, LS_DECL);
   s->var = kiln_lb_var(b, name, t);
@@ -230,6 +256,22 @@ int kiln_lb_decl(kiln_lb *b, const char *name, kiln_dtype t, kiln_lexpr *init) {
 void kiln_lb_assign(kiln_lb *b, int var, kiln_lexpr *value) {
   kiln_lstmt *s = new_stmt(b->prog, LS_ASSIGN);
   s->var = var;
+  s->value = value;
+  push_stmt(b, s);
+}
+
+int kiln_lb_decl_array(kiln_lb *b, const char *name, kiln_dtype t, int64_t len) {
+  kiln_lstmt *s = new_stmt(b->prog, LS_DECL);
+  s->var = kiln_lb_var(b, name, t);
+  b->k->vars[s->var].len = len;
+  push_stmt(b, s);
+  return s->var;
+}
+
+void kiln_lb_store_local(kiln_lb *b, int array, kiln_lexpr *index, kiln_lexpr *value) {
+  kiln_lstmt *s = new_stmt(b->prog, LS_LSTORE);
+  s->var = array;
+  s->index = index;
   s->value = value;
   push_stmt(b, s);
 }

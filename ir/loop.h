@@ -39,6 +39,8 @@ typedef enum {
   LE_UNARY,   // FN(a)
   LE_SELECT,  // a ? b : c
   LE_CAST,    // (dtype)a
+  LE_LOCAL,   // var[a]: an element of a local array (var declared with kiln_lb_decl_array)
+  LE_MULADD,  // a * b + c on floats; the backend may round once (fma) or twice
 } kiln_lexpr_kind;
 
 // clang-format off
@@ -79,7 +81,7 @@ struct kiln_lexpr {
   int op;            // kiln_lbin / kiln_lunary
   int64_t i;         // INT value
   double f;          // FLOAT value
-  int var;           // VAR: index into the kernel's vars
+  int var;           // VAR, LOCAL: index into the kernel's vars
   int buf;           // LOAD: index into the program's bufs
   kiln_lexpr *a, *b, *c;
 };
@@ -92,6 +94,7 @@ typedef enum {
   LS_STORE,    // buf[index] = value
   LS_IF,       // if (cond) then_ else else_
   LS_COMMENT,  // text
+  LS_LSTORE,   // var[index] = value: an element of a local array
 } kiln_lstmt_kind;
 
 // Schedule annotations on a loop, set by passes.
@@ -115,7 +118,8 @@ struct kiln_lstmt {
   unsigned flags;
   int unroll;
   int reduce_var, reduce_op;  // KILN_LOOP_REDUCE: the accumulator (var index) and kiln_lbin
-  // DECL / ASSIGN use var + value; STORE uses buf + index + value
+  // DECL / ASSIGN use var + value (a DECL of a local array has no value: its elements start
+  // undefined); STORE uses buf + index + value; LSTORE var + index + value
   int buf;
   kiln_lexpr *index, *value;
   // IF
@@ -128,6 +132,7 @@ struct kiln_lstmt {
 typedef struct kiln_lvar {
   const char *name;
   kiln_dtype dtype;
+  int64_t len;  // 0: a scalar; > 0: a local array of len elements (register-blocked accumulators)
 } kiln_lvar;
 
 typedef struct kiln_lkernel {
@@ -162,6 +167,10 @@ typedef struct kiln_lprog {
   int n_kernels, cap_kernels;
   int64_t arena_bytes;
   int64_t weights_bytes;
+  // Weights lowering derived at compile time (pre-packed layouts), to be appended to the payload
+  // past weights_bytes by the lower pass (compiler/passes/lower.c); owned.
+  unsigned char *derived;
+  int64_t derived_bytes, derived_cap;
 } kiln_lprog;
 
 kiln_lprog *kiln_lprog_new(const char *name);
@@ -188,6 +197,8 @@ kiln_lexpr *lx_bin(kiln_lb *b, kiln_lbin op, kiln_lexpr *x, kiln_lexpr *y);
 kiln_lexpr *lx_unary(kiln_lb *b, kiln_lunary op, kiln_lexpr *x);
 kiln_lexpr *lx_select(kiln_lb *b, kiln_lexpr *cond, kiln_lexpr *x, kiln_lexpr *y);
 kiln_lexpr *lx_cast(kiln_lb *b, kiln_dtype t, kiln_lexpr *x);
+kiln_lexpr *lx_local(kiln_lb *b, int array, kiln_lexpr *index);  // array[index]
+kiln_lexpr *lx_muladd(kiln_lb *b, kiln_lexpr *x, kiln_lexpr *y, kiln_lexpr *z);  // x * y + z
 // Shorthands for index arithmetic; they fold constants (x*1, x+0, 2*3) as they build.
 kiln_lexpr *lx_add(kiln_lb *b, kiln_lexpr *x, kiln_lexpr *y);
 kiln_lexpr *lx_mul(kiln_lb *b, kiln_lexpr *x, kiln_lexpr *y);
@@ -198,8 +209,14 @@ int kiln_lb_var(kiln_lb *b, const char *name, kiln_dtype t);  // a new, uniquely
 int kiln_lb_for(kiln_lb *b, const char *name, kiln_lexpr *lo, kiln_lexpr *hi);
 int kiln_lb_for_n(kiln_lb *b, const char *name, int64_t n);  // 0..n
 kiln_lstmt *kiln_lb_end_for(kiln_lb *b);                     // returns the loop statement
+void kiln_lb_unroll(kiln_lb *b, int factor);  // marks the innermost open loop KILN_LOOP_UNROLL
 int kiln_lb_decl(kiln_lb *b, const char *name, kiln_dtype t, kiln_lexpr *init);
 void kiln_lb_assign(kiln_lb *b, int var, kiln_lexpr *value);
+// A local array of len elements of type t, for values a loop nest keeps in registers (a
+// register-blocked microkernel's accumulators): declare it inside the loop whose iterations use
+// it, index it with expressions that are constant once the small loops around are unrolled.
+int kiln_lb_decl_array(kiln_lb *b, const char *name, kiln_dtype t, int64_t len);
+void kiln_lb_store_local(kiln_lb *b, int array, kiln_lexpr *index, kiln_lexpr *value);
 void kiln_lb_store(kiln_lb *b, int buf, kiln_lexpr *index, kiln_lexpr *value);
 void kiln_lb_if(kiln_lb *b, kiln_lexpr *cond);
 void kiln_lb_else(kiln_lb *b);

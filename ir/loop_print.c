@@ -47,6 +47,20 @@ static void print_expr(const kiln_lprog *p, const kiln_lkernel *k, const kiln_le
       print_expr(p, k, e->a, out);
       fputc(')', out);
       break;
+    case LE_LOCAL:
+      fprintf(out, "%s[", k->vars[e->var].name);
+      print_expr(p, k, e->a, out);
+      fputc(']', out);
+      break;
+    case LE_MULADD:
+      fputs("muladd(", out);
+      print_expr(p, k, e->a, out);
+      fputs(", ", out);
+      print_expr(p, k, e->b, out);
+      fputs(", ", out);
+      print_expr(p, k, e->c, out);
+      fputc(')', out);
+      break;
   }
 }
 
@@ -82,6 +96,13 @@ static void print_stmt(const kiln_lprog *p, const kiln_lkernel *k, const kiln_ls
       fputs("}\n", out);
       break;
     case LS_DECL:
+      if (k->vars[s->var].len > 0) {  // a local array
+        indent(depth, out);
+        fprintf(out, "%s %s[%" PRId64 "]\n", kiln_dtype_name(k->vars[s->var].dtype),
+                k->vars[s->var].name, k->vars[s->var].len);
+        break;
+      }
+      // fall through
     case LS_ASSIGN:
       indent(depth, out);
       if (s->kind == LS_DECL) fprintf(out, "%s ", kiln_dtype_name(k->vars[s->var].dtype));
@@ -92,6 +113,14 @@ static void print_stmt(const kiln_lprog *p, const kiln_lkernel *k, const kiln_ls
     case LS_STORE:
       indent(depth, out);
       fprintf(out, "%s[", p->bufs[s->buf].name);
+      print_expr(p, k, s->index, out);
+      fputs("] = ", out);
+      print_expr(p, k, s->value, out);
+      fputc('\n', out);
+      break;
+    case LS_LSTORE:
+      indent(depth, out);
+      fprintf(out, "%s[", k->vars[s->var].name);
       print_expr(p, k, s->index, out);
       fputs("] = ", out);
       print_expr(p, k, s->value, out);

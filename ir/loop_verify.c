@@ -31,6 +31,21 @@ static bool fail(verify_ctx *v, const char *fmt, ...) {
 
 static bool is_index_type(kiln_dtype t) { return t == KILN_I64 || t == KILN_I32; }
 
+static bool check_expr(verify_ctx *v, const kiln_lexpr *e);
+
+// array[index]: a local array in scope, an integer index, in range when constant.
+static bool check_local(verify_ctx *v, int array, const kiln_lexpr *index) {
+  if (array < 0 || array >= v->k->n_vars) return fail(v, "unknown variable %d", array);
+  const kiln_lvar *a = &v->k->vars[array];
+  if (a->len <= 0) return fail(v, "%s is indexed but is not an array", a->name);
+  if (!v->in_scope[array]) return fail(v, "array %s used out of scope", a->name);
+  if (!check_expr(v, index)) return false;
+  if (!is_index_type(index->dtype)) return fail(v, "index into %s is not an integer", a->name);
+  if (index->kind == LE_INT && (index->i < 0 || index->i >= a->len))
+    return fail(v, "constant index %lld out of range for %s", (long long)index->i, a->name);
+  return true;
+}
+
 static bool check_expr(verify_ctx *v, const kiln_lexpr *e) {
   if (!e) return fail(v, "missing expression");
   switch (e->kind) {
@@ -40,6 +55,8 @@ static bool check_expr(verify_ctx *v, const kiln_lexpr *e) {
       if (e->var < 0 || e->var >= v->k->n_vars) return fail(v, "unknown variable %d", e->var);
       if (!v->in_scope[e->var])
         return fail(v, "variable %s used out of scope", v->k->vars[e->var].name);
+      if (v->k->vars[e->var].len > 0)
+        return fail(v, "array %s used as a scalar", v->k->vars[e->var].name);
       return true;
     case LE_LOAD:
       if (e->buf < 0 || e->buf >= v->p->n_bufs)
@@ -74,6 +91,13 @@ static bool check_expr(verify_ctx *v, const kiln_lexpr *e) {
       if (e->b->dtype != e->c->dtype) return fail(v, "select arms have different types");
       return true;
     case LE_CAST: return check_expr(v, e->a);
+    case LE_LOCAL: return check_local(v, e->var, e->a);
+    case LE_MULADD:
+      if (!check_expr(v, e->a) || !check_expr(v, e->b) || !check_expr(v, e->c)) return false;
+      if (!kiln_dtype_is_float(e->dtype) || e->a->dtype != e->dtype || e->b->dtype != e->dtype ||
+          e->c->dtype != e->dtype)
+        return fail(v, "muladd operands are not all %s floats", kiln_dtype_name(e->dtype));
+      return true;
   }
   return fail(v, "unknown expression kind %d", (int)e->kind);
 }
@@ -121,7 +145,14 @@ static bool check_stmt(verify_ctx *v, const kiln_lstmt *s) {
     case LS_BLOCK: return check_block(v, s);
     case LS_FOR: return check_for(v, s);
     case LS_DECL:
-      if (!check_var_index(v, s->var) || !check_expr(v, s->value)) return false;
+      if (!check_var_index(v, s->var)) return false;
+      if (v->k->vars[s->var].len > 0) {  // a local array: no initial value
+        if (s->value) return fail(v, "array %s declared with a value", v->k->vars[s->var].name);
+        if (v->in_scope[s->var]) return fail(v, "%s declared twice", v->k->vars[s->var].name);
+        v->in_scope[s->var] = true;
+        return true;
+      }
+      if (!check_expr(v, s->value)) return false;
       if (v->in_scope[s->var]) return fail(v, "%s declared twice", v->k->vars[s->var].name);
       if (s->value->dtype != v->k->vars[s->var].dtype)
         return fail(v, "%s initialized with a %s", v->k->vars[s->var].name,
@@ -132,6 +163,8 @@ static bool check_stmt(verify_ctx *v, const kiln_lstmt *s) {
       if (!check_var_index(v, s->var) || !check_expr(v, s->value)) return false;
       if (!v->in_scope[s->var]) return fail(v, "%s assigned out of scope", v->k->vars[s->var].name);
       if (v->loop_var[s->var]) return fail(v, "loop variable %s assigned", v->k->vars[s->var].name);
+      if (v->k->vars[s->var].len > 0)
+        return fail(v, "array %s assigned as a scalar", v->k->vars[s->var].name);
       if (s->value->dtype != v->k->vars[s->var].dtype)
         return fail(v, "%s assigned a %s", v->k->vars[s->var].name,
                     kiln_dtype_name(s->value->dtype));
@@ -154,6 +187,12 @@ static bool check_stmt(verify_ctx *v, const kiln_lstmt *s) {
       if (!check_expr(v, s->cond) || !check_block(v, s->then_)) return false;
       return !s->else_ || check_block(v, s->else_);
     case LS_COMMENT: return true;
+    case LS_LSTORE:
+      if (!check_local(v, s->var, s->index) || !check_expr(v, s->value)) return false;
+      if (s->value->dtype != v->k->vars[s->var].dtype)
+        return fail(v, "store of a %s into %s array %s", kiln_dtype_name(s->value->dtype),
+                    kiln_dtype_name(v->k->vars[s->var].dtype), v->k->vars[s->var].name);
+      return true;
   }
   return fail(v, "unknown statement kind %d", (int)s->kind);
 }

@@ -35,9 +35,10 @@ static bool write_parts(int fd, const kiln_rt_span *parts, int nparts) {
   return true;
 }
 
-// Fills the temporary file and closes fd; false (errno set) on any failure.
+// Fills the temporary file, flushes it to disk (so the rename never exposes a file whose data
+// a crash could lose) and closes fd; false (errno set) on any failure.
 static bool fill_and_close(int fd, const kiln_rt_span *parts, int nparts) {
-  bool ok = fchmod(fd, 0644) == 0 && write_parts(fd, parts, nparts);
+  bool ok = fchmod(fd, 0644) == 0 && write_parts(fd, parts, nparts) && fsync(fd) == 0;
   int saved = errno;
   if (close(fd) != 0 && ok) return false;
   errno = saved;

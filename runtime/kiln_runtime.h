@@ -166,6 +166,17 @@ typedef struct kiln_train_desc {
   int logits_output;              // output the loss reads, or -1
   int classification;             // cross_entropy: report accuracy
   uint64_t seed;                  // training.seed
+  // Data-parallel builds only (docs/distributed.md), else NULL and 0: model->run split in two.
+  // grads runs the forward pass, the loss and the backward pass, writing every trainable param's
+  // gradient to outputs [first_grad_output, first_grad_output + n_grads); apply then clips those
+  // gradients, updates the weights and advances the step counter. The context's arena must not
+  // be used in between.
+  int (*grads)(void *ctx, const void *const *inputs, void *const *outputs);
+  int (*apply)(void *ctx, const void *const *inputs, void *const *outputs);
+  int first_grad_output, n_grads;
+  // training.augment / training.normalize as a spec for runtime/augment.h ("hflip p=0.5; ..."),
+  // or NULL: applied to the samples by the trainer (docs/training.md).
+  const char *augment;
 } kiln_train_desc;
 
 // Writes every STATE tensor to a .safetensors file, atomically (temporary file + rename).

@@ -8,14 +8,19 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "augment.h"
+#include "curves.h"
 #include "kiln_rt_internal.h"
+#include "plot.h"
 #include "train_data.h"
+#include "train_mpi.h"
 
 enum { EXIT_OK = 0, EXIT_INTERNAL = 1, EXIT_BAD = 2, EXIT_INTERRUPTED = 130 };
 
@@ -103,13 +108,20 @@ typedef struct options {
   int64_t epochs, batch, max_steps;
   uint64_t seed;
   int threads;
+  // Fighting overfitting (docs/training.md, "Overfitting and underfitting")
+  const char *val;      // --val SRC
+  double val_fraction;  // --val-fraction F: held out of --train (0: none)
+  int64_t train_limit;  // --train-limit N: train on N samples only (0: all)
+  int64_t patience;     // --patience N: early stopping on the validation loss (0: off)
+  bool keep_best;       // --keep-best: also keep the best epoch's checkpoint
 } options;
 
 static void usage(const char *prog) {
   fprintf(stderr,
           "usage: %s --train SRC [--test SRC] [--epochs N] [--batch N] [--save CKPT.safetensors]\n"
           "          [--resume CKPT] [--weights FILE.safetensors] [--max-steps N] [--seed S]\n"
-          "          [--log FILE.csv] [--threads N]\n"
+          "          [--log FILE.csv] [--threads N] [--val SRC | --val-fraction F]\n"
+          "          [--train-limit N] [--patience N] [--keep-best]\n"
           "SRC: X.npy,Y.npy | IMAGES,LABELS (IDX, plain or .gz) | fashion-mnist:train|test |\n"
           "     mnist:train|test | FILE.csv (label in the last column)\n",
           prog);
@@ -128,11 +140,41 @@ static bool parse_int(const char *flag, const char *v, int64_t lo, int64_t *out)
   return true;
 }
 
+static bool parse_fraction(const char *flag, const char *v, double *out) {
+  char *end;
+  double x = v ? strtod(v, &end) : NAN;
+  if (!v || end == v || *end || !(x > 0 && x < 1)) {
+    fprintf(stderr, "kiln-train: %s expects a number in (0, 1), got %s\n", flag, v ? v : "nothing");
+    return false;
+  }
+  *out = x;
+  return true;
+}
+
+// The options of the validation family (--val-fraction, --train-limit, --patience, --keep-best);
+// *used: 0 (not one of them), 1 (a flag alone) or 2 (a flag and its value); false on a bad value.
+static bool parse_validation_option(const char *a, const char *v, options *o, int *used) {
+  *used = 2;
+  if (strcmp(a, "--val-fraction") == 0) return parse_fraction(a, v, &o->val_fraction);
+  if (strcmp(a, "--train-limit") == 0) return parse_int(a, v, 1, &o->train_limit);
+  if (strcmp(a, "--patience") == 0) return parse_int(a, v, 1, &o->patience);
+  *used = strcmp(a, "--keep-best") == 0 ? 1 : 0;
+  if (*used) o->keep_best = true;
+  return true;
+}
+
 static bool parse_options(int argc, char **argv, const kiln_train_desc *t, options *o) {
   *o = (options){.epochs = 1, .max_steps = -1, .seed = t->seed};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    int used;
+    if (!parse_validation_option(a, v, o, &used)) return false;
+    if (used) {
+      i += used - 1;
+      continue;
+    }
     const char **slot = strcmp(a, "--train") == 0     ? &o->train
+                        : strcmp(a, "--val") == 0     ? &o->val
                         : strcmp(a, "--test") == 0    ? &o->test
                         : strcmp(a, "--save") == 0    ? &o->save
                         : strcmp(a, "--resume") == 0  ? &o->resume
@@ -162,6 +204,16 @@ static bool parse_options(int argc, char **argv, const kiln_train_desc *t, optio
     i++;
   }
   if (!o->train) fprintf(stderr, "kiln-train: --train SRC is required\n");
+  if (o->val && o->val_fraction > 0)
+    return fprintf(stderr, "kiln-train: give --val or --val-fraction, not both\n"), false;
+  if ((o->patience || o->keep_best) && !o->val && !o->val_fraction)
+    return fprintf(stderr,
+                   "kiln-train: --patience and --keep-best watch the validation loss: give --val "
+                   "SRC or --val-fraction F\n"),
+           false;
+  if (o->keep_best && !o->save)
+    return fprintf(stderr, "kiln-train: --keep-best needs --save CKPT (the best goes beside it)\n"),
+           false;
   return o->train != NULL;
 }
 
@@ -176,7 +228,23 @@ typedef struct session {
   int64_t batch, x_numel, y_numel, classes;
   int64_t *step;  // the STATE step counter
   FILE *log;
+  // Data-parallel training (train_mpi.h; NULL: one process) and its global batch (--batch; one
+  // process: the compiled batch).
+  const kiln_train_comm *comm;
+  int64_t global_batch;
+  // Augmentation and normalization (augment.h; the model's training.augment): the spec, the
+  // samples' geometry, whether batches are augmented now (training, not evaluation), the seed
+  // keying the random stream, and scratch for one sample (2 x x_numel floats).
+  kiln_augment aug;
+  kiln_image_shape img;
+  bool augment_on;
+  uint64_t aug_seed;
+  float *scratch;
+  struct batch_worker *worker;  // prepares the next batch while the step runs (one process)
 } session;
+
+// Rank 0 (or the only process) restores, logs, prints and writes checkpoints.
+static bool leader(const session *s) { return !s->comm || s->comm->rank == 0; }
 
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig) {
@@ -202,6 +270,14 @@ static int64_t *find_step(const kiln_train_desc *t, void *ctx) {
     if (strcmp(t->states[i].name, "kiln.step") == 0 && t->states[i].dtype == KILN_RT_I64)
       return (int64_t *)(void *)((char *)t->state(ctx) + t->states[i].offset);
   return NULL;
+}
+
+// --seed drives dropout too: the training step reads its masks' seed from the STATE tensor
+// `kiln.seed` (models with training-mode Dropout; docs/training.md), set after any --resume.
+static void set_dropout_seed(const kiln_train_desc *t, void *ctx, uint64_t seed) {
+  for (int i = 0; i < t->n_state; i++)
+    if (strcmp(t->states[i].name, "kiln.seed") == 0 && t->states[i].dtype == KILN_RT_I64)
+      memcpy((char *)t->state(ctx) + t->states[i].offset, &seed, sizeof seed);
 }
 
 static int open_session(session *s, const kiln_train_desc *t, const char *argv0, const options *o) {
@@ -259,7 +335,10 @@ static int open_session(session *s, const kiln_train_desc *t, const char *argv0,
   return EXIT_OK;
 }
 
+static void free_batches(session *s);
+
 static void close_session(session *s) {
+  free_batches(s);
   if (s->ctx && s->m) s->m->release(s->ctx);
   for (int i = 0; s->m && s->in && i < s->m->n_inputs; i++) kiln_aligned_free(s->in[i]);
   for (int i = 0; s->m && s->out && i < s->m->n_outputs; i++) kiln_aligned_free(s->out[i]);
@@ -288,6 +367,22 @@ static bool check_data(const session *s, const kiln_dataset *d) {
             (long long)d->n, (long long)s->batch);
     return false;
   }
+  for (int64_t i = 0; i < d->n; i++) {
+    int64_t k = 0;
+    while (k < d->x_numel && isfinite(kiln_dataset_x(d, i, k))) k++;
+    if (k < d->x_numel) {
+      fprintf(stderr, "kiln-train: %s: sample %lld holds %g at element %lld\n", d->source,
+              (long long)i, kiln_dataset_x(d, i, k), (long long)k);
+      return false;
+    }
+    k = 0;
+    while (k < d->y_numel && isfinite(kiln_dataset_y(d, i, k))) k++;
+    if (k < d->y_numel) {
+      fprintf(stderr, "kiln-train: %s: the label of sample %lld holds %g at element %lld\n",
+              d->source, (long long)i, kiln_dataset_y(d, i, k), (long long)k);
+      return false;
+    }
+  }
   for (int64_t i = 0; s->t->classification && i < d->n; i++) {
     double l = kiln_dataset_y(d, i, 0);
     if (!(l >= 0 && l < (double)s->classes && l == floor(l))) {
@@ -301,17 +396,127 @@ static bool check_data(const session *s, const kiln_dataset *d) {
   return true;
 }
 
-// Copies samples idx[0..batch) into the input buffers (converting to the inputs' dtypes).
-static void fill_batch(session *s, const kiln_dataset *d, const int64_t *idx) {
-  const kiln_io_desc *xi = &s->m->inputs[s->data_input], *yi = &s->m->inputs[s->t->label_input];
-  for (int64_t b = 0; b < s->batch; b++) {
+// ---- Batches: augmentation, and a worker thread preparing the next batch during the step ----
+
+// One batch to prepare: samples idx[0..batch) of d into x and y, augmented (when `augment`)
+// from the random stream of (seed, step, sample index), then normalized. The result depends on
+// these fields only, whichever thread runs it and whenever.
+typedef struct batch_job {
+  const session *s;
+  const kiln_dataset *d;
+  const int64_t *idx;
+  int64_t step;
+  bool augment;
+  void *x, *y;     // the data and label input buffers to fill
+  float *scratch;  // 2 x x_numel floats
+} batch_job;
+
+// Sample i, augmented and normalized, converted to the input's dtype at x[b].
+static void prepare_sample(const batch_job *j, int64_t b) {
+  const session *s = j->s;
+  int dtype = s->m->inputs[s->data_input].dtype;
+  int64_t i = j->idx[b];
+  if (!kiln_augment_active(&s->aug)) {  // exactly the stored values
     for (int64_t k = 0; k < s->x_numel; k++)
-      kiln_element_set(s->in[s->data_input], xi->dtype, b * s->x_numel + k,
-                       kiln_dataset_x(d, idx[b], k));
-    for (int64_t k = 0; k < s->y_numel; k++)
-      kiln_element_set(s->in[s->t->label_input], yi->dtype, b * s->y_numel + k,
-                       kiln_dataset_y(d, idx[b], k));
+      kiln_element_set(j->x, dtype, b * s->x_numel + k, kiln_dataset_x(j->d, i, k));
+    return;
   }
+  float *img = j->scratch, *tmp = j->scratch + s->x_numel;  // img: (C, H, W)
+  for (int64_t k = 0; k < s->x_numel; k++) img[k] = (float)kiln_dataset_x(j->d, i, k);
+  if (j->augment) kiln_augment_sample(&s->aug, s->img, img, tmp, s->aug_seed, (uint64_t)j->step, (uint64_t)i);
+  kiln_normalize_sample(&s->aug, s->img, img);
+  for (int64_t k = 0; k < s->x_numel; k++) kiln_element_set(j->x, dtype, b * s->x_numel + k, img[k]);
+}
+
+static void prepare_batch(const batch_job *j) {
+  const session *s = j->s;
+  int ydtype = s->m->inputs[s->t->label_input].dtype;
+  for (int64_t b = 0; b < s->batch; b++) {
+    prepare_sample(j, b);
+    for (int64_t k = 0; k < s->y_numel; k++)
+      kiln_element_set(j->y, ydtype, b * s->y_numel + k, kiln_dataset_y(j->d, j->idx[b], k));
+  }
+}
+
+// Copies samples idx[0..batch) into the input buffers (converting to the inputs' dtypes),
+// augmented while training, keyed by the step about to run.
+static void fill_batch(session *s, const kiln_dataset *d, const int64_t *idx) {
+  batch_job j = {.s = s, .d = d, .idx = idx, .step = *s->step, .augment = s->augment_on,
+                 .x = s->in[s->data_input], .y = s->in[s->t->label_input], .scratch = s->scratch};
+  prepare_batch(&j);
+}
+
+typedef struct batch_worker {
+  pthread_t thread;
+  bool running, ready;  // a thread to join; job's buffers hold its batch
+  batch_job job;
+  void *x, *y;  // spare input buffers, swapped with the session's when taken
+  float *scratch;
+} batch_worker;
+
+static void *worker_main(void *job) {
+  prepare_batch(job);
+  return NULL;
+}
+
+static void worker_wait(batch_worker *w) {
+  if (w && w->running) pthread_join(w->thread, NULL);
+  if (w) w->running = false;
+}
+
+// Starts preparing the batch idx for `step` in the spare buffers (at once if no thread starts).
+static void worker_start(session *s, const kiln_dataset *d, const int64_t *idx, int64_t step) {
+  batch_worker *w = s->worker;
+  worker_wait(w);
+  w->job = (batch_job){.s = s, .d = d, .idx = idx, .step = step, .augment = s->augment_on,
+                       .x = w->x, .y = w->y, .scratch = w->scratch};
+  w->ready = true;
+  w->running = pthread_create(&w->thread, NULL, worker_main, &w->job) == 0;
+  if (!w->running) prepare_batch(&w->job);
+}
+
+// Puts batch idx for `step` into the session's input buffers: the worker's if it prepared
+// exactly that one (the buffers are swapped), else prepared now.
+static void take_batch(session *s, const kiln_dataset *d, const int64_t *idx, int64_t step) {
+  batch_worker *w = s->worker;
+  worker_wait(w);
+  if (w && w->ready && w->job.d == d && w->job.idx == idx && w->job.step == step &&
+      w->job.augment == s->augment_on) {
+    void *x = s->in[s->data_input], *y = s->in[s->t->label_input];
+    s->in[s->data_input] = w->x, s->in[s->t->label_input] = w->y;
+    w->x = x, w->y = y;
+  } else {
+    fill_batch(s, d, idx);
+  }
+  if (w) w->ready = false;
+}
+
+// Parses the model's augmentation spec, checks it against the samples, allocates the buffers.
+static int setup_batches(session *s, const options *o) {
+  char err[512];
+  const kiln_io_desc *xi = &s->m->inputs[s->data_input];
+  if (kiln_augment_parse(s->t->augment, &s->aug, err, sizeof err) != KILN_OK ||
+      kiln_augment_check(&s->aug, xi->rank - 1, xi->shape + 1, &s->img, err, sizeof err) != KILN_OK)
+    return fprintf(stderr, "kiln-train: training.augment: %s\n", err), EXIT_BAD;
+  s->aug_seed = o->seed;
+  s->scratch = malloc(sizeof(float) * 2 * (size_t)s->x_numel);
+  s->worker = calloc(1, sizeof(batch_worker));
+  if (!s->scratch || !s->worker) return EXIT_INTERNAL;
+  s->worker->scratch = malloc(sizeof(float) * 2 * (size_t)s->x_numel);
+  s->worker->x = alloc_io(xi);
+  s->worker->y = alloc_io(&s->m->inputs[s->t->label_input]);
+  return s->worker->scratch && s->worker->x && s->worker->y ? EXIT_OK : EXIT_INTERNAL;
+}
+
+static void free_batches(session *s) {
+  worker_wait(s->worker);
+  if (s->worker) {
+    kiln_aligned_free(s->worker->x);
+    kiln_aligned_free(s->worker->y);
+    free(s->worker->scratch);
+  }
+  free(s->worker);
+  free(s->scratch);
 }
 
 static double loss_of(const session *s) {
@@ -353,9 +558,21 @@ static int64_t argmax_row(const session *s, int64_t b) {
   return best;
 }
 
+// Rows of the batch just run whose argmax is their label (classifiers; 0 otherwise).
+static int64_t batch_correct(const session *s) {
+  const kiln_io_desc *yi = &s->m->inputs[s->t->label_input];
+  int64_t correct = 0;
+  for (int64_t b = 0; b < s->batch && s->classes > 0; b++)
+    correct += argmax_row(s, b) ==
+               (int64_t)kiln_element_get(s->in[s->t->label_input], yi->dtype, b * s->y_numel);
+  return correct;
+}
+
 // Forward pass and loss over all of d in batches; the last partial batch is padded with the
 // first samples, which count for neither the loss nor the accuracy.
 static bool evaluate(session *s, const kiln_dataset *d, eval_result *r) {
+  bool augmenting = s->augment_on;
+  s->augment_on = false;  // evaluation sees the samples as they are (normalized)
   int64_t *idx = malloc(sizeof(int64_t) * (size_t)s->batch), correct = 0, full = 0;
   double loss_sum = 0;
   bool ok = true;
@@ -375,6 +592,7 @@ static bool evaluate(session *s, const kiln_dataset *d, eval_result *r) {
   free(idx);
   r->loss = full ? loss_sum / (double)full : NAN;
   r->accuracy = s->classes > 0 ? (double)correct / (double)d->n : -1;
+  s->augment_on = augmenting;
   return ok;
 }
 
@@ -393,10 +611,65 @@ static void progress(int64_t epoch, int64_t epochs, int64_t pos, int64_t per_epo
 }
 
 static int save_checkpoint(session *s, const char *path) {
+  if (!leader(s)) return EXIT_OK;
   char err[512];
   int st = kiln_state_save(s->t, s->ctx, path, err, sizeof err);
   if (st != KILN_OK) fprintf(stderr, "kiln-train: cannot save the checkpoint: %s\n", err);
   return st == KILN_OK ? EXIT_OK : EXIT_BAD;
+}
+
+// ---- One step: this process alone, or data-parallel through s->comm (train_mpi.h) ----
+
+typedef struct batch_source {
+  session *s;
+  const kiln_dataset *d;
+} batch_source;
+
+static void fill_from(void *source, const int64_t *idx) {
+  batch_source *b = source;
+  fill_batch(b->s, b->d, idx);
+}
+
+// Trains on the global batch idx[0..global_batch); *loss is its mean loss. One process: the
+// worker prepares the batch `next` (NULL: none) while the step runs.
+static int train_step(session *s, const kiln_dataset *d, const int64_t *idx, const int64_t *next,
+                      double *loss) {
+  if (!s->comm) {
+    take_batch(s, d, idx, *s->step);
+    if (next) worker_start(s, d, next, *s->step + 1);
+    int st = s->m->run(s->ctx, (const void *const *)s->in, s->out);
+    *loss = loss_of(s);
+    return st;
+  }
+  batch_source source = {s, d};
+  kiln_train_batch b = {.t = s->t, .ctx = s->ctx, .in = s->in, .out = s->out,
+                        .micro = s->batch, .global = s->global_batch, .idx = idx,
+                        .step = *s->step, .fill = fill_from, .session = &source,
+                        .stop = interrupted != 0};
+  int st = s->comm->step(s->comm, &b);
+  *loss = b.loss;
+  if (b.stop) interrupted = 1;  // some rank was interrupted: all stop at this step
+  return st;
+}
+
+// The global batch: one process trains on the compiled batch; data-parallel ranks on --batch
+// samples (default: the compiled batch on each rank), a multiple of compiled batch x ranks.
+static int set_global_batch(session *s, int64_t requested) {
+  int64_t per_call = s->batch * (s->comm ? s->comm->size : 1);
+  s->global_batch = requested ? requested : per_call;
+  if (s->global_batch % per_call == 0) return EXIT_OK;
+  fprintf(stderr,
+          "kiln-train: --batch %lld: the global batch must be a multiple of %lld (the compiled "
+          "batch %lld x %d ranks)\n",
+          (long long)requested, (long long)per_call, (long long)s->batch, s->comm->size);
+  return EXIT_BAD;
+}
+
+// Every rank starts from rank 0's state (its restored checkpoint or weights).
+static int sync_state(session *s) {
+  if (!s->comm) return EXIT_OK;
+  int st = s->comm->broadcast(s->comm, s->t->state(s->ctx), s->m->weights_bytes);
+  return st == KILN_OK ? EXIT_OK : EXIT_INTERNAL;
 }
 
 // ---- The loop ----
@@ -408,23 +681,75 @@ typedef struct run_state {
   int64_t *perm;
   eval_result last;   // the last evaluation of the test set
   double train_loss;  // mean loss of the steps of the last epoch run (or since the start)
+  // Validation (--val, --val-fraction), early stopping and the curves of this run
+  const kiln_dataset *val;
+  eval_result val_last;
+  double train_accuracy;  // of the last epoch's batches (augmented, weights changing), or -1
+  kiln_early_stop es;
+  char *best_path;  // --keep-best: the best epoch's checkpoint
+  int n_hist;
+  double *hist;  // 4 x epochs: train loss, train accuracy, val loss, val accuracy
 } run_state;
+
+enum { STOPPED_EARLY = -3 };
+
+static double *history(const run_state *r, int curve) { return r->hist + curve * r->o->epochs; }
+
+static void record_epoch(run_state *r, int64_t epoch) {
+  if (epoch >= r->o->epochs) return;
+  double v[4] = {r->train_loss, r->train_accuracy, r->val_last.loss, r->val_last.accuracy};
+  for (int c = 0; c < 4; c++) history(r, c)[epoch] = v[c];
+  r->n_hist = (int)epoch + 1;
+}
+
+static void print_epoch(const session *s, const run_state *r, int64_t epoch, double t0) {
+  fprintf(stderr, "epoch %lld: train_loss=%.6f", (long long)epoch + 1, r->train_loss);
+  if (r->train_accuracy >= 0) fprintf(stderr, " train_accuracy=%.4f", r->train_accuracy);
+  if (r->val) fprintf(stderr, " val_loss=%.6f", r->val_last.loss);
+  if (r->val && r->val_last.accuracy >= 0)
+    fprintf(stderr, " val_accuracy=%.4f", r->val_last.accuracy);
+  if (r->test) fprintf(stderr, " test_loss=%.6f", r->last.loss);
+  if (r->test && r->last.accuracy >= 0) fprintf(stderr, " test_accuracy=%.4f", r->last.accuracy);
+  fprintf(stderr, " (%.1fs)\n", (kiln_now_ms() - t0) / 1000.0);
+  if (s->log)
+    fprintf(s->log, "%lld,%lld,,%.9g,%.6g,%.9g,%.6g,%.9g,%.6g\n", (long long)*s->step,
+            (long long)epoch + 1, r->last.loss, r->last.accuracy, r->train_loss,
+            r->train_accuracy, r->val_last.loss, r->val_last.accuracy);
+}
+
+// Early stopping and --keep-best after an epoch's validation: -1 to go on, STOPPED_EARLY, or an
+// exit code.
+static int watch_validation(session *s, run_state *r, int64_t epoch) {
+  if (!r->val || (!r->o->patience && !r->o->keep_best)) return -1;
+  kiln_es_decision d = kiln_early_stop_update(&r->es, epoch + 1, r->val_last.loss);
+  if (d == KILN_ES_IMPROVED && r->best_path && save_checkpoint(s, r->best_path) != EXIT_OK)
+    return EXIT_BAD;
+  if (d != KILN_ES_STOP) return -1;
+  if (leader(s))
+    fprintf(stderr,
+            "kiln-train: early stop after epoch %lld: val_loss has not improved for %lld epochs "
+            "(lowest %.6f at epoch %lld)\n",
+            (long long)epoch + 1, (long long)r->es.waited, r->es.best, (long long)r->es.best_epoch);
+  return STOPPED_EARLY;
+}
 
 // One epoch from position pos; returns an exit code, or -1 to go on.
 static int run_epoch(session *s, run_state *r, int64_t epoch) {
   const options *o = r->o;
-  bool tty = isatty(2);
+  bool tty = isatty(2) && leader(s);
   double t0 = kiln_now_ms(), loss_sum = 0;
   int64_t pos = *s->step % r->per_epoch, first = pos;
+  int64_t correct = 0, seen = 0;
   shuffle(r->perm, r->train->n, o->seed, epoch);
   for (; pos < r->per_epoch; pos++) {
     if (o->max_steps >= 0 && *s->step >= o->max_steps) return -2;
-    fill_batch(s, r->train, r->perm + pos * s->batch);
-    int st = s->m->run(s->ctx, (const void *const *)s->in, s->out);
+    double loss;
+    const int64_t *idx = r->perm + pos * s->global_batch;
+    int st = train_step(s, r->train, idx, pos + 1 < r->per_epoch ? idx + s->global_batch : NULL,
+                        &loss);
     if (st != KILN_OK)
       return fprintf(stderr, "\nkiln-train: the training step failed: %s\n", kiln_status_str(st)),
              EXIT_INTERNAL;
-    double loss = loss_of(s);
     if (!isfinite(loss)) {
       fprintf(stderr,
               "\nkiln-train: the loss became %g at step %lld (epoch %lld, batch %lld of %s); "
@@ -435,9 +760,10 @@ static int run_epoch(session *s, run_state *r, int64_t epoch) {
       return EXIT_BAD;
     }
     loss_sum += loss;
+    correct += batch_correct(s), seen += s->batch;
     r->train_loss = loss_sum / (double)(pos + 1 - first);
     if (s->log)
-      fprintf(s->log, "%lld,%lld,%.9g,,\n", (long long)*s->step, (long long)epoch + 1, loss);
+      fprintf(s->log, "%lld,%lld,%.9g,,,,,,\n", (long long)*s->step, (long long)epoch + 1, loss);
     double rate = (double)(pos + 1 - first) / ((kiln_now_ms() - t0) / 1000.0 + 1e-9);
     if (tty && (pos % 10 == 0 || pos + 1 == r->per_epoch))
       progress(epoch, o->epochs, pos + 1, r->per_epoch, loss, rate);
@@ -451,40 +777,96 @@ static int run_epoch(session *s, run_state *r, int64_t epoch) {
   if (tty) fputc('\n', stderr);
   int64_t n = r->per_epoch - first;
   r->train_loss = n ? loss_sum / (double)n : NAN;
-  fprintf(stderr, "epoch %lld: train_loss=%.6f", (long long)epoch + 1, r->train_loss);
-  if (r->test) {
-    if (!evaluate(s, r->test, &r->last)) return EXIT_INTERNAL;
-    fprintf(stderr, " test_loss=%.6f", r->last.loss);
-    if (r->last.accuracy >= 0) fprintf(stderr, " test_accuracy=%.4f", r->last.accuracy);
-  }
-  fprintf(stderr, " (%.1fs)\n", (kiln_now_ms() - t0) / 1000.0);
-  if (s->log)
-    fprintf(s->log, "%lld,%lld,,%.9g,%.6g\n", (long long)*s->step, (long long)epoch + 1,
-            r->last.loss, r->last.accuracy);
+  r->train_accuracy = s->classes > 0 && seen ? (double)correct / (double)seen : -1;
+  if (r->test && !evaluate(s, r->test, &r->last)) return EXIT_INTERNAL;
+  if (r->val && !evaluate(s, r->val, &r->val_last)) return EXIT_INTERNAL;
+  record_epoch(r, epoch);
+  if (leader(s)) print_epoch(s, r, epoch, t0);
   if (o->save && save_checkpoint(s, o->save) != EXIT_OK) return EXIT_BAD;
-  return -1;
+  return watch_validation(s, r, epoch);
 }
 
-static int train(session *s, const options *o, const kiln_dataset *tr, const kiln_dataset *te) {
+// ---- The end of the run: diagnosis and the plot of the curves ----
+
+// FILE.csv -> FILE.png (else FILE + ".png"); "x.safetensors" -> "x.best.safetensors".
+static char *beside(const char *path, const char *old_ext, const char *new_ext) {
+  size_t n = strlen(path), k = strlen(old_ext);
+  bool has = n >= k && strcmp(path + n - k, old_ext) == 0;
+  char *out = malloc(n + strlen(new_ext) + 1);
+  if (out) snprintf(out, n + strlen(new_ext) + 1, "%.*s%s", (int)(has ? n - k : n), path, new_ext);
+  return out;
+}
+
+static void plot_curves(const run_state *r, const char *path) {
+  const uint8_t train_rgb[3] = {31, 119, 180}, val_rgb[3] = {230, 110, 10};
+  kiln_curve loss[2] = {{"train", history(r, 0), r->n_hist, {0}}, {"val", history(r, 2), r->n_hist, {0}}};
+  kiln_curve acc[2] = {{"train", history(r, 1), r->n_hist, {0}}, {"val", history(r, 3), r->n_hist, {0}}};
+  for (int i = 0; i < 2; i++) {
+    memcpy(loss[i].rgb, i ? val_rgb : train_rgb, 3);
+    memcpy(acc[i].rgb, i ? val_rgb : train_rgb, 3);
+  }
+  kiln_panel panels[2] = {{"loss", loss, 2}, {"accuracy", acc, 2}};
+  char err[512];
+  int n_panels = history(r, 1)[0] >= 0 ? 2 : 1;
+  if (kiln_plot_png(path, panels, n_panels, 480 * n_panels, 360, err, sizeof err) != KILN_OK)
+    fprintf(stderr, "kiln-train: %s\n", err);
+  else
+    fprintf(stderr, "kiln-train: learning curves plotted in %s\n", path);
+}
+
+// With validation data: the verdict (curves.h) and, beside the --log, the plot.
+static void report_curves(const run_state *r) {
+  if (!r->val || r->n_hist == 0) return;
+  kiln_diagnosis d = kiln_diagnose(history(r, 0), history(r, 2), r->n_hist);
+  char why[768];
+  kiln_diagnosis_explain(&d, why, sizeof why);
+  fprintf(stderr, "diagnosis: %s: %s\n", kiln_fit_name(d.verdict), why);
+  if (r->best_path && r->es.best_epoch > 0)
+    fprintf(stderr, "kiln-train: the best checkpoint (epoch %lld, val_loss %.6f) is %s\n",
+            (long long)r->es.best_epoch, r->es.best, r->best_path);
+  char *png = r->o->log ? beside(r->o->log, ".csv", ".png") : NULL;
+  if (png) plot_curves(r, png);
+  free(png);
+}
+
+static int train(session *s, const options *o, const kiln_dataset *tr, const kiln_dataset *va,
+                 const kiln_dataset *te) {
   run_state r = {.o = o,
                  .train = tr,
                  .test = te,
-                 .per_epoch = tr->n / s->batch,
+                 .per_epoch = tr->n / s->global_batch,
                  .last = {NAN, -1},
-                 .train_loss = NAN};
+                 .train_loss = NAN,
+                 .val = va,
+                 .val_last = {NAN, -1},
+                 .train_accuracy = -1,
+                 .es = kiln_early_stop_init(o->patience)};
+  if (r.per_epoch == 0)
+    return fprintf(stderr, "kiln-train: %s: %lld samples, fewer than one global batch of %lld\n",
+                   tr->source, (long long)tr->n, (long long)s->global_batch),
+           EXIT_BAD;
   r.perm = malloc(sizeof(int64_t) * (size_t)tr->n);
+  r.hist = malloc(sizeof(double) * 4 * (size_t)o->epochs);
+  r.best_path = o->keep_best && leader(s) ? beside(o->save, ".safetensors", ".best.safetensors") : NULL;
+  if (!r.perm || !r.hist) return free(r.perm), free(r.hist), EXIT_INTERNAL;
   int rc = -1;
   bool evaluated = false;
   for (int64_t e = *s->step / r.per_epoch; e < o->epochs && rc == -1; e++) {
+    s->augment_on = true;
     rc = run_epoch(s, &r, e);
-    evaluated = rc == -1;
+    evaluated = rc == -1 || rc == STOPPED_EARLY;
   }
+  worker_wait(s->worker);
+  s->augment_on = false;
   free(r.perm);
+  if (rc < 0 && leader(s)) report_curves(&r);
+  free(r.hist), free(r.best_path);
   if (rc >= 0) return rc;
   if (!evaluated) {  // stopped by --max-steps (or nothing left to do): evaluate now
     if (te && !evaluate(s, te, &r.last)) return EXIT_INTERNAL;
     if (o->save && save_checkpoint(s, o->save) != EXIT_OK) return EXIT_BAD;
   }
+  if (!leader(s)) return EXIT_OK;
   // The last line: the test set's accuracy (classifiers) or loss; without a test set, the mean
   // training loss of the last epoch's steps.
   if (!te)
@@ -505,6 +887,38 @@ static int load_data(const char *src, const session *s, kiln_dataset *d) {
   return check_data(s, d) ? EXIT_OK : EXIT_BAD;
 }
 
+// The validation set (--val SRC, or --val-fraction F of --train held out by a permutation drawn
+// from the seed), then --train-limit N: the first N of the remaining training samples.
+static int split_data(const session *s, const options *o, kiln_dataset *tr, kiln_dataset *va) {
+  char err[768];
+  if (o->val && load_data(o->val, s, va) != EXIT_OK) return EXIT_BAD;
+  if (o->val_fraction > 0) {
+    kiln_dataset all = *tr;
+    if (kiln_dataset_split(&all, o->val_fraction, o->seed, tr, va, err, sizeof err) != KILN_OK) {
+      *tr = all;  // still owned by the caller
+      return fprintf(stderr, "kiln-train: --val-fraction: %s\n", err), EXIT_BAD;
+    }
+    kiln_dataset_free(&all);
+  }
+  if ((o->val || o->val_fraction > 0) && va->n < s->batch)
+    return fprintf(stderr, "kiln-train: %s: %lld samples, fewer than one batch of %lld\n",
+                   va->source, (long long)va->n, (long long)s->batch),
+           EXIT_BAD;
+  if (o->train_limit == 0 || o->train_limit >= tr->n) return EXIT_OK;
+  int64_t *idx = malloc(sizeof(int64_t) * (size_t)o->train_limit);
+  if (!idx) return EXIT_INTERNAL;
+  for (int64_t i = 0; i < o->train_limit; i++) idx[i] = i;
+  kiln_dataset sub;
+  char what[64];
+  snprintf(what, sizeof what, " (first %lld)", (long long)o->train_limit);
+  int st = kiln_dataset_subset(tr, idx, o->train_limit, what, &sub, err, sizeof err);
+  free(idx);
+  if (st != KILN_OK) return fprintf(stderr, "kiln-train: %s\n", err), EXIT_INTERNAL;
+  kiln_dataset_free(tr);
+  *tr = sub;
+  return EXIT_OK;
+}
+
 static int restore(session *s, const options *o) {
   char err[768];
   const char *path = o->resume ? o->resume : o->weights;
@@ -518,31 +932,47 @@ static int restore(session *s, const options *o) {
 }
 
 int kiln_train_main(const kiln_train_desc *t, int argc, char **argv) {
+  return kiln_train_main_comm(t, argc, argv, NULL);
+}
+
+int kiln_train_main_comm(const kiln_train_desc *t, int argc, char **argv,
+                         const kiln_train_comm *comm) {
   options o;
   if (!t || !t->model) return EXIT_INTERNAL;
   if (!parse_options(argc, argv, t, &o)) return usage(argv[0]), EXIT_BAD;
+  int64_t global_batch = o.batch;
+  if (comm) o.batch = 0;  // data-parallel: --batch is the global batch (set_global_batch)
   if (o.resume && o.weights)
     return fprintf(stderr, "kiln-train: give --resume or --weights\n"), EXIT_BAD;
   if (o.threads) kiln_set_threads(o.threads);
   session s;
-  kiln_dataset tr = {0}, te = {0};
+  kiln_dataset tr = {0}, te = {0}, va = {0};
   int rc = open_session(&s, t, argv[0], &o);
-  if (rc == EXIT_OK) rc = restore(&s, &o);
+  s.comm = comm;
+  if (rc == EXIT_OK) rc = set_global_batch(&s, global_batch);
+  if (rc == EXIT_OK && leader(&s)) rc = restore(&s, &o);
+  if (rc == EXIT_OK) set_dropout_seed(t, s.ctx, o.seed);
+  if (rc == EXIT_OK) rc = sync_state(&s);
   if (rc == EXIT_OK) rc = load_data(o.train, &s, &tr);
+  if (rc == EXIT_OK) rc = split_data(&s, &o, &tr, &va);
   if (rc == EXIT_OK && o.test) rc = load_data(o.test, &s, &te);
-  if (rc == EXIT_OK && o.log && !(s.log = fopen(o.log, o.resume ? "a" : "w"))) {
+  if (rc == EXIT_OK) rc = setup_batches(&s, &o);
+  if (rc == EXIT_OK && o.log && leader(&s) && !(s.log = fopen(o.log, o.resume ? "a" : "w"))) {
     fprintf(stderr, "kiln-train: %s: cannot open: %s\n", o.log, strerror(errno));
     rc = EXIT_BAD;
   }
   if (rc == EXIT_OK && s.log && !o.resume)
-    fprintf(s.log, "step,epoch,loss,eval_loss,eval_accuracy\n");
+    fprintf(s.log,
+            "step,epoch,loss,eval_loss,eval_accuracy,train_loss,train_accuracy,val_loss,"
+            "val_accuracy\n");
   if (rc == EXIT_OK) {
     struct sigaction sa = {.sa_handler = on_sigint};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
-    rc = train(&s, &o, &tr, o.test ? &te : NULL);
+    rc = train(&s, &o, &tr, o.val || o.val_fraction > 0 ? &va : NULL, o.test ? &te : NULL);
   }
   kiln_dataset_free(&tr);
+  kiln_dataset_free(&va);
   kiln_dataset_free(&te);
   close_session(&s);
   return rc;

@@ -3,6 +3,7 @@
 #include "train_data.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,4 +225,80 @@ double kiln_dataset_x(const kiln_dataset *d, int64_t i, int64_t k) {
 
 double kiln_dataset_y(const kiln_dataset *d, int64_t i, int64_t k) {
   return kiln_element_get(d->y.data, d->y.dtype, i * d->y_numel + k);
+}
+
+// ---- Subsets: the validation split and --train-limit ----
+
+static int copy_rows(const kiln_array *a, int64_t row_numel, const int64_t *idx, int64_t n,
+                     kiln_array *out) {
+  size_t row = (size_t)row_numel * kiln_rt_dtype_size(a->dtype);
+  *out = *a;
+  out->shape[0] = n;
+  out->nbytes = row * (size_t)n;
+  out->data = kiln_aligned_alloc(out->nbytes ? out->nbytes : 64);
+  if (!out->data) return KILN_ERR_NOMEM;
+  for (int64_t i = 0; i < n; i++)
+    memcpy((char *)out->data + row * (size_t)i, (const char *)a->data + row * (size_t)idx[i], row);
+  return KILN_OK;
+}
+
+int kiln_dataset_subset(const kiln_dataset *d, const int64_t *idx, int64_t n, const char *what,
+                        kiln_dataset *out, char *err, size_t errlen) {
+  memset(out, 0, sizeof(*out));
+  int st = copy_rows(&d->x, d->x_numel, idx, n, &out->x);
+  if (st == KILN_OK) st = copy_rows(&d->y, d->y_numel, idx, n, &out->y);
+  if (st != KILN_OK) {
+    kiln_rt_errf(err, errlen, "%s: out of memory", d->source);
+    kiln_dataset_free(out);
+    return st;
+  }
+  out->x_scale = d->x_scale;
+  out->n = n, out->x_numel = d->x_numel, out->y_numel = d->y_numel;
+  snprintf(out->source, sizeof out->source, "%.200s%s", d->source, what);
+  return KILN_OK;
+}
+
+static uint64_t split_rng(uint64_t *x) {
+  uint64_t z = (*x += UINT64_C(0x9e3779b97f4a7c15));
+  z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+  z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+  return z ^ (z >> 31);
+}
+
+int kiln_dataset_split(const kiln_dataset *d, double fraction, uint64_t seed, kiln_dataset *train,
+                       kiln_dataset *val, char *err, size_t errlen) {
+  int64_t n_val = (int64_t)llround(fraction * (double)d->n);
+  if (n_val < 1 || n_val >= d->n) {
+    kiln_rt_errf(err, errlen,
+                 "%s: a validation fraction of %g of %lld samples leaves %lld for validation and "
+                 "%lld for training",
+                 d->source, fraction, (long long)d->n, (long long)n_val, (long long)(d->n - n_val));
+    return KILN_ERR_ARG;
+  }
+  int64_t *perm = malloc(sizeof(int64_t) * (size_t)d->n),
+          *idx = malloc(sizeof(int64_t) * (size_t)d->n);
+  unsigned char *held = calloc((size_t)d->n, 1);
+  if (!perm || !idx || !held) {
+    free(perm), free(idx), free(held);
+    return KILN_ERR_NOMEM;
+  }
+  // A Fisher-Yates permutation drawn from its own stream of seed; its first n_val are held out.
+  uint64_t state = seed ^ UINT64_C(0x5a17a11d5eed0001);
+  for (int64_t i = 0; i < d->n; i++) perm[i] = i;
+  for (int64_t i = d->n - 1; i > 0; i--) {
+    int64_t j = (int64_t)(split_rng(&state) % (uint64_t)(i + 1)), t = perm[i];
+    perm[i] = perm[j], perm[j] = t;
+  }
+  for (int64_t i = 0; i < n_val; i++) held[perm[i]] = 1;
+  int64_t nv = 0, nt = 0;
+  for (int64_t i = 0; i < d->n; i++)  // validation rows first, then training rows, in d's order
+    if (held[i]) idx[nv++] = i;
+  for (int64_t i = 0; i < d->n; i++)
+    if (!held[i]) idx[nv + nt++] = i;
+  int st = kiln_dataset_subset(d, idx, nv, " (validation split)", val, err, errlen);
+  if (st == KILN_OK)
+    st = kiln_dataset_subset(d, idx + nv, nt, " (training split)", train, err, errlen);
+  if (st != KILN_OK) kiln_dataset_free(val);
+  free(perm), free(idx), free(held);
+  return st;
 }

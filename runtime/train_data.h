@@ -23,6 +23,14 @@ typedef struct kiln_dataset {
 // line of non-numbers is skipped). Returns KILN_OK or an error written to err.
 int kiln_dataset_load(const char *src, kiln_dataset *out, char *err, size_t errlen);
 void kiln_dataset_free(kiln_dataset *d);
+// out = the samples idx[0..n) of d, copied (same dtypes and scale); `what` is appended to the
+// source's name for messages ("fashion-mnist:train (validation split)").
+int kiln_dataset_subset(const kiln_dataset *d, const int64_t *idx, int64_t n, const char *what,
+                        kiln_dataset *out, char *err, size_t errlen);
+// Holds round(fraction * n) samples out of d, chosen by a permutation drawn from seed: they go
+// to val, the others to train, both in d's order. Needs at least one sample on each side.
+int kiln_dataset_split(const kiln_dataset *d, double fraction, uint64_t seed, kiln_dataset *train,
+                       kiln_dataset *val, char *err, size_t errlen);
 // Sample i's element k (scaled) / label i's element k, as double.
 double kiln_dataset_x(const kiln_dataset *d, int64_t i, int64_t k);
 double kiln_dataset_y(const kiln_dataset *d, int64_t i, int64_t k);

@@ -40,6 +40,43 @@ static void *read_file(const char *path, size_t *size) {
   return data;
 }
 
+static int expect_status(int got, int want, const char *what) {
+  if (got == want) return 0;
+  fprintf(stderr, "%s: expected %s, got %s\n", what, kiln_status_str(want), kiln_status_str(got));
+  return 1;
+}
+
+// The generated API's argument checks: every bad call returns an error code, never crashes.
+static int bad_arguments(unsigned char *blob, size_t blob_bytes, void *arena, const float *x,
+                         float *logits) {
+  lenet5_ctx ctx;
+  int failures = 0;
+  failures += expect_status(lenet5_init_blob(&ctx, blob, blob_bytes, arena, 16), KILN_ERR_ARG,
+                            "init_blob with a too-small arena");
+  failures += expect_status(lenet5_init_blob(&ctx, blob, blob_bytes - 1, arena, lenet5_ARENA_BYTES),
+                            KILN_ERR_FORMAT, "init_blob with a truncated blob");
+  blob[blob_bytes / 2] ^= 0x40;  // one flipped bit in the payload: the checksum must catch it
+  failures += expect_status(lenet5_init_blob(&ctx, blob, blob_bytes, arena, lenet5_ARENA_BYTES),
+                            KILN_ERR_FORMAT, "init_blob with a corrupted payload");
+  blob[blob_bytes / 2] ^= 0x40;
+  blob[16] ^= 1;  // the header's checksum (bytes 16..23): a blob made for another model
+  failures += expect_status(lenet5_init_blob(&ctx, blob, blob_bytes, arena, lenet5_ARENA_BYTES),
+                            KILN_ERR_WEIGHTS, "init_blob with another model's blob");
+  blob[16] ^= 1;
+  failures += expect_status(lenet5_init_blob(&ctx, NULL, blob_bytes, arena, lenet5_ARENA_BYTES),
+                            KILN_ERR_ARG, "init_blob with a NULL blob");
+  failures += expect_status(lenet5_init_file(&ctx, "/nonexistent/lenet5.weights"), KILN_ERR_IO,
+                            "init_file with a missing file");
+  failures += expect_status(lenet5_run(NULL, x, logits), KILN_ERR_ARG, "run with a NULL context");
+  failures += expect_status(lenet5_init_blob(&ctx, blob, blob_bytes, arena, lenet5_ARENA_BYTES),
+                            KILN_OK, "init_blob after the bad calls");
+  failures += expect_status(lenet5_run(&ctx, NULL, logits), KILN_ERR_ARG, "run with a NULL input");
+  failures += expect_status(lenet5_run_arena(&ctx, NULL, x, logits), KILN_ERR_ARG,
+                            "run_arena with a NULL arena");
+  lenet5_release(&ctx);
+  return failures;
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) return fprintf(stderr, "usage: %s lenet5.weights\n", argv[0]), 2;
   char err[512];
@@ -73,9 +110,8 @@ int main(int argc, char **argv) {
     rc = lenet5_run_arena(&ctx, second_arena, xs + i * 28 * 28, logits);
     failures += rc ? 1 : check(logits, ys + i * 10, 10, "init_blob + run_arena");
   }
-  // A too-small arena is refused.
-  failures += lenet5_init_blob(&ctx, blob, blob_bytes, arena, 16) == KILN_ERR_ARG ? 0 : 1;
   lenet5_release(&ctx);
+  failures += bad_arguments(blob, blob_bytes, arena, xs, logits);
   kiln_aligned_free(second_arena);
   kiln_aligned_free(arena);
   kiln_aligned_free(blob);

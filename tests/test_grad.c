@@ -142,9 +142,9 @@ static void close_case(harness *h) {
   free(h->dir);
 }
 
-// A trainable param (STATE, not the step counter).
+// A trainable param (a STATE weight: not the step counter, the dropout seed or running stats).
 static bool is_param(const kiln_graph *g, int t) {
-  return g->tensors[t].kind == KILN_TENSOR_STATE && strcmp(g->tensors[t].name, KILN_STEP_TENSOR);
+  return g->tensors[t].kind == KILN_TENSOR_STATE && g->tensors[t].role == KILN_ROLE_WEIGHT;
 }
 
 // The analytic gradient of every element of trainable param p: w - w' after one SGD step, lr 1.
@@ -690,5 +690,315 @@ Test(grad, layer_norm_two_axes_scale_only) {
                  .nodes = NODE("LayerNormalization", "[\"x\", \"s\"]", "o", "\"axis\": 1") "," NODE(
                      "Mul", "[\"o\", \"q\"]", "y", ""),
                  .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+// ---- ConvTranspose, Gather on every axis ----
+
+Test(grad, conv_transpose_groups_strides_pads_dilations) {
+  grad_case c = {.params = PARAM("x", "[2, 4, 3, 4]", "70") "," PARAM(
+                     "w", "[4, 3, 3, 2]", "71") "," PARAM("b", "[6]", "72"),
+                 .nodes = NODE("ConvTranspose", "[\"x\", \"w\", \"b\"]", "y",
+                               "\"group\": 2, \"strides\": [2, 3], \"pads\": [1, 0, 0, 1], "
+                               "\"dilations\": [1, 2], \"output_padding\": [1, 0]"),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, conv_transpose_output_shape_same_upper) {
+  grad_case c = {.params = PARAM("x", "[1, 2, 3, 3]", "73") "," PARAM("w", "[2, 3, 3, 3]", "74"),
+                 .nodes = NODE("ConvTranspose", "[\"x\", \"w\"]", "y",
+                               "\"strides\": [2, 2], \"auto_pad\": \"SAME_UPPER\""),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, gather_axis1_repeated_negative_indices) {
+  check_times_weight("[2, 4, 3]", NODE("Gather", "[\"p\", \"ix\"]", "o", "\"axis\": 1"),
+                     "[2, 2, 3, 3]", "," INTS("ix", "[2, 3]", "[3, -1, 0, 1, 1, 1]"));
+}
+
+Test(grad, gather_last_axis_scalar_index) {
+  check_times_weight("[2, 3, 4]", NODE("Gather", "[\"p\", \"ix\"]", "o", "\"axis\": -1"), "[2, 3]",
+                     "," INTS("ix", "[]", "[2]"));
+}
+
+Test(grad, gather_runtime_indices_embedding) {
+  // Indices are a model input (an embedding lookup): random rows in [0, 3) of a (5, 3) table.
+  grad_case c = {.inputs = "{\"name\": \"ix\", \"dtype\": \"i64\", \"shape\": [6]}",
+                 .params = PARAM("p", "[5, 3]", "75"),
+                 .nodes = NODE("Gather", "[\"p\", \"ix\"]", "y", ""),
+                 .output = "y",
+                 .batch = 6};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+// ---- BatchNormalization in training mode ----
+
+#define BUFFER(name, shape, lo, hi)                                                          \
+  "{\"name\": \"" name "\", \"dtype\": \"f64\", \"shape\": " shape                           \
+  ", \"role\": \"buffer\", \"init\": {\"kind\": \"uniform\", \"low\": " lo ", \"high\": " hi \
+  ", \"seed\": 9}}"
+
+static const char *const bn_params =
+    PARAM("x", "[4, 3, 2, 3]", "80") "," PARAM("s", "[3]", "81") "," PARAM(
+        "b", "[3]", "82") "," BUFFER("rm", "[3]", "-1", "1") "," BUFFER("rv", "[3]", "0.5",
+                                                                        "2") "," PARAM("q",
+                                                                                       "[4, 3, 2, "
+                                                                                       "3]",
+                                                                                       "83");
+
+Test(grad, batchnorm_training_through_batch_statistics) {
+  // x is a param too: its gradient goes through the batch mean and variance.
+  grad_case c = {
+      .params = bn_params,
+      .nodes =
+          NODE("BatchNormalization", "[\"x\", \"s\", \"b\", \"rm\", \"rv\"]", "o",
+               "\"epsilon\": 0.01, \"momentum\": 0.8") "," NODE("Mul", "[\"o\", \"q\"]", "y", ""),
+      .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, batchnorm_training_updates_running_stats) {
+  // One step: rm' = 0.8 rm + 0.2 mean_b, rv' = 0.8 rv + 0.2 var_b * n / (n - 1) per channel.
+  grad_case c = {
+      .params = bn_params,
+      .nodes =
+          NODE("BatchNormalization", "[\"x\", \"s\", \"b\", \"rm\", \"rv\"]", "o",
+               "\"epsilon\": 0.01, \"momentum\": 0.8") "," NODE("Mul", "[\"o\", \"q\"]", "y", ""),
+      .output = "y"};
+  harness h;
+  open_case(&h, &c);
+  int x = kiln_graph_find_tensor(h.g, "x"), rm = kiln_graph_find_tensor(h.g, "rm");
+  int rv = kiln_graph_find_tensor(h.g, "rv");
+  cr_assert(
+      h.g->tensors[rm].kind == KILN_TENSOR_STATE && h.g->tensors[rv].kind == KILN_TENSOR_STATE,
+      "running stats must be STATE in a training graph");
+  step_loss(&h, -1, 0, 0);
+  for (int ch = 0; ch < 3; ch++) {
+    double sum = 0, sq = 0, n = 24;
+    for (int i = 0; i < 4; i++)
+      for (int k = 0; k < 6; k++)
+        sum += kiln_element_get(h.snapshot[x], KILN_F64, (i * 3 + ch) * 6 + k);
+    double mean = sum / n;
+    for (int i = 0; i < 4; i++)
+      for (int k = 0; k < 6; k++) {
+        double v = kiln_element_get(h.snapshot[x], KILN_F64, (i * 3 + ch) * 6 + k) - mean;
+        sq += v * v;
+      }
+    double want_m = 0.8 * kiln_element_get(h.snapshot[rm], KILN_F64, ch) + 0.2 * mean;
+    double want_v = 0.8 * kiln_element_get(h.snapshot[rv], KILN_F64, ch) + 0.2 * sq / (n - 1);
+    cr_expect(fabs(kiln_tensor_get(&h.g->tensors[rm], ch) - want_m) < 1e-12, "running mean[%d]",
+              ch);
+    cr_expect(fabs(kiln_tensor_get(&h.g->tensors[rv], ch) - want_v) < 1e-12, "running var[%d]", ch);
+  }
+  close_case(&h);
+}
+
+// ---- Dropout in training mode ----
+
+// y = dropout(p) with p (n) all ones, so y is the scaled mask; training.seed `seed`.
+static void open_dropout(harness *h, int64_t n, const char *seed) {
+  static char params[512], extra[64];
+  snprintf(params, sizeof params,
+           "{\"name\": \"p\", \"dtype\": \"f64\", \"shape\": [%lld], \"init\": {\"kind\": "
+           "\"constant\", \"value\": 1}}, " INTS("r0", "[1]", "[0]") ", {\"name\": \"r\", "
+           "\"dtype\": \"f64\", \"shape\": [1], \"role\": \"constant\", \"init\": {\"kind\": "
+           "\"values\", \"values\": [0.3]}}",
+           (long long)n);
+  snprintf(extra, sizeof extra, ", \"seed\": %s", seed);
+  grad_case c = {.params = params,
+                 .nodes = NODE("Dropout", "[\"p\", \"r\"]", "y", ""),
+                 .output = "y",
+                 .extra = extra};
+  open_case(h, &c);
+}
+
+// The output y of one run from the current state (no restore): the mask * 1 / (1 - 0.3).
+static double *run_mask(harness *h, int64_t n) {
+  kiln_diag d;
+  kiln_diag_init(&d, "dropout");
+  cr_assert(kiln_interp_run(h->g, h->in, h->out, &d));
+  double *m = calloc((size_t)n, sizeof(double));
+  for (int64_t i = 0; i < n; i++) m[i] = kiln_element_get(h->out[1].data, h->out[1].dtype, i);
+  for (int i = 0; i < h->g->n_outputs; i++) kiln_array_free(&h->out[i]);
+  return m;
+}
+
+Test(grad, dropout_masks_seeded_reproducible_per_step) {
+  enum { N = 4000 };
+  harness h, other;
+  open_dropout(&h, N, "7");
+  open_dropout(&other, N, "8");
+  restore(&h);
+  double *a = run_mask(&h, N), *b = run_mask(&h, N);  // steps 0 and 1
+  restore(&h);
+  double *a2 = run_mask(&h, N);  // step 0 again
+  restore(&other);
+  double *o = run_mask(&other, N);
+  int same_seed_same = 0, next_step_same = 0, other_seed_same = 0, kept = 0;
+  for (int i = 0; i < N; i++) {
+    cr_assert(a[i] == 0 || a[i] == 1 / (1 - 0.3), "mask value %g", a[i]);
+    same_seed_same += memcmp(&a[i], &a2[i], sizeof(double)) == 0;
+    next_step_same += a[i] == b[i];
+    other_seed_same += a[i] == o[i];
+    kept += a[i] != 0;
+  }
+  cr_expect_eq(same_seed_same, N, "same seed and step: the masks must be bit-identical");
+  // Independent masks with keep probability 0.7 agree on 0.7^2 + 0.3^2 = 58% of the elements.
+  cr_expect(next_step_same < N * 0.65, "the next step's mask agrees on %d of %d", next_step_same,
+            N);
+  cr_expect(other_seed_same < N * 0.65, "another seed's mask agrees on %d of %d", other_seed_same,
+            N);
+  // Kept fraction 0.7 +- 4 standard deviations (sqrt(0.21 / N) = 0.0072).
+  cr_expect(fabs(kept / (double)N - 0.7) < 0.03, "kept fraction %g", kept / (double)N);
+  free(a), free(b), free(a2), free(o);
+  close_case(&h);
+  close_case(&other);
+}
+
+Test(grad, dropout_gradient_is_mask_times_dy) {
+  // L = sum (x * m - t)^2: dL/dx = 2 (y - t) * m with the same mask m as the forward pass.
+  grad_case c = {.params = PARAM("x", "[50]", "84") ", {\"name\": \"r\", \"dtype\": \"f64\", "
+                                                  "\"shape\": [1], \"role\": \"constant\", "
+                                                  "\"init\": {\"kind\": \"values\", \"values\": "
+                                                  "[0.4]}}",
+                 .nodes = NODE("Dropout", "[\"x\", \"r\"]", "y", ""),
+                 .output = "y",
+                 .extra = ", \"seed\": 3"};
+  harness h;
+  open_case(&h, &c);
+  int x = kiln_graph_find_tensor(h.g, "x");
+  restore(&h);
+  kiln_diag d;
+  kiln_diag_init(&d, "dropout");
+  cr_assert(kiln_interp_run(h.g, h.in, h.out, &d));
+  double ys[50];
+  for (int64_t i = 0; i < 50; i++) ys[i] = kiln_element_get(h.out[1].data, h.out[1].dtype, i);
+  for (int i = 0; i < h.g->n_outputs; i++) kiln_array_free(&h.out[i]);
+  double *g = analytic(&h, x);  // the same step again from the snapshot
+  int dropped = 0;
+  for (int64_t i = 0; i < 50; i++) {
+    double xi = kiln_element_get(h.snapshot[x], KILN_F64, i), y = ys[i];
+    double m = y / xi, t = kiln_element_get(h.in[0].data, h.in[0].dtype, i);
+    double want = 2 * (y - t) * (y == 0 ? 0 : 1 / (1 - 0.4));
+    dropped += y == 0;
+    cr_expect(fabs(g[i] - want) <= 1e-15 * fabs(want),
+              "x[%lld]: gradient %.17g, expected %.17g "
+              "(mask %g)",
+              (long long)i, g[i], want, m);
+  }
+  cr_expect(dropped > 5 && dropped < 45, "%d of 50 dropped", dropped);
+  free(g);
+  close_case(&h);
+}
+
+Test(grad, dropout_training_finite_differences) {
+  // The mask is fixed by (seed, step), so L is a smooth function of the params at one step.
+  grad_case c = {.params = PARAM("w", "[4, 5]", "85") "," PARAM("v", "[5, 3]", "86") ", "
+                     "{\"name\": \"r\", \"dtype\": \"f64\", \"shape\": [1], \"role\": "
+                     "\"constant\", \"init\": {\"kind\": \"values\", \"values\": [0.5]}}",
+                 .nodes = NODE("Tanh", "[\"w\"]", "a", "") "," NODE(
+                     "Dropout", "[\"a\", \"r\"]", "m", "") "," NODE("MatMul", "[\"m\", \"v\"]",
+                                                                     "y", ""),
+                 .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+// ---- Recurrent ops through time ----
+
+#define RNN_NODE(op, attrs, outs)                                                  \
+  "{\"op\": \"" op                                                                 \
+  "\", \"inputs\": [\"X\", \"W\", \"R\", \"B\", \"\", \"h0\"], \"outputs\": " outs \
+  ", \"attrs\": {" attrs "}}"
+
+Test(grad, lstm_bptt_all_inputs) {
+  // T 3, batch 2, input 4, hidden 3; peepholes; loss on Y and on Y_h + Y_c.
+  grad_case c = {
+      .params = PARAM("X", "[3, 2, 4]", "90") "," PARAM("W", "[1, 12, 4]", "91") "," PARAM(
+          "R", "[1, 12, 3]",
+          "92") "," PARAM("B", "[1, 24]",
+                          "93") "," PARAM("h0", "[1, 2, 3]",
+                                          "94") "," PARAM("c0", "[1, 2, 3]",
+                                                          "95") "," PARAM("P", "[1, 9]", "96"),
+      .nodes =
+          "{\"op\": \"LSTM\", \"inputs\": [\"X\", \"W\", \"R\", \"B\", \"\", \"h0\", \"c0\", "
+          "\"P\"], \"outputs\": [\"Y\", \"Yh\", \"Yc\"], \"attrs\": {\"hidden_size\": 3}}," NODE(
+              "Add", "[\"Yh\", \"Yc\"]", "s", "") "," NODE("Mul", "[\"Y\", \"s\"]", "y", ""),
+      .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, gru_bidirectional_linear_before_reset) {
+  grad_case c = {
+      .params = PARAM("X", "[3, 2, 4]", "97") "," PARAM("W", "[2, 9, 4]", "98") "," PARAM(
+          "R", "[2, 9, 3]", "99") "," PARAM("B", "[2, 18]", "100") "," PARAM("h0", "[2, 2, 3]",
+                                                                             "101"),
+      .nodes = RNN_NODE("GRU",
+                        "\"hidden_size\": 3, \"direction\": \"bidirectional\", "
+                        "\"linear_before_reset\": 1",
+                        "[\"y\"]"),
+      .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, gru_reverse_reset_before_linear) {
+  grad_case c = {
+      .params = PARAM("X", "[4, 2, 3]", "102") "," PARAM("W", "[1, 6, 3]", "103") "," PARAM(
+          "R", "[1, 6, 2]", "104") "," PARAM("B", "[1, 12]", "105") "," PARAM("h0", "[1, 2, 2]",
+                                                                              "106"),
+      .nodes = RNN_NODE("GRU", "\"hidden_size\": 2, \"direction\": \"reverse\"", "[\"Y\", \"y\"]"),
+      .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+Test(grad, rnn_clip_and_activation) {
+  grad_case c = {
+      .params = PARAM("X", "[3, 2, 4]", "107") "," PARAM("W", "[1, 3, 4]", "108") "," PARAM(
+          "R", "[1, 3, 3]", "109") "," PARAM("B", "[1, 6]", "110") "," PARAM("h0", "[1, 2, 3]",
+                                                                             "111"),
+      .nodes = RNN_NODE("RNN",
+                        "\"hidden_size\": 3, \"clip\": 1.5, \"activations\": "
+                        "\"Sigmoid\"",
+                        "[\"y\"]"),
+      .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+// ---- Attention ----
+
+Test(grad, attention_block_end_to_end) {
+  // x (2, 4, 8): Q, K, V projections, 2 heads of 4, scores / sqrt(4) + an additive causal mask,
+  // softmax, the weighted values, heads merged, the output projection, residual, LayerNorm.
+  grad_case c = {
+      .params = PARAM("x", "[2, 4, 8]", "120") "," PARAM("wq", "[8, 8]", "121") "," PARAM(
+          "wk", "[8, 8]", "122") "," PARAM("wv", "[8, 8]", "123") "," PARAM(
+          "wo", "[8, 8]", "124") "," PARAM("g", "[8]", "125") "," PARAM("be", "[8]", "126") ","
+          INTS("hs", "[4]", "[2, 4, 2, 4]") "," INTS("ms", "[3]", "[2, 4, 8]") ", "
+          "{\"name\": \"scale\", \"dtype\": \"f64\", \"shape\": [1], \"role\": \"constant\", "
+          "\"init\": {\"kind\": \"values\", \"values\": [0.5]}}, "
+          "{\"name\": \"mask\", \"dtype\": \"f64\", \"shape\": [4, 4], \"role\": \"constant\", "
+          "\"init\": {\"kind\": \"values\", \"values\": [0, -1e4, -1e4, -1e4, 0, 0, -1e4, -1e4, "
+          "0, 0, 0, -1e4, 0, 0, 0, 0]}}",
+      .nodes = NODE("MatMul", "[\"x\", \"wq\"]", "q0", "") "," NODE(
+          "Reshape", "[\"q0\", \"hs\"]", "q1", "") "," NODE("Transpose", "[\"q1\"]", "q",
+                                                            "\"perm\": [0, 2, 1, 3]") ","
+          NODE("MatMul", "[\"x\", \"wk\"]", "k0", "") "," NODE(
+              "Reshape", "[\"k0\", \"hs\"]", "k1", "") "," NODE("Transpose", "[\"k1\"]", "kt",
+                                                                "\"perm\": [0, 2, 3, 1]") ","
+          NODE("MatMul", "[\"x\", \"wv\"]", "v0", "") "," NODE(
+              "Reshape", "[\"v0\", \"hs\"]", "v1", "") "," NODE("Transpose", "[\"v1\"]", "v",
+                                                                "\"perm\": [0, 2, 1, 3]") ","
+          NODE("MatMul", "[\"q\", \"kt\"]", "s0", "") "," NODE("Mul", "[\"s0\", \"scale\"]", "s1",
+                                                                "") "," NODE("Add", "[\"s1\", \"mask\"]",
+                                                                             "s2", "") ","
+          NODE("Softmax", "[\"s2\"]", "p", "\"axis\": -1") "," NODE(
+              "MatMul", "[\"p\", \"v\"]", "a0", "") "," NODE("Transpose", "[\"a0\"]", "a1",
+                                                            "\"perm\": [0, 2, 1, 3]") ","
+          NODE("Reshape", "[\"a1\", \"ms\"]", "a2", "") "," NODE(
+              "MatMul", "[\"a2\", \"wo\"]", "o0", "") "," NODE("Add", "[\"o0\", \"x\"]", "r",
+                                                              "") ","
+          NODE("LayerNormalization", "[\"r\", \"g\", \"be\"]", "y", "\"axis\": -1"),
+      .output = "y"};
   check_gradients(&c, RTOL, ATOL);
 }

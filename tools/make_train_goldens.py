@@ -7,6 +7,7 @@ its update) and the params after the last one:
 
     tests/goldens/train/<case>/model.json        the model (weights inline as `values`)
     tests/goldens/train/<case>/x.npy, y.npy      the batch (inputs, targets or labels)
+    tests/goldens/train/<case>/x2.npy            a second model input (two-input cases)
     tests/goldens/train/<case>/losses.npy        f64 (5,)
     tests/goldens/train/<case>/final.safetensors the trainable params after 5 steps
     tests/goldens/train/cases.txt                one case per line
@@ -16,6 +17,10 @@ torch.nn.functional, clip_grad_norm_, and the learning rate of step s (the numbe
 set on the optimizer before each step: lr * gamma^floor(s / step_size) (StepLR) or
 min_lr + (lr - min_lr) (1 + cos(pi s / total_steps)) / 2 (CosineAnnealingLR's closed form).
 Regularization adds l1 sum|w| + l2 sum w^2 over params of rank >= 2.
+Training modes (docs/training.md): BatchNormalization uses batch statistics and updates its
+running mean / variance (role "buffer", also in final.safetensors) with PyTorch's momentum
+(ONNX momentum = 1 - PyTorch's) and unbiased running variance; the LSTM case computes ONNX's LSTM
+equations (gates i, o, f, c) with torch ops, so autograd gives the gradient through time.
 
 Run with Debian's python: /usr/bin/python3 tools/make_train_goldens.py
 """
@@ -89,6 +94,87 @@ def cnn(rng, n=4):
         return F.linear(h.flatten(1), p["fw"], p["fb"])
 
     return {"x_shape": (n, 1, 8, 8), "params": params, "nodes": nodes, "out": "z",
+            "forward": forward}
+
+
+def cnn_bn(rng, n=4):
+    """Conv + BatchNormalization (training mode) + Relu + pooling + Gemm."""
+    params = dict([param("cw", (3, 1, 3, 3), rng), param("cb", (3,), rng, 0.1),
+                   ("bn_s", (1 + 0.2 * rng.standard_normal(3)).astype(np.float32)),
+                   param("bn_b", (3,), rng, 0.1), param("fw", (3, 3), rng),
+                   param("fb", (3,), rng, 0.1)])
+    buffers = {"bn_m": (0.1 * rng.standard_normal(3)).astype(np.float32),
+               "bn_v": (1 + 0.3 * rng.random(3)).astype(np.float32)}
+    nodes = [
+        {"op": "Conv", "name": "c", "inputs": ["x", "cw", "cb"], "outputs": ["h"],
+         "attrs": {"pads": [1, 1, 1, 1], "strides": [2, 2]}},
+        {"op": "BatchNormalization", "name": "bn",
+         "inputs": ["h", "bn_s", "bn_b", "bn_m", "bn_v"], "outputs": ["hb"],
+         "attrs": {"epsilon": 1e-5, "momentum": 0.9}},
+        {"op": "Relu", "name": "r", "inputs": ["hb"], "outputs": ["a"]},
+        {"op": "GlobalAveragePool", "name": "gap", "inputs": ["a"], "outputs": ["g"]},
+        {"op": "Flatten", "name": "fl", "inputs": ["g"], "outputs": ["f"], "attrs": {"axis": 1}},
+        {"op": "Gemm", "name": "fc", "inputs": ["f", "fw", "fb"], "outputs": ["z"],
+         "attrs": {"transB": 1}},
+    ]
+
+    def forward(p, x, b):
+        h = F.conv2d(x, p["cw"], p["cb"], stride=2, padding=1)
+        h = F.batch_norm(h, b["bn_m"], b["bn_v"], p["bn_s"], p["bn_b"], training=True,
+                         momentum=0.1, eps=1e-5)
+        return F.linear(F.relu(h).mean((2, 3)), p["fw"], p["fb"])
+
+    return {"x_shape": (n, 1, 6, 6), "params": params, "buffers": buffers, "nodes": nodes,
+            "out": "z", "forward": forward}
+
+
+def lstm(rng, n=3, T=4, I=3, H=4):
+    """x (N, T, I) -> Transpose -> LSTM (ONNX layout) -> Y_h -> Gemm: logits (N, 3)."""
+    params = dict([param("W", (1, 4 * H, I), rng), param("R", (1, 4 * H, H), rng),
+                   param("B", (1, 8 * H), rng, 0.1), param("fw", (3, H), rng),
+                   param("fb", (3,), rng, 0.1)])
+    nodes = [
+        {"op": "Transpose", "name": "tr", "inputs": ["x"], "outputs": ["xt"],
+         "attrs": {"perm": [1, 0, 2]}},
+        {"op": "LSTM", "name": "lstm", "inputs": ["xt", "W", "R", "B"],
+         "outputs": ["Y", "Yh"], "attrs": {"hidden_size": H}},
+        {"op": "Reshape", "name": "rs", "inputs": ["Yh", "hshape"], "outputs": ["h"]},
+        {"op": "Gemm", "name": "fc", "inputs": ["h", "fw", "fb"], "outputs": ["z"],
+         "attrs": {"transB": 1}},
+    ]
+
+    def forward(p, x):
+        W, R, B = p["W"][0], p["R"][0], p["B"][0]
+        h = torch.zeros(x.shape[0], H)
+        c = torch.zeros(x.shape[0], H)
+        for t in range(x.shape[1]):
+            g = x[:, t] @ W.T + h @ R.T + B[:4 * H] + B[4 * H:]
+            i, o, f, cc = (g[:, k * H:(k + 1) * H] for k in range(4))
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(cc)
+            h = torch.sigmoid(o) * torch.tanh(c)
+        return F.linear(h, p["fw"], p["fb"])
+
+    return {"x_shape": (n, T, I), "params": params, "nodes": nodes, "out": "z",
+            "forward": forward, "consts": {"hshape": np.array([-1, H], np.int64)}}
+
+
+def two_inputs(rng, n=6):
+    """A conditional model: Concat(x (N, 4), c (N, 3)) -> Gemm -> Tanh -> Gemm."""
+    params = dict([param("w1", (7, 5), rng), param("b1", (5,), rng, 0.1),
+                   param("w2", (5, 2), rng), param("b2", (2,), rng, 0.1)])
+    nodes = [
+        {"op": "Concat", "name": "cat", "inputs": ["x", "x2"], "outputs": ["xc"],
+         "attrs": {"axis": 1}},
+        {"op": "Gemm", "name": "fc1", "inputs": ["xc", "w1", "b1"], "outputs": ["h"]},
+        {"op": "Tanh", "name": "act", "inputs": ["h"], "outputs": ["a"]},
+        {"op": "Gemm", "name": "fc2", "inputs": ["a", "w2", "b2"], "outputs": ["z"]},
+    ]
+
+    def forward(p, x, x2):
+        h = torch.tanh(torch.cat([x, x2], 1) @ p["w1"] + p["b1"])
+        return h @ p["w2"] + p["b2"]
+
+    return {"x_shape": (n, 4), "x2_shape": (n, 3), "params": params, "nodes": nodes, "out": "z",
             "forward": forward}
 
 
@@ -176,9 +262,19 @@ def make_optimizer(opt, params):
                                initial_accumulator_value=opt.get("initial_accumulator_value", 0))
 
 
-def train(model, training, x, y):
+def call_forward(model, p, x, x2, buffers):
+    if "buffers" in model:
+        return model["forward"](p, x, buffers)
+    if x2 is not None:
+        return model["forward"](p, x, x2)
+    return model["forward"](p, x)
+
+
+def train(model, training, x, y, x2=None):
     frozen = set(training.get("frozen", []))
     p = {k: torch.tensor(v, requires_grad=k not in frozen) for k, v in model["params"].items()}
+    buffers = {k: torch.tensor(v) for k, v in model.get("buffers", {}).items()}
+    x2t = None if x2 is None else torch.tensor(x2)
     trainable = [p[k] for k in model["params"] if k not in frozen]
     opt = make_optimizer(training["optimizer"], trainable)
     reg = training.get("regularization", {})
@@ -189,7 +285,7 @@ def train(model, training, x, y):
         for g in opt.param_groups:
             g["lr"] = lr_at(training["optimizer"], training.get("lr_schedule"), s)
         opt.zero_grad()
-        loss = torch_loss(training["loss"], model["forward"](p, xt), yt)
+        loss = torch_loss(training["loss"], call_forward(model, p, xt, x2t, buffers), yt)
         for k in model["params"]:
             if k not in frozen and p[k].dim() >= 2:
                 loss = loss + reg.get("l1", 0) * p[k].abs().sum() + reg.get("l2", 0) * (p[k] ** 2).sum()
@@ -199,17 +295,21 @@ def train(model, training, x, y):
             torch.nn.utils.clip_grad_norm_(trainable, training["clip_grad_norm"])
         opt.step()
     final = {k: p[k].detach().numpy().copy() for k in model["params"] if k not in frozen}
+    final.update({k: v.numpy().copy() for k, v in buffers.items()})
     return np.array(losses, np.float64), final
 
 
 def write_case(name, model, training, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(model["x_shape"]).astype(np.float32)
+    x2 = rng.standard_normal(model["x2_shape"]).astype(np.float32) if "x2_shape" in model else None
     with torch.no_grad():
         p0 = {k: torch.tensor(v) for k, v in model["params"].items()}
-        out_shape = tuple(model["forward"](p0, torch.tensor(x)).shape)
+        b0 = {k: torch.tensor(v) for k, v in model.get("buffers", {}).items()}
+        out_shape = tuple(call_forward(model, p0, torch.tensor(x),
+                                       None if x2 is None else torch.tensor(x2), b0).shape)
     y = make_targets(training["loss"], out_shape, rng)
-    losses, final = train(model, training, x, y)
+    losses, final = train(model, training, x, y, x2)
     d = os.path.join(OUT, name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
@@ -220,16 +320,26 @@ def write_case(name, model, training, seed):
     write_model(os.path.join(d, "model.json"), {
         "format": "kiln-model", "version": 1, "name": name,
         "doc": "step parity with PyTorch: tools/make_train_goldens.py",
-        "inputs": [{"name": "x", "dtype": "f32", "shape": list(model["x_shape"])}],
+        "inputs": [{"name": "x", "dtype": "f32", "shape": list(model["x_shape"])}] +
+                  ([{"name": "x2", "dtype": "f32", "shape": list(model["x2_shape"])}]
+                   if x2 is not None else []),
         "outputs": [{"name": model["out"]}],
         "params": [{"name": k, "dtype": "f32", "shape": list(v.shape),
                     "init": {"kind": "values", "values": f32_values(v)}}
-                   for k, v in model["params"].items()],
+                   for k, v in model["params"].items()] +
+                  [{"name": k, "dtype": "f32", "shape": list(v.shape), "role": "buffer",
+                    "init": {"kind": "values", "values": f32_values(v)}}
+                   for k, v in model.get("buffers", {}).items()] +
+                  [{"name": k, "dtype": "i64", "shape": list(v.shape), "role": "constant",
+                    "init": {"kind": "values", "values": [int(e) for e in v]}}
+                   for k, v in model.get("consts", {}).items()],
         "nodes": model["nodes"],
         "training": training,
     })
     save_npy(os.path.join(d, "x.npy"), x)
     save_npy(os.path.join(d, "y.npy"), y)
+    if x2 is not None:
+        save_npy(os.path.join(d, "x2.npy"), x2)
     save_npy(os.path.join(d, "losses.npy"), losses)
     write_safetensors(os.path.join(d, "final.safetensors"), final)
     return name
@@ -275,6 +385,13 @@ CASES = [
       "frozen": ["c1w", "c1b"]}),
     ("arith_mse_adam", arith,
      {"loss": {"kind": "mse"}, "optimizer": {"kind": "adam", "lr": 0.05}}),
+    ("cnn_bn_relu_sgd_momentum", cnn_bn,
+     {"loss": {"kind": "cross_entropy"},
+      "optimizer": {"kind": "sgd", "lr": 0.2, "momentum": 0.9}}),
+    ("lstm_ce_adam", lstm,
+     {"loss": {"kind": "cross_entropy"}, "optimizer": {"kind": "adam", "lr": 0.05}}),
+    ("two_input_mse_sgd", two_inputs,
+     {"loss": {"kind": "mse"}, "optimizer": {"kind": "sgd", "lr": 0.1}}),
 ]
 
 

@@ -262,6 +262,75 @@ static void remove_dir(const char *dir) {
   rmdir(dir);
 }
 
+// ---------------------------------------------------------------------------------------------
+// MPI (kiln build --train --distributed mpi; docs/distributed.md): the trainer links
+// libkiln-runtime-mpi.a (built only when Meson found MPI) and MPI's own flags, asked of the
+// wrapper compiler ($MPICC, default mpicc) with Open MPI's --showme:compile / --showme:link.
+
+// Runs argv (NULL-terminated) and appends the words of its stdout to a; false if it cannot run
+// or fails.
+static bool capture_words(char **argv, args *a) {
+  int pfd[2];
+  if (pipe2(pfd, O_CLOEXEC) != 0) return false;
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(pfd[0]);
+    close(pfd[1]);
+    return false;
+  }
+  if (pid == 0) {
+    dup2(pfd[1], STDOUT_FILENO);
+    execvp(argv[0], argv);
+    _exit(127);
+  }
+  close(pfd[1]);
+  char buf[4096];
+  size_t len = 0;
+  ssize_t r;
+  while ((r = read(pfd[0], buf + len, sizeof(buf) - 1 - len)) != 0) {
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) break;
+    len += (size_t)r;
+    if (len == sizeof(buf) - 1) break;
+  }
+  buf[len] = 0;
+  close(pfd[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return false;
+  args_split(a, buf);
+  return true;
+}
+
+// Appends libkiln-runtime-mpi.a and MPI's compile and link flags, or reports what is missing.
+static bool add_mpi_flags(args *cmd, const char *lib, kiln_diag *d) {
+  if (!has_file(lib, "libkiln-runtime-mpi.a")) {
+    kiln_diag_error(d, "--distributed",
+                    "this Kiln was built without MPI (%s/libkiln-runtime-mpi.a is missing): "
+                    "install libopenmpi-dev and openmpi-bin, then reconfigure and rebuild Kiln",
+                    lib);
+    return false;
+  }
+  const char *env = getenv("MPICC");
+  char *mpicc = strdup_x(env && *env ? env : "mpicc");
+  char *show_compile[] = {mpicc, "--showme:compile", NULL};
+  char *show_link[] = {mpicc, "--showme:link", NULL};
+  char *f = cat3(lib, "/libkiln-runtime-mpi.a", "");
+  args_add(cmd, f);
+  free(f);
+  bool ok = capture_words(show_compile, cmd) && capture_words(show_link, cmd);
+  if (!ok)
+    kiln_diag_error(d, "--distributed",
+                    "cannot ask %s for MPI's flags (%s --showme:compile / --showme:link): install "
+                    "Open MPI (libopenmpi-dev, openmpi-bin) or set MPICC to its wrapper compiler",
+                    mpicc, mpicc);
+  free(mpicc);
+  return ok;
+}
+
 // The target's -march flags; false for an unknown target.
 static bool target_flags(const char *target, args *a) {
   if (strcmp(target, "native") == 0) {
@@ -419,11 +488,15 @@ bool kiln_build_binary(const kiln_lprog *p, const kiln_build_options *o, const c
     args_add(&cmd, f);
     free(f);
     args_add(&cmd, c_path);
+    // A data-parallel trainer: its MPI library comes before the runtime it calls into.
+    if (o->train && o->train->distributed && !add_mpi_flags(&cmd, lib, d)) goto done;
     f = cat3(lib, "/libkiln-runtime.a", "");
     args_add(&cmd, f);
     free(f);
   }
   if (o->train) args_add(&cmd, "-lz");  // the trainer reads .gz datasets
+  if (o->train) args_add(&cmd, "-lpng16");  // and plots its learning curves (runtime/plot.c)
+  if (o->train) args_add(&cmd, "-pthread");  // and prepares batches on a worker thread
   args_add(&cmd, "-lm");
   args_add(&cmd, "-o");
   args_add(&cmd, exe_tmp);

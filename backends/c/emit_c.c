@@ -246,6 +246,7 @@ typedef struct em {
   // integer helpers used anywhere: bit (kind * KILN_DTYPE_COUNT + dtype)
   uint64_t helpers;
   bool uses_mix64;
+  bool uses_muladd;  // kiln_gen_muladd_f32 / _f64 (loop IR muladd)
 } em;
 
 enum { USE_READ = 1, USE_WRITE = 2 };
@@ -409,6 +410,20 @@ static void walk_expr(em *m, const kiln_lexpr *e) {
       walk_expr(m, e->c);
       break;
     case LE_CAST: walk_expr(m, e->a); break;
+    case LE_LOCAL:
+      if (e->var < 0 || e->var >= k->n_vars || k->vars[e->var].len <= 0)
+        em_fail(m, "local array %d out of range", e->var);
+      else
+        m->var_reads[e->var]++;
+      walk_expr(m, e->a);
+      break;
+    case LE_MULADD:
+      if (!kiln_dtype_is_float(e->dtype)) em_fail(m, "muladd on %s", kiln_dtype_name(e->dtype));
+      m->uses_muladd = true;
+      walk_expr(m, e->a);
+      walk_expr(m, e->b);
+      walk_expr(m, e->c);
+      break;
     default: em_fail(m, "invalid expression kind %d", (int)e->kind);
   }
 }
@@ -447,6 +462,12 @@ static void walk_stmt(em *m, const kiln_lstmt *s) {
       walk_stmt(m, s->else_);
       break;
     case LS_COMMENT: break;
+    case LS_LSTORE:
+      if (s->var < 0 || s->var >= k->n_vars || k->vars[s->var].len <= 0)
+        em_fail(m, "local array %d out of range", s->var);
+      walk_expr(m, s->index);
+      walk_expr(m, s->value);
+      break;
     default: em_fail(m, "invalid statement kind %d", (int)s->kind);
   }
 }
@@ -652,6 +673,20 @@ static void expr(em *m, const kiln_lexpr *e) {
         put_int(m, (int64_t)e->f);
       return;
     case LE_VAR: out(m, m->var[e->var]); return;
+    case LE_LOCAL:
+      fprintf(m->f, "%s[", m->var[e->var]);
+      expr(m, e->a);
+      out(m, "]");
+      return;
+    case LE_MULADD:
+      fprintf(m->f, "kiln_gen_muladd_%s(", e->dtype == KILN_F64 ? "f64" : "f32");
+      expr(m, e->a);
+      out(m, ", ");
+      expr(m, e->b);
+      out(m, ", ");
+      expr(m, e->c);
+      out(m, ")");
+      return;
     case LE_LOAD:
       fprintf(m->f, "%s[", m->names.buf[e->buf]);
       expr(m, e->a);
@@ -772,6 +807,11 @@ static void stmt(em *m, const kiln_lstmt *s) {
     case LS_FOR: for_stmt(m, s); return;
     case LS_DECL:
       em_indent(m);
+      if (k->vars[s->var].len > 0) {  // a local array, elements set before they are read
+        fprintf(m->f, "%s %s[%" PRId64 "];\n", ctype(k->vars[s->var].dtype), m->var[s->var],
+                k->vars[s->var].len);
+        return;
+      }
       fprintf(m->f, "%s %s = ", ctype(k->vars[s->var].dtype), m->var[s->var]);
       if (s->value)
         expr(m, s->value);
@@ -789,6 +829,14 @@ static void stmt(em *m, const kiln_lstmt *s) {
     case LS_STORE:
       em_indent(m);
       fprintf(m->f, "%s[", m->names.buf[s->buf]);
+      expr(m, s->index);
+      out(m, "] = ");
+      expr(m, s->value);
+      out(m, ";\n");
+      return;
+    case LS_LSTORE:
+      em_indent(m);
+      fprintf(m->f, "%s[", m->var[s->var]);
       expr(m, s->index);
       out(m, "] = ");
       expr(m, s->value);
@@ -1059,6 +1107,19 @@ static void emit_train_decls(em *m) {
   fprintf(f, "int %s_eval_arena(", M);
   run_params(m, true, true);
   out(m, ");\n");
+  if (m->o->train->distributed) {
+    fprintf(f,
+            "// Data-parallel build: the step in two halves. %s_train_grads writes the gradients to\n"
+            "// outputs %d..%d; %s_apply_update clips them, updates and advances the step counter.\n",
+            M, m->o->train->first_grad_output,
+            m->o->train->first_grad_output + m->o->train->n_grads - 1, M);
+    const char *fns[] = {"train_grads", "apply_update"};
+    for (int i = 0; i < 2; i++) {
+      fprintf(f, "int %s_%s(", M, fns[i]);
+      run_params(m, true, false);
+      out(m, ");\n");
+    }
+  }
   fprintf(f,
           "// Checkpoints: every STATE tensor (weights, optimizer state, the step counter `kiln.step`)\n"
           "// as .safetensors, written atomically. %s_load_state reads one back (strict: all of them,\n"
@@ -1187,6 +1248,16 @@ static bool emit_header(em *m) {
 // Source.
 
 static void emit_helpers(em *m) {
+  if (m->uses_muladd)
+    out(m,
+        "\n// Loop IR muladd: x * y + z, one rounding where the target has FMA instructions.\n"
+        "#if defined(__FMA__) || defined(__AVX512F__)\n"
+        "#define kiln_gen_muladd_f32(x, y, z) fmaf((x), (y), (z))\n"
+        "#define kiln_gen_muladd_f64(x, y, z) fma((x), (y), (z))\n"
+        "#else\n"
+        "#define kiln_gen_muladd_f32(x, y, z) ((x) * (y) + (z))\n"
+        "#define kiln_gen_muladd_f64(x, y, z) ((x) * (y) + (z))\n"
+        "#endif\n");
   if (m->uses_mix64)
     out(m,
         "\n// SplitMix64's finalizer on the 64-bit pattern (loop IR mix64).\n"
@@ -1275,14 +1346,14 @@ static int eval_kernel_count(em *m) {
   return n;
 }
 
-// NAME_<fn>_arena and NAME_<fn>: kernels [0, n_kernels) in order (fn "run": all of them).
-static void emit_run_fn(em *m, kparam *ps, const char *fn, int n_kernels) {
+// NAME_<fn>_arena and NAME_<fn>: kernels [first, n_kernels) in order (fn "run": all of them).
+static void emit_run_fn(em *m, kparam *ps, const char *fn, int first, int n_kernels) {
   const kiln_lprog *p = m->p;
   const char *M = m->names.model;
   FILE *f = m->f;
   // Which buffers any kernel uses.
   unsigned char *used = kiln_xcalloc((size_t)p->n_bufs + 1, 1);
-  for (int k = 0; k < n_kernels && !m->failed; k++) {
+  for (int k = first; k < n_kernels && !m->failed; k++) {
     analyze_kernel(m, k);
     for (int b = 0; b < p->n_bufs; b++) used[b] |= m->use[b];
   }
@@ -1355,7 +1426,7 @@ static void emit_run_fn(em *m, kparam *ps, const char *fn, int n_kernels) {
     if (!io_used[p->n_inputs + i]) line(m, "(void)%s;", m->names.out[i]);
 
   // Kernel calls, in order.
-  for (int k = 0; k < n_kernels && !m->failed; k++) {
+  for (int k = first; k < n_kernels && !m->failed; k++) {
     analyze_kernel(m, k);
     int np = kernel_params(m, ps);
     em_indent(m);
@@ -1376,6 +1447,55 @@ static void emit_run_fn(em *m, kparam *ps, const char *fn, int n_kernels) {
   for (int i = 0; i < p->n_inputs; i++) fprintf(f, ", %s", m->names.in[i]);
   for (int i = 0; i < p->n_outputs; i++) fprintf(f, ", %s", m->names.out[i]);
   out(m, ");\n}\n");
+}
+
+// ---- Data-parallel builds (kiln build --distributed; docs/distributed.md) ----
+// The training step in two halves around the gradient all-reduce: kernels [0, g) compute the
+// forward pass, the loss and the gradients (the last of them writes the last gradient output);
+// kernels [g, n) clip, update and advance the step counter, reading the gradients back from the
+// outputs. Only outputs and STATE tensors may carry values across the split, never the arena.
+
+static bool is_grad_output(const kiln_c_train *t, const kiln_lbuf *lb) {
+  return lb->kind == KILN_BUF_OUTPUT && lb->index >= t->first_grad_output &&
+         lb->index < t->first_grad_output + t->n_grads;
+}
+
+static int grad_kernel_count(em *m) {
+  const kiln_lprog *p = m->p;
+  int n = 0;
+  for (int k = 0; k < p->n_kernels; k++) {
+    analyze_kernel(m, k);
+    for (int b = 0; b < p->n_bufs; b++)
+      if ((m->use[b] & USE_WRITE) && is_grad_output(m->o->train, &p->bufs[b])) n = k + 1;
+  }
+  m->kernel = -1;
+  return n;
+}
+
+// Fails if a kernel of the update half reads an arena buffer before that half writes it.
+static void check_split(em *m, int split) {
+  const kiln_lprog *p = m->p;
+  unsigned char *written = kiln_xcalloc((size_t)p->n_bufs + 1, 1);
+  for (int k = split; k < p->n_kernels && !m->failed; k++) {
+    analyze_kernel(m, k);
+    for (int b = 0; b < p->n_bufs; b++) {
+      if ((m->use[b] & USE_READ) && !(m->use[b] & USE_WRITE) && !written[b] &&
+          p->bufs[b].kind == KILN_BUF_ARENA)
+        em_fail(m, "the update half of the training step reads arena buffer %d of the backward "
+                   "half; it cannot be split for data-parallel training",
+                b);
+      written[b] |= (m->use[b] & USE_WRITE) != 0;
+    }
+  }
+  m->kernel = -1;
+  free(written);
+}
+
+static void emit_split_step(em *m, kparam *ps) {
+  int split = grad_kernel_count(m);
+  check_split(m, split);
+  if (!m->failed) emit_run_fn(m, ps, "train_grads", 0, split);
+  if (!m->failed) emit_run_fn(m, ps, "apply_update", split, m->p->n_kernels);
 }
 
 static void emit_init(em *m) {
@@ -1518,6 +1638,33 @@ static void emit_desc(em *m) {
   fprintf(f, "    .run = %s_desc_run,\n    .release = %s_desc_release,\n};\n", M, M);
 }
 
+// Data-parallel builds: adapters giving the two halves the descriptor's signature (emitted
+// before it), and the descriptor's fields naming them.
+static void emit_split_adapters(em *m) {
+  const kiln_lprog *p = m->p;
+  const char *M = m->names.model;
+  const char *fns[] = {"train_grads", "apply_update"};
+  for (int j = 0; j < 2; j++) {
+    fprintf(m->f,
+            "static int %s_desc_%s(void *ctx, const void *const *inputs, void *const *outputs) {\n"
+            "  return %s_%s(ctx",
+            M, fns[j], M, fns[j]);
+    for (int i = 0; i < p->n_inputs; i++) fprintf(m->f, ", inputs[%d]", i);
+    for (int i = 0; i < p->n_outputs; i++) fprintf(m->f, ", outputs[%d]", i);
+    out(m, ");\n}\n");
+  }
+}
+
+static const char *split_desc_fields(em *m) {
+  static char buf[512];
+  const char *M = m->names.model;
+  snprintf(buf, sizeof buf,
+           "    .grads = %s_desc_train_grads,\n    .apply = %s_desc_apply_update,\n"
+           "    .first_grad_output = %d,\n    .n_grads = %d,\n",
+           M, M, m->o->train->first_grad_output, m->o->train->n_grads);
+  return buf;
+}
+
 // Training builds: the STATE tensors' table, the trainer's descriptor, save and load.
 static void emit_train(em *m) {
   const kiln_lprog *p = m->p;
@@ -1551,6 +1698,7 @@ static void emit_train(em *m) {
   for (int i = 0; i < p->n_inputs; i++) fprintf(f, ", inputs[%d]", i);
   for (int i = 0; i < p->n_outputs; i++) fprintf(f, ", outputs[%d]", i);
   out(m, ");\n}\n");
+  if (t->distributed) emit_split_adapters(m);
   fprintf(f,
           "static void *%s_desc_state(void *ctx) {\n"
           "  return (void *)(uintptr_t)((%s_ctx *)ctx)->weights;\n}\n",
@@ -1560,9 +1708,15 @@ static void emit_train(em *m) {
           "    .model = &%s_desc,\n    .eval = %s_desc_eval,\n    .state = %s_desc_state,\n"
           "    .n_state = %d,\n    .states = %s_states,\n"
           "    .label_input = %d,\n    .weight_input = %d,\n    .logits_output = %d,\n"
-          "    .classification = %d,\n    .seed = UINT64_C(%" PRIu64 "),\n};\n",
+          "    .classification = %d,\n    .seed = UINT64_C(%" PRIu64 "),\n%s",
           M, M, M, M, n_state, M, t->label_input, t->weight_input, t->logits_output,
-          t->classification ? 1 : 0, t->seed);
+          t->classification ? 1 : 0, t->seed, t->distributed ? split_desc_fields(m) : "");
+  if (t->augment) {  // the trainer's augmentation spec (runtime/augment.h)
+    out(m, "    .augment = ");
+    put_string(f, t->augment);
+    out(m, ",\n");
+  }
+  out(m, "};\n");
   fprintf(f, "\nint %s_train_step(", M);
   run_params(m, true, false);
   fprintf(f, ") {\n  return %s_run(ctx", M);
@@ -1624,14 +1778,21 @@ static bool emit_source(em *m, const char *h_name) {
   kparam *ps = kiln_xcalloc((size_t)p->n_bufs + 1, sizeof(kparam));
   for (int k = 0; k < p->n_kernels && !m->failed; k++) emit_kernel(m, k, ps);
   m->kernel = -1;
-  if (!m->failed) emit_run_fn(m, ps, "run", p->n_kernels);
-  if (!m->failed && m->o->train) emit_run_fn(m, ps, "eval", eval_kernel_count(m));
+  if (!m->failed) emit_run_fn(m, ps, "run", 0, p->n_kernels);
+  if (!m->failed && m->o->train) emit_run_fn(m, ps, "eval", 0, eval_kernel_count(m));
+  if (!m->failed && m->o->train && m->o->train->distributed) emit_split_step(m, ps);
   free(ps);
   if (m->failed) return false;
   emit_init(m);
   emit_desc(m);
   if (m->o->train) emit_train(m);
-  if (m->o->main_stub && m->o->train)
+  if (m->o->main_stub && m->o->train && m->o->train->distributed)  // runtime/train_mpi.h
+    fprintf(f,
+            "\nint kiln_train_mpi_main(const kiln_train_desc *t, int argc, char **argv);\n"
+            "int main(int argc, char **argv) { return kiln_train_mpi_main(&%s_train_desc, argc, "
+            "argv); }\n",
+            M);
+  else if (m->o->main_stub && m->o->train)
     fprintf(f,
             "\nint main(int argc, char **argv) { return kiln_train_main(&%s_train_desc, argc, argv); "
             "}\n",

@@ -137,6 +137,17 @@ static void walk_expr(walk *w, const kiln_lexpr *e) {
       walk_expr(w, e->c);
       return;
     case LE_CAST: walk_expr(w, e->a); return;
+    case LE_LOCAL:
+      if (e->var < 0 || e->var >= w->k->n_vars || w->k->vars[e->var].len <= 0)
+        return ll_fail(g, "local array %d out of range", e->var);
+      walk_expr(w, e->a);
+      return;
+    case LE_MULADD:
+      if (!is_float(e->dtype)) return ll_fail(g, "muladd on %s", kiln_dtype_name(e->dtype));
+      walk_expr(w, e->a);
+      walk_expr(w, e->b);
+      walk_expr(w, e->c);
+      return;
   }
   ll_fail(g, "invalid expression kind %d", (int)e->kind);
 }
@@ -179,6 +190,12 @@ static void walk_stmt(walk *w, const kiln_lstmt *s) {
       walk_stmt(w, s->else_);
       return;
     case LS_COMMENT: return;
+    case LS_LSTORE:
+      if (s->var < 0 || s->var >= w->k->n_vars || w->k->vars[s->var].len <= 0)
+        return ll_fail(g, "local array %d out of range", s->var);
+      walk_expr(w, s->index);
+      walk_expr(w, s->value);
+      return;
   }
   ll_fail(g, "invalid statement kind %d", (int)s->kind);
 }
@@ -441,6 +458,21 @@ static LLVMValueRef load_expr(lgen *g, const kiln_lexpr *e) {
   return convert(g, v, lb->dtype, e->dtype);
 }
 
+// The address of array[index] (a local array: an alloca of len elements).
+static LLVMValueRef local_addr(lgen *g, int array, const kiln_lexpr *index) {
+  const kiln_lvar *a = &g->p->kernels[g->kernel].vars[array];
+  LLVMValueRef idx = convert(g, expr(g, index), index->dtype, KILN_I64);
+  return LLVMBuildInBoundsGEP2(g->b, ll_type(g, a->dtype), g->var_slot[array], &idx, 1, "");
+}
+
+// x * y + z as llvm.fmuladd: fused where the target has FMA, as the C backend's fmaf.
+static LLVMValueRef muladd_expr(lgen *g, const kiln_lexpr *e) {
+  LLVMValueRef args[3] = {convert(g, expr(g, e->a), e->a->dtype, e->dtype),
+                          convert(g, expr(g, e->b), e->b->dtype, e->dtype),
+                          convert(g, expr(g, e->c), e->c->dtype, e->dtype)};
+  return intrinsic(g, "llvm.fmuladd", ll_type(g, e->dtype), args, 3);
+}
+
 static LLVMValueRef const_expr(lgen *g, const kiln_lexpr *e) {
   LLVMTypeRef T = ll_type(g, e->dtype);
   if (e->kind == LE_INT)
@@ -475,6 +507,12 @@ static LLVMValueRef expr(lgen *g, const kiln_lexpr *e) {
     case LE_CAST:
       if (e->dtype == KILN_BOOL) return from_bit(g, cond(g, e->a), KILN_BOOL);  // x != 0
       return convert(g, expr(g, e->a), e->a->dtype, e->dtype);
+    case LE_LOCAL: {
+      kiln_dtype vt = g->p->kernels[g->kernel].vars[e->var].dtype;
+      LLVMValueRef v = LLVMBuildLoad2(g->b, ll_type(g, vt), local_addr(g, e->var, e->a), "");
+      return convert(g, v, vt, e->dtype);
+    }
+    case LE_MULADD: return muladd_expr(g, e);
   }
   ll_fail(g, "invalid expression kind %d", (int)e->kind);
   return LLVMGetUndef(ll_type(g, e->dtype));
@@ -593,7 +631,7 @@ static void for_loop(lgen *g, const kiln_lstmt *s, LLVMValueRef start, LLVMValue
 // Variables a statement declares (DECL, loop variables) and reads or assigns.
 static void var_uses(const kiln_lexpr *e, bool *read) {
   if (!e) return;
-  if (e->kind == LE_VAR) read[e->var] = true;
+  if (e->kind == LE_VAR || e->kind == LE_LOCAL) read[e->var] = true;
   var_uses(e->a, read);
   var_uses(e->b, read);
   var_uses(e->c, read);
@@ -612,7 +650,8 @@ static void stmt_vars(const kiln_lstmt *s, bool *declared, bool *read, bool *ass
       stmt_vars(s->body, declared, read, assigned);
       return;
     case LS_DECL: declared[s->var] = true; break;
-    case LS_ASSIGN: assigned[s->var] = true; break;
+    case LS_ASSIGN:
+    case LS_LSTORE: assigned[s->var] = true; break;
     case LS_IF:
       var_uses(s->cond, read);
       stmt_vars(s->then_, declared, read, assigned);
@@ -655,9 +694,11 @@ static void begin_fn(lgen *g, LLVMValueRef fn) {
   LLVMPositionBuilderAtEnd(g->b, ll_block(g, "entry"));
   g->var_slot = kiln_xcalloc((size_t)k->n_vars + 1, sizeof(LLVMValueRef));
   g->buf_ptr = kiln_xcalloc((size_t)g->p->n_bufs + 1, sizeof(LLVMValueRef));
-  for (int v = 0; v < k->n_vars; v++)
-    g->var_slot[v] =
-        entry_alloca(g, ll_type(g, k->vars[v].dtype), k->vars[v].name ? k->vars[v].name : "v");
+  for (int v = 0; v < k->n_vars; v++) {
+    LLVMTypeRef t = ll_type(g, k->vars[v].dtype);
+    if (k->vars[v].len > 0) t = LLVMArrayType(t, (unsigned)k->vars[v].len);  // a local array
+    g->var_slot[v] = entry_alloca(g, t, k->vars[v].name ? k->vars[v].name : "v");
+  }
 }
 
 // Parameters of an outlined loop: the range, the loop's start, buffer pointers, captured vars.
@@ -826,6 +867,8 @@ static void stmt(lgen *g, const kiln_lstmt *s) {
       return;
     }
     case LS_DECL:
+      if (k->vars[s->var].len > 0) return;  // a local array: its alloca is all it needs
+      // fall through
     case LS_ASSIGN: {
       kiln_dtype vt = k->vars[s->var].dtype;
       LLVMValueRef v = s->value ? convert(g, expr(g, s->value), s->value->dtype, vt)
@@ -836,6 +879,12 @@ static void stmt(lgen *g, const kiln_lstmt *s) {
     case LS_STORE: store_stmt(g, s); return;
     case LS_IF: if_stmt(g, s); return;
     case LS_COMMENT: return;
+    case LS_LSTORE: {
+      kiln_dtype vt = k->vars[s->var].dtype;
+      LLVMValueRef v = convert(g, expr(g, s->value), s->value->dtype, vt);
+      LLVMBuildStore(g->b, v, local_addr(g, s->var, s->index));
+      return;
+    }
   }
   ll_fail(g, "invalid statement kind %d", (int)s->kind);
 }

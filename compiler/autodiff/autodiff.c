@@ -13,19 +13,21 @@
 #include "../../runtime/kiln_runtime.h"
 #include "../frontend.h"
 #include "builder.h"
+#include "train_mode.h"
 #include "training.h"
 
 typedef struct trainer {
   kiln_graph *g;
   const kiln_training *t;
   kiln_diag *d;
-  kiln_grad_ctx gc;  // builder context for the nodes this file adds (not a rule's)
-  bool *trainable;   // per tensor
-  bool *needs;       // per tensor: a trainable param flows into it
-  int *grad;         // per tensor: its gradient, or -1
-  int n_tensors0;    // tensors before the backward pass (the arrays' size)
-  int loss;          // the loss tensor (graph output 0)
-  int step;          // the step counter (STATE, i64 (1))
+  kiln_grad_ctx gc;      // builder context for the nodes this file adds (not a rule's)
+  bool *trainable;       // per tensor
+  bool *needs;           // per tensor: a trainable param flows into it
+  int *grad;             // per tensor: its gradient, or -1
+  int n_tensors0;        // tensors before the backward pass (the arrays' size)
+  int loss;              // the loss tensor (graph output 0)
+  int step;              // the step counter (STATE, i64 (1))
+  kiln_train_mode mode;  // BatchNormalization's running statistics, dropout's seed
 } trainer;
 
 // ---- 1. Batch size ----
@@ -65,11 +67,13 @@ static void mark_trainable(kiln_graph *g, const kiln_training *t) {
   }
 }
 
-// Which tensors a trainable param flows into.
+// Which tensors a trainable param flows into. Trainable: STATE weights (not the step counter, the
+// dropout seed or running statistics, which are STATE buffers).
 static void choose_trainable(trainer *T) {
   kiln_graph *g = T->g;
   for (int i = 0; i < g->n_tensors; i++)
-    T->needs[i] = T->trainable[i] = g->tensors[i].kind == KILN_TENSOR_STATE;
+    T->needs[i] = T->trainable[i] =
+        g->tensors[i].kind == KILN_TENSOR_STATE && g->tensors[i].role == KILN_ROLE_WEIGHT;
   for (int k = 0; k < g->n_nodes; k++) {
     const kiln_node *n = &g->nodes[k];
     bool any = false;
@@ -263,6 +267,23 @@ static int sum_of_squares(trainer *T, int g) {
   return sum < 0 ? -1 : kiln_gb_reshape(&T->gc, sum, &one);
 }
 
+// training.expose_grads (data-parallel builds): each trainable param's gradient becomes a graph
+// output named "<param>.grad", in param order. A gradient tensor that is not a fresh node output
+// (or serves two params) is copied by an Identity so that every output is its own buffer.
+static bool expose_gradients(trainer *T) {
+  kiln_graph *g = T->g;
+  for (int p = 0; p < T->n_tensors0 && T->t->expose_grads; p++) {
+    if (!T->trainable[p] || T->grad[p] < 0) continue;
+    int x = T->grad[p];
+    if (g->tensors[x].is_output || g->tensors[x].producer < 0)
+      if ((x = T->grad[p] = kiln_gb_unary(&T->gc, "Identity", x)) < 0) return false;
+    g->tensors[x].name = kiln_pool_printf(&g->pool, "%s.grad", g->tensors[p].name);
+    g->tensors[x].is_output = true;
+    KILN_VEC_PUSH(g->outputs, g->n_outputs, g->cap_outputs, x);
+  }
+  return true;
+}
+
 // g <- g * min(1, max_norm / (||all g|| + 1e-6)) for every trainable param's gradient.
 static bool clip_gradients(trainer *T) {
   if (T->t->clip_grad_norm <= 0) return true;
@@ -387,6 +408,14 @@ static bool append_updates(trainer *T) {
     }
     if (!update_param(T, p, lr)) return false;
   }
+  for (int i = 0; i < T->mode.n_stats; i++) {  // BatchNormalization's running averages
+    const kiln_running_stat *s = &T->mode.stats[i];
+    kiln_gb_attr a[] = {KILN_GB_FLOAT("momentum", s->momentum), KILN_GB_FLOAT("unbias", s->unbias),
+                        KILN_GB_END};
+    int in[2] = {s->running, s->batch};
+    const char *name = kiln_pool_printf(&T->g->pool, "%s.update", T->g->tensors[s->running].name);
+    if (!add_side_effect(T, "RunningStatUpdate", name, in, 2, a)) return false;
+  }
   return add_side_effect(T, "StepIncrement", "kiln.step.increment", &T->step, 1, NULL);
 }
 
@@ -401,6 +430,11 @@ bool kiln_build_training_graph(kiln_graph *g, const kiln_training *t, kiln_diag 
   T.gc = (kiln_grad_ctx){.g = g, .node = {.name = "train", .where = "training"}, .d = d};
   mark_trainable(g, t);
   if (!rebatch(&T)) return false;
+  T.step = add_step_counter(&T);
+  if (!kiln_training_mode_rewrite(g, T.step, t->seed, &T.mode, d)) {
+    free(T.mode.stats);
+    return false;
+  }
   T.n_tensors0 = g->n_tensors;
   size_t n = (size_t)g->n_tensors + 1;
   T.trainable = kiln_xcalloc(n, sizeof(bool));
@@ -412,11 +446,12 @@ bool kiln_build_training_graph(kiln_graph *g, const kiln_training *t, kiln_diag 
   bool ok = append_loss(&T);
   if (ok) {
     // Tensors the loss added are not differentiated (n_tensors0 bounds the arrays).
-    T.step = add_step_counter(&T);
-    ok = backprop(&T, first_loss_node) && clip_gradients(&T) && append_updates(&T);
+    ok = backprop(&T, first_loss_node) && expose_gradients(&T) && clip_gradients(&T) &&
+         append_updates(&T);
   }
   free(T.trainable);
   free(T.needs);
   free(T.grad);
+  free(T.mode.stats);
   return ok && d->errors == 0;
 }

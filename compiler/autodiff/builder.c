@@ -2,6 +2,7 @@
 #include "builder.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../../runtime/kiln_runtime.h"
@@ -145,4 +146,106 @@ int kiln_gb_op_like(kiln_grad_ctx *c, const char *op, const int *inputs, int n_i
   for (const kiln_gb_attr *a = extra; a && a->name && n < 47; a++) attrs[n++] = *a;
   attrs[n] = KILN_GB_END;
   return kiln_gb_op(c, op, inputs, n_inputs, attrs, 1);
+}
+
+int kiln_gb_op_into(kiln_grad_ctx *c, const char *op, const int *inputs, int n_inputs,
+                    const kiln_gb_attr *attrs, const int *outputs, int n_outputs) {
+  int op_id = kiln_op_lookup(op);
+  const kiln_op_def *def = kiln_op_get(op_id);
+  if (!def) {
+    kiln_diag_error(c->d, c->node.where, "internal: rewrite of %s uses unknown op %s", c->node.name,
+                    op);
+    return -1;
+  }
+  int id = kiln_graph_add_node(c->g, op_id, fresh_name(c), n_inputs, inputs, n_outputs, outputs);
+  kiln_node *n = &c->g->nodes[id];
+  n->where = c->node.where;
+  for (const kiln_gb_attr *a = attrs; a && a->name; a++) copy_attr(c->g, n, a);
+  for (int k = 0; k < n_outputs; k++) c->g->tensors[outputs[k]].producer = id;
+  if (!def->infer(c->g, n, c->d)) {
+    kiln_diag_error(c->d, c->node.where, "internal: rewritten node %s (%s) of %s is invalid",
+                    n->name, op, c->node.name);
+    return -1;
+  }
+  return outputs[0];
+}
+
+int kiln_gb_ints(kiln_grad_ctx *c, const int64_t *values, int count) {
+  double v[KILN_MAX_RANK * 4];
+  for (int i = 0; i < count && i < KILN_MAX_RANK * 4; i++) v[i] = (double)values[i];
+  kiln_shape s = {.rank = 1, .dim = {count}};
+  return kiln_gb_const(c, KILN_I64, &s, v);
+}
+
+int kiln_gb_slice(kiln_grad_ctx *c, int x, int64_t axis, int64_t start, int64_t end) {
+  if (x < 0) return -1;
+  int in[4] = {x, kiln_gb_ints(c, &start, 1), kiln_gb_ints(c, &end, 1), kiln_gb_ints(c, &axis, 1)};
+  return kiln_gb_op(c, "Slice", in, 4, NULL, 1);
+}
+
+// ---- Differentiating nodes a rule built ----
+
+typedef struct local_ad {
+  kiln_grad_ctx *c;
+  int n_tensors;  // tensors before the backward nodes (the arrays' size)
+  int *grad;      // per tensor
+  bool *needs;    // per tensor: a wrt tensor flows into it
+} local_ad;
+
+static bool local_accumulate(local_ad *A, int tensor, int dx) {
+  if (dx < 0 || tensor < 0 || tensor >= A->n_tensors) return true;
+  A->grad[tensor] = A->grad[tensor] < 0 ? dx : kiln_gb_binary(A->c, "Add", A->grad[tensor], dx);
+  return A->grad[tensor] >= 0;
+}
+
+static bool local_backprop_node(local_ad *A, int k) {
+  kiln_graph *g = A->c->g;
+  kiln_node n = g->nodes[k];
+  int dy[16], dx[16];
+  bool need[16], any_dy = false, any_need = false;
+  if (n.n_inputs > 16 || n.n_outputs > 16) return true;
+  for (int j = 0; j < n.n_outputs; j++) any_dy |= (dy[j] = A->grad[n.outputs[j]]) >= 0;
+  for (int j = 0; j < n.n_inputs; j++) {
+    any_need |= need[j] = n.inputs[j] >= 0 && A->needs[n.inputs[j]];
+    dx[j] = -1;
+  }
+  if (!any_dy || !any_need) return true;
+  const kiln_op_def *def = kiln_op_get(n.op);
+  if (!def->grad) {
+    kiln_diag_error(A->c->d, A->c->node.where, "internal: %s (the gradient of %s) has no rule",
+                    def->name, A->c->node.name);
+    return false;
+  }
+  kiln_grad_ctx sub = {.g = g, .node = n, .dy = dy, .need = need, .dx = dx, .d = A->c->d};
+  if (!def->grad(&sub)) return false;
+  for (int j = 0; j < n.n_inputs; j++)
+    if (need[j] && !local_accumulate(A, n.inputs[j], dx[j])) return false;
+  return true;
+}
+
+bool kiln_gb_differentiate(kiln_grad_ctx *c, int first_node, int last_node, const int *seed,
+                           const int *seed_grad, int n_seeds, const int *wrt, int *wrt_grad,
+                           int n_wrt) {
+  kiln_graph *g = c->g;
+  local_ad A = {.c = c, .n_tensors = g->n_tensors};
+  A.grad = kiln_xmalloc(sizeof(int) * (size_t)(A.n_tensors + 1));
+  A.needs = kiln_xcalloc((size_t)A.n_tensors + 1, sizeof(bool));
+  for (int i = 0; i < A.n_tensors; i++) A.grad[i] = -1;
+  for (int i = 0; i < n_wrt; i++)
+    if (wrt[i] >= 0) A.needs[wrt[i]] = true;
+  for (int k = first_node; k < last_node; k++) {
+    const kiln_node *n = &g->nodes[k];
+    bool any = false;
+    for (int j = 0; j < n->n_inputs; j++) any |= n->inputs[j] >= 0 && A.needs[n->inputs[j]];
+    for (int j = 0; j < n->n_outputs; j++)
+      A.needs[n->outputs[j]] = any && kiln_dtype_is_float(g->tensors[n->outputs[j]].dtype);
+  }
+  bool ok = true;
+  for (int i = 0; i < n_seeds && ok; i++)
+    if (seed[i] >= 0 && seed_grad[i] >= 0) ok = local_accumulate(&A, seed[i], seed_grad[i]);
+  for (int k = last_node - 1; k >= first_node && ok; k--) ok = local_backprop_node(&A, k);
+  for (int i = 0; i < n_wrt; i++) wrt_grad[i] = ok && wrt[i] >= 0 ? A.grad[wrt[i]] : -1;
+  free(A.grad);
+  free(A.needs);
+  return ok;
 }

@@ -51,5 +51,22 @@ int kiln_gb_forward_attrs(const kiln_grad_ctx *c, const char *const *skip, kiln_
 // extra attribute replaces a forward one of the same name). One output.
 int kiln_gb_op_like(kiln_grad_ctx *c, const char *op, const int *inputs, int n_inputs,
                     const kiln_gb_attr *extra);
+// Adds `op` writing existing tensors outputs[0..n_outputs) (a rewrite keeping a node's output
+// names); infers them. Returns outputs[0], or -1 after reporting.
+int kiln_gb_op_into(kiln_grad_ctx *c, const char *op, const int *inputs, int n_inputs,
+                    const kiln_gb_attr *attrs, const int *outputs, int n_outputs);
+// An i64 constant of shape (count) holding values (Slice bounds, Reshape shapes).
+int kiln_gb_ints(kiln_grad_ctx *c, const int64_t *values, int count);
+// Slice of x along `axis`: [start, end) (step 1).
+int kiln_gb_slice(kiln_grad_ctx *c, int x, int64_t axis, int64_t start, int64_t end);
+
+// Reverse-mode differentiation of the nodes [first_node, last_node) a rule built (a rule that
+// recomputes its op from graph ops, such as the recurrent ops, then differentiates that): seeds
+// are the gradients `seed_grad[i]` of tensors `seed[i]` (-1: none); on return wrt_grad[i] holds
+// the gradient of tensor wrt[i] (-1 when none flows to it). Each node's own rule runs, so every
+// op used needs one. Returns false after reporting.
+bool kiln_gb_differentiate(kiln_grad_ctx *c, int first_node, int last_node, const int *seed,
+                           const int *seed_grad, int n_seeds, const int *wrt, int *wrt_grad,
+                           int n_wrt);
 
 #endif

@@ -376,11 +376,139 @@ static void parse_inits(parser *P, json_object *tr, kiln_training *t) {
   }
 }
 
+// ---- `augment` and `normalize`: the trainer's spec string (runtime/augment.h) ----
+
+typedef struct aug_kind {
+  const char *kind, *key;  // the parameter: required unless it has a default
+  bool integer, has_default, lo_open;
+  double lo, hi, dflt;
+} aug_kind;
+
+static const aug_kind aug_kinds[] = {
+    {"random_crop", "padding", true, false, false, 1, 1 << 20, 0},
+    {"hflip", "p", false, true, false, 0, 1, 0.5},
+    {"translate", "max_pixels", true, false, false, 1, 1 << 20, 0},
+    {"gaussian_noise", "std", false, false, true, 0, INFINITY, 0},
+    {"cutout", "size", true, false, false, 1, 1 << 20, 0},
+};
+enum { AUG_KINDS = sizeof aug_kinds / sizeof aug_kinds[0], AUG_MAX_STEPS = 16, AUG_MAX_CH = 64 };
+
+// The model's one data input's dims (N, C, H, W) etc., or NULL when it has several inputs.
+static const kiln_shape *data_input_shape(const kiln_graph *g) {
+  return g->n_inputs == 1 ? &g->tensors[g->inputs[0]].shape : NULL;
+}
+
+static void append(char *buf, size_t size, const char *fmt, double v) {
+  size_t n = strlen(buf);
+  if (n < size) snprintf(buf + n, size - n, fmt, v);
+}
+
+static void append_text(char *buf, size_t size, const char *text) {
+  strncat(buf, text, size - strlen(buf) - 1);
+}
+
+// One element of `augment`: {"kind": K, PARAM: V}; appends "K PARAM=V; " to spec.
+static void parse_aug_step(parser *P, json_object *e, const char *path, char *spec, size_t size) {
+  char got[96];
+  if (!json_object_is_type(e, json_type_object)) {
+    kiln_fe_error(P->d, "%s: expected an object {\"kind\", ...}, got %s", path,
+                  kiln_json_describe(e, got, sizeof got));
+    return;
+  }
+  static const char *names[AUG_KINDS];
+  for (int k = 0; k < AUG_KINDS; k++) names[k] = aug_kinds[k].kind;
+  const char *kind = string(P, e, path, "kind", true, "an augmentation kind");
+  int k = kind ? choice(P, path, "kind", kind, names, AUG_KINDS) : -1;
+  if (k < 0) return;
+  const aug_kind *a = &aug_kinds[k];
+  const char *fields[] = {"kind", a->key, NULL};
+  check_fields(P, e, path, fields);
+  if (!a->has_default && !field(e, a->key))
+    kiln_fe_error(P->d, "%s: missing required field '%s' for %s", path, a->key, a->kind);
+  double v = a->integer ? (double)integer(P, e, path, a->key, 1, (int64_t)a->lo)
+                        : number(P, e, path, a->key, a->dflt, a->lo, a->lo_open, a->hi);
+  const kiln_shape *x = data_input_shape(P->g);
+  if (!x || x->rank < 3 || x->rank > 4)
+    kiln_fe_error(P->d,
+                  "%s: %s needs one image input of shape (N, C, H, W) or (N, H, W); the model "
+                  "has %d inputs%s",
+                  path, a->kind, P->g->n_inputs, x ? " of another rank" : "");
+  append_text(spec, size, a->kind);
+  append_text(spec, size, " ");
+  append_text(spec, size, a->key);
+  append(spec, size, "=%.15g; ", v);
+}
+
+static void parse_augment(parser *P, json_object *tr, char *spec, size_t size) {
+  json_object *v = field(tr, "augment");
+  char got[96], path[64];
+  if (!v) return;
+  size_t n = json_object_is_type(v, json_type_array) ? json_object_array_length(v) : 0;
+  if (!json_object_is_type(v, json_type_array) || n > AUG_MAX_STEPS) {
+    kiln_fe_error(P->d, "training.augment: expected an array of at most %d objects, got %s",
+                  AUG_MAX_STEPS, kiln_json_describe(v, got, sizeof got));
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    snprintf(path, sizeof path, "training.augment[%zu]", i);
+    parse_aug_step(P, json_object_array_get_idx(v, i), path, spec, size);
+  }
+}
+
+// `normalize.mean` / `normalize.std`: 1 or C numbers; appends "a,b,c" to spec; the count or -1.
+static int parse_channel_list(parser *P, json_object *obj, const char *key, bool positive,
+                              char *spec, size_t size) {
+  json_object *v = field(obj, key);
+  char got[96];
+  size_t n = v && json_object_is_type(v, json_type_array) ? json_object_array_length(v) : 0;
+  bool ok = n >= 1 && n <= AUG_MAX_CH;
+  for (size_t i = 0; ok && i < n; i++) {
+    double x;
+    ok = kiln_json_number(json_object_array_get_idx(v, i), &x) && isfinite(x) &&
+         (!positive || x > 0);
+    append(spec, size, i ? ",%.15g" : "%.15g", x);
+  }
+  if (!ok) {
+    kiln_fe_error(P->d, "training.normalize.%s: expected an array of 1 to %d numbers%s, got %s",
+                  key, AUG_MAX_CH, positive ? " > 0" : "",
+                  v ? kiln_json_describe(v, got, sizeof got) : "nothing");
+    return -1;
+  }
+  return (int)n;
+}
+
+static void parse_normalize(parser *P, json_object *tr, char *spec, size_t size) {
+  static const char *const fields[] = {"mean", "std", NULL};
+  json_object *v = field(tr, "normalize");
+  char got[96];
+  if (!v) return;
+  if (!json_object_is_type(v, json_type_object)) {
+    kiln_fe_error(P->d, "training.normalize: expected an object {\"mean\": [...], \"std\": [...]}, got %s",
+                  kiln_json_describe(v, got, sizeof got));
+    return;
+  }
+  check_fields(P, v, "training.normalize", fields);
+  append_text(spec, size, "normalize mean=");
+  int n_mean = parse_channel_list(P, v, "mean", false, spec, size);
+  append_text(spec, size, " std=");
+  int n_std = parse_channel_list(P, v, "std", true, spec, size);
+  const kiln_shape *x = data_input_shape(P->g);
+  int64_t channels = x && x->rank >= 4 ? x->dim[1] : 1;
+  if (n_mean > 0 && n_std > 0 && n_mean != n_std)
+    kiln_fe_error(P->d, "training.normalize: mean has %d numbers, std %d", n_mean, n_std);
+  else if (n_mean > 1 && (!x || n_mean != channels))
+    kiln_fe_error(P->d,
+                  "training.normalize.mean: %d numbers; the data input has %lld channels (give 1 "
+                  "or one per channel)",
+                  n_mean, (long long)channels);
+}
+
 bool kiln_training_parse(json_object *tr, kiln_graph *g, kiln_training *out, kiln_diag *d) {
   static const char *const fields[] = {
       "batch_size",     "loss",           "optimizer", "lr_schedule",
       "regularization", "clip_grad_norm", "frozen",    "trainable",
-      "seed",           "init",           NULL};
+      "seed",           "init",           "augment",   "normalize",
+      NULL};
   memset(out, 0, sizeof(*out));
   if (!tr || json_object_object_length(tr) == 0) return true;
   int errors0 = d->errors;
@@ -398,5 +526,9 @@ bool kiln_training_parse(json_object *tr, kiln_graph *g, kiln_training *out, kil
   parse_names(&P, tr, out);
   parse_inits(&P, tr, out);
   out->seed = (uint64_t)integer(&P, tr, "training", "seed", 0, 0);
+  char spec[4096] = "";
+  parse_augment(&P, tr, spec, sizeof spec);
+  parse_normalize(&P, tr, spec, sizeof spec);
+  if (spec[0]) out->augment = kiln_pool_strdup(&g->pool, spec);
   return d->errors == errors0;
 }

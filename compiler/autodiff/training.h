@@ -61,6 +61,12 @@ typedef struct kiln_training {
   int n_inits;
   const char **init_names;
   void **init_data;
+  // Set by the driver, not the JSON (kiln build --distributed): every trainable param's gradient
+  // (before clipping) also becomes a graph output, after the model's, so that a data-parallel
+  // trainer can average it across processes between the backward pass and the update.
+  bool expose_grads;
+  // `augment` and `normalize`, as the trainer's spec string (runtime/augment.h), or NULL
+  const char *augment;
 } kiln_training;
 
 const char *kiln_loss_kind_name(kiln_loss_kind k);  // "mse", ...

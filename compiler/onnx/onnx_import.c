@@ -678,6 +678,25 @@ static json_object *node_attrs(importer *im, const Onnx__NodeProto *n, const cha
   return attrs;
 }
 
+// Ops whose definition has not changed since opset 1 in anything Kiln reads: a model of opset 1-5
+// that uses only these means what it would at opset 7.
+static bool unchanged_since_opset1(const char *op) {
+  static const char *const ops[] = {"GlobalAveragePool", "GlobalMaxPool", "Not", "Softplus",
+                                    "Softsign",          "Identity",      NULL};
+  for (int i = 0; ops[i]; i++)
+    if (strcmp(op, ops[i]) == 0) return true;
+  return false;
+}
+
+// Before opset 6 only the ops above are read; anything else is reported by name.
+static void check_old_opset(importer *im, const char *op, const char *node) {
+  if (im->opset < 1 || im->opset >= MIN_OPSET || unchanged_since_opset1(op)) return;
+  issue(&im->opsets,
+        "opset %lld, node '%s' (%s) (Kiln reads opsets 7 to 18, 6 where it means the same, and "
+        "1-5 only for ops unchanged since)",
+        (long long)im->opset, node, op);
+}
+
 static void import_node(importer *im, const Onnx__NodeProto *n, size_t i) {
   char where[400], name[300];
   const char *op = str(n->op_type);
@@ -698,6 +717,7 @@ static void import_node(importer *im, const Onnx__NodeProto *n, size_t i) {
     issue(&im->ops, "%s (node '%s')", op, name);
   if (ours && im->opset < 0 && !im->opsets.count)
     issue(&im->opsets, "no opset_import for the default ONNX domain, used by node '%s'", name);
+  if (ours) check_old_opset(im, op, name);
   json_object *ins = node_inputs(im, n, where), *outs = node_outputs(n, name);
   for (size_t j = 0; j < n->n_output; j++)
     if (n->output[j] && *n->output[j]) define(im, n->output[j]);
@@ -807,7 +827,8 @@ static bool read_opset(importer *im, const Onnx__ModelProto *mp) {
     if (is_default_domain(mp->opset_import[i]->domain) && mp->opset_import[i]->has_version)
       im->opset = mp->opset_import[i]->version;
   if (im->opset < 0) return true;  // fine while no node of the default domain needs one
-  if (im->opset < MIN_OPSET || im->opset > MAX_OPSET)
+  // Opsets 1-5 are checked node by node (unchanged_since_opset1).
+  if (im->opset < 1 || im->opset > MAX_OPSET)
     issue(&im->opsets, "opset %lld (Kiln reads opsets 7 to 18, and 6 where it means the same)",
           (long long)im->opset);
   return true;

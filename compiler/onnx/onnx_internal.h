@@ -7,10 +7,12 @@
 
 #include "../../ir/dtype.h"
 #include "../../runtime/kiln_runtime.h"
+#include "../../ir/resource_limits.h"
 #include "onnx/onnx.pb-c.h"
 
-// Largest .onnx or external data file read (protobuf's own limit is 2 GiB).
-#define KILN_ONNX_MAX_FILE_BYTES ((size_t)2 << 30)
+// Largest .onnx or external data file read: KILN_LIMITS model-bytes (ir/resource_limits.h; the
+// default is protobuf's own limit, 2 GiB).
+#define KILN_ONNX_MAX_FILE_BYTES ((size_t)kiln_limits_get()->model_bytes)
 
 // ONNX TensorProto.DataType → Kiln dtype; false for the types Kiln has no dtype for.
 bool kiln_onnx_dtype(int onnx_type, kiln_dtype *out);

@@ -11,7 +11,7 @@
 #include "onnx_import.h"
 #include "onnx_internal.h"
 
-#define MAX_TENSOR_BYTES ((int64_t)1 << 34)
+#define MAX_TENSOR_BYTES (kiln_limits_get()->tensor_bytes)  // KILN_LIMITS tensor-bytes
 
 bool kiln_onnx_dtype(int onnx_type, kiln_dtype *out) {
   switch (onnx_type) {

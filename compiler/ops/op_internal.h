@@ -72,6 +72,11 @@ int64_t kiln_output_numel_flops(const kiln_graph *g, const kiln_node *n);
 // tensors plan-memory placed; every kernel's scratch starts there (kernels run one at a time), and
 // the arena grows to the largest. Returns the buffer index.
 int kiln_lower_scratch(const kiln_lower_ctx *c, kiln_dtype t, int64_t numel);
+// A weights buffer of numel f32 values computed at compile time from constant params (a weight
+// pre-packed into a blocked layout): the data is copied and appended to the weights payload.
+// Returns the buffer index; the buffer is named <node>_<suffix>.
+int kiln_lower_derived_weight(const kiln_lower_ctx *c, const char *suffix, const float *data,
+                              int64_t numel);
 
 // ---- Binary elementwise ops with numpy broadcasting (binary.c) ----
 
@@ -231,8 +236,8 @@ int kiln_op_const_floats(const kiln_graph *g, const kiln_node *n, kiln_diag *d, 
 int kiln_eval_ints(const kiln_eval_tensor *t, int64_t *out, int max);
 int64_t kiln_saturate_i64(double v);
 // Checks -rank <= axis < rank ("<field>: expected an axis in [-2, 1], got 5"); *out in [0, rank).
-bool kiln_op_check_axis(const kiln_node *n, kiln_diag *d, const char *field, int64_t axis,
-                        int rank, int64_t *out);
+bool kiln_op_check_axis(const kiln_node *n, kiln_diag *d, const char *field, int64_t axis, int rank,
+                        int64_t *out);
 // Reports "<why> gives an output of shape (2, 0); Kiln needs every dimension >= 1".
 bool kiln_op_check_dims(const kiln_node *n, kiln_diag *d, const kiln_shape *s, const char *why);
 // A strided copy: for every index v of `shape`,
@@ -243,6 +248,30 @@ typedef struct kiln_strided {
   int64_t src_stride[KILN_MAX_RANK], dst_stride[KILN_MAX_RANK];
 } kiln_strided;
 void kiln_strided_lower(kiln_lb *b, int src_buf, int dst_buf, const kiln_strided *s);
+
+// Squeeze / Unsqueeze axes: the INTS attribute (opset < 13) or constant input 1 (13+). Returns
+// their count, -1 when neither is given, -2 after reporting a problem.
+int kiln_op_axes_arg(const kiln_graph *g, const kiln_node *n, kiln_diag *d, int64_t *axes);
+// Gradient of ops whose data does not move (docs/training.md): dx = dy reshaped to x's shape.
+bool kiln_reshape_grad(kiln_grad_ctx *c);
+// Defines `kiln_op_<Name>`: an op of any dtype that only changes the shape (a copy loop), with
+// inputs [1, max_in], the attributes `attr_specs` and shape inference `infer_fn`.
+#define KILN_DEFINE_RESHAPING_OP(Name, max_in, attr_specs, infer_fn) \
+  const kiln_op_def kiln_op_##Name = {                               \
+      .name = #Name,                                                 \
+      .min_inputs = 1,                                               \
+      .max_inputs = max_in,                                          \
+      .min_outputs = 1,                                              \
+      .max_outputs = 1,                                              \
+      .attrs = attr_specs,                                           \
+      .fuse = KILN_FUSE_INJECTIVE,                                   \
+      .infer = infer_fn,                                             \
+      .eval = kiln_copy_eval,                                        \
+      .lower = kiln_copy_lower,                                      \
+      .flops = kiln_no_flops,                                        \
+      .tol = {0, 0},                                                 \
+      .grad = kiln_reshape_grad,                                     \
+  }
 
 // ---- Math family: dtype sets, expression copies, elementwise ops with attributes (unary.c) ----
 
@@ -266,6 +295,29 @@ void kiln_unary_node_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_e
                           kiln_unary_node_fn fn);
 void kiln_unary_node_lower(const kiln_lower_ctx *c, kiln_unary_node_lx lx);
 
+// Defines `kiln_op_<Name>`: an elementwise op whose math reads the node's attributes `attr_specs`
+// (y[i] = fn(n, x[i]); lx builds the same in loop IR), with its shape inference (kiln_unary_infer
+// for float x -> same dtype) and tolerance.
+#define KILN_DEFINE_UNARY_NODE_OP(Name, attr_specs, infer_fn, fn, lx, atol, rtol)                  \
+  static void Name##_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) { \
+    kiln_unary_node_eval(n, in, out, fn);                                                          \
+  }                                                                                                \
+  static void Name##_lower(const kiln_lower_ctx *c) { kiln_unary_node_lower(c, lx); }              \
+  const kiln_op_def kiln_op_##Name = {                                                             \
+      .name = #Name,                                                                               \
+      .min_inputs = 1,                                                                             \
+      .max_inputs = 1,                                                                             \
+      .min_outputs = 1,                                                                            \
+      .max_outputs = 1,                                                                            \
+      .attrs = attr_specs,                                                                         \
+      .fuse = KILN_FUSE_ELEMENTWISE,                                                               \
+      .infer = infer_fn,                                                                           \
+      .eval = Name##_eval,                                                                         \
+      .lower = Name##_lower,                                                                       \
+      .flops = kiln_output_numel_flops,                                                            \
+      .tol = {atol, rtol},                                                                         \
+  }
+
 // ---- Math family: elementwise ops over all inputs, numpy broadcasting (binary.c) ----
 
 // The broadcast of every input's shape (all present); reports shapes that do not broadcast.
@@ -282,16 +334,140 @@ void kiln_nary_lower(const kiln_lower_ctx *c, kiln_nary_lx lx);
 // inputs' dtype when out_dtype < 0).
 bool kiln_nary_infer(kiln_graph *g, kiln_node *n, kiln_diag *d, unsigned dtypes, int out_dtype);
 
+// Variadic elementwise folds (Min, Max, Sum, Mean): ((v0 op v1) op v2) ..., divided by the count
+// when `mean`; combine is LB_MIN or LB_MAX (fmin/fmax: a NaN loses to a number) or LB_ADD.
+double kiln_fold_ref(kiln_lbin combine, bool mean, const double *v, int count);
+kiln_lexpr *kiln_fold_lx(kiln_lb *b, kiln_dtype t, kiln_lbin combine, bool mean, kiln_lexpr **v,
+                         int count);
+// Defines `kiln_op_<Name>`: 1..16 inputs of one dtype in `dtypes`, numpy broadcasting, y = the
+// fold of the inputs' elements.
+#define KILN_DEFINE_FOLD_OP(Name, dtypes, combine, mean, atol, rtol)                               \
+  static double Name##_ref(const kiln_node *n, const double *v, int count) {                       \
+    (void)n;                                                                                       \
+    return kiln_fold_ref(combine, mean, v, count);                                                 \
+  }                                                                                                \
+  static kiln_lexpr *Name##_lx(kiln_lb *b, const kiln_node *n, kiln_dtype t, kiln_lexpr **v,       \
+                               int count) {                                                        \
+    (void)n;                                                                                       \
+    return kiln_fold_lx(b, t, combine, mean, v, count);                                            \
+  }                                                                                                \
+  static bool Name##_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {                            \
+    return kiln_nary_infer(g, n, d, dtypes, -1);                                                   \
+  }                                                                                                \
+  static void Name##_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) { \
+    kiln_nary_eval(n, in, out, Name##_ref);                                                        \
+  }                                                                                                \
+  static void Name##_lower(const kiln_lower_ctx *c) { kiln_nary_lower(c, Name##_lx); }             \
+  const kiln_op_def kiln_op_##Name = {                                                             \
+      .name = #Name,                                                                               \
+      .min_inputs = 1,                                                                             \
+      .max_inputs = 16,                                                                            \
+      .min_outputs = 1,                                                                            \
+      .max_outputs = 1,                                                                            \
+      .attrs = kiln_unary_attrs,                                                                   \
+      .fuse = KILN_FUSE_BROADCAST,                                                                 \
+      .infer = Name##_infer,                                                                       \
+      .eval = Name##_eval,                                                                         \
+      .lower = Name##_lower,                                                                       \
+      .flops = kiln_output_numel_flops,                                                            \
+      .tol = {atol, rtol},                                                                         \
+  }
+
+// Logic on bool (And, Or, Xor): op is LB_AND, LB_OR or LB_NE (xor); two bool inputs, numpy
+// broadcasting, a bool output.
+double kiln_logic_ref(kiln_lbin op, double a, double b);
+#define KILN_DEFINE_LOGIC_OP(Name, op)                                                             \
+  static double Name##_ref(const kiln_node *n, const double *v, int count) {                       \
+    (void)n, (void)count;                                                                          \
+    return kiln_logic_ref(op, v[0], v[1]);                                                         \
+  }                                                                                                \
+  static kiln_lexpr *Name##_lx(kiln_lb *b, const kiln_node *n, kiln_dtype t, kiln_lexpr **v,       \
+                               int count) {                                                        \
+    (void)n, (void)t, (void)count;                                                                 \
+    return lx_bin(b, op, v[0], v[1]);                                                              \
+  }                                                                                                \
+  static bool Name##_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {                            \
+    return kiln_nary_infer(g, n, d, KILN_DT(KILN_BOOL), KILN_BOOL);                                \
+  }                                                                                                \
+  static void Name##_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) { \
+    kiln_nary_eval(n, in, out, Name##_ref);                                                        \
+  }                                                                                                \
+  static void Name##_lower(const kiln_lower_ctx *c) { kiln_nary_lower(c, Name##_lx); }             \
+  const kiln_op_def kiln_op_##Name = {                                                             \
+      .name = #Name,                                                                               \
+      .min_inputs = 2,                                                                             \
+      .max_inputs = 2,                                                                             \
+      .min_outputs = 1,                                                                            \
+      .max_outputs = 1,                                                                            \
+      .attrs = kiln_binary_attrs,                                                                  \
+      .fuse = KILN_FUSE_BROADCAST,                                                                 \
+      .infer = Name##_infer,                                                                       \
+      .eval = Name##_eval,                                                                         \
+      .lower = Name##_lower,                                                                       \
+      .flops = kiln_output_numel_flops,                                                            \
+      .tol = {0, 0},                                                                               \
+  }
+
+// ---- Math family: Softmax and LogSoftmax (softmax.c) ----
+
+extern const kiln_attr_spec kiln_softmax_attrs[];  // axis
+bool kiln_softmax_infer(kiln_graph *g, kiln_node *n, kiln_diag *d);
+void kiln_softmax_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out);
+void kiln_softmax_lower(const kiln_lower_ctx *c);
+int64_t kiln_softmax_flops(const kiln_graph *g, const kiln_node *n);
+
 // ---- Math family: reductions (reduce.c) ----
 
-// ReduceMean/Sum/Max/Min: `axes` (INTS, opset < 18) or a constant i64 input 1 (opset 13/18+),
-// `keepdims` (1), `noop_with_empty_axes` (0). combine is LB_ADD, LB_MAX or LB_MIN.
+// The Reduce* ops: `axes` (INTS, opset < 18) or a constant i64 input 1 (opset 13/18+),
+// `keepdims` (1), `noop_with_empty_axes` (0). Each output element is
+//   finish(combine over its reduced elements of map(x)), combine one of LB_ADD, LB_MUL, LB_MAX,
+//   LB_MIN (starting from 0, 1, -inf, +inf).
+typedef enum { KILN_RMAP_NONE, KILN_RMAP_SQUARE, KILN_RMAP_ABS, KILN_RMAP_EXP } kiln_reduce_map;
+typedef enum {
+  KILN_RFINISH_NONE,
+  KILN_RFINISH_MEAN,  // / the number of reduced elements
+  KILN_RFINISH_SQRT,
+  KILN_RFINISH_LOG,
+} kiln_reduce_finish;
+typedef struct kiln_reduce_kind {
+  kiln_lbin combine;
+  kiln_reduce_map map;
+  kiln_reduce_finish finish;
+} kiln_reduce_kind;
 extern const kiln_attr_spec kiln_reduce_attrs[];
 bool kiln_reduce_infer(kiln_graph *g, kiln_node *n, kiln_diag *d, unsigned dtypes);
 void kiln_reduce_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out,
-                      kiln_lbin combine, bool mean);
-void kiln_reduce_lower(const kiln_lower_ctx *c, kiln_lbin combine, bool mean);
+                      kiln_reduce_kind kind);
+void kiln_reduce_lower(const kiln_lower_ctx *c, kiln_reduce_kind kind);
 int64_t kiln_reduce_flops(const kiln_graph *g, const kiln_node *n);  // numel(x)
+
+// Defines `kiln_op_<Name>`, a Reduce* op of input dtypes `dtypes` computing the kiln_reduce_kind
+// {combine, map, finish}, with its tolerance and gradient rule (or NULL).
+#define KILN_DEFINE_REDUCE_OP(Name, dtypes, combine, map, finish, atol, rtol, grad_fn)             \
+  static bool Name##_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {                            \
+    return kiln_reduce_infer(g, n, d, dtypes);                                                     \
+  }                                                                                                \
+  static void Name##_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) { \
+    kiln_reduce_eval(n, in, out, (kiln_reduce_kind){combine, map, finish});                        \
+  }                                                                                                \
+  static void Name##_lower(const kiln_lower_ctx *c) {                                              \
+    kiln_reduce_lower(c, (kiln_reduce_kind){combine, map, finish});                                \
+  }                                                                                                \
+  const kiln_op_def kiln_op_##Name = {                                                             \
+      .name = #Name,                                                                               \
+      .min_inputs = 1,                                                                             \
+      .max_inputs = 2,                                                                             \
+      .min_outputs = 1,                                                                            \
+      .max_outputs = 1,                                                                            \
+      .attrs = kiln_reduce_attrs,                                                                  \
+      .fuse = KILN_FUSE_REDUCTION,                                                                 \
+      .infer = Name##_infer,                                                                       \
+      .eval = Name##_eval,                                                                         \
+      .lower = Name##_lower,                                                                       \
+      .flops = kiln_reduce_flops,                                                                  \
+      .tol = {atol, rtol},                                                                         \
+      .grad = grad_fn,                                                                             \
+  }
 // A shape viewed as (outer, axis, inner) around one axis (normalized, 0 <= axis < rank):
 // element j of row (o, i) is at (o * axis + j) * inner + i.
 typedef struct kiln_axis_view {

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../runtime/kiln_runtime.h"
 #include "../ops/op_internal.h"
 #include "pipeline.h"
 
@@ -87,6 +88,53 @@ int kiln_lower_scratch(const kiln_lower_ctx *c, kiln_dtype t, int64_t numel) {
   return kiln_lprog_add_buf(p, &b);
 }
 
+// Derived weights (op_internal.h): staged in p->derived, 64-byte aligned, each at its final
+// offset past the payload plan-memory built; merged into the payload when lowering ends.
+int kiln_lower_derived_weight(const kiln_lower_ctx *c, const char *suffix, const float *data,
+                              int64_t numel) {
+  kiln_lprog *p = c->b->prog;
+  int64_t at = (p->derived_bytes + 63) / 64 * 64, bytes = numel * (int64_t)sizeof(float);
+  if (at + bytes > p->derived_cap) {
+    int64_t cap = p->derived_cap ? p->derived_cap : 1 << 16;
+    while (cap < at + bytes) cap *= 2;
+    p->derived = realloc(p->derived, (size_t)cap);
+    if (!p->derived) abort();  // out of memory while compiling
+    p->derived_cap = cap;
+  }
+  memset(p->derived + p->derived_bytes, 0, (size_t)(at - p->derived_bytes));
+  memcpy(p->derived + at, data, (size_t)bytes);
+  p->derived_bytes = at + bytes;
+  kiln_lbuf b = {.name = kiln_pool_printf(&p->pool, "%s_%s", c->node->name, suffix),
+                 .kind = KILN_BUF_WEIGHT,
+                 .dtype = KILN_F32,
+                 .numel = numel,
+                 .index = -1,
+                 .offset = (p->weights_bytes + 63) / 64 * 64 + at};
+  return kiln_lprog_add_buf(p, &b);
+}
+
+// Appends the derived weights to the payload: c->weights grows and p->weights follows it.
+static bool merge_derived(kiln_compilation *c, kiln_lprog *p, kiln_diag *d) {
+  if (!p->derived_bytes) return true;
+  int64_t base = (c->weights_bytes + 63) / 64 * 64, size = base + p->derived_bytes;
+  unsigned char *w = kiln_aligned_alloc((size_t)size);
+  if (!w) {
+    kiln_diag_error(d, NULL, "cannot allocate %lld bytes of weights", (long long)size);
+    return false;
+  }
+  memset(w, 0, (size_t)base);
+  if (c->weights_bytes) memcpy(w, c->weights, (size_t)c->weights_bytes);
+  memcpy(w + base, p->derived, (size_t)p->derived_bytes);
+  kiln_aligned_free(c->weights);
+  c->weights = w;
+  c->weights_bytes = p->weights_bytes = size;
+  p->weights = w;
+  free(p->derived);
+  p->derived = NULL;
+  p->derived_bytes = p->derived_cap = 0;
+  return true;
+}
+
 bool kiln_pass_lower(kiln_compilation *c, kiln_diag *d, bool *changed) {
   const kiln_graph *g = c->g;
   kiln_lprog *p = kiln_lprog_new(g->name);
@@ -122,6 +170,10 @@ bool kiln_pass_lower(kiln_compilation *c, kiln_diag *d, bool *changed) {
     k->flops = def->flops ? def->flops(g, n) : 0;
   }
   free(tensor_buf);
+  if (!merge_derived(c, p, d)) {
+    kiln_lprog_free(p);
+    return false;
+  }
   c->arena_bytes = p->arena_bytes;  // kernel scratch (kiln_lower_scratch) may have grown it
   kiln_lprog_free(c->prog);
   c->prog = p;

@@ -66,6 +66,10 @@ static void gather(const kiln_lstmt *loop, const kiln_lstmt *s, body_facts *f) {
     case LS_ASSIGN:
       if (!declared_inside(loop->body, s->var)) classify_assign(s, f);
       break;
+    case LS_LSTORE:  // like a buffer, unless the array is private to each iteration
+      if (!declared_inside(loop->body, s->var) && !expr_uses_var(s->index, loop->var))
+        f->stores_ok = false;
+      break;
     case LS_DECL:
     case LS_COMMENT: break;
   }

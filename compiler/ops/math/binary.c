@@ -1,6 +1,8 @@
 // Elementwise ops with numpy broadcasting. Binary arithmetic (Add, Sub, Mul, Div: each op file
 // supplies only its scalar function and its loop-IR operator, KILN_DEFINE_BINARY_OP) and the
 // n-input form behind Pow, the comparisons, And/Or, Min/Max, Where and PRelu (kiln_nary_*).
+#include <math.h>
+
 #include "../op_internal.h"
 
 const kiln_attr_spec kiln_binary_attrs[] = {{0}};
@@ -131,4 +133,27 @@ bool kiln_nary_infer(kiln_graph *g, kiln_node *n, kiln_diag *d, unsigned dtypes,
   kiln_dtype t = out_dtype >= 0 ? (kiln_dtype)out_dtype : kiln_in(g, n, 0)->dtype;
   kiln_op_set_output(g, n, 0, t, &out);
   return true;
+}
+
+// ---- Variadic folds: Min, Max, Sum, Mean ----
+
+double kiln_fold_ref(kiln_lbin combine, bool mean, const double *v, int count) {
+  double acc = v[0];
+  for (int k = 1; k < count; k++)
+    acc = combine == LB_MIN ? fmin(acc, v[k]) : combine == LB_MAX ? fmax(acc, v[k]) : acc + v[k];
+  return mean ? acc / count : acc;
+}
+
+kiln_lexpr *kiln_fold_lx(kiln_lb *b, kiln_dtype t, kiln_lbin combine, bool mean, kiln_lexpr **v,
+                         int count) {
+  kiln_lexpr *acc = v[0];  // ((v0 op v1) op v2) ...
+  for (int k = 1; k < count; k++) acc = lx_bin(b, combine, acc, v[k]);
+  return mean ? lx_bin(b, LB_DIV, acc, lx_float(b, t, count)) : acc;
+}
+
+// ---- Logic on bool: And, Or, Xor ----
+
+double kiln_logic_ref(kiln_lbin op, double a, double b) {
+  bool x = a != 0, y = b != 0;
+  return op == LB_AND ? x && y : op == LB_OR ? x || y : x != y;
 }

@@ -1,7 +1,9 @@
 // Clip: y = min(max(x, lo), hi), elementwise (so lo > hi gives hi everywhere, as ONNX says).
-// The bounds are optional: inputs 1 and 2 (opset 11+; constant params with one element, x's
-// dtype) or the float attributes `min` and `max` (opset 6). A bound given neither way is absent.
+// The bounds are optional: inputs 1 and 2 (opset 11+; one element of x's dtype, a constant or
+// computed at run time) or the float attributes `min` and `max` (opset 6). A bound given neither
+// way is absent.
 #include <math.h>
+#include <stdio.h>
 
 #include "../op_internal.h"
 #include "../train/grad_compose.h"
@@ -11,19 +13,14 @@ static const kiln_attr_spec attrs[] = {
 
 static const char *const bound_names[3] = {NULL, "min", "max"};
 
-// Checks bound k (1: min, 2: max) is given at most one way and, as an input, is a one-element
-// constant of x's dtype.
+// Checks bound k (1: min, 2: max) is given at most one way and, as an input, has one element of
+// x's dtype.
 static bool check_bound(const kiln_graph *g, const kiln_node *n, int k, kiln_diag *d) {
   const kiln_tensor *x = kiln_in(g, n, 0), *t = kiln_in(g, n, k);
   if (!t) return true;
   if (kiln_node_attr(n, bound_names[k])) {
     kiln_op_error(d, n, "inputs[%d] (%s): %s is also given as attrs.%s; give it one way", k,
                   t->name, bound_names[k], bound_names[k]);
-    return false;
-  }
-  if (t->kind != KILN_TENSOR_PARAM || !t->data) {
-    kiln_op_error(d, n, "inputs[%d] (%s): %s must be a constant param (with init or weights)", k,
-                  t->name, bound_names[k]);
     return false;
   }
   if (kiln_shape_numel(&t->shape) != 1 || t->dtype != x->dtype) {
@@ -49,15 +46,20 @@ static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   return true;
 }
 
-// Bound k: *value and true when present (input value or attribute).
-static bool bound_of(const kiln_node *n, const kiln_tensor *input, int k, double *value) {
-  if (input) {
-    *value = kiln_tensor_get(input, 0);
-    return true;
+// Bound k as a loop-IR value of dtype t, or NULL when absent: a literal when it is an attribute or
+// a constant param, else a load of the input's one element.
+static kiln_lexpr *bound_lx(const kiln_lower_ctx *c, int k, kiln_dtype t, char *text, size_t len) {
+  const kiln_tensor *input = kiln_in(c->g, c->node, k);
+  const kiln_attr *a = kiln_node_attr(c->node, bound_names[k]);
+  snprintf(text, len, "%s", k == 1 ? "-inf" : "inf");
+  if (input && !(input->kind == KILN_TENSOR_PARAM && input->data)) {
+    snprintf(text, len, "%s", input->name);
+    return lx_load(c->b, kiln_in_buf(c, k), lx_int(c->b, 0));
   }
-  const kiln_attr *a = kiln_node_attr(n, bound_names[k]);
-  if (a) *value = a->f;
-  return a != NULL;
+  if (!input && !a) return NULL;
+  double value = input ? kiln_tensor_get(input, 0) : a->f;
+  snprintf(text, len, "%g", value);
+  return lx_float(c->b, t, value);
 }
 
 static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
@@ -77,23 +79,24 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
 static void lower(const kiln_lower_ctx *c) {
   kiln_lb *b = c->b;
   const kiln_tensor *x = kiln_lower_in(c, 0), *y = kiln_lower_out(c, 0);
-  const kiln_node *n = c->node;
-  double lo = -INFINITY, hi = INFINITY;
-  bool has_lo = bound_of(n, kiln_in(c->g, n, 1), 1, &lo);
-  bool has_hi = bound_of(n, kiln_in(c->g, n, 2), 2, &hi);
-  kiln_lb_comment(b, "Clip %s: %s to [%g, %g] -> %s", n->name, kiln_describe(x).text, lo, hi,
-                  kiln_describe(y).text);
   kiln_dtype t = y->dtype;
+  char lo_text[64], hi_text[64];
+  kiln_lexpr *lo = bound_lx(c, 1, t, lo_text, sizeof lo_text);
+  kiln_lexpr *hi = bound_lx(c, 2, t, hi_text, sizeof hi_text);
+  kiln_lb_comment(b, "Clip %s: %s to [%s, %s] -> %s", c->node->name, kiln_describe(x).text, lo_text,
+                  hi_text, kiln_describe(y).text);
+  int lo_var = lo ? kiln_lb_decl(b, "lo", t, lo) : -1;
+  int hi_var = hi ? kiln_lb_decl(b, "hi", t, hi) : -1;
   int i = kiln_lb_for_n(b, "i", kiln_shape_numel(&y->shape));  // x, y: same layout
   kiln_lexpr *v = lx_load(b, kiln_in_buf(c, 0), lx_var(b, i));
-  if (has_lo) v = lx_bin(b, LB_MAX, v, lx_float(b, t, lo));
-  if (has_hi) v = lx_bin(b, LB_MIN, v, lx_float(b, t, hi));
+  if (lo_var >= 0) v = lx_bin(b, LB_MAX, v, lx_var(b, lo_var));
+  if (hi_var >= 0) v = lx_bin(b, LB_MIN, v, lx_var(b, hi_var));
   kiln_lb_store(b, kiln_out_buf(c, 0), lx_var(b, i), v);
   kiln_lb_end_for(b);
 }
 
 // Gradient (docs/training.md): dx = dy where min <= x <= max (an absent bound always holds), else
-// 0. The bounds are constants, so they get no gradient.
+// 0. The bounds get no gradient.
 static int clip_bound_holds(kiln_grad_ctx *c, int k, const char *compare) {
   int x = kiln_gc_x(c, 0);
   if (kiln_has_input(&c->node, k)) return kiln_gc_binary(c, compare, x, c->node.inputs[k]);

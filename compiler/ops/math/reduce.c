@@ -1,5 +1,7 @@
-// Reductions shared by ReduceMean, ReduceSum, ReduceMax and ReduceMin, and the (outer, axis,
-// inner) view of a shape used by ArgMax and LogSoftmax.
+// Reductions shared by the Reduce* ops (ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd,
+// ReduceSumSquare, ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp), and the (outer, axis, inner)
+// view of a shape used by ArgMax/ArgMin and the softmaxes. A reduction is
+//   y = finish(combine over the reduced elements of map(x))        (kiln_reduce_kind)
 //
 // Axes come from the INTS attribute `axes` (opset < 18; < 13 for ReduceSum) or from an optional
 // constant i64 input 1 (ReduceSum 13+, all of them 18+), never both. Negative axes count from the
@@ -121,15 +123,36 @@ bool kiln_reduce_infer(kiln_graph *g, kiln_node *n, kiln_diag *d, unsigned dtype
 static double combine_ref(kiln_lbin combine, double acc, double v) {
   if (combine == LB_MAX) return fmax(acc, v);
   if (combine == LB_MIN) return fmin(acc, v);
+  if (combine == LB_MUL) return acc * v;
   return acc + v;
 }
 
 static double init_ref(kiln_lbin combine) {
-  return combine == LB_MAX ? -INFINITY : combine == LB_MIN ? INFINITY : 0;
+  return combine == LB_MAX ? -INFINITY : combine == LB_MIN ? INFINITY : combine == LB_MUL ? 1 : 0;
+}
+
+static double map_ref(kiln_reduce_map map, double x) {
+  switch (map) {
+    case KILN_RMAP_SQUARE: return x * x;
+    case KILN_RMAP_ABS: return fabs(x);
+    case KILN_RMAP_EXP: return exp(x);
+    case KILN_RMAP_NONE: break;
+  }
+  return x;
+}
+
+static double finish_ref(kiln_reduce_finish finish, double acc, int64_t count) {
+  switch (finish) {
+    case KILN_RFINISH_MEAN: return acc / (double)count;
+    case KILN_RFINISH_SQRT: return sqrt(acc);
+    case KILN_RFINISH_LOG: return log(acc);
+    case KILN_RFINISH_NONE: break;
+  }
+  return acc;
 }
 
 void kiln_reduce_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out,
-                      kiln_lbin combine, bool mean) {
+                      kiln_reduce_kind kind) {
   int64_t axes[KILN_MAX_RANK];
   int count = -1;
   if (kiln_has_input(n, 1)) {
@@ -145,7 +168,7 @@ void kiln_reduce_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_
     memcpy(out->data, in[0].data, sizeof(double) * (size_t)x_numel);
     return;
   }
-  for (int64_t o = 0; o < out_numel; o++) out->data[o] = init_ref(combine);
+  for (int64_t o = 0; o < out_numel; o++) out->data[o] = init_ref(kind.combine);
   // Each x element goes to the output element with its reduced coordinates set to 0.
   int64_t keep_strides[KILN_MAX_RANK], idx[KILN_MAX_RANK];
   kiln_contiguous_strides(&p.keep, keep_strides);
@@ -154,14 +177,15 @@ void kiln_reduce_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_
     for (int a = 0; a < p.keep.rank; a++)
       if (p.reduced[a]) idx[a] = 0;
     double *acc = &out->data[kiln_dot_index(p.keep.rank, idx, keep_strides)];
-    *acc = combine_ref(combine, *acc, in[0].data[i]);
+    *acc = combine_ref(kind.combine, *acc, map_ref(kind.map, in[0].data[i]));
   }
-  if (mean)
-    for (int64_t o = 0; o < out_numel; o++) out->data[o] /= (double)p.count;
+  for (int64_t o = 0; o < out_numel; o++)
+    out->data[o] = finish_ref(kind.finish, out->data[o], p.count);
 }
 
-// The accumulator's start: -inf / +inf (the type's lowest / highest integer) or 0.
+// The accumulator's start: -inf / +inf (the type's lowest / highest integer), 1 or 0.
 static kiln_lexpr *init_lx(kiln_lb *b, kiln_dtype t, kiln_lbin combine) {
+  if (combine == LB_MUL) return lx_float(b, t, 1);
   if (combine != LB_MAX && combine != LB_MIN) return lx_float(b, t, 0);
   bool max = combine == LB_MAX;
   if (kiln_dtype_is_float(t)) return lx_float(b, t, max ? -INFINITY : INFINITY);
@@ -169,7 +193,28 @@ static kiln_lexpr *init_lx(kiln_lb *b, kiln_dtype t, kiln_lbin combine) {
   return lx_float(b, t, max ? (double)INT32_MIN : (double)INT32_MAX);  // i32
 }
 
-void kiln_reduce_lower(const kiln_lower_ctx *c, kiln_lbin combine, bool mean) {
+static kiln_lexpr *map_lx(kiln_lb *b, kiln_reduce_map map, kiln_lexpr *x) {
+  switch (map) {
+    case KILN_RMAP_SQUARE: return lx_bin(b, LB_MUL, kiln_lx_clone(b, x), x);
+    case KILN_RMAP_ABS: return lx_unary(b, LU_ABS, x);
+    case KILN_RMAP_EXP: return lx_unary(b, LU_EXP, x);
+    case KILN_RMAP_NONE: break;
+  }
+  return x;
+}
+
+static kiln_lexpr *finish_lx(kiln_lb *b, kiln_dtype t, kiln_reduce_finish finish, kiln_lexpr *acc,
+                             int64_t count) {
+  switch (finish) {
+    case KILN_RFINISH_MEAN: return lx_bin(b, LB_DIV, acc, lx_float(b, t, (double)count));
+    case KILN_RFINISH_SQRT: return lx_unary(b, LU_SQRT, acc);
+    case KILN_RFINISH_LOG: return lx_unary(b, LU_LOG, acc);
+    case KILN_RFINISH_NONE: break;
+  }
+  return acc;
+}
+
+void kiln_reduce_lower(const kiln_lower_ctx *c, kiln_reduce_kind kind) {
   kiln_lb *b = c->b;
   const kiln_tensor *x = kiln_lower_in(c, 0), *y = kiln_lower_out(c, 0);
   reduce_plan p;
@@ -194,18 +239,17 @@ void kiln_reduce_lower(const kiln_lower_ctx *c, kiln_lbin combine, bool mean) {
     snprintf(name, sizeof name, "d%d", i);
     vars[i] = kiln_lb_for_n(b, name, x->shape.dim[i]);
   }
-  int acc = kiln_lb_decl(b, "acc", t, init_lx(b, t, combine));
+  int acc = kiln_lb_decl(b, "acc", t, init_lx(b, t, kind.combine));
   for (int i = 0; i < rank; i++) {
     if (!p.reduced[i]) continue;
     snprintf(name, sizeof name, "r%d", i);
     vars[i] = kiln_lb_for_n(b, name, x->shape.dim[i]);
   }
   kiln_lexpr *v = lx_load(b, kiln_in_buf(c, 0), kiln_lower_index(b, rank, vars, x_strides));
-  kiln_lb_assign(b, acc, lx_bin(b, combine, lx_var(b, acc), v));
+  kiln_lb_assign(b, acc, lx_bin(b, kind.combine, lx_var(b, acc), map_lx(b, kind.map, v)));
   for (int i = 0; i < rank; i++)
     if (p.reduced[i]) kiln_lb_end_for(b);
-  kiln_lexpr *result = lx_var(b, acc);
-  if (mean) result = lx_bin(b, LB_DIV, result, lx_float(b, t, (double)p.count));
+  kiln_lexpr *result = finish_lx(b, t, kind.finish, lx_var(b, acc), p.count);
   kiln_lb_store(b, kiln_out_buf(c, 0), kiln_lower_index(b, rank, vars, y_strides), result);
   for (int i = 0; i < rank; i++)
     if (!p.reduced[i]) kiln_lb_end_for(b);

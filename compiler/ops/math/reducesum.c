@@ -7,10 +7,12 @@ static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
 }
 
 static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
-  kiln_reduce_eval(n, in, out, LB_ADD, false);
+  kiln_reduce_eval(n, in, out, (kiln_reduce_kind){LB_ADD, KILN_RMAP_NONE, KILN_RFINISH_NONE});
 }
 
-static void lower(const kiln_lower_ctx *c) { kiln_reduce_lower(c, LB_ADD, false); }
+static void lower(const kiln_lower_ctx *c) {
+  kiln_reduce_lower(c, (kiln_reduce_kind){LB_ADD, KILN_RMAP_NONE, KILN_RFINISH_NONE});
+}
 
 // Gradient (docs/training.md): dy broadcast back over the reduced axes.
 static bool reduce_sum_grad(kiln_grad_ctx *c) {

@@ -86,6 +86,9 @@ kiln_lexpr *kiln_lx_clone(kiln_lb *b, const kiln_lexpr *e) {
     case LE_SELECT:
       return lx_select(b, kiln_lx_clone(b, e->a), kiln_lx_clone(b, e->b), kiln_lx_clone(b, e->c));
     case LE_CAST: return lx_cast(b, e->dtype, kiln_lx_clone(b, e->a));
+    case LE_LOCAL: return lx_local(b, e->var, kiln_lx_clone(b, e->a));
+    case LE_MULADD:
+      return lx_muladd(b, kiln_lx_clone(b, e->a), kiln_lx_clone(b, e->b), kiln_lx_clone(b, e->c));
   }
   return NULL;  // not reached: every kind is handled
 }

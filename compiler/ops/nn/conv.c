@@ -3,6 +3,9 @@
 // Output channel oc belongs to group g = oc / (M / group) and reads input channels
 // [g * C/group, (g + 1) * C/group). Window logic (pads, output size) is shared with the pools in
 // pool.c.
+#include <stdlib.h>
+#include <string.h>
+
 #include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
@@ -210,13 +213,11 @@ static void accumulate_row(const kiln_lower_ctx *c, const conv_vars *v, const ki
   kiln_lb_end_for(b);
 }
 
-static void lower(const kiln_lower_ctx *c) {
+// The reference lowering (any group, dtype or weight), epilogue excluded.
+static void lower_rows(const kiln_lower_ctx *c) {
   kiln_lb *b = c->b;
   const kiln_tensor *x = kiln_lower_in(c, 0), *w = kiln_lower_in(c, 1), *y = kiln_lower_out(c, 0);
   kiln_window win = conv_window(c->node, &x->shape, &w->shape);
-  kiln_lb_comment(b, "Conv %s: %s * %s%s -> %s", c->node->name, kiln_describe(x).text,
-                  kiln_describe(w).text, kiln_has_input(c->node, 2) ? " + bias" : "",
-                  kiln_describe(y).text);
   const int64_t *wd = w->shape.dim, *yd = y->shape.dim;
   conv_vars v;
   v.n = kiln_lb_for_n(b, "n", yd[0]);
@@ -229,6 +230,255 @@ static void lower(const kiln_lower_ctx *c) {
   v.kw = kiln_lb_for_n(b, "kw", wd[3]);
   accumulate_row(c, &v, &win);
   for (int i = 0; i < 6; i++) kiln_lb_end_for(b);  // kw, kh, ic, oh, oc, n
+}
+
+// ---- FusedConv's epilogue: y = act(conv + z) ----
+
+static bool has_residual(const kiln_node *n) { return kiln_has_input(n, 3); }
+static bool has_relu(const kiln_node *n) {
+  return strcmp(kiln_attr_string(n, "activation", ""), "Relu") == 0;
+}
+
+// act(v + z[index]): the epilogue applied to one output value (v itself for a plain Conv).
+static kiln_lexpr *epilogue(const kiln_lower_ctx *c, kiln_lexpr *v, kiln_lexpr *index) {
+  kiln_lb *b = c->b;
+  if (has_residual(c->node)) v = lx_bin(b, LB_ADD, v, lx_load(b, kiln_in_buf(c, 3), index));
+  if (has_relu(c->node)) v = lx_bin(b, LB_MAX, v, lx_float(b, v->dtype, 0));
+  return v;
+}
+
+// After lower_rows: y[i] = act(y[i] + z[i]) in a second pass.
+static void lower_epilogue_pass(const kiln_lower_ctx *c) {
+  if (!has_residual(c->node) && !has_relu(c->node)) return;
+  kiln_lb *b = c->b;
+  int out = kiln_out_buf(c, 0);
+  int i = kiln_lb_for_n(b, "i", kiln_shape_numel(&kiln_lower_out(c, 0)->shape));
+  kiln_lb_store(b, out, lx_var(b, i), epilogue(c, lx_load(b, out, lx_var(b, i)), lx_var(b, i)));
+  kiln_lb_end_for(b);
+}
+
+// ---- The blocked lowering: a register-blocked direct convolution ----
+// For group 1, f32, constant weights. Output channels are vectorized: the weights are packed at
+// compile time to (ceil(M/16), C, kH, kW, 16), zero past M, so 16 consecutive output channels of
+// one (ic, kh, kw) are contiguous. A tile of RO x 16 channels by RW output columns keeps its
+// RW * RO * 16 sums in a local array (vector registers once the j and r loops are unrolled):
+//   for n, ob (parallel), oh, tiles of RW columns at ow0:
+//     acc[j][r][l] = bias[(ob*RO + r)*16 + l]
+//     for ic, kh, kw, j (unrolled): xv = xp[n][ic][oh*sh + kh*dh][(ow0 + j)*sw + kw*dw]
+//       for r (unrolled), l (vectorized): acc[j][r][l] = muladd(xv, wp[ob*RO + r][ic][kh][kw][l], ..)
+//     y[n][(ob*RO + r)*16 + l][oh][ow0 + j] = epilogue(acc[j][r][l])
+// xp is x copied into zeroed scratch with the padding made explicit (x itself without padding), so
+// the inner loops have no bounds. A 1x1, stride-1, unpadded conv runs over its flattened spatial
+// dims as one row: a GEMM over channels.
+enum { LANES = 16, MAX_ACC = 28 };
+
+typedef struct conv_plan {
+  int64_t N, C, M, KH, KW;
+  int64_t HP, WP;        // the (padded) input planes the kernel reads
+  int64_t pt, pl, H, W;  // where x lies inside them
+  int64_t OH, OW, sh, sw, dh, dw;
+  int64_t MV, RO, RW;  // 16-channel vectors, vectors per tile, columns per tile
+  bool padded;         // reads a padded copy of x
+} conv_plan;
+
+static bool blocked_applies(const kiln_lower_ctx *c) {
+  const kiln_graph *g = c->g;
+  const kiln_node *n = c->node;
+  const kiln_tensor *w = kiln_in(g, n, 1), *bias = kiln_in(g, n, 2);
+  if (kiln_attr_int(n, "group", 1) != 1 || w->dtype != KILN_F32) return false;
+  if (w->kind != KILN_TENSOR_PARAM || !w->data) return false;
+  return !bias || (bias->kind == KILN_TENSOR_PARAM && bias->data);
+}
+
+// Columns per tile: the largest width with at most MAX_ACC accumulators that divides OW, else the
+// largest width (a narrower tail tile takes the rest).
+static int64_t tile_width(int64_t OW, int64_t RO) {
+  int64_t most = MAX_ACC / RO;
+  if (OW <= most) return OW;
+  for (int64_t rw = most; rw >= most / 2; rw--)
+    if (OW % rw == 0) return rw;
+  return most;
+}
+
+static conv_plan make_plan(const kiln_lower_ctx *c) {
+  const kiln_tensor *x = kiln_lower_in(c, 0), *w = kiln_lower_in(c, 1), *y = kiln_lower_out(c, 0);
+  kiln_window win = conv_window(c->node, &x->shape, &w->shape);
+  conv_plan p = {.N = x->shape.dim[0], .C = x->shape.dim[1], .M = w->shape.dim[0],
+                 .KH = w->shape.dim[2], .KW = w->shape.dim[3], .pt = win.pad_begin[0],
+                 .pl = win.pad_begin[1], .H = x->shape.dim[2], .W = x->shape.dim[3],
+                 .OH = y->shape.dim[2], .OW = y->shape.dim[3], .sh = win.stride[0],
+                 .sw = win.stride[1], .dh = win.dilation[0], .dw = win.dilation[1]};
+  // Rows and columns the windows reach: at least the input, padded at the start and the end.
+  int64_t need_h = (p.OH - 1) * p.sh + (p.KH - 1) * p.dh + 1;
+  int64_t need_w = (p.OW - 1) * p.sw + (p.KW - 1) * p.dw + 1;
+  p.HP = need_h > p.H + p.pt ? need_h : p.H + p.pt;
+  p.WP = need_w > p.W + p.pl ? need_w : p.W + p.pl;
+  p.padded = p.HP != p.H || p.WP != p.W;
+  if (!p.padded && p.KH == 1 && p.KW == 1 && p.sh == 1 && p.sw == 1) {
+    // out: (N, M, 1, OH * OW), the same bytes
+    p.OW = p.WP = p.W = p.OH * p.OW;
+    p.OH = p.HP = p.H = 1;
+  }
+  p.MV = (p.M + LANES - 1) / LANES;
+  p.RO = p.MV % 2 == 0 ? 2 : 1;
+  p.RW = tile_width(p.OW, p.RO);
+  return p;
+}
+
+// (ceil(M/16), C, kH, kW, 16) from w (M, C, kH, kW), zero past M; bias padded to ceil(M/16) * 16.
+static void pack_weights(const kiln_lower_ctx *c, const conv_plan *p, int *wp, int *bp) {
+  const kiln_tensor *w = kiln_lower_in(c, 1);
+  const kiln_tensor *bias = kiln_has_input(c->node, 2) ? kiln_lower_in(c, 2) : NULL;
+  int64_t per_oc = p->C * p->KH * p->KW, numel = p->MV * per_oc * LANES;
+  float *packed = kiln_xcalloc((size_t)numel, sizeof(float));
+  for (int64_t oc = 0; oc < p->M; oc++)
+    for (int64_t k = 0; k < per_oc; k++)
+      packed[((oc / LANES) * per_oc + k) * LANES + oc % LANES] =
+          (float)kiln_tensor_get(w, oc * per_oc + k);
+  *wp = kiln_lower_derived_weight(c, "wpacked", packed, numel);
+  free(packed);
+  float *b = kiln_xcalloc((size_t)(p->MV * LANES), sizeof(float));
+  for (int64_t oc = 0; bias && oc < p->M; oc++) b[oc] = (float)kiln_tensor_get(bias, oc);
+  *bp = kiln_lower_derived_weight(c, "bpacked", b, p->MV * LANES);
+  free(b);
+}
+
+// xp = 0; xp[n][ic][pt + ih][pl + iw] = x[n][ic][ih][iw]: two top-level loop nests.
+static int pad_input(const kiln_lower_ctx *c, const conv_plan *p) {
+  kiln_lb *b = c->b;
+  int xp = kiln_lower_scratch(c, KILN_F32, p->N * p->C * p->HP * p->WP);
+  int i = kiln_lb_for_n(b, "i", p->N * p->C * p->HP * p->WP);
+  kiln_lb_store(b, xp, lx_var(b, i), lx_float(b, KILN_F32, 0));
+  kiln_lb_end_for(b);
+  int nc = kiln_lb_for_n(b, "nc", p->N * p->C);
+  int ih = kiln_lb_for_n(b, "ih", p->H);
+  int iw = kiln_lb_for_n(b, "iw", p->W);
+  kiln_lexpr *row = lx_madd(b, lx_var(b, nc), p->HP, lx_add(b, lx_var(b, ih), lx_int(b, p->pt)));
+  kiln_lexpr *to = lx_madd(b, row, p->WP, lx_add(b, lx_var(b, iw), lx_int(b, p->pl)));
+  kiln_lexpr *from = lx_madd(b, lx_madd(b, lx_var(b, nc), p->H, lx_var(b, ih)), p->W, lx_var(b, iw));
+  kiln_lb_store(b, xp, to, lx_load(b, kiln_in_buf(c, 0), from));
+  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);
+  return xp;
+}
+
+typedef struct tile_vars {
+  int n, ob, oh, acc;
+  int xp, wp, bp;
+} tile_vars;
+
+// for v in [0, n) with full unrolling (a register block dimension).
+static int unrolled_for(kiln_lb *b, const char *name, int64_t n) {
+  int v = kiln_lb_for_n(b, name, n);
+  kiln_lb_unroll(b, (int)n);
+  return v;
+}
+
+// (j * RO + r) * 16 + l
+static kiln_lexpr *acc_index(kiln_lb *b, const conv_plan *p, int j, int r, int l) {
+  return lx_madd(b, lx_madd(b, lx_var(b, j), p->RO, lx_var(b, r)), LANES, lx_var(b, l));
+}
+
+// Output channel (ob * RO + r) * 16 + l.
+static kiln_lexpr *out_channel(kiln_lb *b, const conv_plan *p, const tile_vars *t, int r, int l) {
+  return lx_madd(b, lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r)), LANES, lx_var(b, l));
+}
+
+static void tile_init(const kiln_lower_ctx *c, const conv_plan *p, const tile_vars *t, int64_t rw) {
+  kiln_lb *b = c->b;
+  int j = unrolled_for(b, "j", rw), r = unrolled_for(b, "r", p->RO);
+  int l = kiln_lb_for_n(b, "l", LANES);
+  kiln_lb_store_local(b, t->acc, acc_index(b, p, j, r, l),
+                      lx_load(b, t->bp, out_channel(b, p, t, r, l)));
+  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);
+}
+
+// for ic, kh, kw, j, r, l: acc[j][r][l] = muladd(xv, wp[..], acc[j][r][l])
+static void tile_accumulate(const kiln_lower_ctx *c, const conv_plan *p, const tile_vars *t,
+                            kiln_lexpr *ow0, int64_t rw) {
+  kiln_lb *b = c->b;
+  int ic = kiln_lb_for_n(b, "ic", p->C), kh = kiln_lb_for_n(b, "kh", p->KH);
+  int kw = kiln_lb_for_n(b, "kw", p->KW), j = unrolled_for(b, "j", rw);
+  kiln_lexpr *plane = lx_madd(b, lx_var(b, t->n), p->C, lx_var(b, ic));
+  kiln_lexpr *ih = lx_add(b, lx_mul(b, lx_var(b, t->oh), lx_int(b, p->sh)),
+                          lx_mul(b, lx_var(b, kh), lx_int(b, p->dh)));
+  kiln_lexpr *iw = lx_add(b, lx_mul(b, lx_add(b, kiln_lx_clone(b, ow0), lx_var(b, j)),
+                                    lx_int(b, p->sw)),
+                          lx_mul(b, lx_var(b, kw), lx_int(b, p->dw)));
+  kiln_lexpr *xi = lx_madd(b, lx_madd(b, plane, p->HP, ih), p->WP, iw);
+  int xv = kiln_lb_decl(b, "xv", KILN_F32, lx_load(b, t->xp, xi));
+  int r = unrolled_for(b, "r", p->RO), l = kiln_lb_for_n(b, "l", LANES);
+  kiln_lexpr *tap = lx_madd(b, lx_madd(b, lx_var(b, ic), p->KH, lx_var(b, kh)), p->KW,
+                            lx_var(b, kw));  // ic * kH * kW + kh * kW + kw
+  kiln_lexpr *vec = lx_madd(b, lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r)),
+                            p->C * p->KH * p->KW, tap);
+  kiln_lexpr *wv = lx_load(b, t->wp, lx_madd(b, vec, LANES, lx_var(b, l)));
+  kiln_lb_store_local(b, t->acc, acc_index(b, p, j, r, l),
+                      lx_muladd(b, lx_var(b, xv), wv, lx_local(b, t->acc, acc_index(b, p, j, r, l))));
+  for (int k = 0; k < 6; k++) kiln_lb_end_for(b);  // l, r, j, kw, kh, ic
+}
+
+// y[n][oc][oh][ow0 + j] = epilogue(acc[j][r][l]) for the channels below M.
+static void tile_store(const kiln_lower_ctx *c, const conv_plan *p, const tile_vars *t,
+                       kiln_lexpr *ow0, int64_t rw) {
+  kiln_lb *b = c->b;
+  int r = unrolled_for(b, "r", p->RO);
+  kiln_lexpr *lanes = lx_int(b, LANES);
+  if (p->M % LANES)  // the last vector is partly padding
+    lanes = lx_bin(b, LB_MIN, lanes,
+                   lx_bin(b, LB_SUB, lx_int(b, p->M),
+                          lx_mul(b, lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r)),
+                                 lx_int(b, LANES))));
+  int l = kiln_lb_for(b, "l", lx_int(b, 0), lanes);
+  int j = kiln_lb_for_n(b, "j", rw);
+  kiln_lexpr *oc = out_channel(b, p, t, r, l);
+  kiln_lexpr *row = lx_madd(b, lx_madd(b, lx_var(b, t->n), p->M, oc), p->OH, lx_var(b, t->oh));
+  kiln_lexpr *yi = lx_madd(b, row, p->OW, lx_add(b, kiln_lx_clone(b, ow0), lx_var(b, j)));
+  kiln_lexpr *v = epilogue(c, lx_local(b, t->acc, acc_index(b, p, j, r, l)), kiln_lx_clone(b, yi));
+  kiln_lb_store(b, kiln_out_buf(c, 0), yi, v);
+  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // j, l, r
+}
+
+// One tile of rw columns starting at ow0 (an expression, cloned as needed).
+static void tile(const kiln_lower_ctx *c, const conv_plan *p, tile_vars *t, kiln_lexpr *ow0,
+                 int64_t rw) {
+  t->acc = kiln_lb_decl_array(c->b, "acc", KILN_F32, rw * p->RO * LANES);
+  tile_init(c, p, t, rw);
+  tile_accumulate(c, p, t, ow0, rw);
+  tile_store(c, p, t, ow0, rw);
+}
+
+static void lower_blocked(const kiln_lower_ctx *c) {
+  kiln_lb *b = c->b;
+  conv_plan p = make_plan(c);
+  tile_vars t;
+  pack_weights(c, &p, &t.wp, &t.bp);
+  t.xp = p.padded ? pad_input(c, &p) : kiln_in_buf(c, 0);
+  kiln_lb_comment(b, "blocked: %lld x 16 channels by %lld columns per tile%s",
+                  (long long)p.RO, (long long)p.RW, p.padded ? ", padded input" : "");
+  t.n = kiln_lb_for_n(b, "n", p.N);
+  t.ob = kiln_lb_for_n(b, "ob", p.MV / p.RO);
+  t.oh = kiln_lb_for_n(b, "oh", p.OH);
+  int64_t full = p.OW / p.RW, rest = p.OW % p.RW;
+  int ot = kiln_lb_for_n(b, "ot", full);
+  tile(c, &p, &t, lx_mul(b, lx_var(b, ot), lx_int(b, p.RW)), p.RW);
+  kiln_lb_end_for(b);
+  if (rest) tile(c, &p, &t, lx_int(b, full * p.RW), rest);
+  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // oh, ob, n
+}
+
+static void lower(const kiln_lower_ctx *c) {
+  const kiln_tensor *x = kiln_lower_in(c, 0), *w = kiln_lower_in(c, 1), *y = kiln_lower_out(c, 0);
+  kiln_lb_comment(c->b, "%s %s: %s * %s%s%s%s -> %s", kiln_op_get(c->node->op)->name,
+                  c->node->name, kiln_describe(x).text, kiln_describe(w).text,
+                  kiln_has_input(c->node, 2) ? " + bias" : "",
+                  has_residual(c->node) ? " + residual" : "", has_relu(c->node) ? ", relu" : "",
+                  kiln_describe(y).text);
+  if (blocked_applies(c)) {
+    lower_blocked(c);
+    return;
+  }
+  lower_rows(c);
+  lower_epilogue_pass(c);
 }
 
 // 2 * N * M * OH * OW * (C / group) * kH * kW
@@ -278,4 +528,56 @@ const kiln_op_def kiln_op_Conv = {
     .flops = flops,
     .tol = {1e-5, 1e-5},
     .grad = grad,
+};
+
+// ---- FusedConv (made by the fuse-epilogue pass, compiler/passes/fuse_epilogue.c) ----
+// y = activation(Conv(x, w, b) + z): Conv's inputs and attributes, an optional residual z of y's
+// shape (input 3) and `activation` ("Relu", or absent for none), as ONNX Runtime's FusedConv.
+
+static const kiln_attr_spec fused_attrs[] = {
+    {"auto_pad", KILN_ATTR_STRING, false},  {"dilations", KILN_ATTR_INTS, false},
+    {"group", KILN_ATTR_INT, false},        {"kernel_shape", KILN_ATTR_INTS, false},
+    {"pads", KILN_ATTR_INTS, false},        {"strides", KILN_ATTR_INTS, false},
+    {"activation", KILN_ATTR_STRING, false}, {0},
+};
+
+static bool fused_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
+  const char *act = kiln_attr_string(n, "activation", "");
+  if (*act && strcmp(act, "Relu") != 0) {
+    kiln_op_error(d, n, "attrs.activation: expected \"Relu\" (or no activation), got \"%s\"", act);
+    return false;
+  }
+  if (!infer(g, n, d)) return false;
+  const kiln_tensor *z = kiln_in(g, n, 3), *y = kiln_out(g, n, 0);
+  if (z && (z->dtype != y->dtype || !kiln_shape_equal(&z->shape, &y->shape))) {
+    kiln_op_error(d, n, "inputs[3] (%s): expected the output's dtype %s and shape %s, got %s %s",
+                  z->name, kiln_dtype_name(y->dtype), kiln_shape_text(&y->shape).text,
+                  kiln_dtype_name(z->dtype), kiln_shape_text(&z->shape).text);
+    return false;
+  }
+  return true;
+}
+
+static void fused_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
+  eval(n, in, out);
+  int64_t numel = kiln_shape_numel(out->shape);
+  for (int64_t i = 0; i < numel; i++) {
+    double v = out->data[i] + (kiln_has_input(n, 3) ? in[3].data[i] : 0);
+    out->data[i] = has_relu(n) && v < 0 ? 0 : v;
+  }
+}
+
+const kiln_op_def kiln_op_FusedConv = {
+    .name = "FusedConv",
+    .min_inputs = 2,
+    .max_inputs = 4,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .attrs = fused_attrs,
+    .fuse = KILN_FUSE_OPAQUE,
+    .infer = fused_infer,
+    .eval = fused_eval,
+    .lower = lower,
+    .flops = flops,
+    .tol = {1e-5, 1e-5},  // Conv's: the epilogue adds one rounding of the sum
 };

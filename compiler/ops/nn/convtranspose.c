@@ -12,6 +12,7 @@
 // output larger than the transpose covers) is rejected.
 #include <string.h>
 
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 static const kiln_attr_spec attrs[] = {
@@ -289,6 +290,40 @@ static int64_t flops(const kiln_graph *g, const kiln_node *n) {
   return 2 * kiln_shape_numel(&kiln_in(g, n, 0)->shape) * w->dim[1] * w->dim[2] * w->dim[3];
 }
 
+// Gradient (docs/training.md). ConvTranspose is the input-gradient of a Conv taking y back to x
+// with the same weights, strides, dilations, group and (resolved) pads, so:
+//   dx = Conv(dy, w)                  w read as that Conv's (C, M/group, kH, kW) weights
+//   dw = ConvGradFilter(dy, x)        that Conv's filter gradient, with dy as its input
+//   dB = dy summed over (N, OH, OW)
+// (output_padding < stride, as ONNX requires, makes the Conv's output exactly (H, W)).
+static bool grad(kiln_grad_ctx *c) {
+  const kiln_node *n = &c->node;
+  int x = n->inputs[0], w = n->inputs[1], dy = c->dy[0];
+  if (dy < 0) return true;
+  kiln_shape xs = c->g->tensors[x].shape, ws = c->g->tensors[w].shape;
+  ct_geom geom = geom_of(n, &xs, &ws);
+  int64_t pads[4] = {geom.pad_begin[0], geom.pad_begin[1], geom.pad_end[0], geom.pad_end[1]};
+  int64_t kernel[2] = {ws.dim[2], ws.dim[3]};
+  kiln_gb_attr attrs[] = {
+      KILN_GB_INTS("strides", geom.stride, 2), KILN_GB_INTS("dilations", geom.dilation, 2),
+      KILN_GB_INTS("pads", pads, 4),           KILN_GB_INT("group", kiln_attr_int(n, "group", 1)),
+      KILN_GB_INTS("kernel_shape", kernel, 2), KILN_GB_END};
+  if (c->need[0]) {
+    int in[2] = {dy, w};
+    if ((c->dx[0] = kiln_gb_op(c, "Conv", in, 2, attrs, 1)) < 0) return false;
+  }
+  if (c->need[1]) {
+    int in[2] = {dy, x};
+    if ((c->dx[1] = kiln_gb_op(c, "ConvGradFilter", in, 2, attrs, 1)) < 0) return false;
+  }
+  if (n->n_inputs > 2 && n->inputs[2] >= 0 && c->need[2]) {
+    static const int64_t axes[3] = {0, 2, 3};
+    kiln_gb_attr sum[] = {KILN_GB_INTS("axes", axes, 3), KILN_GB_INT("keepdims", 0), KILN_GB_END};
+    if ((c->dx[2] = kiln_gb_op(c, "ReduceSum", &dy, 1, sum, 1)) < 0) return false;
+  }
+  return true;
+}
+
 const kiln_op_def kiln_op_ConvTranspose = {
     .name = "ConvTranspose",
     .min_inputs = 2,
@@ -302,4 +337,5 @@ const kiln_op_def kiln_op_ConvTranspose = {
     .lower = lower,
     .flops = flops,
     .tol = {1e-5, 1e-5},  // as Conv: f32 sums of at most C/group * kH * kW products
+    .grad = grad,
 };

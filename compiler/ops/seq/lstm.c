@@ -103,6 +103,8 @@ static int64_t flops(const kiln_graph *g, const kiln_node *n) {
   return kiln_rnn_flops(g, n, &spec);
 }
 
+static bool grad(kiln_grad_ctx *c) { return kiln_rnn_grad(c, &spec); }
+
 const kiln_op_def kiln_op_LSTM = {
     .name = "LSTM",
     .min_inputs = 3,
@@ -120,4 +122,5 @@ const kiln_op_def kiln_op_LSTM = {
     // state is unbounded (hence the relative term). Measured worst case over the goldens (up to
     // T 8, H 32): 2.4e-7 absolute; 2e-6 leaves room for longer sums.
     .tol = {2e-6, 2e-6},
+    .grad = grad,
 };

@@ -140,4 +140,11 @@ kiln_lexpr *kiln_rnn_lower_act(const kiln_rnn_lowering *L, int k, int var);
 // P[d][p*H + j] (p: 0 i, 1 o, 2 f); NULL without P.
 kiln_lexpr *kiln_rnn_lower_peephole(const kiln_rnn_lowering *L, int p, int j);
 
+// ---- Gradient (recurrent_grad.c) ----
+
+// The gradient rule of the three ops: the node recomputed from graph ops unrolled over time, then
+// differentiated by the ops' own rules (backpropagation through time). Returns false after
+// reporting.
+bool kiln_rnn_grad(kiln_grad_ctx *c, const kiln_rnn_spec *spec);
+
 #endif

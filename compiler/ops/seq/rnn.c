@@ -56,6 +56,8 @@ static int64_t flops(const kiln_graph *g, const kiln_node *n) {
   return kiln_rnn_flops(g, n, &spec);
 }
 
+static bool grad(kiln_grad_ctx *c) { return kiln_rnn_grad(c, &spec); }
+
 const kiln_op_def kiln_op_RNN = {
     .name = "RNN",
     .min_inputs = 3,
@@ -72,4 +74,5 @@ const kiln_op_def kiln_op_RNN = {
     // (and of the generated code) feeds back through the state over T steps. Measured worst case
     // over the goldens (T <= 5, H <= 5): 2.4e-7 absolute; 2e-6 leaves room for longer sums.
     .tol = {2e-6, 2e-6},
+    .grad = grad,
 };

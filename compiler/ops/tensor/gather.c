@@ -121,31 +121,16 @@ static void lower(const kiln_lower_ctx *c) {
   for (int i = 0; i < rank; i++) kiln_lb_end_for(b);
 }
 
-// Gradient (docs/training.md), for axis 0 and constant indices: a scatter-add written as a
-// product with a constant one-hot matrix, dx = Reshape(H (M, R)-view of dy), where
-// H[v][m] = 1 when indices[m] = v (repeated indices add up). H is (D0, M) doubles of constant
-// memory: fine for small tables, a dedicated scatter op would be better for large vocabularies.
+// Gradient (docs/training.md): dx = GatherGrad(dy, indices), the scatter-add transpose along the
+// same axis (repeated indices accumulate; constant or run-time indices alike). The indices get
+// none.
 static bool gather_grad(kiln_grad_ctx *c) {
-  const kiln_tensor *idx = &c->g->tensors[c->node.inputs[1]];
   kiln_shape xs = c->g->tensors[c->node.inputs[0]].shape;  // a copy: the rule adds tensors
-  int64_t axis = kiln_attr_int(&c->node, "axis", 0);
-  if ((axis != 0 && axis != -xs.rank) || idx->kind != KILN_TENSOR_PARAM || !idx->data) {
-    kiln_op_error(c->d, &c->node,
-                  "a Gather is differentiable only along axis 0 with constant "
-                  "indices (a param) yet");
-    return false;
-  }
-  int64_t m = kiln_shape_numel(&idx->shape), d0 = xs.dim[0], rest = kiln_shape_numel(&xs) / d0;
-  double *onehot = kiln_xcalloc((size_t)(d0 * m + 1), sizeof(double));
-  for (int64_t k = 0; k < m; k++) {
-    int64_t v = (int64_t)kiln_tensor_get(idx, k);
-    onehot[(v < 0 ? v + d0 : v) * m + k] += 1;
-  }
-  kiln_shape hs = {.rank = 2, .dim = {d0, m}}, rows = {.rank = 2, .dim = {m, rest}};
-  int h = kiln_gb_const(c, c->g->tensors[c->dy[0]].dtype, &hs, onehot);
-  free(onehot);
-  int product = kiln_gb_binary(c, "MatMul", h, kiln_gb_reshape(c, c->dy[0], &rows));
-  c->dx[0] = product < 0 ? -1 : kiln_gb_reshape(c, product, &xs);
+  if (c->dy[0] < 0 || !c->need[0]) return true;
+  kiln_gb_attr attrs[] = {KILN_GB_INT("axis", kiln_attr_int(&c->node, "axis", 0)),
+                          KILN_GB_INTS("data_shape", xs.dim, xs.rank), KILN_GB_END};
+  int in[2] = {c->dy[0], c->node.inputs[1]};
+  c->dx[0] = kiln_gb_op(c, "GatherGrad", in, 2, attrs, 1);
   return c->dx[0] >= 0;
 }
 

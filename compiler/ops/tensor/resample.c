@@ -240,3 +240,35 @@ int64_t kiln_resample_flops(const kiln_resample *r) {
   int axes[KILN_MAX_RANK], k = linear_axes(r, axes);
   return kiln_shape_numel(&r->out) * ((int64_t)3 << k);  // per corner: weight, multiply, add
 }
+
+// ---- The op parts Resize and Upsample share ----
+
+bool kiln_resample_node_infer(kiln_graph *g, kiln_node *n, kiln_diag *d,
+                              kiln_resample_plan_fn plan) {
+  const kiln_tensor *x = kiln_in(g, n, 0);
+  if (!x) {
+    kiln_op_error(d, n, "inputs[0]: missing");
+    return false;
+  }
+  kiln_resample r;
+  if (!plan(g, n, d, &r)) return false;
+  if (r.mode == KILN_RS_LINEAR && !kiln_dtype_is_float(x->dtype)) {
+    kiln_op_error(d, n, "inputs[0] (%s): mode \"linear\" needs dtype f32 or f64, got %s", x->name,
+                  kiln_dtype_name(x->dtype));
+    return false;
+  }
+  kiln_op_set_output(g, n, 0, x->dtype, &r.out);  // out: r.out, floor(in * scale) or sizes
+  return true;
+}
+
+void kiln_resample_node_lower(const kiln_lower_ctx *c, kiln_resample_plan_fn plan) {
+  kiln_resample r;
+  plan(c->g, c->node, NULL, &r);
+  kiln_resample_lower(c, &r);
+}
+
+int64_t kiln_resample_node_flops(const kiln_graph *g, const kiln_node *n,
+                                 kiln_resample_plan_fn plan) {
+  kiln_resample r;
+  return plan(g, n, NULL, &r) ? kiln_resample_flops(&r) : 0;
+}

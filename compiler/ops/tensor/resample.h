@@ -41,4 +41,15 @@ void kiln_resample_lower(const kiln_lower_ctx *c, const kiln_resample *r);
 // Output elements times the input elements read per output element (2^k for k linear axes).
 int64_t kiln_resample_flops(const kiln_resample *r);
 
+// The rest of a Resize / Upsample op, given how it plans a node (reads and checks its attributes
+// and constant inputs into r; d may be NULL once infer has checked):
+typedef bool (*kiln_resample_plan_fn)(const kiln_graph *g, const kiln_node *n, kiln_diag *d,
+                                      kiln_resample *r);
+// Checks x and the plan (linear needs a float x); sets the output (x's dtype, r.out).
+bool kiln_resample_node_infer(kiln_graph *g, kiln_node *n, kiln_diag *d,
+                              kiln_resample_plan_fn plan);
+void kiln_resample_node_lower(const kiln_lower_ctx *c, kiln_resample_plan_fn plan);
+int64_t kiln_resample_node_flops(const kiln_graph *g, const kiln_node *n,
+                                 kiln_resample_plan_fn plan);
+
 #endif

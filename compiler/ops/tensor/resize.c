@@ -144,20 +144,7 @@ static bool graph_plan(const kiln_graph *g, const kiln_node *n, kiln_diag *d, ki
 }
 
 static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
-  const kiln_tensor *x = kiln_in(g, n, 0);
-  if (!x) {
-    kiln_op_error(d, n, "inputs[0]: missing");
-    return false;
-  }
-  kiln_resample r;
-  if (!graph_plan(g, n, d, &r)) return false;
-  if (r.mode == KILN_RS_LINEAR && !kiln_dtype_is_float(x->dtype)) {
-    kiln_op_error(d, n, "inputs[0] (%s): mode \"linear\" needs dtype f32 or f64, got %s", x->name,
-                  kiln_dtype_name(x->dtype));
-    return false;
-  }
-  kiln_op_set_output(g, n, 0, x->dtype, &r.out);  // out: floor(in * scale) or sizes
-  return true;
+  return kiln_resample_node_infer(g, n, d, graph_plan);
 }
 
 static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
@@ -177,15 +164,10 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
   kiln_resample_eval(&r, in[0].data, out->data);
 }
 
-static void lower(const kiln_lower_ctx *c) {
-  kiln_resample r;
-  graph_plan(c->g, c->node, NULL, &r);
-  kiln_resample_lower(c, &r);
-}
+static void lower(const kiln_lower_ctx *c) { kiln_resample_node_lower(c, graph_plan); }
 
 static int64_t flops(const kiln_graph *g, const kiln_node *n) {
-  kiln_resample r;
-  return graph_plan(g, n, NULL, &r) ? kiln_resample_flops(&r) : 0;
+  return kiln_resample_node_flops(g, n, graph_plan);
 }
 
 const kiln_op_def kiln_op_Resize = {

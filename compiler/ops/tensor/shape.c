@@ -66,6 +66,6 @@ const kiln_op_def kiln_op_Shape = {
     .eval = eval,
     .lower = lower,
     .flops = kiln_no_flops,
-    .tol = {0, 0},  // exact values
+    .tol = {0, 0},       // exact values
     .shape_only = true,  // static shapes: constant folding evaluates it at compile time
 };

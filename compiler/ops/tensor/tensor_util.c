@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
 static bool is_constant(const kiln_tensor *t) {
@@ -118,4 +119,31 @@ void kiln_strided_lower(kiln_lb *b, int src_buf, int dst_buf, const kiln_strided
       lx_add(b, lx_int(b, s->dst_base), kiln_lower_index(b, s->shape.rank, vars, s->dst_stride));
   kiln_lb_store(b, dst_buf, dst, lx_load(b, src_buf, src));
   kiln_lower_end_nest(b, &s->shape);
+}
+
+// ---- Squeeze and Unsqueeze ----
+
+int kiln_op_axes_arg(const kiln_graph *g, const kiln_node *n, kiln_diag *d, int64_t *axes) {
+  if (kiln_has_input(n, 1) && kiln_node_attr(n, "axes")) {
+    kiln_op_error(d, n,
+                  "attrs.axes: give axes either as the attribute (opset < 13) or as "
+                  "inputs[1] (opset 13+), not both");
+    return -2;
+  }
+  if (kiln_has_input(n, 1)) {
+    int count = kiln_op_const_ints(g, n, d, 1, "axes", axes, KILN_MAX_RANK);
+    return count < 0 ? -2 : count;
+  }
+  int count = kiln_attr_ints(n, "axes", axes, KILN_MAX_RANK);
+  if (count > KILN_MAX_RANK) {
+    kiln_op_error(d, n, "attrs.axes: %d axes; at most %d", count, KILN_MAX_RANK);
+    return -2;
+  }
+  return count;
+}
+
+// The data does not move, so dx is dy reshaped to x's shape.
+bool kiln_reshape_grad(kiln_grad_ctx *c) {
+  c->dx[0] = kiln_gb_reshape(c, c->dy[0], &c->g->tensors[c->node.inputs[0]].shape);
+  return c->dx[0] >= 0;
 }

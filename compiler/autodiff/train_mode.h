@@ -1,0 +1,36 @@
+// Training-mode rewrites of the forward graph (docs/training.md §3): ops that behave differently
+// when training are replaced, in place in the node order, by graph ops computing their training
+// behaviour, so that the ordinary gradient rules differentiate them:
+//   BatchNormalization -> batch statistics (ReduceMean over every axis but the channels), the
+//     normalization and the affine map; the running mean and variance become STATE tensors that
+//     RunningStatUpdate nodes (added after the backward pass) update.
+//   Dropout (ratio > 0) -> y = x * DropoutMask(kiln.seed, kiln.step): a fresh, seeded mask per
+//     step, scaled by 1 / (1 - ratio); its gradient dy * mask comes from Mul's rule.
+#ifndef KILN_AUTODIFF_TRAIN_MODE_H
+#define KILN_AUTODIFF_TRAIN_MODE_H
+
+#include "../../ir/graph.h"
+
+// One running average to update after the step: running = running * momentum + batch * unbias *
+// (1 - momentum).
+typedef struct kiln_running_stat {
+  int running;  // the STATE tensor (C)
+  int batch;    // the batch statistic (numel C)
+  double momentum, unbias;
+} kiln_running_stat;
+
+typedef struct kiln_train_mode {
+  kiln_running_stat *stats;  // kiln_xmalloc'd; free with free()
+  int n_stats;
+  int seed;  // the `kiln.seed` STATE tensor (i64 (1)), or -1 without dropout
+} kiln_train_mode;
+
+// The name of the dropout seed STATE tensor: training.seed at compile time, --seed in the trainer.
+#define KILN_SEED_TENSOR "kiln.seed"
+
+// Rewrites g's nodes (shapes must be inferred). `step` is the step counter tensor; seed the
+// initial value of kiln.seed. Returns false after reporting.
+bool kiln_training_mode_rewrite(kiln_graph *g, int step, uint64_t seed, kiln_train_mode *out,
+                                kiln_diag *d);
+
+#endif

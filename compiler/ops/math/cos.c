@@ -1,0 +1,12 @@
+// Cos: y = cos(x), elementwise (unary.c).
+#include <math.h>
+
+#include "../op_internal.h"
+
+static kiln_lexpr *cos_lx(kiln_lb *b, kiln_dtype t, kiln_lexpr *x) {
+  (void)t;
+  return lx_unary(b, LU_COS, x);
+}
+
+// cosf is within 1-2 ulp; near a zero of cos that is absolute, an ulp of x.
+KILN_DEFINE_UNARY_OP(Cos, cos, cos_lx, 5e-7, 4e-7);

@@ -1,0 +1,245 @@
+// Fast kernels: the fuse-epilogue pass (before/expected graphs), the register-blocked Conv
+// lowering (loop IR shape, generated C) and the agreement of every target and of fusion on/off
+// with the reference interpreter, on a small ResNet-style block whose shapes reach the lowering's
+// edge cases (24 channels: a partly padded vector; 9 columns: one narrow tile; padding; 1x1).
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../compiler/frontend.h"
+#include "../compiler/interp.h"
+#include "../compiler/ops/op.h"
+#include "../compiler/passes/pipeline.h"
+#include "../runtime/kiln_runtime.h"
+#include "sample_util.h"
+
+TestSuite(kernels, .fini = check_leaks);
+
+// A JSON list of count values of a smooth, sign-varying sequence, scaled by `scale`.
+static void put_values(char *buf, size_t size, int count, int seed, double scale) {
+  size_t len = strlen(buf);
+  len += (size_t)snprintf(buf + len, size - len, "[");
+  for (int i = 0; i < count && len < size; i++)
+    len += (size_t)snprintf(buf + len, size - len, "%s%.6f", i ? "," : "",
+                            scale * sin(0.61 * (i + 1) + 1.3 * seed));
+  snprintf(buf + len, size - len, "]");
+}
+
+static void put_param(char *buf, size_t size, const char *name, const char *shape, int count,
+                      int seed, double scale) {
+  size_t len = strlen(buf);
+  snprintf(buf + len, size - len,
+           "%s{\"name\":\"%s\",\"dtype\":\"f32\",\"shape\":%s,\"init\":{\"kind\":\"values\","
+           "\"values\":",
+           seed == 1 ? "" : ",", name, shape);
+  put_values(buf, size, count, seed, scale);
+  strncat(buf, "}}", size - strlen(buf) - 1);
+}
+
+// x (1, 8, 9, 9) -> conv1 (24, 8, 3, 3) pad 1 + b1 -> c1 -> Relu -> r1
+//   r1 -> conv2 (24, 24, 3, 3) pad 1 -> c2;  Add(c2, r1) -> s -> Relu -> y
+//   r1 -> conv3 (16, 24, 1, 1) -> t (a graph output: nothing to fuse)
+// With `c2_output`, c2 is a graph output as well.
+static char *block_model(bool c2_output) {
+  size_t size = 1 << 17;
+  char *m = calloc(size, 1);
+  snprintf(m, size,
+           "{\"format\":\"kiln-model\",\"version\":1,\"name\":\"block\","
+           "\"inputs\":[{\"name\":\"x\",\"dtype\":\"f32\",\"shape\":[1,8,9,9]}],"
+           "\"outputs\":[{\"name\":\"y\"},{\"name\":\"t\"}%s],\"params\":[",
+           c2_output ? ",{\"name\":\"c2\"}" : "");
+  put_param(m, size, "w1", "[24,8,3,3]", 24 * 8 * 9, 1, 0.2);
+  put_param(m, size, "b1", "[24]", 24, 2, 0.5);
+  put_param(m, size, "w2", "[24,24,3,3]", 24 * 24 * 9, 3, 0.1);
+  put_param(m, size, "w3", "[16,24,1,1]", 16 * 24, 4, 0.3);
+  strncat(
+      m,
+      "],\"nodes\":["
+      "{\"op\":\"Conv\",\"name\":\"conv1\",\"inputs\":[\"x\",\"w1\",\"b1\"],\"outputs\":[\"c1\"],"
+      "\"attrs\":{\"pads\":[1,1,1,1]}},"
+      "{\"op\":\"Relu\",\"name\":\"relu1\",\"inputs\":[\"c1\"],\"outputs\":[\"r1\"]},"
+      "{\"op\":\"Conv\",\"name\":\"conv2\",\"inputs\":[\"r1\",\"w2\"],\"outputs\":[\"c2\"],"
+      "\"attrs\":{\"pads\":[1,1,1,1]}},"
+      "{\"op\":\"Add\",\"name\":\"add\",\"inputs\":[\"c2\",\"r1\"],\"outputs\":[\"s\"]},"
+      "{\"op\":\"Relu\",\"name\":\"relu2\",\"inputs\":[\"s\"],\"outputs\":[\"y\"]},"
+      "{\"op\":\"Conv\",\"name\":\"conv3\",\"inputs\":[\"r1\",\"w3\"],\"outputs\":[\"t\"]}]}",
+      size - strlen(m) - 1);
+  return m;
+}
+
+static char *write_text(const char *dir, const char *name, const char *text) {
+  char *path = path_join(dir, name);
+  FILE *f = fopen(path, "w");
+  cr_assert(f, "cannot write %s", path);
+  fputs(text, f);
+  fclose(f);
+  return path;
+}
+
+static kiln_graph *load(const char *path) {
+  kiln_diag d;
+  kiln_diag_init(&d, path);
+  kiln_graph *g = kiln_load_model(path, &d);
+  cr_assert(g, "%s does not load", path);
+  return g;
+}
+
+// Runs the pipeline up to and including `stop` (NULL: all of it).
+static void compile_until(kiln_compilation *c, kiln_graph *g, const char *stop) {
+  kiln_compilation_init(c, g);
+  c->stop_after = stop;
+  kiln_diag d;
+  kiln_diag_init(&d, "test");
+  cr_assert(kiln_compile_pipeline(c, &d));
+}
+
+static const kiln_node *node_named(const kiln_graph *g, const char *name) {
+  for (int i = 0; i < g->n_nodes; i++)
+    if (!g->nodes[i].dead && strcmp(g->nodes[i].name, name) == 0) return &g->nodes[i];
+  return NULL;
+}
+
+static const char *input_name(const kiln_graph *g, const kiln_node *n, int i) {
+  return i < n->n_inputs && n->inputs[i] >= 0 ? g->tensors[n->inputs[i]].name : "";
+}
+
+Test(kernels, fuse_epilogue_folds_relu_and_residual) {
+  char *dir = make_temp_dir(), *json = block_model(false);
+  char *model = write_text(dir, "block.json", json);
+  kiln_compilation c;
+  compile_until(&c, load(model), "fuse-epilogue");
+  const kiln_graph *g = c.g;
+  // Expected: conv1 = FusedConv(x, w1, b1, activation Relu) -> r1;
+  //           conv2 = FusedConv(r1, w2, -, r1, activation Relu) -> y;  conv3 = Conv -> t.
+  cr_expect_eq(g->n_nodes, 3, "3 nodes expected, got %d", g->n_nodes);
+  const kiln_node *c1 = node_named(g, "conv1"), *c2 = node_named(g, "conv2");
+  const kiln_node *c3 = node_named(g, "conv3");
+  cr_assert(c1 && c2 && c3, "a convolution disappeared");
+  cr_expect_eq(c1->op, KILN_OP_FusedConv);
+  cr_expect_str_eq(kiln_attr_string(c1, "activation", ""), "Relu");
+  cr_expect_str_eq(g->tensors[c1->outputs[0]].name, "r1");
+  cr_expect_eq(c1->n_inputs, 3);
+  cr_expect_eq(c2->op, KILN_OP_FusedConv);
+  cr_expect_eq(c2->n_inputs, 4);
+  cr_expect_str_eq(input_name(g, c2, 0), "r1");
+  cr_expect_str_eq(input_name(g, c2, 2), "");
+  cr_expect_str_eq(input_name(g, c2, 3), "r1", "the residual is the Add's other operand");
+  cr_expect_str_eq(kiln_attr_string(c2, "activation", ""), "Relu");
+  cr_expect_str_eq(g->tensors[c2->outputs[0]].name, "y");
+  cr_expect_eq(c3->op, KILN_OP_Conv, "conv3 writes a graph output and has no epilogue");
+  for (int i = 0; i < g->n_nodes; i++)
+    cr_expect(g->nodes[i].op != KILN_OP_Add && g->nodes[i].op != KILN_OP_Relu, "%s stayed",
+              g->nodes[i].name);
+  kiln_compilation_free(&c);
+  rm_rf(dir);
+  free(model), free(json), free(dir);
+}
+
+Test(kernels, fuse_epilogue_keeps_a_conv_output_read_twice) {
+  // c2 is a graph output too: the Add must stay, and the Relu after it (s is no conv's output).
+  char *dir = make_temp_dir(), *json = block_model(true);
+  char *model = write_text(dir, "block.json", json);
+  kiln_compilation c;
+  kiln_graph *g = load(model);
+  compile_until(&c, g, "fuse-epilogue");
+  cr_expect_eq(node_named(c.g, "conv2")->op, KILN_OP_Conv);
+  cr_expect(node_named(c.g, "add"), "the Add was fused although c2 is an output");
+  kiln_compilation_free(&c);
+  rm_rf(dir);
+  free(model), free(json), free(dir);
+}
+
+// The blocked lowering as the loop IR shows it: packed weights, a local accumulator array,
+// unrolled register-block loops, vectorized lane loops, muladd, one parallel loop per conv.
+Test(kernels, blocked_conv_loop_ir) {
+  char *dir = make_temp_dir(), *json = block_model(false);
+  char *model = write_text(dir, "block.json", json);
+  kiln_compilation c;
+  compile_until(&c, load(model), NULL);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  kiln_lprog_print(c.prog, f);
+  fclose(f);
+  const char *want[] = {"buf conv1_wpacked: weight f32[2304]",  // 2 vectors x 8 x 3 x 3 x 16
+                        "f32 acc[288]",                         // 9 columns x 2 vectors x 16
+                        "unroll(9)",
+                        "vectorize",
+                        "muladd(xv",
+                        "parallel",
+                        "max("};
+  for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+    cr_expect(strstr(text, want[i]), "the loop IR lacks \"%s\"", want[i]);
+  free(text);
+  kiln_compilation_free(&c);
+  rm_rf(dir);
+  free(model), free(json), free(dir);
+}
+
+static kiln_array block_input(void) {
+  kiln_array x = {.dtype = KILN_F32, .rank = 4, .shape = {1, 8, 9, 9}};
+  x.nbytes = 8 * 81 * sizeof(float);
+  x.data = kiln_aligned_alloc(x.nbytes);
+  for (int i = 0; i < 8 * 81; i++) kiln_element_set(x.data, x.dtype, i, sin(0.23 * i) * 1.5);
+  return x;
+}
+
+static bool cpu_can(const char *target) {
+  __builtin_cpu_init();
+  if (strcmp(target, "avx512") == 0) return __builtin_cpu_supports("avx512f");
+  if (strcmp(target, "avx2") == 0) return __builtin_cpu_supports("avx2");
+  return true;
+}
+
+// Builds the block with `flags` and checks both outputs against the interpreter's.
+static void build_and_compare(const char *dir, const char *model, const char *xpath,
+                              const kiln_array *want, char *const flags[2]) {
+  char *exe = path_join(dir, "block"), *y = path_join(dir, "y.npy"), *t = path_join(dir, "t.npy");
+  char *build[] = {KILN_EXE, "build", (char *)model, "-o", exe, flags[0], flags[1], NULL};
+  run_result r = run_cmd(build, 300);
+  cr_assert_eq(r.status, 0, "kiln build %s %s failed: %s", flags[0], flags[1], r.err);
+  run_result_free(&r);
+  char ya[512], ta[512];
+  snprintf(ya, sizeof ya, "y=%s", y);
+  snprintf(ta, sizeof ta, "t=%s", t);
+  char *run[] = {exe, "--input", (char *)xpath, "--output", ya, "--output", ta, NULL};
+  r = run_cmd(run, 60);
+  cr_assert_eq(r.status, 0, "the block built with %s %s failed: %s", flags[0], flags[1], r.err);
+  run_result_free(&r);
+  const char *paths[2] = {y, t};
+  for (int i = 0; i < 2; i++) {
+    kiln_array got = read_npy_or_fail(paths[i]);
+    char why[512];
+    cr_expect(arrays_close(&got, &want[i], 1e-5, 1e-5, why, sizeof why),
+              "output %d, build flags %s %s: %s", i, flags[0], flags[1], why);
+    kiln_array_free(&got);
+  }
+  free(exe), free(y), free(t);
+}
+
+Test(kernels, targets_and_fusion_agree_with_interpreter, .timeout = 600) {
+  char *dir = make_temp_dir(), *json = block_model(false);
+  char *model = write_text(dir, "block.json", json), *xpath = path_join(dir, "x.npy");
+  kiln_array x = block_input(), want[2] = {{0}};
+  char err[256];
+  cr_assert_eq(kiln_npy_write(xpath, &x, err, sizeof err), 0, "%s", err);
+  kiln_graph *g = load(model);
+  kiln_diag d;
+  kiln_diag_init(&d, model);
+  cr_assert(kiln_interp_run(g, &x, want, &d));
+  static const char *targets[] = {"native", "avx512", "avx2", "generic"};
+  for (size_t i = 0; i < sizeof targets / sizeof *targets; i++) {
+    if (!cpu_can(targets[i])) continue;
+    char *flags[2] = {"--target", (char *)targets[i]};
+    build_and_compare(dir, model, xpath, want, flags);
+  }
+  char *unfused[2] = {"--disable-pass", "fuse-epilogue"};
+  build_and_compare(dir, model, xpath, want, unfused);
+  kiln_array_free(&want[0]);
+  kiln_array_free(&want[1]);
+  kiln_array_free(&x);
+  kiln_graph_free(g);
+  rm_rf(dir);
+  free(model), free(json), free(xpath), free(dir);
+}
