@@ -36,6 +36,10 @@ typedef struct kiln_c_options {
   // Training build: NAME_train_step, NAME_eval, NAME_save, NAME_load_state, NAME_train_desc;
   // the main stub calls kiln_train_main. NULL for inference.
   const kiln_c_train *train;
+  // With train: emit only the training glue (the STATE table, NAME_train_desc, NAME_train_step,
+  // NAME_save, NAME_load_state and main), for the LLVM backend, whose object holds the kernels
+  // and the rest of the API.
+  bool train_glue_only;
 } kiln_c_options;
 
 // Renders p as C17 into the open files. `h_name` is the header's file name, as #included.
@@ -53,6 +57,9 @@ typedef struct kiln_build_options {
   bool keep_sources;    // leave the generated C beside the binary as OUT.c / OUT.h
   bool verbose;         // print the compiler command line
   const kiln_c_train *train;  // a training build (links the trainer; see kiln_c_options)
+  // An object file holding the model's kernels and API (the LLVM backend's): with train, the
+  // generated C is then only the training glue (kiln_c_options.train_glue_only).
+  const char *extra_object;
 } kiln_build_options;
 
 // Compiles p into the executable `out` (and `out.weights` unless embedded), linked with the
@@ -65,6 +72,10 @@ typedef struct kiln_llvm_options {
   int opt_level;       // 0..3: the new pass manager's default<ON> pipeline
   bool embed_weights;  // the weights blob as a constant in the module (NAME_init_embedded)
   bool main_stub;      // also define `int main` calling kiln_main
+  // A training build: also NAME_eval (the forward pass and the loss), and NAME_init_blob copies
+  // the weights (the step writes them). The trainer's glue comes from the C backend
+  // (kiln_c_options.train_glue_only), linked in by kiln_llvm_build_binary.
+  const kiln_c_train *train;
 } kiln_llvm_options;
 
 typedef enum { KILN_LLVM_EMIT_LLVM, KILN_LLVM_EMIT_OBJ } kiln_llvm_emit;

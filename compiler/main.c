@@ -284,7 +284,11 @@ static bool check_train_flags(const cli *a) {
   bool allowed = strcmp(a->cmd, "compile") == 0 || strcmp(a->cmd, "build") == 0 ||
                  strcmp(a->cmd, "inspect") == 0;
   if (a->train && !allowed) return bad_flag("--train applies to compile, build and inspect, not", a->cmd);
-  if (a->train && use_llvm(a)) return bad_flag("--train needs the C backend, not", "--backend llvm");
+  if (a->train && use_llvm(a) && strcmp(a->cmd, "compile") == 0)
+    return bad_flag("--train --backend llvm builds trainers (kiln build), it does not", "compile");
+  if (a->train && use_llvm(a) && (a->distributed || a->embed))
+    return bad_flag("--train --backend llvm does not take",
+                    a->distributed ? "--distributed" : "--embed-weights");
   if (a->distributed && strcmp(a->distributed, "mpi") != 0)
     return bad_flag("--distributed expects mpi, got", a->distributed);
   if (a->distributed && (!a->train || strcmp(a->cmd, "inspect") == 0))
@@ -359,6 +363,7 @@ static int cmd_build(const cli *a) {
                             .verbose = a->verbose,
                             .train = a->tb ? &a->tb->info : NULL};
     kiln_llvm_options lo = llvm_options(a);
+    lo.train = o.train;
     bool ok = use_llvm(a) ? kiln_llvm_build_binary(c.prog, &lo, &o, a->out, &d)
                           : kiln_build_binary(c.prog, &o, a->out, &d);
     if (!ok) rc = KILN_EXIT_BAD_INPUT;

@@ -247,14 +247,41 @@ static bool rename_into_place(const char *from, const char *to, kiln_diag *d) {
   return false;
 }
 
+// A trainer: the kernels and the model's API from LLVM, as an object that kiln_build_binary links
+// with the training glue the C backend writes (kiln_c_options.train_glue_only) and the runtime.
+static bool build_trainer(const kiln_lprog *p, const kiln_llvm_options *o,
+                          const kiln_build_options *b, const char *out, kiln_diag *d) {
+  char *obj = NULL;
+  size_t obj_size = 0;
+  if (!compile_program(p, o, NULL, NULL, &obj, &obj_size, d)) return false;
+  const char *tmp_root = getenv("TMPDIR");
+  char *tmp_dir = cat3(tmp_root && *tmp_root ? tmp_root : "/tmp", "/kiln-llvm-", "XXXXXX");
+  char *obj_path = NULL;
+  bool ok = false;
+  if (!mkdtemp(tmp_dir)) {
+    kiln_diag_error(d, tmp_dir, "cannot create a temporary directory: %s", strerror(errno));
+  } else {
+    obj_path = cat3(tmp_dir, "/model", ".o");
+    kiln_build_options with_obj = *b;
+    with_obj.extra_object = obj_path;
+    ok = write_file(obj_path, obj, obj_size, d) && kiln_build_binary(p, &with_obj, out, d);
+    remove_tmp(tmp_dir, obj_path);
+  }
+  free(obj_path);
+  free(tmp_dir);
+  free(obj);
+  return ok;
+}
+
 bool kiln_llvm_build_binary(const kiln_lprog *p, const kiln_llvm_options *o,
                             const kiln_build_options *b, const char *out, kiln_diag *d) {
   static const kiln_build_options no_build_options = {0};
   if (!b) b = &no_build_options;
   kiln_llvm_options opts = o ? *o : default_options;
-  opts.main_stub = true;
+  opts.main_stub = !opts.train;  // a trainer's main is in the C glue
   opts.embed_weights = b->embed_weights;
   if (!check_out(out, d)) return false;
+  if (opts.train) return build_trainer(p, &opts, b, out, d);
   char inc[PATH_MAX], lib[PATH_MAX];
   if (!kiln_find_runtime(inc, lib, (int)sizeof(inc))) {
     kiln_diag_error(d, NULL,

@@ -92,11 +92,10 @@ static uint64_t checksum(const kiln_lprog *p) {
 // ---------------------------------------------------------------------------------------------
 // NAME_run_arena and NAME_run.
 
-// The pointer of buffer b in NAME_run_arena.
-static LLVMValueRef buffer_pointer(glue *gl, int b, LLVMValueRef weights) {
+// The pointer of buffer b in NAME_run_arena (or NAME_eval_arena: fn).
+static LLVMValueRef buffer_pointer(glue *gl, LLVMValueRef fn, int b, LLVMValueRef weights) {
   lgen *g = gl->g;
   const kiln_lbuf *lb = &g->p->bufs[b];
-  LLVMValueRef fn = gl->run_arena;
   switch (lb->kind) {
     case KILN_BUF_INPUT:
     case KILN_BUF_OUTPUT: {  // io views start at the argument
@@ -119,15 +118,18 @@ static LLVMValueRef buffer_pointer(glue *gl, int b, LLVMValueRef weights) {
   return LLVMConstNull(g->ptr);
 }
 
-static void emit_run_arena(glue *gl) {
+// NAME_<fn>_arena: kernels [0, n_kernels) in order (fn "run": all of them).
+static LLVMValueRef emit_run_arena(glue *gl, const char *fn_name, int n_kernels) {
   lgen *g = gl->g;
   const kiln_lprog *p = g->p;
   int nio = p->n_inputs + p->n_outputs;
   LLVMTypeRef *params = kiln_xcalloc((size_t)nio + 2, sizeof(LLVMTypeRef));
   for (int i = 0; i < nio + 2; i++) params[i] = g->ptr;
-  gl->run_arena = define(g, "run_arena", g->i32, params, nio + 2);
+  char suffix[32];
+  snprintf(suffix, sizeof suffix, "%s_arena", fn_name);
+  LLVMValueRef fn = define(g, suffix, g->i32, params, nio + 2);
   free(params);
-  LLVMValueRef fn = gl->run_arena, ctx = LLVMGetParam(fn, 0), arena = LLVMGetParam(fn, 1);
+  LLVMValueRef ctx = LLVMGetParam(fn, 0), arena = LLVMGetParam(fn, 1);
   LLVMValueRef bad = is_null(g, ctx);
   for (int i = 0; i < nio; i++)
     bad = LLVMBuildOr(g->b, bad, is_null(g, LLVMGetParam(fn, (unsigned)(2 + i))), "");
@@ -139,13 +141,13 @@ static void emit_run_arena(glue *gl) {
               status(g, KILN_ERR_ARG));
 
   unsigned char *used = kiln_xcalloc((size_t)p->n_bufs + 1, 1);
-  for (int k = 0; k < p->n_kernels; k++)
+  for (int k = 0; k < n_kernels; k++)
     for (int b = 0; b < p->n_bufs; b++) used[b] |= g->kernel_use[k][b];
   LLVMValueRef *ptrs = kiln_xcalloc((size_t)p->n_bufs + 1, sizeof(LLVMValueRef));
   for (int b = 0; b < p->n_bufs; b++)
-    if (used[b]) ptrs[b] = buffer_pointer(gl, b, weights);
+    if (used[b]) ptrs[b] = buffer_pointer(gl, fn, b, weights);
   LLVMValueRef *args = kiln_xcalloc((size_t)p->n_bufs + 1, sizeof(LLVMValueRef));
-  for (int k = 0; k < p->n_kernels; k++) {
+  for (int k = 0; k < n_kernels; k++) {
     int n = 0;
     for (int b = 0; b < p->n_bufs; b++)
       if (g->kernel_use[k][b]) args[n++] = ptrs[b];
@@ -155,23 +157,39 @@ static void emit_run_arena(glue *gl) {
   free(args);
   free(ptrs);
   free(used);
+  return fn;
 }
 
-static void emit_run(glue *gl) {
+// NAME_<fn>(ctx, io...): NAME_<fn>_arena with the context's arena.
+static LLVMValueRef emit_run(glue *gl, const char *fn_name, LLVMValueRef arena_fn) {
   lgen *g = gl->g;
   int nio = g->p->n_inputs + g->p->n_outputs;
   LLVMTypeRef *params = kiln_xcalloc((size_t)nio + 1, sizeof(LLVMTypeRef));
   for (int i = 0; i < nio + 1; i++) params[i] = g->ptr;
-  gl->run = define(g, "run", g->i32, params, nio + 1);
+  LLVMValueRef fn = define(g, fn_name, g->i32, params, nio + 1);
   free(params);
-  LLVMValueRef ctx = LLVMGetParam(gl->run, 0);
+  LLVMValueRef ctx = LLVMGetParam(fn, 0);
   return_if(g, is_null(g, ctx), status(g, KILN_ERR_ARG));
   LLVMValueRef *args = kiln_xcalloc((size_t)nio + 2, sizeof(LLVMValueRef));
   args[0] = ctx;
   args[1] = load_ctx(gl, ctx, CTX_ARENA);
-  for (int i = 0; i < nio; i++) args[2 + i] = LLVMGetParam(gl->run, (unsigned)(1 + i));
-  LLVMBuildRet(g->b, ll_call(g, gl->run_arena, args, nio + 2));
+  for (int i = 0; i < nio; i++) args[2 + i] = LLVMGetParam(fn, (unsigned)(1 + i));
+  LLVMBuildRet(g->b, ll_call(g, arena_fn, args, nio + 2));
   free(args);
+  return fn;
+}
+
+// Training builds: kernels [0, n) compute the forward pass and the loss (the last of them writes
+// output 0, the loss); the rest compute gradients and updates (docs/training.md).
+static int eval_kernel_count(const lgen *g) {
+  const kiln_lprog *p = g->p;
+  int n = 0;
+  for (int k = 0; k < p->n_kernels; k++)
+    for (int b = 0; b < p->n_bufs; b++)
+      if ((g->kernel_use[k][b] & LL_USE_WRITE) && p->bufs[b].kind == KILN_BUF_OUTPUT &&
+          p->bufs[b].index == 0)
+        n = k + 1;
+  return n;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -240,6 +258,19 @@ static void emit_init_file(glue *gl) {
   gl->init_file = fn;
 }
 
+// Training writes the weights: a private, owned copy of the blob's payload (this allocates).
+static void copy_weights(glue *gl, LLVMValueRef ctx, LLVMValueRef weights) {
+  lgen *g = gl->g;
+  int64_t bytes = g->p->weights_bytes > 0 ? g->p->weights_bytes : 64;
+  LLVMValueRef n = ll_i64(g, bytes);
+  LLVMValueRef copy =
+      ll_call(g, ll_declare(g, "kiln_aligned_alloc", g->ptr, &g->i64, 1), &n, 1);
+  return_if(g, is_null(g, copy), status(g, KILN_ERR_NOMEM));
+  if (g->p->weights_bytes > 0) LLVMBuildMemCpy(g->b, copy, 64, weights, 1, n);
+  store_ctx(gl, ctx, CTX_WEIGHTS, copy);
+  store_ctx(gl, ctx, CTX_OWNED_WEIGHTS, copy);
+}
+
 static void emit_init_blob(glue *gl) {
   lgen *g = gl->g;
   LLVMTypeRef params[5] = {g->ptr, g->ptr, g->i64, g->ptr, g->i64};
@@ -262,8 +293,10 @@ static void emit_init_blob(glue *gl) {
                           LLVMConstInt(g->i64, checksum(g->p), 0), slot};
   LLVMValueRef st = ll_call(g, check, args, 5);
   return_if(g, LLVMBuildICmp(g->b, LLVMIntNE, st, status(g, KILN_OK), ""), st);
-  store_ctx(gl, ctx, CTX_WEIGHTS, LLVMBuildLoad2(g->b, g->ptr, slot, ""));
+  LLVMValueRef weights = LLVMBuildLoad2(g->b, g->ptr, slot, "");
+  store_ctx(gl, ctx, CTX_WEIGHTS, weights);
   store_ctx(gl, ctx, CTX_ARENA, arena);
+  if (g->o->train) copy_weights(gl, ctx, weights);
   LLVMBuildRet(g->b, status(g, KILN_OK));
   gl->init_blob = fn;
 }
@@ -430,8 +463,9 @@ bool ll_emit_glue(lgen *g) {
   glue gl = {.g = g};
   LLVMTypeRef fields[CTX_FIELDS] = {g->ptr, g->ptr, g->ptr, g->ptr};
   gl.ctx_t = LLVMStructTypeInContext(g->ctx, fields, CTX_FIELDS, 0);
-  emit_run_arena(&gl);
-  emit_run(&gl);
+  gl.run_arena = emit_run_arena(&gl, "run", g->p->n_kernels);
+  gl.run = emit_run(&gl, "run", gl.run_arena);
+  if (g->o->train) emit_run(&gl, "eval", emit_run_arena(&gl, "eval", eval_kernel_count(g)));
   emit_release(&gl);
   emit_init_file(&gl);
   emit_init_blob(&gl);
