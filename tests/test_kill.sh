@@ -1,8 +1,10 @@
 #!/bin/sh
-# Checkpoints survive SIGKILL (docs/testing.md): the XOR trainer runs with a checkpoint written
-# every epoch (temporary file + fsync + rename) and is killed with SIGKILL at a random moment,
-# ROUNDS times in a row. After every kill the checkpoint, if one was written yet, must load and
-# resume training (the trainer refuses a damaged or partial checkpoint with exit 2).
+# Checkpoints survive SIGKILL and a full disk (docs/testing.md). 1: the XOR trainer runs with a
+# checkpoint written every epoch (temporary file + fsync + rename) and is killed with SIGKILL at
+# a random moment, ROUNDS times in a row; after every kill the checkpoint, if one was written yet,
+# must load and resume training (the trainer refuses a damaged or partial checkpoint with exit 2).
+# 2: with no room to write (RLIMIT_FSIZE 0 makes every file write fail, as a full disk does), the
+# trainer must say it cannot save, exit non-zero and leave the previous checkpoint as it was.
 #   test_kill.sh KILN SOURCE_DIR [ROUNDS]
 set -eu
 kiln=$1
@@ -45,3 +47,19 @@ done
 echo "$rounds kills; the checkpoint loaded and resumed after $loaded of them"
 # The test must have exercised resumption, not only early kills.
 [ "$loaded" -ge $((rounds / 2)) ] || { echo "too few kills after the first checkpoint" >&2; exit 1; }
+
+# 2: a full disk. The output goes through a pipe, which the file-size limit does not affect.
+cp "$ck" "$dir/before.safetensors"
+rm -f "$dir"/ck.safetensors?*  # temporary files of writes SIGKILL interrupted above
+{
+  (trap '' XFSZ; ulimit -f 0; exec "$dir/xor-train" --train "$dir/xor.csv" --resume "$ck" \
+    --epochs 1000000 --max-steps 100000000 --save "$ck" 2>&1)
+  echo "exit=$?"
+} | head -c 65536 >"$dir/full.out"
+grep -q "cannot save the checkpoint: .*File too large" "$dir/full.out" ||
+  { echo "no clear message on a full disk:" >&2; cat "$dir/full.out" >&2; exit 1; }
+grep -q "^exit=0$" "$dir/full.out" && { echo "exit status 0 on a full disk" >&2; exit 1; }
+cmp -s "$ck" "$dir/before.safetensors" || { echo "the previous checkpoint changed" >&2; exit 1; }
+leftover=$(find "$dir" -name 'ck.safetensors?*' | head -1)
+[ -z "$leftover" ] || { echo "a temporary file was left behind: $leftover" >&2; exit 1; }
+echo "full disk: clear message, non-zero exit, previous checkpoint intact"
