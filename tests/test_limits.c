@@ -31,21 +31,22 @@ static void expect_accepted(run_result r) {
   run_result_free(&r);
 }
 
+// KEY=at passes; KEY=at-1 is refused with message.
+static void check_boundary(const char *model, const char *key, int64_t at, const char *message) {
+  char ok[64], refused[64];
+  snprintf(ok, sizeof ok, "%s=%lld", key, (long long)at);
+  snprintf(refused, sizeof refused, "%s=%lld", key, (long long)at - 1);
+  expect_accepted(inspect(model, ok));
+  expect_refused(inspect(model, refused), message);
+}
+
 Test(limits, node_count_boundary) {
-  char at[32], below[32];
-  snprintf(at, sizeof at, "nodes=%d", LENET5_NODES);
-  snprintf(below, sizeof below, "nodes=%d", LENET5_NODES - 1);
-  expect_accepted(inspect("samples/lenet5.json", at));
-  expect_refused(inspect("samples/lenet5.json", below),
+  check_boundary("samples/lenet5.json", "nodes", LENET5_NODES,
                  "nodes: error: 12 nodes; the limit is 11 (KILN_LIMITS nodes)");
 }
 
 Test(limits, declared_tensor_boundary) {
-  char at[32], below[32];
-  snprintf(at, sizeof at, "tensor-bytes=%d", FC1_BYTES);
-  snprintf(below, sizeof below, "tensor-bytes=%d", FC1_BYTES - 1);
-  expect_accepted(inspect("samples/lenet5.json", at));
-  expect_refused(inspect("samples/lenet5.json", below),
+  check_boundary("samples/lenet5.json", "tensor-bytes", FC1_BYTES,
                  "shape (120, 400) is more than 187.5 KiB of data (KILN_LIMITS tensor-bytes)");
 }
 
