@@ -225,6 +225,10 @@ typedef struct session {
   void *ctx;
   void **in, **out;
   int data_input;
+  // The model's other inputs, in order, fed from the dataset's extra arrays ("X,Y,E1,..."); the
+  // per-sample weight input, when it is the last and the data has no array for it, is all 1.
+  int extra_input[KILN_DATASET_MAX_EXTRA];
+  int n_extra;
   int64_t batch, x_numel, y_numel, classes;
   int64_t *step;  // the STATE step counter
   FILE *log;
@@ -284,14 +288,18 @@ static int open_session(session *s, const kiln_train_desc *t, const char *argv0,
   memset(s, 0, sizeof(*s));
   s->t = t, s->m = t->model, s->data_input = -1;
   const kiln_model_desc *m = s->m;
-  for (int i = 0; i < m->n_inputs; i++)
-    if (i != t->label_input && i != t->weight_input) {
-      if (s->data_input >= 0) {
-        fprintf(stderr, "kiln-train: the model has several data inputs; the trainer feeds one\n");
-        return EXIT_BAD;
-      }
+  for (int i = 0; i < m->n_inputs; i++) {
+    if (i == t->label_input) continue;
+    if (s->data_input < 0 && i != t->weight_input) {
       s->data_input = i;
+    } else if (s->n_extra == KILN_DATASET_MAX_EXTRA) {
+      fprintf(stderr, "kiln-train: the model has more than %d inputs besides the samples\n",
+              KILN_DATASET_MAX_EXTRA);
+      return EXIT_BAD;
+    } else {
+      s->extra_input[s->n_extra++] = i;
     }
+  }
   if (s->data_input < 0)
     return fprintf(stderr, "kiln-train: the model has no data input\n"), EXIT_BAD;
   s->batch = m->inputs[s->data_input].shape[0];
@@ -314,7 +322,7 @@ static int open_session(session *s, const kiln_train_desc *t, const char *argv0,
     if (!(s->in[i] = alloc_io(&m->inputs[i]))) return EXIT_INTERNAL;
   for (int i = 0; i < m->n_outputs; i++)
     if (!(s->out[i] = alloc_io(&m->outputs[i]))) return EXIT_INTERNAL;
-  if (t->weight_input >= 0)  // per-sample weights: 1 (no source gives them yet)
+  if (t->weight_input >= 0)  // per-sample weights: 1 unless the data gives them (fill_extras)
     for (int64_t k = 0; k < io_numel(&m->inputs[t->weight_input]); k++)
       kiln_element_set(s->in[t->weight_input], m->inputs[t->weight_input].dtype, k, 1.0);
   int st;
@@ -361,6 +369,31 @@ static bool check_data(const session *s, const kiln_dataset *d) {
             d->source, (long long)d->y_numel, s->m->inputs[s->t->label_input].name,
             (long long)s->y_numel);
     return false;
+  }
+  // The extra arrays: one per further model input; only per-sample weights may be left out.
+  int needed = s->n_extra;
+  if (needed > 0 && s->extra_input[needed - 1] == s->t->weight_input && d->n_extra == needed - 1)
+    needed--;
+  if (d->n_extra != needed) {
+    fprintf(stderr,
+            "kiln-train: %s: %d extra arrays after the samples and labels, the model takes %d "
+            "(give them as --train X.npy,Y.npy,E1.npy,... in the order of its inputs:",
+            d->source, d->n_extra, needed);
+    for (int j = 0; j < s->n_extra; j++)
+      fprintf(stderr, " %s", s->m->inputs[s->extra_input[j]].name);
+    fprintf(stderr, ")\n");
+    return false;
+  }
+  for (int j = 0; j < d->n_extra; j++) {
+    const kiln_io_desc *io = &s->m->inputs[s->extra_input[j]];
+    if (d->extra_numel[j] * s->batch != io_numel(io)) {
+      fprintf(stderr,
+              "kiln-train: %s: extra array %d has %lld values per sample, the model's %s "
+              "takes %lld\n",
+              d->source, j + 1, (long long)d->extra_numel[j], io->name,
+              (long long)(io_numel(io) / s->batch));
+      return false;
+    }
   }
   if (d->n < s->batch) {
     fprintf(stderr, "kiln-train: %s: %lld samples, fewer than one batch of %lld\n", d->source,
@@ -423,9 +456,11 @@ static void prepare_sample(const batch_job *j, int64_t b) {
   }
   float *img = j->scratch, *tmp = j->scratch + s->x_numel;  // img: (C, H, W)
   for (int64_t k = 0; k < s->x_numel; k++) img[k] = (float)kiln_dataset_x(j->d, i, k);
-  if (j->augment) kiln_augment_sample(&s->aug, s->img, img, tmp, s->aug_seed, (uint64_t)j->step, (uint64_t)i);
+  if (j->augment)
+    kiln_augment_sample(&s->aug, s->img, img, tmp, s->aug_seed, (uint64_t)j->step, (uint64_t)i);
   kiln_normalize_sample(&s->aug, s->img, img);
-  for (int64_t k = 0; k < s->x_numel; k++) kiln_element_set(j->x, dtype, b * s->x_numel + k, img[k]);
+  for (int64_t k = 0; k < s->x_numel; k++)
+    kiln_element_set(j->x, dtype, b * s->x_numel + k, img[k]);
 }
 
 static void prepare_batch(const batch_job *j) {
@@ -440,10 +475,29 @@ static void prepare_batch(const batch_job *j) {
 
 // Copies samples idx[0..batch) into the input buffers (converting to the inputs' dtypes),
 // augmented while training, keyed by the step about to run.
+// The extra inputs of samples idx[0..batch), as stored (no augmentation).
+static void fill_extras(session *s, const kiln_dataset *d, const int64_t *idx) {
+  for (int j = 0; j < d->n_extra; j++) {
+    const kiln_io_desc *io = &s->m->inputs[s->extra_input[j]];
+    int64_t per = d->extra_numel[j];
+    for (int64_t b = 0; b < s->batch; b++)
+      for (int64_t k = 0; k < per; k++)
+        kiln_element_set(s->in[s->extra_input[j]], io->dtype, b * per + k,
+                         kiln_dataset_extra(d, j, idx[b], k));
+  }
+}
+
 static void fill_batch(session *s, const kiln_dataset *d, const int64_t *idx) {
-  batch_job j = {.s = s, .d = d, .idx = idx, .step = *s->step, .augment = s->augment_on,
-                 .x = s->in[s->data_input], .y = s->in[s->t->label_input], .scratch = s->scratch};
+  batch_job j = {.s = s,
+                 .d = d,
+                 .idx = idx,
+                 .step = *s->step,
+                 .augment = s->augment_on,
+                 .x = s->in[s->data_input],
+                 .y = s->in[s->t->label_input],
+                 .scratch = s->scratch};
   prepare_batch(&j);
+  fill_extras(s, d, idx);
 }
 
 typedef struct batch_worker {
@@ -468,8 +522,14 @@ static void worker_wait(batch_worker *w) {
 static void worker_start(session *s, const kiln_dataset *d, const int64_t *idx, int64_t step) {
   batch_worker *w = s->worker;
   worker_wait(w);
-  w->job = (batch_job){.s = s, .d = d, .idx = idx, .step = step, .augment = s->augment_on,
-                       .x = w->x, .y = w->y, .scratch = w->scratch};
+  w->job = (batch_job){.s = s,
+                       .d = d,
+                       .idx = idx,
+                       .step = step,
+                       .augment = s->augment_on,
+                       .x = w->x,
+                       .y = w->y,
+                       .scratch = w->scratch};
   w->ready = true;
   w->running = pthread_create(&w->thread, NULL, worker_main, &w->job) == 0;
   if (!w->running) prepare_batch(&w->job);
@@ -485,6 +545,7 @@ static void take_batch(session *s, const kiln_dataset *d, const int64_t *idx, in
     void *x = s->in[s->data_input], *y = s->in[s->t->label_input];
     s->in[s->data_input] = w->x, s->in[s->t->label_input] = w->y;
     w->x = x, w->y = y;
+    fill_extras(s, d, idx);
   } else {
     fill_batch(s, d, idx);
   }
@@ -642,9 +703,16 @@ static int train_step(session *s, const kiln_dataset *d, const int64_t *idx, con
     return st;
   }
   batch_source source = {s, d};
-  kiln_train_batch b = {.t = s->t, .ctx = s->ctx, .in = s->in, .out = s->out,
-                        .micro = s->batch, .global = s->global_batch, .idx = idx,
-                        .step = *s->step, .fill = fill_from, .session = &source,
+  kiln_train_batch b = {.t = s->t,
+                        .ctx = s->ctx,
+                        .in = s->in,
+                        .out = s->out,
+                        .micro = s->batch,
+                        .global = s->global_batch,
+                        .idx = idx,
+                        .step = *s->step,
+                        .fill = fill_from,
+                        .session = &source,
                         .stop = interrupted != 0};
   int st = s->comm->step(s->comm, &b);
   *loss = b.loss;
@@ -713,8 +781,8 @@ static void print_epoch(const session *s, const run_state *r, int64_t epoch, dou
   fprintf(stderr, " (%.1fs)\n", (kiln_now_ms() - t0) / 1000.0);
   if (s->log)
     fprintf(s->log, "%lld,%lld,,%.9g,%.6g,%.9g,%.6g,%.9g,%.6g\n", (long long)*s->step,
-            (long long)epoch + 1, r->last.loss, r->last.accuracy, r->train_loss,
-            r->train_accuracy, r->val_last.loss, r->val_last.accuracy);
+            (long long)epoch + 1, r->last.loss, r->last.accuracy, r->train_loss, r->train_accuracy,
+            r->val_last.loss, r->val_last.accuracy);
 }
 
 // Early stopping and --keep-best after an epoch's validation: -1 to go on, STOPPED_EARLY, or an
@@ -745,8 +813,8 @@ static int run_epoch(session *s, run_state *r, int64_t epoch) {
     if (o->max_steps >= 0 && *s->step >= o->max_steps) return -2;
     double loss;
     const int64_t *idx = r->perm + pos * s->global_batch;
-    int st = train_step(s, r->train, idx, pos + 1 < r->per_epoch ? idx + s->global_batch : NULL,
-                        &loss);
+    int st =
+        train_step(s, r->train, idx, pos + 1 < r->per_epoch ? idx + s->global_batch : NULL, &loss);
     if (st != KILN_OK)
       return fprintf(stderr, "\nkiln-train: the training step failed: %s\n", kiln_status_str(st)),
              EXIT_INTERNAL;
@@ -799,8 +867,10 @@ static char *beside(const char *path, const char *old_ext, const char *new_ext) 
 
 static void plot_curves(const run_state *r, const char *path) {
   const uint8_t train_rgb[3] = {31, 119, 180}, val_rgb[3] = {230, 110, 10};
-  kiln_curve loss[2] = {{"train", history(r, 0), r->n_hist, {0}}, {"val", history(r, 2), r->n_hist, {0}}};
-  kiln_curve acc[2] = {{"train", history(r, 1), r->n_hist, {0}}, {"val", history(r, 3), r->n_hist, {0}}};
+  kiln_curve loss[2] = {{"train", history(r, 0), r->n_hist, {0}},
+                        {"val", history(r, 2), r->n_hist, {0}}};
+  kiln_curve acc[2] = {{"train", history(r, 1), r->n_hist, {0}},
+                       {"val", history(r, 3), r->n_hist, {0}}};
   for (int i = 0; i < 2; i++) {
     memcpy(loss[i].rgb, i ? val_rgb : train_rgb, 3);
     memcpy(acc[i].rgb, i ? val_rgb : train_rgb, 3);
@@ -847,7 +917,8 @@ static int train(session *s, const options *o, const kiln_dataset *tr, const kil
            EXIT_BAD;
   r.perm = malloc(sizeof(int64_t) * (size_t)tr->n);
   r.hist = malloc(sizeof(double) * 4 * (size_t)o->epochs);
-  r.best_path = o->keep_best && leader(s) ? beside(o->save, ".safetensors", ".best.safetensors") : NULL;
+  r.best_path =
+      o->keep_best && leader(s) ? beside(o->save, ".safetensors", ".best.safetensors") : NULL;
   if (!r.perm || !r.hist) return free(r.perm), free(r.hist), EXIT_INTERNAL;
   int rc = -1;
   bool evaluated = false;

@@ -183,6 +183,32 @@ static int check_pair(kiln_dataset *d, char *err, size_t errlen) {
   return KILN_OK;
 }
 
+// The extra .npy arrays after X,Y: one per sample each, like X.
+static int read_extras(kiln_dataset *d, const char *list, char *err, size_t errlen) {
+  for (const char *s = list; *s;) {
+    size_t len = strcspn(s, ",");
+    char path[512];
+    snprintf(path, sizeof path, "%.*s", (int)len, s);
+    if (d->n_extra == KILN_DATASET_MAX_EXTRA || !ends_with(path, ".npy")) {
+      kiln_rt_errf(err, errlen, "%s: after X,Y up to %d further .npy files, got '%s'", d->source,
+                   KILN_DATASET_MAX_EXTRA, path);
+      return KILN_ERR_ARG;
+    }
+    kiln_array *a = &d->extra[d->n_extra];
+    int st = kiln_npy_read(path, a, err, errlen);
+    if (st != KILN_OK) return st;
+    d->n_extra++;
+    if (a->rank < 1 || a->shape[0] != d->n) {
+      kiln_rt_errf(err, errlen, "%s: %lld samples but %s has %lld rows", d->source, (long long)d->n,
+                   path, (long long)(a->rank ? a->shape[0] : 0));
+      return KILN_ERR_SHAPE;
+    }
+    d->extra_numel[d->n_extra - 1] = kiln_array_numel(a) / d->n;
+    s += len + (s[len] == ',');
+  }
+  return KILN_OK;
+}
+
 int kiln_dataset_load(const char *src, kiln_dataset *d, char *err, size_t errlen) {
   memset(d, 0, sizeof(*d));
   d->x_scale = 1.0;
@@ -191,9 +217,13 @@ int kiln_dataset_load(const char *src, kiln_dataset *d, char *err, size_t errlen
   int st;
   bool named = named_dataset(src, xp, yp, sizeof xp);
   const char *comma = strchr(src, ',');
+  const char *extras = NULL;  // after Y: the extra arrays' paths, comma-separated
   if (!named && comma) {
+    const char *comma2 = strchr(comma + 1, ',');
     snprintf(xp, sizeof xp, "%.*s", (int)(comma - src), src);
-    snprintf(yp, sizeof yp, "%s", comma + 1);
+    snprintf(yp, sizeof yp, "%.*s", (int)(comma2 ? comma2 - comma - 1 : (long)strlen(comma + 1)),
+             comma + 1);
+    extras = comma2 ? comma2 + 1 : NULL;
   }
   if (named || comma) {
     bool x_idx, y_idx;
@@ -210,6 +240,7 @@ int kiln_dataset_load(const char *src, kiln_dataset *d, char *err, size_t errlen
     st = KILN_ERR_ARG;
   }
   if (st == KILN_OK) st = check_pair(d, err, errlen);
+  if (st == KILN_OK && extras) st = read_extras(d, extras, err, errlen);
   if (st != KILN_OK) kiln_dataset_free(d);
   return st;
 }
@@ -217,6 +248,12 @@ int kiln_dataset_load(const char *src, kiln_dataset *d, char *err, size_t errlen
 void kiln_dataset_free(kiln_dataset *d) {
   kiln_array_free(&d->x);
   kiln_array_free(&d->y);
+  for (int j = 0; j < d->n_extra; j++) kiln_array_free(&d->extra[j]);
+  d->n_extra = 0;
+}
+
+double kiln_dataset_extra(const kiln_dataset *d, int j, int64_t i, int64_t k) {
+  return kiln_element_get(d->extra[j].data, d->extra[j].dtype, i * d->extra_numel[j] + k);
 }
 
 double kiln_dataset_x(const kiln_dataset *d, int64_t i, int64_t k) {
@@ -247,6 +284,10 @@ int kiln_dataset_subset(const kiln_dataset *d, const int64_t *idx, int64_t n, co
   memset(out, 0, sizeof(*out));
   int st = copy_rows(&d->x, d->x_numel, idx, n, &out->x);
   if (st == KILN_OK) st = copy_rows(&d->y, d->y_numel, idx, n, &out->y);
+  for (int j = 0; j < d->n_extra && st == KILN_OK; j++, out->n_extra++) {
+    st = copy_rows(&d->extra[j], d->extra_numel[j], idx, n, &out->extra[j]);
+    out->extra_numel[j] = d->extra_numel[j];
+  }
   if (st != KILN_OK) {
     kiln_rt_errf(err, errlen, "%s: out of memory", d->source);
     kiln_dataset_free(out);

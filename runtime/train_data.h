@@ -8,9 +8,16 @@
 
 #include "kiln_runtime.h"
 
+enum { KILN_DATASET_MAX_EXTRA = 8 };
+
 typedef struct kiln_dataset {
-  kiln_array x;      // (N, ...) samples, any dtype
-  kiln_array y;      // (N, ...) labels or targets, any dtype
+  kiln_array x;  // (N, ...) samples, any dtype
+  kiln_array y;  // (N, ...) labels or targets, any dtype
+  // Further per-sample arrays ("X.npy,Y.npy,E1.npy,..."): the model's other inputs, in order
+  // (a condition, per-sample loss weights); (N, ...) each.
+  kiln_array extra[KILN_DATASET_MAX_EXTRA];
+  int64_t extra_numel[KILN_DATASET_MAX_EXTRA];
+  int n_extra;
   double x_scale;    // sample values are multiplied by this (IDX bytes: 1/255)
   int64_t n;         // samples
   int64_t x_numel;   // elements per sample
@@ -18,9 +25,10 @@ typedef struct kiln_dataset {
   char source[256];  // for messages
 } kiln_dataset;
 
-// Loads SRC: "X.npy,Y.npy", "IMAGES.idx[.gz],LABELS.idx[.gz]", "fashion-mnist:train|test",
-// "mnist:train|test" (Debian's dataset packages), or "FILE.csv" (numbers, label last; a header
-// line of non-numbers is skipped). Returns KILN_OK or an error written to err.
+// Loads SRC: "X.npy,Y.npy[,E1.npy,...]" (E: the extra arrays), "IMAGES.idx[.gz],LABELS.idx[.gz]",
+// "fashion-mnist:train|test", "mnist:train|test" (Debian's dataset packages), or "FILE.csv"
+// (numbers, label last; a header line of non-numbers is skipped). Returns KILN_OK or an error
+// written to err.
 int kiln_dataset_load(const char *src, kiln_dataset *out, char *err, size_t errlen);
 void kiln_dataset_free(kiln_dataset *d);
 // out = the samples idx[0..n) of d, copied (same dtypes and scale); `what` is appended to the
@@ -34,5 +42,7 @@ int kiln_dataset_split(const kiln_dataset *d, double fraction, uint64_t seed, ki
 // Sample i's element k (scaled) / label i's element k, as double.
 double kiln_dataset_x(const kiln_dataset *d, int64_t i, int64_t k);
 double kiln_dataset_y(const kiln_dataset *d, int64_t i, int64_t k);
+// Extra array j's element k of sample i, as double.
+double kiln_dataset_extra(const kiln_dataset *d, int j, int64_t i, int64_t k);
 
 #endif

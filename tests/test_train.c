@@ -174,8 +174,13 @@ static int read_log_losses(const char *path, double *losses, int max) {
 // only changes the order of the sums), 5 epochs.
 static void parity_binary(const char *c, const char *dir, const char *backend) {
   char *model = golden(c, "model.json"), *xp = golden(c, "x.npy"), *yp = golden(c, "y.npy");
-  char *lp = golden(c, "losses.npy"), *exe = path_join(dir, c), src[1200], ck[600], log[600];
-  snprintf(src, sizeof src, "%s,%s", xp, yp);
+  char *lp = golden(c, "losses.npy"), *exe = path_join(dir, c), src[1800], ck[600], log[600];
+  char *x2 = golden(c, "x2.npy");  // a second model input (two_input_*): the trainer's E1
+  if (access(x2, R_OK) == 0)
+    snprintf(src, sizeof src, "%s,%s,%s", xp, yp, x2);
+  else
+    snprintf(src, sizeof src, "%s,%s", xp, yp);
+  free(x2);
   snprintf(ck, sizeof ck, "%s.ck.safetensors", exe);
   snprintf(log, sizeof log, "%s.log.csv", exe);
   build_trainer_with(model, exe, backend);
@@ -201,9 +206,8 @@ static void parity_binaries(const char *backend) {
   char **cases = read_cases(&n);
   char *dir = make_temp_dir();
   for (int i = 0; i < n; i++)
-    // arith: its per-row param `d` does not survive shuffling; two_input: the trainer feeds one
-    // data input (the interpreter checks it)
-    if (strncmp(cases[i], "arith", 5) != 0 && strncmp(cases[i], "two_input", 9) != 0)
+    // arith: its per-row param `d` does not survive shuffling
+    if (strncmp(cases[i], "arith", 5) != 0)
       parity_binary(cases[i], dir, backend);
   rm_rf(dir);
   free(dir);
@@ -510,4 +514,27 @@ Test(train, transformer_sample_trains_two_inputs, .timeout = 600) {
   cr_expect(last < 0.8 * first, "loss %g -> %g over 6 steps on one batch", first, last);
   rm_rf(dir);
   free(dir), free(model);
+}
+
+// A model with a second input: the trainer takes it as a third array and names it when missing.
+Test(train, extra_inputs_are_fed_and_named, .timeout = 300) {
+  char *dir = make_temp_dir(), *exe = path_join(dir, "two");
+  char *model = golden("two_input_mse_sgd", "model.json"), *x = golden("two_input_mse_sgd", "x.npy");
+  char *y = golden("two_input_mse_sgd", "y.npy"), *x2 = golden("two_input_mse_sgd", "x2.npy");
+  build_trainer(model, exe);
+  char pair[1200], wrong[1800];
+  snprintf(pair, sizeof pair, "%s,%s", x, y);
+  snprintf(wrong, sizeof wrong, "%s,%s,%s", x, y, y);
+  run_result r = trainer(exe, "--train", pair, NULL, NULL, NULL, NULL, NULL, NULL);
+  cr_expect_eq(r.status, 2, "missing x2: exit %d", r.status);
+  cr_expect(strstr(r.err, "the model takes 1") && strstr(r.err, "its inputs: x2"), "%s", r.err);
+  run_result_free(&r);
+  r = trainer(exe, "--train", wrong, NULL, NULL, NULL, NULL, NULL, NULL);
+  cr_expect_eq(r.status, 2, "y as x2: exit %d", r.status);
+  cr_expect(strstr(r.err, "extra array 1 has 2 values per sample, the model's x2 takes 3"), "%s",
+            r.err);
+  run_result_free(&r);
+  free(model), free(x), free(y), free(x2), free(exe);
+  rm_rf(dir);
+  free(dir);
 }
