@@ -197,7 +197,7 @@ kiln_lexpr *lx_bin(kiln_lb *b, kiln_lbin op, kiln_lexpr *x, kiln_lexpr *y);
 kiln_lexpr *lx_unary(kiln_lb *b, kiln_lunary op, kiln_lexpr *x);
 kiln_lexpr *lx_select(kiln_lb *b, kiln_lexpr *cond, kiln_lexpr *x, kiln_lexpr *y);
 kiln_lexpr *lx_cast(kiln_lb *b, kiln_dtype t, kiln_lexpr *x);
-kiln_lexpr *lx_local(kiln_lb *b, int array, kiln_lexpr *index);  // array[index]
+kiln_lexpr *lx_local(kiln_lb *b, int array, kiln_lexpr *index);                  // array[index]
 kiln_lexpr *lx_muladd(kiln_lb *b, kiln_lexpr *x, kiln_lexpr *y, kiln_lexpr *z);  // x * y + z
 // Shorthands for index arithmetic; they fold constants (x*1, x+0, 2*3) as they build.
 kiln_lexpr *lx_add(kiln_lb *b, kiln_lexpr *x, kiln_lexpr *y);

@@ -24,6 +24,9 @@
 
 enum { EXIT_OK = 0, EXIT_INTERNAL = 1, EXIT_BAD = 2, EXIT_INTERRUPTED = 130 };
 
+// The training/inference mode flag (compiler/autodiff/train_mode.h, KILN_TRAINING_FLAG_TENSOR).
+#define KILN_TRAINING_FLAG "kiln.training"
+
 // ---- Checkpoints ----
 
 static size_t state_bytes(const kiln_state_desc *s) {
@@ -75,7 +78,7 @@ int kiln_state_load(const kiln_train_desc *t, void *ctx, const char *path, int s
     const kiln_state_desc *s = &t->states[i];
     const kiln_st_entry *e = kiln_safetensors_find(&st, s->name);
     if (!e) {
-      if (strict) {
+      if (strict && strcmp(s->name, KILN_TRAINING_FLAG) != 0) {  // the flag: set after loading
         kiln_rt_errf(err, errlen, "%s: no tensor '%s'; a checkpoint of this model holds all %d",
                      path, s->name, t->n_state);
         rc = KILN_ERR_FORMAT;
@@ -282,6 +285,17 @@ static void set_dropout_seed(const kiln_train_desc *t, void *ctx, uint64_t seed)
   for (int i = 0; i < t->n_state; i++)
     if (strcmp(t->states[i].name, "kiln.seed") == 0 && t->states[i].dtype == KILN_RT_I64)
       memcpy((char *)t->state(ctx) + t->states[i].offset, &seed, sizeof seed);
+}
+
+// The mode flag `kiln.training` (models with BatchNormalization or Dropout; docs/training.md §3):
+// 1 for training steps, as at init; 0 while evaluating (running statistics, no dropout), like
+// PyTorch's model.train() / model.eval(). Evaluation puts it back to 1 before returning, so the
+// checkpoints always hold 1; it is set again after any --resume or --weights.
+static void set_training_mode(const kiln_train_desc *t, void *ctx, bool training) {
+  float f = training ? 1.0f : 0.0f;
+  for (int i = 0; i < t->n_state; i++)
+    if (strcmp(t->states[i].name, KILN_TRAINING_FLAG) == 0 && t->states[i].dtype == KILN_RT_F32)
+      memcpy((char *)t->state(ctx) + t->states[i].offset, &f, sizeof f);
 }
 
 static int open_session(session *s, const kiln_train_desc *t, const char *argv0, const options *o) {
@@ -629,11 +643,12 @@ static int64_t batch_correct(const session *s) {
   return correct;
 }
 
-// Forward pass and loss over all of d in batches; the last partial batch is padded with the
-// first samples, which count for neither the loss nor the accuracy.
+// Forward pass and loss over all of d in batches, in inference mode; the last partial batch is
+// padded with the first samples, which count for neither the loss nor the accuracy.
 static bool evaluate(session *s, const kiln_dataset *d, eval_result *r) {
   bool augmenting = s->augment_on;
   s->augment_on = false;  // evaluation sees the samples as they are (normalized)
+  set_training_mode(s->t, s->ctx, false);
   int64_t *idx = malloc(sizeof(int64_t) * (size_t)s->batch), correct = 0, full = 0;
   double loss_sum = 0;
   bool ok = true;
@@ -654,6 +669,7 @@ static bool evaluate(session *s, const kiln_dataset *d, eval_result *r) {
   r->loss = full ? loss_sum / (double)full : NAN;
   r->accuracy = s->classes > 0 ? (double)correct / (double)d->n : -1;
   s->augment_on = augmenting;
+  set_training_mode(s->t, s->ctx, true);
   return ok;
 }
 
@@ -1023,6 +1039,7 @@ int kiln_train_main_comm(const kiln_train_desc *t, int argc, char **argv,
   if (rc == EXIT_OK) rc = set_global_batch(&s, global_batch);
   if (rc == EXIT_OK && leader(&s)) rc = restore(&s, &o);
   if (rc == EXIT_OK) set_dropout_seed(t, s.ctx, o.seed);
+  if (rc == EXIT_OK) set_training_mode(t, s.ctx, true);
   if (rc == EXIT_OK) rc = sync_state(&s);
   if (rc == EXIT_OK) rc = load_data(o.train, &s, &tr);
   if (rc == EXIT_OK) rc = split_data(&s, &o, &tr, &va);

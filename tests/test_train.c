@@ -538,3 +538,145 @@ Test(train, extra_inputs_are_fed_and_named, .timeout = 300) {
   rm_rf(dir);
   free(dir);
 }
+
+// ---- Evaluation runs in inference mode (docs/training.md §3, §7) ----
+
+// mlp_mse_sgd with `nodes` (JSON, ending in a node writing "a") in place of its Relu, reading
+// "h", and `params` (JSON lines, may be "") added: written to dir/name.json (malloc'd path).
+static char *mlp_variant(const char *dir, const char *name, const char *nodes, const char *params) {
+  static const char relu[] =
+      "{\"op\": \"Relu\", \"name\": \"act\", \"inputs\": [\"h\"], "
+      "\"outputs\": [\"a\"]},";
+  static const char b2[] = "    {\"name\": \"b2\"";
+  char *gm = golden("mlp_mse_sgd", "model.json"), file[64];
+  FILE *in = fopen(gm, "r");
+  cr_assert(in, "cannot open %s", gm);
+  static char text[1 << 17];
+  size_t n = fread(text, 1, sizeof text - 1, in);
+  text[n] = 0;
+  fclose(in);
+  char *at_relu = strstr(text, relu), *at_b2 = strstr(text, b2);
+  cr_assert(at_relu && at_b2 && at_b2 < at_relu, "%s changed shape", gm);
+  snprintf(file, sizeof file, "%s.json", name);
+  char *path = path_join(dir, file);
+  FILE *out = fopen(path, "w");
+  cr_assert(out);
+  fprintf(out, "%.*s%s\n%.*s%s\n", (int)(at_b2 - text), text, params, (int)(at_relu - at_b2), at_b2,
+          nodes);
+  fputs(at_relu + strlen(relu), out);
+  fclose(out);
+  free(gm);
+  return path;
+}
+
+static const char dropout_nodes[] =
+    "{\"op\": \"Relu\", \"name\": \"act\", \"inputs\": [\"h\"], \"outputs\": [\"r\"]},\n"
+    "    {\"op\": \"Dropout\", \"name\": \"drop\", \"inputs\": [\"r\"], \"outputs\": [\"a\"]},";
+static const char bn_nodes[] =
+    "{\"op\": \"BatchNormalization\", \"name\": \"bn\", \"inputs\": [\"h\", \"bn_s\", \"bn_b\", "
+    "\"bn_m\", \"bn_v\"], \"outputs\": [\"hb\"], \"attrs\": {\"momentum\": 0.5}},\n"
+    "    {\"op\": \"Relu\", \"name\": \"act\", \"inputs\": [\"hb\"], \"outputs\": [\"a\"]},";
+static const char bn_dropout_nodes[] =
+    "{\"op\": \"BatchNormalization\", \"name\": \"bn\", \"inputs\": [\"h\", \"bn_s\", \"bn_b\", "
+    "\"bn_m\", \"bn_v\"], \"outputs\": [\"hb\"], \"attrs\": {\"momentum\": 0.5}},\n"
+    "    {\"op\": \"Relu\", \"name\": \"act\", \"inputs\": [\"hb\"], \"outputs\": [\"r\"]},\n"
+    "    {\"op\": \"Dropout\", \"name\": \"drop\", \"inputs\": [\"r\"], \"outputs\": [\"a\"]},";
+static const char bn_params[] =
+    "    {\"name\": \"bn_s\", \"dtype\": \"f32\", \"shape\": [6], \"init\": {\"kind\": \"values\", "
+    "\"values\": [1.2, 0.8, 1.1, 0.9, 1.0, 1.3]}},\n"
+    "    {\"name\": \"bn_b\", \"dtype\": \"f32\", \"shape\": [6], \"init\": {\"kind\": \"values\", "
+    "\"values\": [0.1, -0.1, 0.2, 0.0, -0.2, 0.05]}},\n"
+    "    {\"name\": \"bn_m\", \"dtype\": \"f32\", \"shape\": [6], \"role\": \"buffer\", \"init\": "
+    "{\"kind\": \"values\", \"values\": [0, 0, 0, 0, 0, 0]}},\n"
+    "    {\"name\": \"bn_v\", \"dtype\": \"f32\", \"shape\": [6], \"role\": \"buffer\", \"init\": "
+    "{\"kind\": \"values\", \"values\": [1, 1, 1, 1, 1, 1]}},";
+
+// The mean squared error of the inference build of `model` with the weights `ck` on dir's
+// x.npy, y.npy (write_data): an evaluation independent of the training graph.
+static double inference_mse(const char *dir, const char *model, const char *ck) {
+  char *exe = path_join(dir, "infer"), *xp = path_join(dir, "x.npy"), *yp = path_join(dir, "y.npy");
+  char *zp = path_join(dir, "z.npy");
+  char *build[] = {KILN_EXE, "build", (char *)model, "--weights", (char *)ck, "-o", exe, NULL};
+  run_result r = run_cmd(build, 600);
+  cr_assert_eq(r.status, 0, "kiln build %s --weights %s: %s", model, ck, r.err);
+  run_result_free(&r);
+  char *run[] = {exe, "--input", xp, "--output", zp, NULL};
+  r = run_cmd(run, 120);
+  cr_assert_eq(r.status, 0, "%s: %s", exe, r.err);
+  run_result_free(&r);
+  kiln_array z = read_npy_or_fail(zp), y = read_npy_or_fail(yp);
+  cr_assert_eq(kiln_array_numel(&z), kiln_array_numel(&y));
+  double sum = 0;
+  for (int64_t i = 0; i < kiln_array_numel(&z); i++) {
+    double e = kiln_element_get(z.data, z.dtype, i) - kiln_element_get(y.data, y.dtype, i);
+    sum += e * e;
+  }
+  kiln_array_free(&z), kiln_array_free(&y);
+  free(exe), free(xp), free(yp), free(zp);
+  return sum / (double)kiln_array_numel(&y);
+}
+
+static void expect_close(double got, double want, const char *what) {
+  cr_expect(fabs(got - want) <= 1e-5 * fmax(1.0, fabs(want)), "%s: %.9g, expected %.9g", what, got,
+            want);
+}
+
+// Trains `name` 3 epochs on 16 samples (2 batches) testing on the same samples; the trainer's
+// test loss (its evaluation) must equal the inference build's loss of the saved weights, and a
+// second evaluation of those weights (--weights, no step: step counter 0) must equal it too.
+static void evaluation_is_inference(const char *name, const char *nodes, const char *params) {
+  char *dir = make_temp_dir(), src[1200], *exe = path_join(dir, "t");
+  char *ck = path_join(dir, "ck.safetensors"), *model = mlp_variant(dir, name, nodes, params);
+  build_trainer(model, exe);
+  write_data(dir, 16, 0, 2.0, src, sizeof src);
+  run_result r = trainer(exe, "--train", src, "--test", src, "--epochs", "3", "--save", ck);
+  cr_assert_eq(r.status, 0, "%s", r.err);
+  double evaluated = final_value(r.out, "test_loss=");
+  run_result_free(&r);
+  expect_close(evaluated, inference_mse(dir, model, ck), name);
+  fprintf(stderr, "DEBUG %s\n", dir);
+  char *again[] = {exe, "--train", src, "--test", src, "--weights", ck, "--max-steps", "0", NULL};
+  r = run_cmd(again, 300);
+  cr_assert_eq(r.status, 0, "%s", r.err);
+  cr_expect_eq(final_value(r.out, "test_loss="), evaluated, "%s: evaluation is not repeatable",
+               name);
+  run_result_free(&r);
+  rm_rf(dir);
+  free(dir), free(exe), free(ck), free(model);
+}
+
+Test(train, evaluation_turns_dropout_off, .timeout = 600) {
+  evaluation_is_inference("dropout", dropout_nodes, "");
+}
+
+Test(train, evaluation_uses_batchnorm_running_statistics, .timeout = 600) {
+  evaluation_is_inference("bn", bn_nodes, bn_params);
+}
+
+// Evaluation after each epoch flips the mode flag; neither the checkpoints nor a resumed run may
+// see it: resuming mid-run gives the uninterrupted run's checkpoint bit for bit.
+Test(train, resume_with_evaluation_mode_is_bit_identical, .timeout = 600) {
+  char *dir = make_temp_dir(), src[1200], *exe = path_join(dir, "t");
+  char *full = path_join(dir, "full.safetensors"), *part = path_join(dir, "part.safetensors");
+  char *resumed = path_join(dir, "resumed.safetensors");
+  char *model = mlp_variant(dir, "bn_dropout", bn_dropout_nodes, bn_params);
+  build_trainer(model, exe);
+  write_data(dir, 16, 0, 2.0, src, sizeof src);
+  run_result r = trainer(exe, "--train", src, "--test", src, "--epochs", "3", "--save", full);
+  cr_assert_eq(r.status, 0, "%s", r.err);
+  double full_loss = final_value(r.out, "test_loss=");
+  run_result_free(&r);
+  // 3 steps: epoch 1 (then its evaluation and checkpoint) and half of epoch 2
+  r = trainer(exe, "--train", src, "--test", src, "--max-steps", "3", "--save", part);
+  cr_assert_eq(r.status, 0, "%s", r.err);
+  run_result_free(&r);
+  char *args[] = {exe, "--train", src,     "--test",   src,  "--epochs",
+                  "3", "--save",  resumed, "--resume", part, NULL};
+  r = run_cmd(args, 300);
+  cr_assert_eq(r.status, 0, "%s", r.err);
+  cr_expect_eq(final_value(r.out, "test_loss="), full_loss);
+  run_result_free(&r);
+  cr_expect(same_file(full, resumed), "resumed checkpoint differs from the uninterrupted run");
+  rm_rf(dir);
+  free(dir), free(exe), free(full), free(part), free(resumed), free(model);
+}

@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include "array_compare.h"
+
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -122,39 +124,14 @@ char *path_join(const char *a, const char *b) {
   return p;
 }
 
-static double element(const kiln_array *a, int64_t i) {
-  return kiln_element_get(a->data, a->dtype, i);
-}
-
 bool arrays_close(const kiln_array *a, const kiln_array *b, double atol, double rtol, char *why,
                   size_t whylen) {
-  if (a->dtype != b->dtype) {
-    snprintf(why, whylen, "dtype %s vs %s", kiln_rt_dtype_name(a->dtype),
-             kiln_rt_dtype_name(b->dtype));
-    return false;
-  }
-  bool same_shape = a->rank == b->rank;
-  for (int i = 0; same_shape && i < a->rank; i++) same_shape = a->shape[i] == b->shape[i];
-  if (!same_shape) {
-    snprintf(why, whylen, "shapes differ (rank %d vs %d)", a->rank, b->rank);
-    return false;
-  }
-  int64_t worst = -1;
-  double worst_excess = 0;
-  for (int64_t i = 0; i < kiln_array_numel(a); i++) {
-    double x = element(a, i), y = element(b, i);
-    double excess = fabs(x - y) - (atol + rtol * fabs(y));
-    if (isnan(x) != isnan(y) || (!isnan(x) && excess > worst_excess) || (worst < 0 && excess > 0)) {
-      worst = i;
-      worst_excess = isnan(excess) ? INFINITY : excess;
-    }
-  }
-  if (worst < 0) return true;
-  snprintf(why, whylen,
-           "element %lld: %.9g vs expected %.9g (|diff| %.3g > atol %.1g + rtol %.1g*|expected|)",
-           (long long)worst, element(a, worst), element(b, worst),
-           fabs(element(a, worst) - element(b, worst)), atol, rtol);
-  return false;
+  return compare_arrays(a, b, atol, rtol, false, why, whylen);
+}
+
+bool arrays_close_nan_equal(const kiln_array *a, const kiln_array *b, double atol, double rtol,
+                            char *why, size_t whylen) {
+  return compare_arrays(a, b, atol, rtol, true, why, whylen);
 }
 
 kiln_array read_npy_or_fail(const char *path) {

@@ -40,11 +40,14 @@ char *make_temp_dir(void);
 void rm_rf(const char *path);
 char *path_join(const char *a, const char *b);  // malloc'd "a/b"
 
-// Largest |a-b| - (atol + rtol*|b|) violation; writes a description of the worst element to
-// why[whylen] and returns false if any element is outside the tolerance, shapes differ or
-// dtypes differ. NaN anywhere is a failure.
+// a (got) against b (expected): false if dtypes or shapes differ or any element is outside
+// |a - b| <= atol + rtol*|b|, with the worst element described in why[whylen]. An infinite b
+// must be matched by the same infinity exactly; NaN anywhere is a failure (tests/array_compare.h).
 bool arrays_close(const kiln_array *a, const kiln_array *b, double atol, double rtol, char *why,
                   size_t whylen);
+// The same, but a NaN in b is matched by a NaN in a (for references that legitimately hold NaN).
+bool arrays_close_nan_equal(const kiln_array *a, const kiln_array *b, double atol, double rtol,
+                            char *why, size_t whylen);
 // Under AddressSanitizer, aborts (so the test fails) if the test leaked: Criterion ignores leaks
 // reported when a worker exits. Use as every suite's .fini.
 void check_leaks(void);

@@ -419,7 +419,10 @@ bool kiln_build_binary(const kiln_lprog *p, const kiln_build_options *o, const c
     goto done;
   }
   have_tmp_dir = true;
-  kiln_c_options co = {.embed_weights = o->embed_weights, .main_stub = true, .train = o->train};
+  kiln_c_options co = {.embed_weights = o->embed_weights,
+                       .main_stub = true,
+                       .train = o->train,
+                       .train_glue_only = o->train && o->extra_object};
   if (!kiln_c_write_sources(p, &co, tmp_dir, src_base, d)) goto done;
   c_path = cat3(tmp_dir, "/", src_base);
   h_path = cat3(c_path, ".h", "");
@@ -488,6 +491,7 @@ bool kiln_build_binary(const kiln_lprog *p, const kiln_build_options *o, const c
     args_add(&cmd, f);
     free(f);
     args_add(&cmd, c_path);
+    if (o->extra_object) args_add(&cmd, o->extra_object);
     // A data-parallel trainer: its MPI library comes before the runtime it calls into.
     if (o->train && o->train->distributed && !add_mpi_flags(&cmd, lib, d)) goto done;
     f = cat3(lib, "/libkiln-runtime.a", "");

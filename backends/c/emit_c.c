@@ -246,7 +246,8 @@ typedef struct em {
   // integer helpers used anywhere: bit (kind * KILN_DTYPE_COUNT + dtype)
   uint64_t helpers;
   bool uses_mix64;
-  bool uses_muladd;  // kiln_gen_muladd_f32 / _f64 (loop IR muladd)
+  bool uses_muladd;   // kiln_gen_muladd_f32 / _f64 (loop IR muladd)
+  bool uses_fminmax;  // kiln_gen_fmin / fmax helpers (float min / max)
 } em;
 
 enum { USE_READ = 1, USE_WRITE = 2 };
@@ -383,6 +384,8 @@ static void walk_expr(em *m, const kiln_lexpr *e) {
         em_fail(m, "invalid binary op %d", e->op);
         return;
       }
+      if ((e->op == LB_MIN || e->op == LB_MAX) && kiln_dtype_is_float(e->dtype))
+        m->uses_fminmax = true;
       if ((e->op == LB_MIN || e->op == LB_MAX) && !kiln_dtype_is_float(e->dtype))
         m->helpers |=
             1ull << ((e->op == LB_MIN ? HELP_MIN : HELP_MAX) * KILN_DTYPE_COUNT + e->dtype);
@@ -565,7 +568,7 @@ static void bin_expr(em *m, const kiln_lexpr *e) {
     case LB_MAX: {
       const char *which = e->op == LB_MIN ? "min" : "max";
       if (fl)
-        fprintf(m->f, "f%s%s(", which, fs);
+        fprintf(m->f, "kiln_gen_f%s%s(", which, fs);
       else
         fprintf(m->f, "kiln_gen_%s_%s(", which, helper_suffix(e->dtype));
       expr(m, e->a);
@@ -1248,6 +1251,15 @@ static bool emit_header(em *m) {
 // Source.
 
 static void emit_helpers(em *m) {
+  if (m->uses_fminmax)  // fmin / fmax semantics (a NaN operand loses), but inlined: they vectorize
+    out(m,
+        "\n// Float min and max with fmin / fmax semantics: a NaN operand gives the other one.\n"
+        "static inline float kiln_gen_fmaxf(float a, float b) { return a > b || b != b ? a : b; }\n"
+        "static inline float kiln_gen_fminf(float a, float b) { return a < b || b != b ? a : b; }\n"
+        "static inline double kiln_gen_fmax(double a, double b) { return a > b || b != b ? a : b; "
+        "}\n"
+        "static inline double kiln_gen_fmin(double a, double b) { return a < b || b != b ? a : b; "
+        "}\n");
   if (m->uses_muladd)
     out(m,
         "\n// Loop IR muladd: x * y + z, one rounding where the target has FMA instructions.\n"
@@ -1737,6 +1749,8 @@ static void emit_train(em *m) {
           M, M, M);
 }
 
+static void emit_main_stub(em *m);
+
 static bool emit_source(em *m, const char *h_name) {
   const kiln_lprog *p = m->p;
   const char *M = m->names.model;
@@ -1772,6 +1786,11 @@ static bool emit_source(em *m, const char *h_name) {
       "#pragma GCC diagnostic ignored \"-Wunknown-pragmas\"\n"
       "#endif\n"
       "#endif\n");
+  if (m->o->train && m->o->train_glue_only) {  // the kernels and the API are LLVM's
+    emit_train(m);
+    emit_main_stub(m);
+    return !m->failed;
+  }
   emit_helpers(m);
   if (m->o->embed_weights) emit_blob(m);
 
@@ -1786,6 +1805,14 @@ static bool emit_source(em *m, const char *h_name) {
   emit_init(m);
   emit_desc(m);
   if (m->o->train) emit_train(m);
+  emit_main_stub(m);
+  return !m->failed;
+}
+
+// `int main` of a standalone binary (kiln build): the model's driver or the trainer.
+static void emit_main_stub(em *m) {
+  const char *M = m->names.model;
+  FILE *f = m->f;
   if (m->o->main_stub && m->o->train && m->o->train->distributed)  // runtime/train_mpi.h
     fprintf(f,
             "\nint kiln_train_mpi_main(const kiln_train_desc *t, int argc, char **argv);\n"
@@ -1800,7 +1827,6 @@ static bool emit_source(em *m, const char *h_name) {
   else if (m->o->main_stub)
     fprintf(f, "\nint main(int argc, char **argv) { return kiln_main(&%s_desc, argc, argv); }\n",
             M);
-  return !m->failed;
 }
 
 static const kiln_c_options default_options = {0};

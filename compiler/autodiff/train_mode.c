@@ -1,6 +1,7 @@
 // Training-mode rewrites of BatchNormalization and Dropout (train_mode.h): the node list is
-// rebuilt in order, each such node replaced by the graph ops of its training behaviour, which
-// write the node's original output tensors.
+// rebuilt in order, each such node replaced by the graph ops of its training behaviour, blended
+// with its inference behaviour by the mode flag `kiln.training`, which write the node's original
+// output tensors.
 #include "train_mode.h"
 
 #include <stdlib.h>
@@ -19,6 +20,42 @@ typedef struct rewriter {
 
 static int64_t numel_of(const kiln_graph *g, int t) {
   return kiln_shape_numel(&g->tensors[t].shape);
+}
+
+// ---- The mode flag ----
+
+// The `kiln.training` STATE flag (f32 (1), 1 at init), made on first use.
+static int training_flag(rewriter *R, kiln_grad_ctx *c) {
+  if (R->out->training >= 0) return R->out->training;
+  int id = kiln_gb_scalar(c, KILN_F32, 1.0);
+  kiln_tensor *f = &R->g->tensors[id];
+  f->name = KILN_TRAINING_FLAG_TENSOR;
+  f->kind = KILN_TENSOR_STATE;
+  f->role = KILN_ROLE_BUFFER;
+  f->where = "training";
+  return R->out->training = id;
+}
+
+// The flag f and 1 - f in dtype t, each (1); false after reporting.
+typedef struct mode_weights {
+  int f, not_f;
+} mode_weights;
+
+static bool mode_weights_of(rewriter *R, kiln_grad_ctx *c, kiln_dtype t, mode_weights *w) {
+  w->f = training_flag(R, c);
+  if (t != KILN_F32) {
+    kiln_gb_attr to[] = {KILN_GB_INT("to", t == KILN_F64 ? 11 : 1), KILN_GB_END};
+    w->f = kiln_gb_op(c, "Cast", &w->f, 1, to, 1);
+  }
+  w->not_f = w->f < 0 ? -1 : kiln_gb_binary(c, "Sub", kiln_gb_scalar(c, t, 1.0), w->f);
+  return w->not_f >= 0;
+}
+
+// f * train + (1 - f) * infer (broadcast); -1 after reporting.
+static int blend(kiln_grad_ctx *c, const mode_weights *w, int train, int infer) {
+  int a = kiln_gb_binary(c, "Mul", w->f, train);
+  int b = a < 0 ? -1 : kiln_gb_binary(c, "Mul", w->not_f, infer);
+  return b < 0 ? -1 : kiln_gb_binary(c, "Add", a, b);
 }
 
 // ---- BatchNormalization ----
@@ -52,8 +89,9 @@ static int per_channel(kiln_grad_ctx *c, int v, int rank) {
   return kiln_gb_reshape(c, v, &s);
 }
 
-// y = (x - mean_b) / sqrt(var_b + eps) * scale + B, mean_b and var_b (biased) over every axis
-// but 1.
+// y = (x - mean) / sqrt(var + eps) * scale + B with mean = f * mean_b + (1 - f) * running_mean
+// and var = f * var_b + (1 - f) * running_var, mean_b and var_b (biased, around mean) over every
+// axis but 1; the running averages are updated with mean_b and var_b.
 static bool rewrite_batchnorm(rewriter *R, kiln_grad_ctx *c) {
   const kiln_node *n = &c->node;
   if (n->n_outputs > 1) {
@@ -73,10 +111,14 @@ static bool rewrite_batchnorm(rewriter *R, kiln_grad_ctx *c) {
   kiln_gb_attr mean_attrs[] = {KILN_GB_INTS("axes", axes, (int)n_axes), KILN_GB_INT("keepdims", 1),
                                KILN_GB_END};
   kiln_dtype t = R->g->tensors[x].dtype;
-  int mu = kiln_gb_op(c, "ReduceMean", &x, 1, mean_attrs, 1);
-  int xc = mu < 0 ? -1 : kiln_gb_binary(c, "Sub", x, mu);
+  mode_weights w;
+  if (!mode_weights_of(R, c, t, &w)) return false;
+  int mu = kiln_gb_op(c, "ReduceMean", &x, 1, mean_attrs, 1);  // (1, C, 1, ...)
+  int mean = mu < 0 ? -1 : blend(c, &w, mu, per_channel(c, n->inputs[3], rank));
+  int xc = mean < 0 ? -1 : kiln_gb_binary(c, "Sub", x, mean);
   int sq = xc < 0 ? -1 : kiln_gb_binary(c, "Mul", xc, xc);
-  int var = sq < 0 ? -1 : kiln_gb_op(c, "ReduceMean", &sq, 1, mean_attrs, 1);
+  int var_b = sq < 0 ? -1 : kiln_gb_op(c, "ReduceMean", &sq, 1, mean_attrs, 1);
+  int var = var_b < 0 ? -1 : blend(c, &w, var_b, per_channel(c, n->inputs[4], rank));
   if (var < 0) return false;
   int eps = kiln_gb_scalar(c, t, kiln_attr_float(n, "epsilon", 1e-5));
   int sd = kiln_gb_unary(c, "Sqrt", kiln_gb_binary(c, "Add", var, eps));
@@ -88,7 +130,7 @@ static bool rewrite_batchnorm(rewriter *R, kiln_grad_ctx *c) {
   double count = (double)(numel_of(R->g, x) / R->g->tensors[x].shape.dim[1]);
   double momentum = kiln_attr_float(n, "momentum", 0.9);
   add_stat(R, n->inputs[3], mu, momentum, 1.0);
-  add_stat(R, n->inputs[4], var, momentum, count > 1 ? count / (count - 1) : 1.0);
+  add_stat(R, n->inputs[4], var_b, momentum, count > 1 ? count / (count - 1) : 1.0);
   return true;
 }
 
@@ -119,7 +161,7 @@ static int seed_tensor(rewriter *R, kiln_grad_ctx *c) {
   return R->out->seed = id;
 }
 
-// y = x * DropoutMask(seed, step); the optional bool mask output = mask > 0.
+// y = x * (f * DropoutMask(seed, step) + 1 - f); the optional bool mask output = that > 0.
 static bool rewrite_dropout(rewriter *R, kiln_grad_ctx *c, double ratio, int salt) {
   const kiln_node *n = &c->node;
   kiln_tensor x = R->g->tensors[n->inputs[0]];
@@ -127,7 +169,11 @@ static bool rewrite_dropout(rewriter *R, kiln_grad_ctx *c, double ratio, int sal
                           KILN_GB_FLOAT("ratio", ratio), KILN_GB_INT("salt", salt),
                           KILN_GB_STRING("dtype", kiln_dtype_name(x.dtype)), KILN_GB_END};
   int in[2] = {seed_tensor(R, c), R->step};
-  int mask = kiln_gb_op(c, "DropoutMask", in, 2, attrs, 1);
+  mode_weights w;
+  if (!mode_weights_of(R, c, x.dtype, &w)) return false;
+  int drawn = kiln_gb_op(c, "DropoutMask", in, 2, attrs, 1);
+  int mask =
+      drawn < 0 ? -1 : kiln_gb_binary(c, "Add", kiln_gb_binary(c, "Mul", w.f, drawn), w.not_f);
   if (mask < 0) return false;
   int mul[2] = {n->inputs[0], mask};
   if (kiln_gb_op_into(c, "Mul", mul, 2, NULL, n->outputs, 1) < 0) return false;
@@ -159,7 +205,7 @@ static bool rewrite_node(rewriter *R, const kiln_node *n, int index) {
 
 bool kiln_training_mode_rewrite(kiln_graph *g, int step, uint64_t seed, kiln_train_mode *out,
                                 kiln_diag *d) {
-  *out = (kiln_train_mode){.seed = -1};
+  *out = (kiln_train_mode){.seed = -1, .training = -1};
   rewriter R = {.g = g, .d = d, .step = step, .seed_value = seed, .out = out};
   kiln_node *old = g->nodes;
   int n_old = g->n_nodes;

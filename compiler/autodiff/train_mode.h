@@ -6,6 +6,12 @@
 //     RunningStatUpdate nodes (added after the backward pass) update.
 //   Dropout (ratio > 0) -> y = x * DropoutMask(kiln.seed, kiln.step): a fresh, seeded mask per
 //     step, scaled by 1 / (1 - ratio); its gradient dy * mask comes from Mul's rule.
+// Both read the mode flag `kiln.training` (STATE, (1), 1 = training, 0 = inference, like
+// PyTorch's model.train() / model.eval()), blending without a branch:
+//   mean = f * batch_mean + (1 - f) * running_mean (the variance likewise),
+//   mask = f * DropoutMask + (1 - f).
+// With f = 1 both are exactly the training values (x * 1 + 0), so the step and its gradients are
+// unchanged; the trainer sets f = 0 around evaluation (runtime/train.c).
 #ifndef KILN_AUTODIFF_TRAIN_MODE_H
 #define KILN_AUTODIFF_TRAIN_MODE_H
 
@@ -22,11 +28,14 @@ typedef struct kiln_running_stat {
 typedef struct kiln_train_mode {
   kiln_running_stat *stats;  // kiln_xmalloc'd; free with free()
   int n_stats;
-  int seed;  // the `kiln.seed` STATE tensor (i64 (1)), or -1 without dropout
+  int seed;      // the `kiln.seed` STATE tensor (i64 (1)), or -1 without dropout
+  int training;  // the `kiln.training` STATE flag ((1), 1 at init), or -1 without BN/Dropout
 } kiln_train_mode;
 
 // The name of the dropout seed STATE tensor: training.seed at compile time, --seed in the trainer.
 #define KILN_SEED_TENSOR "kiln.seed"
+// The name of the training/inference mode flag: 1 for training steps, 0 for evaluation.
+#define KILN_TRAINING_FLAG_TENSOR "kiln.training"
 
 // Rewrites g's nodes (shapes must be inferred). `step` is the step counter tensor; seed the
 // initial value of kiln.seed. Returns false after reporting.

@@ -483,8 +483,9 @@ static void parse_normalize(parser *P, json_object *tr, char *spec, size_t size)
   char got[96];
   if (!v) return;
   if (!json_object_is_type(v, json_type_object)) {
-    kiln_fe_error(P->d, "training.normalize: expected an object {\"mean\": [...], \"std\": [...]}, got %s",
-                  kiln_json_describe(v, got, sizeof got));
+    kiln_fe_error(
+        P->d, "training.normalize: expected an object {\"mean\": [...], \"std\": [...]}, got %s",
+        kiln_json_describe(v, got, sizeof got));
     return;
   }
   check_fields(P, v, "training.normalize", fields);

@@ -14,6 +14,9 @@
 //   - Softmax, LogSoftmax, Hardmax before opset 13 (2-D coercion at `axis`, default 1): mapped when
 //     `axis` is the input's last dimension, reported otherwise
 //   - Resize-10 inputs (X, scales) become (X, "", scales) with its asymmetric/floor semantics
+//   - Dropout before opset 12: the `ratio` attribute is dropped (no training mode: an identity)
+//   - 1-D Conv, ConvTranspose, MaxPool and AveragePool (x: (N, C, L)) become the 2-D op on
+//     (N, C, 1, L) between an Unsqueeze and a Squeeze (Kiln's ops are 2-D)
 // Everything else (attributes that later opsets turned into inputs) is passed on as it is; the ops
 // accept both forms. An empty constant input (zero elements, e.g. Resize's roi) is an omitted
 // optional input.
@@ -538,6 +541,8 @@ static void apply_opset_rules(importer *im, const char *op, const char *node, js
                               json_object *inputs, json_object *outputs) {
   if (im->opset <= 6 && strcmp(op, "PRelu") == 0) legacy_prelu_slope(im, node, inputs);
   if (im->opset <= 6) json_object_object_del(attrs, "is_test");
+  if (im->opset < 12 && strcmp(op, "Dropout") == 0)  // an inference-mode identity: ratio unused
+    json_object_object_del(attrs, "ratio");
   if (im->opset <= 6 && (is_binary_broadcast_op(op) || strcmp(op, "Gemm") == 0))
     legacy_broadcast(im, op, node, attrs, inputs);
   if (strcmp(op, "BatchNormalization") == 0 && attr_get(attrs, "spatial")) {
@@ -559,6 +564,108 @@ static void apply_opset_rules(importer *im, const char *op, const char *node, js
     if (!mode || strcmp(json_object_get_string(mode), "nearest") == 0)
       json_object_object_add(attrs, "nearest_mode", json_object_new_string("floor"));
   }
+}
+
+// ---- 1-D convolutions and pools as 2-D ones ----
+// x (N, C, L) → Unsqueeze(axes [2]) → (N, C, 1, L) → the 2-D op → (N, C, 1, OL) → Squeeze → y.
+// The weight (M, C/group, K) is unsqueezed the same way; the window attributes gain a leading
+// entry for the size-1 axis (kernel 1, stride 1, dilation 1, no padding), which leaves it size 1.
+
+static bool is_windowed_op(const char *op) {
+  return strcmp(op, "Conv") == 0 || strcmp(op, "ConvTranspose") == 0 ||
+         strcmp(op, "MaxPool") == 0 || strcmp(op, "AveragePool") == 0;
+}
+
+static int64_t rank_of(const importer *im, json_object *names, size_t i) {
+  const char *s = json_object_get_string(json_object_array_get_idx(names, i));
+  return s && *s ? map_get_int(im->ranks, s, -1) : -1;
+}
+
+// The number of spatial axes: kernel_shape's length, else the weight's or the input's rank - 2;
+// -1 when unknown.
+static int64_t spatial_rank(const importer *im, const char *op, json_object *attrs,
+                            json_object *inputs) {
+  json_object *kernel = attr_get(attrs, "kernel_shape");
+  if (kernel && json_object_is_type(kernel, json_type_array))
+    return (int64_t)json_object_array_length(kernel);
+  int64_t w = strncmp(op, "Conv", 4) == 0 ? rank_of(im, inputs, 1) : -1;
+  if (w >= 0) return w - 2;
+  int64_t x = rank_of(im, inputs, 0);
+  return x >= 0 ? x - 2 : -1;
+}
+
+// An INTS attribute with `lead` inserted before each of its `groups` halves: [k] → [lead, k] for
+// one group, [b, e] → [lead, b, lead, e] for pads' two.
+static void widen_attr(json_object *attrs, const char *name, int64_t lead, size_t groups) {
+  json_object *old = attr_get(attrs, name);
+  if (!old || !json_object_is_type(old, json_type_array)) return;
+  size_t n = json_object_array_length(old), per = n / groups;
+  if (per * groups != n) return;  // malformed: the op reports the original length
+  json_object *wide = json_object_new_array();
+  for (size_t g = 0; g < groups; g++) {
+    json_object_array_add(wide, json_object_new_int64(lead));
+    for (size_t k = 0; k < per; k++)
+      json_object_array_add(wide, json_object_get(json_object_array_get_idx(old, g * per + k)));
+  }
+  json_object_object_add(attrs, name, wide);
+}
+
+static json_object *one_name(const char *s) {
+  json_object *a = json_object_new_array();
+  json_object_array_add(a, json_object_new_string(s));
+  return a;
+}
+
+// {"op": op, "name": NODE:suffix, "inputs": [in], "outputs": [out], "attrs": {"axes": [2]}}
+static json_object *axis2_node(const char *op, const char *node, const char *suffix, const char *in,
+                               const char *out) {
+  char name[400];
+  snprintf(name, sizeof name, "%s:%s", node, suffix);
+  json_object *o = json_object_new_object(), *attrs = json_object_new_object();
+  json_object_object_add(attrs, "axes", json_object_new_array());
+  json_object_array_add(attr_get(attrs, "axes"), json_object_new_int64(2));
+  json_object_object_add(o, "op", json_object_new_string(op));
+  json_object_object_add(o, "name", json_object_new_string(name));
+  json_object_object_add(o, "inputs", one_name(in));
+  json_object_object_add(o, "outputs", one_name(out));
+  json_object_object_add(o, "attrs", attrs);
+  return o;
+}
+
+// Input i of the node goes through an Unsqueeze to NODE:IN:2d.
+static void unsqueeze_input(importer *im, const char *node, json_object *inputs, size_t i) {
+  const char *in = json_object_get_string(json_object_array_get_idx(inputs, i));
+  char wide[400];
+  snprintf(wide, sizeof wide, "%s:%s:2d", node, in);
+  json_object_array_add(im->nodes, axis2_node("Unsqueeze", node, i ? "w2d" : "x2d", in, wide));
+  json_object_array_put_idx(inputs, i, json_object_new_string(wide));
+}
+
+// Adds the node, rewritten as above when it is a 1-D windowed op with one output; otherwise as is.
+static void add_node(importer *im, const char *op, const char *node, json_object *o,
+                     json_object *attrs) {
+  json_object *inputs = attr_get(o, "inputs"), *outputs = attr_get(o, "outputs");
+  if (!is_windowed_op(op) || json_object_array_length(outputs) != 1 ||
+      spatial_rank(im, op, attrs, inputs) != 1) {
+    json_object_array_add(im->nodes, o);
+    return;
+  }
+  unsqueeze_input(im, node, inputs, 0);
+  if (strncmp(op, "Conv", 4) == 0 && json_object_array_length(inputs) > 1)
+    unsqueeze_input(im, node, inputs, 1);
+  widen_attr(attrs, "kernel_shape", 1, 1);
+  widen_attr(attrs, "strides", 1, 1);
+  widen_attr(attrs, "dilations", 1, 1);
+  widen_attr(attrs, "pads", 0, 2);
+  widen_attr(attrs, "output_padding", 0, 1);
+  widen_attr(attrs, "output_shape", 1, 1);
+  const char *y = json_object_get_string(json_object_array_get_idx(outputs, 0));
+  char narrow[400];
+  snprintf(narrow, sizeof narrow, "%s:2d", y);
+  json_object *squeeze = axis2_node("Squeeze", node, "y1d", narrow, y);
+  json_object_array_put_idx(outputs, 0, json_object_new_string(narrow));
+  json_object_array_add(im->nodes, o);
+  json_object_array_add(im->nodes, squeeze);
 }
 
 // ---- Nodes ----
@@ -728,11 +835,9 @@ static void import_node(importer *im, const Onnx__NodeProto *n, size_t i) {
   json_object_object_add(node, "name", json_object_new_string(name));
   json_object_object_add(node, "inputs", ins);
   json_object_object_add(node, "outputs", outs);
-  if (json_object_object_length(attrs))
-    json_object_object_add(node, "attrs", attrs);
-  else
-    json_object_put(attrs);
-  json_object_array_add(im->nodes, node);
+  json_object_object_add(node, "attrs", attrs);  // dropped below if still empty
+  add_node(im, op, name, node, attrs);
+  if (!json_object_object_length(attrs)) json_object_object_del(node, "attrs");
 }
 
 // ---- Assembly ----

@@ -2,7 +2,8 @@
 //  - parallel: a top-level loop of a kernel whose iterations provably write disjoint elements
 //    (every store's index uses the loop variable, every assignment is to a variable declared
 //    inside the loop) and do enough work to pay for a thread team.
-//  - vectorize: an innermost loop whose body is straight-line code of the same kind; if it
+//  - vectorize: an innermost loop of more than a few iterations whose body is straight-line code
+//    of the same kind; if it
 //    accumulates into one outer variable (`acc = acc + e`, or max/min), it is marked as a
 //    reduction.
 // The tiling pass of a later issue refines this; the C and LLVM backends render the annotations.
@@ -101,6 +102,16 @@ static int64_t work(const kiln_lstmt *s) {
   return 1;
 }
 
+// A loop that runs at most a few iterations (a 3-wide pooling window) loses more to a SIMD
+// prologue and reduction than it gains: its constant upper bound, minus a constant lower bound
+// (a variable one, a clamped window start, is >= 0), is below the threshold.
+enum { MIN_VECTOR_TRIP = 5 };
+static bool too_short_to_vectorize(const kiln_lstmt *loop) {
+  if (loop->hi->kind != LE_INT) return false;
+  int64_t lo = loop->lo->kind == LE_INT ? loop->lo->i : 0;
+  return loop->hi->i - lo < MIN_VECTOR_TRIP;
+}
+
 static bool mark_vector_loops(kiln_lstmt *s) {
   bool changed = false;
   if (s->kind == LS_BLOCK)
@@ -113,6 +124,7 @@ static bool mark_vector_loops(kiln_lstmt *s) {
   body_facts f = facts_of(s);
   if (f.has_loop) return mark_vector_loops(s->body) || changed;
   if (!f.stores_ok || f.outer_assigns > 1 || (f.outer_assigns == 1 && !f.reduce_ok)) return changed;
+  if (too_short_to_vectorize(s)) return changed;
   s->flags |= KILN_LOOP_VECTORIZE;
   if (f.outer_assigns == 1) {
     s->flags |= KILN_LOOP_REDUCE;

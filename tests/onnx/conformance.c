@@ -4,13 +4,15 @@
 // `kiln build` into a standalone binary, run on .npy files converted from the input .pb files,
 // and its outputs compared with the output .pb files: |got - want| <= atol + rtol * |want| with
 // 1e-5 + 1e-4 * |want|, raised to the tolerance an op states for itself (compiler/ops) when the
-// model uses one that needs more.
+// model uses one that needs more; an infinity must be the same infinity, NaN must be NaN
+// (tests/array_compare.h).
 //
 // Tests expected not to pass are listed in tests/onnx/expected_failures.txt, one a line:
 //   SUITE/TEST  CATEGORY: detail
 // A test not on the list that fails fails the run; a test on the list that passes is reported
 // ("unexpected pass: remove it from the list") and fails the run too, so the list only shrinks.
-// --update-expected rewrites the list from what failed, each entry with its category.
+// --update-expected rewrites the list from what failed, each entry with its category; an entry
+// already listed keeps its text while the test fails the same way (reason_to_write).
 //
 //   onnx_conformance --kiln KILN --data DIR --expected FILE [--jobs N] [--subset FILE]
 //                    [--update-expected] [--verbose]
@@ -35,6 +37,7 @@
 #include "../../compiler/frontend.h"
 #include "../../compiler/onnx/onnx_import.h"
 #include "../../compiler/ops/op.h"
+#include "../array_compare.h"
 
 enum { EXIT_SKIP = 77, REASON_MAX = 240, BUILD_TIMEOUT_S = 120, RUN_TIMEOUT_S = 60 };
 static const char *const suites[] = {"node", "pytorch-converted", "pytorch-operator", NULL};
@@ -188,39 +191,6 @@ static void classify_rejection(const char *msg, char *reason) {
 
 // ---- Comparing ----
 
-static bool close_enough(double got, double want, double atol, double rtol) {
-  if (isnan(want)) return isnan(got);
-  if (isinf(want)) return got == want;
-  return fabs(got - want) <= atol + rtol * fabs(want);
-}
-
-static bool compare(const kiln_array *got, const kiln_array *want, double atol, double rtol,
-                    char *why) {
-  if (got->dtype != want->dtype) {
-    snprintf(why, REASON_MAX, "dtype %s, expected %s", kiln_rt_dtype_name(got->dtype),
-             kiln_rt_dtype_name(want->dtype));
-    return false;
-  }
-  bool same = got->rank == want->rank;
-  for (int i = 0; same && i < got->rank; i++) same = got->shape[i] == want->shape[i];
-  if (!same) {
-    snprintf(why, REASON_MAX, "shape differs from the expected one (rank %d vs %d)", got->rank,
-             want->rank);
-    return false;
-  }
-  int64_t n = kiln_array_numel(got);
-  for (int64_t i = 0; i < n; i++) {
-    double g = kiln_element_get(got->data, got->dtype, i);
-    double w = kiln_element_get(want->data, want->dtype, i);
-    if (!close_enough(g, w, atol, rtol)) {
-      snprintf(why, REASON_MAX, "element %lld is %.9g, expected %.9g (atol %g, rtol %g)",
-               (long long)i, g, w, atol, rtol);
-      return false;
-    }
-  }
-  return true;
-}
-
 // 1e-5 + 1e-4 * |want|, or more when an op of the model states it needs more.
 static kiln_tolerance model_tolerance(const kiln_graph *g) {
   kiln_tolerance t = {1e-5, 1e-4};
@@ -296,7 +266,7 @@ static bool compare_outputs(const test_ctx *c, const char *set, char *reason) {
     if (st != KILN_OK) {
       set_reason(reason, "%s: %s", st == KILN_ERR_DTYPE ? "dtype" : "data", err);
       ok = false;
-    } else if (!compare(&got, &want, tol.atol, tol.rtol, why)) {
+    } else if (!compare_arrays(&got, &want, tol.atol, tol.rtol, true, why, sizeof why)) {
       set_reason(reason, "mismatch: output %d (%s): %s", i, c->g->tensors[c->g->outputs[i]].name,
                  why);
       ok = false;
@@ -457,6 +427,21 @@ static bool in_subset(const char *path, const char *name) {
   return found;
 }
 
+static bool same_category(const char *a, const char *b) {
+  size_t n = strcspn(a, ":");
+  return n == strcspn(b, ":") && strncmp(a, b, n) == 0;
+}
+
+// The reason written for a failing test. An entry already on the list keeps its (possibly
+// hand-written, more precise) text while the test fails the same way: the generated reason has
+// the listed category, or is a generic `check` (an op's rejection message) where the list gives
+// what exactly is unsupported.
+static const char *reason_to_write(const test_case *t) {
+  if (t->expected && (same_category(t->reason, t->expected) || same_category(t->reason, "check:")))
+    return t->expected;
+  return t->reason;
+}
+
 static bool write_expected(const char *path, const test_case *tests, int n) {
   char *tmp = xasprintf("%s.tmp", path);
   FILE *f = fopen(tmp, "w");
@@ -471,7 +456,7 @@ static bool write_expected(const char *path, const test_case *tests, int n) {
       "# data, malformed.\n",
       f);
   for (int i = 0; i < n; i++)
-    if (!tests[i].passed) fprintf(f, "%s  %s\n", tests[i].name, tests[i].reason);
+    if (!tests[i].passed) fprintf(f, "%s  %s\n", tests[i].name, reason_to_write(&tests[i]));
   bool ok = fclose(f) == 0 && rename(tmp, path) == 0;
   free(tmp);
   return ok;

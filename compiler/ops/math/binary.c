@@ -7,9 +7,11 @@
 
 const kiln_attr_spec kiln_binary_attrs[] = {{0}};
 
-// Add/Sub/Mul/Div: floats, and the integer types ONNX shape arithmetic uses.
+// Add/Sub/Mul/Div: floats and integers. Integer results wrap around modulo 2^bits like numpy's
+// and ONNX's (u8: 250 + 10 = 4): the interpreter's rounding to the dtype (kiln_dtype_round) and the
+// generated C's store to the narrow type both take the low bits.
 bool kiln_binary_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
-  unsigned dtypes = KILN_DT_FLOAT | KILN_DT(KILN_I32) | KILN_DT(KILN_I64);
+  unsigned dtypes = KILN_DT_FLOAT | KILN_DT_INT;
   if (!kiln_op_check_dtypes(g, n, 0, 2, dtypes, true, d)) return false;
   kiln_shape out;
   if (!kiln_broadcast_inputs(g, n, d, &out)) return false;

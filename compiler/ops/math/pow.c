@@ -1,6 +1,9 @@
-// Pow: z = x ^ y, elementwise with numpy broadcasting. x is f32 or f64 (the output's dtype); the
-// exponent y may be any numeric dtype and is converted to x's. A negative base with an integral
-// exponent is fine (pow(-2, 3) = -8); with a fractional one it gives NaN, as in C and ONNX.
+// Pow: z = x ^ y, elementwise with numpy broadcasting. x is any numeric dtype (the output's); the
+// exponent y may be any numeric dtype. A float x takes y converted to its dtype. An integer x
+// (ONNX Pow-12+) is raised in double and truncated back to its dtype, exact while the result fits
+// in 53 bits (pow of integral doubles is exact there); a negative exponent truncates toward zero
+// (2^-1 = 0), as C would. A negative base with an integral exponent is fine (pow(-2, 3) = -8);
+// with a fractional one a float x gives NaN, as in C and ONNX.
 #include <math.h>
 
 #include "../op_internal.h"
@@ -9,7 +12,7 @@
 static const kiln_attr_spec attrs[] = {{0}};
 
 static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
-  if (!kiln_op_check_dtypes(g, n, 0, 1, KILN_DT_FLOAT, true, d)) return false;
+  if (!kiln_op_check_dtypes(g, n, 0, 1, KILN_DT_NUMERIC, true, d)) return false;
   if (!kiln_op_check_dtypes(g, n, 1, 1, KILN_DT_NUMERIC, true, d)) return false;
   kiln_shape out;
   if (!kiln_broadcast_inputs(g, n, d, &out)) return false;
@@ -24,7 +27,9 @@ static double pow_ref(const kiln_node *n, const double *v, int count) {
 
 static kiln_lexpr *pow_lx(kiln_lb *b, const kiln_node *n, kiln_dtype t, kiln_lexpr **v, int count) {
   (void)n, (void)count;
-  return lx_bin(b, LB_POW, v[0], lx_cast(b, t, v[1]));
+  if (kiln_dtype_is_float(t)) return lx_bin(b, LB_POW, v[0], lx_cast(b, t, v[1]));
+  kiln_lexpr *z = lx_bin(b, LB_POW, lx_cast(b, KILN_F64, v[0]), lx_cast(b, KILN_F64, v[1]));
+  return lx_cast(b, t, z);  // integer x: in double, truncated
 }
 
 static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {

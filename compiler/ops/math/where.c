@@ -1,6 +1,7 @@
 // Where: y = cond ? x : y elementwise, the three inputs broadcast together (numpy rules); cond is
 // bool, x and y share any one dtype, which the output takes.
 #include "../op_internal.h"
+#include "../train/grad_compose.h"
 
 static const kiln_attr_spec attrs[] = {{0}};
 
@@ -30,6 +31,21 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
 
 static void lower(const kiln_lower_ctx *c) { kiln_nary_lower(c, where_lx); }
 
+// Gradient (docs/training.md): dx = where(cond, dy, 0), dy_else = where(cond, 0, dy) (written
+// where(not cond, dy, 0)), each summed over the axes its input was broadcast along. cond gets none.
+static bool where_grad(kiln_grad_ctx *c) {
+  int cond = kiln_gc_x(c, 0), dy = c->dy[0];
+  if (dy < 0) return true;
+  for (int i = 1; i < 3; i++) {
+    if (!c->need[i]) continue;
+    int picked = i == 1 ? cond : kiln_gc_unary(c, "Not", cond);
+    int d = kiln_gc_where_else(c, picked, dy, 0);
+    kiln_shape s = c->g->tensors[kiln_gc_x(c, i)].shape;  // a copy: adding nodes moves tensors
+    if (d < 0 || (c->dx[i] = kiln_gb_sum_to(c, d, &s)) < 0) return false;
+  }
+  return true;
+}
+
 const kiln_op_def kiln_op_Where = {
     .name = "Where",
     .min_inputs = 3,
@@ -43,4 +59,5 @@ const kiln_op_def kiln_op_Where = {
     .lower = lower,
     .flops = kiln_no_flops,
     .tol = {0, 0},  // exact: a selection
+    .grad = where_grad,
 };

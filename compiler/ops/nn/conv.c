@@ -265,7 +265,8 @@ static void lower_epilogue_pass(const kiln_lower_ctx *c) {
 //   for n, ob (parallel), oh, tiles of RW columns at ow0:
 //     acc[j][r][l] = bias[(ob*RO + r)*16 + l]
 //     for ic, kh, kw, j (unrolled): xv = xp[n][ic][oh*sh + kh*dh][(ow0 + j)*sw + kw*dw]
-//       for r (unrolled), l (vectorized): acc[j][r][l] = muladd(xv, wp[ob*RO + r][ic][kh][kw][l], ..)
+//       for r (unrolled), l (vectorized): acc[j][r][l] = muladd(xv, wp[ob*RO + r][ic][kh][kw][l],
+//       ..)
 //     y[n][(ob*RO + r)*16 + l][oh][ow0 + j] = epilogue(acc[j][r][l])
 // xp is x copied into zeroed scratch with the padding made explicit (x itself without padding), so
 // the inner loops have no bounds. A 1x1, stride-1, unpadded conv runs over its flattened spatial
@@ -303,11 +304,21 @@ static int64_t tile_width(int64_t OW, int64_t RO) {
 static conv_plan make_plan(const kiln_lower_ctx *c) {
   const kiln_tensor *x = kiln_lower_in(c, 0), *w = kiln_lower_in(c, 1), *y = kiln_lower_out(c, 0);
   kiln_window win = conv_window(c->node, &x->shape, &w->shape);
-  conv_plan p = {.N = x->shape.dim[0], .C = x->shape.dim[1], .M = w->shape.dim[0],
-                 .KH = w->shape.dim[2], .KW = w->shape.dim[3], .pt = win.pad_begin[0],
-                 .pl = win.pad_begin[1], .H = x->shape.dim[2], .W = x->shape.dim[3],
-                 .OH = y->shape.dim[2], .OW = y->shape.dim[3], .sh = win.stride[0],
-                 .sw = win.stride[1], .dh = win.dilation[0], .dw = win.dilation[1]};
+  conv_plan p = {.N = x->shape.dim[0],
+                 .C = x->shape.dim[1],
+                 .M = w->shape.dim[0],
+                 .KH = w->shape.dim[2],
+                 .KW = w->shape.dim[3],
+                 .pt = win.pad_begin[0],
+                 .pl = win.pad_begin[1],
+                 .H = x->shape.dim[2],
+                 .W = x->shape.dim[3],
+                 .OH = y->shape.dim[2],
+                 .OW = y->shape.dim[3],
+                 .sh = win.stride[0],
+                 .sw = win.stride[1],
+                 .dh = win.dilation[0],
+                 .dw = win.dilation[1]};
   // Rows and columns the windows reach: at least the input, padded at the start and the end.
   int64_t need_h = (p.OH - 1) * p.sh + (p.KH - 1) * p.dh + 1;
   int64_t need_w = (p.OW - 1) * p.sw + (p.KW - 1) * p.dw + 1;
@@ -355,7 +366,8 @@ static int pad_input(const kiln_lower_ctx *c, const conv_plan *p) {
   int iw = kiln_lb_for_n(b, "iw", p->W);
   kiln_lexpr *row = lx_madd(b, lx_var(b, nc), p->HP, lx_add(b, lx_var(b, ih), lx_int(b, p->pt)));
   kiln_lexpr *to = lx_madd(b, row, p->WP, lx_add(b, lx_var(b, iw), lx_int(b, p->pl)));
-  kiln_lexpr *from = lx_madd(b, lx_madd(b, lx_var(b, nc), p->H, lx_var(b, ih)), p->W, lx_var(b, iw));
+  kiln_lexpr *from =
+      lx_madd(b, lx_madd(b, lx_var(b, nc), p->H, lx_var(b, ih)), p->W, lx_var(b, iw));
   kiln_lb_store(b, xp, to, lx_load(b, kiln_in_buf(c, 0), from));
   for (int k = 0; k < 3; k++) kiln_lb_end_for(b);
   return xp;
@@ -401,19 +413,20 @@ static void tile_accumulate(const kiln_lower_ctx *c, const conv_plan *p, const t
   kiln_lexpr *plane = lx_madd(b, lx_var(b, t->n), p->C, lx_var(b, ic));
   kiln_lexpr *ih = lx_add(b, lx_mul(b, lx_var(b, t->oh), lx_int(b, p->sh)),
                           lx_mul(b, lx_var(b, kh), lx_int(b, p->dh)));
-  kiln_lexpr *iw = lx_add(b, lx_mul(b, lx_add(b, kiln_lx_clone(b, ow0), lx_var(b, j)),
-                                    lx_int(b, p->sw)),
-                          lx_mul(b, lx_var(b, kw), lx_int(b, p->dw)));
+  kiln_lexpr *iw =
+      lx_add(b, lx_mul(b, lx_add(b, kiln_lx_clone(b, ow0), lx_var(b, j)), lx_int(b, p->sw)),
+             lx_mul(b, lx_var(b, kw), lx_int(b, p->dw)));
   kiln_lexpr *xi = lx_madd(b, lx_madd(b, plane, p->HP, ih), p->WP, iw);
   int xv = kiln_lb_decl(b, "xv", KILN_F32, lx_load(b, t->xp, xi));
   int r = unrolled_for(b, "r", p->RO), l = kiln_lb_for_n(b, "l", LANES);
   kiln_lexpr *tap = lx_madd(b, lx_madd(b, lx_var(b, ic), p->KH, lx_var(b, kh)), p->KW,
                             lx_var(b, kw));  // ic * kH * kW + kh * kW + kw
-  kiln_lexpr *vec = lx_madd(b, lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r)),
-                            p->C * p->KH * p->KW, tap);
+  kiln_lexpr *vec =
+      lx_madd(b, lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r)), p->C * p->KH * p->KW, tap);
   kiln_lexpr *wv = lx_load(b, t->wp, lx_madd(b, vec, LANES, lx_var(b, l)));
-  kiln_lb_store_local(b, t->acc, acc_index(b, p, j, r, l),
-                      lx_muladd(b, lx_var(b, xv), wv, lx_local(b, t->acc, acc_index(b, p, j, r, l))));
+  kiln_lb_store_local(
+      b, t->acc, acc_index(b, p, j, r, l),
+      lx_muladd(b, lx_var(b, xv), wv, lx_local(b, t->acc, acc_index(b, p, j, r, l))));
   for (int k = 0; k < 6; k++) kiln_lb_end_for(b);  // l, r, j, kw, kh, ic
 }
 
@@ -424,10 +437,10 @@ static void tile_store(const kiln_lower_ctx *c, const conv_plan *p, const tile_v
   int r = unrolled_for(b, "r", p->RO);
   kiln_lexpr *lanes = lx_int(b, LANES);
   if (p->M % LANES)  // the last vector is partly padding
-    lanes = lx_bin(b, LB_MIN, lanes,
-                   lx_bin(b, LB_SUB, lx_int(b, p->M),
-                          lx_mul(b, lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r)),
-                                 lx_int(b, LANES))));
+    lanes = lx_bin(
+        b, LB_MIN, lanes,
+        lx_bin(b, LB_SUB, lx_int(b, p->M),
+               lx_mul(b, lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r)), lx_int(b, LANES))));
   int l = kiln_lb_for(b, "l", lx_int(b, 0), lanes);
   int j = kiln_lb_for_n(b, "j", rw);
   kiln_lexpr *oc = out_channel(b, p, t, r, l);
@@ -453,8 +466,8 @@ static void lower_blocked(const kiln_lower_ctx *c) {
   tile_vars t;
   pack_weights(c, &p, &t.wp, &t.bp);
   t.xp = p.padded ? pad_input(c, &p) : kiln_in_buf(c, 0);
-  kiln_lb_comment(b, "blocked: %lld x 16 channels by %lld columns per tile%s",
-                  (long long)p.RO, (long long)p.RW, p.padded ? ", padded input" : "");
+  kiln_lb_comment(b, "blocked: %lld x 16 channels by %lld columns per tile%s", (long long)p.RO,
+                  (long long)p.RW, p.padded ? ", padded input" : "");
   t.n = kiln_lb_for_n(b, "n", p.N);
   t.ob = kiln_lb_for_n(b, "ob", p.MV / p.RO);
   t.oh = kiln_lb_for_n(b, "oh", p.OH);
@@ -468,8 +481,8 @@ static void lower_blocked(const kiln_lower_ctx *c) {
 
 static void lower(const kiln_lower_ctx *c) {
   const kiln_tensor *x = kiln_lower_in(c, 0), *w = kiln_lower_in(c, 1), *y = kiln_lower_out(c, 0);
-  kiln_lb_comment(c->b, "%s %s: %s * %s%s%s%s -> %s", kiln_op_get(c->node->op)->name,
-                  c->node->name, kiln_describe(x).text, kiln_describe(w).text,
+  kiln_lb_comment(c->b, "%s %s: %s * %s%s%s%s -> %s", kiln_op_get(c->node->op)->name, c->node->name,
+                  kiln_describe(x).text, kiln_describe(w).text,
                   kiln_has_input(c->node, 2) ? " + bias" : "",
                   has_residual(c->node) ? " + residual" : "", has_relu(c->node) ? ", relu" : "",
                   kiln_describe(y).text);
@@ -535,9 +548,9 @@ const kiln_op_def kiln_op_Conv = {
 // shape (input 3) and `activation` ("Relu", or absent for none), as ONNX Runtime's FusedConv.
 
 static const kiln_attr_spec fused_attrs[] = {
-    {"auto_pad", KILN_ATTR_STRING, false},  {"dilations", KILN_ATTR_INTS, false},
-    {"group", KILN_ATTR_INT, false},        {"kernel_shape", KILN_ATTR_INTS, false},
-    {"pads", KILN_ATTR_INTS, false},        {"strides", KILN_ATTR_INTS, false},
+    {"auto_pad", KILN_ATTR_STRING, false},   {"dilations", KILN_ATTR_INTS, false},
+    {"group", KILN_ATTR_INT, false},         {"kernel_shape", KILN_ATTR_INTS, false},
+    {"pads", KILN_ATTR_INTS, false},         {"strides", KILN_ATTR_INTS, false},
     {"activation", KILN_ATTR_STRING, false}, {0},
 };
 

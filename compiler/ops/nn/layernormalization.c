@@ -3,9 +3,11 @@
 //   mean = sum(x) / inner, var = sum((x - mean)^2) / inner,
 //   y = (x - mean) / sqrt(var + epsilon) * Scale + B
 //   x: (D0, ..., Dr-1)   Scale, B: x.shape[axis:], both optional here (1 and 0)   y: like x
+//   optional outputs Mean = mean and InvStdDev = 1 / sqrt(var + epsilon), per row:
+//   (D0, ..., D(axis-1), 1, ..., 1), x's rank, in x's dtype
 // Attributes: axis (default -1), epsilon (1e-5), stash_type (1 = float or 11 = double: the
-// precision of the statistics; Kiln's reference is double either way). Only output Y is supported:
-// requesting Mean or InvStdDev is an error.
+// precision of the statistics; Kiln's reference is double either way, the generated code computes
+// in x's dtype).
 #include <math.h>
 
 #include "../op_internal.h"
@@ -43,13 +45,16 @@ static bool check_attrs(const kiln_node *n, kiln_diag *d, int rank) {
     kiln_op_error(d, n, "attrs.epsilon: expected a value >= 0, got %g", eps);
     return false;
   }
-  if (n->n_outputs > 1) {
-    kiln_op_error(d, n,
-                  "outputs: %d given; the Mean and InvStdDev outputs are not supported, only Y",
-                  n->n_outputs);
-    return false;
-  }
   return true;
+}
+
+// Mean and InvStdDev: x's shape with the normalized axes [axis, rank) kept as 1.
+static kiln_shape stats_shape(const kiln_node *n, const kiln_shape *x) {
+  int64_t axis = kiln_attr_int(n, "axis", -1);
+  if (axis < 0) axis += x->rank;
+  kiln_shape s = *x;
+  for (int i = (int)axis; i < s.rank; i++) s.dim[i] = 1;
+  return s;
 }
 
 // Scale and B, when given, have exactly the normalized shape x.shape[axis:].
@@ -85,6 +90,8 @@ static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   if (!check_attrs(n, d, x->shape.rank) || !check_affine(g, n, d, 1) || !check_affine(g, n, d, 2))
     return false;
   kiln_op_set_output(g, n, 0, x->dtype, &x->shape);  // y: like x
+  kiln_shape stats = stats_shape(n, &x->shape);
+  for (int i = 1; i < n->n_outputs; i++) kiln_op_set_output(g, n, i, x->dtype, &stats);
   return true;
 }
 
@@ -103,6 +110,8 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
     var /= (double)v.inner;
     for (int64_t i = 0; i < v.inner; i++)
       y[i] = (x[i] - mean) / sqrt(var + eps) * (scale ? scale[i] : 1) + (bias ? bias[i] : 0);
+    if (n->n_outputs > 1) out[1].data[o] = mean;                 // Mean: (outer) rows
+    if (n->n_outputs > 2) out[2].data[o] = 1 / sqrt(var + eps);  // InvStdDev
   }
 }
 
@@ -138,6 +147,9 @@ static void lower(const kiln_lower_ctx *c) {
   kiln_lexpr *eps = lx_float(b, t, kiln_attr_float(c->node, "epsilon", 1e-5));
   int inv = kiln_lb_decl(b, "inv", t,
                          lx_unary(b, LU_RECIP, lx_unary(b, LU_SQRT, lx_bin(b, LB_ADD, var, eps))));
+  // the optional statistics outputs, one element per row o
+  if (c->node->n_outputs > 1) kiln_lb_store(b, kiln_out_buf(c, 1), lx_var(b, o), lx_var(b, mean));
+  if (c->node->n_outputs > 2) kiln_lb_store(b, kiln_out_buf(c, 2), lx_var(b, o), lx_var(b, inv));
   // y = (x - mean) * inv * Scale + B
   i = kiln_lb_for_n(b, "i", v.inner);
   kiln_lexpr *val =
@@ -197,6 +209,15 @@ static bool ln_dx(ln_grad *l, int xhat, int r) {
 }
 
 static bool layer_norm_grad(kiln_grad_ctx *c) {
+  for (int i = 1; i < c->node.n_outputs; i++)
+    if (c->dy[i] >= 0) {
+      kiln_op_error(c->d, &c->node,
+                    "outputs[%d] (%s): a gradient flows into it; LayerNormalization is "
+                    "differentiated only through Y",
+                    i, i == 1 ? "Mean" : "InvStdDev");
+      return false;
+    }
+  if (c->dy[0] < 0) return true;
   int rank = c->g->tensors[c->node.inputs[0]].shape.rank;
   int64_t axis = kiln_attr_int(&c->node, "axis", -1);
   ln_grad l = {.c = c, .n_axes = 0};

@@ -6,8 +6,10 @@
 
 #include "resample.h"
 
+// (tf_half_pixel_for_nn maps o to o + 0.5 even at scale 1, which some rounding modes move.)
 bool kiln_resample_identity_axis(const kiln_resample *r, int axis) {
-  return r->in.dim[axis] == r->out.dim[axis] && r->scale[axis] == 1.0;
+  return r->in.dim[axis] == r->out.dim[axis] && r->scale[axis] == 1.0 &&
+         r->coord != KILN_RS_TF_HALF_PIXEL_FOR_NN;
 }
 
 static double coord(const kiln_resample *r, int axis, int64_t o) {
@@ -16,6 +18,7 @@ static double coord(const kiln_resample *r, int axis, int64_t o) {
     case KILN_RS_HALF_PIXEL: return ((double)o + 0.5) / s - 0.5;
     case KILN_RS_PYTORCH_HALF_PIXEL: return out > 1 ? ((double)o + 0.5) / s - 0.5 : 0.0;
     case KILN_RS_ALIGN_CORNERS: return out > 1 ? (double)o * (in - 1) / (out - 1) : 0.0;
+    case KILN_RS_TF_HALF_PIXEL_FOR_NN: return ((double)o + 0.5) / s;
     default: return (double)o / s;
   }
 }
@@ -111,6 +114,11 @@ static kiln_lexpr *lower_coord(kiln_lb *b, const kiln_resample *r, int axis, int
       if (out <= 1) return lx_float(b, KILN_F64, 0);
       return lx_bin(b, LB_DIV, lx_bin(b, LB_MUL, of, lx_float(b, KILN_F64, in - 1)),
                     lx_float(b, KILN_F64, out - 1));
+    case KILN_RS_TF_HALF_PIXEL_FOR_NN:
+      return lx_bin(
+          b, LB_DIV,
+          lx_bin(b, LB_ADD, lx_cast(b, KILN_F64, lx_var(b, o)), lx_float(b, KILN_F64, 0.5)),
+          lx_float(b, KILN_F64, s));
     default: return lx_bin(b, LB_DIV, of, lx_float(b, KILN_F64, s));
   }
 }

@@ -10,10 +10,11 @@ typedef enum { KILN_RS_NEAREST, KILN_RS_LINEAR } kiln_rs_mode;
 
 // x_original for output position o along an axis (in: input size, out: output size):
 typedef enum {
-  KILN_RS_HALF_PIXEL,          // (o + 0.5) / scale - 0.5
-  KILN_RS_PYTORCH_HALF_PIXEL,  // out > 1 ? (o + 0.5) / scale - 0.5 : 0
-  KILN_RS_ALIGN_CORNERS,       // out > 1 ? o * (in - 1) / (out - 1) : 0
-  KILN_RS_ASYMMETRIC,          // o / scale
+  KILN_RS_HALF_PIXEL,            // (o + 0.5) / scale - 0.5
+  KILN_RS_PYTORCH_HALF_PIXEL,    // out > 1 ? (o + 0.5) / scale - 0.5 : 0
+  KILN_RS_ALIGN_CORNERS,         // out > 1 ? o * (in - 1) / (out - 1) : 0
+  KILN_RS_ASYMMETRIC,            // o / scale
+  KILN_RS_TF_HALF_PIXEL_FOR_NN,  // (o + 0.5) / scale
 } kiln_rs_coord;
 
 // How nearest mode turns x_original into an index (then clamped to [0, in - 1]):

@@ -2,9 +2,11 @@
 // the H, W of NCHW) resampling of x. The output size comes from the constant `scales` input 2
 // (out = floor(in * scale)) or the constant `sizes` input 3 (scale = out / in), over every axis or
 // the `axes` attribute (opset 18). Coordinate transformations half_pixel (default), asymmetric,
-// align_corners and pytorch_half_pixel; nearest_mode round_prefer_floor (default),
-// round_prefer_ceil, floor, ceil. roi (input 1) only matters for tf_crop_and_resize, which is
-// not supported; nor are cubic mode, antialias and keep_aspect_ratio_policy other than stretch.
+// align_corners, pytorch_half_pixel and tf_half_pixel_for_nn; nearest_mode round_prefer_floor
+// (default), round_prefer_ceil, floor, ceil. roi (input 1) only matters for tf_crop_and_resize,
+// which is not supported (nor its extrapolation_value); nor are cubic mode (a 4-tap kernel per
+// axis, with cubic_coeff_a and exclude_outside), antialias and keep_aspect_ratio_policy other
+// than stretch.
 // Nearest works on every dtype, linear on f32/f64.
 #include <string.h>
 
@@ -44,12 +46,16 @@ static bool check_unsupported(const kiln_node *n, kiln_diag *d) {
   const char *mode = kiln_attr_string(n, "mode", "nearest");
   const char *keep = kiln_attr_string(n, "keep_aspect_ratio_policy", "stretch");
   int64_t v;
-  if (strcmp(ct, "tf_crop_and_resize") == 0 || strcmp(ct, "tf_half_pixel_for_nn") == 0) {
-    kiln_op_error(d, n, "attrs.coordinate_transformation_mode: \"%s\" is not supported", ct);
+  if (strcmp(ct, "tf_crop_and_resize") == 0) {
+    kiln_op_error(d, n,
+                  "attrs.coordinate_transformation_mode: \"tf_crop_and_resize\" (cropping to roi, "
+                  "extrapolation_value outside it) is not supported");
     return false;
   }
   if (strcmp(mode, "cubic") == 0) {
-    kiln_op_error(d, n, "attrs.mode: \"cubic\" is not supported (nearest or linear)");
+    kiln_op_error(d, n,
+                  "attrs.mode: \"cubic\" (bicubic interpolation) is not supported (nearest or "
+                  "linear)");
     return false;
   }
   if (strcmp(keep, "stretch") != 0) {
@@ -64,11 +70,11 @@ static bool check_unsupported(const kiln_node *n, kiln_diag *d) {
 static bool read_modes(const kiln_node *n, kiln_diag *d, kiln_resample *r) {
   static const char *const modes[] = {"nearest", "linear"};
   static const char *const coords[] = {"half_pixel", "pytorch_half_pixel", "align_corners",
-                                       "asymmetric"};
+                                       "asymmetric", "tf_half_pixel_for_nn"};
   static const char *const rounds[] = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"};
   int mode, coord, round;
   if (!check_unsupported(n, d) || !read_choice(n, d, "mode", "nearest", modes, 2, &mode) ||
-      !read_choice(n, d, "coordinate_transformation_mode", "half_pixel", coords, 4, &coord) ||
+      !read_choice(n, d, "coordinate_transformation_mode", "half_pixel", coords, 5, &coord) ||
       !read_choice(n, d, "nearest_mode", "round_prefer_floor", rounds, 4, &round))
     return false;
   r->mode = (kiln_rs_mode)mode, r->coord = (kiln_rs_coord)coord, r->round = (kiln_rs_round)round;
