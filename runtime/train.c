@@ -7,6 +7,7 @@
 // where in it the run stopped.
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -771,19 +772,37 @@ typedef struct run_state {
   double train_accuracy;  // of the last epoch's batches (augmented, weights changing), or -1
   kiln_early_stop es;
   char *best_path;  // --keep-best: the best epoch's checkpoint
-  int n_hist;
-  double *hist;  // 4 x epochs: train loss, train accuracy, val loss, val accuracy
+  // This run's epochs, in order (a resumed run starts afresh): train loss, train accuracy, val
+  // loss, val accuracy; grown as epochs end (--epochs may be huge).
+  int n_hist, cap_hist;
+  double *hist[4];
 } run_state;
 
 enum { STOPPED_EARLY = -3 };
 
-static double *history(const run_state *r, int curve) { return r->hist + curve * r->o->epochs; }
+static double *history(const run_state *r, int curve) { return r->hist[curve]; }
 
-static void record_epoch(run_state *r, int64_t epoch) {
-  if (epoch >= r->o->epochs) return;
+static void free_history(run_state *r) {
+  for (int c = 0; c < 4; c++) free(r->hist[c]), r->hist[c] = NULL;
+  r->n_hist = r->cap_hist = 0;
+}
+
+// Appends the epoch just ended; false if out of memory (the history is then dropped).
+static bool record_epoch(run_state *r) {
+  if (r->n_hist == INT_MAX) return true;  // keep the first INT_MAX epochs
+  if (r->n_hist == r->cap_hist) {
+    int cap = r->cap_hist ? (r->cap_hist > INT_MAX / 2 ? INT_MAX : r->cap_hist * 2) : 64;
+    for (int c = 0; c < 4; c++) {
+      double *grown = realloc(r->hist[c], sizeof(double) * (size_t)cap);
+      if (!grown) return free_history(r), false;
+      r->hist[c] = grown;
+    }
+    r->cap_hist = cap;
+  }
   double v[4] = {r->train_loss, r->train_accuracy, r->val_last.loss, r->val_last.accuracy};
-  for (int c = 0; c < 4; c++) history(r, c)[epoch] = v[c];
-  r->n_hist = (int)epoch + 1;
+  for (int c = 0; c < 4; c++) r->hist[c][r->n_hist] = v[c];
+  r->n_hist++;
+  return true;
 }
 
 static void print_epoch(const session *s, const run_state *r, int64_t epoch, double t0) {
@@ -864,7 +883,7 @@ static int run_epoch(session *s, run_state *r, int64_t epoch) {
   r->train_accuracy = s->classes > 0 && seen ? (double)correct / (double)seen : -1;
   if (r->test && !evaluate(s, r->test, &r->last)) return EXIT_INTERNAL;
   if (r->val && !evaluate(s, r->val, &r->val_last)) return EXIT_INTERNAL;
-  record_epoch(r, epoch);
+  if (!record_epoch(r)) fputs("kiln-train: out of memory: no learning curves\n", stderr);
   if (leader(s)) print_epoch(s, r, epoch, t0);
   if (o->save && save_checkpoint(s, o->save) != EXIT_OK) return EXIT_BAD;
   return watch_validation(s, r, epoch);
@@ -882,6 +901,7 @@ static char *beside(const char *path, const char *old_ext, const char *new_ext) 
 }
 
 static void plot_curves(const run_state *r, const char *path) {
+  if (r->n_hist == 0) return;
   const uint8_t train_rgb[3] = {31, 119, 180}, val_rgb[3] = {230, 110, 10};
   kiln_curve loss[2] = {{"train", history(r, 0), r->n_hist, {0}},
                         {"val", history(r, 2), r->n_hist, {0}}};
@@ -932,10 +952,9 @@ static int train(session *s, const options *o, const kiln_dataset *tr, const kil
                    tr->source, (long long)tr->n, (long long)s->global_batch),
            EXIT_BAD;
   r.perm = malloc(sizeof(int64_t) * (size_t)tr->n);
-  r.hist = malloc(sizeof(double) * 4 * (size_t)o->epochs);
   r.best_path =
       o->keep_best && leader(s) ? beside(o->save, ".safetensors", ".best.safetensors") : NULL;
-  if (!r.perm || !r.hist) return free(r.perm), free(r.hist), EXIT_INTERNAL;
+  if (!r.perm) return fputs("kiln-train: out of memory\n", stderr), EXIT_INTERNAL;
   int rc = -1;
   bool evaluated = false;
   for (int64_t e = *s->step / r.per_epoch; e < o->epochs && rc == -1; e++) {
@@ -947,7 +966,7 @@ static int train(session *s, const options *o, const kiln_dataset *tr, const kil
   s->augment_on = false;
   free(r.perm);
   if (rc < 0 && leader(s)) report_curves(&r);
-  free(r.hist), free(r.best_path);
+  free_history(&r), free(r.best_path);
   if (rc >= 0) return rc;
   if (!evaluated) {  // stopped by --max-steps (or nothing left to do): evaluate now
     if (te && !evaluate(s, te, &r.last)) return EXIT_INTERNAL;

@@ -3,6 +3,7 @@
 # checkpoint written every epoch (temporary file + fsync + rename) and is killed with SIGKILL at
 # a random moment, ROUNDS times in a row; after every kill the checkpoint, if one was written yet,
 # must load and resume training (the trainer refuses a damaged or partial checkpoint with exit 2).
+# The trainer writes a checkpoint after every step, so most kills land during or between writes.
 # 2: with no room to write (RLIMIT_FSIZE 0 makes every file write fail, as a full disk does), the
 # trainer must say it cannot save, exit non-zero and leave the previous checkpoint as it was.
 #   test_kill.sh KILN SOURCE_DIR [ROUNDS]
@@ -14,39 +15,36 @@ dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
 "$kiln" build --train "$src/samples/xor_mlp.json" -o "$dir/xor-train" >/dev/null
-# XOR as CSV (two inputs, then the target), repeated so that an epoch is 64 steps.
-i=0
-while [ $i -lt 64 ]; do
-  printf '0,0,0\n0,1,1\n1,0,1\n1,1,0\n'
-  i=$((i + 1))
-done >"$dir/xor.csv"
+# XOR as CSV (two inputs, then the target): one batch, so a checkpoint follows every step.
+printf '0,0,0\n0,1,1\n1,0,1\n1,1,0\n' >"$dir/xor.csv"
 
 ck=$dir/ck.safetensors
-loaded=0
+"$dir/xor-train" --train "$dir/xor.csv" --epochs 1 --save "$ck" >/dev/null 2>&1
+cp "$ck" "$dir/previous.safetensors"
+changed=0
 round=1
 while [ "$round" -le "$rounds" ]; do
-  "$dir/xor-train" --train "$dir/xor.csv" --epochs 1000000 --save "$ck" --seed "$round" \
+  "$dir/xor-train" --train "$dir/xor.csv" --resume "$ck" --epochs 1000000000 --save "$ck" \
     >/dev/null 2>&1 &
   pid=$!
-  # A random moment between 0 and ~50 ms (od reads 2 random bytes).
+  # A random moment between 1 and 200 ms (od reads 2 random bytes).
   delay=$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')
-  sleep "0.0$((delay % 50 + 1))" 2>/dev/null || sleep 0.02
+  sleep "$(printf '0.%03d' $((delay % 200 + 1)))"
   kill -9 "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  if [ -f "$ck" ]; then
-    if ! "$dir/xor-train" --train "$dir/xor.csv" --resume "$ck" --max-steps 1 --save "$dir/next.safetensors" \
-      >"$dir/resume.out" 2>&1; then
-      echo "round $round: the checkpoint left by SIGKILL does not resume:" >&2
-      cat "$dir/resume.out" >&2
-      exit 1
-    fi
-    loaded=$((loaded + 1))
+  if ! "$dir/xor-train" --train "$dir/xor.csv" --resume "$ck" --max-steps 1 \
+    --save "$dir/next.safetensors" >"$dir/resume.out" 2>&1; then
+    echo "round $round: the checkpoint left by SIGKILL does not resume:" >&2
+    cat "$dir/resume.out" >&2
+    exit 1
   fi
+  cmp -s "$ck" "$dir/previous.safetensors" || changed=$((changed + 1))
+  cp "$ck" "$dir/previous.safetensors"
   round=$((round + 1))
 done
-echo "$rounds kills; the checkpoint loaded and resumed after $loaded of them"
-# The test must have exercised resumption, not only early kills.
-[ "$loaded" -ge $((rounds / 2)) ] || { echo "too few kills after the first checkpoint" >&2; exit 1; }
+echo "$rounds kills; the checkpoint always loaded; it had moved on in $changed rounds"
+# The kills must have hit a trainer that was writing checkpoints, not only ones still starting.
+[ "$changed" -ge 1 ] || { echo "no round wrote a checkpoint before its kill" >&2; exit 1; }
 
 # 2: a full disk. The output goes through a pipe, which the file-size limit does not affect.
 cp "$ck" "$dir/before.safetensors"
