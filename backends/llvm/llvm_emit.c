@@ -598,8 +598,25 @@ static bool reduction_vectorizable(int op) {
          op == LB_OR;
 }
 
+// A register-block loop (KILN_LOOP_UNROLL with constant bounds and at most `unroll` iterations):
+// its body once per iteration with the variable a constant, so that the local arrays it indexes
+// become scalars SROA keeps in registers (LLVM's loop unroller leaves loops with inner loops).
+static bool unroll_fully(lgen *g, const kiln_lstmt *s) {
+  if (!(s->flags & KILN_LOOP_UNROLL) || s->lo->kind != LE_INT || s->hi->kind != LE_INT) return false;
+  int64_t n = s->hi->i - s->lo->i;
+  if (n < 0 || n > s->unroll || n > 64) return false;
+  kiln_dtype vt = g->p->kernels[g->kernel].vars[s->var].dtype;
+  for (int64_t i = s->lo->i; i < s->hi->i; i++) {
+    LLVMBuildStore(g->b, convert(g, LLVMConstInt(g->i64, (unsigned long long)i, 1), KILN_I64, vt),
+                   g->var_slot[s->var]);
+    stmt(g, s->body);
+  }
+  return true;
+}
+
 // for (var = start; var < end; var++) body; `end` NULL: s->hi, evaluated at each test as in C.
 static void for_loop(lgen *g, const kiln_lstmt *s, LLVMValueRef start, LLVMValueRef end) {
+  if (!end && unroll_fully(g, s)) return;
   kiln_dtype vt = g->p->kernels[g->kernel].vars[s->var].dtype;
   LLVMValueRef slot = g->var_slot[s->var];
   LLVMBuildStore(g->b, convert(g, start, KILN_I64, vt), slot);
