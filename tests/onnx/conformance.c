@@ -15,6 +15,7 @@
 // already listed keeps its text while the test fails the same way (reason_to_write).
 //
 //   onnx_conformance --kiln KILN --data DIR --expected FILE [--jobs N] [--subset FILE]
+//                    [--backend c|llvm]
 //                    [--update-expected] [--verbose]
 // The last line is "N passed, M failed, K skipped" (skipped: on the list and still failing).
 // Exit status: 0 if nothing failed, 1 otherwise, 77 (skip) if DIR does not exist.
@@ -48,6 +49,7 @@ static const char *const categories[] = {
 
 typedef struct options {
   const char *kiln, *data, *expected, *subset;
+  const char *backend;  // --backend c|llvm: the `kiln build` backend (default c)
   int jobs;
   bool update, verbose;
 } options;
@@ -317,7 +319,8 @@ static bool run_test(const options *o, const test_case *t, const char *work, cha
   char *exe = xasprintf("%s/model", work);
   if (ok) {
     char err[8192];
-    char *argv[] = {(char *)o->kiln, "build", model, "-o", exe, NULL};
+    char *argv[] = {(char *)o->kiln, "build", model,   "--backend", (char *)o->backend,
+                    "-o",           exe,     NULL};
     int st = run(argv, BUILD_TIMEOUT_S, err, sizeof err);
     if (st != 0) {
       char line[REASON_MAX];
@@ -555,7 +558,7 @@ static int report(const options *o, const test_case *tests, int n, const bool *s
 }
 
 static bool parse_options(int argc, char **argv, options *o) {
-  *o = (options){.jobs = 2};
+  *o = (options){.jobs = 2, .backend = "c"};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     bool takes = true;
@@ -567,6 +570,8 @@ static bool parse_options(int argc, char **argv, options *o) {
       o->expected = v;
     else if (strcmp(a, "--subset") == 0)
       o->subset = v;
+    else if (strcmp(a, "--backend") == 0)
+      o->backend = v;
     else if (strcmp(a, "--jobs") == 0)
       o->jobs = v ? atoi(v) : 0;
     else {
@@ -585,7 +590,7 @@ static bool parse_options(int argc, char **argv, options *o) {
   if (!o->kiln || !o->data || !o->expected || o->jobs < 1) {
     fputs(
         "usage: onnx_conformance --kiln KILN --data DIR --expected FILE [--jobs N] "
-        "[--subset FILE] [--update-expected] [--verbose]\n",
+        "[--backend c|llvm] [--subset FILE] [--update-expected] [--verbose]\n",
         stderr);
     return false;
   }
