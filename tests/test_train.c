@@ -606,14 +606,14 @@ static double inference_mse(const char *dir, const char *model, const char *ck) 
   run_result_free(&r);
   kiln_array z = read_npy_or_fail(zp), y = read_npy_or_fail(yp);
   cr_assert_eq(kiln_array_numel(&z), kiln_array_numel(&y));
-  double sum = 0;
+  double sum = 0, n = (double)kiln_array_numel(&y);
   for (int64_t i = 0; i < kiln_array_numel(&z); i++) {
     double e = kiln_element_get(z.data, z.dtype, i) - kiln_element_get(y.data, y.dtype, i);
     sum += e * e;
   }
   kiln_array_free(&z), kiln_array_free(&y);
   free(exe), free(xp), free(yp), free(zp);
-  return sum / (double)kiln_array_numel(&y);
+  return sum / n;
 }
 
 static void expect_close(double got, double want, const char *what) {
@@ -634,7 +634,6 @@ static void evaluation_is_inference(const char *name, const char *nodes, const c
   double evaluated = final_value(r.out, "test_loss=");
   run_result_free(&r);
   expect_close(evaluated, inference_mse(dir, model, ck), name);
-  fprintf(stderr, "DEBUG %s\n", dir);
   char *again[] = {exe, "--train", src, "--test", src, "--weights", ck, "--max-steps", "0", NULL};
   r = run_cmd(again, 300);
   cr_assert_eq(r.status, 0, "%s", r.err);

@@ -41,7 +41,7 @@ static int run_dir(const char *dir, int *count) {
     names[n++] = strdup(e->d_name);
   }
   closedir(d);
-  qsort(names, (size_t)n, sizeof(*names), compare_names);
+  if (n > 0) qsort(names, (size_t)n, sizeof(*names), compare_names);  // names is NULL if n == 0
   for (int i = 0; i < n; i++) {
     char path[4096];
     snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
