@@ -10,25 +10,8 @@
 
 TestSuite(determinism, .fini = check_leaks);
 
-static char *read_all(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  cr_assert(f, "cannot open %s", path);
-  fseek(f, 0, SEEK_END);
-  long size = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *buf = malloc((size_t)size + 1);
-  cr_assert(fread(buf, 1, (size_t)size, f) == (size_t)size, "cannot read %s", path);
-  fclose(f);
-  *n = (size_t)size;
-  return buf;
-}
-
 static void expect_same_bytes(const char *a, const char *b) {
-  size_t na, nb;
-  char *x = read_all(a, &na), *y = read_all(b, &nb);
-  cr_expect(na == nb && memcmp(x, y, na) == 0, "%s and %s differ", a, b);
-  free(x);
-  free(y);
+  cr_expect(files_equal(a, b), "%s and %s differ", a, b);
 }
 
 static void run_ok(char *const argv[], int timeout_s) {

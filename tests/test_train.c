@@ -243,18 +243,6 @@ static void write_data(const char *dir, int64_t n, int64_t labels, double scale,
   kiln_array_free(&x), kiln_array_free(&y);
 }
 
-static bool same_file(const char *a, const char *b) {
-  FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-  bool same = fa && fb;
-  for (int ca = 0, cb = 0; same && ca != EOF;) {
-    ca = fgetc(fa), cb = fgetc(fb);
-    same = ca == cb;
-  }
-  if (fa) fclose(fa);
-  if (fb) fclose(fb);
-  return same;
-}
-
 static run_result trainer(char *exe, const char *a1, const char *a2, const char *a3, const char *a4,
                           const char *a5, const char *a6, const char *a7, const char *a8) {
   char *args[] = {exe,        (char *)a1, (char *)a2, (char *)a3, (char *)a4,
@@ -283,8 +271,8 @@ Test(train, resume_is_bit_identical, .timeout = 600) {
   r = trainer(exe, "--train", src, "--epochs", "3", "--save", resumed, "--resume", part);
   cr_assert_eq(r.status, 0, "%s", r.err);
   run_result_free(&r);
-  cr_expect(same_file(full0, resumed), "resumed checkpoint differs from the uninterrupted run");
-  cr_expect(!same_file(full, full0), "--seed should change the shuffling (and the result)");
+  cr_expect(files_equal(full0, resumed), "resumed checkpoint differs from the uninterrupted run");
+  cr_expect(!files_equal(full, full0), "--seed should change the shuffling (and the result)");
   rm_rf(dir);
   free(dir), free(exe), free(full), free(part), free(resumed), free(full0);
 }
@@ -675,7 +663,7 @@ Test(train, resume_with_evaluation_mode_is_bit_identical, .timeout = 600) {
   cr_assert_eq(r.status, 0, "%s", r.err);
   cr_expect_eq(final_value(r.out, "test_loss="), full_loss);
   run_result_free(&r);
-  cr_expect(same_file(full, resumed), "resumed checkpoint differs from the uninterrupted run");
+  cr_expect(files_equal(full, resumed), "resumed checkpoint differs from the uninterrupted run");
   rm_rf(dir);
   free(dir), free(exe), free(full), free(part), free(resumed), free(model);
 }

@@ -269,18 +269,6 @@ static void write_images(const char *dir, const char *stem, int64_t n, int64_t c
   kiln_array_free(&x), kiln_array_free(&y);
 }
 
-static bool same_file(const char *a, const char *b) {
-  FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-  bool same = fa && fb;
-  for (int ca = 0, cb = 0; same && ca != EOF;) {
-    ca = fgetc(fa), cb = fgetc(fb);
-    same = ca == cb;
-  }
-  if (fa) fclose(fa);
-  if (fb) fclose(fb);
-  return same;
-}
-
 static run_result run(char *exe, const char *const *args) {
   char *argv[24] = {exe};
   int n = 1;
@@ -322,14 +310,14 @@ Test(trainer, augmented_training_is_reproducible_and_validated, .timeout = 900) 
   r = run(exe, a2);
   cr_assert_eq(r.status, 0, "%s", r.err);
   run_result_free(&r);
-  cr_expect(same_file(ck1, ck2), "augmented training is not reproducible");
+  cr_expect(files_equal(ck1, ck2), "augmented training is not reproducible");
   // another seed draws other augmentations (and another split and order)
   const char *a3[] = {"--train",        src,    "--epochs", "4", "--save", ck3,
                       "--val-fraction", "0.25", "--seed",   "9", NULL};
   r = run(exe, a3);
   cr_assert_eq(r.status, 0, "%s", r.err);
   run_result_free(&r);
-  cr_expect(!same_file(ck1, ck3), "--seed changes nothing");
+  cr_expect(!files_equal(ck1, ck3), "--seed changes nothing");
   // the log has the validation columns on each epoch's row; the plot is beside it
   FILE *f = fopen(log, "r");
   cr_assert(f);

@@ -39,6 +39,8 @@ void run_result_free(run_result *r);
 char *make_temp_dir(void);
 void rm_rf(const char *path);
 char *path_join(const char *a, const char *b);  // malloc'd "a/b"
+// True if both files can be read and hold the same bytes.
+bool files_equal(const char *a, const char *b);
 
 // a (got) against b (expected): false if dtypes or shapes differ or any element is outside
 // |a - b| <= atol + rtol*|b|, with the worst element described in why[whylen]. An infinite b
