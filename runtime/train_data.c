@@ -31,6 +31,32 @@ static bool gz_read_all(gzFile f, void *buf, uint64_t n) {
   return true;
 }
 
+// Reads exactly n bytes of data into a new aligned buffer, growing a staging buffer as bytes
+// actually arrive: a header that promises gigabytes over a short (or compressed) file fails as
+// truncated without allocating what it promised. NULL if the data ends early or memory runs out
+// (*nomem says which).
+static void *gz_read_exact(gzFile f, uint64_t n, bool *nomem) {
+  unsigned char *stage = NULL;
+  uint64_t have = 0, cap = 0;
+  *nomem = false;
+  while (have < n) {
+    if (have == cap) {
+      uint64_t next = cap ? cap * 2 : (uint64_t)1 << 20;
+      if (next > n) next = n;
+      unsigned char *grown = realloc(stage, (size_t)next);
+      if (!grown) return free(stage), *nomem = true, NULL;
+      stage = grown, cap = next;
+    }
+    if (!gz_read_all(f, stage + have, cap - have)) return free(stage), NULL;
+    have = cap;
+  }
+  void *out = kiln_aligned_alloc((size_t)(n ? n : 1));
+  if (out && n) memcpy(out, stage, (size_t)n);
+  free(stage);
+  *nomem = out == NULL;
+  return out;
+}
+
 // An IDX file (magic 0 0 TYPE RANK, RANK big-endian u32 dims, data); unsigned bytes only (the
 // MNIST family), plain or gzip'd.
 static int read_idx(const char *path, kiln_array *out, char *err, size_t errlen) {
@@ -52,15 +78,16 @@ static int read_idx(const char *path, kiln_array *out, char *err, size_t errlen)
     out->rank = head[3];
     uint64_t total = 1;
     for (int i = 0; i < out->rank; i++) total *= out->shape[i] = be32(head + 4 + 4 * i);
+    bool nomem = false;
     if (total == 0 || total > IDX_MAX_BYTES) {
       kiln_rt_errf(err, errlen, "%s: implausible IDX size", path);
-    } else if (!(out->data = kiln_aligned_alloc((size_t)total))) {
-      kiln_rt_errf(err, errlen, "%s: out of memory", path);
-      st = KILN_ERR_NOMEM;
-    } else if (!gz_read_all(f, out->data, total)) {
-      kiln_rt_errf(err, errlen, "%s: truncated IDX data (expected %llu bytes)", path,
-                   (unsigned long long)total);
-      kiln_array_free(out);
+    } else if (!(out->data = gz_read_exact(f, total, &nomem))) {
+      if (nomem)
+        kiln_rt_errf(err, errlen, "%s: out of memory", path);
+      else
+        kiln_rt_errf(err, errlen, "%s: truncated IDX data (expected %llu bytes)", path,
+                     (unsigned long long)total);
+      st = nomem ? KILN_ERR_NOMEM : KILN_ERR_FORMAT;
     } else {
       out->nbytes = (size_t)total;
       st = KILN_OK;
