@@ -23,6 +23,7 @@
 
 #include "../ir/resource_limits.h"
 #include "../runtime/kiln_runtime.h"
+#include "autodiff/train_mode.h"
 #include "autodiff/training.h"
 #include "initializers.h"
 #include "onnx/onnx_import.h"
@@ -532,6 +533,68 @@ static void load_params(loader *L, json_object *arr, const char *weights) {
   }
   load_weights(L, weights, req, n_req);
   free(req);
+}
+
+// A BatchNormalization node with training_mode = 1 (expanded into graph ops after inference).
+static bool has_training_batchnorm(const kiln_graph *g) {
+  for (int i = 0; i < g->n_nodes; i++)
+    if (strcmp(kiln_op_get(g->nodes[i].op)->name, "BatchNormalization") == 0 &&
+        kiln_attr_int(&g->nodes[i], "training_mode", 0) == 1)
+      return true;
+  return false;
+}
+
+// ---- --freeze-input ----
+
+static void dims_str(const int64_t *dim, int rank, char *buf, int size) {
+  int n = snprintf(buf, (size_t)size, "(");
+  for (int i = 0; i < rank && n < size; i++)
+    n += snprintf(buf + n, (size_t)(size - n), "%s%" PRId64, i ? ", " : "", dim[i]);
+  if (n < size) snprintf(buf + n, (size_t)(size - n), rank == 1 ? ",)" : ")");
+}
+
+bool kiln_frozen_input_read(const kiln_frozen_input *f, kiln_dtype dtype,
+                            const kiln_shape *declared, kiln_array *out, kiln_diag *d) {
+  char err[512], a[256], b[256];
+  if (kiln_npy_read(f->file, out, err, sizeof err) != KILN_OK) {
+    kiln_fe_error(d, "--freeze-input %s=%s: %s", f->name, f->file, err);
+    return false;
+  }
+  if (declared->rank < 0) return true;  // no declared shape (ONNX): any
+  bool same = out->rank == declared->rank;
+  for (int i = 0; same && i < out->rank; i++)
+    same = declared->dim[i] < 0 || declared->dim[i] == out->shape[i];
+  if (out->dtype != (int)dtype || !same) {
+    dims_str(out->shape, out->rank, a, sizeof a);
+    dims_str(declared->dim, declared->rank, b, sizeof b);
+    kiln_fe_error(d, "--freeze-input %s=%s: the file holds %s %s, but input '%s' is %s %s", f->name,
+                  f->file, kiln_rt_dtype_name(out->dtype), a, f->name, kiln_dtype_name(dtype), b);
+    kiln_array_free(out);
+    return false;
+  }
+  return true;
+}
+
+// `--freeze-input NAME=FILE`: graph input NAME becomes a constant param holding FILE's array.
+static void freeze_input(loader *L, const kiln_frozen_input *f) {
+  kiln_graph *g = L->g;
+  int at = -1;
+  for (int i = 0; i < g->n_inputs && at < 0; i++)
+    if (strcmp(g->tensors[g->inputs[i]].name, f->name) == 0) at = i;
+  if (at < 0) {
+    ERR(L, "--freeze-input %s=%s: the model has no input named '%s'", f->name, f->file, f->name);
+    return;
+  }
+  kiln_tensor *t = &g->tensors[g->inputs[at]];
+  kiln_array a;
+  if (!kiln_frozen_input_read(f, t->dtype, &t->shape, &a, L->d)) return;
+  t->kind = KILN_TENSOR_PARAM;
+  t->role = KILN_ROLE_CONSTANT;
+  t->data = kiln_pool_alloc(&g->pool, a.nbytes ? a.nbytes : 1);
+  if (a.nbytes) memcpy(t->data, a.data, a.nbytes);
+  kiln_array_free(&a);
+  memmove(&g->inputs[at], &g->inputs[at + 1], sizeof(int) * (size_t)(g->n_inputs - at - 1));
+  g->n_inputs--;
 }
 
 // ---- Nodes ----
@@ -1087,6 +1150,7 @@ static kiln_graph *load(json_object *root, const char *path, const kiln_safetens
   info = kiln_xcalloc(n_nodes ? n_nodes : 1, sizeof(*info));
 
   if (inputs) load_inputs(L, inputs);
+  for (int i = 0; o && i < o->n_frozen; i++) freeze_input(L, &o->frozen[i]);
   if (params) load_params(L, params, weights);
   if (nodes) check_nodes(L, nodes, info);
   if (nodes) build_nodes(L, nodes, info);
@@ -1098,6 +1162,7 @@ static kiln_graph *load(json_object *root, const char *path, const kiln_safetens
   infer_shapes(g, d, valid, L->training != NULL);
   check_outputs(L, outputs, decl, valid);
   if (d->errors != errors0) goto fail;
+  if (has_training_batchnorm(g) && !kiln_batchnorm_training_expand(g, d)) goto fail;
   kiln_training training_section;
   if (!kiln_training_parse(tr, g, L->training ? L->training : &training_section, d)) goto fail;
 
@@ -1170,7 +1235,7 @@ kiln_graph *kiln_load_model_ex(const char *path, const kiln_load_options *o, kil
   int n_shapes = o ? o->n_shapes : 0;
   if (is_onnx_path(path)) {
     kiln_onnx_model m;
-    if (!kiln_onnx_import(path, o ? o->shapes : NULL, n_shapes, d, &m)) return NULL;
+    if (!kiln_onnx_import_ex(path, o, d, &m)) return NULL;
     kiln_graph *g = kiln_load_model_json(m.json, path, &m.weights, d);
     kiln_onnx_model_free(&m);
     return g;

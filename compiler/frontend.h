@@ -15,10 +15,19 @@ typedef struct kiln_input_shape {
   const char *name;
   kiln_shape shape;
 } kiln_input_shape;
+// `--freeze-input NAME=FILE.npy`: the graph input NAME becomes a constant param holding the
+// array in FILE (its dtype and shape must match the input's). For values that determine shapes
+// (Reshape's shape, Slice's starts, Resize's sizes, ...), which Kiln compiles in.
+typedef struct kiln_frozen_input {
+  const char *name;
+  const char *file;
+} kiln_frozen_input;
 struct kiln_training;
 typedef struct kiln_load_options {
   const kiln_input_shape *shapes;
   int n_shapes;
+  const kiln_frozen_input *frozen;
+  int n_frozen;
   // `kiln build --weights FILE`: every param this .safetensors file holds (with or without `init`)
   // is read from it instead of the model's own weights (trained weights, checkpoints).
   const char *weights_file;
@@ -27,6 +36,13 @@ typedef struct kiln_load_options {
   // (and otherwise ignored) whether or not this is set.
   struct kiln_training *training;
 } kiln_load_options;
+// Reads f->file for `--freeze-input`, checking it against the input's declared dtype and shape
+// (a dimension < 0 in `declared` takes any size, a rank < 0 any shape). Errors name the flag, the
+// input and the file.
+struct kiln_array;
+bool kiln_frozen_input_read(const kiln_frozen_input *f, kiln_dtype dtype,
+                            const kiln_shape *declared, struct kiln_array *out, kiln_diag *d);
+
 // kiln_load_model with options (o may be NULL). A path ending in ".onnx" is imported first
 // (compiler/onnx, docs/onnx.md) and then goes through exactly the same checks and inference.
 kiln_graph *kiln_load_model_ex(const char *path, const kiln_load_options *o, kiln_diag *d);

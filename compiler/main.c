@@ -14,10 +14,10 @@
 #include <string.h>
 
 #include "../backends/backend.h"
-#include "../runtime/kiln_runtime.h"
-#include "compare.h"
 #include "../ir/resource_limits.h"
+#include "../runtime/kiln_runtime.h"
 #include "autodiff/training.h"
+#include "compare.h"
 #include "frontend.h"
 #include "inspect.h"
 #include "interp.h"
@@ -36,20 +36,24 @@ static void usage(FILE *out) {
       "               [--cc CC] [--cflags FLAGS] [--keep-sources] [COMMON]\n"
       "  kiln run     MODEL.json --input [NAME=]X.npy ... --output [NAME=]Y.npy ... [--bench N]\n"
       "  kiln inspect MODEL.json [--json | --dot] [--after PASS] [COMMON]\n"
-      "  kiln import  MODEL.onnx -o OUT.json [--shape NAME=DxDx...]  (+ OUT.safetensors)\n"
+      "  kiln import  MODEL.onnx -o OUT.json [--shape NAME=DxDx...] [--freeze-input NAME=X.npy]\n"
+      "               (+ OUT.safetensors)\n"
       "  kiln compare MODEL.json [--passes P1,P2 ...] [--format text|md|csv] [--runs N]\n"
       "               [--threads N] [--target T]   what each pass buys (speed, size, drift)\n"
       "  kiln passes\n"
       "training: compile/build/inspect --train (the model's training section: the training step;\n"
       "          build links the trainer, docs/training.md); build/compile/inspect --weights\n"
       "          FILE.safetensors take the params (e.g. a trained checkpoint) from FILE;\n"
-      "          --distributed mpi (with --train): data-parallel over MPI, docs/distributed.md\n"
+      "          --distributed mpi (with --train): data-parallel over MPI, docs/distributed.md;\n"
+      "          --sync-bn (with it): BatchNorm statistics over the global batch\n"
       "backends: compile/build --backend c|llvm (default c); --backend llvm takes -O0..-O3\n"
       "          (default -O3) and compile --emit llvm|obj (NAME.ll or NAME.o, + NAME.h);\n"
       "          run --jit compiles in memory with LLVM's JIT instead of interpreting\n"
       "MODEL is a .json model or an .onnx file (docs/onnx.md)\n"
       "COMMON: --dump-ir-after=PASS  print the IR after PASS\n"
       "        --shape NAME=DxDx...  fix an ONNX input's shape (repeatable)\n"
+      "        --freeze-input NAME=X.npy  compile input NAME in as the constant X (e.g. a\n"
+      "                              Reshape shape or Slice starts fed as an input; repeatable)\n"
       "        --disable-pass=PASS   turn an optimization pass off (repeatable)\n"
       "        -v                    per-pass timing\n"
       "        --limits KEY=SIZE,...  resource limits: model-bytes, tensor-bytes, total-bytes,\n"
@@ -65,15 +69,18 @@ typedef struct cli {
   const char *target, *cc, *cflags, *dump_after, *after;
   bool embed, keep_sources, verbose, json, dot;
   kiln_input_shape shapes[KILN_MAX_SHAPE_FLAGS];
-  kiln_load_options load;      // points at shapes
+  // --freeze-input NAME=FILE.npy flags; `load` points at them and at shapes.
+  kiln_frozen_input frozen[KILN_MAX_SHAPE_FLAGS];
+  kiln_load_options load;
   const char *backend, *emit;  // --backend c|llvm, --emit c|llvm|obj
   int opt_level;               // -ON for --backend llvm; -1 if not given
   const char *disabled[16];    // --disable-pass NAME (repeatable)
   int n_disabled;
   kiln_compare_options compare;  // kiln compare: --passes SET (repeatable), --format, --runs
-  bool train;  // --train: the training step and trainer (docs/training.md)
-  const char *distributed;  // --distributed mpi: a data-parallel trainer (docs/distributed.md)
-  struct train_build *tb;  // with --train: what compile_model learns about the training graph
+  bool train;                    // --train: the training step and trainer (docs/training.md)
+  const char *distributed;       // --distributed mpi: a data-parallel trainer (docs/distributed.md)
+  bool sync_bn;                  // --sync-bn: BatchNorm statistics averaged over the ranks (idem)
+  struct train_build *tb;        // with --train: what compile_model learns about the training graph
 } cli;
 
 typedef struct train_build {
@@ -129,9 +136,24 @@ static bool parse_shape_flag(const char *v, cli *c) {
   return true;
 }
 
+// "--freeze-input NAME=FILE.npy" (the first '=' separates; FILE may contain more).
+static bool parse_freeze_flag(const char *v, cli *c) {
+  const char *eq = v ? strchr(v, '=') : NULL;
+  if (!eq || eq == v || !eq[1])
+    return bad_flag("--freeze-input expects NAME=FILE.npy, got", v ? v : "nothing");
+  if (c->load.n_frozen == KILN_MAX_SHAPE_FLAGS)
+    return bad_flag("too many --freeze-input flags at", v);
+  c->frozen[c->load.n_frozen++] =
+      (kiln_frozen_input){.name = strndup(v, (size_t)(eq - v)), .file = eq + 1};
+  c->load.frozen = c->frozen;
+  return true;
+}
+
 static void free_shape_flags(cli *c) {
   for (int i = 0; i < c->load.n_shapes; i++) free((char *)c->shapes[i].name);
+  for (int i = 0; i < c->load.n_frozen; i++) free((char *)c->frozen[i].name);
   c->load.n_shapes = 0;
+  c->load.n_frozen = 0;
 }
 
 // --backend, --emit and -O agree: --emit llvm|obj means the LLVM backend; -O is LLVM's.
@@ -163,6 +185,10 @@ static bool parse_args(int argc, char **argv, cli *c) {
     bool matched = true;
     if (take_value(argc, argv, &i, "--shape", &v)) {
       if (!parse_shape_flag(v, c)) return false;
+      continue;
+    }
+    if (take_value(argc, argv, &i, "--freeze-input", &v)) {
+      if (!parse_freeze_flag(v, c)) return false;
       continue;
     }
     if (take_value(argc, argv, &i, "--disable-pass", &v) ||
@@ -201,6 +227,8 @@ static bool parse_args(int argc, char **argv, cli *c) {
       c->train = true;
     else if (strcmp(a, "--keep-sources") == 0)
       c->keep_sources = true;
+    else if (strcmp(a, "--sync-bn") == 0)
+      c->sync_bn = true;
     else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0)
       c->verbose = true;
     else if (strcmp(a, "--json") == 0)
@@ -258,11 +286,15 @@ static void describe_training(train_build *tb, const kiln_graph *g) {
   const kiln_training *t = &tb->training;
   kiln_c_train *ti = &tb->info;
   *ti = (kiln_c_train){
-      .weight_input = -1, .logits_output = -1, .seed = t->seed, .augment = t->augment};
+      .label_input = -1,
+      .weight_input = -1,
+      .logits_output = -1,
+      .seed = t->seed,
+      .augment = t->augment};  // label_input -1: the loss needs no label (autoencoders)
   ti->classification = t->loss.kind == KILN_LOSS_CROSS_ENTROPY;
   for (int i = 0; i < g->n_inputs; i++) {
     const char *name = g->tensors[g->inputs[i]].name;
-    if (strcmp(name, t->loss.target) == 0) ti->label_input = i;
+    if (t->loss.target && strcmp(name, t->loss.target) == 0) ti->label_input = i;
     if (t->loss.weight && strcmp(name, t->loss.weight) == 0) ti->weight_input = i;
   }
   for (int i = 1; i < g->n_outputs; i++)
@@ -283,7 +315,8 @@ static void describe_training(train_build *tb, const kiln_graph *g) {
 static bool check_train_flags(const cli *a) {
   bool allowed = strcmp(a->cmd, "compile") == 0 || strcmp(a->cmd, "build") == 0 ||
                  strcmp(a->cmd, "inspect") == 0;
-  if (a->train && !allowed) return bad_flag("--train applies to compile, build and inspect, not", a->cmd);
+  if (a->train && !allowed)
+    return bad_flag("--train applies to compile, build and inspect, not", a->cmd);
   if (a->train && use_llvm(a) && strcmp(a->cmd, "compile") == 0)
     return bad_flag("--train --backend llvm builds trainers (kiln build), it does not", "compile");
   if (a->train && use_llvm(a) && (a->distributed || a->embed))
@@ -292,8 +325,9 @@ static bool check_train_flags(const cli *a) {
   if (a->distributed && strcmp(a->distributed, "mpi") != 0)
     return bad_flag("--distributed expects mpi, got", a->distributed);
   if (a->distributed && (!a->train || strcmp(a->cmd, "inspect") == 0))
-    return bad_flag("--distributed needs a training build (compile or build --train), not",
-                    a->cmd);
+    return bad_flag("--distributed needs a training build (compile or build --train), not", a->cmd);
+  if (a->sync_bn && !a->distributed)
+    return bad_flag("--sync-bn needs --distributed mpi (with --train), for", a->cmd);
   if (a->train && a->load.weights_file)
     return bad_flag("--train starts from the model's weights; give a checkpoint to the trainer's",
                     "--weights or --resume");
@@ -310,6 +344,7 @@ static int compile_model(const cli *a, kiln_compilation *c) {
   if (!g) return KILN_EXIT_BAD_INPUT;
   int n_model_outputs = g->n_outputs;
   if (a->tb) a->tb->training.expose_grads = a->distributed != NULL;  // gradients as outputs
+  if (a->tb) a->tb->training.sync_bn = a->sync_bn;  // BatchNorm: RankMean of the statistics
   if (a->tb && !kiln_build_training_graph(g, &a->tb->training, &d)) {
     kiln_graph_free(g);
     return KILN_EXIT_BAD_INPUT;
@@ -399,8 +434,7 @@ static int cmd_import(const cli *a) {
     return KILN_EXIT_BAD_INPUT;
   }
   kiln_onnx_model m;
-  if (!kiln_onnx_import(a->model, a->load.shapes, a->load.n_shapes, &d, &m))
-    return KILN_EXIT_BAD_INPUT;
+  if (!kiln_onnx_import_ex(a->model, &a->load, &d, &m)) return KILN_EXIT_BAD_INPUT;
   kiln_graph *g = kiln_load_model_json(m.json, a->model, &m.weights, &d);
   bool ok = g != NULL;
   kiln_graph_free(g);
@@ -487,7 +521,7 @@ static int cmd_run(int argc, char **argv) {
     fputs("kiln: missing model file for run\n", stderr);
     return KILN_EXIT_BAD_INPUT;
   }
-  // --shape is the compiler's flag; kiln_main sees the rest.
+  // --shape and --freeze-input are the compiler's flags; kiln_main sees the rest.
   cli shapes = {0};
   int kept = 3;
   bool jit = false;
@@ -497,6 +531,8 @@ static int cmd_run(int argc, char **argv) {
       jit = true;
     } else if (take_value(argc, argv, &i, "--shape", &v)) {
       if (!parse_shape_flag(v, &shapes)) return free_shape_flags(&shapes), KILN_EXIT_BAD_INPUT;
+    } else if (take_value(argc, argv, &i, "--freeze-input", &v)) {
+      if (!parse_freeze_flag(v, &shapes)) return free_shape_flags(&shapes), KILN_EXIT_BAD_INPUT;
     } else {
       argv[kept++] = argv[i];
     }

@@ -1,6 +1,6 @@
-// Learning-curve plots (plot.h): everything is drawn here into an RGB buffer (frames, grid lines,
-// curves as 2-pixel lines with square markers, tick labels and legends in a 5x7 bitmap font scaled
-// 2x), and libpng's simplified API encodes the buffer.
+// Learning-curve plots and image grids (plot.h): everything is drawn here into an RGB buffer
+// (frames, grid lines, curves as 2-pixel lines with square markers, tick labels and legends in a
+// 5x7 bitmap font scaled 2x), and libpng's simplified API encodes the buffer.
 #include "plot.h"
 
 #include <errno.h>
@@ -228,5 +228,68 @@ int kiln_plot_png(const char *path, const kiln_panel *panels, int n_panels, int 
   png_image_free(&img);
   free(tmp);
   free(c.rgb);
+  return st;
+}
+
+// ---- Image grids ----
+
+void kiln_image_grid_size(const kiln_image_grid *g, int *width, int *height) {
+  int cols = g->n < g->cols ? g->n : g->cols, rows = (g->n + g->cols - 1) / g->cols;
+  *width = cols * (g->w + g->pad) + g->pad;
+  *height = rows * (g->h + g->pad) + g->pad;
+}
+
+static uint8_t to_byte(float v, float lo, float hi) {
+  float t = hi > lo ? (v - lo) / (hi - lo) : 0.0f;
+  t = t > 0 ? (t < 1 ? t : 1) : 0;  // NaN -> 0
+  return (uint8_t)lrintf(255.0f * t);
+}
+
+void kiln_image_grid_render(const kiln_image_grid *g, uint8_t *gray) {
+  int width, height;
+  kiln_image_grid_size(g, &width, &height);
+  memset(gray, 0, (size_t)width * (size_t)height);
+  for (int k = 0; k < g->n; k++) {
+    int x0 = g->pad + (k % g->cols) * (g->w + g->pad),
+        y0 = g->pad + (k / g->cols) * (g->h + g->pad);
+    const float *img = g->pixels + (size_t)k * (size_t)g->h * (size_t)g->w;
+    for (int y = 0; y < g->h; y++)
+      for (int x = 0; x < g->w; x++)
+        gray[(size_t)(y0 + y) * (size_t)width + (size_t)(x0 + x)] =
+            to_byte(img[(size_t)y * (size_t)g->w + (size_t)x], g->lo, g->hi);
+  }
+}
+
+int kiln_image_grid_png(const char *path, const kiln_image_grid *g, char *err, size_t errlen) {
+  if (!g || g->n < 1 || g->h < 1 || g->w < 1 || g->cols < 1 || g->pad < 0) {
+    kiln_rt_errf(err, errlen, "%s: an image grid needs n, h, w, cols >= 1", path);
+    return KILN_ERR_ARG;
+  }
+  int width, height;
+  kiln_image_grid_size(g, &width, &height);
+  uint8_t *gray = malloc((size_t)width * (size_t)height);
+  size_t n = strlen(path) + 8;
+  char *tmp = malloc(n);
+  if (!gray || !tmp) {
+    free(gray), free(tmp);
+    kiln_rt_errf(err, errlen, "%s: out of memory", path);
+    return KILN_ERR_NOMEM;
+  }
+  kiln_image_grid_render(g, gray);
+  png_image img = {.version = PNG_IMAGE_VERSION,
+                   .width = (png_uint_32)width,
+                   .height = (png_uint_32)height,
+                   .format = PNG_FORMAT_GRAY};
+  snprintf(tmp, n, "%s.tmp", path);
+  int st = KILN_OK;
+  if (!png_image_write_to_file(&img, tmp, 0, gray, 0, NULL) || rename(tmp, path) != 0) {
+    kiln_rt_errf(err, errlen, "%s: cannot write the PNG: %s", path,
+                 img.message[0] ? img.message : strerror(errno));
+    unlink(tmp);
+    st = KILN_ERR_IO;
+  }
+  png_image_free(&img);
+  free(tmp);
+  free(gray);
   return st;
 }

@@ -32,4 +32,22 @@ int kiln_plot_render(const kiln_panel *panels, int n_panels, int width, int heig
 int kiln_plot_png(const char *path, const kiln_panel *panels, int n_panels, int width, int height,
                   char *err, size_t errlen);
 
+// ---- Image grids (generative models' pictures: inputs vs reconstructions, samples, traversals)
+
+// n grayscale images of h x w floats (row-major, image after image) tiled `cols` to a row,
+// ceil(n / cols) rows, with a `pad`-pixel black border around and between the tiles. A value v
+// becomes the byte round(255 * clamp((v - lo) / (hi - lo), 0, 1)).
+typedef struct kiln_image_grid {
+  const float *pixels;
+  int n, h, w, cols, pad;
+  float lo, hi;
+} kiln_image_grid;
+
+// The grid's size in pixels.
+void kiln_image_grid_size(const kiln_image_grid *g, int *width, int *height);
+// Renders the grid into gray[width * height] (from kiln_image_grid_size).
+void kiln_image_grid_render(const kiln_image_grid *g, uint8_t *gray);
+// Writes it as an 8-bit grayscale PNG, atomically (a temporary file renamed into place).
+int kiln_image_grid_png(const char *path, const kiln_image_grid *g, char *err, size_t errlen);
+
 #endif

@@ -118,6 +118,10 @@ typedef struct options {
   int64_t train_limit;  // --train-limit N: train on N samples only (0: all)
   int64_t patience;     // --patience N: early stopping on the validation loss (0: off)
   bool keep_best;       // --keep-best: also keep the best epoch's checkpoint
+  // Pictures of generative models (docs/training.md §8): --sample PREFIX, --sample-class C...
+  const char *sample;
+  int64_t sample_class[10];
+  int n_sample_class;
 } options;
 
 static void usage(const char *prog) {
@@ -126,6 +130,7 @@ static void usage(const char *prog) {
           "          [--resume CKPT] [--weights FILE.safetensors] [--max-steps N] [--seed S]\n"
           "          [--log FILE.csv] [--threads N] [--val SRC | --val-fraction F]\n"
           "          [--train-limit N] [--patience N] [--keep-best]\n"
+          "          [--sample PREFIX [--sample-class C]...]   (PNG image grids)\n"
           "SRC: X.npy,Y.npy | IMAGES,LABELS (IDX, plain or .gz) | fashion-mnist:train|test |\n"
           "     mnist:train|test | FILE.csv (label in the last column)\n",
           prog);
@@ -162,6 +167,15 @@ static bool parse_validation_option(const char *a, const char *v, options *o, in
   if (strcmp(a, "--val-fraction") == 0) return parse_fraction(a, v, &o->val_fraction);
   if (strcmp(a, "--train-limit") == 0) return parse_int(a, v, 1, &o->train_limit);
   if (strcmp(a, "--patience") == 0) return parse_int(a, v, 1, &o->patience);
+  if (strcmp(a, "--sample-class") == 0) {
+    if (o->n_sample_class == 10)
+      return fprintf(stderr, "kiln-train: at most 10 --sample-class\n"), false;
+    return parse_int(a, v, 0, &o->sample_class[o->n_sample_class++]);
+  }
+  if (strcmp(a, "--sample") == 0) {
+    o->sample = v;
+    return v ? true : (fprintf(stderr, "kiln-train: missing value for --sample\n"), false);
+  }
   *used = strcmp(a, "--keep-best") == 0 ? 1 : 0;
   if (*used) o->keep_best = true;
   return true;
@@ -218,6 +232,8 @@ static bool parse_options(int argc, char **argv, const kiln_train_desc *t, optio
   if (o->keep_best && !o->save)
     return fprintf(stderr, "kiln-train: --keep-best needs --save CKPT (the best goes beside it)\n"),
            false;
+  if (o->n_sample_class && !o->sample)
+    return fprintf(stderr, "kiln-train: --sample-class needs --sample PREFIX\n"), false;
   return o->train != NULL;
 }
 
@@ -229,6 +245,9 @@ typedef struct session {
   void *ctx;
   void **in, **out;
   int data_input;
+  // The input the data's labels (Y) feed: the loss's label input; for a loss without labels
+  // (autoencoders), the model's second input if any (e.g. a CVAE's class), else -1 (Y ignored).
+  int y_input;
   // The model's other inputs, in order, fed from the dataset's extra arrays ("X,Y,E1,..."); the
   // per-sample weight input, when it is the last and the data has no array for it, is all 1.
   int extra_input[KILN_DATASET_MAX_EXTRA];
@@ -301,7 +320,7 @@ static void set_training_mode(const kiln_train_desc *t, void *ctx, bool training
 
 static int open_session(session *s, const kiln_train_desc *t, const char *argv0, const options *o) {
   memset(s, 0, sizeof(*s));
-  s->t = t, s->m = t->model, s->data_input = -1;
+  s->t = t, s->m = t->model, s->data_input = -1, s->y_input = t->label_input;
   const kiln_model_desc *m = s->m;
   for (int i = 0; i < m->n_inputs; i++) {
     if (i == t->label_input) continue;
@@ -317,6 +336,10 @@ static int open_session(session *s, const kiln_train_desc *t, const char *argv0,
   }
   if (s->data_input < 0)
     return fprintf(stderr, "kiln-train: the model has no data input\n"), EXIT_BAD;
+  if (s->y_input < 0 && s->n_extra > 0) {  // no label input: Y feeds the next input
+    s->y_input = s->extra_input[0];
+    memmove(s->extra_input, s->extra_input + 1, sizeof(int) * (size_t)--s->n_extra);
+  }
   s->batch = m->inputs[s->data_input].shape[0];
   if (o->batch && o->batch != s->batch) {
     fprintf(stderr,
@@ -326,7 +349,7 @@ static int open_session(session *s, const kiln_train_desc *t, const char *argv0,
     return EXIT_BAD;
   }
   s->x_numel = io_numel(&m->inputs[s->data_input]) / s->batch;
-  s->y_numel = io_numel(&m->inputs[t->label_input]) / s->batch;
+  s->y_numel = s->y_input >= 0 ? io_numel(&m->inputs[s->y_input]) / s->batch : 0;
   if (t->classification && t->logits_output > 0 && m->outputs[t->logits_output].rank == 2)
     s->classes = m->outputs[t->logits_output].shape[1];
   s->ctx = calloc(1, m->ctx_bytes);
@@ -371,6 +394,29 @@ static void close_session(session *s) {
   if (s->log) fclose(s->log);
 }
 
+// Class labels (one value a sample) feeding a float input of K > 1 values a sample (a CVAE's
+// condition, when the loss has no label input) are one-hot encoded.
+static bool one_hot_labels(const session *s, const kiln_dataset *d) {
+  return s->t->label_input < 0 && d->y_numel == 1 && s->y_numel > 1 &&
+         (s->m->inputs[s->y_input].dtype == KILN_RT_F32 ||
+          s->m->inputs[s->y_input].dtype == KILN_RT_F64);
+}
+
+// One-hot labels must be classes in [0, K).
+static bool check_one_hot(const session *s, const kiln_dataset *d) {
+  for (int64_t i = 0; i < d->n; i++) {
+    double l = kiln_dataset_y(d, i, 0);
+    if (!(l >= 0 && l < (double)s->y_numel && l == floor(l))) {
+      fprintf(stderr,
+              "kiln-train: %s: the label of sample %lld is %g; the model's %s takes it one-hot, "
+              "a class in [0, %lld)\n",
+              d->source, (long long)i, l, s->m->inputs[s->y_input].name, (long long)s->y_numel);
+      return false;
+    }
+  }
+  return true;
+}
+
 // The data must fit the model: sample size, label size, class labels in range.
 static bool check_data(const session *s, const kiln_dataset *d) {
   if (d->x_numel != s->x_numel) {
@@ -379,10 +425,9 @@ static bool check_data(const session *s, const kiln_dataset *d) {
         d->source, (long long)d->x_numel, s->m->inputs[s->data_input].name, (long long)s->x_numel);
     return false;
   }
-  if (d->y_numel != s->y_numel) {
+  if (s->y_input >= 0 && d->y_numel != s->y_numel && !one_hot_labels(s, d)) {
     fprintf(stderr, "kiln-train: %s: each label has %lld values, the model's %s takes %lld\n",
-            d->source, (long long)d->y_numel, s->m->inputs[s->t->label_input].name,
-            (long long)s->y_numel);
+            d->source, (long long)d->y_numel, s->m->inputs[s->y_input].name, (long long)s->y_numel);
     return false;
   }
   // The extra arrays: one per further model input; only per-sample weights may be left out.
@@ -424,13 +469,14 @@ static bool check_data(const session *s, const kiln_dataset *d) {
       return false;
     }
     k = 0;
-    while (k < d->y_numel && isfinite(kiln_dataset_y(d, i, k))) k++;
-    if (k < d->y_numel) {
+    while (k < d->y_numel && s->y_input >= 0 && isfinite(kiln_dataset_y(d, i, k))) k++;
+    if (k < d->y_numel && s->y_input >= 0) {
       fprintf(stderr, "kiln-train: %s: the label of sample %lld holds %g at element %lld\n",
               d->source, (long long)i, kiln_dataset_y(d, i, k), (long long)k);
       return false;
     }
   }
+  if (s->y_input >= 0 && one_hot_labels(s, d) && !check_one_hot(s, d)) return false;
   for (int64_t i = 0; s->t->classification && i < d->n; i++) {
     double l = kiln_dataset_y(d, i, 0);
     if (!(l >= 0 && l < (double)s->classes && l == floor(l))) {
@@ -480,11 +526,15 @@ static void prepare_sample(const batch_job *j, int64_t b) {
 
 static void prepare_batch(const batch_job *j) {
   const session *s = j->s;
-  int ydtype = s->m->inputs[s->t->label_input].dtype;
+  int ydtype = s->y_input >= 0 ? s->m->inputs[s->y_input].dtype : KILN_RT_F32;
+  bool one_hot = s->y_input >= 0 && one_hot_labels(s, j->d);
   for (int64_t b = 0; b < s->batch; b++) {
     prepare_sample(j, b);
+    double label = one_hot ? kiln_dataset_y(j->d, j->idx[b], 0) : 0;
     for (int64_t k = 0; k < s->y_numel; k++)
-      kiln_element_set(j->y, ydtype, b * s->y_numel + k, kiln_dataset_y(j->d, j->idx[b], k));
+      kiln_element_set(
+          j->y, ydtype, b * s->y_numel + k,
+          one_hot ? (double)(k == (int64_t)label) : kiln_dataset_y(j->d, j->idx[b], k));
   }
 }
 
@@ -509,7 +559,7 @@ static void fill_batch(session *s, const kiln_dataset *d, const int64_t *idx) {
                  .step = *s->step,
                  .augment = s->augment_on,
                  .x = s->in[s->data_input],
-                 .y = s->in[s->t->label_input],
+                 .y = s->y_input >= 0 ? s->in[s->y_input] : NULL,
                  .scratch = s->scratch};
   prepare_batch(&j);
   fill_extras(s, d, idx);
@@ -557,9 +607,12 @@ static void take_batch(session *s, const kiln_dataset *d, const int64_t *idx, in
   worker_wait(w);
   if (w && w->ready && w->job.d == d && w->job.idx == idx && w->job.step == step &&
       w->job.augment == s->augment_on) {
-    void *x = s->in[s->data_input], *y = s->in[s->t->label_input];
-    s->in[s->data_input] = w->x, s->in[s->t->label_input] = w->y;
-    w->x = x, w->y = y;
+    void *x = s->in[s->data_input];
+    s->in[s->data_input] = w->x, w->x = x;
+    if (s->y_input >= 0) {
+      void *y = s->in[s->y_input];
+      s->in[s->y_input] = w->y, w->y = y;
+    }
     fill_extras(s, d, idx);
   } else {
     fill_batch(s, d, idx);
@@ -580,8 +633,9 @@ static int setup_batches(session *s, const options *o) {
   if (!s->scratch || !s->worker) return EXIT_INTERNAL;
   s->worker->scratch = malloc(sizeof(float) * 2 * (size_t)s->x_numel);
   s->worker->x = alloc_io(xi);
-  s->worker->y = alloc_io(&s->m->inputs[s->t->label_input]);
-  return s->worker->scratch && s->worker->x && s->worker->y ? EXIT_OK : EXIT_INTERNAL;
+  if (s->y_input >= 0 && !(s->worker->y = alloc_io(&s->m->inputs[s->y_input])))
+    return EXIT_INTERNAL;
+  return s->worker->scratch && s->worker->x ? EXIT_OK : EXIT_INTERNAL;
 }
 
 static void free_batches(session *s) {
@@ -636,11 +690,12 @@ static int64_t argmax_row(const session *s, int64_t b) {
 
 // Rows of the batch just run whose argmax is their label (classifiers; 0 otherwise).
 static int64_t batch_correct(const session *s) {
-  const kiln_io_desc *yi = &s->m->inputs[s->t->label_input];
+  if (s->classes <= 0) return 0;
+  const kiln_io_desc *yi = &s->m->inputs[s->y_input];
   int64_t correct = 0;
   for (int64_t b = 0; b < s->batch && s->classes > 0; b++)
-    correct += argmax_row(s, b) ==
-               (int64_t)kiln_element_get(s->in[s->t->label_input], yi->dtype, b * s->y_numel);
+    correct +=
+        argmax_row(s, b) == (int64_t)kiln_element_get(s->in[s->y_input], yi->dtype, b * s->y_numel);
   return correct;
 }
 
@@ -889,6 +944,108 @@ static int run_epoch(session *s, run_state *r, int64_t epoch) {
   return watch_validation(s, r, epoch);
 }
 
+// ---- Pictures of generative models: --sample PREFIX ----
+
+// The (h, w) of one image of n values: the data input's last two dims when it has rank >= 3
+// and they hold the n values, else a square, else one row.
+static void image_dims(const session *s, int64_t n, int *h, int *w) {
+  const kiln_io_desc *x = &s->m->inputs[s->data_input];
+  int64_t r = (int64_t)llround(sqrt((double)n));
+  if (x->rank >= 3 && x->shape[x->rank - 2] * x->shape[x->rank - 1] == n)
+    *h = (int)x->shape[x->rank - 2], *w = (int)x->shape[x->rank - 1];
+  else if (r * r == n)
+    *h = *w = (int)r;
+  else
+    *h = 1, *w = (int)n;
+}
+
+// Writes count images of x_numel floats, `cols` to a row, pixel values in [0, 1] (the data's
+// scale: IDX bytes / 255, sigmoid outputs), as a PNG grid.
+static void save_grid(const session *s, const char *path, const float *px, int64_t count,
+                      int64_t cols) {
+  kiln_image_grid g = {
+      .pixels = px, .n = (int)count, .cols = (int)cols, .pad = 2, .lo = 0, .hi = 1};
+  image_dims(s, s->x_numel, &g.h, &g.w);
+  char err[512];
+  if (kiln_image_grid_png(path, &g, err, sizeof err) != KILN_OK)
+    fprintf(stderr, "kiln-train: %s\n", err);
+  else
+    fprintf(stderr, "kiln-train: picture %s\n", path);
+}
+
+// The first count rows of an output (x_numel values each), 10 to a row.
+static void write_grid(const session *s, const char *path, const void *data, int dtype,
+                       int64_t count) {
+  float *px = malloc(sizeof(float) * (size_t)(count * s->x_numel));
+  if (!px) return;
+  for (int64_t k = 0; k < count * s->x_numel; k++) px[k] = (float)kiln_element_get(data, dtype, k);
+  save_grid(s, path, px, count, 10);
+  free(px);
+}
+
+// Inputs and their reconstructions: rows of up to 10 inputs, each followed by their outputs.
+static void write_reconstructions(const session *s, const char *path, int64_t pairs) {
+  int64_t n = s->x_numel, cols = pairs < 10 ? pairs : 10, rows = pairs / cols;
+  const kiln_io_desc *xi = &s->m->inputs[s->data_input], *yo = &s->m->outputs[s->t->logits_output];
+  float *px = malloc(sizeof(float) * (size_t)(2 * rows * cols * n));
+  if (!px) return;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++)
+      for (int64_t k = 0; k < n; k++) {
+        int64_t src = (r * cols + c) * n + k;
+        px[((2 * r) * cols + c) * n + k] =
+            (float)kiln_element_get(s->in[s->data_input], xi->dtype, src);
+        px[((2 * r + 1) * cols + c) * n + k] =
+            (float)kiln_element_get(s->out[s->t->logits_output], yo->dtype, src);
+      }
+  save_grid(s, path, px, 2 * rows * cols, cols);
+  free(px);
+}
+
+// Every model output but the loss and the reconstruction whose rows are images of the data's
+// size (decoded prior samples, a latent traversal): PREFIX[.TAG].NAME.png.
+static void write_image_outputs(const session *s, const char *prefix, const char *tag) {
+  for (int i = 1; i < s->m->n_outputs; i++) {
+    const kiln_io_desc *o = &s->m->outputs[i];
+    int64_t rows = o->rank >= 1 ? o->shape[0] : 1;
+    if (i == s->t->logits_output || io_numel(o) != rows * s->x_numel) continue;
+    char path[1024];
+    snprintf(path, sizeof path, "%s%s.%s.png", prefix, tag, o->name);
+    write_grid(s, path, s->out[i], o->dtype, rows < 100 ? rows : 100);
+  }
+}
+
+// --sample PREFIX: one batch of d (the test set, else the training set) in inference mode:
+// PREFIX.recon.png and the image outputs; with --sample-class C, the image outputs again with
+// every sample's class (the input the labels feed) set to C: PREFIX.classC.NAME.png.
+static void write_pictures(session *s, const options *o, const kiln_dataset *d) {
+  int64_t *idx = malloc(sizeof(int64_t) * (size_t)s->batch);
+  if (!idx) return;
+  for (int64_t b = 0; b < s->batch; b++) idx[b] = b;
+  set_training_mode(s->t, s->ctx, false);
+  fill_batch(s, d, idx);
+  char path[1024];
+  if (s->t->eval(s->ctx, (const void *const *)s->in, s->out) == KILN_OK) {
+    snprintf(path, sizeof path, "%s.recon.png", o->sample);
+    if (s->t->logits_output > 0) write_reconstructions(s, path, s->batch < 20 ? s->batch : 20);
+    write_image_outputs(s, o->sample, "");
+  }
+  for (int c = 0; c < o->n_sample_class && s->y_input >= 0; c++) {
+    const kiln_io_desc *yi = &s->m->inputs[s->y_input];
+    bool one_hot = one_hot_labels(s, d);  // else one class value a sample
+    for (int64_t k = 0; k < io_numel(yi); k++)
+      kiln_element_set(
+          s->in[s->y_input], yi->dtype, k,
+          one_hot ? (double)(k % s->y_numel == o->sample_class[c]) : (double)o->sample_class[c]);
+    char tag[32];
+    snprintf(tag, sizeof tag, ".class%lld", (long long)o->sample_class[c]);
+    if (s->t->eval(s->ctx, (const void *const *)s->in, s->out) == KILN_OK)
+      write_image_outputs(s, o->sample, tag);
+  }
+  set_training_mode(s->t, s->ctx, true);
+  free(idx);
+}
+
 // ---- The end of the run: diagnosis and the plot of the curves ----
 
 // FILE.csv -> FILE.png (else FILE + ".png"); "x.safetensors" -> "x.best.safetensors".
@@ -973,6 +1130,7 @@ static int train(session *s, const options *o, const kiln_dataset *tr, const kil
     if (o->save && save_checkpoint(s, o->save) != EXIT_OK) return EXIT_BAD;
   }
   if (!leader(s)) return EXIT_OK;
+  if (o->sample) write_pictures(s, o, te ? te : tr);
   // The last line: the test set's accuracy (classifiers) or loss; without a test set, the mean
   // training loss of the last epoch's steps.
   if (!te)
@@ -1083,4 +1241,28 @@ int kiln_train_main_comm(const kiln_train_desc *t, int argc, char **argv,
   kiln_dataset_free(&te);
   close_session(&s);
   return rc;
+}
+
+// ---- Data-parallel hooks (train_mpi.h) ----
+// Generated data-parallel steps call these; without installed hooks (one process, or outside an
+// MPI trainer's step) they do nothing, so this library does not depend on MPI.
+
+static kiln_dist_hooks dist_hooks;
+
+void kiln_dist_set_hooks(const kiln_dist_hooks *h) { dist_hooks = h ? *h : (kiln_dist_hooks){0}; }
+
+void kiln_dist_grad_ready(int grad) {
+  if (dist_hooks.grad_ready) dist_hooks.grad_ready(dist_hooks.user, grad);
+}
+
+void kiln_dist_rank_mean_f32(float *p, int64_t n) {
+  if (dist_hooks.rank_reduce_f32) dist_hooks.rank_reduce_f32(dist_hooks.user, p, n, true);
+}
+
+void kiln_dist_rank_sum_f32(float *p, int64_t n) {
+  if (dist_hooks.rank_reduce_f32) dist_hooks.rank_reduce_f32(dist_hooks.user, p, n, false);
+}
+
+void kiln_dist_buffer_updated(void *p, int64_t bytes) {
+  if (dist_hooks.buffer_updated) dist_hooks.buffer_updated(dist_hooks.user, p, bytes);
 }

@@ -8,6 +8,7 @@
 #ifndef KILN_TRAIN_MPI_H
 #define KILN_TRAIN_MPI_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,6 +38,27 @@ typedef struct kiln_train_comm {
   int (*step)(const struct kiln_train_comm *c, kiln_train_batch *b);
   void *impl;
 } kiln_train_comm;
+
+// Callbacks of generated data-parallel steps (backends/c, docs/distributed.md). The generated
+// code calls kiln_dist_grad_ready(g) once gradient output g is final (after the last kernel
+// writing it), and kiln_dist_rank_mean_f32(p, n) / kiln_dist_rank_sum_f32(p, n) after a RankMean
+// / RankSum kernel (--sync-bn: p = its mean / sum over the ranks), and
+// kiln_dist_buffer_updated(p, bytes) after a BatchNorm running statistic (a STATE tensor) is
+// updated. All are defined in train.c, without MPI, and do nothing unless hooks are installed:
+// train_mpi.c installs them around its calls of the step. Process-wide: one data-parallel
+// trainer per process.
+typedef struct kiln_dist_hooks {
+  void (*grad_ready)(void *user, int grad);
+  void (*rank_reduce_f32)(void *user, float *p, int64_t n, bool mean);
+  void (*buffer_updated)(void *user, void *p, int64_t bytes);
+  void *user;
+} kiln_dist_hooks;
+
+void kiln_dist_set_hooks(const kiln_dist_hooks *h);  // NULL: none (no-ops)
+void kiln_dist_grad_ready(int grad);
+void kiln_dist_rank_mean_f32(float *p, int64_t n);
+void kiln_dist_rank_sum_f32(float *p, int64_t n);
+void kiln_dist_buffer_updated(void *p, int64_t bytes);
 
 // kiln_train_main with a communicator (NULL: one process). Rank 0 alone restores checkpoints,
 // writes logs, checkpoints and the last line; every rank trains.

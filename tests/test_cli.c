@@ -189,3 +189,118 @@ Test(cli, disable_pass_changes_the_plan) {
   run_result_free(&with);
   run_result_free(&without);
 }
+
+// ---- --freeze-input ----
+
+// A Reshape whose target shape is a model input: only buildable with the shape frozen.
+static const char *const reshape_model =
+    "{\"format\": \"kiln-model\", \"version\": 1, \"name\": \"frozen_reshape\",\n"
+    " \"inputs\": [{\"name\": \"x\", \"dtype\": \"f32\", \"shape\": [2, 3]},\n"
+    "            {\"name\": \"shape\", \"dtype\": \"i64\", \"shape\": [2]}],\n"
+    " \"outputs\": [{\"name\": \"y\"}],\n"
+    " \"nodes\": [{\"op\": \"Reshape\", \"name\": \"r\", \"inputs\": [\"x\", \"shape\"],\n"
+    "             \"outputs\": [\"y\"]}]}\n";
+
+// Writes a .npy of `count` elements of dtype (shape given) into dir/name; returns the path.
+static char *write_array(const char *dir, const char *name, int dtype, int rank,
+                         const int64_t *shape, const void *data, size_t nbytes) {
+  kiln_array a = {.dtype = dtype, .rank = rank, .data = (void *)data, .nbytes = nbytes};
+  memcpy(a.shape, shape, sizeof(int64_t) * (size_t)rank);
+  char *path = path_join(dir, name), err[256];
+  cr_assert_eq(kiln_npy_write(path, &a, err, sizeof err), KILN_OK, "%s", err);
+  return path;
+}
+
+typedef struct freeze_case {
+  char *dir, *model, *x, *shape;
+} freeze_case;
+
+static freeze_case freeze_setup(void) {
+  freeze_case c = {.dir = make_temp_dir()};
+  c.model = path_join(c.dir, "reshape.json");
+  FILE *f = fopen(c.model, "w");
+  cr_assert(f);
+  fputs(reshape_model, f);
+  fclose(f);
+  static const float x[6] = {1, 2, 3, 4, 5, 6};
+  static const int64_t shape[2] = {3, 2}, xs[2] = {2, 3}, ss[1] = {2};
+  c.x = write_array(c.dir, "x.npy", KILN_RT_F32, 2, xs, x, sizeof x);
+  c.shape = write_array(c.dir, "shape.npy", KILN_RT_I64, 1, ss, shape, sizeof shape);
+  return c;
+}
+
+static void freeze_teardown(freeze_case *c) {
+  rm_rf(c->dir);
+  free(c->dir), free(c->model), free(c->x), free(c->shape);
+}
+
+// y must be x's six values in order, shaped (3, 2) (what numpy's reshape gives).
+static void expect_reshaped(const char *y_path) {
+  kiln_array y;
+  char err[256];
+  cr_assert_eq(kiln_npy_read(y_path, &y, err, sizeof err), KILN_OK, "%s", err);
+  cr_expect(y.rank == 2 && y.shape[0] == 3 && y.shape[1] == 2, "y is not (3, 2)");
+  for (int i = 0; i < 6 && y.dtype == KILN_RT_F32; i++)
+    cr_expect_eq(((float *)y.data)[i], (float)(i + 1), "y[%d]", i);
+  kiln_array_free(&y);
+}
+
+static char *freeze_flag(const char *name, const char *file) {
+  size_t n = strlen(name) + strlen(file) + 2;
+  char *s = malloc(n);
+  snprintf(s, n, "%s=%s", name, file);
+  return s;
+}
+
+Test(cli, freeze_input_builds_and_runs_a_reshape_with_an_input_shape) {
+  freeze_case c = freeze_setup();
+  char *exe = path_join(c.dir, "model"), *y = path_join(c.dir, "y.npy"),
+       *flag = freeze_flag("shape", c.shape);
+  char *build[] = {KILN_EXE, "build", c.model, "--freeze-input", flag, "-o", exe, NULL};
+  run_result r = run_cmd(build, 120);
+  cr_assert_eq(r.status, 0, "kiln build --freeze-input failed: %s", r.err);
+  run_result_free(&r);
+  char *bin[] = {exe, "--input", c.x, "--output", y, NULL};  // one input left: x
+  r = run_cmd(bin, 60);
+  cr_assert_eq(r.status, 0, "the binary failed: %s", r.err);
+  run_result_free(&r);
+  expect_reshaped(y);
+  remove(y);
+  char *interp[] = {KILN_EXE,   "run", c.model, "--freeze-input", flag, "--input", c.x,
+                    "--output", y,     NULL};
+  r = run_cmd(interp, 60);
+  cr_assert_eq(r.status, 0, "kiln run --freeze-input failed: %s", r.err);
+  run_result_free(&r);
+  expect_reshaped(y);
+  free(exe), free(y), free(flag);
+  freeze_teardown(&c);
+}
+
+// Exit status 2 and a message naming the flag's input and file (and `want`).
+static void expect_freeze_error(const freeze_case *c, const char *name, const char *file,
+                                const char *want) {
+  char *flag = freeze_flag(name, file);
+  char *args[] = {KILN_EXE, "inspect", c->model, "--freeze-input", flag, NULL};
+  run_result r = run_cmd(args, 60);
+  cr_expect_eq(r.status, 2, "--freeze-input %s: exit %d, expected 2", flag, r.status);
+  cr_expect(strstr(r.err, name) && strstr(r.err, file) && strstr(r.err, want),
+            "--freeze-input %s: message lacks '%s', '%s' or '%s': %s", flag, name, file, want,
+            r.err);
+  run_result_free(&r);
+  free(flag);
+}
+
+Test(cli, freeze_input_errors_name_the_input_and_file) {
+  freeze_case c = freeze_setup();
+  char *missing = path_join(c.dir, "missing.npy");
+  expect_freeze_error(&c, "shape", missing, "--freeze-input");
+  expect_freeze_error(&c, "nope", c.shape, "no input named 'nope'");
+  static const float as_float[2] = {3, 2};
+  static const int64_t three[3] = {3, 2, 1}, s2[1] = {2}, s3[1] = {3};
+  char *f32 = write_array(c.dir, "f32.npy", KILN_RT_F32, 1, s2, as_float, sizeof as_float);
+  expect_freeze_error(&c, "shape", f32, "input 'shape' is i64 (2,)");
+  char *long_shape = write_array(c.dir, "long.npy", KILN_RT_I64, 1, s3, three, sizeof three);
+  expect_freeze_error(&c, "shape", long_shape, "holds i64 (3,)");
+  free(missing), free(f32), free(long_shape);
+  freeze_teardown(&c);
+}

@@ -571,8 +571,8 @@ Test(safetensors, json_variants) {
   const char *good[] = {
       "{}",
       " {\n \"x\" : {\"data_offsets\": [0, 8], \"dtype\": \"I32\", \"shape\": [2]}\n}   ",
-      "{\"__metadata__\": {\"a\": \"b\\\"c\\u00e9\"}, \"x\": {\"dtype\": \"I32\", \"shape\": [2],"
-      " \"data_offsets\": [0, 8], \"extra\": [1, {\"k\": null}, -2.5e3, true, false, []]}}",
+      ("{\"__metadata__\": {\"a\": \"b\\\"c\\u00e9\"}, \"x\": {\"dtype\": \"I32\", \"shape\": [2],"
+       " \"data_offsets\": [0, 8], \"extra\": [1, {\"k\": null}, -2.5e3, true, false, []]}}"),
       "{\"x\":{\"dtype\":\"I32\",\"shape\":[1,2],\"data_offsets\":[0,8]}}",
       "{\"x\\t\\u0041\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
   };

@@ -480,7 +480,7 @@ bool kiln_build_binary(const kiln_lprog *p, const kiln_build_options *o, const c
   for (size_t i = 0; i < sizeof(base_flags) / sizeof(base_flags[0]); i++)
     args_add(&cmd, base_flags[i]);
   for (int i = 0; i < target_args.n; i++) args_add(&cmd, target_args.v[i]);
-  if (strcmp(KILN_SANITIZE, "none") != 0 && *KILN_SANITIZE) {
+  if (strcmp(KILN_SANITIZE, "none") != 0 && strcmp(KILN_SANITIZE, "") != 0) {
     // The runtime library is instrumented too and needs the same sanitizer runtime.
     char *f = cat3("-fsanitize=", KILN_SANITIZE, "");
     args_add(&cmd, f);
@@ -498,8 +498,8 @@ bool kiln_build_binary(const kiln_lprog *p, const kiln_build_options *o, const c
     args_add(&cmd, f);
     free(f);
   }
-  if (o->train) args_add(&cmd, "-lz");  // the trainer reads .gz datasets
-  if (o->train) args_add(&cmd, "-lpng16");  // and plots its learning curves (runtime/plot.c)
+  if (o->train) args_add(&cmd, "-lz");       // the trainer reads .gz datasets
+  if (o->train) args_add(&cmd, "-lpng16");   // and plots its learning curves (runtime/plot.c)
   if (o->train) args_add(&cmd, "-pthread");  // and prepares batches on a worker thread
   args_add(&cmd, "-lm");
   args_add(&cmd, "-o");

@@ -246,12 +246,18 @@ typedef struct em {
   // integer helpers used anywhere: bit (kind * KILN_DTYPE_COUNT + dtype)
   uint64_t helpers;
   bool uses_mix64;
-  bool uses_muladd;   // kiln_gen_muladd_f32 / _f64 (loop IR muladd)
-  bool uses_fminmax;  // kiln_gen_fmin / fmax helpers (float min / max)
+  bool uses_muladd;       // kiln_gen_muladd_f32 / _f64 (loop IR muladd)
+  unsigned fminmax_used;  // float min/max helpers used: bit FMINMAX_BIT(is_f64, is_max)
+  // Data-parallel builds (docs/distributed.md), while emitting one half of the split step:
+  // per kernel, whether this half leaves it out (NULL: none); per gradient output, the last
+  // kernel writing it, after which the half calls kiln_dist_grad_ready (NULL: no such calls).
+  const bool *skip_kernel;
+  const int *grad_done_by;
 } em;
 
 enum { USE_READ = 1, USE_WRITE = 2 };
 enum { HELP_MIN, HELP_MAX, HELP_ABS, HELP_COUNT };
+#define FMINMAX_BIT(is_f64, is_max) (1u << (2 * (is_f64) + (is_max)))
 
 static void em_fail(em *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void em_fail(em *m, const char *fmt, ...) {
@@ -385,7 +391,7 @@ static void walk_expr(em *m, const kiln_lexpr *e) {
         return;
       }
       if ((e->op == LB_MIN || e->op == LB_MAX) && kiln_dtype_is_float(e->dtype))
-        m->uses_fminmax = true;
+        m->fminmax_used |= FMINMAX_BIT(e->dtype == KILN_F64, e->op == LB_MAX);
       if ((e->op == LB_MIN || e->op == LB_MAX) && !kiln_dtype_is_float(e->dtype))
         m->helpers |=
             1ull << ((e->op == LB_MIN ? HELP_MIN : HELP_MAX) * KILN_DTYPE_COUNT + e->dtype);
@@ -1094,12 +1100,13 @@ static uint64_t weights_checksum(const kiln_lprog *p) {
 static void emit_train_decls(em *m) {
   const char *M = m->names.model;
   FILE *f = m->f;
-  fprintf(f,
-          "// Training build: %s_run is one training step (forward, loss, backward, optimizer\n"
-          "// update of the weights in the context: the init functions give every context a private\n"
-          "// copy, and %s_run_arena must not share a context between threads). Output 0 is the\n"
-          "// loss. %s_train_step is %s_run; %s_eval runs the forward pass and the loss only.\n",
-          M, M, M, M, M);
+  fprintf(
+      f,
+      "// Training build: %s_run is one training step (forward, loss, backward, optimizer\n"
+      "// update of the weights in the context: the init functions give every context a private\n"
+      "// copy, and %s_run_arena must not share a context between threads). Output 0 is the\n"
+      "// loss. %s_train_step is %s_run; %s_eval runs the forward pass and the loss only.\n",
+      M, M, M, M, M);
   fprintf(f, "#define %s_TRAIN_ARENA_BYTES %s_ARENA_BYTES\n", M, M);
   fprintf(f, "int %s_train_step(", M);
   run_params(m, true, false);
@@ -1111,11 +1118,12 @@ static void emit_train_decls(em *m) {
   run_params(m, true, true);
   out(m, ");\n");
   if (m->o->train->distributed) {
-    fprintf(f,
-            "// Data-parallel build: the step in two halves. %s_train_grads writes the gradients to\n"
-            "// outputs %d..%d; %s_apply_update clips them, updates and advances the step counter.\n",
-            M, m->o->train->first_grad_output,
-            m->o->train->first_grad_output + m->o->train->n_grads - 1, M);
+    fprintf(
+        f,
+        "// Data-parallel build: the step in two halves. %s_train_grads writes the gradients to\n"
+        "// outputs %d..%d; %s_apply_update clips them, updates and advances the step counter.\n",
+        M, m->o->train->first_grad_output,
+        m->o->train->first_grad_output + m->o->train->n_grads - 1, M);
     const char *fns[] = {"train_grads", "apply_update"};
     for (int i = 0; i < 2; i++) {
       fprintf(f, "int %s_%s(", M, fns[i]);
@@ -1123,15 +1131,17 @@ static void emit_train_decls(em *m) {
       out(m, ");\n");
     }
   }
-  fprintf(f,
-          "// Checkpoints: every STATE tensor (weights, optimizer state, the step counter `kiln.step`)\n"
-          "// as .safetensors, written atomically. %s_load_state reads one back (strict: all of them,\n"
-          "// for --resume; otherwise what the file has, e.g. trained weights).\n"
-          "int %s_save(const %s_ctx *ctx, const char *path);\n"
-          "int %s_load_state(%s_ctx *ctx, const char *path, int strict);\n"
-          "// The generated trainer's description (kiln_train_main).\n"
-          "extern const kiln_train_desc %s_train_desc;\n\n",
-          M, M, M, M, M, M);
+  fprintf(
+      f,
+      "// Checkpoints: every STATE tensor (weights, optimizer state, the step counter "
+      "`kiln.step`)\n"
+      "// as .safetensors, written atomically. %s_load_state reads one back (strict: all of them,\n"
+      "// for --resume; otherwise what the file has, e.g. trained weights).\n"
+      "int %s_save(const %s_ctx *ctx, const char *path);\n"
+      "int %s_load_state(%s_ctx *ctx, const char *path, int strict);\n"
+      "// The generated trainer's description (kiln_train_main).\n"
+      "extern const kiln_train_desc %s_train_desc;\n\n",
+      M, M, M, M, M, M);
 }
 
 static bool emit_header(em *m) {
@@ -1250,16 +1260,24 @@ static bool emit_header(em *m) {
 // ---------------------------------------------------------------------------------------------
 // Source.
 
-static void emit_helpers(em *m) {
-  if (m->uses_fminmax)  // fmin / fmax semantics (a NaN operand loses), but inlined: they vectorize
+// fmin / fmax semantics (a NaN operand loses), but inlined so that they vectorize. Only the
+// variants the program uses are written: clang warns about unused static functions.
+static void emit_float_minmax_helpers(em *m) {
+  if (m->fminmax_used)
     out(m,
-        "\n// Float min and max with fmin / fmax semantics: a NaN operand gives the other one.\n"
-        "static inline float kiln_gen_fmaxf(float a, float b) { return a > b || b != b ? a : b; }\n"
-        "static inline float kiln_gen_fminf(float a, float b) { return a < b || b != b ? a : b; }\n"
-        "static inline double kiln_gen_fmax(double a, double b) { return a > b || b != b ? a : b; "
-        "}\n"
-        "static inline double kiln_gen_fmin(double a, double b) { return a < b || b != b ? a : b; "
-        "}\n");
+        "\n// Float min and max with fmin / fmax semantics: a NaN operand gives the other one.\n");
+  for (int f64 = 0; f64 < 2; f64++)
+    for (int is_max = 0; is_max < 2; is_max++) {
+      if (!(m->fminmax_used & FMINMAX_BIT(f64, is_max))) continue;
+      const char *T = f64 ? "double" : "float";
+      fprintf(m->f,
+              "static inline %s kiln_gen_f%s%s(%s a, %s b) { return a %s b || b != b ? a : b; }\n",
+              T, is_max ? "max" : "min", f64 ? "" : "f", T, T, is_max ? ">" : "<");
+    }
+}
+
+static void emit_helpers(em *m) {
+  emit_float_minmax_helpers(m);
   if (m->uses_muladd)
     out(m,
         "\n// Loop IR muladd: x * y + z, one rounding where the target has FMA instructions.\n"
@@ -1358,7 +1376,35 @@ static int eval_kernel_count(em *m) {
   return n;
 }
 
-// NAME_<fn>_arena and NAME_<fn>: kernels [first, n_kernels) in order (fn "run": all of them).
+static bool kernel_is(const em *m, int k, const char *op) {
+  return m->p->kernels[k].op && strcmp(m->p->kernels[k].op, op) == 0;
+}
+
+// Data-parallel builds: the runtime callbacks after kernel k (analyzed): a RankMean (RankSum)
+// kernel's output is averaged (summed) over the ranks (--sync-bn), a half of the split step
+// reports each gradient output that kernel k finished (the all-reduce of its bucket may start),
+// and a running-statistic update names the model buffer it wrote (made rank 0's after the step).
+static void emit_dist_hooks(em *m, int k) {
+  const kiln_lprog *p = m->p;
+  if (!m->o->train || !m->o->train->distributed) return;
+  const char *reduce = kernel_is(m, k, "RankMean")  ? "mean"
+                       : kernel_is(m, k, "RankSum") ? "sum"
+                                                    : NULL;
+  for (int b = 0; b < p->n_bufs && reduce; b++) {
+    if (!(m->use[b] & USE_WRITE)) continue;
+    if (p->bufs[b].dtype != KILN_F32) em_fail(m, "RankMean/RankSum (--sync-bn): f32 only");
+    line(m, "kiln_dist_rank_%s_f32(%s, %" PRId64 ");", reduce, m->names.buf[b], p->bufs[b].numel);
+  }
+  for (int g = 0; m->grad_done_by && g < m->o->train->n_grads; g++)
+    if (m->grad_done_by[g] == k) line(m, "kiln_dist_grad_ready(%d);", g);
+  for (int b = 0; b < p->n_bufs && kernel_is(m, k, "RunningStatUpdate"); b++)
+    if ((m->use[b] & USE_WRITE) && p->bufs[b].kind == KILN_BUF_STATE)
+      line(m, "kiln_dist_buffer_updated(%s, %" PRId64 ");", m->names.buf[b],
+           p->bufs[b].numel * (int64_t)kiln_dtype_size(p->bufs[b].dtype));
+}
+
+// NAME_<fn>_arena and NAME_<fn>: kernels [first, n_kernels) in order (fn "run": all of them),
+// but those m->skip_kernel leaves out.
 static void emit_run_fn(em *m, kparam *ps, const char *fn, int first, int n_kernels) {
   const kiln_lprog *p = m->p;
   const char *M = m->names.model;
@@ -1366,6 +1412,7 @@ static void emit_run_fn(em *m, kparam *ps, const char *fn, int first, int n_kern
   // Which buffers any kernel uses.
   unsigned char *used = kiln_xcalloc((size_t)p->n_bufs + 1, 1);
   for (int k = first; k < n_kernels && !m->failed; k++) {
+    if (m->skip_kernel && m->skip_kernel[k]) continue;
     analyze_kernel(m, k);
     for (int b = 0; b < p->n_bufs; b++) used[b] |= m->use[b];
   }
@@ -1439,12 +1486,14 @@ static void emit_run_fn(em *m, kparam *ps, const char *fn, int first, int n_kern
 
   // Kernel calls, in order.
   for (int k = first; k < n_kernels && !m->failed; k++) {
+    if (m->skip_kernel && m->skip_kernel[k]) continue;
     analyze_kernel(m, k);
     int np = kernel_params(m, ps);
     em_indent(m);
     fprintf(f, "%s(", m->names.kernel[k]);
     for (int i = 0; i < np; i++) fprintf(f, "%s%s", i ? ", " : "", m->names.buf[ps[i].buf]);
     out(m, ");\n");
+    emit_dist_hooks(m, k);
   }
   m->kernel = -1;
   line(m, "return KILN_OK;");
@@ -1472,42 +1521,87 @@ static bool is_grad_output(const kiln_c_train *t, const kiln_lbuf *lb) {
          lb->index < t->first_grad_output + t->n_grads;
 }
 
-static int grad_kernel_count(em *m) {
+// The last kernel writing each gradient output, and the split: one past the last of them.
+static int grad_kernel_count(em *m, int *done_by) {
   const kiln_lprog *p = m->p;
   int n = 0;
   for (int k = 0; k < p->n_kernels; k++) {
     analyze_kernel(m, k);
     for (int b = 0; b < p->n_bufs; b++)
-      if ((m->use[b] & USE_WRITE) && is_grad_output(m->o->train, &p->bufs[b])) n = k + 1;
+      if ((m->use[b] & USE_WRITE) && is_grad_output(m->o->train, &p->bufs[b])) {
+        n = k + 1;
+        done_by[p->bufs[b].index - m->o->train->first_grad_output] = k;
+      }
   }
   m->kernel = -1;
   return n;
 }
 
-// Fails if a kernel of the update half reads an arena buffer before that half writes it.
-static void check_split(em *m, int split) {
+// BatchNormalization's running-statistic updates come after the backward pass but read batch
+// statistics in the arena: they move into the gradient half, at its end (so they run on every
+// call, once per micro-batch, like PyTorch's forward passes under gradient accumulation). That
+// reads the same values: the planner keeps their inputs alive until them, so no kernel in
+// between writes those. Marks the moved kernels.
+static void move_stat_updates(em *m, int split, bool *moved) {
+  for (int k = split; k < m->p->n_kernels; k++) moved[k] = kernel_is(m, k, "RunningStatUpdate");
+}
+
+// Fails if a kernel of the update half reads an arena buffer before that half writes it, or if
+// it touches what a moved kernel writes (which would then change earlier than in one step).
+static void check_split(em *m, int split, const bool *moved) {
   const kiln_lprog *p = m->p;
   unsigned char *written = kiln_xcalloc((size_t)p->n_bufs + 1, 1);
+  unsigned char *moved_writes = kiln_xcalloc((size_t)p->n_bufs + 1, 1);
+  for (int k = split; k < p->n_kernels; k++) {
+    if (!moved[k]) continue;
+    analyze_kernel(m, k);
+    for (int b = 0; b < p->n_bufs; b++) moved_writes[b] |= (m->use[b] & USE_WRITE) != 0;
+  }
   for (int k = split; k < p->n_kernels && !m->failed; k++) {
+    if (moved[k]) continue;
     analyze_kernel(m, k);
     for (int b = 0; b < p->n_bufs; b++) {
       if ((m->use[b] & USE_READ) && !(m->use[b] & USE_WRITE) && !written[b] &&
           p->bufs[b].kind == KILN_BUF_ARENA)
-        em_fail(m, "the update half of the training step reads arena buffer %d of the backward "
-                   "half; it cannot be split for data-parallel training",
+        em_fail(m,
+                "the update half of the training step reads arena buffer %d of the backward "
+                "half; it cannot be split for data-parallel training",
+                b);
+      if (m->use[b] && moved_writes[b])
+        em_fail(m,
+                "the update half of the training step uses buffer %d, which a running-"
+                "statistic update moved into the backward half writes",
                 b);
       written[b] |= (m->use[b] & USE_WRITE) != 0;
     }
   }
   m->kernel = -1;
   free(written);
+  free(moved_writes);
 }
 
 static void emit_split_step(em *m, kparam *ps) {
-  int split = grad_kernel_count(m);
-  check_split(m, split);
-  if (!m->failed) emit_run_fn(m, ps, "train_grads", 0, split);
-  if (!m->failed) emit_run_fn(m, ps, "apply_update", split, m->p->n_kernels);
+  int n = m->p->n_kernels;
+  int *done_by = kiln_xcalloc((size_t)m->o->train->n_grads + 1, sizeof(int));
+  bool *moved = kiln_xcalloc((size_t)n + 1, sizeof(bool));
+  bool *not_grads = kiln_xcalloc((size_t)n + 1, sizeof(bool));
+  bool *not_apply = kiln_xcalloc((size_t)n + 1, sizeof(bool));
+  int split = grad_kernel_count(m, done_by);
+  move_stat_updates(m, split, moved);
+  check_split(m, split, moved);
+  for (int k = 0; k < n; k++) {
+    not_grads[k] = k >= split && !moved[k];
+    not_apply[k] = k < split || moved[k];
+  }
+  m->skip_kernel = not_grads, m->grad_done_by = done_by;
+  if (!m->failed) emit_run_fn(m, ps, "train_grads", 0, n);
+  m->skip_kernel = not_apply, m->grad_done_by = NULL;
+  if (!m->failed) emit_run_fn(m, ps, "apply_update", split, n);
+  m->skip_kernel = NULL;
+  free(done_by);
+  free(moved);
+  free(not_grads);
+  free(not_apply);
 }
 
 static void emit_init(em *m) {
@@ -1735,12 +1829,13 @@ static void emit_train(em *m) {
   for (int i = 0; i < p->n_inputs; i++) fprintf(f, ", %s", m->names.in[i]);
   for (int i = 0; i < p->n_outputs; i++) fprintf(f, ", %s", m->names.out[i]);
   out(m, ");\n}\n");
-  fprintf(f,
-          "\nint %s_save(const %s_ctx *ctx, const char *path) {\n"
-          "  char err[256];\n"
-          "  return kiln_state_save(&%s_train_desc, (void *)(uintptr_t)ctx, path, err, sizeof(err));\n"
-          "}\n",
-          M, M, M);
+  fprintf(
+      f,
+      "\nint %s_save(const %s_ctx *ctx, const char *path) {\n"
+      "  char err[256];\n"
+      "  return kiln_state_save(&%s_train_desc, (void *)(uintptr_t)ctx, path, err, sizeof(err));\n"
+      "}\n",
+      M, M, M);
   fprintf(f,
           "\nint %s_load_state(%s_ctx *ctx, const char *path, int strict) {\n"
           "  char err[256];\n"
@@ -1786,6 +1881,14 @@ static bool emit_source(em *m, const char *h_name) {
       "#pragma GCC diagnostic ignored \"-Wunknown-pragmas\"\n"
       "#endif\n"
       "#endif\n");
+  if (m->o->train && m->o->train->distributed && !m->o->train_glue_only)
+    out(m,
+        "\n// Data-parallel build (docs/distributed.md): callbacks into the trainer's runtime\n"
+        "// (runtime/train.c), no-ops outside a step of an MPI trainer.\n"
+        "void kiln_dist_grad_ready(int grad);  // gradient output `grad` is final\n"
+        "void kiln_dist_rank_mean_f32(float *p, int64_t n);  // p = its mean over the ranks\n"
+        "void kiln_dist_rank_sum_f32(float *p, int64_t n);   // p = its sum over the ranks\n"
+        "void kiln_dist_buffer_updated(void *p, int64_t bytes);  // a BatchNorm running stat\n");
   if (m->o->train && m->o->train_glue_only) {  // the kernels and the API are LLVM's
     emit_train(m);
     emit_main_stub(m);
@@ -1820,10 +1923,11 @@ static void emit_main_stub(em *m) {
             "argv); }\n",
             M);
   else if (m->o->main_stub && m->o->train)
-    fprintf(f,
-            "\nint main(int argc, char **argv) { return kiln_train_main(&%s_train_desc, argc, argv); "
-            "}\n",
-            M);
+    fprintf(
+        f,
+        "\nint main(int argc, char **argv) { return kiln_train_main(&%s_train_desc, argc, argv); "
+        "}\n",
+        M);
   else if (m->o->main_stub)
     fprintf(f, "\nint main(int argc, char **argv) { return kiln_main(&%s_desc, argc, argv); }\n",
             M);

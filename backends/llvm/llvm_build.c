@@ -184,7 +184,8 @@ static bool link_binary(const char *obj, const char *lib, const kiln_build_optio
   free(rt);
   arg(&a, "-fopenmp");
   arg(&a, "-lm");
-  if (strcmp(KILN_SANITIZE, "none") != 0 && *KILN_SANITIZE) {  // the runtime is instrumented
+  if (strcmp(KILN_SANITIZE, "none") != 0 &&
+      strcmp(KILN_SANITIZE, "") != 0) {  // the runtime is instrumented
     char *f = cat3("-fsanitize=", KILN_SANITIZE, "");
     arg(&a, f);
     free(f);

@@ -16,16 +16,24 @@
 #include "train_mode.h"
 #include "training.h"
 
+enum { KILN_MAX_LOSS_TERMS = 64 };  // training.c accepts at most 64 terms
+
 typedef struct trainer {
   kiln_graph *g;
   const kiln_training *t;
   kiln_diag *d;
-  kiln_grad_ctx gc;      // builder context for the nodes this file adds (not a rule's)
-  bool *trainable;       // per tensor
-  bool *needs;           // per tensor: a trainable param flows into it
-  int *grad;             // per tensor: its gradient, or -1
-  int n_tensors0;        // tensors before the backward pass (the arrays' size)
-  int loss;              // the loss tensor (graph output 0)
+  kiln_grad_ctx gc;  // builder context for the nodes this file adds (not a rule's)
+  bool *trainable;   // per tensor
+  bool *needs;       // per tensor: a trainable param flows into it
+  int *grad;         // per tensor: its gradient, or -1
+  int n_tensors0;    // tensors before the backward pass (the arrays' size)
+  int loss;          // the loss tensor (graph output 0)
+  // The coefficient of each loss node (the seed of its gradient), and the "tensor" terms' outputs
+  // with the constant their gradient starts from (docs/training.md §8).
+  int coef_node[KILN_MAX_LOSS_TERMS], n_coefs;
+  double coef[KILN_MAX_LOSS_TERMS];
+  int seed_tensor[KILN_MAX_LOSS_TERMS], n_seeds;
+  double seed_coef[KILN_MAX_LOSS_TERMS];
   int step;              // the step counter (STATE, i64 (1))
   kiln_train_mode mode;  // BatchNormalization's running statistics, dropout's seed
 } trainer;
@@ -93,23 +101,21 @@ static int add_input(trainer *T, const char *name, kiln_dtype dtype, const kiln_
   return id;
 }
 
-static int add_target(trainer *T, int output) {
-  const kiln_training *t = T->t;
+static int add_target(trainer *T, int output, const kiln_loss_spec *l) {
+  if (l->target_input) return kiln_graph_find_tensor(T->g, l->target_input);
   const kiln_tensor *y = &T->g->tensors[output];
   kiln_shape shape = y->shape;
-  if (t->loss.kind == KILN_LOSS_CROSS_ENTROPY)
-    shape = (kiln_shape){.rank = 1, .dim = {y->shape.dim[0]}};
-  if (t->loss.target_has_shape) shape = t->loss.target_shape;
-  return add_input(T, t->loss.target, t->loss.target_dtype, &shape);
+  if (l->kind == KILN_LOSS_CROSS_ENTROPY) shape = (kiln_shape){.rank = 1, .dim = {y->shape.dim[0]}};
+  if (l->target_has_shape) shape = l->target_shape;
+  return add_input(T, l->target, l->target_dtype, &shape);
 }
 
 static const char *const reduction_names[] = {"mean", "sum", "batchmean"};
 
 // The loss node(s): returns the loss tensor before regularization, or -1.
-static int build_loss(trainer *T, int output, int target, int weight) {
-  const kiln_training *t = T->t;
-  kiln_gb_attr red = KILN_GB_STRING("reduction", reduction_names[t->loss.reduction]);
-  if (t->loss.kind == KILN_LOSS_CROSS_ENTROPY) {
+static int build_loss(trainer *T, const kiln_loss_spec *l, int output, int target, int weight) {
+  kiln_gb_attr red = KILN_GB_STRING("reduction", reduction_names[l->reduction]);
+  if (l->kind == KILN_LOSS_CROSS_ENTROPY) {
     if (T->g->tensors[target].dtype != KILN_I64 && T->g->tensors[target].dtype != KILN_I32) {
       kiln_diag_error(T->d, "training.loss.target.dtype",
                       "cross_entropy takes integer class labels: i64 or i32");
@@ -119,11 +125,61 @@ static int build_loss(trainer *T, int output, int target, int weight) {
     int in[3] = {output, target, weight};
     return kiln_gb_op(&T->gc, "SoftmaxCrossEntropy", in, weight >= 0 ? 3 : 2, attrs, 1);
   }
-  kiln_gb_attr attrs[] = {KILN_GB_STRING("kind", kiln_loss_kind_name(t->loss.kind)), red,
-                          KILN_GB_FLOAT("delta", t->loss.delta),
-                          KILN_GB_FLOAT("clip", t->loss.clip), KILN_GB_END};
+  kiln_gb_attr attrs[] = {KILN_GB_STRING("kind", kiln_loss_kind_name(l->kind)), red,
+                          KILN_GB_FLOAT("delta", l->delta), KILN_GB_FLOAT("clip", l->clip),
+                          KILN_GB_END};
   int in[2] = {output, target};
   return kiln_gb_op(&T->gc, "PointwiseLoss", in, 2, attrs, 1);
+}
+
+// The factor of a "tensor" term's sum under its reduction: 1/numel (mean), 1 (sum), 1/N.
+static double tensor_term_scale(const kiln_loss_spec *l, const kiln_shape *s) {
+  if (l->reduction == KILN_REDUCE_SUM) return 1.0;
+  if (l->reduction == KILN_REDUCE_BATCHMEAN) return 1.0 / (double)s->dim[0];
+  return 1.0 / (double)kiln_shape_numel(s);
+}
+
+// A "tensor" term: coef * reduce(output), shape (1); its gradient, the constant coef * scale of
+// the output's shape, seeds the output's gradient in backprop_loss.
+static int build_tensor_term(trainer *T, const kiln_loss_spec *l, int output) {
+  kiln_shape shape = T->g->tensors[output].shape;
+  kiln_dtype dtype = T->g->tensors[output].dtype;
+  int64_t axes[KILN_MAX_RANK];
+  for (int i = 0; i < shape.rank; i++) axes[i] = i;
+  kiln_gb_attr attrs[] = {KILN_GB_INTS("axes", axes, shape.rank), KILN_GB_INT("keepdims", 1),
+                          KILN_GB_END};
+  int sum = kiln_gb_op(&T->gc, "ReduceSum", &output, 1, attrs, 1);
+  kiln_shape one = {.rank = 1, .dim = {1}};
+  int flat = sum < 0 ? -1 : kiln_gb_reshape(&T->gc, sum, &one);
+  double factor = l->coef * tensor_term_scale(l, &shape);
+  int term =
+      flat < 0 ? -1 : kiln_gb_binary(&T->gc, "Mul", flat, kiln_gb_scalar(&T->gc, dtype, factor));
+  if (term < 0 || T->n_seeds == KILN_MAX_LOSS_TERMS) return term;
+  T->seed_tensor[T->n_seeds] = output;
+  T->seed_coef[T->n_seeds++] = factor;
+  return term;
+}
+
+// One loss or term: coef * loss(output, target); -1 after reporting.
+static int build_term(trainer *T, const kiln_loss_spec *l) {
+  kiln_graph *g = T->g;
+  int output = kiln_graph_find_tensor(g, l->output);
+  const kiln_tensor y_copy = g->tensors[output], *y = &y_copy;  // adding inputs moves g->tensors
+  if (!kiln_dtype_is_float(y->dtype)) {
+    kiln_diag_error(T->d, "training.loss.output", "'%s' has dtype %s; a loss reads floats", y->name,
+                    kiln_dtype_name(y->dtype));
+    return -1;
+  }
+  if (l->is_tensor) return build_tensor_term(T, l, output);
+  int target = add_target(T, output, l);
+  kiln_shape batch = {.rank = 1, .dim = {y->shape.dim[0]}};
+  int weight = l->weight ? add_input(T, l->weight, y->dtype, &batch) : -1;
+  int loss = build_loss(T, l, output, target, weight);
+  if (loss < 0 || T->n_coefs == KILN_MAX_LOSS_TERMS) return loss;
+  T->coef_node[T->n_coefs] = g->tensors[loss].producer;
+  T->coef[T->n_coefs++] = l->coef;
+  if (l->coef == 1) return loss;
+  return kiln_gb_binary(&T->gc, "Mul", loss, kiln_gb_scalar(&T->gc, y->dtype, l->coef));
 }
 
 // Adds l1 sum|w| + l2 sum w^2 over trainable params of rank >= 2 (weights, not biases).
@@ -139,22 +195,20 @@ static int add_regularization(trainer *T, int loss) {
   return loss;
 }
 
-// Appends the loss; makes it graph output 0 (named "loss") before the model's outputs.
+// Appends the loss (the single loss, or the sum of `loss.terms`); makes it graph output 0 (named
+// "loss") before the model's outputs.
 static bool append_loss(trainer *T) {
   kiln_graph *g = T->g;
   const kiln_training *t = T->t;
-  int output = kiln_graph_find_tensor(g, t->loss.output);
-  const kiln_tensor y_copy = g->tensors[output], *y = &y_copy;  // adding inputs moves g->tensors
-  if (!kiln_dtype_is_float(y->dtype)) {
-    kiln_diag_error(T->d, "training.loss.output", "'%s' has dtype %s; a loss reads floats", y->name,
-                    kiln_dtype_name(y->dtype));
-    return false;
+  int n = t->n_terms ? t->n_terms : 1;
+  const kiln_loss_spec *specs = t->n_terms ? t->terms : &t->loss;
+  int loss = -1;
+  for (int i = 0; i < n; i++) {
+    int term = build_term(T, &specs[i]);
+    if (term < 0) return false;
+    loss = loss < 0 ? term : kiln_gb_binary(&T->gc, "Add", loss, term);
+    if (loss < 0) return false;
   }
-  int target = add_target(T, output);
-  kiln_shape batch = {.rank = 1, .dim = {y->shape.dim[0]}};
-  int weight = t->loss.weight ? add_input(T, t->loss.weight, y->dtype, &batch) : -1;
-  int loss = build_loss(T, output, target, weight);
-  if (loss < 0) return false;
   loss = add_regularization(T, loss);
   if (loss < 0) return false;
   if (kiln_graph_find_tensor(g, "loss") < 0) g->tensors[loss].name = "loss";
@@ -214,36 +268,61 @@ static bool backprop_node(trainer *T, int k) {
   return true;
 }
 
-// The loss node's gradient (and the regularizers'), seeded with dloss = 1.
+// The coefficient of the loss node k (1 for regularizers).
+static double loss_coef(const trainer *T, int k) {
+  for (int i = 0; i < T->n_coefs; i++)
+    if (T->coef_node[i] == k) return T->coef[i];
+  return 1.0;
+}
+
+// "tensor" terms: the output's gradient starts as the constant coef * scale, of its shape.
+static bool seed_tensor_terms(trainer *T) {
+  for (int i = 0; i < T->n_seeds; i++) {
+    int x = T->seed_tensor[i];
+    if (!T->needs[x]) continue;
+    kiln_tensor y = T->g->tensors[x];
+    int64_t numel = kiln_shape_numel(&y.shape);
+    double *values = kiln_xmalloc(sizeof(double) * (size_t)(numel ? numel : 1));
+    for (int64_t j = 0; j < numel; j++) values[j] = T->seed_coef[i];
+    int dx = kiln_gb_const(&T->gc, y.dtype, &y.shape, values);
+    free(values);
+    if (dx < 0 || !accumulate(T, x, dx)) return false;
+  }
+  return true;
+}
+
+// The loss nodes' gradients (and the regularizers'), each seeded with dloss = its coefficient.
 static bool backprop_loss(trainer *T, int first_loss_node) {
   kiln_graph *g = T->g;
-  int one = kiln_gb_scalar(&T->gc, g->tensors[T->loss].dtype, 1.0);
   int n_nodes = g->n_nodes;
   for (int k = first_loss_node; k < n_nodes; k++) {
     kiln_node n = g->nodes[k];
     const char *op = kiln_op_get(n.op)->name;
     int in[4], dx = -1;
-    if (strcmp(op, "PointwiseLoss") == 0) {
-      in[0] = n.inputs[0], in[1] = n.inputs[1], in[2] = one;
+    bool pointwise = strcmp(op, "PointwiseLoss") == 0, ce = strcmp(op, "SoftmaxCrossEntropy") == 0;
+    bool reg = strcmp(op, "Regularizer") == 0;
+    if (!pointwise && !ce && !reg) continue;  // Adds and Muls of the sum: coefficients below
+    if (!T->needs[n.inputs[0]]) continue;
+    int seed = kiln_gb_scalar(&T->gc, g->tensors[T->loss].dtype, loss_coef(T, k));
+    if (pointwise) {
+      in[0] = n.inputs[0], in[1] = n.inputs[1], in[2] = seed;
       dx = kiln_gb_op(&T->gc, "PointwiseLossGrad", in, 3, NULL, 1);
-    } else if (strcmp(op, "SoftmaxCrossEntropy") == 0) {
-      in[0] = n.inputs[0], in[1] = n.inputs[1], in[2] = one;
+    } else if (ce) {
+      in[0] = n.inputs[0], in[1] = n.inputs[1], in[2] = seed;
       in[3] = n.n_inputs > 2 ? n.inputs[2] : -1;
       dx = kiln_gb_op(&T->gc, "SoftmaxCrossEntropyGrad", in, in[3] >= 0 ? 4 : 3, NULL, 1);
-    } else if (strcmp(op, "Regularizer") == 0) {
-      in[0] = n.inputs[0], in[1] = one;
-      dx = kiln_gb_op(&T->gc, "RegularizerGrad", in, 2, NULL, 1);
     } else {
-      continue;  // the Adds summing the terms pass dloss = 1 through
+      in[0] = n.inputs[0], in[1] = seed;
+      dx = kiln_gb_op(&T->gc, "RegularizerGrad", in, 2, NULL, 1);
     }
     if (dx < 0) return false;
     // The grad node takes the loss node's attributes (kind, reduction, ...).
     kiln_node *gn = &g->nodes[g->tensors[dx].producer];
     gn->attrs = n.attrs, gn->n_attrs = n.n_attrs;
     if (!kiln_op_get(gn->op)->infer(g, gn, T->d)) return false;
-    if (T->needs[n.inputs[0]] && !accumulate(T, n.inputs[0], dx)) return false;
+    if (!accumulate(T, n.inputs[0], dx)) return false;
   }
-  return true;
+  return seed_tensor_terms(T);
 }
 
 static bool backprop(trainer *T, int first_loss_node) {
@@ -431,7 +510,8 @@ bool kiln_build_training_graph(kiln_graph *g, const kiln_training *t, kiln_diag 
   mark_trainable(g, t);
   if (!rebatch(&T)) return false;
   T.step = add_step_counter(&T);
-  if (!kiln_training_mode_rewrite(g, T.step, t->seed, &T.mode, d)) {
+  T.mode.sync_bn = t->sync_bn;  // kept by the rewrite (docs/distributed.md, --sync-bn)
+  if (!kiln_training_mode_rewrite(g, T.step, t->seed, t->noise, t->n_noise, &T.mode, d)) {
     free(T.mode.stats);
     return false;
   }

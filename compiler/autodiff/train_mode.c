@@ -89,6 +89,50 @@ static int per_channel(kiln_grad_ctx *c, int v, int rank) {
   return kiln_gb_reshape(c, v, &s);
 }
 
+// --sync-bn: a batch statistic averaged over the ranks (RankMean; every rank's micro-batch has
+// the same size, so the mean of the ranks' means is the global batch's). Else `stat` itself.
+static int sync_stat(rewriter *R, kiln_grad_ctx *c, int stat) {
+  return R->out->sync_bn && stat >= 0 ? kiln_gb_unary(c, "RankMean", stat) : stat;
+}
+
+// --sync-bn: the running variance is unbiased with the global batch's count n, like
+// SyncBatchNorm: var_b * n / (n - 1) with n = RankSum(f * count) (f, the mode flag, keeps it from
+// being folded at compile time; the update runs in training steps only, where f = 1).
+static bool add_synced_var(rewriter *R, kiln_grad_ctx *c, const mode_weights *w, int var_b,
+                           double count, double momentum) {
+  kiln_dtype t = R->g->tensors[var_b].dtype;
+  int n = kiln_gb_unary(c, "RankSum", kiln_gb_binary(c, "Mul", w->f, kiln_gb_scalar(c, t, count)));
+  int n_minus_1 = n < 0 ? -1 : kiln_gb_binary(c, "Sub", n, kiln_gb_scalar(c, t, 1.0));
+  int unbias = n_minus_1 < 0 ? -1 : kiln_gb_binary(c, "Div", n, n_minus_1);
+  int unbiased = unbias < 0 ? -1 : kiln_gb_binary(c, "Mul", var_b, unbias);  // (1, C, 1, ...)
+  if (unbiased < 0) return false;
+  add_stat(R, c->node.inputs[4], unbiased, momentum, 1.0);
+  return true;
+}
+
+// The mean of v over every axis of x's rank but 1 (the channels), kept: (1, C, 1, ...).
+static int channel_mean(kiln_grad_ctx *c, int v, int rank) {
+  int64_t axes[KILN_MAX_RANK], n_axes = 0;
+  for (int i = 0; i < rank; i++)
+    if (i != 1) axes[n_axes++] = i;
+  kiln_gb_attr attrs[] = {KILN_GB_INTS("axes", axes, (int)n_axes), KILN_GB_INT("keepdims", 1),
+                          KILN_GB_END};
+  return kiln_gb_op(c, "ReduceMean", &v, 1, attrs, 1);
+}
+
+// The node's output Y = xc / sqrt(var + eps) * scale + B (xc = x - mean); false after reporting.
+static bool normalize_into(kiln_grad_ctx *c, int xc, int var, int rank) {
+  const kiln_node *n = &c->node;
+  kiln_dtype t = c->g->tensors[xc].dtype;
+  int eps = kiln_gb_scalar(c, t, kiln_attr_float(n, "epsilon", 1e-5));
+  int sd = kiln_gb_unary(c, "Sqrt", kiln_gb_binary(c, "Add", var, eps));
+  int xhat = sd < 0 ? -1 : kiln_gb_binary(c, "Div", xc, sd);
+  int scaled = xhat < 0 ? -1 : kiln_gb_binary(c, "Mul", xhat, per_channel(c, n->inputs[1], rank));
+  if (scaled < 0) return false;
+  int in[2] = {scaled, per_channel(c, n->inputs[2], rank)};
+  return kiln_gb_op_into(c, "Add", in, 2, NULL, n->outputs, 1) >= 0;
+}
+
 // y = (x - mean) / sqrt(var + eps) * scale + B with mean = f * mean_b + (1 - f) * running_mean
 // and var = f * var_b + (1 - f) * running_var, mean_b and var_b (biased, around mean) over every
 // axis but 1; the running averages are updated with mean_b and var_b.
@@ -105,31 +149,20 @@ static bool rewrite_batchnorm(rewriter *R, kiln_grad_ctx *c) {
   if (!running_state(R, c, n->inputs[3], "input_mean") ||
       !running_state(R, c, n->inputs[4], "input_var"))
     return false;
-  int64_t axes[KILN_MAX_RANK], n_axes = 0;
-  for (int i = 0; i < rank; i++)
-    if (i != 1) axes[n_axes++] = i;
-  kiln_gb_attr mean_attrs[] = {KILN_GB_INTS("axes", axes, (int)n_axes), KILN_GB_INT("keepdims", 1),
-                               KILN_GB_END};
   kiln_dtype t = R->g->tensors[x].dtype;
   mode_weights w;
   if (!mode_weights_of(R, c, t, &w)) return false;
-  int mu = kiln_gb_op(c, "ReduceMean", &x, 1, mean_attrs, 1);  // (1, C, 1, ...)
+  int mu = sync_stat(R, c, channel_mean(c, x, rank));  // (1, C, 1, ...)
   int mean = mu < 0 ? -1 : blend(c, &w, mu, per_channel(c, n->inputs[3], rank));
   int xc = mean < 0 ? -1 : kiln_gb_binary(c, "Sub", x, mean);
   int sq = xc < 0 ? -1 : kiln_gb_binary(c, "Mul", xc, xc);
-  int var_b = sq < 0 ? -1 : kiln_gb_op(c, "ReduceMean", &sq, 1, mean_attrs, 1);
+  int var_b = sq < 0 ? -1 : sync_stat(R, c, channel_mean(c, sq, rank));
   int var = var_b < 0 ? -1 : blend(c, &w, var_b, per_channel(c, n->inputs[4], rank));
-  if (var < 0) return false;
-  int eps = kiln_gb_scalar(c, t, kiln_attr_float(n, "epsilon", 1e-5));
-  int sd = kiln_gb_unary(c, "Sqrt", kiln_gb_binary(c, "Add", var, eps));
-  int xhat = sd < 0 ? -1 : kiln_gb_binary(c, "Div", xc, sd);
-  int scaled = xhat < 0 ? -1 : kiln_gb_binary(c, "Mul", xhat, per_channel(c, n->inputs[1], rank));
-  if (scaled < 0) return false;
-  int in[2] = {scaled, per_channel(c, n->inputs[2], rank)};
-  if (kiln_gb_op_into(c, "Add", in, 2, NULL, n->outputs, 1) < 0) return false;
+  if (var < 0 || !normalize_into(c, xc, var, rank)) return false;
   double count = (double)(numel_of(R->g, x) / R->g->tensors[x].shape.dim[1]);
   double momentum = kiln_attr_float(n, "momentum", 0.9);
   add_stat(R, n->inputs[3], mu, momentum, 1.0);
+  if (R->out->sync_bn) return add_synced_var(R, c, &w, var_b, count, momentum);
   add_stat(R, n->inputs[4], var_b, momentum, count > 1 ? count / (count - 1) : 1.0);
   return true;
 }
@@ -182,6 +215,50 @@ static bool rewrite_dropout(rewriter *R, kiln_grad_ctx *c, double ratio, int sal
   return kiln_gb_op_into(c, "Greater", gt, 2, NULL, n->outputs + 1, 1) >= 0;
 }
 
+// ---- Reparameterization noise ----
+
+// Salts of the noise streams: RandomNormalLike node k draws with salt k + 1 (as Dropout node k's
+// mask; the ops differ, so the streams never meet), noise input j with salt 2^32 + j.
+static const int64_t noise_input_salt = INT64_C(1) << 32;
+
+// NormalNoise(kiln.seed, kiln.step) of `shape` writing tensor `out`.
+static bool emit_noise(rewriter *R, kiln_grad_ctx *c, int out, int64_t salt, double mean,
+                       double scale) {
+  kiln_tensor y = R->g->tensors[out];
+  kiln_gb_attr attrs[] = {KILN_GB_INTS("shape", y.shape.dim, y.shape.rank),
+                          KILN_GB_INT("salt", salt),
+                          KILN_GB_FLOAT("mean", mean),
+                          KILN_GB_FLOAT("scale", scale),
+                          KILN_GB_STRING("dtype", kiln_dtype_name(y.dtype)),
+                          KILN_GB_END};
+  int in[2] = {seed_tensor(R, c), R->step};
+  return kiln_gb_op_into(c, "NormalNoise", in, 2, attrs, &out, 1) >= 0;
+}
+
+// RandomNormalLike -> fresh noise each step (its `seed` attribute gives way to kiln.seed).
+static bool rewrite_random_normal(rewriter *R, kiln_grad_ctx *c, int index) {
+  const kiln_node *n = &c->node;
+  return emit_noise(R, c, n->outputs[0], index + 1, kiln_attr_float(n, "mean", 0),
+                    kiln_attr_float(n, "scale", 1));
+}
+
+// training.noise: each named input leaves the graph's inputs and becomes the output of a
+// NormalNoise node placed first.
+static bool replace_noise_inputs(rewriter *R, const char *const *names, int n_names) {
+  kiln_graph *g = R->g;
+  for (int j = 0; j < n_names; j++) {
+    int x = kiln_graph_find_tensor(g, names[j]), k = 0;
+    while (k < g->n_inputs && g->inputs[k] != x) k++;
+    if (k == g->n_inputs) continue;
+    memmove(g->inputs + k, g->inputs + k + 1, sizeof(int) * (size_t)(g->n_inputs - k - 1));
+    g->n_inputs--;
+    g->tensors[x].kind = KILN_TENSOR_VALUE;
+    kiln_grad_ctx c = {.g = g, .node = {.name = names[j], .where = "training.noise"}, .d = R->d};
+    if (!emit_noise(R, &c, x, noise_input_salt + j, 0, 1)) return false;
+  }
+  return true;
+}
+
 // ---- The node list ----
 
 static void keep_node(kiln_graph *g, const kiln_node *n) {
@@ -194,6 +271,7 @@ static bool rewrite_node(rewriter *R, const kiln_node *n, int index) {
   kiln_grad_ctx c = {.g = R->g, .node = *n, .d = R->d};
   const char *op = kiln_op_get(n->op)->name;
   if (strcmp(op, "BatchNormalization") == 0) return rewrite_batchnorm(R, &c);
+  if (strcmp(op, "RandomNormalLike") == 0) return rewrite_random_normal(R, &c, index);
   if (strcmp(op, "Dropout") == 0) {
     double ratio = dropout_ratio(R, n);
     if (ratio < 0) return false;
@@ -203,17 +281,67 @@ static bool rewrite_node(rewriter *R, const kiln_node *n, int index) {
   return true;
 }
 
-bool kiln_training_mode_rewrite(kiln_graph *g, int step, uint64_t seed, kiln_train_mode *out,
-                                kiln_diag *d) {
-  *out = (kiln_train_mode){.seed = -1, .training = -1};
+bool kiln_training_mode_rewrite(kiln_graph *g, int step, uint64_t seed, const char *const *noise,
+                                int n_noise, kiln_train_mode *out, kiln_diag *d) {
+  *out = (kiln_train_mode){.seed = -1, .training = -1, .sync_bn = out->sync_bn};
   rewriter R = {.g = g, .d = d, .step = step, .seed_value = seed, .out = out};
   kiln_node *old = g->nodes;
   int n_old = g->n_nodes;
   g->nodes = NULL;
   g->n_nodes = g->cap_nodes = 0;
-  bool ok = true;
+  bool ok = replace_noise_inputs(&R, noise, n_noise);
   for (int k = 0; k < n_old && ok; k++)
     ok = old[k].dead ? (keep_node(g, &old[k]), true) : rewrite_node(&R, &old[k], k);
+  free(old);
+  return ok;
+}
+
+// ---- BatchNormalization training_mode = 1 in a model (not a training build) ----
+
+// running * momentum + batch * (1 - momentum), reshaped to (C), into the node's output `out`.
+static bool running_output(kiln_grad_ctx *c, int running, int batch, int out) {
+  kiln_dtype t = c->g->tensors[batch].dtype;
+  double momentum = kiln_attr_float(&c->node, "momentum", 0.9);
+  int64_t C = c->g->tensors[running].shape.dim[0];
+  int kept = kiln_gb_binary(c, "Mul", running, kiln_gb_scalar(c, t, momentum));
+  int added = kiln_gb_binary(c, "Mul", batch, kiln_gb_scalar(c, t, 1 - momentum));
+  int flat = added < 0 ? -1 : kiln_gb_reshape(c, added, &(kiln_shape){.rank = 1, .dim = {C}});
+  int in[2] = {kept, flat};
+  return flat >= 0 && kept >= 0 && kiln_gb_op_into(c, "Add", in, 2, NULL, &out, 1) >= 0;
+}
+
+// Y from the batch's mean and biased variance (over every axis but 1), and the optional
+// running_mean / running_var outputs (ONNX's reference: the biased batch variance).
+static bool expand_batchnorm_training(kiln_grad_ctx *c) {
+  const kiln_node *n = &c->node;
+  int x = n->inputs[0], rank = c->g->tensors[x].shape.rank;
+  int mu = channel_mean(c, x, rank);
+  int xc = mu < 0 ? -1 : kiln_gb_binary(c, "Sub", x, mu);
+  int sq = xc < 0 ? -1 : kiln_gb_binary(c, "Mul", xc, xc);
+  int var_b = sq < 0 ? -1 : channel_mean(c, sq, rank);
+  if (var_b < 0 || !normalize_into(c, xc, var_b, rank)) return false;
+  if (n->n_outputs > 1 && n->outputs[1] >= 0 && !running_output(c, n->inputs[3], mu, n->outputs[1]))
+    return false;
+  return n->n_outputs <= 2 || n->outputs[2] < 0 ||
+         running_output(c, n->inputs[4], var_b, n->outputs[2]);
+}
+
+bool kiln_batchnorm_training_expand(kiln_graph *g, kiln_diag *d) {
+  kiln_node *old = g->nodes;
+  int n_old = g->n_nodes;
+  g->nodes = NULL;
+  g->n_nodes = g->cap_nodes = 0;
+  bool ok = true;
+  for (int k = 0; k < n_old && ok; k++) {
+    const kiln_node *n = &old[k];
+    bool bn = strcmp(kiln_op_get(n->op)->name, "BatchNormalization") == 0 &&
+              kiln_attr_int(n, "training_mode", 0) == 1 && !n->dead;
+    kiln_grad_ctx c = {.g = g, .node = *n, .d = d};
+    if (bn)
+      ok = expand_batchnorm_training(&c);
+    else
+      keep_node(g, n);
+  }
   free(old);
   return ok;
 }

@@ -6,6 +6,8 @@
 //     RunningStatUpdate nodes (added after the backward pass) update.
 //   Dropout (ratio > 0) -> y = x * DropoutMask(kiln.seed, kiln.step): a fresh, seeded mask per
 //     step, scaled by 1 / (1 - ratio); its gradient dy * mask comes from Mul's rule.
+//   RandomNormalLike and `training.noise` inputs -> NormalNoise(kiln.seed, kiln.step): the
+//     reparameterization noise of VAEs, fresh every step (not blended: evaluation draws too).
 // Both read the mode flag `kiln.training` (STATE, (1), 1 = training, 0 = inference, like
 // PyTorch's model.train() / model.eval()), blending without a branch:
 //   mean = f * batch_mean + (1 - f) * running_mean (the variance likewise),
@@ -30,6 +32,10 @@ typedef struct kiln_train_mode {
   int n_stats;
   int seed;      // the `kiln.seed` STATE tensor (i64 (1)), or -1 without dropout
   int training;  // the `kiln.training` STATE flag ((1), 1 at init), or -1 without BN/Dropout
+  // In (set by the caller, kept by the rewrite): --sync-bn (docs/distributed.md). The batch
+  // mean and variance pass through RankMean (the mean over the ranks of a data-parallel job), so
+  // that BatchNormalization normalizes with the global batch's statistics.
+  bool sync_bn;
 } kiln_train_mode;
 
 // The name of the dropout seed STATE tensor: training.seed at compile time, --seed in the trainer.
@@ -38,8 +44,16 @@ typedef struct kiln_train_mode {
 #define KILN_TRAINING_FLAG_TENSOR "kiln.training"
 
 // Rewrites g's nodes (shapes must be inferred). `step` is the step counter tensor; seed the
-// initial value of kiln.seed. Returns false after reporting.
-bool kiln_training_mode_rewrite(kiln_graph *g, int step, uint64_t seed, kiln_train_mode *out,
-                                kiln_diag *d);
+// initial value of kiln.seed. The inputs named noise[0..n_noise) (training.noise) become
+// NormalNoise(kiln.seed, kiln.step) outputs, as do RandomNormalLike nodes: fresh N(0, 1) noise
+// every step. Returns false after reporting.
+bool kiln_training_mode_rewrite(kiln_graph *g, int step, uint64_t seed, const char *const *noise,
+                                int n_noise, kiln_train_mode *out, kiln_diag *d);
+
+// BatchNormalization nodes with training_mode = 1 in a model (inference or not) become graph ops:
+// Y normalized with the batch's statistics (the same ops as the training rewrite's), and the
+// optional outputs running_mean = input_mean * momentum + mean * (1 - momentum) and running_var
+// likewise with the biased batch variance (ONNX). Shapes must be inferred. False after reporting.
+bool kiln_batchnorm_training_expand(kiln_graph *g, kiln_diag *d);
 
 #endif

@@ -135,13 +135,42 @@ static bool check_new_input(parser *P, const char *path, const char *name) {
   return true;
 }
 
-static void parse_target(parser *P, json_object *loss, kiln_training *t) {
-  static const char *const fields[] = {"name", "dtype", "shape", NULL};
-  const char *path = "training.loss.target";
-  json_object *v = field(loss, "target");
+// `"target": {"input": NAME}`: the loss compares with an existing model input (autoencoders).
+static void parse_target_input(parser *P, json_object *v, const char *path, kiln_loss_spec *l) {
+  static const char *const fields[] = {"input", NULL};
+  check_fields(P, v, path, fields);
+  l->target_input = string(P, v, path, "input", true, "the name of a model input");
+  int id = l->target_input ? kiln_graph_find_tensor(P->g, l->target_input) : -1;
+  if (l->target_input && (id < 0 || P->g->tensors[id].kind != KILN_TENSOR_INPUT))
+    kiln_fe_error(P->d, "%s.input: '%s' is not an input of the model", path, l->target_input);
+}
+
+static void parse_target_shape(parser *P, json_object *shape, const char *path, kiln_loss_spec *l) {
   char got[96];
+  size_t n = json_object_is_type(shape, json_type_array) ? json_object_array_length(shape) : 0;
+  bool ok = n >= 1 && n <= KILN_MAX_RANK;
+  for (size_t i = 0; ok && i < n; i++) {
+    int64_t dim;
+    ok = kiln_json_int64(json_object_array_get_idx(shape, i), &dim) && dim >= 1;
+    l->target_shape.dim[i] = dim;
+  }
+  if (!ok) {
+    kiln_fe_error(P->d, "%s.shape: expected 1 to %d integers >= 1, got %s", path, KILN_MAX_RANK,
+                  kiln_json_describe(shape, got, sizeof got));
+    return;
+  }
+  l->target_shape.rank = (int)n;
+  l->target_has_shape = true;
+}
+
+static void parse_target(parser *P, json_object *loss, const char *lpath, kiln_loss_spec *l) {
+  static const char *const fields[] = {"name", "dtype", "shape", NULL};
+  char path[96], got[96];
+  snprintf(path, sizeof path, "%s.target", lpath);
+  json_object *v = field(loss, "target");
   if (!v) {
-    kiln_fe_error(P->d, "training.loss: missing required field 'target' ({\"name\", \"dtype\"})");
+    kiln_fe_error(
+        P->d, "%s: missing required field 'target' ({\"name\", \"dtype\"} or {\"input\"})", lpath);
     return;
   }
   if (!json_object_is_type(v, json_type_object)) {
@@ -149,35 +178,109 @@ static void parse_target(parser *P, json_object *loss, kiln_training *t) {
                   kiln_json_describe(v, got, sizeof got));
     return;
   }
+  if (field(v, "input")) return parse_target_input(P, v, path, l);
   check_fields(P, v, path, fields);
-  t->loss.target = string(P, v, path, "name", true, "a tensor name");
-  if (t->loss.target) check_new_input(P, "training.loss.target.name", t->loss.target);
+  l->target = string(P, v, path, "name", true, "a tensor name");
+  char npath[112];
+  snprintf(npath, sizeof npath, "%s.name", path);
+  if (l->target) check_new_input(P, npath, l->target);
   const char *dt = string(P, v, path, "dtype", true, "a dtype such as \"f32\" or \"i64\"");
-  if (dt && !kiln_dtype_parse(dt, &t->loss.target_dtype))
+  if (dt && !kiln_dtype_parse(dt, &l->target_dtype))
     kiln_fe_error(P->d, "%s.dtype: unknown dtype \"%s\"", path, dt);
   json_object *shape = field(v, "shape");
-  if (!shape) return;
-  size_t n = json_object_is_type(shape, json_type_array) ? json_object_array_length(shape) : 0;
-  bool ok = n >= 1 && n <= KILN_MAX_RANK;
-  for (size_t i = 0; ok && i < n; i++) {
-    int64_t dim;
-    ok = kiln_json_int64(json_object_array_get_idx(shape, i), &dim) && dim >= 1;
-    t->loss.target_shape.dim[i] = dim;
-  }
-  if (!ok) {
-    kiln_fe_error(P->d, "%s.shape: expected 1 to %d integers >= 1, got %s", path, KILN_MAX_RANK,
-                  kiln_json_describe(shape, got, sizeof got));
-    return;
-  }
-  t->loss.target_shape.rank = (int)n;
-  t->loss.target_has_shape = true;
+  if (shape) parse_target_shape(P, shape, path, l);
 }
 
-static void parse_loss(parser *P, json_object *tr, kiln_training *t) {
+// The kind-specific fields of a loss (delta, clip, per-sample weights).
+static void parse_loss_options(parser *P, json_object *loss, const char *path, bool has_kind,
+                               kiln_loss_spec *l) {
+  if (field(loss, "delta") && l->kind != KILN_LOSS_HUBER)
+    kiln_fe_error(P->d, "%s.delta: only the huber loss takes a delta", path);
+  l->delta = number(P, loss, path, "delta", 1.0, 0, true, INFINITY);
+  if (field(loss, "clip") && l->kind != KILN_LOSS_CLIPPED_MSE)
+    kiln_fe_error(P->d, "%s.clip: only the clipped_mse loss takes a clip", path);
+  if (!field(loss, "clip") && l->kind == KILN_LOSS_CLIPPED_MSE && has_kind)
+    kiln_fe_error(P->d, "%s: missing required field 'clip' (a number > 0) for clipped_mse", path);
+  l->clip = number(P, loss, path, "clip", 1.0, 0, true, INFINITY);
+  if (l->weight && l->kind != KILN_LOSS_CROSS_ENTROPY && has_kind)
+    kiln_fe_error(P->d, "%s.weight: per-sample weights are supported with cross_entropy", path);
+}
+
+// One loss: the single `training.loss`, or a term of `training.loss.terms` (in_term: `weight` is
+// then the term's coefficient, and kind "tensor" is allowed).
+static void parse_loss_spec(parser *P, json_object *loss, const char *path, bool in_term,
+                            kiln_loss_spec *l) {
   static const char *const fields[] = {"kind",      "output", "target", "weight",
                                        "reduction", "delta",  "clip",   NULL};
   static const char *const reductions[] = {"mean", "sum", "batchmean"};
-  const char *path = "training.loss";
+  check_fields(P, loss, path, fields);
+  l->coef = 1;
+  const char *kind = string(P, loss, path, "kind", true, "a loss kind");
+  l->is_tensor = in_term && kind && strcmp(kind, "tensor") == 0;
+  int k = kind && !l->is_tensor ? choice(P, path, "kind", kind, loss_names, KILN_LOSS_COUNT) : -1;
+  l->kind = k >= 0 ? (kiln_loss_kind)k : KILN_LOSS_MSE;
+  l->output = string(P, loss, path, "output", true, "the name of a tensor");
+  if (l->output && kiln_graph_find_tensor(P->g, l->output) < 0)
+    kiln_fe_error(P->d, "%s.output: no tensor named '%s' in the model", path, l->output);
+  if (l->is_tensor && field(loss, "target"))
+    kiln_fe_error(P->d, "%s.target: a \"tensor\" term has no target", path);
+  else if (!l->is_tensor)
+    parse_target(P, loss, path, l);
+  if (in_term) {
+    l->coef = number(P, loss, path, "weight", 1.0, 0, false, INFINITY);
+  } else {
+    l->weight = string(P, loss, path, "weight", false, "the name of a new input");
+    if (l->weight) check_new_input(P, "training.loss.weight", l->weight);
+    if (l->weight && l->target && strcmp(l->weight, l->target) == 0)
+      kiln_fe_error(P->d, "%s.weight: '%s' is also the target's name", path, l->weight);
+  }
+  const char *red = string(P, loss, path, "reduction", false, "\"mean\", \"sum\" or \"batchmean\"");
+  int r = red ? choice(P, path, "reduction", red, reductions, 3) : 0;
+  l->reduction = r >= 0 ? (kiln_loss_reduction)r : KILN_REDUCE_MEAN;
+  if (l->reduction == KILN_REDUCE_BATCHMEAN && l->kind != KILN_LOSS_KL_DIV && !l->is_tensor)
+    kiln_fe_error(P->d, "%s.reduction: \"batchmean\" is for kl_div and tensor terms only", path);
+  parse_loss_options(P, loss, path, kind != NULL, l);
+}
+
+// Two targets may not name the same new input.
+static void check_term_targets(parser *P, const kiln_training *t) {
+  for (int i = 0; i < t->n_terms; i++)
+    for (int j = 0; j < i; j++)
+      if (t->terms[i].target && t->terms[j].target &&
+          strcmp(t->terms[i].target, t->terms[j].target) == 0)
+        kiln_fe_error(P->d, "training.loss.terms[%d].target.name: '%s' is also terms[%d]'s", i,
+                      t->terms[i].target, j);
+}
+
+// `loss.terms`: a weighted sum of losses; the first term stands for the loss in t->loss.
+static void parse_terms(parser *P, json_object *loss, kiln_training *t) {
+  static const char *const fields[] = {"terms", NULL};
+  json_object *v = field(loss, "terms");
+  char got[96], path[64];
+  check_fields(P, loss, "training.loss", fields);
+  size_t n = json_object_is_type(v, json_type_array) ? json_object_array_length(v) : 0;
+  if (n < 1 || n > 64) {
+    kiln_fe_error(P->d, "training.loss.terms: expected an array of 1 to 64 objects, got %s",
+                  kiln_json_describe(v, got, sizeof got));
+    return;
+  }
+  t->terms = kiln_pool_alloc(&P->g->pool, sizeof(kiln_loss_spec) * n);
+  memset(t->terms, 0, sizeof(kiln_loss_spec) * n);
+  for (size_t i = 0; i < n; i++) {
+    json_object *e = json_object_array_get_idx(v, i);
+    snprintf(path, sizeof path, "training.loss.terms[%zu]", i);
+    if (!json_object_is_type(e, json_type_object)) {
+      kiln_fe_error(P->d, "%s: expected an object {\"kind\", \"output\", ...}, got %s", path,
+                    kiln_json_describe(e, got, sizeof got));
+      continue;
+    }
+    parse_loss_spec(P, e, path, true, &t->terms[t->n_terms++]);
+  }
+  check_term_targets(P, t);
+  if (t->n_terms > 0) t->loss = t->terms[0];
+}
+
+static void parse_loss(parser *P, json_object *tr, kiln_training *t) {
   json_object *loss = field(tr, "loss");
   char got[96];
   if (!loss) {
@@ -185,37 +288,37 @@ static void parse_loss(parser *P, json_object *tr, kiln_training *t) {
     return;
   }
   if (!json_object_is_type(loss, json_type_object)) {
-    kiln_fe_error(P->d, "%s: expected an object, got %s", path,
+    kiln_fe_error(P->d, "training.loss: expected an object, got %s",
                   kiln_json_describe(loss, got, sizeof got));
     return;
   }
-  check_fields(P, loss, path, fields);
-  const char *kind = string(P, loss, path, "kind", true, "a loss kind");
-  int k = kind ? choice(P, path, "kind", kind, loss_names, KILN_LOSS_COUNT) : -1;
-  t->loss.kind = k >= 0 ? (kiln_loss_kind)k : KILN_LOSS_MSE;
-  t->loss.output = string(P, loss, path, "output", true, "the name of a tensor");
-  if (t->loss.output && kiln_graph_find_tensor(P->g, t->loss.output) < 0)
-    kiln_fe_error(P->d, "%s.output: no tensor named '%s' in the model", path, t->loss.output);
-  parse_target(P, loss, t);
-  t->loss.weight = string(P, loss, path, "weight", false, "the name of a new input");
-  if (t->loss.weight) check_new_input(P, "training.loss.weight", t->loss.weight);
-  if (t->loss.weight && t->loss.target && strcmp(t->loss.weight, t->loss.target) == 0)
-    kiln_fe_error(P->d, "%s.weight: '%s' is also the target's name", path, t->loss.weight);
-  const char *red = string(P, loss, path, "reduction", false, "\"mean\", \"sum\" or \"batchmean\"");
-  int r = red ? choice(P, path, "reduction", red, reductions, 3) : 0;
-  t->loss.reduction = r >= 0 ? (kiln_loss_reduction)r : KILN_REDUCE_MEAN;
-  if (t->loss.reduction == KILN_REDUCE_BATCHMEAN && t->loss.kind != KILN_LOSS_KL_DIV)
-    kiln_fe_error(P->d, "%s.reduction: \"batchmean\" is for kl_div only", path);
-  if (field(loss, "delta") && t->loss.kind != KILN_LOSS_HUBER)
-    kiln_fe_error(P->d, "%s.delta: only the huber loss takes a delta", path);
-  t->loss.delta = number(P, loss, path, "delta", 1.0, 0, true, INFINITY);
-  if (field(loss, "clip") && t->loss.kind != KILN_LOSS_CLIPPED_MSE)
-    kiln_fe_error(P->d, "%s.clip: only the clipped_mse loss takes a clip", path);
-  if (!field(loss, "clip") && t->loss.kind == KILN_LOSS_CLIPPED_MSE && kind)
-    kiln_fe_error(P->d, "%s: missing required field 'clip' (a number > 0) for clipped_mse", path);
-  t->loss.clip = number(P, loss, path, "clip", 1.0, 0, true, INFINITY);
-  if (t->loss.weight && t->loss.kind != KILN_LOSS_CROSS_ENTROPY && kind)
-    kiln_fe_error(P->d, "%s.weight: per-sample weights are supported with cross_entropy", path);
+  if (field(loss, "terms")) return parse_terms(P, loss, t);
+  parse_loss_spec(P, loss, "training.loss", false, &t->loss);
+}
+
+// `noise`: names of float model inputs drawn from N(0, 1) afresh every training step.
+static void parse_noise(parser *P, json_object *tr, kiln_training *t) {
+  json_object *v = field(tr, "noise");
+  char got[96];
+  if (!v) return;
+  size_t n = json_object_is_type(v, json_type_array) ? json_object_array_length(v) : 0;
+  if (!json_object_is_type(v, json_type_array)) {
+    kiln_fe_error(P->d, "training.noise: expected an array of input names, got %s",
+                  kiln_json_describe(v, got, sizeof got));
+    return;
+  }
+  t->noise = kiln_pool_alloc(&P->g->pool, sizeof(char *) * (n + 1));
+  for (size_t i = 0; i < n; i++) {
+    json_object *e = json_object_array_get_idx(v, i);
+    const char *s = json_object_is_type(e, json_type_string) ? json_object_get_string(e) : NULL;
+    int id = s ? kiln_graph_find_tensor(P->g, s) : -1;
+    if (id < 0 || P->g->tensors[id].kind != KILN_TENSOR_INPUT ||
+        !kiln_dtype_is_float(P->g->tensors[id].dtype))
+      kiln_fe_error(P->d, "training.noise[%zu]: expected the name of a float model input, got %s",
+                    i, kiln_json_describe(e, got, sizeof got));
+    else
+      t->noise[t->n_noise++] = kiln_pool_strdup(&P->g->pool, s);
+  }
 }
 
 static void parse_optimizer(parser *P, json_object *tr, kiln_training *t) {
@@ -506,10 +609,9 @@ static void parse_normalize(parser *P, json_object *tr, char *spec, size_t size)
 
 bool kiln_training_parse(json_object *tr, kiln_graph *g, kiln_training *out, kiln_diag *d) {
   static const char *const fields[] = {
-      "batch_size",     "loss",           "optimizer", "lr_schedule",
-      "regularization", "clip_grad_norm", "frozen",    "trainable",
-      "seed",           "init",           "augment",   "normalize",
-      NULL};
+      "batch_size",     "loss",      "optimizer", "lr_schedule", "regularization",
+      "clip_grad_norm", "frozen",    "trainable", "seed",        "init",
+      "augment",        "normalize", "noise",     NULL};
   memset(out, 0, sizeof(*out));
   if (!tr || json_object_object_length(tr) == 0) return true;
   int errors0 = d->errors;
@@ -520,6 +622,7 @@ bool kiln_training_parse(json_object *tr, kiln_graph *g, kiln_training *out, kil
     kiln_fe_error(d, "training: missing required field 'batch_size' (an integer >= 1)");
   out->batch_size = integer(&P, tr, "training", "batch_size", 1, 1);
   parse_loss(&P, tr, out);
+  parse_noise(&P, tr, out);
   parse_optimizer(&P, tr, out);
   parse_schedule(&P, tr, out);
   parse_regularization(&P, tr, out);

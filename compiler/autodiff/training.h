@@ -26,21 +26,35 @@ typedef enum { KILN_OPT_SGD, KILN_OPT_ADAM, KILN_OPT_ADAMW, KILN_OPT_ADAGRAD } k
 
 typedef enum { KILN_SCHED_CONSTANT, KILN_SCHED_STEP, KILN_SCHED_COSINE } kiln_sched_kind;
 
+// One loss (`training.loss`) or one term of `training.loss.terms` (docs/training.md §8).
+typedef struct kiln_loss_spec {
+  kiln_loss_kind kind;
+  bool is_tensor;      // kind "tensor": the term is a graph tensor the model computes, reduced
+  const char *output;  // graph tensor the loss reads
+  const char *target;  // name of the new label input, or NULL (no target, or target_input)
+  const char *target_input;  // `"target": {"input": NAME}`: an existing model input, or NULL
+  kiln_dtype target_dtype;
+  bool target_has_shape;
+  kiln_shape target_shape;
+  const char *weight;  // name of the new per-sample weight input, or NULL
+  kiln_loss_reduction reduction;
+  double delta;  // huber
+  double clip;   // clipped_mse
+  double coef;   // the term's weight in the sum (1 for a single loss)
+} kiln_loss_spec;
+
 typedef struct kiln_training {
   bool present;  // the model has a non-empty `training` section
   int64_t batch_size;
-  struct {
-    kiln_loss_kind kind;
-    const char *output;  // graph tensor the loss reads
-    const char *target;  // name of the new label input
-    kiln_dtype target_dtype;
-    bool target_has_shape;
-    kiln_shape target_shape;
-    const char *weight;  // name of the new per-sample weight input, or NULL
-    kiln_loss_reduction reduction;
-    double delta;  // huber
-    double clip;   // clipped_mse
-  } loss;
+  // The loss; with `loss.terms`, a copy of the first term (so that the driver finds the output
+  // and the label input), and the terms themselves below.
+  kiln_loss_spec loss;
+  kiln_loss_spec *terms;  // n_terms >= 1 with `loss.terms`, else NULL
+  int n_terms;
+  // `noise`: model inputs replaced in training builds by seeded N(0, 1) noise drawn afresh every
+  // step (NormalNoise(kiln.seed, kiln.step)); the inference build keeps them as inputs.
+  const char **noise;
+  int n_noise;
   struct {
     kiln_opt_kind kind;
     double lr, momentum, dampening, beta1, beta2, eps, weight_decay, initial_accumulator;
@@ -65,6 +79,9 @@ typedef struct kiln_training {
   // (before clipping) also becomes a graph output, after the model's, so that a data-parallel
   // trainer can average it across processes between the backward pass and the update.
   bool expose_grads;
+  // Also the driver's (kiln build --distributed mpi --sync-bn): BatchNormalization's batch
+  // statistics averaged over the ranks (RankMean, docs/distributed.md).
+  bool sync_bn;
   // `augment` and `normalize`, as the trainer's spec string (runtime/augment.h), or NULL
   const char *augment;
 } kiln_training;

@@ -15,8 +15,6 @@
 //     `axis` is the input's last dimension, reported otherwise
 //   - Resize-10 inputs (X, scales) become (X, "", scales) with its asymmetric/floor semantics
 //   - Dropout before opset 12: the `ratio` attribute is dropped (no training mode: an identity)
-//   - 1-D Conv, ConvTranspose, MaxPool and AveragePool (x: (N, C, L)) become the 2-D op on
-//     (N, C, 1, L) between an Unsqueeze and a Squeeze (Kiln's ops are 2-D)
 // Everything else (attributes that later opsets turned into inputs) is passed on as it is; the ops
 // accept both forms. An empty constant input (zero elements, e.g. Resize's roi) is an omitted
 // optional input.
@@ -48,6 +46,8 @@ typedef struct importer {
   kiln_onnx_model *out;
   const kiln_input_shape *shapes;
   int n_shapes;
+  const kiln_frozen_input *frozen;  // --freeze-input: these graph inputs become constant params
+  int n_frozen;
   json_object *param_index;  // name → index in out->arrays
   json_object *referenced;   // name → true, params some node reads
   json_object *roles;        // param name → "buffer" or "constant" (absent: a weight)
@@ -193,6 +193,25 @@ static const char *attr_type_name(int type) {
   const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
       &onnx__attribute_proto__attribute_type__descriptor, type);
   return v ? v->name : "UNKNOWN";
+}
+
+// ConstantOfShape's `value` (a one-element TENSOR) → [v], with the node's `dtype` attribute set to
+// the tensor's dtype (the op's JSON form). NULL if the tensor is not one element of a Kiln dtype.
+static json_object *fill_value_json(importer *im, const Onnx__AttributeProto *a,
+                                    json_object *attrs) {
+  kiln_array v;
+  char err[600];
+  if (kiln_onnx_tensor_to_array(a->t, im->dir, &v, err, sizeof err) != KILN_ONNX_TENSOR_OK)
+    return NULL;
+  json_object *out = NULL;
+  if (kiln_array_numel(&v) == 1) {
+    out = json_object_new_array();
+    json_object_array_add(out, json_object_new_double(kiln_element_get(v.data, v.dtype, 0)));
+    json_object_object_add(attrs, "dtype",
+                           json_object_new_string(kiln_dtype_name((kiln_dtype)v.dtype)));
+  }
+  kiln_array_free(&v);
+  return out;
 }
 
 // Converts one attribute to JSON; NULL (after recording an issue) for types Kiln has no form for.
@@ -368,7 +387,37 @@ static void import_input(importer *im, const Onnx__ValueInfoProto *v, size_t i) 
   map_set_int(im->ranks, name, s.rank);
 }
 
+// --freeze-input NAME=FILE: the graph input NAME becomes a constant param holding FILE's array
+// (checked against the input's dtype and static dimensions). A frozen array with no elements is
+// then an omitted optional input, like any empty constant (e.g. ReduceSum's empty axes).
+static bool freeze_input(importer *im, const kiln_frozen_input *f) {
+  const Onnx__ValueInfoProto *v = NULL;
+  for (size_t i = 0; i < im->gr->n_input && !v; i++)
+    if (strcmp(str(im->gr->input[i]->name), f->name) == 0 && !find_param(im, f->name))
+      v = im->gr->input[i];
+  if (!v) {
+    kiln_diag_error(im->d, NULL, "--freeze-input %s=%s: the model has no input named '%s'", f->name,
+                    f->file, f->name);
+    return false;
+  }
+  type_info ti = read_type(v->type);
+  kiln_dtype dtype;
+  if (!ti.is_tensor || !ti.has_dtype || !kiln_onnx_dtype(ti.elem_type, &dtype)) return true;
+  kiln_shape declared = {.rank = ti.rank};
+  for (int k = 0; k < ti.rank; k++) declared.dim[k] = ti.dims[k];
+  const kiln_input_shape *o = shape_override(im, f->name);
+  if (o) declared = o->shape;
+  if (!ti.has_shape && !o) declared.rank = -1;
+  kiln_array a;
+  if (!kiln_frozen_input_read(f, dtype, &declared, &a, im->d)) return false;
+  add_param(im, f->name, &a);
+  json_object_object_add(im->roles, f->name, json_object_new_string("constant"));
+  return true;
+}
+
 static bool import_inputs(importer *im) {
+  for (int k = 0; k < im->n_frozen; k++)
+    if (!freeze_input(im, &im->frozen[k])) return false;
   for (size_t i = 0; i < im->gr->n_input; i++) {
     const Onnx__ValueInfoProto *v = im->gr->input[i];
     if (!v->name || !*v->name) {
@@ -566,106 +615,67 @@ static void apply_opset_rules(importer *im, const char *op, const char *node, js
   }
 }
 
-// ---- 1-D convolutions and pools as 2-D ones ----
-// x (N, C, L) → Unsqueeze(axes [2]) → (N, C, 1, L) → the 2-D op → (N, C, 1, OL) → Squeeze → y.
-// The weight (M, C/group, K) is unsqueezed the same way; the window attributes gain a leading
-// entry for the size-1 axis (kernel 1, stride 1, dilation 1, no padding), which leaves it size 1.
+// ---- Batch-major RNN, GRU and LSTM (layout = 1) ----
+// Kiln's recurrent ops are sequence-major (layout 0). With layout 1, X (B, T, I) and initial_h/c
+// (B, D, H) go through a Transpose to (T, B, I) and (D, B, H); Y (T, D, B, H) is transposed to
+// (B, T, D, H) and Y_h/Y_c (D, B, H) to (B, D, H) under their ONNX names.
 
-static bool is_windowed_op(const char *op) {
-  return strcmp(op, "Conv") == 0 || strcmp(op, "ConvTranspose") == 0 ||
-         strcmp(op, "MaxPool") == 0 || strcmp(op, "AveragePool") == 0;
+// {"op": "Transpose", "name": NODE:layout:IN, "inputs": [in], "outputs": [out], "attrs": {perm}}
+static json_object *transpose_node(const char *node, const char *in, const char *out,
+                                   const int64_t *perm, int rank) {
+  char name[700];
+  snprintf(name, sizeof name, "%s:layout:%s", node, in);
+  json_object *t = json_object_new_object(), *attrs = json_object_new_object();
+  json_object_object_add(t, "op", json_object_new_string("Transpose"));
+  json_object_object_add(t, "name", json_object_new_string(name));
+  json_object *ins = json_object_new_array(), *outs = json_object_new_array();
+  json_object_array_add(ins, json_object_new_string(in));
+  json_object_array_add(outs, json_object_new_string(out));
+  json_object_object_add(t, "inputs", ins);
+  json_object_object_add(t, "outputs", outs);
+  json_object_object_add(attrs, "perm", shape_json(perm, rank));
+  json_object_object_add(t, "attrs", attrs);
+  return t;
 }
 
-static int64_t rank_of(const importer *im, json_object *names, size_t i) {
-  const char *s = json_object_get_string(json_object_array_get_idx(names, i));
-  return s && *s ? map_get_int(im->ranks, s, -1) : -1;
+// Renames names[i] to NODE:layout0:NAME; returns the new name (owned by names).
+static const char *rename_entry(json_object *names, size_t i, const char *node) {
+  char buf[700];
+  snprintf(buf, sizeof buf, "%s:layout0:%s", node,
+           json_object_get_string(json_object_array_get_idx(names, i)));
+  json_object_array_put_idx(names, i, json_object_new_string(buf));
+  return json_object_get_string(json_object_array_get_idx(names, i));
 }
 
-// The number of spatial axes: kernel_shape's length, else the weight's or the input's rank - 2;
-// -1 when unknown.
-static int64_t spatial_rank(const importer *im, const char *op, json_object *attrs,
-                            json_object *inputs) {
-  json_object *kernel = attr_get(attrs, "kernel_shape");
-  if (kernel && json_object_is_type(kernel, json_type_array))
-    return (int64_t)json_object_array_length(kernel);
-  int64_t w = strncmp(op, "Conv", 4) == 0 ? rank_of(im, inputs, 1) : -1;
-  if (w >= 0) return w - 2;
-  int64_t x = rank_of(im, inputs, 0);
-  return x >= 0 ? x - 2 : -1;
-}
-
-// An INTS attribute with `lead` inserted before each of its `groups` halves: [k] → [lead, k] for
-// one group, [b, e] → [lead, b, lead, e] for pads' two.
-static void widen_attr(json_object *attrs, const char *name, int64_t lead, size_t groups) {
-  json_object *old = attr_get(attrs, name);
-  if (!old || !json_object_is_type(old, json_type_array)) return;
-  size_t n = json_object_array_length(old), per = n / groups;
-  if (per * groups != n) return;  // malformed: the op reports the original length
-  json_object *wide = json_object_new_array();
-  for (size_t g = 0; g < groups; g++) {
-    json_object_array_add(wide, json_object_new_int64(lead));
-    for (size_t k = 0; k < per; k++)
-      json_object_array_add(wide, json_object_get(json_object_array_get_idx(old, g * per + k)));
+// For RNN/GRU/LSTM with layout = 1: adds the input Transposes, drops `layout` and returns the
+// output Transposes to add after the node (NULL when there is nothing to do).
+static json_object *batch_major_recurrent(importer *im, const char *op, const char *node,
+                                          json_object *attrs, json_object *ins, json_object *outs) {
+  static const int64_t swap01[] = {1, 0, 2}, y_perm[] = {2, 0, 1, 3};
+  bool recurrent = strcmp(op, "RNN") == 0 || strcmp(op, "GRU") == 0 || strcmp(op, "LSTM") == 0;
+  json_object *layout = attr_get(attrs, "layout");
+  if (!recurrent || !layout || json_object_get_int64(layout) != 1) return NULL;
+  json_object_object_del(attrs, "layout");
+  static const size_t state_inputs[] = {0, 5, 6};  // X, initial_h, initial_c
+  for (size_t k = 0; k < 3; k++) {
+    size_t i = state_inputs[k];
+    if (i >= json_object_array_length(ins)) continue;
+    const char *orig = json_object_get_string(json_object_array_get_idx(ins, i));
+    if (!*orig) continue;
+    char *keep = strdup(orig);
+    const char *renamed = rename_entry(ins, i, node);
+    json_object_array_add(im->nodes, transpose_node(node, keep, renamed, swap01, 3));
+    free(keep);
   }
-  json_object_object_add(attrs, name, wide);
-}
-
-static json_object *one_name(const char *s) {
-  json_object *a = json_object_new_array();
-  json_object_array_add(a, json_object_new_string(s));
-  return a;
-}
-
-// {"op": op, "name": NODE:suffix, "inputs": [in], "outputs": [out], "attrs": {"axes": [2]}}
-static json_object *axis2_node(const char *op, const char *node, const char *suffix, const char *in,
-                               const char *out) {
-  char name[400];
-  snprintf(name, sizeof name, "%s:%s", node, suffix);
-  json_object *o = json_object_new_object(), *attrs = json_object_new_object();
-  json_object_object_add(attrs, "axes", json_object_new_array());
-  json_object_array_add(attr_get(attrs, "axes"), json_object_new_int64(2));
-  json_object_object_add(o, "op", json_object_new_string(op));
-  json_object_object_add(o, "name", json_object_new_string(name));
-  json_object_object_add(o, "inputs", one_name(in));
-  json_object_object_add(o, "outputs", one_name(out));
-  json_object_object_add(o, "attrs", attrs);
-  return o;
-}
-
-// Input i of the node goes through an Unsqueeze to NODE:IN:2d.
-static void unsqueeze_input(importer *im, const char *node, json_object *inputs, size_t i) {
-  const char *in = json_object_get_string(json_object_array_get_idx(inputs, i));
-  char wide[400];
-  snprintf(wide, sizeof wide, "%s:%s:2d", node, in);
-  json_object_array_add(im->nodes, axis2_node("Unsqueeze", node, i ? "w2d" : "x2d", in, wide));
-  json_object_array_put_idx(inputs, i, json_object_new_string(wide));
-}
-
-// Adds the node, rewritten as above when it is a 1-D windowed op with one output; otherwise as is.
-static void add_node(importer *im, const char *op, const char *node, json_object *o,
-                     json_object *attrs) {
-  json_object *inputs = attr_get(o, "inputs"), *outputs = attr_get(o, "outputs");
-  if (!is_windowed_op(op) || json_object_array_length(outputs) != 1 ||
-      spatial_rank(im, op, attrs, inputs) != 1) {
-    json_object_array_add(im->nodes, o);
-    return;
+  json_object *after = json_object_new_array();
+  for (size_t i = 0; i < json_object_array_length(outs) && i < 3; i++) {
+    char *orig = strdup(json_object_get_string(json_object_array_get_idx(outs, i)));
+    const char *renamed = rename_entry(outs, i, node);
+    json_object_array_add(after,
+                          transpose_node(node, renamed, orig, i ? swap01 : y_perm, i ? 3 : 4));
+    free(orig);
   }
-  unsqueeze_input(im, node, inputs, 0);
-  if (strncmp(op, "Conv", 4) == 0 && json_object_array_length(inputs) > 1)
-    unsqueeze_input(im, node, inputs, 1);
-  widen_attr(attrs, "kernel_shape", 1, 1);
-  widen_attr(attrs, "strides", 1, 1);
-  widen_attr(attrs, "dilations", 1, 1);
-  widen_attr(attrs, "pads", 0, 2);
-  widen_attr(attrs, "output_padding", 0, 1);
-  widen_attr(attrs, "output_shape", 1, 1);
-  const char *y = json_object_get_string(json_object_array_get_idx(outputs, 0));
-  char narrow[400];
-  snprintf(narrow, sizeof narrow, "%s:2d", y);
-  json_object *squeeze = axis2_node("Squeeze", node, "y1d", narrow, y);
-  json_object_array_put_idx(outputs, 0, json_object_new_string(narrow));
-  json_object_array_add(im->nodes, o);
-  json_object_array_add(im->nodes, squeeze);
+  return after;
 }
 
 // ---- Nodes ----
@@ -779,7 +789,10 @@ static json_object *node_attrs(importer *im, const Onnx__NodeProto *n, const cha
                       def->name, onnx_name_of_kiln_attr_type(want), attr_type_name(attr_type(a)));
       continue;
     }
-    json_object *v = attr_json(im, a, node);
+    bool fill = strcmp(str(n->op_type), "ConstantOfShape") == 0 && strcmp(a->name, "value") == 0 &&
+                attr_type(a) == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR && a->t;
+    json_object *v = fill ? fill_value_json(im, a, attrs) : NULL;
+    if (!v) v = attr_json(im, a, node);
     if (v) json_object_object_add(attrs, a->name, v);
   }
   return attrs;
@@ -830,14 +843,18 @@ static void import_node(importer *im, const Onnx__NodeProto *n, size_t i) {
     if (n->output[j] && *n->output[j]) define(im, n->output[j]);
   json_object *attrs = node_attrs(im, n, name, where);
   apply_opset_rules(im, op, name, attrs, ins, outs);
+  json_object *after = batch_major_recurrent(im, op, name, attrs, ins, outs);
   json_object *node = json_object_new_object();
   json_object_object_add(node, "op", json_object_new_string(op));
   json_object_object_add(node, "name", json_object_new_string(name));
   json_object_object_add(node, "inputs", ins);
   json_object_object_add(node, "outputs", outs);
   json_object_object_add(node, "attrs", attrs);  // dropped below if still empty
-  add_node(im, op, name, node, attrs);
+  json_object_array_add(im->nodes, node);
   if (!json_object_object_length(attrs)) json_object_object_del(node, "attrs");
+  for (size_t k = 0; after && k < json_object_array_length(after); k++)
+    json_object_array_add(im->nodes, json_object_get(json_object_array_get_idx(after, k)));
+  json_object_put(after);
 }
 
 // ---- Assembly ----
@@ -991,6 +1008,12 @@ static void importer_free(importer *im) {
 
 bool kiln_onnx_import(const char *path, const kiln_input_shape *shapes, int n_shapes, kiln_diag *d,
                       kiln_onnx_model *out) {
+  kiln_load_options o = {.shapes = shapes, .n_shapes = n_shapes};
+  return kiln_onnx_import_ex(path, &o, d, out);
+}
+
+bool kiln_onnx_import_ex(const char *path, const kiln_load_options *o, kiln_diag *d,
+                         kiln_onnx_model *out) {
   memset(out, 0, sizeof *out);
   char err[600];
   size_t len;
@@ -1010,8 +1033,10 @@ bool kiln_onnx_import(const char *path, const kiln_input_shape *shapes, int n_sh
                  .dir = dir_of(path),
                  .d = d,
                  .out = out,
-                 .shapes = shapes,
-                 .n_shapes = n_shapes};
+                 .shapes = o ? o->shapes : NULL,
+                 .n_shapes = o ? o->n_shapes : 0,
+                 .frozen = o ? o->frozen : NULL,
+                 .n_frozen = o ? o->n_frozen : 0};
   im.param_index = json_object_new_object();
   im.referenced = json_object_new_object();
   im.roles = json_object_new_object();

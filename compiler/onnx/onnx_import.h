@@ -29,6 +29,9 @@ typedef struct kiln_onnx_model {
 // dynamic dimensions in one message); false if there was any.
 bool kiln_onnx_import(const char *path, const kiln_input_shape *shapes, int n_shapes, kiln_diag *d,
                       kiln_onnx_model *out);
+// kiln_onnx_import with the load options' --shape and --freeze-input flags (o may be NULL).
+bool kiln_onnx_import_ex(const char *path, const kiln_load_options *o, kiln_diag *d,
+                         kiln_onnx_model *out);
 void kiln_onnx_model_free(kiln_onnx_model *m);
 
 // `kiln import`: writes m as a JSON model at json_path (which must end in ".json") and its params

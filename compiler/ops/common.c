@@ -132,6 +132,13 @@ kiln_lexpr *kiln_lx_nchw(kiln_lb *b, kiln_lexpr *n, kiln_lexpr *c, const int64_t
   return lx_madd(b, row, dims[3], w);
 }
 
+kiln_lexpr *kiln_lx_ncx(kiln_lb *b, kiln_lexpr *n, kiln_lexpr *c, const kiln_shape *s,
+                        kiln_lexpr *const *pos) {
+  kiln_lexpr *index = lx_madd(b, n, s->dim[1], c);
+  for (int i = 2; i < s->rank; i++) index = lx_madd(b, index, s->dim[i], pos[i - 2]);
+  return index;
+}
+
 // ---- Attributes ----
 
 char *kiln_ints_str(const int64_t *v, int count, char *buf, int size) {

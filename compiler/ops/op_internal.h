@@ -47,6 +47,10 @@ static inline const kiln_tensor *kiln_lower_out(const kiln_lower_ctx *c, int i) 
 // expressions (freshly built ones: expressions are not shared between statements).
 kiln_lexpr *kiln_lx_nchw(kiln_lb *b, kiln_lexpr *n, kiln_lexpr *c, const int64_t dims[4],
                          kiln_lexpr *h, kiln_lexpr *w);
+// The same for any rank >= 2: ((n * C + c) * D1 + pos[0]) * D2 + pos[1] ... for dims of s; pos
+// holds s->rank - 2 expressions (all consumed).
+kiln_lexpr *kiln_lx_ncx(kiln_lb *b, kiln_lexpr *n, kiln_lexpr *c, const kiln_shape *s,
+                        kiln_lexpr *const *pos);
 
 // ---- Reference kernels (common.c) ----
 
@@ -148,18 +152,23 @@ extern const kiln_attr_spec kiln_unary_attrs[];
       .grad = grad_fn,                                                                             \
   }
 
-// ---- Sliding windows: Conv, MaxPool, AveragePool (pool.c) ----
+// ---- Sliding windows: Conv, ConvTranspose, MaxPool, AveragePool (pool.c) ----
 
-// One 2-D window configuration, resolved from the attributes and the input's spatial size.
-// Axis 0 is H, axis 1 is W. Input position of window element k for output position o:
-//   i = o * stride - pad_begin + k * dilation, valid when 0 <= i < in.
+// Spatial axes a windowed op takes: 1 (L), 2 (H, W) or 3 (D, H, W).
+enum { KILN_MAX_SPATIAL = 3 };
+
+// One window configuration over `rank` spatial axes, resolved from the attributes and the input's
+// spatial size. For 2-D, axis 0 is H and axis 1 is W. Input position of window element k for
+// output position o: i = o * stride - pad_begin + k * dilation, valid when 0 <= i < in.
 typedef struct kiln_window {
-  int64_t in[2];                     // input spatial size (H, W)
-  int64_t kernel[2];                 // (kH, kW)
-  int64_t stride[2];                 // default 1
-  int64_t dilation[2];               // default 1
-  int64_t pad_begin[2], pad_end[2];  // after auto_pad; pads = [top, left, bottom, right]
-  int64_t out[2];                    // output spatial size (OH, OW)
+  int rank;                            // spatial axes, 1..3
+  int64_t in[KILN_MAX_SPATIAL];        // input spatial size (H, W)
+  int64_t kernel[KILN_MAX_SPATIAL];    // (kH, kW)
+  int64_t stride[KILN_MAX_SPATIAL];    // default 1
+  int64_t dilation[KILN_MAX_SPATIAL];  // default 1
+  // After auto_pad; the pads attribute is [all begins, all ends], [top, left, bottom, right] in 2-D
+  int64_t pad_begin[KILN_MAX_SPATIAL], pad_end[KILN_MAX_SPATIAL];
+  int64_t out[KILN_MAX_SPATIAL];  // output spatial size (OH, OW)
 } kiln_window;
 
 typedef struct kiln_window_opts {
@@ -167,15 +176,30 @@ typedef struct kiln_window_opts {
   bool ceil_mode;  // the op accepts `ceil_mode`
 } kiln_window_opts;
 
-// Reads strides, pads, dilations, auto_pad and ceil_mode from n, checks their values, and computes
-// pads and output size for spatial input size in[2] and kernel[2]. d may be NULL (eval, after
-// infer has checked). Returns false after reporting a problem.
+// Reads strides, pads, dilations, auto_pad and ceil_mode from n (each `rank` long, pads 2 * rank:
+// all begins, then all ends), checks their values, and computes pads and output size for spatial
+// input size in[rank] and kernel[rank]. d may be NULL (eval, after infer has checked). Returns
+// false after reporting a problem.
+bool kiln_window_resolve_nd(const kiln_node *n, kiln_diag *d, int rank, const int64_t *in,
+                            const int64_t *kernel, kiln_window_opts opts, kiln_window *w);
+// The same for 2 spatial axes (in[2], kernel[2]).
 bool kiln_window_resolve(const kiln_node *n, kiln_diag *d, const int64_t in[2],
                          const int64_t kernel[2], kiln_window_opts opts, kiln_window *w);
-// Reads and checks `kernel_shape` (2 positive integers); if `required`, reports its absence.
+// Reads and checks `kernel_shape` (rank positive integers); if `required`, reports its absence.
 // Returns false after reporting; sets *present.
+bool kiln_window_kernel_attr_nd(const kiln_node *n, kiln_diag *d, int rank, bool required,
+                                int64_t *kernel, bool *present);
 bool kiln_window_kernel_attr(const kiln_node *n, kiln_diag *d, bool required, int64_t kernel[2],
-                             bool *present);
+                             bool *present);  // rank 2
+// The name of spatial axis `axis` of `rank` in messages: L; H, W; D, H, W.
+const char *kiln_spatial_axis_name(int rank, int axis);
+// Reference kernels: the flat index, within one (n, c) plane of the input, of window element
+// (tap) t at output position o (both flat row-major over w->out and w->kernel). False when that
+// element lies in the padding.
+bool kiln_window_tap(const kiln_window *w, int64_t o, int64_t t, int64_t *at);
+int64_t kiln_window_taps(const kiln_window *w);      // kernel elements: kD * kH * kW
+int64_t kiln_window_out_size(const kiln_window *w);  // output positions per plane
+int64_t kiln_window_in_size(const kiln_window *w);   // input positions per plane
 // Input position (i64) oh * stride - pad_begin + kh * dilation of window element k_var for output
 // position o_var along axis.
 kiln_lexpr *kiln_window_lower_pos(kiln_lb *b, const kiln_window *w, int axis, int o_var, int k_var);
@@ -191,25 +215,40 @@ kiln_krange kiln_window_lower_range(kiln_lb *b, const kiln_window *w, int axis, 
                                     const char *k_name);
 kiln_lexpr *kiln_krange_lo(kiln_lb *b, const kiln_krange *r);  // a fresh expression each call
 kiln_lexpr *kiln_krange_hi(kiln_lb *b, const kiln_krange *r);
+// Gradient rules: the backward kernels (ConvGradInput, ConvGradFilter, MaxPoolGrad,
+// AveragePoolGrad) are 2-D. True when input `input` of the forward node is (N, C, H, W); otherwise
+// reports "training: ... 2-D only" about the node and returns false.
+bool kiln_window_grad_is_2d(kiln_grad_ctx *c, int input);
 
 // ---- MaxPool and AveragePool (pool.c) ----
 
-// Checks x (N, C, H, W) and the window attributes; sets the output (N, C, OH, OW).
+// Checks x (N, C, D1, ..., Dk), k = 1..3 the length of kernel_shape, and the window attributes;
+// sets output 0 (N, C, OD1, ..., ODk).
 bool kiln_pool_infer(kiln_graph *g, kiln_node *n, kiln_diag *d, kiln_window_opts opts);
 // The window of a pool node over input shape x (already checked by infer).
 kiln_window kiln_pool_window(const kiln_node *n, const kiln_shape *x, kiln_window_opts opts);
-// Lowering shared by the pools:
-//   for n, c, oh [kh range], ow [kw range]: acc = init; for kh, kw: acc = combine(acc, x[...])
-//   y[n][c][oh][ow] = finish(acc)   (just acc when finish is NULL)
+// Lowering shared by the pools, per spatial axis i of the window's rank:
+//   for n, c, o[0] [k[0] range], ..., o[r-1] [k[r-1] range]: acc = init
+//     for k[0] ... k[r-1]: acc = combine(acc, x[...])
+//     y[n][c][o...] = finish(acc)   (just acc when finish is NULL)
 typedef struct kiln_pool_vars {
-  int n, c, oh, ow, acc;
-  kiln_krange kh, kw;
+  int n, c, o[KILN_MAX_SPATIAL], acc;
+  kiln_krange k[KILN_MAX_SPATIAL];
 } kiln_pool_vars;
 typedef kiln_lexpr *(*kiln_pool_finish)(const kiln_lower_ctx *c, const kiln_window *w,
                                         const kiln_pool_vars *v);
 void kiln_pool_lower(const kiln_lower_ctx *c, kiln_window_opts opts, double init, kiln_lbin combine,
                      kiln_pool_finish finish);
-// Window elements summed or compared: N * C * OH * OW * kH * kW.
+// The pieces of kiln_pool_lower, for pools that do more per element (MaxPool's Indices): open
+// the output loops (n, c, o[i] with their kernel ranges) / the kernel loops (vars in k_vars) /
+// the flat index of x at the current tap. Close each with kiln_lb_end_for, one per loop.
+void kiln_pool_open_outputs(const kiln_lower_ctx *c, const kiln_window *w, kiln_pool_vars *v);
+void kiln_pool_open_taps(const kiln_lower_ctx *c, const kiln_window *w, const kiln_pool_vars *v,
+                         int *k_vars);
+kiln_lexpr *kiln_pool_x_index(const kiln_lower_ctx *c, const kiln_window *w,
+                              const kiln_pool_vars *v, const int *k_vars);
+kiln_lexpr *kiln_pool_y_index(const kiln_lower_ctx *c, const kiln_pool_vars *v, int output);
+// Window elements summed or compared: N * C * (output positions) * (kernel elements).
 int64_t kiln_pool_flops(const kiln_graph *g, const kiln_node *n, kiln_window_opts opts);
 
 // ---- GlobalMaxPool and GlobalAveragePool (pool.c) ----
@@ -477,5 +516,22 @@ kiln_axis_view kiln_axis_view_of(const kiln_shape *s, int axis);
 // The flat index of element j (an i64 expression) of row (o, i); o or i is -1 for a loop of
 // extent 1 that was left out.
 kiln_lexpr *kiln_axis_element(kiln_lb *b, const kiln_axis_view *v, int o, int i, kiln_lexpr *j);
+
+// Counter-based random streams (random.c): RandomNormalLike, NormalNoise, DropoutMask.
+// splitmix64's finalizer.
+uint64_t kiln_mix64(uint64_t z);
+// A stream keyed by a seed alone: mix64(seed ^ G), G = 0x9e3779b97f4a7c15.
+uint64_t kiln_seed_key(uint64_t seed);
+// The training stream of (seed, step, salt): mix64(mix64(mix64(seed ^ G) ^ step) ^ salt).
+uint64_t kiln_train_stream_key(uint64_t seed, uint64_t step, uint64_t salt);
+// out[i] = mean + scale * sqrt(-2 ln u1) cos(2 pi u2) for i < n (Box-Muller), with
+// u1 = ((mix64(key ^ 2i) >> 11) + 1) 2^-53 and u2 = (mix64(key ^ (2i + 1)) >> 11) 2^-53.
+void kiln_normal_fill(uint64_t key, double mean, double scale, double *out, int64_t n);
+// Lowering: declares var s = the training stream key of (input 0's seed, input 1's step, the
+// node's "salt" attribute) and returns it.
+int kiln_lower_train_stream_key(const kiln_lower_ctx *c);
+// Lowering of kiln_normal_fill into buffer buf (n elements of dtype t); key is an i64 var.
+void kiln_lower_normal_fill(kiln_lb *b, int key, int buf, kiln_dtype t, int64_t n, double mean,
+                            double scale);
 
 #endif

@@ -234,3 +234,46 @@ Test(onnx, fuzzed_files_never_crash, .timeout = 300) {
   free(dir);
   free(model);
 }
+
+// --freeze-input on an ONNX model: the input becomes a constant param, so the model has no
+// inputs left and computes PyTorch's y from the frozen x; bad flags name the input and file.
+static kiln_graph *load_frozen(const char *name, const char *file, char **msg) {
+  char *model = fixture("tiny_conv.onnx");
+  kiln_frozen_input f = {.name = name, .file = file};
+  kiln_load_options o = {.frozen = &f, .n_frozen = 1};
+  size_t len = 0;
+  kiln_diag d;
+  kiln_diag_init(&d, model);
+  d.out = open_memstream(msg, &len);
+  kiln_graph *g = kiln_load_model_ex(model, &o, &d);
+  fclose(d.out);
+  free(model);
+  return g;
+}
+
+Test(onnx, freeze_input_makes_the_input_a_constant) {
+  char *x = fixture("x.npy"), *y = fixture("y.npy"), *msg = NULL;
+  kiln_graph *g = load_frozen("x", x, &msg);
+  cr_assert(g, "tiny_conv.onnx --freeze-input x: %s", msg);
+  cr_expect_eq(g->n_inputs, 0);
+  kiln_array out[1] = {{0}};
+  kiln_diag d;
+  kiln_diag_init(&d, "tiny_conv.onnx");
+  cr_assert(kiln_interp_run(g, NULL, out, &d), "the interpreter failed");
+  expect_close(&out[0], "y.npy", "tiny_conv with x frozen");
+  kiln_array_free(&out[0]);
+  kiln_graph_free(g);
+  free(msg);
+  g = load_frozen("nope", x, &msg);
+  cr_expect(!g && strstr(msg, "--freeze-input nope=") && strstr(msg, "no input named 'nope'"),
+            "unknown input: %s", msg);
+  kiln_graph_free(g);
+  free(msg);
+  g = load_frozen("x", y, &msg);  // y's shape is not x's
+  cr_expect(!g && strstr(msg, "--freeze-input x=") && strstr(msg, "but input 'x' is f32"),
+            "wrong shape: %s", msg);
+  kiln_graph_free(g);
+  free(msg);
+  free(x);
+  free(y);
+}

@@ -352,6 +352,9 @@ const kiln_op_def kiln_op_RoiAlign = {
     .lower = lower,
     .flops = flops,
     // f32 sample positions and bilinear weights: a few ulp of positions of magnitude ~10 move a
-    // sample by ~1e-6 cells, and the average of up to ~16 samples adds its own rounding.
-    .tol = {2e-5, 2e-5},
+    // sample by ~1e-6 cells, and the average of up to ~16 samples adds its own rounding (2e-5).
+    // The ONNX backend tests' expected RoiAlign outputs are stored rounded to 4 decimals
+    // (node/test_roialign_aligned_*: every value is a multiple of 1e-4), i.e. off by up to 5e-5
+    // from the exact result; atol covers that half unit on top of the 2e-5.
+    .tol = {7e-5, 2e-5},
 };

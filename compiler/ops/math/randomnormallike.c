@@ -21,21 +21,8 @@ static const kiln_attr_spec attrs[] = {{"dtype", KILN_ATTR_INT, false},
                                        {"seed", KILN_ATTR_FLOAT, false},
                                        {0}};
 
-static const uint64_t seed_mix = 0x9e3779b97f4a7c15u;
-static const double two_pi = 6.283185307179586476925;
-static const double unit = 0x1p-53;  // 2^-53
-
-static uint64_t mix64(uint64_t z) {
-  z ^= z >> 30;
-  z *= 0xbf58476d1ce4e5b9u;
-  z ^= z >> 27;
-  z *= 0x94d049bb133111ebu;
-  z ^= z >> 31;
-  return z;
-}
-
 static uint64_t base_of(const kiln_node *n) {
-  return mix64((uint64_t)(int64_t)kiln_attr_float(n, "seed", 0) ^ seed_mix);
+  return kiln_seed_key((uint64_t)(int64_t)kiln_attr_float(n, "seed", 0));
 }
 
 static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
@@ -62,42 +49,20 @@ static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
 
 static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
   (void)in;
-  uint64_t base = base_of(n);
-  double mean = kiln_attr_float(n, "mean", 0), scale = kiln_attr_float(n, "scale", 1);
-  int64_t numel = kiln_shape_numel(out->shape);
-  for (int64_t i = 0; i < numel; i++) {
-    uint64_t h1 = mix64(base ^ (uint64_t)(2 * i)), h2 = mix64(base ^ (uint64_t)(2 * i + 1));
-    double u1 = (double)((h1 >> 11) + 1) * unit, u2 = (double)(h2 >> 11) * unit;
-    out->data[i] = mean + scale * (sqrt(-2.0 * log(u1)) * cos(two_pi * u2));
-  }
-}
-
-// (h >> 11) as f64, where h = mix64(base ^ counter) and counter = 2i + k
-static kiln_lexpr *draw_bits(kiln_lb *b, uint64_t base, int i, int k) {
-  kiln_lexpr *counter = lx_add(b, lx_mul(b, lx_var(b, i), lx_int(b, 2)), lx_int(b, k));
-  kiln_lexpr *h = lx_unary(b, LU_MIX64, lx_bin(b, LB_XOR, lx_int(b, (int64_t)base), counter));
-  kiln_lexpr *bits = lx_bin(b, LB_SHR, h, lx_int(b, 11));
-  return k == 0 ? lx_cast(b, KILN_F64, lx_add(b, bits, lx_int(b, 1))) : lx_cast(b, KILN_F64, bits);
+  kiln_normal_fill(base_of(n), kiln_attr_float(n, "mean", 0), kiln_attr_float(n, "scale", 1),
+                   out->data, kiln_shape_numel(out->shape));
 }
 
 static void lower(const kiln_lower_ctx *c) {
   kiln_lb *b = c->b;
   const kiln_tensor *y = kiln_lower_out(c, 0);
   const kiln_node *n = c->node;
-  uint64_t base = base_of(n);
   double mean = kiln_attr_float(n, "mean", 0), scale = kiln_attr_float(n, "scale", 1);
   kiln_lb_comment(b, "RandomNormalLike %s: %s ~ N(%g, %g^2), seed %g (Box-Muller on mix64)",
                   n->name, kiln_describe(y).text, mean, scale, kiln_attr_float(n, "seed", 0));
-  int i = kiln_lb_for_n(b, "i", kiln_shape_numel(&y->shape));
-  kiln_lexpr *u1 = lx_bin(b, LB_MUL, draw_bits(b, base, i, 0), lx_float(b, KILN_F64, unit));
-  kiln_lexpr *u2 = lx_bin(b, LB_MUL, draw_bits(b, base, i, 1), lx_float(b, KILN_F64, unit));
-  kiln_lexpr *log_u1 = lx_bin(b, LB_MUL, lx_float(b, KILN_F64, -2.0), lx_unary(b, LU_LOG, u1));
-  kiln_lexpr *angle = lx_bin(b, LB_MUL, lx_float(b, KILN_F64, two_pi), u2);
-  kiln_lexpr *z = lx_bin(b, LB_MUL, lx_unary(b, LU_SQRT, log_u1), lx_unary(b, LU_COS, angle));
-  kiln_lexpr *v = lx_bin(b, LB_ADD, lx_float(b, KILN_F64, mean),
-                         lx_bin(b, LB_MUL, lx_float(b, KILN_F64, scale), z));
-  kiln_lb_store(b, kiln_out_buf(c, 0), lx_var(b, i), lx_cast(b, y->dtype, v));
-  kiln_lb_end_for(b);
+  int key = kiln_lb_decl(b, "key", KILN_I64, lx_int(b, (int64_t)base_of(n)));
+  kiln_lower_normal_fill(b, key, kiln_out_buf(c, 0), y->dtype, kiln_shape_numel(&y->shape), mean,
+                         scale);
 }
 
 // Per element: two hashes, log, sqrt, cos and a few multiply/adds.

@@ -1,7 +1,9 @@
-// AveragePool (2-D): y[n][c][oh][ow] = mean of x over the window. Attributes: kernel_shape
-// (required), strides, pads, auto_pad, ceil_mode, count_include_pad; the window logic is in pool.c.
+// AveragePool (1-D, 2-D or 3-D): y[n][c][o...] = mean of x over the window. Attributes:
+// kernel_shape (required; its length is the spatial rank), strides, pads, auto_pad, ceil_mode,
+// count_include_pad; the window logic is in pool.c.
 //
-// The divisor (as in ONNX and PyTorch), along each axis, for window start s = oh * stride - pad:
+// The divisor (as in ONNX and PyTorch) is a product over the axes of, for window start
+// s = o * stride - pad:
 //   count_include_pad = 0: the window elements inside the input.
 //   count_include_pad = 1: the window elements inside input + pads, [s, min(s + k, in + pad_end));
 //                          with ceil_mode a window can overhang pad_end, and that part is not
@@ -30,31 +32,34 @@ static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-// x: (N, C, H, W), y: (N, C, OH, OW)
+// The divisor at output position o (flat over w->out): see the header comment.
+static int64_t divisor(const kiln_window *w, int64_t o, bool include_pad) {
+  int64_t count = 1;
+  for (int i = w->rank - 1; i >= 0; i--) {
+    int64_t start = o % w->out[i] * w->stride[i] - w->pad_begin[i];
+    int64_t end = min64(start + w->kernel[i], w->in[i] + w->pad_end[i]);    // clipped to the pads
+    if (!include_pad) start = max64(start, 0), end = min64(end, w->in[i]);  // to the input
+    count *= end - start;
+    o /= w->out[i];
+  }
+  return count;
+}
+
+// x: (N, C, D1, ..., Dk), y: (N, C, OD1, ..., ODk)
 static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
-  const double *x = in[0].data;
-  double *y = out->data;
-  const int64_t *xd = in[0].shape->dim;
-  int64_t N = xd[0], C = xd[1], H = xd[2], W = xd[3];
   kiln_window w = kiln_pool_window(n, in[0].shape, opts);
-  int64_t OH = w.out[0], OW = w.out[1];
+  int64_t planes = in[0].shape->dim[0] * in[0].shape->dim[1];
+  int64_t in_size = kiln_window_in_size(&w), out_size = kiln_window_out_size(&w);
+  int64_t taps = kiln_window_taps(&w);
   bool include_pad = kiln_attr_int(n, "count_include_pad", 0) != 0;
-  for (int64_t b = 0; b < N; b++)
-    for (int64_t c = 0; c < C; c++)
-      for (int64_t oh = 0; oh < OH; oh++)
-        for (int64_t ow = 0; ow < OW; ow++) {
-          // The window clipped to input + pads, then to the input.
-          int64_t h0 = oh * w.stride[0] - w.pad_begin[0], w0 = ow * w.stride[1] - w.pad_begin[1];
-          int64_t h1 = min64(h0 + w.kernel[0], H + w.pad_end[0]);
-          int64_t w1 = min64(w0 + w.kernel[1], W + w.pad_end[1]);
-          int64_t padded_count = (h1 - h0) * (w1 - w0);
-          h0 = max64(h0, 0), w0 = max64(w0, 0), h1 = min64(h1, H), w1 = min64(w1, W);
-          double sum = 0;
-          for (int64_t ih = h0; ih < h1; ih++)
-            for (int64_t iw = w0; iw < w1; iw++) sum += x[((b * C + c) * H + ih) * W + iw];
-          int64_t count = include_pad ? padded_count : (h1 - h0) * (w1 - w0);
-          y[((b * C + c) * OH + oh) * OW + ow] = sum / (double)count;
-        }
+  for (int64_t p = 0; p < planes; p++)
+    for (int64_t o = 0; o < out_size; o++) {
+      double sum = 0;
+      int64_t at;
+      for (int64_t t = 0; t < taps; t++)
+        if (kiln_window_tap(&w, o, t, &at)) sum += in[0].data[p * in_size + at];
+      out->data[p * out_size + o] = sum / (double)divisor(&w, o, include_pad);
+    }
 }
 
 // Divisor factor along one axis (i64): see the header comment.
@@ -76,12 +81,12 @@ static kiln_lexpr *finish(const kiln_lower_ctx *c, const kiln_window *w, const k
   kiln_lb *b = c->b;
   kiln_dtype t = kiln_lower_out(c, 0)->dtype;
   bool include_pad = kiln_attr_int(c->node, "count_include_pad", 0) != 0;
-  kiln_lexpr *ch = axis_count(b, w, 0, include_pad, v->oh, &v->kh);
-  kiln_lexpr *cw = axis_count(b, w, 1, include_pad, v->ow, &v->kw);
-  kiln_lexpr *count = ch->kind == LE_INT && cw->kind == LE_INT
-                          ? lx_float(b, t, (double)(ch->i * cw->i))
-                          : lx_cast(b, t, lx_mul(b, ch, cw));
-  return lx_bin(b, LB_DIV, lx_var(b, v->acc), count);
+  kiln_lexpr *count = lx_int(b, 1);
+  for (int i = 0; i < w->rank; i++)
+    count = lx_mul(b, count, axis_count(b, w, i, include_pad, v->o[i], &v->k[i]));
+  if (count->kind == LE_INT)
+    return lx_bin(b, LB_DIV, lx_var(b, v->acc), lx_float(b, t, (double)count->i));
+  return lx_bin(b, LB_DIV, lx_var(b, v->acc), lx_cast(b, t, count));
 }
 
 static void lower(const kiln_lower_ctx *c) { kiln_pool_lower(c, opts, 0, LB_ADD, finish); }
@@ -90,11 +95,13 @@ static int64_t flops(const kiln_graph *g, const kiln_node *n) {
   return kiln_pool_flops(g, n, opts);
 }
 
-// Gradient (docs/training.md): each window's dy / count spread over it (AveragePoolGrad).
+// Gradient (docs/training.md): each window's dy / count spread over it (AveragePoolGrad, 2-D
+// only: it rejects other ranks).
 static bool grad(kiln_grad_ctx *c) {
   if (c->dy[0] < 0 || !c->need[0]) return true;
+  if (!kiln_window_grad_is_2d(c, 0)) return false;
   kiln_shape xs_copy = c->g->tensors[c->node.inputs[0]].shape, *xs = &xs_copy;
-  kiln_gb_attr extra[] = {KILN_GB_INTS("input_shape", xs->dim, 4), KILN_GB_END};
+  kiln_gb_attr extra[] = {KILN_GB_INTS("input_shape", xs->dim, xs->rank), KILN_GB_END};
   c->dx[0] = kiln_gb_op_like(c, "AveragePoolGrad", &c->dy[0], 1, extra);
   return c->dx[0] >= 0;
 }

@@ -1,9 +1,12 @@
 // BatchNormalization (ONNX opset 15), inference: per channel c,
 //   y = (x - input_mean[c]) / sqrt(input_var[c] + epsilon) * scale[c] + B[c]
 //   x: (N, C, D1, ..., Dk), k >= 0   scale, B, input_mean, input_var: (C)   y: like x
-// training_mode must be 0 (training comes with the training issue), so only output Y exists;
-// momentum is accepted and unused at inference.
+// training_mode = 1 (ONNX): y uses the batch's mean and biased variance over every axis but 1, and
+// the optional outputs running_mean, running_var (C) = input_* * momentum + batch statistic *
+// (1 - momentum). The frontend expands such nodes into graph ops (kiln_batchnorm_training_expand,
+// shared with training builds), so lower only sees training_mode = 0; eval computes both.
 #include <math.h>
+#include <stdlib.h>
 
 #include "../op_internal.h"
 
@@ -18,16 +21,16 @@ static const char *const input_names[] = {"X", "scale", "B", "input_mean", "inpu
 
 static bool check_attrs(const kiln_node *n, kiln_diag *d) {
   int64_t training;
-  if (!kiln_op_read_int(n, d, "training_mode", 0, 0, 0, &training)) return false;
+  if (!kiln_op_read_int(n, d, "training_mode", 0, 0, 1, &training)) return false;
   double eps = kiln_attr_float(n, "epsilon", 1e-5);
   if (!(eps >= 0)) {
     kiln_op_error(d, n, "attrs.epsilon: expected a value >= 0, got %g", eps);
     return false;
   }
-  if (n->n_outputs > 1) {
+  if (n->n_outputs > 1 && !training) {
     kiln_op_error(d, n,
                   "outputs: %d given; running_mean and running_var exist only with "
-                  "training_mode = 1, which this version does not support",
+                  "training_mode = 1",
                   n->n_outputs);
     return false;
   }
@@ -52,6 +55,8 @@ static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
     }
   }
   kiln_op_set_output(g, n, 0, x->dtype, &x->shape);  // y: like x
+  for (int i = 1; i < n->n_outputs; i++)             // running_mean, running_var: (C)
+    kiln_op_set_output(g, n, i, x->dtype, &(kiln_shape){.rank = 1, .dim = {C}});
   return true;
 }
 
@@ -62,17 +67,46 @@ static int64_t spatial(const kiln_shape *x) {
   return s;
 }
 
+// training_mode = 1: channel c's mean and biased variance over the batch, and the running outputs.
+static void batch_stats(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out,
+                        int64_t c, double *mean, double *var) {
+  const kiln_shape *xs = in[0].shape;
+  int64_t N = xs->dim[0], C = xs->dim[1], S = spatial(xs);
+  double sum = 0, sq = 0, momentum = kiln_attr_float(n, "momentum", 0.9);
+  for (int64_t b = 0; b < N; b++)
+    for (int64_t s = 0; s < S; s++) sum += in[0].data[(b * C + c) * S + s];
+  *mean = sum / (double)(N * S);
+  for (int64_t b = 0; b < N; b++)
+    for (int64_t s = 0; s < S; s++) {
+      double v = in[0].data[(b * C + c) * S + s] - *mean;
+      sq += v * v;
+    }
+  *var = sq / (double)(N * S);
+  if (n->n_outputs > 1 && n->outputs[1] >= 0)
+    out[1].data[c] = in[3].data[c] * momentum + *mean * (1 - momentum);
+  if (n->n_outputs > 2 && n->outputs[2] >= 0)
+    out[2].data[c] = in[4].data[c] * momentum + *var * (1 - momentum);
+}
+
 static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
   const kiln_shape *xs = in[0].shape;
   int64_t N = xs->dim[0], C = xs->dim[1], S = spatial(xs);
   double eps = kiln_attr_float(n, "epsilon", 1e-5);
-  const double *scale = in[1].data, *bias = in[2].data, *mean = in[3].data, *var = in[4].data;
+  const double *scale = in[1].data, *bias = in[2].data;
+  double *mean = kiln_xcalloc((size_t)C, sizeof(double)),
+         *var = kiln_xcalloc((size_t)C, sizeof(double));
+  for (int64_t c = 0; c < C; c++) {
+    mean[c] = in[3].data[c], var[c] = in[4].data[c];
+    if (kiln_attr_int(n, "training_mode", 0)) batch_stats(n, in, out, c, &mean[c], &var[c]);
+  }
   for (int64_t b = 0; b < N; b++)
     for (int64_t c = 0; c < C; c++)
       for (int64_t s = 0; s < S; s++) {
         int64_t i = (b * C + c) * S + s;
         out->data[i] = (in[0].data[i] - mean[c]) / sqrt(var[c] + eps) * scale[c] + bias[c];
       }
+  free(mean);
+  free(var);
 }
 
 static void lower(const kiln_lower_ctx *c) {

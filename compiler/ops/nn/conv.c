@@ -1,8 +1,9 @@
-// Conv (2-D, ONNX): y = x (*) w + b with groups, strides, pads, dilations and auto_pad.
+// Conv (ONNX; 1-D, 2-D or 3-D): y = x (*) w + b with groups, strides, pads, dilations, auto_pad.
 //   x: (N, C, H, W)   w: (M, C / group, kH, kW)   b: (M), optional   y: (N, M, OH, OW)
-// Output channel oc belongs to group g = oc / (M / group) and reads input channels
-// [g * C/group, (g + 1) * C/group). Window logic (pads, output size) is shared with the pools in
-// pool.c.
+// (1-D drops H, 3-D adds a leading D to every spatial part.) Output channel oc belongs to group
+// g = oc / (M / group) and reads input channels [g * C/group, (g + 1) * C/group). Window logic
+// (pads, output size) is shared with the pools in pool.c. 2-D convs have two lowerings (rows
+// accumulated in place; a register-blocked kernel), 1-D and 3-D ones a generic gather.
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,12 +22,22 @@ static const kiln_attr_spec attrs[] = {
     {0},
 };
 
-static bool check_rank4(const kiln_node *n, kiln_diag *d, int i, const kiln_tensor *t,
-                        const char *layout) {
-  if (t->shape.rank == 4) return true;
+// x and w: (N, C, spatial...) and (M, C/group, kernel...) with 1 to 3 spatial axes, equal ranks.
+static bool check_ranks(const kiln_node *n, kiln_diag *d, const kiln_tensor *x,
+                        const kiln_tensor *w) {
+  if (x->shape.rank < 3 || x->shape.rank > 2 + KILN_MAX_SPATIAL) {
+    kiln_op_error(d, n,
+                  "inputs[0] (%s): expected a 3-D, 4-D or 5-D tensor (N, C and 1 to 3 spatial "
+                  "axes), got %s",
+                  x->name, kiln_shape_text(&x->shape).text);
+    return false;
+  }
+  if (w->shape.rank == x->shape.rank) return true;
   kiln_op_error(d, n,
-                "inputs[%d] (%s): expected a 4-D tensor %s (only 2-D Conv is supported), got %s", i,
-                t->name, layout, kiln_shape_text(&t->shape).text);
+                "inputs[1] (%s): expected a %d-D tensor (M, C/group and the %d kernel axes, as x "
+                "%s), got %s",
+                w->name, x->shape.rank, x->shape.rank - 2, kiln_shape_text(&x->shape).text,
+                kiln_shape_text(&w->shape).text);
   return false;
 }
 
@@ -60,14 +71,16 @@ static bool check_weights(const kiln_graph *g, const kiln_node *n, kiln_diag *d,
 
 // kernel_shape, when given, must match w's spatial dims.
 static bool check_kernel_attr(const kiln_node *n, kiln_diag *d, const kiln_tensor *w) {
-  int64_t kernel[2];
-  bool present;
-  if (!kiln_window_kernel_attr(n, d, false, kernel, &present)) return false;
-  if (present && (kernel[0] != w->shape.dim[2] || kernel[1] != w->shape.dim[3])) {
-    char got[64];
-    kiln_op_error(d, n, "attrs.kernel_shape: expected [%lld, %lld] (the dims of %s), got %s",
-                  (long long)w->shape.dim[2], (long long)w->shape.dim[3], kiln_describe(w).text,
-                  kiln_ints_str(kernel, 2, got, sizeof got));
+  int rank = w->shape.rank - 2;
+  int64_t kernel[KILN_MAX_SPATIAL];
+  bool present, same = true;
+  if (!kiln_window_kernel_attr_nd(n, d, rank, false, kernel, &present)) return false;
+  for (int i = 0; present && i < rank; i++) same &= kernel[i] == w->shape.dim[2 + i];
+  if (present && !same) {
+    char want[64], got[64];
+    kiln_op_error(d, n, "attrs.kernel_shape: expected %s (the dims of %s), got %s",
+                  kiln_ints_str(&w->shape.dim[2], rank, want, sizeof want), kiln_describe(w).text,
+                  kiln_ints_str(kernel, rank, got, sizeof got));
     return false;
   }
   return true;
@@ -77,52 +90,50 @@ static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   int nin = kiln_in(g, n, 2) ? 3 : 2;
   if (!kiln_op_check_float_inputs(g, n, nin, d)) return false;
   const kiln_tensor *x = kiln_in(g, n, 0), *w = kiln_in(g, n, 1);
-  if (!check_rank4(n, d, 0, x, "(N, C, H, W)") || !check_rank4(n, d, 1, w, "(M, C/group, kH, kW)"))
-    return false;
+  if (!check_ranks(n, d, x, w)) return false;
   int64_t group;
   if (!kiln_op_read_int(n, d, "group", 1, 1, INT64_MAX, &group)) return false;
   if (!check_weights(g, n, d, group) || !check_kernel_attr(n, d, w)) return false;
   kiln_window win;
-  if (!kiln_window_resolve(n, d, &x->shape.dim[2], &w->shape.dim[2], opts, &win)) return false;
-  // out: (N, M, OH, OW)
-  kiln_shape out = {.rank = 4, .dim = {x->shape.dim[0], w->shape.dim[0], win.out[0], win.out[1]}};
+  int rank = x->shape.rank - 2;
+  if (!kiln_window_resolve_nd(n, d, rank, &x->shape.dim[2], &w->shape.dim[2], opts, &win))
+    return false;
+  kiln_shape out = x->shape;  // out: (N, M, OD..., OH, OW)
+  out.dim[1] = w->shape.dim[0];
+  for (int i = 0; i < rank; i++) out.dim[2 + i] = win.out[i];
   kiln_op_set_output(g, n, 0, x->dtype, &out);
   return true;
 }
 
 static kiln_window conv_window(const kiln_node *n, const kiln_shape *x, const kiln_shape *w) {
   kiln_window win;
-  kiln_window_resolve(n, NULL, &x->dim[2], &w->dim[2], opts, &win);
+  kiln_window_resolve_nd(n, NULL, x->rank - 2, &x->dim[2], &w->dim[2], opts, &win);
   return win;
 }
 
-// The reference: a 7-deep loop straight from the definition, padding checked explicitly.
+// The reference, straight from the definition: per output element, the sum over the input
+// channels of its group and the window taps, padding (kiln_window_tap false) being zero.
 static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
   const double *x = in[0].data, *w = in[1].data;
   const double *bias = kiln_has_input(n, 2) ? in[2].data : NULL;
-  double *y = out->data;
   const int64_t *xd = in[0].shape->dim, *wd = in[1].shape->dim;
-  int64_t N = xd[0], C = xd[1], H = xd[2], W = xd[3];
-  int64_t M = wd[0], CG = wd[1], KH = wd[2], KW = wd[3];
+  int64_t N = xd[0], C = xd[1], M = wd[0], CG = wd[1];
   int64_t group = kiln_attr_int(n, "group", 1), MG = M / group;
   kiln_window win = conv_window(n, in[0].shape, in[1].shape);
-  int64_t OH = win.out[0], OW = win.out[1];
+  int64_t in_size = kiln_window_in_size(&win), out_size = kiln_window_out_size(&win);
+  int64_t taps = kiln_window_taps(&win), at;
   for (int64_t b = 0; b < N; b++)
     for (int64_t oc = 0; oc < M; oc++)
-      for (int64_t oh = 0; oh < OH; oh++)
-        for (int64_t ow = 0; ow < OW; ow++) {
-          double sum = bias ? bias[oc] : 0;
-          for (int64_t ic = 0; ic < CG; ic++)
-            for (int64_t kh = 0; kh < KH; kh++)
-              for (int64_t kw = 0; kw < KW; kw++) {
-                int64_t ih = oh * win.stride[0] - win.pad_begin[0] + kh * win.dilation[0];
-                int64_t iw = ow * win.stride[1] - win.pad_begin[1] + kw * win.dilation[1];
-                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;  // padding is zero
-                int64_t c = oc / MG * CG + ic;
-                sum += x[((b * C + c) * H + ih) * W + iw] * w[((oc * CG + ic) * KH + kh) * KW + kw];
-              }
-          y[((b * M + oc) * OH + oh) * OW + ow] = sum;
+      for (int64_t o = 0; o < out_size; o++) {
+        double sum = bias ? bias[oc] : 0;
+        for (int64_t ic = 0; ic < CG; ic++) {
+          int64_t c = oc / MG * CG + ic;
+          for (int64_t t = 0; t < taps; t++)
+            if (kiln_window_tap(&win, o, t, &at))
+              sum += x[(b * C + c) * in_size + at] * w[(oc * CG + ic) * taps + t];
         }
+        out->data[(b * M + oc) * out_size + o] = sum;
+      }
 }
 
 // ---- Lowering ----
@@ -257,11 +268,87 @@ static void lower_epilogue_pass(const kiln_lower_ctx *c) {
   kiln_lb_end_for(b);
 }
 
+// ---- The generic lowering (1-D and 3-D): one gather per output element ----
+//   for n, oc, o[0] [k[0] range], ..., o[r-1] [k[r-1] range]:
+//     acc = bias[oc] (or 0)
+//     for ic, k[0] ... k[r-1]: acc += w[oc][ic][k...] * x[n][c][o*s - p + k*d ...]
+//     y[n][oc][o...] = epilogue(acc)
+// The kernel ranges are clamped to the input (kiln_window_lower_range): no padding checks.
+
+typedef struct gather_vars {
+  int n, oc, ic, acc;
+  int o[KILN_MAX_SPATIAL], k[KILN_MAX_SPATIAL];
+  kiln_krange range[KILN_MAX_SPATIAL];
+} gather_vars;
+
+// for n, oc, o...: the output loops, each spatial one followed by its kernel range.
+static void gather_open_outputs(const kiln_lower_ctx *c, const kiln_window *win, gather_vars *v) {
+  static const char *const o_names[] = {"od", "oh", "ow"}, *const k_names[] = {"kd", "kh", "kw"};
+  kiln_lb *b = c->b;
+  const int64_t *yd = kiln_lower_out(c, 0)->shape.dim;
+  int first = KILN_MAX_SPATIAL - win->rank;
+  v->n = kiln_lb_for_n(b, "n", yd[0]);
+  v->oc = kiln_lb_for_n(b, "oc", yd[1]);
+  for (int i = 0; i < win->rank; i++) {
+    v->o[i] = kiln_lb_for_n(b, o_names[first + i], win->out[i]);
+    v->range[i] = kiln_window_lower_range(b, win, i, v->o[i], k_names[first + i]);
+  }
+}
+
+// acc += w[oc][ic][k...] * x[n][c][pos...], inside the ic and kernel loops.
+static void gather_tap(const kiln_lower_ctx *c, const kiln_window *win, const gather_vars *v) {
+  kiln_lb *b = c->b;
+  const kiln_tensor *x = kiln_lower_in(c, 0), *w = kiln_lower_in(c, 1);
+  int64_t group = kiln_attr_int(c->node, "group", 1), MG = w->shape.dim[0] / group;
+  kiln_lexpr *pos[KILN_MAX_SPATIAL], *taps[KILN_MAX_SPATIAL];
+  for (int i = 0; i < win->rank; i++) {
+    pos[i] = kiln_window_lower_pos(b, win, i, v->o[i], v->k[i]);
+    taps[i] = lx_var(b, v->k[i]);
+  }
+  kiln_lexpr *channel = lx_var(b, v->ic);
+  if (group > 1)
+    channel = lx_add(
+        b,
+        lx_mul(b, lx_bin(b, LB_DIV, lx_var(b, v->oc), lx_int(b, MG)), lx_int(b, w->shape.dim[1])),
+        channel);
+  kiln_lexpr *xi = kiln_lx_ncx(b, lx_var(b, v->n), channel, &x->shape, pos);
+  kiln_lexpr *wi = kiln_lx_ncx(b, lx_var(b, v->oc), lx_var(b, v->ic), &w->shape, taps);
+  kiln_lexpr *prod =
+      lx_bin(b, LB_MUL, lx_load(b, kiln_in_buf(c, 1), wi), lx_load(b, kiln_in_buf(c, 0), xi));
+  kiln_lb_assign(b, v->acc, lx_bin(b, LB_ADD, lx_var(b, v->acc), prod));
+}
+
+static void lower_gather(const kiln_lower_ctx *c) {
+  static const char *const k_names[] = {"kd", "kh", "kw"};
+  kiln_lb *b = c->b;
+  const kiln_tensor *x = kiln_lower_in(c, 0), *w = kiln_lower_in(c, 1), *y = kiln_lower_out(c, 0);
+  kiln_window win = conv_window(c->node, &x->shape, &w->shape);
+  int first = KILN_MAX_SPATIAL - win.rank;
+  gather_vars v;
+  gather_open_outputs(c, &win, &v);
+  kiln_lexpr *init = kiln_has_input(c->node, 2) ? lx_load(b, kiln_in_buf(c, 2), lx_var(b, v.oc))
+                                                : lx_float(b, y->dtype, 0);
+  v.acc = kiln_lb_decl(b, "acc", y->dtype, init);
+  v.ic = kiln_lb_for_n(b, "ic", w->shape.dim[1]);
+  for (int i = 0; i < win.rank; i++)
+    v.k[i] = kiln_lb_for(b, k_names[first + i], kiln_krange_lo(b, &v.range[i]),
+                         kiln_krange_hi(b, &v.range[i]));
+  gather_tap(c, &win, &v);
+  for (int i = 0; i < win.rank + 1; i++) kiln_lb_end_for(b);  // the kernel loops, ic
+  kiln_lexpr *pos[KILN_MAX_SPATIAL], *pos2[KILN_MAX_SPATIAL];
+  for (int i = 0; i < win.rank; i++) pos[i] = lx_var(b, v.o[i]), pos2[i] = lx_var(b, v.o[i]);
+  kiln_lexpr *yi = kiln_lx_ncx(b, lx_var(b, v.n), lx_var(b, v.oc), &y->shape, pos);
+  kiln_lexpr *yi2 = kiln_lx_ncx(b, lx_var(b, v.n), lx_var(b, v.oc), &y->shape, pos2);
+  kiln_lb_store(b, kiln_out_buf(c, 0), yi, epilogue(c, lx_var(b, v.acc), yi2));
+  for (int i = 0; i < win.rank + 2; i++) kiln_lb_end_for(b);  // the output loops, oc, n
+}
+
 // ---- The blocked lowering: a register-blocked direct convolution ----
-// For group 1, f32, constant weights. Output channels are vectorized: the weights are packed at
-// compile time to (ceil(M/16), C, kH, kW, 16), zero past M, so 16 consecutive output channels of
-// one (ic, kh, kw) are contiguous. A tile of RO x 16 channels by RW output columns keeps its
-// RW * RO * 16 sums in a local array (vector registers once the j and r loops are unrolled):
+// For 1-D and 2-D convs with group 1, f32, constant weights. Output channels are vectorized: the
+// weights are packed at compile time to (ceil(M/16), C, kH, kW, 16), zero past M, so 16 consecutive
+// output channels of one (ic, kh, kw) are contiguous. A tile of RO x 16 channels by RW output
+// columns keeps its RW * RO * 16 sums in a local array (vector registers once the j and r loops are
+// unrolled):
 //   for n, ob (parallel), oh, tiles of RW columns at ow0:
 //     acc[j][r][l] = bias[(ob*RO + r)*16 + l]
 //     for ic, kh, kw, j (unrolled): xv = xp[n][ic][oh*sh + kh*dh][(ow0 + j)*sw + kw*dw]
@@ -301,24 +388,27 @@ static int64_t tile_width(int64_t OW, int64_t RO) {
   return most;
 }
 
+// A 1-D conv is planned as a 2-D one over (1, L): H, kH, strides, dilations and pads of 1 / 0.
 static conv_plan make_plan(const kiln_lower_ctx *c) {
   const kiln_tensor *x = kiln_lower_in(c, 0), *w = kiln_lower_in(c, 1), *y = kiln_lower_out(c, 0);
   kiln_window win = conv_window(c->node, &x->shape, &w->shape);
-  conv_plan p = {.N = x->shape.dim[0],
-                 .C = x->shape.dim[1],
-                 .M = w->shape.dim[0],
-                 .KH = w->shape.dim[2],
-                 .KW = w->shape.dim[3],
-                 .pt = win.pad_begin[0],
-                 .pl = win.pad_begin[1],
-                 .H = x->shape.dim[2],
-                 .W = x->shape.dim[3],
-                 .OH = y->shape.dim[2],
-                 .OW = y->shape.dim[3],
-                 .sh = win.stride[0],
-                 .sw = win.stride[1],
-                 .dh = win.dilation[0],
-                 .dw = win.dilation[1]};
+  int h = win.rank - 2, r = win.rank - 1;  // the H axis (-1: none) and the W axis
+  const int64_t *xd = x->shape.dim, *wd = w->shape.dim, *yd = y->shape.dim;
+  conv_plan p = {.N = xd[0],
+                 .C = xd[1],
+                 .M = wd[0],
+                 .KH = h < 0 ? 1 : wd[2 + h],
+                 .KW = wd[2 + r],
+                 .pt = h < 0 ? 0 : win.pad_begin[h],
+                 .pl = win.pad_begin[r],
+                 .H = h < 0 ? 1 : xd[2 + h],
+                 .W = xd[2 + r],
+                 .OH = h < 0 ? 1 : yd[2 + h],
+                 .OW = yd[2 + r],
+                 .sh = h < 0 ? 1 : win.stride[h],
+                 .sw = win.stride[r],
+                 .dh = h < 0 ? 1 : win.dilation[h],
+                 .dw = win.dilation[r]};
   // Rows and columns the windows reach: at least the input, padded at the start and the end.
   int64_t need_h = (p.OH - 1) * p.sh + (p.KH - 1) * p.dh + 1;
   int64_t need_w = (p.OW - 1) * p.sw + (p.KW - 1) * p.dw + 1;
@@ -486,42 +576,50 @@ static void lower(const kiln_lower_ctx *c) {
                   kiln_has_input(c->node, 2) ? " + bias" : "",
                   has_residual(c->node) ? " + residual" : "", has_relu(c->node) ? ", relu" : "",
                   kiln_describe(y).text);
-  if (blocked_applies(c)) {
+  if (x->shape.rank <= 4 && blocked_applies(c)) {  // 1-D runs as 2-D over (1, L)
     lower_blocked(c);
+    return;
+  }
+  if (x->shape.rank != 4) {
+    lower_gather(c);
     return;
   }
   lower_rows(c);
   lower_epilogue_pass(c);
 }
 
-// 2 * N * M * OH * OW * (C / group) * kH * kW
+// 2 * N * M * OH * OW * (C / group) * kH * kW (times kD for 3-D)
 static int64_t flops(const kiln_graph *g, const kiln_node *n) {
   const kiln_shape *w = &kiln_in(g, n, 1)->shape;
-  return 2 * kiln_shape_numel(&kiln_out(g, n, 0)->shape) * w->dim[1] * w->dim[2] * w->dim[3];
+  return 2 * kiln_shape_numel(&kiln_out(g, n, 0)->shape) * (kiln_shape_numel(w) / w->dim[0]);
 }
 
 // Gradient (docs/training.md): dx = ConvGradInput(dy, w), dw = ConvGradFilter(x, dy), both with
-// this node's window attributes; db = dy summed over (N, OH, OW).
+// this node's window attributes; db = dy summed over (N, OH, OW). ConvGradInput and
+// ConvGradFilter are 2-D, so 1-D and 3-D convs are reported (kiln_window_grad_is_2d).
 static bool grad(kiln_grad_ctx *c) {
   const kiln_node *n = &c->node;
   int x = n->inputs[0], w = n->inputs[1], dy = c->dy[0];
   if (dy < 0) return true;
+  if (!kiln_window_grad_is_2d(c, 0)) return false;
   kiln_shape xs_copy = c->g->tensors[x].shape, *xs = &xs_copy;  // adding nodes moves tensors
-  int64_t kernel[2] = {c->g->tensors[w].shape.dim[2], c->g->tensors[w].shape.dim[3]};
+  kiln_shape ws = c->g->tensors[w].shape;
+  int rank = ws.rank - 2;
   if (c->need[0]) {
-    kiln_gb_attr extra[] = {KILN_GB_INTS("kernel_shape", kernel, 2),
-                            KILN_GB_INTS("input_shape", xs->dim, 4), KILN_GB_END};
+    kiln_gb_attr extra[] = {KILN_GB_INTS("kernel_shape", &ws.dim[2], rank),
+                            KILN_GB_INTS("input_shape", xs->dim, xs->rank), KILN_GB_END};
     int in[2] = {dy, w};
     if ((c->dx[0] = kiln_gb_op_like(c, "ConvGradInput", in, 2, extra)) < 0) return false;
   }
   if (c->need[1]) {
-    kiln_gb_attr extra[] = {KILN_GB_INTS("kernel_shape", kernel, 2), KILN_GB_END};
+    kiln_gb_attr extra[] = {KILN_GB_INTS("kernel_shape", &ws.dim[2], rank), KILN_GB_END};
     int in[2] = {x, dy};
     if ((c->dx[1] = kiln_gb_op_like(c, "ConvGradFilter", in, 2, extra)) < 0) return false;
   }
   if (n->n_inputs > 2 && n->inputs[2] >= 0 && c->need[2]) {
-    static const int64_t axes[3] = {0, 2, 3};
-    kiln_gb_attr attrs[] = {KILN_GB_INTS("axes", axes, 3), KILN_GB_INT("keepdims", 0), KILN_GB_END};
+    static const int64_t axes[4] = {0, 2, 3, 4};  // N and the spatial axes
+    kiln_gb_attr attrs[] = {KILN_GB_INTS("axes", axes, xs->rank - 1), KILN_GB_INT("keepdims", 0),
+                            KILN_GB_END};
     if ((c->dx[2] = kiln_gb_op(c, "ReduceSum", &dy, 1, attrs, 1)) < 0) return false;
   }
   return true;

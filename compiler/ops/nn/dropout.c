@@ -1,6 +1,7 @@
 // Dropout (ONNX opset 13), inference only: output = data, and the optional mask output is all
 // true (nothing is dropped). Inputs: data, ratio (optional scalar float), training_mode (optional;
-// when given it must be a constant param equal to false: training comes with the training issue).
+// when given it must be a constant param equal to false, or true with a constant ratio of 0:
+// training comes with the training issue).
 // Attribute seed is accepted and has no effect at inference.
 //   data: any shape   output: same   mask: same shape, bool
 #include "../../autodiff/builder.h"
@@ -38,10 +39,20 @@ static bool check_training_mode(const kiln_graph *g, const kiln_node *n, kiln_di
                   t->name);
     return false;
   }
-  if (kiln_tensor_get(t, 0) != 0) {
+  // Training mode with a constant ratio of 0 drops nothing: the same identity (mask all true).
+  if (kiln_tensor_get(t, 0) == 0) return true;
+  const kiln_tensor *r = kiln_in(g, n, 1);
+  if (r && (r->kind != KILN_TENSOR_PARAM || !r->data)) {
     kiln_op_error(d, n,
-                  "inputs[2] (%s): training_mode is true; only inference (false) is supported "
-                  "in this version",
+                  "inputs[1] (%s): with training_mode true, ratio must be a constant (a param "
+                  "with init) equal to 0",
+                  r->name);
+    return false;
+  }
+  if (!r || kiln_tensor_get(r, 0) != 0) {
+    kiln_op_error(d, n,
+                  "inputs[2] (%s): training_mode is true with a nonzero ratio (a random mask); "
+                  "only inference (false) or a constant ratio of 0 is supported",
                   t->name);
     return false;
   }

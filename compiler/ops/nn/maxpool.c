@@ -1,6 +1,11 @@
-// MaxPool (2-D): y[n][c][oh][ow] = max over the window of x, padding ignored. Attributes:
-// kernel_shape (required), strides, pads, dilations, auto_pad, ceil_mode; the window logic is in
-// pool.c. Only output Y is supported (not Indices, so storage_order has no effect).
+// MaxPool (1-D, 2-D or 3-D): y[n][c][o...] = max over the window of x, padding ignored.
+// Attributes: kernel_shape (required; its length is the spatial rank), strides, pads, dilations,
+// auto_pad, ceil_mode, storage_order; the window logic is in pool.c.
+// The optional second output Indices (i64, y's shape) holds where each maximum was found: the
+// first maximal element in window order, as a flat index into x counted over the whole tensor,
+//   storage_order = 0:  ((n * C + c) * D1 + i1) * D2 + i2 ...   (row-major)
+//   storage_order = 1:  (n * C + c) * D1 * D2 ... + i1 + i2 * D1 + i3 * D1 * D2 ...
+//                       (each (n, c) plane column-major), as onnxruntime and the ONNX tests do.
 #include <math.h>
 
 #include "../../autodiff/builder.h"
@@ -15,47 +20,115 @@ static const kiln_attr_spec attrs[] = {
     {"strides", KILN_ATTR_INTS, false},    {0},
 };
 
+static bool has_indices(const kiln_node *n) { return n->n_outputs > 1 && n->outputs[1] >= 0; }
+
 static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   int64_t storage_order;
-  return kiln_op_read_int(n, d, "storage_order", 0, 0, 1, &storage_order) &&
-         kiln_pool_infer(g, n, d, opts);
+  if (!kiln_op_read_int(n, d, "storage_order", 0, 0, 1, &storage_order) ||
+      !kiln_pool_infer(g, n, d, opts))
+    return false;
+  // indices: (N, C, OD1, ..., ODk), i64
+  if (has_indices(n)) kiln_op_set_output(g, n, 1, KILN_I64, &kiln_out(g, n, 0)->shape);
+  return true;
 }
 
-// x: (N, C, H, W), y: (N, C, OH, OW)
+// Index `at` (row-major within a plane of w's input) in the storage order's layout.
+static int64_t plane_index(const kiln_window *w, int64_t at, bool column_major) {
+  if (!column_major) return at;
+  int64_t index = 0, scale = 1;
+  int64_t pos[KILN_MAX_SPATIAL];
+  for (int i = w->rank - 1; i >= 0; i--) pos[i] = at % w->in[i], at /= w->in[i];
+  for (int i = 0; i < w->rank; i++) index += pos[i] * scale, scale *= w->in[i];
+  return index;
+}
+
+// x: (N, C, D1, ..., Dk), y and indices: (N, C, OD1, ..., ODk)
 static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
-  const double *x = in[0].data;
-  double *y = out->data;
-  const int64_t *xd = in[0].shape->dim;
-  int64_t N = xd[0], C = xd[1], H = xd[2], W = xd[3];
   kiln_window w = kiln_pool_window(n, in[0].shape, opts);
-  int64_t OH = w.out[0], OW = w.out[1];
-  for (int64_t b = 0; b < N; b++)
-    for (int64_t c = 0; c < C; c++)
-      for (int64_t oh = 0; oh < OH; oh++)
-        for (int64_t ow = 0; ow < OW; ow++) {
-          double m = -INFINITY;
-          for (int64_t kh = 0; kh < w.kernel[0]; kh++)
-            for (int64_t kw = 0; kw < w.kernel[1]; kw++) {
-              int64_t ih = oh * w.stride[0] - w.pad_begin[0] + kh * w.dilation[0];
-              int64_t iw = ow * w.stride[1] - w.pad_begin[1] + kw * w.dilation[1];
-              if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;  // padding
-              double v = x[((b * C + c) * H + ih) * W + iw];
-              if (v > m) m = v;
-            }
-          y[((b * C + c) * OH + oh) * OW + ow] = m;
-        }
+  int64_t planes = in[0].shape->dim[0] * in[0].shape->dim[1];
+  int64_t in_size = kiln_window_in_size(&w), out_size = kiln_window_out_size(&w);
+  int64_t taps = kiln_window_taps(&w);
+  bool column_major = kiln_attr_int(n, "storage_order", 0) != 0;
+  for (int64_t p = 0; p < planes; p++)
+    for (int64_t o = 0; o < out_size; o++) {
+      double m = -INFINITY;
+      int64_t arg = -1, at;
+      for (int64_t t = 0; t < taps; t++) {
+        if (!kiln_window_tap(&w, o, t, &at)) continue;  // padding
+        double v = in[0].data[p * in_size + at];
+        if (arg < 0 || v > m) m = v, arg = at;
+      }
+      out[0].data[p * out_size + o] = m;
+      if (has_indices(n))
+        out[1].data[p * out_size + o] =
+            arg < 0 ? -1 : (double)(p * in_size + plane_index(&w, arg, column_major));
+    }
+}
+
+// The storage-order-1 index of the current tap: plane * in_size + sum(pos[i] * scale[i]).
+static kiln_lexpr *column_major_index(const kiln_lower_ctx *c, const kiln_window *w,
+                                      const kiln_pool_vars *v, const int *k) {
+  kiln_lb *b = c->b;
+  const kiln_shape *xs = &kiln_lower_in(c, 0)->shape;
+  kiln_lexpr *plane = lx_madd(b, lx_var(b, v->n), xs->dim[1], lx_var(b, v->c));
+  kiln_lexpr *index = lx_mul(b, plane, lx_int(b, kiln_window_in_size(w)));
+  int64_t scale = 1;
+  for (int i = 0; i < w->rank; i++) {
+    index = lx_add(b, index,
+                   lx_mul(b, kiln_window_lower_pos(b, w, i, v->o[i], k[i]), lx_int(b, scale)));
+    scale *= w->in[i];
+  }
+  return index;
+}
+
+// With Indices: acc and the index of the first maximum, updated only by a strictly larger value.
+//   for n, c, o...: acc = -inf; arg = -1
+//     for k...: xv = x[...]; arg = xv > acc ? index : arg; acc = max(acc, xv)
+//     y[...] = acc; indices[...] = arg
+static void lower_with_indices(const kiln_lower_ctx *c) {
+  kiln_lb *b = c->b;
+  const kiln_tensor *x = kiln_lower_in(c, 0), *y = kiln_lower_out(c, 0);
+  kiln_window w = kiln_pool_window(c->node, &x->shape, opts);
+  bool column_major = kiln_attr_int(c->node, "storage_order", 0) != 0;
+  kiln_lb_comment(b, "MaxPool %s: %s -> %s and indices (storage_order %d)", c->node->name,
+                  kiln_describe(x).text, kiln_describe(y).text, column_major);
+  kiln_dtype t = y->dtype;
+  kiln_pool_vars v;
+  kiln_pool_open_outputs(c, &w, &v);
+  v.acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, -INFINITY));
+  int arg = kiln_lb_decl(b, "arg", KILN_I64, lx_int(b, -1));
+  int k[KILN_MAX_SPATIAL];
+  kiln_pool_open_taps(c, &w, &v, k);
+  int xv = kiln_lb_decl(b, "xv", t, lx_load(b, kiln_in_buf(c, 0), kiln_pool_x_index(c, &w, &v, k)));
+  kiln_lexpr *index =
+      column_major ? column_major_index(c, &w, &v, k) : kiln_pool_x_index(c, &w, &v, k);
+  kiln_lexpr *larger = lx_bin(b, LB_LT, lx_var(b, v.acc), lx_var(b, xv));
+  kiln_lexpr *first = lx_bin(b, LB_LT, lx_var(b, arg), lx_int(b, 0));
+  kiln_lb_assign(b, arg, lx_select(b, lx_bin(b, LB_OR, larger, first), index, lx_var(b, arg)));
+  kiln_lb_assign(b, v.acc, lx_bin(b, LB_MAX, lx_var(b, v.acc), lx_var(b, xv)));
+  for (int i = 0; i < w.rank; i++) kiln_lb_end_for(b);  // the kernel loops
+  kiln_lb_store(b, kiln_out_buf(c, 0), kiln_pool_y_index(c, &v, 0), lx_var(b, v.acc));
+  kiln_lb_store(b, kiln_out_buf(c, 1), kiln_pool_y_index(c, &v, 1), lx_var(b, arg));
+  for (int i = 0; i < w.rank + 2; i++) kiln_lb_end_for(b);  // the output loops, c, n
 }
 
 // acc starts at -inf so that a window lying entirely in the padding gives -inf, as in eval.
-static void lower(const kiln_lower_ctx *c) { kiln_pool_lower(c, opts, -INFINITY, LB_MAX, NULL); }
+static void lower(const kiln_lower_ctx *c) {
+  if (has_indices(c->node))
+    lower_with_indices(c);
+  else
+    kiln_pool_lower(c, opts, -INFINITY, LB_MAX, NULL);
+}
 
 static int64_t flops(const kiln_graph *g, const kiln_node *n) {
   return kiln_pool_flops(g, n, opts);
 }
 
-// Gradient (docs/training.md): each window's dy goes to its first maximal element (MaxPoolGrad).
+// Gradient (docs/training.md): each window's dy goes to its first maximal element (MaxPoolGrad,
+// 2-D only; Indices carries no gradient).
 static bool grad(kiln_grad_ctx *c) {
   if (c->dy[0] < 0 || !c->need[0]) return true;
+  if (!kiln_window_grad_is_2d(c, 0)) return false;
   int in[2] = {c->node.inputs[0], c->dy[0]};
   c->dx[0] = kiln_gb_op_like(c, "MaxPoolGrad", in, 2, NULL);
   return c->dx[0] >= 0;
@@ -66,7 +139,7 @@ const kiln_op_def kiln_op_MaxPool = {
     .min_inputs = 1,
     .max_inputs = 1,
     .min_outputs = 1,
-    .max_outputs = 1,
+    .max_outputs = 2,
     .attrs = attrs,
     .fuse = KILN_FUSE_OUT_FUSABLE,
     .infer = infer,

@@ -1,6 +1,7 @@
-// Sliding 2-D windows, shared by Conv, MaxPool and AveragePool: the window attributes (strides,
-// pads, dilations, auto_pad, ceil_mode), output sizes, and loop bounds clamped to the input.
-// Then what MaxPool and AveragePool have in common: shape inference, the lowering skeleton, flops.
+// Sliding windows over 1 to 3 spatial axes, shared by Conv, MaxPool and AveragePool: the window
+// attributes (strides, pads, dilations, auto_pad, ceil_mode), output sizes, and loop bounds
+// clamped to the input. Then what MaxPool and AveragePool have in common: shape inference, the
+// lowering skeleton, flops.
 //
 // Output size along one axis (ONNX), with effective kernel ek = (k - 1) * dilation + 1:
 //   NOTSET, VALID (pads 0):  out = floor_or_ceil((in + pad_begin + pad_end - ek) / stride) + 1
@@ -29,14 +30,26 @@ static bool read_auto_pad(const kiln_node *n, kiln_diag *d, auto_pad *out) {
   return false;
 }
 
-bool kiln_window_kernel_attr(const kiln_node *n, kiln_diag *d, bool required, int64_t kernel[2],
-                             bool *present) {
+const char *kiln_spatial_axis_name(int rank, int axis) {
+  static const char *const names[KILN_MAX_SPATIAL][KILN_MAX_SPATIAL] = {
+      {"L"}, {"H", "W"}, {"D", "H", "W"}};
+  return rank >= 1 && rank <= KILN_MAX_SPATIAL && axis >= 0 && axis < rank ? names[rank - 1][axis]
+                                                                           : "?";
+}
+
+bool kiln_window_kernel_attr_nd(const kiln_node *n, kiln_diag *d, int rank, bool required,
+                                int64_t *kernel, bool *present) {
   *present = kiln_node_attr(n, "kernel_shape") != NULL;
   if (!*present && required) {
-    kiln_op_error(d, n, "attrs.kernel_shape: required (2 positive integers)");
+    kiln_op_error(d, n, "attrs.kernel_shape: required (%d positive integers)", rank);
     return false;
   }
-  return kiln_op_read_ints(n, d, "kernel_shape", 2, KILN_INTS_POSITIVE, kernel);
+  return kiln_op_read_ints(n, d, "kernel_shape", rank, KILN_INTS_POSITIVE, kernel);
+}
+
+bool kiln_window_kernel_attr(const kiln_node *n, kiln_diag *d, bool required, int64_t kernel[2],
+                             bool *present) {
+  return kiln_window_kernel_attr_nd(n, d, 2, required, kernel, present);
 }
 
 // Output size and pads along one axis; false (after reporting) if the window does not fit.
@@ -59,7 +72,7 @@ static bool resolve_axis(const kiln_node *n, kiln_diag *d, int axis, auto_pad mo
     kiln_op_error(d, n,
                   "attrs.kernel_shape: the window (%lld with dilation) is larger than the padded "
                   "input (%lld) along %s",
-                  (long long)ek, (long long)padded, axis == 0 ? "H" : "W");
+                  (long long)ek, (long long)padded, kiln_spatial_axis_name(w->rank, axis));
     return false;
   }
   int64_t out = (padded - ek + (ceil_mode ? s - 1 : 0)) / s + 1;
@@ -68,27 +81,69 @@ static bool resolve_axis(const kiln_node *n, kiln_diag *d, int axis, auto_pad mo
   return true;
 }
 
-bool kiln_window_resolve(const kiln_node *n, kiln_diag *d, const int64_t in[2],
-                         const int64_t kernel[2], kiln_window_opts opts, kiln_window *w) {
-  *w = (kiln_window){
-      .in = {in[0], in[1]}, .kernel = {kernel[0], kernel[1]}, .stride = {1, 1}, .dilation = {1, 1}};
-  int64_t pads[4] = {0, 0, 0, 0}, ceil_mode = 0;
-  auto_pad mode = AUTO_PAD_NOTSET;
-  bool ok = kiln_op_read_ints(n, d, "strides", 2, KILN_INTS_POSITIVE, w->stride);
-  ok &= kiln_op_read_ints(n, d, "pads", 4, KILN_INTS_NONNEGATIVE, pads);
+// Reads the INTS attributes of the window into w and pads[2 * rank]; false after reporting.
+static bool read_window_attrs(const kiln_node *n, kiln_diag *d, kiln_window_opts opts,
+                              kiln_window *w, int64_t *pads, int64_t *ceil_mode, auto_pad *mode) {
+  int r = w->rank;
+  bool ok = kiln_op_read_ints(n, d, "strides", r, KILN_INTS_POSITIVE, w->stride);
+  ok &= kiln_op_read_ints(n, d, "pads", 2 * r, KILN_INTS_NONNEGATIVE, pads);
   if (opts.dilations)
-    ok &= kiln_op_read_ints(n, d, "dilations", 2, KILN_INTS_POSITIVE, w->dilation);
-  if (opts.ceil_mode) ok &= kiln_op_read_int(n, d, "ceil_mode", 0, 0, 1, &ceil_mode);
-  ok &= read_auto_pad(n, d, &mode);
-  if (!ok) return false;
-  if (mode != AUTO_PAD_NOTSET && (pads[0] || pads[1] || pads[2] || pads[3])) {
+    ok &= kiln_op_read_ints(n, d, "dilations", r, KILN_INTS_POSITIVE, w->dilation);
+  if (opts.ceil_mode) ok &= kiln_op_read_int(n, d, "ceil_mode", 0, 0, 1, ceil_mode);
+  ok &= read_auto_pad(n, d, mode);
+  return ok;
+}
+
+bool kiln_window_resolve_nd(const kiln_node *n, kiln_diag *d, int rank, const int64_t *in,
+                            const int64_t *kernel, kiln_window_opts opts, kiln_window *w) {
+  *w = (kiln_window){.rank = rank};
+  for (int i = 0; i < rank; i++) {
+    w->in[i] = in[i], w->kernel[i] = kernel[i];
+    w->stride[i] = w->dilation[i] = 1;
+  }
+  int64_t pads[2 * KILN_MAX_SPATIAL] = {0}, ceil_mode = 0;
+  auto_pad mode = AUTO_PAD_NOTSET;
+  if (!read_window_attrs(n, d, opts, w, pads, &ceil_mode, &mode)) return false;
+  bool any_pad = false;
+  for (int i = 0; i < 2 * rank; i++) any_pad |= pads[i] != 0;
+  if (mode != AUTO_PAD_NOTSET && any_pad) {
     kiln_op_error(d, n, "attrs.pads: must be absent or zero when auto_pad is %s",
                   kiln_attr_string(n, "auto_pad", ""));
     return false;
   }
-  w->pad_begin[0] = pads[0], w->pad_begin[1] = pads[1];
-  w->pad_end[0] = pads[2], w->pad_end[1] = pads[3];
-  return resolve_axis(n, d, 0, mode, ceil_mode, w) && resolve_axis(n, d, 1, mode, ceil_mode, w);
+  for (int i = 0; i < rank; i++) {
+    w->pad_begin[i] = pads[i], w->pad_end[i] = pads[rank + i];
+    if (!resolve_axis(n, d, i, mode, ceil_mode, w)) return false;
+  }
+  return true;
+}
+
+bool kiln_window_resolve(const kiln_node *n, kiln_diag *d, const int64_t in[2],
+                         const int64_t kernel[2], kiln_window_opts opts, kiln_window *w) {
+  return kiln_window_resolve_nd(n, d, 2, in, kernel, opts, w);
+}
+
+static int64_t product(const int64_t *v, int count) {
+  int64_t p = 1;
+  for (int i = 0; i < count; i++) p *= v[i];
+  return p;
+}
+
+int64_t kiln_window_taps(const kiln_window *w) { return product(w->kernel, w->rank); }
+int64_t kiln_window_out_size(const kiln_window *w) { return product(w->out, w->rank); }
+int64_t kiln_window_in_size(const kiln_window *w) { return product(w->in, w->rank); }
+
+bool kiln_window_tap(const kiln_window *w, int64_t o, int64_t t, int64_t *at) {
+  int64_t pos[KILN_MAX_SPATIAL];
+  for (int i = w->rank - 1; i >= 0; i--) {  // unravel o and t, last axis fastest
+    int64_t oi = o % w->out[i], ki = t % w->kernel[i];
+    o /= w->out[i], t /= w->kernel[i];
+    pos[i] = oi * w->stride[i] - w->pad_begin[i] + ki * w->dilation[i];
+    if (pos[i] < 0 || pos[i] >= w->in[i]) return false;  // padding
+  }
+  *at = 0;
+  for (int i = 0; i < w->rank; i++) *at = *at * w->in[i] + pos[i];
+  return true;
 }
 
 // Whether some output position has a window reaching before / past the input along axis.
@@ -147,34 +202,111 @@ kiln_lexpr *kiln_krange_hi(kiln_lb *b, const kiln_krange *r) {
   return r->hi_var >= 0 ? lx_var(b, r->hi_var) : lx_int(b, r->hi);
 }
 
+bool kiln_window_grad_is_2d(kiln_grad_ctx *c, int input) {
+  const kiln_shape *x = &c->g->tensors[c->node.inputs[input]].shape;
+  if (x->rank == 4) return true;
+  kiln_op_error(c->d, &c->node,
+                "training: the gradient of %s is 2-D only (inputs[%d] (N, C, H, W)), got %s",
+                kiln_op_get(c->node.op)->name, input, kiln_shape_text(x).text);
+  return false;
+}
+
 // ---- MaxPool and AveragePool ----
+
+// The spatial rank of a pool: kernel_shape's length (1..3), which x's rank must match.
+static bool pool_rank(const kiln_node *n, kiln_diag *d, const kiln_tensor *x, int *rank) {
+  const kiln_attr *k = kiln_node_attr(n, "kernel_shape");
+  if (!k || k->type != KILN_ATTR_INTS) {
+    kiln_op_error(d, n, "attrs.kernel_shape: required (1 to %d positive integers)",
+                  KILN_MAX_SPATIAL);
+    return false;
+  }
+  *rank = (int)k->count;
+  if (*rank < 1 || *rank > KILN_MAX_SPATIAL) {
+    kiln_op_error(d, n, "attrs.kernel_shape: expected 1 to %d positive integers, got %d values",
+                  KILN_MAX_SPATIAL, *rank);
+    return false;
+  }
+  if (x->shape.rank == *rank + 2) return true;
+  kiln_op_error(d, n,
+                "inputs[0] (%s): expected a %d-D tensor (N, C and the %d spatial axes of "
+                "kernel_shape), got %s",
+                x->name, *rank + 2, *rank, kiln_shape_text(&x->shape).text);
+  return false;
+}
 
 bool kiln_pool_infer(kiln_graph *g, kiln_node *n, kiln_diag *d, kiln_window_opts opts) {
   if (!kiln_op_check_float_inputs(g, n, 1, d)) return false;
   const kiln_tensor *x = kiln_in(g, n, 0);
-  if (x->shape.rank != 4) {
-    kiln_op_error(d, n, "inputs[0] (%s): expected a 4-D tensor (N, C, H, W), got %s", x->name,
-                  kiln_shape_text(&x->shape).text);
-    return false;
-  }
-  int64_t kernel[2];
+  int rank;
+  int64_t kernel[KILN_MAX_SPATIAL];
   bool present;
-  if (!kiln_window_kernel_attr(n, d, true, kernel, &present)) return false;
+  if (!pool_rank(n, d, x, &rank) || !kiln_window_kernel_attr_nd(n, d, rank, true, kernel, &present))
+    return false;
   kiln_window w;
-  if (!kiln_window_resolve(n, d, &x->shape.dim[2], kernel, opts, &w)) return false;
-  // out: (N, C, OH, OW)
-  kiln_shape out = {.rank = 4, .dim = {x->shape.dim[0], x->shape.dim[1], w.out[0], w.out[1]}};
+  if (!kiln_window_resolve_nd(n, d, rank, &x->shape.dim[2], kernel, opts, &w)) return false;
+  kiln_shape out = x->shape;  // out: (N, C, OD1, ..., ODk)
+  for (int i = 0; i < rank; i++) out.dim[2 + i] = w.out[i];
   kiln_op_set_output(g, n, 0, x->dtype, &out);
   return true;
 }
 
 kiln_window kiln_pool_window(const kiln_node *n, const kiln_shape *x, kiln_window_opts opts) {
-  int64_t kernel[2] = {1, 1};
+  int rank = x->rank - 2;
+  int64_t kernel[KILN_MAX_SPATIAL] = {1, 1, 1};
   bool present;
   kiln_window w;
-  kiln_window_kernel_attr(n, NULL, true, kernel, &present);
-  kiln_window_resolve(n, NULL, &x->dim[2], kernel, opts, &w);
+  kiln_window_kernel_attr_nd(n, NULL, rank, true, kernel, &present);
+  kiln_window_resolve_nd(n, NULL, rank, &x->dim[2], kernel, opts, &w);
   return w;
+}
+
+void kiln_pool_open_outputs(const kiln_lower_ctx *c, const kiln_window *w, kiln_pool_vars *v) {
+  static const char *const o_names[] = {"od", "oh", "ow"}, *const k_names[] = {"kd", "kh", "kw"};
+  kiln_lb *b = c->b;
+  const kiln_shape *xs = &kiln_lower_in(c, 0)->shape;
+  int first = KILN_MAX_SPATIAL - w->rank;  // 2-D: oh, ow
+  v->n = kiln_lb_for_n(b, "n", xs->dim[0]);
+  v->c = kiln_lb_for_n(b, "c", xs->dim[1]);
+  for (int i = 0; i < w->rank; i++) {
+    v->o[i] = kiln_lb_for_n(b, o_names[first + i], w->out[i]);
+    v->k[i] = kiln_window_lower_range(b, w, i, v->o[i], k_names[first + i]);
+  }
+}
+
+void kiln_pool_open_taps(const kiln_lower_ctx *c, const kiln_window *w, const kiln_pool_vars *v,
+                         int *k_vars) {
+  static const char *const k_names[] = {"kd", "kh", "kw"};
+  kiln_lb *b = c->b;
+  int first = KILN_MAX_SPATIAL - w->rank;
+  for (int i = 0; i < w->rank; i++)
+    k_vars[i] = kiln_lb_for(b, k_names[first + i], kiln_krange_lo(b, &v->k[i]),
+                            kiln_krange_hi(b, &v->k[i]));
+}
+
+kiln_lexpr *kiln_pool_x_index(const kiln_lower_ctx *c, const kiln_window *w,
+                              const kiln_pool_vars *v, const int *k_vars) {
+  kiln_lb *b = c->b;
+  kiln_lexpr *pos[KILN_MAX_SPATIAL];
+  for (int i = 0; i < w->rank; i++) pos[i] = kiln_window_lower_pos(b, w, i, v->o[i], k_vars[i]);
+  return kiln_lx_ncx(b, lx_var(b, v->n), lx_var(b, v->c), &kiln_lower_in(c, 0)->shape, pos);
+}
+
+kiln_lexpr *kiln_pool_y_index(const kiln_lower_ctx *c, const kiln_pool_vars *v, int output) {
+  kiln_lb *b = c->b;
+  const kiln_shape *ys = &kiln_lower_out(c, output)->shape;
+  kiln_lexpr *pos[KILN_MAX_SPATIAL];
+  for (int i = 0; i < ys->rank - 2; i++) pos[i] = lx_var(b, v->o[i]);
+  return kiln_lx_ncx(b, lx_var(b, v->n), lx_var(b, v->c), ys, pos);
+}
+
+// "3x3" / "2x3x3"
+static const char *dims_text(const int64_t *v, int count, char *buf, size_t size) {
+  size_t len = 0;
+  buf[0] = 0;
+  for (int i = 0; i < count && len < size; i++)
+    len += (size_t)snprintf(buf + len, size - len, "%s%lld", i ? "x" : "", (long long)v[i]);
+  return buf;
 }
 
 void kiln_pool_lower(const kiln_lower_ctx *c, kiln_window_opts opts, double init, kiln_lbin combine,
@@ -182,38 +314,28 @@ void kiln_pool_lower(const kiln_lower_ctx *c, kiln_window_opts opts, double init
   kiln_lb *b = c->b;
   const kiln_tensor *x = kiln_lower_in(c, 0), *y = kiln_lower_out(c, 0);
   kiln_window w = kiln_pool_window(c->node, &x->shape, opts);
-  kiln_lb_comment(b, "%s %s: %s, kernel %lldx%lld, stride %lldx%lld -> %s",
-                  kiln_op_get(c->node->op)->name, c->node->name, kiln_describe(x).text,
-                  (long long)w.kernel[0], (long long)w.kernel[1], (long long)w.stride[0],
-                  (long long)w.stride[1], kiln_describe(y).text);
-  const int64_t *xd = x->shape.dim;
+  char kernel[64], stride[64];
+  kiln_lb_comment(b, "%s %s: %s, kernel %s, stride %s -> %s", kiln_op_get(c->node->op)->name,
+                  c->node->name, kiln_describe(x).text,
+                  dims_text(w.kernel, w.rank, kernel, sizeof kernel),
+                  dims_text(w.stride, w.rank, stride, sizeof stride), kiln_describe(y).text);
   kiln_dtype t = y->dtype;
   kiln_pool_vars v;
-  v.n = kiln_lb_for_n(b, "n", xd[0]);
-  v.c = kiln_lb_for_n(b, "c", xd[1]);
-  v.oh = kiln_lb_for_n(b, "oh", w.out[0]);
-  v.kh = kiln_window_lower_range(b, &w, 0, v.oh, "kh");
-  v.ow = kiln_lb_for_n(b, "ow", w.out[1]);
-  v.kw = kiln_window_lower_range(b, &w, 1, v.ow, "kw");
+  kiln_pool_open_outputs(c, &w, &v);
   v.acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, init));
-  int kh = kiln_lb_for(b, "kh", kiln_krange_lo(b, &v.kh), kiln_krange_hi(b, &v.kh));
-  int kw = kiln_lb_for(b, "kw", kiln_krange_lo(b, &v.kw), kiln_krange_hi(b, &v.kw));
-  kiln_lexpr *xi =
-      kiln_lx_nchw(b, lx_var(b, v.n), lx_var(b, v.c), xd, kiln_window_lower_pos(b, &w, 0, v.oh, kh),
-                   kiln_window_lower_pos(b, &w, 1, v.ow, kw));
-  kiln_lexpr *xv = lx_load(b, kiln_in_buf(c, 0), xi);
+  int k[KILN_MAX_SPATIAL];
+  kiln_pool_open_taps(c, &w, &v, k);
+  kiln_lexpr *xv = lx_load(b, kiln_in_buf(c, 0), kiln_pool_x_index(c, &w, &v, k));
   kiln_lb_assign(b, v.acc, lx_bin(b, combine, lx_var(b, v.acc), xv));
-  kiln_lb_end_for(b);  // kw
-  kiln_lb_end_for(b);  // kh
-  kiln_lexpr *yi = kiln_lx_nchw(b, lx_var(b, v.n), lx_var(b, v.c), y->shape.dim, lx_var(b, v.oh),
-                                lx_var(b, v.ow));
-  kiln_lb_store(b, kiln_out_buf(c, 0), yi, finish ? finish(c, &w, &v) : lx_var(b, v.acc));
-  for (int i = 0; i < 4; i++) kiln_lb_end_for(b);  // ow, oh, c, n
+  for (int i = 0; i < w.rank; i++) kiln_lb_end_for(b);  // the kernel loops
+  kiln_lb_store(b, kiln_out_buf(c, 0), kiln_pool_y_index(c, &v, 0),
+                finish ? finish(c, &w, &v) : lx_var(b, v.acc));
+  for (int i = 0; i < w.rank + 2; i++) kiln_lb_end_for(b);  // the output loops, c, n
 }
 
 int64_t kiln_pool_flops(const kiln_graph *g, const kiln_node *n, kiln_window_opts opts) {
   kiln_window w = kiln_pool_window(n, &kiln_in(g, n, 0)->shape, opts);
-  return kiln_shape_numel(&kiln_out(g, n, 0)->shape) * w.kernel[0] * w.kernel[1];
+  return kiln_shape_numel(&kiln_out(g, n, 0)->shape) * kiln_window_taps(&w);
 }
 
 // ---- GlobalMaxPool and GlobalAveragePool ----

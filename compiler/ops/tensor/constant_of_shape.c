@@ -1,16 +1,23 @@
 // ConstantOfShape (ONNX): a tensor of the shape given by the constant i64 input, every element
 // the fill value. ONNX's `value` is a one-element TENSOR attribute, which has no JSON form; here
-// it is absent (f32 zeros, as in ONNX) or a one-element array of numbers (an f32 fill). Other
-// dtypes: the ONNX importer folds the node into a param (its output is always a constant).
+// it is absent (f32 zeros, as in ONNX) or a one-element array of numbers, and `dtype` (default
+// "f32") is the output's dtype, the value tensor's. The ONNX importer writes both from the tensor.
 #include "../op_internal.h"
 
-static const kiln_attr_spec attrs[] = {{"value", KILN_ATTR_FLOATS, false}, {0}};
+static const kiln_attr_spec attrs[] = {
+    {"value", KILN_ATTR_FLOATS, false}, {"dtype", KILN_ATTR_STRING, false}, {0}};
 
 static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   int64_t want[KILN_MAX_RANK];
-  const kiln_attr *v = kiln_node_attr(n, "value");
+  const kiln_attr *v = kiln_node_attr(n, "value"), *dt = kiln_node_attr(n, "dtype");
   if (v && v->count != 1) {
-    kiln_op_error(d, n, "attrs.value: expected one number (the f32 fill value), got %d", v->count);
+    kiln_op_error(d, n, "attrs.value: expected one number (the fill value), got %d", v->count);
+    return false;
+  }
+  kiln_dtype dtype = KILN_F32;
+  if (dt && !kiln_dtype_parse(dt->s, &dtype)) {
+    kiln_op_error(d, n, "attrs.dtype: expected a dtype such as \"f32\" or \"i64\", got \"%s\"",
+                  dt->s);
     return false;
   }
   int rank = kiln_op_const_ints(g, n, d, 0, "shape", want, KILN_MAX_RANK);
@@ -18,7 +25,7 @@ static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   kiln_shape out = {.rank = rank};  // out: shape
   for (int i = 0; i < rank; i++) out.dim[i] = want[i];
   if (!kiln_op_check_dims(n, d, &out, "inputs[0] (shape)")) return false;
-  kiln_op_set_output(g, n, 0, KILN_F32, &out);
+  kiln_op_set_output(g, n, 0, dtype, &out);
   return true;
 }
 

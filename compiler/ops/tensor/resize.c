@@ -1,13 +1,14 @@
-// Resize (ONNX opset 11-18): nearest or linear (N-linear over every resized axis; bilinear on
-// the H, W of NCHW) resampling of x. The output size comes from the constant `scales` input 2
-// (out = floor(in * scale)) or the constant `sizes` input 3 (scale = out / in), over every axis or
-// the `axes` attribute (opset 18). Coordinate transformations half_pixel (default), asymmetric,
-// align_corners, pytorch_half_pixel and tf_half_pixel_for_nn; nearest_mode round_prefer_floor
-// (default), round_prefer_ceil, floor, ceil. roi (input 1) only matters for tf_crop_and_resize,
-// which is not supported (nor its extrapolation_value); nor are cubic mode (a 4-tap kernel per
-// axis, with cubic_coeff_a and exclude_outside), antialias and keep_aspect_ratio_policy other
-// than stretch.
-// Nearest works on every dtype, linear on f32/f64.
+// Resize (ONNX opset 11-18): nearest, linear (N-linear over every resized axis; bilinear on
+// the H, W of NCHW) or cubic (4 taps per resized axis, cubic_coeff_a, exclude_outside) resampling
+// of x. The output size comes from the constant `scales` input 2 (out = floor(in * scale)) or the
+// constant `sizes` input 3 (scale = out / in), over every axis or the `axes` attribute (opset 18).
+// Coordinate transformations half_pixel (default), asymmetric, align_corners, pytorch_half_pixel,
+// tf_half_pixel_for_nn and tf_crop_and_resize (the constant roi input 1, [starts..., ends...]
+// normalized; extrapolation_value outside the input); nearest_mode round_prefer_floor (default),
+// round_prefer_ceil, floor, ceil. As in ONNX's reference, align_corners and tf_crop_and_resize
+// divide by the unrounded output length in * scale when scales are given. antialias and
+// keep_aspect_ratio_policy other than stretch are not supported.
+// Nearest works on every dtype, linear and cubic on f32/f64.
 #include <string.h>
 
 #include "resample.h"
@@ -42,42 +43,32 @@ static bool read_choice(const kiln_node *n, kiln_diag *d, const char *attr, cons
 
 // Reads and checks the attributes Kiln supports only in one form.
 static bool check_unsupported(const kiln_node *n, kiln_diag *d) {
-  const char *ct = kiln_attr_string(n, "coordinate_transformation_mode", "half_pixel");
-  const char *mode = kiln_attr_string(n, "mode", "nearest");
   const char *keep = kiln_attr_string(n, "keep_aspect_ratio_policy", "stretch");
   int64_t v;
-  if (strcmp(ct, "tf_crop_and_resize") == 0) {
-    kiln_op_error(d, n,
-                  "attrs.coordinate_transformation_mode: \"tf_crop_and_resize\" (cropping to roi, "
-                  "extrapolation_value outside it) is not supported");
-    return false;
-  }
-  if (strcmp(mode, "cubic") == 0) {
-    kiln_op_error(d, n,
-                  "attrs.mode: \"cubic\" (bicubic interpolation) is not supported (nearest or "
-                  "linear)");
-    return false;
-  }
   if (strcmp(keep, "stretch") != 0) {
     kiln_op_error(d, n, "attrs.keep_aspect_ratio_policy: only \"stretch\" is supported, got \"%s\"",
                   keep);
     return false;
   }
-  return kiln_op_read_int(n, d, "antialias", 0, 0, 0, &v) &&
-         kiln_op_read_int(n, d, "exclude_outside", 0, 0, 0, &v);
+  return kiln_op_read_int(n, d, "antialias", 0, 0, 0, &v);
 }
 
 static bool read_modes(const kiln_node *n, kiln_diag *d, kiln_resample *r) {
-  static const char *const modes[] = {"nearest", "linear"};
-  static const char *const coords[] = {"half_pixel", "pytorch_half_pixel", "align_corners",
-                                       "asymmetric", "tf_half_pixel_for_nn"};
+  static const char *const modes[] = {"nearest", "linear", "cubic"};
+  static const char *const coords[] = {"half_pixel", "pytorch_half_pixel",   "align_corners",
+                                       "asymmetric", "tf_half_pixel_for_nn", "tf_crop_and_resize"};
   static const char *const rounds[] = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"};
   int mode, coord, round;
-  if (!check_unsupported(n, d) || !read_choice(n, d, "mode", "nearest", modes, 2, &mode) ||
-      !read_choice(n, d, "coordinate_transformation_mode", "half_pixel", coords, 5, &coord) ||
-      !read_choice(n, d, "nearest_mode", "round_prefer_floor", rounds, 4, &round))
+  int64_t exclude;
+  if (!check_unsupported(n, d) || !read_choice(n, d, "mode", "nearest", modes, 3, &mode) ||
+      !read_choice(n, d, "coordinate_transformation_mode", "half_pixel", coords, 6, &coord) ||
+      !read_choice(n, d, "nearest_mode", "round_prefer_floor", rounds, 4, &round) ||
+      !kiln_op_read_int(n, d, "exclude_outside", 0, 0, 1, &exclude))
     return false;
   r->mode = (kiln_rs_mode)mode, r->coord = (kiln_rs_coord)coord, r->round = (kiln_rs_round)round;
+  r->cubic_a = kiln_attr_float(n, "cubic_coeff_a", -0.75);
+  r->exclude_outside = exclude != 0;
+  r->extrapolation = kiln_attr_float(n, "extrapolation_value", 0.0);
   return true;
 }
 
@@ -113,7 +104,7 @@ static bool plan_sizes(const kiln_node *n, kiln_diag *d, const double *scales, c
     return false;
   }
   r->out = r->in;
-  for (int i = 0; i < r->in.rank; i++) r->scale[i] = 1.0;
+  for (int i = 0; i < r->in.rank; i++) r->scale[i] = 1.0, r->len[i] = (double)r->in.dim[i];
   for (int i = 0; i < count; i++) {
     int a = (int)axes[i];
     double in = (double)r->in.dim[a];
@@ -123,8 +114,27 @@ static bool plan_sizes(const kiln_node *n, kiln_diag *d, const double *scales, c
     }
     r->scale[a] = scales ? scales[i] : (double)sizes[i] / in;
     r->out.dim[a] = scales ? (int64_t)(in * scales[i]) : sizes[i];
+    r->len[a] = scales ? in * scales[i] : (double)sizes[i];
   }
   return kiln_op_check_dims(n, d, &r->out, "this resize");
+}
+
+// roi (tf_crop_and_resize only; otherwise the whole input): `count` values, starts then ends, one
+// pair per axes[i].
+static bool plan_roi(const kiln_node *n, kiln_diag *d, const double *roi, int count,
+                     const int64_t *axes, int n_axes, kiln_resample *r) {
+  for (int i = 0; i < r->in.rank; i++) r->roi_start[i] = 0, r->roi_end[i] = 1;
+  if (r->coord != KILN_RS_TF_CROP_AND_RESIZE) return true;
+  if (count != 2 * n_axes) {
+    kiln_op_error(d, n,
+                  "inputs[1] (roi): tf_crop_and_resize needs a constant roi of %d values (starts, "
+                  "then ends, one per axis), got %d",
+                  2 * n_axes, count);
+    return false;
+  }
+  for (int i = 0; i < n_axes; i++)
+    r->roi_start[axes[i]] = roi[i], r->roi_end[axes[i]] = roi[n_axes + i];
+  return true;
 }
 
 static bool graph_plan(const kiln_graph *g, const kiln_node *n, kiln_diag *d, kiln_resample *r) {
@@ -141,6 +151,14 @@ static bool graph_plan(const kiln_graph *g, const kiln_node *n, kiln_diag *d, ki
                   "(inputs[3]); pass \"\" for the other");
     return false;
   }
+  double roi[2 * KILN_MAX_RANK];
+  int n_roi = 0;
+  if (r->coord == KILN_RS_TF_CROP_AND_RESIZE) {
+    n_roi =
+        kiln_has_input(n, 1) ? kiln_op_const_floats(g, n, d, 1, "roi", roi, 2 * KILN_MAX_RANK) : 0;
+    if (n_roi < 0) return false;
+  }
+  if (!plan_roi(n, d, roi, n_roi, axes, n_axes, r)) return false;
   if (kiln_has_input(n, 2)) {
     int count = kiln_op_const_floats(g, n, d, 2, "scales", scales, KILN_MAX_RANK);
     return count >= 0 && plan_sizes(n, d, scales, NULL, count, axes, n_axes, r);
@@ -159,6 +177,10 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
   double scales[KILN_MAX_RANK];
   read_modes(n, NULL, &r);
   int n_axes = read_axes(n, NULL, r.in.rank, axes);
+  double roi[2 * KILN_MAX_RANK];
+  int n_roi = kiln_has_input(n, 1) ? (int)kiln_shape_numel(in[1].shape) : 0;
+  for (int i = 0; i < n_roi && i < 2 * KILN_MAX_RANK; i++) roi[i] = in[1].data[i];
+  plan_roi(n, NULL, roi, n_roi, axes, n_axes, &r);
   if (kiln_has_input(n, 2)) {
     int count = (int)kiln_shape_numel(in[2].shape);
     for (int i = 0; i < count && i < KILN_MAX_RANK; i++) scales[i] = in[2].data[i];
@@ -188,8 +210,8 @@ const kiln_op_def kiln_op_Resize = {
     .eval = eval,
     .lower = lower,
     .flops = flops,
-    // Nearest is a copy (exact). Linear: PyTorch computes source coordinates and weights in f32,
-    // Kiln in double; at coordinates up to ~32 a weight differs by up to ~4e-6, times neighbour
-    // differences of a few units, plus f32 rounding of the sum.
+    // Nearest is a copy (exact). Linear and cubic: PyTorch computes source coordinates and
+    // weights in f32, Kiln in double; at coordinates up to ~32 a weight differs by up to ~4e-6,
+    // times neighbour differences of a few units, plus f32 rounding of the sum.
     .tol = {2e-5, 1e-6},
 };

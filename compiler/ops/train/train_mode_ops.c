@@ -150,17 +150,6 @@ static const kiln_attr_spec mask_attrs[] = {{"shape", KILN_ATTR_INTS, true},
                                             {"dtype", KILN_ATTR_STRING, false},
                                             {0}};
 
-static const uint64_t seed_mix = 0x9e3779b97f4a7c15u;
-
-static uint64_t mix64(uint64_t z) {
-  z ^= z >> 30;
-  z *= 0xbf58476d1ce4e5b9u;
-  z ^= z >> 27;
-  z *= 0x94d049bb133111ebu;
-  z ^= z >> 31;
-  return z;
-}
-
 // Kept when the top 53 bits of the hash are below this.
 static int64_t keep_threshold(const kiln_node *n) {
   return (int64_t)llround((1.0 - kiln_attr_float(n, "ratio", 0)) * 0x1p53);
@@ -192,12 +181,11 @@ static bool mask_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
 
 static void mask_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
   uint64_t seed = (uint64_t)(int64_t)in[0].data[0], step = (uint64_t)(int64_t)in[1].data[0];
-  uint64_t salt = (uint64_t)kiln_attr_int(n, "salt", 0);
-  uint64_t s = mix64(mix64(mix64(seed ^ seed_mix) ^ step) ^ salt);
+  uint64_t s = kiln_train_stream_key(seed, step, (uint64_t)kiln_attr_int(n, "salt", 0));
   int64_t threshold = keep_threshold(n);
   double scale = 1.0 / (1.0 - kiln_attr_float(n, "ratio", 0));
   for (int64_t i = 0; i < kiln_shape_numel(out->shape); i++)
-    out->data[i] = (int64_t)(mix64(s ^ (uint64_t)i) >> 11) < threshold ? scale : 0.0;
+    out->data[i] = (int64_t)(kiln_mix64(s ^ (uint64_t)i) >> 11) < threshold ? scale : 0.0;
 }
 
 static void mask_lower(const kiln_lower_ctx *c) {
@@ -207,11 +195,7 @@ static void mask_lower(const kiln_lower_ctx *c) {
   double ratio = kiln_attr_float(n, "ratio", 0);
   kiln_lb_comment(b, "DropoutMask %s: %s, ratio %g (mix64 of seed, step, salt, i)", n->name,
                   kiln_describe(m).text, ratio);
-  kiln_lexpr *seed = lx_load(b, kiln_in_buf(c, 0), lx_int(b, 0));
-  kiln_lexpr *s = lx_unary(b, LU_MIX64, lx_bin(b, LB_XOR, seed, lx_int(b, (int64_t)seed_mix)));
-  s = lx_unary(b, LU_MIX64, lx_bin(b, LB_XOR, s, lx_load(b, kiln_in_buf(c, 1), lx_int(b, 0))));
-  s = lx_unary(b, LU_MIX64, lx_bin(b, LB_XOR, s, lx_int(b, kiln_attr_int(n, "salt", 0))));
-  int sv = kiln_lb_decl(b, "s", KILN_I64, s);
+  int sv = kiln_lower_train_stream_key(c);
   int i = kiln_lb_for_n(b, "i", kiln_shape_numel(&m->shape));
   kiln_lexpr *h = lx_unary(b, LU_MIX64, lx_bin(b, LB_XOR, lx_var(b, sv), lx_var(b, i)));
   kiln_lexpr *kept =
