@@ -90,23 +90,36 @@ static bool set_header(const Onnx__TensorProto *t, kiln_dtype dtype, kiln_array 
   return true;
 }
 
-// Copies the typed repeated field of t's dtype; n is the element count.
-static bool copy_typed(const Onnx__TensorProto *t, kiln_dtype dtype, int64_t n, void *dst,
-                       char *err, size_t errlen) {
-  size_t have;
-  const char *field;
+// The number of values in the typed repeated field of t's dtype (and the field's name).
+static size_t typed_count(const Onnx__TensorProto *t, kiln_dtype dtype, const char **field) {
   switch (dtype) {
-    case KILN_F32: have = t->n_float_data, field = "float_data"; break;
-    case KILN_F64: have = t->n_double_data, field = "double_data"; break;
-    case KILN_I64: have = t->n_int64_data, field = "int64_data"; break;
-    default: have = t->n_int32_data, field = "int32_data"; break;
+    case KILN_F32: return *field = "float_data", t->n_float_data;
+    case KILN_F64: return *field = "double_data", t->n_double_data;
+    case KILN_I64: return *field = "int64_data", t->n_int64_data;
+    default: return *field = "int32_data", t->n_int32_data;
   }
-  if (have != (size_t)n) {
-    snprintf(err, errlen,
-             "%s has %zu values, but dims give %lld elements (and there is no raw_data)", field,
-             have, (long long)n);
+}
+
+// Whether the data in the file (raw_data or the typed field) is as large as dims and dtype say;
+// checked before the array is allocated, so a header promising gigabytes allocates nothing.
+static bool inline_data_matches(const Onnx__TensorProto *t, kiln_dtype dtype, const kiln_array *a,
+                                char *err, size_t errlen) {
+  if (t->has_raw_data) {
+    if (t->raw_data.len == a->nbytes) return true;
+    snprintf(err, errlen, "raw_data has %zu bytes, but dims and dtype give %zu", t->raw_data.len,
+             a->nbytes);
     return false;
   }
+  const char *field;
+  size_t have = typed_count(t, dtype, &field);
+  if (have == (size_t)kiln_array_numel(a)) return true;
+  snprintf(err, errlen, "%s has %zu values, but dims give %lld elements (and there is no raw_data)",
+           field, have, (long long)kiln_array_numel(a));
+  return false;
+}
+
+// Copies the typed repeated field of t's dtype (n values, checked by inline_data_matches).
+static void copy_typed(const Onnx__TensorProto *t, kiln_dtype dtype, int64_t n, void *dst) {
   for (int64_t i = 0; i < n; i++) {
     switch (dtype) {
       case KILN_F32: ((float *)dst)[i] = t->float_data[i]; break;
@@ -115,7 +128,6 @@ static bool copy_typed(const Onnx__TensorProto *t, kiln_dtype dtype, int64_t n, 
       default: kiln_element_set(dst, (int)dtype, i, (double)t->int32_data[i]); break;
     }
   }
-  return true;
 }
 
 static const char *external_key(const Onnx__TensorProto *t, const char *key) {
@@ -229,25 +241,21 @@ kiln_onnx_tensor_status kiln_onnx_tensor_to_array(const Onnx__TensorProto *t, co
     return KILN_ONNX_TENSOR_BAD;
   }
   if (!set_header(t, dtype, out, err, errlen)) return KILN_ONNX_TENSOR_BAD;
+  bool external =
+      t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+  if (!external && !inline_data_matches(t, dtype, out, err, errlen)) return KILN_ONNX_TENSOR_BAD;
   out->data = kiln_aligned_alloc(out->nbytes ? out->nbytes : 1);
   if (!out->data) {
     snprintf(err, errlen, "out of memory for %zu bytes", out->nbytes);
     return KILN_ONNX_TENSOR_BAD;
   }
-  bool ok;
-  bool external =
-      t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
-  if (external) {
+  bool ok = true;
+  if (external)
     ok = read_external(t, model_dir, out->data, out->nbytes, err, errlen);
-  } else if (t->has_raw_data) {
-    ok = t->raw_data.len == out->nbytes;
-    if (ok && out->nbytes) memcpy(out->data, t->raw_data.data, out->nbytes);
-    if (!ok)
-      snprintf(err, errlen, "raw_data has %zu bytes, but dims and dtype give %zu", t->raw_data.len,
-               out->nbytes);
-  } else {
-    ok = copy_typed(t, dtype, kiln_array_numel(out), out->data, err, errlen);
-  }
+  else if (t->has_raw_data && out->nbytes)
+    memcpy(out->data, t->raw_data.data, out->nbytes);
+  else if (!t->has_raw_data)
+    copy_typed(t, dtype, kiln_array_numel(out), out->data);
   if (!ok) {
     kiln_array_free(out);
     return KILN_ONNX_TENSOR_BAD;
