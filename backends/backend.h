@@ -14,6 +14,7 @@ typedef struct kiln_c_state_shape {
   int rank;
   int64_t dim[8];
 } kiln_c_state_shape;
+struct kiln_c_adversarial;
 typedef struct kiln_c_train {
   int label_input, weight_input;  // input indices; weight_input -1 if none
   int logits_output;              // the output the loss reads, or -1
@@ -28,7 +29,19 @@ typedef struct kiln_c_train {
   bool distributed;
   int first_grad_output, n_grads;
   const char *augment;  // training.augment/normalize as the trainer's spec (runtime/augment.h)
+  // An adversarial build (docs/training.md §8), else NULL: this program is the discriminator's
+  // step; the generator's is a second program emitted and linked beside it.
+  const struct kiln_c_adversarial *adversarial;
 } kiln_c_train;
+
+typedef struct kiln_c_adversarial {
+  const kiln_lprog *g_prog;      // the generator's step (its C name: the model's + "_g")
+  const kiln_c_train *g_train;   // its inputs and outputs
+  int64_t n_critic;              // discriminator steps per generator step
+  const char *const *d_params;   // trained by the D step, copied into the G step's context
+  const char *const *g_params;   // trained by the G step, copied into the D step's context
+  int n_d_params, n_g_params;
+} kiln_c_adversarial;
 
 typedef struct kiln_c_options {
   bool embed_weights;  // inline the weights payload as a C array instead of NAME.weights

@@ -84,9 +84,15 @@ typedef struct cli {
 } cli;
 
 typedef struct train_build {
-  kiln_training training;  // the model's training section
+  kiln_training training;  // the model's training section (adversarial: the D step's)
   kiln_c_train info;       // what the training program's inputs and outputs mean
   kiln_c_state_shape *shapes;
+  // Adversarial models (docs/training.md §8): the generator's step, a second program.
+  kiln_training g_training;
+  kiln_c_train g_info;
+  kiln_c_state_shape *g_shapes;
+  kiln_compilation g_comp;
+  kiln_c_adversarial adv;
 } train_build;
 
 static bool bad_flag(const char *msg, const char *arg) {
@@ -282,9 +288,8 @@ static bool parse_args(int argc, char **argv, cli *c) {
 }
 
 // --train: what the runtime's trainer needs to know about the training graph's inputs/outputs.
-static void describe_training(train_build *tb, const kiln_graph *g) {
-  const kiln_training *t = &tb->training;
-  kiln_c_train *ti = &tb->info;
+static void describe_training(const kiln_training *t, kiln_c_train *ti, kiln_c_state_shape **shapes,
+                              const kiln_graph *g) {
   *ti = (kiln_c_train){
       .label_input = -1,
       .weight_input = -1,
@@ -299,16 +304,61 @@ static void describe_training(train_build *tb, const kiln_graph *g) {
   }
   for (int i = 1; i < g->n_outputs; i++)
     if (strcmp(g->tensors[g->outputs[i]].name, t->loss.output) == 0) ti->logits_output = i;
-  free(tb->shapes);
-  tb->shapes = kiln_xcalloc((size_t)g->n_tensors + 1, sizeof(kiln_c_state_shape));
+  free(*shapes);
+  *shapes = kiln_xcalloc((size_t)g->n_tensors + 1, sizeof(kiln_c_state_shape));
   for (int i = 0; i < g->n_tensors; i++) {
     const kiln_tensor *x = &g->tensors[i];
     if (x->kind != KILN_TENSOR_STATE) continue;
-    kiln_c_state_shape *s = &tb->shapes[ti->n_shapes++];
+    kiln_c_state_shape *s = &(*shapes)[ti->n_shapes++];
     s->name = x->name, s->rank = x->shape.rank;
     memcpy(s->dim, x->shape.dim, sizeof(int64_t) * (size_t)x->shape.rank);
   }
-  ti->shapes = tb->shapes;
+  ti->shapes = *shapes;
+}
+
+// Adversarial models (docs/training.md §8): the generator's step, compiled from a second copy of
+// the model into tb->g_comp, and the descriptor linking both steps. Returns an exit code.
+static int compile_generator_step(const cli *a, train_build *tb, kiln_diag *d) {
+  kiln_training parsed;
+  kiln_load_options load = a->load;
+  load.training = &parsed;
+  kiln_graph *g = kiln_load_model_ex(a->model, &load, d);
+  if (!g) return KILN_EXIT_BAD_INPUT;
+  if (!kiln_adversarial_phase(&parsed, KILN_PHASE_G, g, &tb->g_training, d) ||
+      !kiln_build_training_graph(g, &tb->g_training, d)) {
+    kiln_graph_free(g);
+    return KILN_EXIT_BAD_INPUT;
+  }
+  kiln_compilation *c = &tb->g_comp;
+  kiln_compilation_init(c, g);
+  for (int i = 0; i < a->n_disabled; i++) c->disabled[c->n_disabled++] = a->disabled[i];
+  if (!kiln_compile_pipeline(c, d)) return d->errors ? KILN_EXIT_BAD_INPUT : KILN_EXIT_INTERNAL;
+  describe_training(&tb->g_training, &tb->g_info, &tb->g_shapes, c->g);
+  const kiln_adversarial *adv = &parsed.adv;
+  tb->adv = (kiln_c_adversarial){.g_prog = c->prog,
+                                 .g_train = &tb->g_info,
+                                 .n_critic = adv->n_critic,
+                                 .d_params = adv->d.params,
+                                 .g_params = adv->g.params,
+                                 .n_d_params = adv->d.n_params,
+                                 .n_g_params = adv->g.n_params};
+  return KILN_EXIT_OK;
+}
+
+// An adversarial model: the caller's graph g becomes the discriminator's step's; the generator's
+// is compiled beside it. Returns an exit code.
+static int adversarial_phases(const cli *a, kiln_graph *g, kiln_diag *d) {
+  train_build *tb = a->tb;
+  if (a->distributed || use_llvm(a)) {
+    kiln_diag_error(d, "training.adversarial",
+                    "adversarial training builds use the C backend on one process (no %s)",
+                    a->distributed ? "--distributed" : "--backend llvm");
+    return KILN_EXIT_BAD_INPUT;
+  }
+  kiln_training section = tb->training;
+  if (!kiln_adversarial_phase(&section, KILN_PHASE_D, g, &tb->training, d))
+    return KILN_EXIT_BAD_INPUT;
+  return compile_generator_step(a, tb, d);
 }
 
 // --train builds the training step (compile, build, inspect) with the C backend.
@@ -342,6 +392,10 @@ static int compile_model(const cli *a, kiln_compilation *c) {
   load.training = a->tb ? &a->tb->training : NULL;
   kiln_graph *g = kiln_load_model_ex(a->model, &load, &d);
   if (!g) return KILN_EXIT_BAD_INPUT;
+  if (a->tb && a->tb->training.adv.present) {
+    int rc = adversarial_phases(a, g, &d);
+    if (rc != KILN_EXIT_OK) return kiln_graph_free(g), rc;
+  }
   int n_model_outputs = g->n_outputs;
   if (a->tb) a->tb->training.expose_grads = a->distributed != NULL;  // gradients as outputs
   if (a->tb) a->tb->training.sync_bn = a->sync_bn;  // BatchNorm: RankMean of the statistics
@@ -355,7 +409,11 @@ static int compile_model(const cli *a, kiln_compilation *c) {
   c->stop_after = a->after;
   for (int i = 0; i < a->n_disabled; i++) c->disabled[c->n_disabled++] = a->disabled[i];
   if (!kiln_compile_pipeline(c, &d)) return d.errors ? KILN_EXIT_BAD_INPUT : KILN_EXIT_INTERNAL;
-  if (a->tb) describe_training(a->tb, c->g);
+  if (a->tb) describe_training(&a->tb->training, &a->tb->info, &a->tb->shapes, c->g);
+  if (a->tb && a->tb->adv.g_prog) {  // no reconstruction: the loss reads the scores
+    a->tb->info.adversarial = &a->tb->adv;
+    a->tb->info.logits_output = -1;
+  }
   if (a->tb && a->distributed) {  // outputs: the loss, the model's, then the gradients
     a->tb->info.distributed = true;
     a->tb->info.first_grad_output = 1 + n_model_outputs;
@@ -377,6 +435,10 @@ static int cmd_compile(const cli *a) {
         a->emit && strcmp(a->emit, "llvm") == 0 ? KILN_LLVM_EMIT_LLVM : KILN_LLVM_EMIT_OBJ;
     bool ok = use_llvm(a) ? kiln_llvm_emit_files(c.prog, &lo, what, a->out, &d)
                           : kiln_emit_c_files(c.prog, &o, a->out, &d);
+    if (ok && a->tb && a->tb->adv.g_prog) {  // adversarial: the generator's step beside it
+      kiln_c_options go = {.embed_weights = a->embed, .train = &a->tb->g_info};
+      ok = kiln_emit_c_files(a->tb->adv.g_prog, &go, a->out, &d);
+    }
     if (!ok) rc = KILN_EXIT_BAD_INPUT;
   }
   if (c.g) kiln_compilation_free(&c);
@@ -610,6 +672,8 @@ int main(int argc, char **argv) {
     if (a.train) a.tb = &tb;
     rc = cmd(&a);
     free(tb.shapes);
+    free(tb.g_shapes);
+    if (tb.g_comp.g) kiln_compilation_free(&tb.g_comp);
   }
   free_shape_flags(&a);
   return rc;

@@ -153,6 +153,8 @@ typedef struct kiln_state_desc {
   size_t offset;
 } kiln_state_desc;
 
+struct kiln_adversarial_desc;
+
 // What the generated trainer knows about a training build. model->run is one training step
 // (forward, loss, backward, update); eval runs the forward pass and the loss only. Inputs: the
 // model's, then the label (and per-sample weights); outputs: the loss (1), then the model's.
@@ -177,7 +179,20 @@ typedef struct kiln_train_desc {
   // training.augment / training.normalize as a spec for runtime/augment.h ("hflip p=0.5; ..."),
   // or NULL: applied to the samples by the trainer (docs/training.md).
   const char *augment;
+  // Adversarial builds (docs/training.md §8), else NULL: this is the discriminator's step.
+  const struct kiln_adversarial_desc *adversarial;
 } kiln_train_desc;
+
+// An adversarial build: the generator's step, a second training build linked beside the
+// discriminator's (its weights in OUT.g.weights). The trainer runs n_critic D steps (one batch of
+// data each) per G step; after each step it copies the params the step trained (by name) into
+// the other step's context.
+typedef struct kiln_adversarial_desc {
+  const kiln_train_desc *g;
+  int64_t n_critic;
+  const char *const *d_params, *const *g_params;  // NULL-terminated too
+  int n_d_params, n_g_params;
+} kiln_adversarial_desc;
 
 // Writes every STATE tensor to a .safetensors file, atomically (temporary file + rename).
 int kiln_state_save(const kiln_train_desc *t, void *ctx, const char *path, char *err,

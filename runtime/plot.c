@@ -39,10 +39,14 @@ static const glyph font[] = {
     {'-', {0x00, 0x00, 0x00, 0x1F, 0x00, 0x00, 0x00}},
     {'a', {0x00, 0x00, 0x0E, 0x01, 0x0F, 0x11, 0x0F}},
     {'c', {0x00, 0x00, 0x0E, 0x10, 0x10, 0x11, 0x0E}},
+    {'d', {0x01, 0x01, 0x0D, 0x13, 0x11, 0x11, 0x0F}},
     {'e', {0x00, 0x00, 0x0E, 0x11, 0x1F, 0x10, 0x0E}},
+    {'f', {0x06, 0x09, 0x08, 0x1C, 0x08, 0x08, 0x08}},
+    {'g', {0x00, 0x0F, 0x11, 0x11, 0x0F, 0x01, 0x0E}},
     {'h', {0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x11}},
     {'i', {0x04, 0x00, 0x0C, 0x04, 0x04, 0x04, 0x0E}},
     {'l', {0x0C, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E}},
+    {'m', {0x00, 0x00, 0x1A, 0x15, 0x15, 0x11, 0x11}},
     {'n', {0x00, 0x00, 0x16, 0x19, 0x11, 0x11, 0x11}},
     {'o', {0x00, 0x00, 0x0E, 0x11, 0x11, 0x11, 0x0E}},
     {'p', {0x00, 0x00, 0x1E, 0x11, 0x1E, 0x10, 0x10}},
@@ -126,7 +130,7 @@ static int py(const frame *f, double y) {
   return f->y1 - (int)lround((y - f->ya.lo) / (f->ya.hi - f->ya.lo) * (f->y1 - f->y0));
 }
 
-static void draw_axes(kiln_canvas *c, const frame *f) {
+static void draw_axes(kiln_canvas *c, const frame *f, const char *x_label) {
   char label[32];
   for (double v = f->ya.lo; v <= f->ya.hi + f->ya.step * 1e-6; v += f->ya.step) {
     int y = py(f, v);
@@ -142,7 +146,7 @@ static void draw_axes(kiln_canvas *c, const frame *f) {
   }
   line(c, f->x0, f->y0, f->x0, f->y1, BLACK);
   line(c, f->x0, f->y1, f->x1, f->y1, BLACK);
-  text(c, (f->x0 + f->x1 - text_width("epoch")) / 2, f->y1 + 34, "epoch", BLACK);
+  text(c, (f->x0 + f->x1 - text_width(x_label)) / 2, f->y1 + 34, x_label, BLACK);
 }
 
 static void draw_curve(kiln_canvas *c, const frame *f, const kiln_curve *k) {
@@ -160,7 +164,8 @@ static void draw_curve(kiln_canvas *c, const frame *f, const kiln_curve *k) {
   }
 }
 
-static void draw_panel(kiln_canvas *c, const kiln_panel *p, int left, int width) {
+static void draw_panel(kiln_canvas *c, const kiln_panel *p, int left, int width,
+                       const char *x_label) {
   double lo = INFINITY, hi = -INFINITY;
   int n = 1;
   for (int k = 0; k < p->n_curves; k++) {
@@ -178,7 +183,7 @@ static void draw_panel(kiln_canvas *c, const kiln_panel *p, int left, int width)
              .ya = nice_axis(lo, hi, 5)};
   if (f.xa.lo < 1) f.xa.lo = f.xa.step < 1 ? 1 : 0;
   if (f.xa.step < 1) f.xa = (axis){1, n > 1 ? n : 2, 1, 0};
-  draw_axes(c, &f);
+  draw_axes(c, &f, x_label);
   for (int k = 0; k < p->n_curves; k++) draw_curve(c, &f, &p->curves[k]);
   text(c, f.x0, 12, p->title ? p->title : "", BLACK);
   int x = f.x1;  // legend: right-aligned at the top
@@ -191,8 +196,8 @@ static void draw_panel(kiln_canvas *c, const kiln_panel *p, int left, int width)
   }
 }
 
-int kiln_plot_render(const kiln_panel *panels, int n_panels, int width, int height,
-                     kiln_canvas *canvas) {
+static int render(const kiln_panel *panels, int n_panels, int width, int height,
+                  const char *x_label, kiln_canvas *canvas) {
   if (n_panels < 1 || width < 64 * n_panels || height < 64 || width > 8192 || height > 8192)
     return KILN_ERR_ARG;
   canvas->width = width, canvas->height = height;
@@ -200,14 +205,24 @@ int kiln_plot_render(const kiln_panel *panels, int n_panels, int width, int heig
   if (!canvas->rgb) return KILN_ERR_NOMEM;
   fill_rect(canvas, 0, 0, width, height, WHITE);
   for (int i = 0; i < n_panels; i++)
-    draw_panel(canvas, &panels[i], i * width / n_panels, width / n_panels);
+    draw_panel(canvas, &panels[i], i * width / n_panels, width / n_panels, x_label);
   return KILN_OK;
+}
+
+int kiln_plot_render(const kiln_panel *panels, int n_panels, int width, int height,
+                     kiln_canvas *canvas) {
+  return render(panels, n_panels, width, height, "epoch", canvas);
 }
 
 int kiln_plot_png(const char *path, const kiln_panel *panels, int n_panels, int width, int height,
                   char *err, size_t errlen) {
+  return kiln_plot_png_x(path, panels, n_panels, width, height, "epoch", err, errlen);
+}
+
+int kiln_plot_png_x(const char *path, const kiln_panel *panels, int n_panels, int width, int height,
+                    const char *x_label, char *err, size_t errlen) {
   kiln_canvas c;
-  int st = kiln_plot_render(panels, n_panels, width, height, &c);
+  int st = render(panels, n_panels, width, height, x_label, &c);
   if (st != KILN_OK) {
     kiln_rt_errf(err, errlen, "%s: cannot draw the plot (%s)", path, kiln_status_str(st));
     return st;
@@ -291,5 +306,36 @@ int kiln_image_grid_png(const char *path, const kiln_image_grid *g, char *err, s
   png_image_free(&img);
   free(tmp);
   free(gray);
+  return st;
+}
+
+// ---- RGB pictures ----
+
+int kiln_rgb_png(const char *path, const uint8_t *rgb, int width, int height, char *err,
+                 size_t errlen) {
+  if (!rgb || width < 1 || height < 1) {
+    kiln_rt_errf(err, errlen, "%s: an RGB picture needs pixels and a size of at least 1 x 1", path);
+    return KILN_ERR_ARG;
+  }
+  size_t n = strlen(path) + 8;
+  char *tmp = malloc(n);
+  if (!tmp) {
+    kiln_rt_errf(err, errlen, "%s: out of memory", path);
+    return KILN_ERR_NOMEM;
+  }
+  snprintf(tmp, n, "%s.tmp", path);
+  png_image img = {.version = PNG_IMAGE_VERSION,
+                   .width = (png_uint_32)width,
+                   .height = (png_uint_32)height,
+                   .format = PNG_FORMAT_RGB};
+  int st = KILN_OK;
+  if (!png_image_write_to_file(&img, tmp, 0, rgb, 0, NULL) || rename(tmp, path) != 0) {
+    kiln_rt_errf(err, errlen, "%s: cannot write the PNG: %s", path,
+                 img.message[0] ? img.message : strerror(errno));
+    unlink(tmp);
+    st = KILN_ERR_IO;
+  }
+  png_image_free(&img);
+  free(tmp);
   return st;
 }

@@ -31,6 +31,9 @@ int kiln_plot_render(const kiln_panel *panels, int n_panels, int width, int heig
 // Renders and writes an RGB PNG (through a temporary file renamed into place).
 int kiln_plot_png(const char *path, const kiln_panel *panels, int n_panels, int width, int height,
                   char *err, size_t errlen);
+// The same with another x axis label than "epoch" (an adversarial run's groups of steps).
+int kiln_plot_png_x(const char *path, const kiln_panel *panels, int n_panels, int width, int height,
+                    const char *x_label, char *err, size_t errlen);
 
 // ---- Image grids (generative models' pictures: inputs vs reconstructions, samples, traversals)
 
@@ -49,5 +52,11 @@ void kiln_image_grid_size(const kiln_image_grid *g, int *width, int *height);
 void kiln_image_grid_render(const kiln_image_grid *g, uint8_t *gray);
 // Writes it as an 8-bit grayscale PNG, atomically (a temporary file renamed into place).
 int kiln_image_grid_png(const char *path, const kiln_image_grid *g, char *err, size_t errlen);
+
+// Writes width x height RGB pixels (rgb[(y * width + x) * 3 + c]) as an 8-bit RGB PNG,
+// atomically (a temporary file renamed into place): the YOLO recipe's detections
+// (tools/kiln-detect.c).
+int kiln_rgb_png(const char *path, const uint8_t *rgb, int width, int height, char *err,
+                 size_t errlen);
 
 #endif

@@ -268,6 +268,7 @@ typedef struct session {
   uint64_t aug_seed;
   float *scratch;
   struct batch_worker *worker;  // prepares the next batch while the step runs (one process)
+  struct adv_session *adv;      // adversarial builds: the generator's step (else NULL)
 } session;
 
 // Rank 0 (or the only process) restores, logs, prints and writes checkpoints.
@@ -318,6 +319,34 @@ static void set_training_mode(const kiln_train_desc *t, void *ctx, bool training
       memcpy((char *)t->state(ctx) + t->states[i].offset, &f, sizeof f);
 }
 
+// The weights of a context: embedded, else the file argv0 + suffix. Returns an exit code.
+static int init_weights(const kiln_model_desc *m, void *ctx, const char *argv0,
+                        const char *suffix) {
+  int st;
+  if (m->init_embedded) {
+    st = m->init_embedded(ctx);
+  } else {
+    size_t n = strlen(argv0) + strlen(suffix) + 1;
+    char *path = malloc(n);
+    if (!path) return EXIT_INTERNAL;
+    snprintf(path, n, "%s%s", argv0, suffix);
+    st = m->init_file(ctx, path);
+    if (st != KILN_OK) fprintf(stderr, "kiln-train: %s: %s\n", path, kiln_status_str(st));
+    free(path);
+    if (st != KILN_OK) return st == KILN_ERR_NOMEM ? EXIT_INTERNAL : EXIT_BAD;
+  }
+  if (st != KILN_OK) return fprintf(stderr, "kiln-train: %s\n", kiln_status_str(st)), EXIT_BAD;
+  return EXIT_OK;
+}
+
+// n zeroed buffers for the inputs or outputs io[0..n); false if out of memory.
+static bool alloc_ios(const kiln_io_desc *io, int n, void ***bufs) {
+  *bufs = calloc((size_t)n + 1, sizeof(void *));
+  for (int i = 0; *bufs && i < n; i++)
+    if (!((*bufs)[i] = alloc_io(&io[i]))) return false;
+  return *bufs != NULL;
+}
+
 static int open_session(session *s, const kiln_train_desc *t, const char *argv0, const options *o) {
   memset(s, 0, sizeof(*s));
   s->t = t, s->m = t->model, s->data_input = -1, s->y_input = t->label_input;
@@ -353,29 +382,14 @@ static int open_session(session *s, const kiln_train_desc *t, const char *argv0,
   if (t->classification && t->logits_output > 0 && m->outputs[t->logits_output].rank == 2)
     s->classes = m->outputs[t->logits_output].shape[1];
   s->ctx = calloc(1, m->ctx_bytes);
-  s->in = calloc((size_t)m->n_inputs + 1, sizeof(void *));
-  s->out = calloc((size_t)m->n_outputs + 1, sizeof(void *));
-  if (!s->ctx || !s->in || !s->out) return EXIT_INTERNAL;
-  for (int i = 0; i < m->n_inputs; i++)
-    if (!(s->in[i] = alloc_io(&m->inputs[i]))) return EXIT_INTERNAL;
-  for (int i = 0; i < m->n_outputs; i++)
-    if (!(s->out[i] = alloc_io(&m->outputs[i]))) return EXIT_INTERNAL;
+  if (!s->ctx || !alloc_ios(m->inputs, m->n_inputs, &s->in) ||
+      !alloc_ios(m->outputs, m->n_outputs, &s->out))
+    return EXIT_INTERNAL;
   if (t->weight_input >= 0)  // per-sample weights: 1 unless the data gives them (fill_extras)
     for (int64_t k = 0; k < io_numel(&m->inputs[t->weight_input]); k++)
       kiln_element_set(s->in[t->weight_input], m->inputs[t->weight_input].dtype, k, 1.0);
-  int st;
-  if (m->init_embedded) {
-    st = m->init_embedded(s->ctx);
-  } else {
-    size_t n = strlen(argv0) + 16;
-    char *path = malloc(n);
-    snprintf(path, n, "%s.weights", argv0);
-    st = m->init_file(s->ctx, path);
-    if (st != KILN_OK) fprintf(stderr, "kiln-train: %s: %s\n", path, kiln_status_str(st));
-    free(path);
-    if (st != KILN_OK) return st == KILN_ERR_NOMEM ? EXIT_INTERNAL : EXIT_BAD;
-  }
-  if (st != KILN_OK) return fprintf(stderr, "kiln-train: %s\n", kiln_status_str(st)), EXIT_BAD;
+  int st = init_weights(m, s->ctx, argv0, ".weights");
+  if (st != EXIT_OK) return st;
   s->step = find_step(t, s->ctx);
   if (!s->step) return fprintf(stderr, "kiln-train: no step counter in the model\n"), EXIT_INTERNAL;
   return EXIT_OK;
@@ -383,7 +397,10 @@ static int open_session(session *s, const kiln_train_desc *t, const char *argv0,
 
 static void free_batches(session *s);
 
+static void close_adversarial(session *s);
+
 static void close_session(session *s) {
+  close_adversarial(s);
   free_batches(s);
   if (s->ctx && s->m) s->m->release(s->ctx);
   for (int i = 0; s->m && s->in && i < s->m->n_inputs; i++) kiln_aligned_free(s->in[i]);
@@ -729,6 +746,209 @@ static bool evaluate(session *s, const kiln_dataset *d, eval_result *r) {
   return ok;
 }
 
+// ---- Adversarial builds (docs/training.md §8): the generator's step beside the D step ----
+
+static char *beside(const char *path, const char *old_ext, const char *new_ext);
+
+// One param copied between the two steps' weights payloads.
+typedef struct param_copy {
+  size_t from, to, bytes;
+} param_copy;
+
+typedef struct adv_session {
+  const kiln_adversarial_desc *a;
+  const kiln_train_desc *gt;  // the generator's step
+  void *ctx;
+  void **in, **out;
+  int *d_input;  // the D step's input each G input reads (by name), or -1 (own zeroed buffer)
+  param_copy *to_g, *to_d;  // D's params into G's context after a D step; G's into D's after G
+  int n_to_g, n_to_d;
+  int64_t *g_step;  // kiln.g_step
+  double g_loss;    // the last G step's loss
+  bool g_stepped;   // a G step followed the last D step
+  // The run's per-step losses (the plot beside --log); g is NAN where no G step ran.
+  double *d_hist, *g_hist;
+  int64_t n_hist, cap_hist;
+} adv_session;
+
+static const kiln_state_desc *find_state(const kiln_train_desc *t, const char *name) {
+  for (int i = 0; i < t->n_state; i++)
+    if (strcmp(t->states[i].name, name) == 0) return &t->states[i];
+  return NULL;
+}
+
+// The copies of params names[0..n) from `from`'s payload to `to`'s; an exit code.
+static int map_params(const kiln_train_desc *from, const kiln_train_desc *to,
+                      const char *const *names, int n, param_copy **out) {
+  *out = calloc((size_t)n + 1, sizeof(param_copy));
+  if (!*out) return EXIT_INTERNAL;
+  for (int i = 0; i < n; i++) {
+    const kiln_state_desc *f = find_state(from, names[i]), *t = find_state(to, names[i]);
+    if (!f || !t || state_bytes(f) != state_bytes(t)) {
+      fprintf(stderr, "kiln-train: the adversarial steps do not share the param '%s'\n", names[i]);
+      return EXIT_INTERNAL;
+    }
+    (*out)[i] = (param_copy){f->offset, t->offset, state_bytes(f)};
+  }
+  return EXIT_OK;
+}
+
+static void copy_params(const param_copy *c, int n, void *from, void *to) {
+  for (int i = 0; i < n; i++) memcpy((char *)to + c[i].to, (char *)from + c[i].from, c[i].bytes);
+}
+
+// Each G input reads the D step's input of the same name (the data), else a zeroed buffer.
+static bool link_inputs(adv_session *v, const kiln_model_desc *dm) {
+  const kiln_model_desc *gm = v->gt->model;
+  v->d_input = calloc((size_t)gm->n_inputs + 1, sizeof(int));
+  v->in = calloc((size_t)gm->n_inputs + 1, sizeof(void *));
+  if (!v->d_input || !v->in) return false;
+  for (int i = 0; i < gm->n_inputs; i++) {
+    v->d_input[i] = -1;
+    for (int j = 0; j < dm->n_inputs; j++)
+      if (strcmp(gm->inputs[i].name, dm->inputs[j].name) == 0) v->d_input[i] = j;
+    if (v->d_input[i] < 0 && !(v->in[i] = alloc_io(&gm->inputs[i]))) return false;
+  }
+  return true;
+}
+
+// Opens the generator's step: its context (weights OUT.g.weights), buffers, the param copies.
+static int open_adversarial(session *s, const char *argv0) {
+  const kiln_adversarial_desc *a = s->t->adversarial;
+  if (!a) return EXIT_OK;
+  adv_session *v = s->adv = calloc(1, sizeof(adv_session));
+  if (!v) return EXIT_INTERNAL;
+  v->a = a, v->gt = a->g, v->g_loss = NAN;
+  const kiln_model_desc *gm = a->g->model;
+  if (!(v->ctx = calloc(1, gm->ctx_bytes)) || !link_inputs(v, s->m) ||
+      !alloc_ios(gm->outputs, gm->n_outputs, &v->out))
+    return EXIT_INTERNAL;
+  int rc = init_weights(gm, v->ctx, argv0, ".g.weights");
+  if (rc == EXIT_OK) rc = map_params(s->t, v->gt, a->d_params, a->n_d_params, &v->to_g);
+  if (rc == EXIT_OK) rc = map_params(v->gt, s->t, a->g_params, a->n_g_params, &v->to_d);
+  v->n_to_g = a->n_d_params, v->n_to_d = a->n_g_params;
+  const kiln_state_desc *gs = find_state(v->gt, "kiln.g_step");
+  if (rc == EXIT_OK && (!gs || gs->dtype != KILN_RT_I64))
+    return fprintf(stderr, "kiln-train: no step counter kiln.g_step in the generator\n"),
+           EXIT_INTERNAL;
+  if (gs) v->g_step = (int64_t *)(void *)((char *)v->gt->state(v->ctx) + gs->offset);
+  return rc;
+}
+
+static void close_adversarial(session *s) {
+  adv_session *v = s->adv;
+  if (!v) return;
+  const kiln_model_desc *gm = v->gt->model;
+  if (v->ctx && v->d_input && v->out) gm->release(v->ctx);
+  for (int i = 0; v->in && v->d_input && i < gm->n_inputs; i++)
+    if (v->d_input[i] < 0) kiln_aligned_free(v->in[i]);  // not the D step's buffers
+  for (int i = 0; v->out && i < gm->n_outputs; i++) kiln_aligned_free(v->out[i]);
+  free(v->in), free(v->out), free(v->d_input), free(v->ctx);
+  free(v->to_g), free(v->to_d), free(v->d_hist), free(v->g_hist);
+  free(v);
+  s->adv = NULL;
+}
+
+// After --resume / --weights: each step's context takes the other's trained params too.
+static void sync_adversarial(session *s) {
+  adv_session *v = s->adv;
+  if (!v) return;
+  copy_params(v->to_g, v->n_to_g, s->t->state(s->ctx), v->gt->state(v->ctx));
+  copy_params(v->to_d, v->n_to_d, v->gt->state(v->ctx), s->t->state(s->ctx));
+}
+
+// After a D step (kiln.step counts them): D's params go to the G step's context; every
+// n_critic D steps, one G step (fresh noise) updates G, whose params come back.
+static int generator_step(session *s) {
+  adv_session *v = s->adv;
+  copy_params(v->to_g, v->n_to_g, s->t->state(s->ctx), v->gt->state(v->ctx));
+  v->g_stepped = *s->step % v->a->n_critic == 0;
+  if (!v->g_stepped) return KILN_OK;
+  for (int i = 0; i < v->gt->model->n_inputs; i++)
+    if (v->d_input[i] >= 0) v->in[i] = s->in[v->d_input[i]];
+  int st = v->gt->model->run(v->ctx, (const void *const *)v->in, v->out);
+  v->g_loss = kiln_element_get(v->out[0], v->gt->model->outputs[0].dtype, 0);
+  copy_params(v->to_d, v->n_to_d, v->gt->state(v->ctx), s->t->state(s->ctx));
+  return st;
+}
+
+// Checkpoints of adversarial builds: the D step's STATE tensors, then the G step's others
+// (its params' optimizer state, kiln.g_step).
+static int save_adversarial(session *s, const char *path, char *err, size_t errlen) {
+  const kiln_train_desc *d = s->t, *g = s->adv->gt;
+  int n = 0;
+  const char **names = calloc((size_t)(d->n_state + g->n_state) + 1, sizeof(char *));
+  kiln_array *arrays = calloc((size_t)(d->n_state + g->n_state) + 1, sizeof(kiln_array));
+  if (!names || !arrays) return free((void *)names), free(arrays), KILN_ERR_NOMEM;
+  for (int k = 0; k < 2; k++) {
+    const kiln_train_desc *t = k ? g : d;
+    char *base = t->state(k ? s->adv->ctx : s->ctx);
+    for (int i = 0; i < t->n_state; i++) {
+      const kiln_state_desc *st = &t->states[i];
+      if (k && find_state(d, st->name)) continue;
+      names[n] = st->name;
+      arrays[n] = (kiln_array){.dtype = st->dtype,
+                               .rank = st->rank,
+                               .data = base + st->offset,
+                               .nbytes = state_bytes(st)};
+      memcpy(arrays[n++].shape, st->shape, sizeof(int64_t) * (size_t)st->rank);
+    }
+  }
+  int rc = kiln_safetensors_write(path, n, names, arrays, err, errlen);
+  free((void *)names), free(arrays);
+  return rc;
+}
+
+// Appends the step's losses to the plot's history (dropped if out of memory).
+static void record_adversarial(adv_session *v, double d_loss) {
+  if (v->n_hist == v->cap_hist) {
+    int64_t cap = v->cap_hist ? 2 * v->cap_hist : 1024;
+    double *d = realloc(v->d_hist, sizeof(double) * (size_t)cap);
+    if (d) v->d_hist = d;
+    double *g = d ? realloc(v->g_hist, sizeof(double) * (size_t)cap) : NULL;
+    if (g) v->g_hist = g;
+    if (!g) return;
+    v->cap_hist = cap;
+  }
+  v->d_hist[v->n_hist] = d_loss;
+  v->g_hist[v->n_hist++] = v->g_stepped ? v->g_loss : NAN;
+}
+
+// Bucket means of h[0..n) (NAN entries skipped) into out[0..ceil(n / per)).
+static int bucket_means(const double *h, int64_t n, int64_t per, double *out) {
+  int m = 0;
+  for (int64_t i = 0; i < n; i += per, m++) {
+    double sum = 0;
+    int64_t k = 0;
+    for (int64_t j = i; j < n && j < i + per; j++)
+      if (isfinite(h[j])) sum += h[j], k++;
+    out[m] = k ? sum / (double)k : NAN;
+  }
+  return m;
+}
+
+// The d_loss and g_loss curves of the run, as means over buckets of steps (at most 200 points),
+// plotted beside the --log.
+static void plot_adversarial(const session *s, const char *log) {
+  adv_session *v = s->adv;
+  char *png = log ? beside(log, ".csv", ".png") : NULL;
+  int64_t per = v->n_hist > 200 ? (v->n_hist + 199) / 200 : 1;
+  double *d = malloc(sizeof(double) * 201), *g = malloc(sizeof(double) * 201);
+  if (png && d && g && v->n_hist > 0) {
+    int n = bucket_means(v->d_hist, v->n_hist, per, d);
+    bucket_means(v->g_hist, v->n_hist, per, g);
+    kiln_curve c[2] = {{"d loss", d, n, {31, 119, 180}}, {"g loss", g, n, {230, 110, 10}}};
+    char x_label[64], err[512];
+    snprintf(x_label, sizeof x_label, "groups of %lld steps", (long long)per);
+    kiln_panel panel = {"losses", c, 2};
+    if (kiln_plot_png_x(png, &panel, 1, 640, 360, x_label, err, sizeof err) != KILN_OK)
+      fprintf(stderr, "kiln-train: %s\n", err);
+    else
+      fprintf(stderr, "kiln-train: losses plotted in %s\n", png);
+  }
+  free(png), free(d), free(g);
+}
+
 // ---- Progress ----
 
 static void progress(int64_t epoch, int64_t epochs, int64_t pos, int64_t per_epoch, double loss,
@@ -746,7 +966,8 @@ static void progress(int64_t epoch, int64_t epochs, int64_t pos, int64_t per_epo
 static int save_checkpoint(session *s, const char *path) {
   if (!leader(s)) return EXIT_OK;
   char err[512];
-  int st = kiln_state_save(s->t, s->ctx, path, err, sizeof err);
+  int st = s->adv ? save_adversarial(s, path, err, sizeof err)
+                  : kiln_state_save(s->t, s->ctx, path, err, sizeof err);
   if (st != KILN_OK) fprintf(stderr, "kiln-train: cannot save the checkpoint: %s\n", err);
   return st == KILN_OK ? EXIT_OK : EXIT_BAD;
 }
@@ -772,6 +993,7 @@ static int train_step(session *s, const kiln_dataset *d, const int64_t *idx, con
     if (next) worker_start(s, d, next, *s->step + 1);
     int st = s->m->run(s->ctx, (const void *const *)s->in, s->out);
     *loss = loss_of(s);
+    if (st == KILN_OK && s->adv) st = generator_step(s);
     return st;
   }
   batch_source source = {s, d};
@@ -831,6 +1053,9 @@ typedef struct run_state {
   // loss, val accuracy; grown as epochs end (--epochs may be huge).
   int n_hist, cap_hist;
   double *hist[4];
+  // Adversarial builds: the generator's losses of the epoch (its mean: train_g_loss)
+  double g_loss_sum, train_g_loss;
+  int64_t g_steps;
 } run_state;
 
 enum { STOPPED_EARLY = -3 };
@@ -862,6 +1087,7 @@ static bool record_epoch(run_state *r) {
 
 static void print_epoch(const session *s, const run_state *r, int64_t epoch, double t0) {
   fprintf(stderr, "epoch %lld: train_loss=%.6f", (long long)epoch + 1, r->train_loss);
+  if (s->adv) fprintf(stderr, " g_loss=%.6f", r->train_g_loss);
   if (r->train_accuracy >= 0) fprintf(stderr, " train_accuracy=%.4f", r->train_accuracy);
   if (r->val) fprintf(stderr, " val_loss=%.6f", r->val_last.loss);
   if (r->val && r->val_last.accuracy >= 0)
@@ -869,7 +1095,10 @@ static void print_epoch(const session *s, const run_state *r, int64_t epoch, dou
   if (r->test) fprintf(stderr, " test_loss=%.6f", r->last.loss);
   if (r->test && r->last.accuracy >= 0) fprintf(stderr, " test_accuracy=%.4f", r->last.accuracy);
   fprintf(stderr, " (%.1fs)\n", (kiln_now_ms() - t0) / 1000.0);
-  if (s->log)
+  if (s->log && s->adv)  // step,epoch,d_loss,g_loss,train_d_loss,train_g_loss
+    fprintf(s->log, "%lld,%lld,,,%.9g,%.9g\n", (long long)*s->step, (long long)epoch + 1,
+            r->train_loss, r->train_g_loss);
+  else if (s->log)
     fprintf(s->log, "%lld,%lld,,%.9g,%.6g,%.9g,%.6g,%.9g,%.6g\n", (long long)*s->step,
             (long long)epoch + 1, r->last.loss, r->last.accuracy, r->train_loss, r->train_accuracy,
             r->val_last.loss, r->val_last.accuracy);
@@ -891,6 +1120,30 @@ static int watch_validation(session *s, run_state *r, int64_t epoch) {
   return STOPPED_EARLY;
 }
 
+static void write_image_outputs(const session *s, const char *prefix, const char *tag);
+
+// Adversarial builds: the step's row of the --log (step,epoch,d_loss,g_loss,,: g_loss empty
+// unless a generator step ran), the epoch's generator losses and the plot's history.
+static void note_adversarial_step(session *s, run_state *r, int64_t epoch, double d_loss) {
+  adv_session *v = s->adv;
+  if (v->g_stepped) r->g_loss_sum += v->g_loss, r->g_steps++;
+  r->train_g_loss = r->g_steps ? r->g_loss_sum / (double)r->g_steps : NAN;
+  record_adversarial(v, d_loss);
+  if (!s->log) return;
+  fprintf(s->log, "%lld,%lld,%.9g,", (long long)*s->step, (long long)epoch + 1, d_loss);
+  if (v->g_stepped) fprintf(s->log, "%.9g", v->g_loss);
+  fputs(",,\n", s->log);
+}
+
+// --sample PREFIX with an adversarial build: after every epoch, the generator's samples on
+// fresh noise (the D step's forward pass, run without an update): PREFIX.epochN.FAKE.png.
+static void epoch_samples(session *s, const run_state *r, int64_t epoch) {
+  char tag[32];
+  snprintf(tag, sizeof tag, ".epoch%lld", (long long)epoch + 1);
+  if (s->t->eval(s->ctx, (const void *const *)s->in, s->out) == KILN_OK)
+    write_image_outputs(s, r->o->sample, tag);
+}
+
 // One epoch from position pos; returns an exit code, or -1 to go on.
 static int run_epoch(session *s, run_state *r, int64_t epoch) {
   const options *o = r->o;
@@ -899,6 +1152,7 @@ static int run_epoch(session *s, run_state *r, int64_t epoch) {
   int64_t pos = *s->step % r->per_epoch, first = pos;
   int64_t correct = 0, seen = 0;
   shuffle(r->perm, r->train->n, o->seed, epoch);
+  r->g_loss_sum = 0, r->g_steps = 0;
   for (; pos < r->per_epoch; pos++) {
     if (o->max_steps >= 0 && *s->step >= o->max_steps) return -2;
     double loss;
@@ -920,7 +1174,9 @@ static int run_epoch(session *s, run_state *r, int64_t epoch) {
     loss_sum += loss;
     correct += batch_correct(s), seen += s->batch;
     r->train_loss = loss_sum / (double)(pos + 1 - first);
-    if (s->log)
+    if (s->adv)
+      note_adversarial_step(s, r, epoch, loss);
+    else if (s->log)
       fprintf(s->log, "%lld,%lld,%.9g,,,,,,\n", (long long)*s->step, (long long)epoch + 1, loss);
     double rate = (double)(pos + 1 - first) / ((kiln_now_ms() - t0) / 1000.0 + 1e-9);
     if (tty && (pos % 10 == 0 || pos + 1 == r->per_epoch))
@@ -936,6 +1192,8 @@ static int run_epoch(session *s, run_state *r, int64_t epoch) {
   int64_t n = r->per_epoch - first;
   r->train_loss = n ? loss_sum / (double)n : NAN;
   r->train_accuracy = s->classes > 0 && seen ? (double)correct / (double)seen : -1;
+  r->train_g_loss = r->g_steps ? r->g_loss_sum / (double)r->g_steps : NAN;
+  if (s->adv && o->sample && leader(s)) epoch_samples(s, r, epoch);
   if (r->test && !evaluate(s, r->test, &r->last)) return EXIT_INTERNAL;
   if (r->val && !evaluate(s, r->val, &r->val_last)) return EXIT_INTERNAL;
   if (!record_epoch(r)) fputs("kiln-train: out of memory: no learning curves\n", stderr);
@@ -1123,6 +1381,7 @@ static int train(session *s, const options *o, const kiln_dataset *tr, const kil
   s->augment_on = false;
   free(r.perm);
   if (rc < 0 && leader(s)) report_curves(&r);
+  if (rc < 0 && s->adv && leader(s)) plot_adversarial(s, o->log);
   free_history(&r), free(r.best_path);
   if (rc >= 0) return rc;
   if (!evaluated) {  // stopped by --max-steps (or nothing left to do): evaluate now
@@ -1133,7 +1392,9 @@ static int train(session *s, const options *o, const kiln_dataset *tr, const kil
   if (o->sample) write_pictures(s, o, te ? te : tr);
   // The last line: the test set's accuracy (classifiers) or loss; without a test set, the mean
   // training loss of the last epoch's steps.
-  if (!te)
+  if (s->adv)  // adversarial: the last epoch's mean losses of both steps
+    printf("d_loss=%.9g\ng_loss=%.9g\n", r.train_loss, r.train_g_loss);
+  else if (!te)
     printf("train_loss=%.9g\n", r.train_loss);
   else if (r.last.accuracy >= 0)
     printf("test_accuracy=%.6f\n", r.last.accuracy);
@@ -1187,11 +1448,15 @@ static int restore(session *s, const options *o) {
   char err[768];
   const char *path = o->resume ? o->resume : o->weights;
   if (!path) return EXIT_OK;
-  if (kiln_state_load(s->t, s->ctx, path, o->resume != NULL, err, sizeof err) != KILN_OK) {
+  if (kiln_state_load(s->t, s->ctx, path, o->resume != NULL, err, sizeof err) != KILN_OK ||
+      (s->adv && kiln_state_load(s->adv->gt, s->adv->ctx, path, o->resume != NULL, err,
+                                 sizeof err) != KILN_OK)) {
     fprintf(stderr, "kiln-train: %s: %s\n", o->resume ? "--resume" : "--weights", err);
     return EXIT_BAD;
   }
   if (o->weights) *s->step = 0;  // new training from these weights
+  if (o->weights && s->adv) *s->adv->g_step = 0;
+  sync_adversarial(s);
   return EXIT_OK;
 }
 
@@ -1212,10 +1477,14 @@ int kiln_train_main_comm(const kiln_train_desc *t, int argc, char **argv,
   session s;
   kiln_dataset tr = {0}, te = {0}, va = {0};
   int rc = open_session(&s, t, argv[0], &o);
+  if (rc == EXIT_OK) rc = open_adversarial(&s, argv[0]);
+  if (rc == EXIT_OK && comm && s.adv)
+    fputs("kiln-train: adversarial builds train on one process\n", stderr), rc = EXIT_BAD;
   s.comm = comm;
   if (rc == EXIT_OK) rc = set_global_batch(&s, global_batch);
   if (rc == EXIT_OK && leader(&s)) rc = restore(&s, &o);
   if (rc == EXIT_OK) set_dropout_seed(t, s.ctx, o.seed);
+  if (rc == EXIT_OK && s.adv) set_dropout_seed(s.adv->gt, s.adv->ctx, o.seed);
   if (rc == EXIT_OK) set_training_mode(t, s.ctx, true);
   if (rc == EXIT_OK) rc = sync_state(&s);
   if (rc == EXIT_OK) rc = load_data(o.train, &s, &tr);
@@ -1226,7 +1495,9 @@ int kiln_train_main_comm(const kiln_train_desc *t, int argc, char **argv,
     fprintf(stderr, "kiln-train: %s: cannot open: %s\n", o.log, strerror(errno));
     rc = EXIT_BAD;
   }
-  if (rc == EXIT_OK && s.log && !o.resume)
+  if (rc == EXIT_OK && s.log && !o.resume && s.adv)
+    fputs("step,epoch,d_loss,g_loss,train_d_loss,train_g_loss\n", s.log);
+  else if (rc == EXIT_OK && s.log && !o.resume)
     fprintf(s.log,
             "step,epoch,loss,eval_loss,eval_accuracy,train_loss,train_accuracy,val_loss,"
             "val_accuracy\n");

@@ -161,25 +161,6 @@ static void write_data(const char *dir, char *src, size_t n) {
   free(xp), free(yp);
 }
 
-// Mean of the logged per-step losses in [from, to).
-static double mean_logged_loss(const char *log, int from, int to) {
-  FILE *f = fopen(log, "r");
-  cr_assert(f, "no log %s", log);
-  char line[256];
-  int n = 0;
-  double sum = 0;
-  while (fgets(line, sizeof line, f)) {
-    long long step, epoch;
-    double loss;
-    if (sscanf(line, "%lld,%lld,%lf", &step, &epoch, &loss) != 3) continue;
-    if (n >= from && n < to) sum += loss;
-    n++;
-  }
-  fclose(f);
-  cr_assert(n >= to, "%s: %d steps logged", log, n);
-  return sum / (to - from);
-}
-
 // Checks a trainer's checkpoint against the golden's trainer_final.safetensors.
 static void check_checkpoint(const char *c, const char *ck) {
   char *path = golden(c, "trainer_final.safetensors"), err[512];

@@ -158,3 +158,21 @@ void check_leaks(void) {
   if (__lsan_do_recoverable_leak_check() != 0) abort();
 #endif
 }
+
+double mean_logged_loss(const char *log, int from, int to) {
+  FILE *f = fopen(log, "r");
+  cr_assert(f, "no log %s", log);
+  char line[256];
+  int n = 0;
+  double sum = 0;
+  while (fgets(line, sizeof line, f)) {
+    long long step, epoch;
+    double loss;
+    if (sscanf(line, "%lld,%lld,%lf", &step, &epoch, &loss) != 3) continue;
+    if (n >= from && n < to) sum += loss;
+    n++;
+  }
+  fclose(f);
+  cr_assert(n >= to, "%s: %d steps logged", log, n);
+  return sum / (to - from);
+}

@@ -57,4 +57,8 @@ void check_leaks(void);
 // Reads an .npy or aborts the test with a message.
 kiln_array read_npy_or_fail(const char *path);
 
+// The mean of the per-step losses (third CSV column) of a trainer's --log in steps [from, to);
+// aborts the test when the log is missing or shorter.
+double mean_logged_loss(const char *log, int from, int to);
+
 #endif

@@ -354,6 +354,29 @@ static bool include_safe(const char *base) {
                          "._+-") == strlen(base);
 }
 
+// Adversarial builds (docs/training.md §8): the generator's step, a second program, as
+// DIR/BASE_g.c and .h (no main); returns the .c file's path (malloc'd) or NULL after reporting.
+static char *write_generator_sources(const kiln_build_options *o, const char *dir, const char *base,
+                                     kiln_diag *d) {
+  const kiln_c_adversarial *a = o->train->adversarial;
+  kiln_c_options co = {.embed_weights = o->embed_weights, .train = a->g_train};
+  char *g_base = cat3(base, "_g", "");
+  char *path = kiln_c_write_sources(a->g_prog, &co, dir, g_base, d) ? cat3(dir, "/", g_base) : NULL;
+  char *c_path = path ? cat3(path, ".c", "") : NULL;
+  free(path);
+  free(g_base);
+  return c_path;
+}
+
+// Its weights: OUT.g.weights (the trainer's default path for them).
+static bool write_generator_weights(const kiln_build_options *o, const char *out, kiln_diag *d) {
+  if (o->embed_weights) return true;
+  char *path = cat3(out, ".g.weights", "");
+  bool ok = kiln_c_write_weights(o->train->adversarial->g_prog, path, d);
+  free(path);
+  return ok;
+}
+
 bool kiln_build_binary(const kiln_lprog *p, const kiln_build_options *o, const char *out,
                        kiln_diag *d) {
   static const kiln_build_options defaults = {0};
@@ -409,7 +432,8 @@ bool kiln_build_binary(const kiln_lprog *p, const kiln_build_options *o, const c
   const char *tmp_root = getenv("TMPDIR");
   if (!tmp_root || !*tmp_root) tmp_root = "/tmp";
   char *tmp_dir = cat3(tmp_root, "/kiln-build-", "XXXXXX");
-  char *c_path = NULL, *h_path = NULL, *exe_tmp = NULL, *w_path = NULL;
+  char *c_path = NULL, *h_path = NULL, *exe_tmp = NULL, *w_path = NULL, *g_c_path = NULL;
+  bool adversarial = o->train && o->train->adversarial;
   kiln_c_file weights = {0};
   args cmd = {0};
   bool ok = false, have_tmp_dir = false;
@@ -424,6 +448,7 @@ bool kiln_build_binary(const kiln_lprog *p, const kiln_build_options *o, const c
                        .train = o->train,
                        .train_glue_only = o->train && o->extra_object};
   if (!kiln_c_write_sources(p, &co, tmp_dir, src_base, d)) goto done;
+  if (adversarial && !(g_c_path = write_generator_sources(o, tmp_dir, src_base, d))) goto done;
   c_path = cat3(tmp_dir, "/", src_base);
   h_path = cat3(c_path, ".h", "");
   {
@@ -491,6 +516,7 @@ bool kiln_build_binary(const kiln_lprog *p, const kiln_build_options *o, const c
     args_add(&cmd, f);
     free(f);
     args_add(&cmd, c_path);
+    if (g_c_path) args_add(&cmd, g_c_path);
     if (o->extra_object) args_add(&cmd, o->extra_object);
     // A data-parallel trainer: its MPI library comes before the runtime it calls into.
     if (o->train && o->train->distributed && !add_mpi_flags(&cmd, lib, d)) goto done;
@@ -517,6 +543,7 @@ bool kiln_build_binary(const kiln_lprog *p, const kiln_build_options *o, const c
     kiln_diag_error(d, exe_tmp, "cannot make executable: %s", strerror(errno));
     goto done;
   }
+  if (adversarial && !write_generator_weights(o, out, d)) goto done;
   if (!o->embed_weights) {
     if (rename(weights.tmp, weights.path) != 0) {
       kiln_diag_error(d, w_path, "cannot rename %s into place: %s", weights.tmp, strerror(errno));
@@ -540,6 +567,7 @@ done:
   free(exe_tmp);
   free(w_path);
   free(c_path);
+  free(g_c_path);
   free(h_path);
   free(tmp_dir);
   free(out_dir);

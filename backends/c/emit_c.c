@@ -1771,6 +1771,36 @@ static const char *split_desc_fields(em *m) {
   return buf;
 }
 
+// A NULL-terminated list of names as a static array `NAME_SUFFIX`.
+static void emit_name_list(em *m, const char *suffix, const char *const *names, int n) {
+  fprintf(m->f, "static const char *const %s_%s[%d] = {", m->names.model, suffix, n + 1);
+  for (int i = 0; i < n; i++) {
+    put_string(m->f, names[i]);
+    out(m, ", ");
+  }
+  out(m, "NULL};\n");
+}
+
+// Adversarial builds (docs/training.md §8): this program is the discriminator's step; the
+// descriptor names the generator's (a second program linked beside it) and the params to copy.
+static void emit_adversarial(em *m) {
+  const kiln_c_adversarial *a = m->o->train->adversarial;
+  const char *M = m->names.model;
+  char g_ident[64];
+  const char *G = kiln_c_model_ident(a->g_prog, g_ident, sizeof g_ident);
+  fprintf(m->f, "\n// Adversarial training: the generator's step is %s_train_step.\n", G);
+  fprintf(m->f, "extern const kiln_train_desc %s_train_desc;\n", G);
+  emit_name_list(m, "d_params", a->d_params, a->n_d_params);
+  emit_name_list(m, "g_params", a->g_params, a->n_g_params);
+  fprintf(m->f,
+          "static const kiln_adversarial_desc %s_adversarial = {\n"
+          "    .g = &%s_train_desc,\n    .n_critic = %" PRId64
+          ",\n"
+          "    .d_params = %s_d_params,\n    .n_d_params = %d,\n"
+          "    .g_params = %s_g_params,\n    .n_g_params = %d,\n};\n",
+          M, G, a->n_critic, M, a->n_d_params, M, a->n_g_params);
+}
+
 // Training builds: the STATE tensors' table, the trainer's descriptor, save and load.
 static void emit_train(em *m) {
   const kiln_lprog *p = m->p;
@@ -1805,6 +1835,7 @@ static void emit_train(em *m) {
   for (int i = 0; i < p->n_outputs; i++) fprintf(f, ", outputs[%d]", i);
   out(m, ");\n}\n");
   if (t->distributed) emit_split_adapters(m);
+  if (t->adversarial) emit_adversarial(m);
   fprintf(f,
           "static void *%s_desc_state(void *ctx) {\n"
           "  return (void *)(uintptr_t)((%s_ctx *)ctx)->weights;\n}\n",
@@ -1817,6 +1848,7 @@ static void emit_train(em *m) {
           "    .classification = %d,\n    .seed = UINT64_C(%" PRIu64 "),\n%s",
           M, M, M, M, n_state, M, t->label_input, t->weight_input, t->logits_output,
           t->classification ? 1 : 0, t->seed, t->distributed ? split_desc_fields(m) : "");
+  if (t->adversarial) fprintf(f, "    .adversarial = &%s_adversarial,\n", M);
   if (t->augment) {  // the trainer's augmentation spec (runtime/augment.h)
     out(m, "    .augment = ");
     put_string(f, t->augment);

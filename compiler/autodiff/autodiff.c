@@ -73,6 +73,11 @@ static void mark_trainable(kiln_graph *g, const kiln_training *t) {
     bool in_list = listed(t, x->name);
     if (t->names_are_trainable ? in_list : !in_list) x->kind = KILN_TENSOR_STATE;
   }
+  for (int i = 0; i < t->n_shared; i++) {  // adversarial: the other net's, written between steps
+    kiln_tensor *x = &g->tensors[kiln_graph_find_tensor(g, t->shared[i])];
+    x->kind = KILN_TENSOR_STATE;
+    x->role = KILN_ROLE_BUFFER;  // not trained by this step
+  }
 }
 
 // Which tensors a trainable param flows into. Trainable: STATE weights (not the step counter, the
@@ -103,8 +108,19 @@ static int add_input(trainer *T, const char *name, kiln_dtype dtype, const kiln_
 
 static int add_target(trainer *T, int output, const kiln_loss_spec *l) {
   if (l->target_input) return kiln_graph_find_tensor(T->g, l->target_input);
+  // A computed target (a teacher's soft labels): the loss's gradient goes to its output only
+  // (backprop_loss), so none flows into the target: a stop-gradient.
+  if (l->target_tensor) return kiln_graph_find_tensor(T->g, l->target_tensor);
   const kiln_tensor *y = &T->g->tensors[output];
   kiln_shape shape = y->shape;
+  if (l->has_target_value) {  // adversarial phases: every label is 1 (real) or 0 (fake)
+    int64_t numel = kiln_shape_numel(&shape);
+    double *values = kiln_xmalloc(sizeof(double) * (size_t)(numel ? numel : 1));
+    for (int64_t i = 0; i < numel; i++) values[i] = l->target_value;
+    int id = kiln_gb_const(&T->gc, y->dtype, &shape, values);
+    free(values);
+    return id;
+  }
   if (l->kind == KILN_LOSS_CROSS_ENTROPY) shape = (kiln_shape){.rank = 1, .dim = {y->shape.dim[0]}};
   if (l->target_has_shape) shape = l->target_shape;
   return add_input(T, l->target, l->target_dtype, &shape);
@@ -403,7 +419,7 @@ static int add_step_counter(trainer *T) {
   kiln_graph *g = T->g;
   kiln_shape one = {.rank = 1, .dim = {1}};
   int id = kiln_gb_const(&T->gc, KILN_I64, &one, NULL);
-  g->tensors[id].name = KILN_STEP_TENSOR;
+  g->tensors[id].name = T->t->step_name ? T->t->step_name : KILN_STEP_TENSOR;
   g->tensors[id].kind = KILN_TENSOR_STATE;
   g->tensors[id].role = KILN_ROLE_BUFFER;
   g->tensors[id].where = "training";
@@ -467,6 +483,12 @@ static bool update_param(trainer *T, int p, int lr) {
                           KILN_GB_END};
       return add_side_effect(T, "AdamUpdate", name, in, n_in, a);
     }
+    case KILN_OPT_RMSPROP: {
+      in[n_in++] = add_state(T, p, "rmsprop_square_avg", 0);
+      kiln_gb_attr a[] = {KILN_GB_FLOAT("alpha", t->opt.alpha), KILN_GB_FLOAT("eps", t->opt.eps),
+                          KILN_GB_FLOAT("weight_decay", t->opt.weight_decay), KILN_GB_END};
+      return add_side_effect(T, "RMSpropUpdate", name, in, n_in, a);
+    }
     default: {
       in[n_in++] = add_state(T, p, "adagrad_sum", t->opt.initial_accumulator);
       kiln_gb_attr a[] = {KILN_GB_FLOAT("eps", t->opt.eps),
@@ -474,6 +496,15 @@ static bool update_param(trainer *T, int p, int lr) {
       return add_side_effect(T, "AdagradUpdate", name, in, n_in, a);
     }
   }
+}
+
+// training.clip_weights (a WGAN critic's): w = clamp(w, -c, c) right after w's update.
+static bool clip_weights(trainer *T, int p) {
+  double c = T->t->clip_weights;
+  if (c <= 0) return true;
+  kiln_gb_attr a[] = {KILN_GB_FLOAT("min", -c), KILN_GB_FLOAT("max", c), KILN_GB_END};
+  const char *name = kiln_pool_printf(&T->g->pool, "%s.clip", T->g->tensors[p].name);
+  return add_side_effect(T, "WeightClip", name, &p, 1, a);
 }
 
 static bool append_updates(trainer *T) {
@@ -485,7 +516,7 @@ static bool append_updates(trainer *T) {
       T->g->tensors[p].kind = KILN_TENSOR_PARAM;
       continue;
     }
-    if (!update_param(T, p, lr)) return false;
+    if (!update_param(T, p, lr) || !clip_weights(T, p)) return false;
   }
   for (int i = 0; i < T->mode.n_stats; i++) {  // BatchNormalization's running averages
     const kiln_running_stat *s = &T->mode.stats[i];
@@ -510,7 +541,8 @@ bool kiln_build_training_graph(kiln_graph *g, const kiln_training *t, kiln_diag 
   mark_trainable(g, t);
   if (!rebatch(&T)) return false;
   T.step = add_step_counter(&T);
-  T.mode.sync_bn = t->sync_bn;  // kept by the rewrite (docs/distributed.md, --sync-bn)
+  T.mode.sync_bn = t->sync_bn;        // kept by the rewrite (docs/distributed.md, --sync-bn)
+  T.mode.noise_salt = t->noise_salt;  // kept too (adversarial phases draw different noise)
   if (!kiln_training_mode_rewrite(g, T.step, t->seed, t->noise, t->n_noise, &T.mode, d)) {
     free(T.mode.stats);
     return false;

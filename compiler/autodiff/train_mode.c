@@ -254,7 +254,8 @@ static bool replace_noise_inputs(rewriter *R, const char *const *names, int n_na
     g->n_inputs--;
     g->tensors[x].kind = KILN_TENSOR_VALUE;
     kiln_grad_ctx c = {.g = g, .node = {.name = names[j], .where = "training.noise"}, .d = R->d};
-    if (!emit_noise(R, &c, x, noise_input_salt + j, 0, 1)) return false;
+    int64_t base = R->out->noise_salt ? R->out->noise_salt : noise_input_salt;
+    if (!emit_noise(R, &c, x, base + j, 0, 1)) return false;
   }
   return true;
 }
@@ -283,7 +284,8 @@ static bool rewrite_node(rewriter *R, const kiln_node *n, int index) {
 
 bool kiln_training_mode_rewrite(kiln_graph *g, int step, uint64_t seed, const char *const *noise,
                                 int n_noise, kiln_train_mode *out, kiln_diag *d) {
-  *out = (kiln_train_mode){.seed = -1, .training = -1, .sync_bn = out->sync_bn};
+  *out = (kiln_train_mode){
+      .seed = -1, .training = -1, .sync_bn = out->sync_bn, .noise_salt = out->noise_salt};
   rewriter R = {.g = g, .d = d, .step = step, .seed_value = seed, .out = out};
   kiln_node *old = g->nodes;
   int n_old = g->n_nodes;

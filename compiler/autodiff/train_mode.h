@@ -36,6 +36,9 @@ typedef struct kiln_train_mode {
   // mean and variance pass through RankMean (the mean over the ranks of a data-parallel job), so
   // that BatchNormalization normalizes with the global batch's statistics.
   bool sync_bn;
+  // In, kept: the salt base of the noise inputs' streams (0: 2^32; adversarial generator steps
+  // use another, docs/training.md §8).
+  int64_t noise_salt;
 } kiln_train_mode;
 
 // The name of the dropout seed STATE tensor: training.seed at compile time, --seed in the trainer.

@@ -5,9 +5,11 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../initializers.h"
+#include "../ops/op.h"
 
 static const char *const loss_names[KILN_LOSS_COUNT] = {
     "mse", "mae", "huber", "bce", "bce_with_logits", "cross_entropy", "kl_div", "clipped_mse"};
@@ -145,6 +147,51 @@ static void parse_target_input(parser *P, json_object *v, const char *path, kiln
     kiln_fe_error(P->d, "%s.input: '%s' is not an input of the model", path, l->target_input);
 }
 
+// The first node the tensor t is computed from (t's producer and its ancestors) that a training
+// build runs in training mode (BatchNormalization, Dropout), or NULL.
+static const kiln_node *training_mode_ancestor(const kiln_graph *g, int t) {
+  bool *reaches = kiln_xcalloc((size_t)g->n_tensors + 1, sizeof(bool));
+  const kiln_node *found = NULL;
+  reaches[t] = true;
+  for (int k = g->n_nodes - 1; k >= 0 && !found; k--) {
+    const kiln_node *n = &g->nodes[k];
+    bool feeds = false;
+    for (int j = 0; j < n->n_outputs; j++) feeds |= n->outputs[j] >= 0 && reaches[n->outputs[j]];
+    if (!feeds) continue;
+    const char *op = kiln_op_get(n->op)->name;
+    if (strcmp(op, "BatchNormalization") == 0 || strcmp(op, "Dropout") == 0) found = n;
+    for (int j = 0; j < n->n_inputs; j++)
+      if (n->inputs[j] >= 0) reaches[n->inputs[j]] = true;
+  }
+  free(reaches);
+  return found;
+}
+
+// `"target": {"tensor": NAME}`: the loss compares with a tensor the model computes (a frozen
+// teacher's soft labels, docs/training.md §8); no gradient flows into it.
+static void parse_target_tensor(parser *P, json_object *v, const char *path, kiln_loss_spec *l) {
+  static const char *const fields[] = {"tensor", NULL};
+  check_fields(P, v, path, fields);
+  l->target_tensor = string(P, v, path, "tensor", true, "the name of a tensor the model computes");
+  if (!l->target_tensor) return;
+  int id = kiln_graph_find_tensor(P->g, l->target_tensor);
+  const kiln_node *mode = id >= 0 ? training_mode_ancestor(P->g, id) : NULL;
+  if (id < 0)
+    kiln_fe_error(P->d, "%s.tensor: no tensor named '%s' in the model", path, l->target_tensor);
+  else if (P->g->tensors[id].kind == KILN_TENSOR_INPUT)
+    kiln_fe_error(P->d, "%s.tensor: '%s' is a model input; write {\"input\": \"%s\"}", path,
+                  l->target_tensor, l->target_tensor);
+  else if (P->g->tensors[id].producer < 0)
+    kiln_fe_error(P->d, "%s.tensor: '%s' is a param, not a tensor the model computes", path,
+                  l->target_tensor);
+  else if (mode)
+    kiln_fe_error(P->d,
+                  "%s.tensor: '%s' is computed through %s '%s', which a training build runs in "
+                  "training mode; a target (a teacher) must run in inference mode: remove it or "
+                  "fold it into the weights",
+                  path, l->target_tensor, kiln_op_get(mode->op)->name, mode->name);
+}
+
 static void parse_target_shape(parser *P, json_object *shape, const char *path, kiln_loss_spec *l) {
   char got[96];
   size_t n = json_object_is_type(shape, json_type_array) ? json_object_array_length(shape) : 0;
@@ -179,6 +226,7 @@ static void parse_target(parser *P, json_object *loss, const char *lpath, kiln_l
     return;
   }
   if (field(v, "input")) return parse_target_input(P, v, path, l);
+  if (field(v, "tensor")) return parse_target_tensor(P, v, path, l);
   check_fields(P, v, path, fields);
   l->target = string(P, v, path, "name", true, "a tensor name");
   char npath[112];
@@ -189,6 +237,19 @@ static void parse_target(parser *P, json_object *loss, const char *lpath, kiln_l
     kiln_fe_error(P->d, "%s.dtype: unknown dtype \"%s\"", path, dt);
   json_object *shape = field(v, "shape");
   if (shape) parse_target_shape(P, shape, path, l);
+}
+
+// A computed target must have the output's shape (both as loaded, batch 1).
+static void check_target_tensor_shape(parser *P, const char *path, const kiln_loss_spec *l) {
+  int t = kiln_graph_find_tensor(P->g, l->target_tensor);
+  int y = l->output ? kiln_graph_find_tensor(P->g, l->output) : -1;
+  if (t < 0 || y < 0 || l->kind == KILN_LOSS_CROSS_ENTROPY) return;
+  const kiln_shape *ts = &P->g->tensors[t].shape, *ys = &P->g->tensors[y].shape;
+  if (kiln_shape_equal(ts, ys)) return;
+  char a[128], b[128];
+  kiln_fe_error(P->d, "%s.target.tensor: '%s' has shape %s; the output '%s' has %s", path,
+                l->target_tensor, kiln_shape_str(ts, a, sizeof a), l->output,
+                kiln_shape_str(ys, b, sizeof b));
 }
 
 // The kind-specific fields of a loss (delta, clip, per-sample weights).
@@ -226,6 +287,7 @@ static void parse_loss_spec(parser *P, json_object *loss, const char *path, bool
     kiln_fe_error(P->d, "%s.target: a \"tensor\" term has no target", path);
   else if (!l->is_tensor)
     parse_target(P, loss, path, l);
+  if (l->target_tensor) check_target_tensor_shape(P, path, l);
   if (in_term) {
     l->coef = number(P, loss, path, "weight", 1.0, 0, false, INFINITY);
   } else {
@@ -321,46 +383,55 @@ static void parse_noise(parser *P, json_object *tr, kiln_training *t) {
   }
 }
 
-static void parse_optimizer(parser *P, json_object *tr, kiln_training *t) {
-  static const char *const kinds[] = {"sgd", "adam", "adamw", "adagrad"};
+// An optimizer object at `path` into *opt.
+static void parse_optimizer_object(parser *P, json_object *o, const char *path,
+                                   kiln_optimizer_spec *opt) {
+  static const char *const kinds[] = {"sgd", "adam", "adamw", "adagrad", "rmsprop"};
   static const char *const sgd[] = {"kind",      "lr",           "momentum", "nesterov",
                                     "dampening", "weight_decay", NULL};
   static const char *const adam[] = {"kind", "lr", "beta1", "beta2", "eps", "weight_decay", NULL};
   static const char *const adagrad[] = {
       "kind", "lr", "eps", "weight_decay", "initial_accumulator_value", NULL};
-  const char *path = "training.optimizer";
-  json_object *o = field(tr, "optimizer");
+  static const char *const rmsprop[] = {"kind", "lr", "alpha", "eps", "weight_decay", NULL};
   char got[96];
-  if (!o) {
-    kiln_fe_error(P->d, "training: missing required field 'optimizer' (an object)");
-    return;
-  }
   if (!json_object_is_type(o, json_type_object)) {
     kiln_fe_error(P->d, "%s: expected an object, got %s", path,
                   kiln_json_describe(o, got, sizeof got));
     return;
   }
   const char *kind =
-      string(P, o, path, "kind", true, "\"sgd\", \"adam\", \"adamw\" or \"adagrad\"");
-  int k = kind ? choice(P, path, "kind", kind, kinds, 4) : -1;
+      string(P, o, path, "kind", true, "\"sgd\", \"adam\", \"adamw\", \"adagrad\" or \"rmsprop\"");
+  int k = kind ? choice(P, path, "kind", kind, kinds, 5) : -1;
   if (k < 0) return;
-  t->opt.kind = (kiln_opt_kind)k;
-  const char *const *fields = k == KILN_OPT_SGD ? sgd : k == KILN_OPT_ADAGRAD ? adagrad : adam;
+  opt->kind = (kiln_opt_kind)k;
+  const char *const *fields = k == KILN_OPT_SGD       ? sgd
+                              : k == KILN_OPT_ADAGRAD ? adagrad
+                              : k == KILN_OPT_RMSPROP ? rmsprop
+                                                      : adam;
   check_fields(P, o, path, fields);
   if (!field(o, "lr")) kiln_fe_error(P->d, "%s: missing required field 'lr' (a number > 0)", path);
-  t->opt.lr = number(P, o, path, "lr", 0.01, 0, true, INFINITY);
-  t->opt.momentum = number(P, o, path, "momentum", 0, 0, false, 1);
-  t->opt.dampening = number(P, o, path, "dampening", 0, 0, false, 1);
-  t->opt.nesterov = boolean(P, o, path, "nesterov", false);
-  if (t->opt.nesterov && (t->opt.momentum <= 0 || t->opt.dampening != 0))
+  opt->lr = number(P, o, path, "lr", 0.01, 0, true, INFINITY);
+  opt->momentum = number(P, o, path, "momentum", 0, 0, false, 1);
+  opt->dampening = number(P, o, path, "dampening", 0, 0, false, 1);
+  opt->nesterov = boolean(P, o, path, "nesterov", false);
+  if (opt->nesterov && (opt->momentum <= 0 || opt->dampening != 0))
     kiln_fe_error(P->d, "%s.nesterov: needs a momentum > 0 and dampening 0", path);
-  t->opt.beta1 = number(P, o, path, "beta1", 0.9, 0, false, 0.999999);
-  t->opt.beta2 = number(P, o, path, "beta2", 0.999, 0, false, 0.999999999);
-  t->opt.eps = number(P, o, path, "eps", k == KILN_OPT_ADAGRAD ? 1e-10 : 1e-8, 0, false, 1);
-  t->opt.weight_decay =
+  opt->beta1 = number(P, o, path, "beta1", 0.9, 0, false, 0.999999);
+  opt->beta2 = number(P, o, path, "beta2", 0.999, 0, false, 0.999999999);
+  opt->eps = number(P, o, path, "eps", k == KILN_OPT_ADAGRAD ? 1e-10 : 1e-8, 0, false, 1);
+  opt->alpha = number(P, o, path, "alpha", 0.99, 0, false, 1);
+  opt->weight_decay =
       number(P, o, path, "weight_decay", k == KILN_OPT_ADAMW ? 0.01 : 0, 0, false, INFINITY);
-  t->opt.initial_accumulator =
-      number(P, o, path, "initial_accumulator_value", 0, 0, false, INFINITY);
+  opt->initial_accumulator = number(P, o, path, "initial_accumulator_value", 0, 0, false, INFINITY);
+}
+
+static void parse_optimizer(parser *P, json_object *tr, kiln_training *t) {
+  json_object *o = field(tr, "optimizer");
+  if (!o) {
+    kiln_fe_error(P->d, "training: missing required field 'optimizer' (an object)");
+    return;
+  }
+  parse_optimizer_object(P, o, "training.optimizer", &t->opt);
 }
 
 static void parse_schedule(parser *P, json_object *tr, kiln_training *t) {
@@ -607,11 +678,167 @@ static void parse_normalize(parser *P, json_object *tr, char *spec, size_t size)
                   n_mean, (long long)channels);
 }
 
+// ---- `adversarial` (docs/training.md §8) ----
+
+// A float weight param of the model named `name`, or -1.
+static int weight_param(const kiln_graph *g, const char *name) {
+  int id = kiln_graph_find_tensor(g, name);
+  if (id < 0 || g->tensors[id].kind != KILN_TENSOR_PARAM ||
+      g->tensors[id].role != KILN_ROLE_WEIGHT || !kiln_dtype_is_float(g->tensors[id].dtype))
+    return -1;
+  return id;
+}
+
+// Appends every float weight param whose name starts with prefix; their count.
+static int add_params_with_prefix(parser *P, const char *prefix, size_t len, kiln_adv_net *net) {
+  int found = 0;
+  for (int i = 0; i < P->g->n_tensors; i++) {
+    const char *name = P->g->tensors[i].name;
+    if (!name || strncmp(name, prefix, len) != 0 || weight_param(P->g, name) != i) continue;
+    net->params[net->n_params++] = name;
+    found++;
+  }
+  return found;
+}
+
+// `params`: names of float weight params, or prefixes ending in '*' ("g.*").
+static void parse_adv_params(parser *P, json_object *v, const char *path, kiln_adv_net *net) {
+  char got[96];
+  size_t n = json_object_is_type(v, json_type_array) ? json_object_array_length(v) : 0;
+  if (n == 0) {
+    kiln_fe_error(P->d,
+                  "%s.params: expected a non-empty array of param names (or \"prefix*\"), "
+                  "got %s",
+                  path, v ? kiln_json_describe(v, got, sizeof got) : "nothing");
+    return;
+  }
+  net->params = kiln_pool_alloc(&P->g->pool, sizeof(char *) * (size_t)(P->g->n_tensors + 1));
+  for (size_t i = 0; i < n; i++) {
+    json_object *e = json_object_array_get_idx(v, i);
+    const char *s = json_object_is_type(e, json_type_string) ? json_object_get_string(e) : NULL;
+    size_t len = s ? strlen(s) : 0;
+    if (len > 1 && s[len - 1] == '*') {
+      if (add_params_with_prefix(P, s, len - 1, net) == 0)
+        kiln_fe_error(P->d, "%s.params[%zu]: no float weight param starts with '%.*s'", path, i,
+                      (int)(len - 1), s);
+    } else if (s && weight_param(P->g, s) >= 0) {
+      net->params[net->n_params++] = kiln_pool_strdup(&P->g->pool, s);
+    } else {
+      kiln_fe_error(P->d, "%s.params[%zu]: expected the name of a float weight param, got %s", path,
+                    i, kiln_json_describe(e, got, sizeof got));
+    }
+  }
+}
+
+// `generator` / `discriminator`: {"params": [...], "optimizer": {...}}.
+static void parse_adv_net(parser *P, json_object *adv, const char *key, kiln_adv_net *net) {
+  static const char *const fields[] = {"params", "optimizer", NULL};
+  char path[64], opath[80], got[96];
+  snprintf(path, sizeof path, "training.adversarial.%s", key);
+  json_object *v = field(adv, key);
+  if (!v || !json_object_is_type(v, json_type_object)) {
+    kiln_fe_error(P->d, "%s: expected an object {\"params\", \"optimizer\"}, got %s", path,
+                  v ? kiln_json_describe(v, got, sizeof got) : "nothing");
+    return;
+  }
+  check_fields(P, v, path, fields);
+  parse_adv_params(P, field(v, "params"), path, net);
+  snprintf(opath, sizeof opath, "%s.optimizer", path);
+  if (!field(v, "optimizer"))
+    kiln_fe_error(P->d, "%s: missing required field 'optimizer' (an object)", path);
+  else
+    parse_optimizer_object(P, field(v, "optimizer"), opath, &net->opt);
+}
+
+// A required tensor name of the model; `input`: a float model input.
+static const char *adv_tensor(parser *P, json_object *adv, const char *key, bool input) {
+  const char *path = "training.adversarial";
+  const char *s = string(P, adv, path, key, true, input ? "a model input" : "a tensor name");
+  int id = s ? kiln_graph_find_tensor(P->g, s) : -1;
+  if (s && (id < 0 || (input && P->g->tensors[id].kind != KILN_TENSOR_INPUT) ||
+            !kiln_dtype_is_float(P->g->tensors[id].dtype))) {
+    kiln_fe_error(P->d, "%s.%s: '%s' is not a float %s of the model", path, key, s,
+                  input ? "input" : "tensor");
+    return NULL;
+  }
+  return s;
+}
+
+// A score D(.): shape (N) or (N, 1).
+static void check_score(parser *P, const char *key, const char *name) {
+  int id = name ? kiln_graph_find_tensor(P->g, name) : -1;
+  const kiln_shape *s = id >= 0 ? &P->g->tensors[id].shape : NULL;
+  if (s && !(s->rank == 1 || (s->rank == 2 && s->dim[1] == 1)))
+    kiln_fe_error(P->d,
+                  "training.adversarial.%s: '%s' must have shape (N) or (N, 1): one score "
+                  "a sample",
+                  key, name);
+}
+
+static void check_disjoint(parser *P, const kiln_adversarial *a) {
+  for (int i = 0; i < a->g.n_params; i++)
+    for (int j = 0; j < a->d.n_params; j++)
+      if (strcmp(a->g.params[i], a->d.params[j]) == 0)
+        kiln_fe_error(P->d,
+                      "training.adversarial.discriminator.params: '%s' is also a generator "
+                      "param",
+                      a->d.params[j]);
+}
+
+bool kiln_adversarial_parse(json_object *adv, kiln_graph *g, kiln_training *t, kiln_diag *d) {
+  static const char *const fields[] = {"kind",      "noise",         "fake",     "d_real", "d_fake",
+                                       "generator", "discriminator", "n_critic", "clip",   NULL};
+  static const char *const kinds[] = {"gan", "wgan"};
+  parser P = {.d = d, .g = g};
+  const char *path = "training.adversarial";
+  kiln_adversarial *a = &t->adv;
+  char got[96];
+  int errors0 = d->errors;
+  if (!json_object_is_type(adv, json_type_object)) {
+    kiln_fe_error(d, "%s: expected an object, got %s", path,
+                  kiln_json_describe(adv, got, sizeof got));
+    return false;
+  }
+  check_fields(&P, adv, path, fields);
+  a->present = true;
+  const char *kind = string(&P, adv, path, "kind", true, "\"gan\" or \"wgan\"");
+  int k = kind ? choice(&P, path, "kind", kind, kinds, 2) : 0;
+  a->kind = k == 1 ? KILN_ADV_WGAN : KILN_ADV_GAN;
+  a->noise = adv_tensor(&P, adv, "noise", true);
+  a->fake = adv_tensor(&P, adv, "fake", false);
+  a->d_real = adv_tensor(&P, adv, "d_real", false);
+  a->d_fake = adv_tensor(&P, adv, "d_fake", false);
+  check_score(&P, "d_real", a->d_real);
+  check_score(&P, "d_fake", a->d_fake);
+  parse_adv_net(&P, adv, "generator", &a->g);
+  parse_adv_net(&P, adv, "discriminator", &a->d);
+  check_disjoint(&P, a);
+  a->n_critic = integer(&P, adv, path, "n_critic", a->kind == KILN_ADV_WGAN ? 5 : 1, 1);
+  if (field(adv, "clip") && a->kind != KILN_ADV_WGAN)
+    kiln_fe_error(d, "%s.clip: weight clipping is for \"kind\": \"wgan\"", path);
+  a->clip = number(&P, adv, path, "clip", a->kind == KILN_ADV_WGAN ? 0.01 : 0, 0, true, INFINITY);
+  if (g->n_inputs != 2)
+    kiln_fe_error(d, "%s: the model must have two inputs, the noise and the data; it has %d", path,
+                  g->n_inputs);
+  return d->errors == errors0;
+}
+
+// With `adversarial`, the phases make the loss, the optimizer and the noise (adversarial.c).
+static void check_adversarial_fields(parser *P, json_object *tr) {
+  static const char *const not_with[] = {"loss", "optimizer", "noise", "frozen", "trainable", NULL};
+  for (int i = 0; not_with[i]; i++)
+    if (field(tr, not_with[i]))
+      kiln_fe_error(P->d,
+                    "training.%s: not with training.adversarial (each phase has its own: see "
+                    "adversarial.generator / .discriminator)",
+                    not_with[i]);
+}
+
 bool kiln_training_parse(json_object *tr, kiln_graph *g, kiln_training *out, kiln_diag *d) {
   static const char *const fields[] = {
       "batch_size",     "loss",      "optimizer", "lr_schedule", "regularization",
       "clip_grad_norm", "frozen",    "trainable", "seed",        "init",
-      "augment",        "normalize", "noise",     NULL};
+      "augment",        "normalize", "noise",     "adversarial", NULL};
   memset(out, 0, sizeof(*out));
   if (!tr || json_object_object_length(tr) == 0) return true;
   int errors0 = d->errors;
@@ -621,9 +848,14 @@ bool kiln_training_parse(json_object *tr, kiln_graph *g, kiln_training *out, kil
   if (!field(tr, "batch_size"))
     kiln_fe_error(d, "training: missing required field 'batch_size' (an integer >= 1)");
   out->batch_size = integer(&P, tr, "training", "batch_size", 1, 1);
-  parse_loss(&P, tr, out);
-  parse_noise(&P, tr, out);
-  parse_optimizer(&P, tr, out);
+  if (field(tr, "adversarial")) {
+    check_adversarial_fields(&P, tr);
+    kiln_adversarial_parse(field(tr, "adversarial"), g, out, d);
+  } else {
+    parse_loss(&P, tr, out);
+    parse_noise(&P, tr, out);
+    parse_optimizer(&P, tr, out);
+  }
   parse_schedule(&P, tr, out);
   parse_regularization(&P, tr, out);
   out->clip_grad_norm = number(&P, tr, "training", "clip_grad_norm", 0, 0, true, INFINITY);

@@ -11,6 +11,9 @@
 //     w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 //   AdagradUpdate(w, g, lr, step, sum)  eps, weight_decay
 //     g += wd w;  sum += g^2;  w -= lr g / (sqrt(sum) + eps)
+//   RMSpropUpdate(w, g, lr, step, sq)  alpha, eps, weight_decay (PyTorch's, no momentum, not
+//     centered):  g += wd w;  sq = alpha sq + (1 - alpha) g^2;  w -= lr g / (sqrt(sq) + eps)
+//   WeightClip(w)  min, max: w = min(max(w, min), max) (WGAN's weight clipping, after the update)
 #include <math.h>
 
 #include "train_internal.h"
@@ -28,6 +31,12 @@ static const kiln_attr_spec adam_attrs[] = {
     {"decoupled", KILN_ATTR_INT, false}, {0}};
 static const kiln_attr_spec adagrad_attrs[] = {
     {"eps", KILN_ATTR_FLOAT, false}, {"weight_decay", KILN_ATTR_FLOAT, false}, {0}};
+static const kiln_attr_spec rmsprop_attrs[] = {{"alpha", KILN_ATTR_FLOAT, false},
+                                               {"eps", KILN_ATTR_FLOAT, false},
+                                               {"weight_decay", KILN_ATTR_FLOAT, false},
+                                               {0}};
+static const kiln_attr_spec clip_attrs[] = {
+    {"min", KILN_ATTR_FLOAT, true}, {"max", KILN_ATTR_FLOAT, true}, {0}};
 
 // w, g and the n_state state tensors: one float dtype and w's shape; lr (1) of that dtype; step.
 static bool check(kiln_graph *g, kiln_node *n, kiln_diag *d, int n_state) {
@@ -77,6 +86,26 @@ static bool adagrad_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
          nonnegative(n, d, "weight_decay", 0);
 }
 
+static bool rmsprop_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
+  double alpha = kiln_attr_float(n, "alpha", 0.99);
+  if (!(alpha >= 0 && alpha <= 1)) {
+    kiln_op_error(d, n, "attrs.alpha: expected a number in [0, 1], got %g", alpha);
+    return false;
+  }
+  return check(g, n, d, 1) && nonnegative(n, d, "eps", 1e-8) &&
+         nonnegative(n, d, "weight_decay", 0);
+}
+
+static bool clip_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
+  double lo = kiln_attr_float(n, "min", 0), hi = kiln_attr_float(n, "max", 0);
+  if (!kiln_op_check_float_inputs(g, n, 1, d)) return false;
+  if (!(lo <= hi)) {
+    kiln_op_error(d, n, "attrs: expected min <= max, got min %g, max %g", lo, hi);
+    return false;
+  }
+  return true;
+}
+
 // ---- Reference kernels (they write their inputs: the interpreter keeps STATE values) ----
 
 static void sgd_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
@@ -124,6 +153,24 @@ static void adagrad_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_ev
     sum[i] += g * g;
     w[i] -= lr * g / (sqrt(sum[i]) + eps);
   }
+}
+
+static void rmsprop_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
+  (void)out;
+  double alpha = kiln_attr_float(n, "alpha", 0.99), eps = kiln_attr_float(n, "eps", 1e-8);
+  double wd = kiln_attr_float(n, "weight_decay", 0), lr = in[LR].data[0];
+  double *w = in[W].data, *sq = in[S0].data;
+  for (int64_t i = 0; i < kiln_shape_numel(in[W].shape); i++) {
+    double g = in[G].data[i] + wd * w[i];
+    sq[i] = alpha * sq[i] + (1 - alpha) * g * g;
+    w[i] -= lr * g / (sqrt(sq[i]) + eps);
+  }
+}
+
+static void clip_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
+  (void)out;
+  double lo = kiln_attr_float(n, "min", 0), hi = kiln_attr_float(n, "max", 0), *w = in[W].data;
+  for (int64_t i = 0; i < kiln_shape_numel(in[W].shape); i++) w[i] = fmin(fmax(w[i], lo), hi);
 }
 
 // ---- Lowering: scalars first (in f64, like PyTorch's Python floats), then one flat loop ----
@@ -258,6 +305,42 @@ static void adagrad_lower(const kiln_lower_ctx *c) {
   kiln_lb_end_for(b);
 }
 
+static void rmsprop_lower(const kiln_lower_ctx *c) {
+  kiln_lb *b = c->b;
+  const kiln_node *n = c->node;
+  kiln_dtype t = kiln_lower_in(c, W)->dtype;
+  double alpha = kiln_attr_float(n, "alpha", 0.99), eps = kiln_attr_float(n, "eps", 1e-8);
+  double wd = kiln_attr_float(n, "weight_decay", 0);
+  kiln_lb_comment(b, "RMSpropUpdate %s: %s", n->name, kiln_describe(kiln_lower_in(c, W)).text);
+  int lr = lr_var(c, b, t);
+  upd u = open_loop(c);
+  int g = kiln_lb_decl(b, "g", t,
+                       op(&u, LB_ADD, ld(c, &u, G), op(&u, LB_MUL, num(&u, wd), ld(c, &u, W))));
+  int sq = kiln_lb_decl(
+      b, "sq", t,
+      op(&u, LB_ADD, op(&u, LB_MUL, num(&u, alpha), ld(c, &u, S0)),
+         op(&u, LB_MUL, num(&u, 1 - alpha), op(&u, LB_MUL, lx_var(b, g), lx_var(b, g)))));
+  st(c, &u, S0, sq);
+  kiln_lexpr *denom = op(&u, LB_ADD, lx_unary(b, LU_SQRT, lx_var(b, sq)), num(&u, eps));
+  int neww = kiln_lb_decl(b, "w", t,
+                          op(&u, LB_SUB, ld(c, &u, W),
+                             op(&u, LB_DIV, op(&u, LB_MUL, lx_var(b, lr), lx_var(b, g)), denom)));
+  st(c, &u, W, neww);
+  kiln_lb_end_for(b);
+}
+
+static void clip_lower(const kiln_lower_ctx *c) {
+  kiln_lb *b = c->b;
+  const kiln_node *n = c->node;
+  kiln_lb_comment(b, "WeightClip %s: %s", n->name, kiln_describe(kiln_lower_in(c, W)).text);
+  upd u = open_loop(c);
+  kiln_lexpr *lo = num(&u, kiln_attr_float(n, "min", 0)),
+             *hi = num(&u, kiln_attr_float(n, "max", 0));
+  int w = kiln_lb_decl(b, "w", u.t, op(&u, LB_MIN, op(&u, LB_MAX, ld(c, &u, W), lo), hi));
+  st(c, &u, W, w);
+  kiln_lb_end_for(b);
+}
+
 static int64_t flops(const kiln_graph *g, const kiln_node *n) {
   return 8 * kiln_shape_numel(&kiln_in(g, n, W)->shape);
 }
@@ -312,4 +395,36 @@ const kiln_op_def kiln_op_AdagradUpdate = {
     .flops = flops,
     .tol = UPDATE_TOL,
     .writes_inputs = 1u << W | 1u << S0,
+};
+
+const kiln_op_def kiln_op_RMSpropUpdate = {
+    .name = "RMSpropUpdate",
+    .min_inputs = 5,
+    .max_inputs = 5,
+    .min_outputs = 0,
+    .max_outputs = 0,
+    .attrs = rmsprop_attrs,
+    .fuse = KILN_FUSE_OPAQUE,
+    .infer = rmsprop_infer,
+    .eval = rmsprop_eval,
+    .lower = rmsprop_lower,
+    .flops = flops,
+    .tol = UPDATE_TOL,
+    .writes_inputs = 1u << W | 1u << S0,
+};
+
+const kiln_op_def kiln_op_WeightClip = {
+    .name = "WeightClip",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .min_outputs = 0,
+    .max_outputs = 0,
+    .attrs = clip_attrs,
+    .fuse = KILN_FUSE_OPAQUE,
+    .infer = clip_infer,
+    .eval = clip_eval,
+    .lower = clip_lower,
+    .flops = flops,
+    .tol = UPDATE_TOL,
+    .writes_inputs = 1u << W,
 };
