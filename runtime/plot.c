@@ -219,7 +219,8 @@ int kiln_plot_png(const char *path, const kiln_panel *panels, int n_panels, int 
                    .height = (png_uint_32)height,
                    .format = PNG_FORMAT_RGB};
   if (tmp) snprintf(tmp, n, "%s.tmp", path);
-  if (!tmp || !png_image_write_to_file(&img, tmp, 0, c.rgb, 0, NULL) || rename(tmp, path) != 0) {
+  if (!tmp || !png_image_write_to_file(&img, tmp, 0, c.rgb, 0, NULL) ||
+      kiln_rename_into_place(tmp, path) != 0) {
     kiln_rt_errf(err, errlen, "%s: cannot write the PNG: %s", path,
                  img.message[0] ? img.message : strerror(errno));
     if (tmp) unlink(tmp);
@@ -282,7 +283,8 @@ int kiln_image_grid_png(const char *path, const kiln_image_grid *g, char *err, s
                    .format = PNG_FORMAT_GRAY};
   snprintf(tmp, n, "%s.tmp", path);
   int st = KILN_OK;
-  if (!png_image_write_to_file(&img, tmp, 0, gray, 0, NULL) || rename(tmp, path) != 0) {
+  if (!png_image_write_to_file(&img, tmp, 0, gray, 0, NULL) ||
+      kiln_rename_into_place(tmp, path) != 0) {
     kiln_rt_errf(err, errlen, "%s: cannot write the PNG: %s", path,
                  img.message[0] ? img.message : strerror(errno));
     unlink(tmp);
