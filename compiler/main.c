@@ -50,6 +50,7 @@ static void usage(FILE *out) {
       "quantization: compile/build --quantize int8 --calibrate X.npy[,...] (samples of the\n"
       "          input) [--calib-method minmax|percentile|entropy] [--calib-percentile P]\n"
       "          [--calib-samples N] [--quant-report FILE.md] [--quant-skip NODE,...]\n"
+      "          [--quant-min-sqnr DB] (layers below DB stay FP32)\n"
       "          (docs/quantization.md)\n"
       "backends: compile/build --backend c|llvm (default c); --backend llvm takes -O0..-O3\n"
       "          (default -O3) and compile --emit llvm|obj (NAME.ll or NAME.o, + NAME.h);\n"
@@ -87,7 +88,7 @@ typedef struct cli {
   bool sync_bn;                  // --sync-bn: BatchNorm statistics averaged over the ranks (idem)
   struct train_build *tb;        // with --train: what compile_model learns about the training graph
   const char *quantize;          // --quantize int8 (docs/quantization.md)
-  kiln_quant_options quant;      // --calibrate, --calib-method, --quant-report, --quant-skip, ...
+  kiln_quant_options *quant;     // --calibrate, --calib-method, --quant-report, --quant-skip, ...
   bool quant_flags;              // one of those was given
 } cli;
 
@@ -201,7 +202,7 @@ static bool parse_number(const char *flag, const char *v, double max, double *ou
 // -1: bad value (printed).
 static int parse_quant_flag(int argc, char **argv, int *i, cli *c) {
   const char *a = argv[*i], *v = NULL;
-  kiln_quant_options *q = &c->quant;
+  kiln_quant_options *q = c->quant;
   double x;
   bool ok = true;
   if (take_value(argc, argv, i, "--quantize", &v)) {
@@ -221,14 +222,18 @@ static int parse_quant_flag(int argc, char **argv, int *i, cli *c) {
   } else if (take_value(argc, argv, i, "--calib-samples", &v)) {
     ok = parse_number("--calib-samples expects a positive count, got", v, 1e12, &x);
     q->max_samples = (int64_t)x;
+  } else if (take_value(argc, argv, i, "--quant-min-sqnr", &v)) {
+    ok = parse_number("--quant-min-sqnr expects a positive number of dB, got", v, 1000, &x);
+    q->min_sqnr = x;
   } else if (take_value(argc, argv, i, "--quant-report", &v)) {
     ok = v || !bad_flag("missing value for", a);
     q->report = v;
   } else if (take_value(argc, argv, i, "--quant-skip", &v)) {
     for (const char *s = v; ok && s && *s;) {
       size_t len = strcspn(s, ",");
-      ok = len > 0 && q->n_skip < KILN_QUANT_MAX_SKIP;
-      if (ok) q->skip[q->n_skip++] = strndup(s, len);
+      char *name = strndup(s, len);
+      ok = len > 0 && kiln_quant_keep_fp32(q, name);
+      free(name);
       s += len + (s[len] == ',');
     }
     ok = ok && v && *v;
@@ -242,7 +247,7 @@ static int parse_quant_flag(int argc, char **argv, int *i, cli *c) {
 
 // --quantize needs --calibrate, and the other quantization flags need --quantize.
 static bool check_quant_flags(const cli *c) {
-  const kiln_quant_options *q = &c->quant;
+  const kiln_quant_options *q = c->quant;
   if (!c->quantize && c->quant_flags)
     return bad_flag("the quantization flags need", "--quantize int8");
   if (c->quantize && !q->n_files)
@@ -349,7 +354,7 @@ static bool parse_args(int argc, char **argv, cli *c) {
   }
   if (!c->model) return bad_flag("missing model file for", c->cmd);
   if (!check_backend_flags(c) || !check_quant_flags(c)) return false;
-  if (!c->quant.percentile) c->quant.percentile = 99.99;
+  if (!c->quant->percentile) c->quant->percentile = 99.99;
   const char *passes[] = {c->dump_after, c->after};
   for (int i = 0; i < 2; i++)
     if (passes[i] && !kiln_pass_exists(passes[i]))
@@ -410,7 +415,7 @@ static bool check_train_flags(const cli *a) {
   return true;
 }
 
-static int compile_model(const cli *a, kiln_compilation *c) {
+static int compile_model_once(const cli *a, kiln_compilation *c) {
   memset(c, 0, sizeof(*c));
   kiln_diag d;
   kiln_diag_init(&d, a->model);
@@ -429,7 +434,7 @@ static int compile_model(const cli *a, kiln_compilation *c) {
   c->dump_after = a->dump_after;
   c->verbose = a->verbose;
   c->stop_after = a->after;
-  c->quant = a->quantize ? &a->quant : NULL;
+  c->quant = a->quantize ? a->quant : NULL;
   for (int i = 0; i < a->n_disabled; i++) c->disabled[c->n_disabled++] = a->disabled[i];
   if (!kiln_compile_pipeline(c, &d)) return d.errors ? KILN_EXIT_BAD_INPUT : KILN_EXIT_INTERNAL;
   if (a->tb) describe_training(a->tb, c->g);
@@ -439,6 +444,20 @@ static int compile_model(const cli *a, kiln_compilation *c) {
     a->tb->info.n_grads = c->g->n_outputs - 1 - n_model_outputs;
   }
   return KILN_EXIT_OK;
+}
+
+// compile_model_once, again with one more layer kept in FP32 while --quant-min-sqnr finds a
+// layer below it (mixed precision: the first such layer each time, since errors accumulate).
+static int compile_model(const cli *a, kiln_compilation *c) {
+  for (;;) {
+    int rc = compile_model_once(a, c);
+    kiln_quant_options *q = a->quantize ? a->quant : NULL;
+    if (rc != KILN_EXIT_OK || !q || !q->below_threshold) return rc;
+    fprintf(stderr, "kiln: --quant-min-sqnr %g: keeping %s in FP32 (SQNR %.2f dB)\n", q->min_sqnr,
+            q->below_threshold, q->below_sqnr);
+    if (!kiln_quant_keep_fp32(q, q->below_threshold)) return KILN_EXIT_INTERNAL;
+    kiln_compilation_free(c);
+  }
 }
 
 static int cmd_compile(const cli *a) {
@@ -669,7 +688,8 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "--version") == 0) return puts("kiln " KILN_VERSION) < 0;
   if (strcmp(argv[1], "run") == 0) return cmd_run(argc, argv);
   if (strcmp(argv[1], "passes") == 0) return cmd_passes();
-  cli a = {.cmd = argv[1], .opt_level = -1};
+  kiln_quant_options quant = {0};
+  cli a = {.cmd = argv[1], .opt_level = -1, .quant = &quant};
   int (*cmd)(const cli *) = strcmp(a.cmd, "compile") == 0   ? cmd_compile
                             : strcmp(a.cmd, "build") == 0   ? cmd_build
                             : strcmp(a.cmd, "inspect") == 0 ? cmd_inspect
@@ -689,6 +709,6 @@ int main(int argc, char **argv) {
     free(tb.shapes);
   }
   free_shape_flags(&a);
-  kiln_quant_options_free(&a.quant);
+  kiln_quant_options_free(a.quant);
   return rc;
 }

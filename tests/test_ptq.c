@@ -178,6 +178,47 @@ Test(ptq, lenet5_int8) {
   kiln_array_free(&q);
 }
 
+// Mixed precision by threshold: every layer left quantized reaches --quant-min-sqnr; the ones
+// that did not are listed as kept in FP32. No layer can reach 200 dB: refused.
+Test(ptq, min_sqnr_keeps_weak_layers_in_fp32) {
+  char *exe = in_dir("lenet5-mixed"), *calib = in_dir("calib.npy"), *report = in_dir("mixed.md");
+  char *argv[] = {KILN_EXE, "build",
+                  LENET5,   "--quantize",
+                  "int8",   "--calibrate",
+                  calib,    "--calib-samples",
+                  "40",     "--quant-min-sqnr",
+                  "38.5",   "--quant-report",
+                  report,   "-o",
+                  exe,      NULL};
+  run_ok(argv);
+  FILE *f = fopen(report, "r");
+  cr_assert(f);
+  char line[1024];
+  int quantized = 0;
+  while (fgets(line, sizeof line, f)) {
+    double sqnr;
+    char *cell = line;
+    for (int bar = 1; bar < 9 && cell; bar++) cell = strchr(cell + 1, '|');  // the 9th: SQNR
+    if (line[0] != '|' || !cell || sscanf(cell + 1, "%lf", &sqnr) != 1) continue;
+    quantized++;
+    cr_expect_geq(sqnr, 38.5, "%s", line);
+  }
+  fclose(f);
+  cr_expect_gt(quantized, 0);
+  char *never[] = {KILN_EXE, "build",
+                   LENET5,   "--quantize",
+                   "int8",   "--calibrate",
+                   calib,    "--calib-samples",
+                   "20",     "--quant-min-sqnr",
+                   "200",    "-o",
+                   exe,      NULL};
+  run_result r = run_cmd(never, 600);
+  cr_expect_eq(r.status, 2, "exit %d: %s", r.status, r.err);
+  cr_expect(strstr(r.err, "left to quantize"), "%s", r.err);
+  run_result_free(&r);
+  free(exe), free(calib), free(report);
+}
+
 static void expect_refused(char *const argv[], const char *needle) {
   run_result r = run_cmd(argv, 120);
   cr_expect_eq(r.status, 2, "exit %d: %s", r.status, r.err);

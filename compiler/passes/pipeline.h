@@ -27,7 +27,7 @@ typedef struct kiln_compilation {
   bool verbose;
   const char *stop_after;                  // stop the pipeline after this pass (inspect --after)
   bool stopped;                            // set when stop_after was reached
-  const struct kiln_quant_options *quant;  // --quantize int8: the quantize pass's options
+  struct kiln_quant_options *quant;  // --quantize int8: the quantize pass's options (and results)
   const char *disabled[32];  // optional passes turned off (--disable-pass, kiln compare)
   int n_disabled;
 } kiln_compilation;

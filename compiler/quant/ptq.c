@@ -37,7 +37,7 @@ typedef struct layer {
 
 typedef struct ptq {
   kiln_graph *g;
-  const kiln_quant_options *o;
+  kiln_quant_options *o;
   kiln_diag *d;
   layer *layers;
   int n_layers;
@@ -442,8 +442,13 @@ static void write_report_to(FILE *f, const ptq *q) {
             L->relu >= 0 ? "yes" : "no", L->sqnr, L->max_err);
   }
   for (int i = 0; i < q->o->n_skip; i++)
-    fprintf(f, "\nKept in FP32 (--quant-skip): %s", q->o->skip[i]);
+    fprintf(f, "\nKept in FP32 (--quant-skip, --quant-min-sqnr): %s", q->o->skip[i]);
   if (q->o->n_skip) fprintf(f, "\n");
+  if (q->o->min_sqnr > 0)
+    fprintf(
+        f,
+        "\nLayers are kept in FP32 until every quantized one reaches %g dB (--quant-min-sqnr).\n",
+        q->o->min_sqnr);
 }
 
 static bool write_report(const ptq *q) {
@@ -461,6 +466,19 @@ static bool write_report(const ptq *q) {
     return false;
   }
   return true;
+}
+
+// --quant-min-sqnr: the first layer below the threshold, for the caller to keep in FP32.
+static void note_first_below(ptq *q) {
+  kiln_quant_options *o = q->o;
+  free((char *)o->below_threshold);
+  o->below_threshold = NULL;
+  for (int l = 0; o->min_sqnr > 0 && l < q->n_layers; l++)
+    if (q->layers[l].sqnr < o->min_sqnr) {
+      o->below_threshold = strdup(q->layers[l].name);
+      o->below_sqnr = q->layers[l].sqnr;
+      return;
+    }
 }
 
 // ---- The pass ----
@@ -483,12 +501,16 @@ bool kiln_pass_quantize(kiln_compilation *c, kiln_diag *d, bool *changed) {
   bool ok = q.n_layers > 0 && calibrate(&q);
   if (q.n_layers == 0)
     kiln_diag_error(d, c->g->source_file,
-                    "--quantize int8: no Conv, Gemm or MatMul with constant f32 weights to "
-                    "quantize");
+                    "--quantize int8: no Conv, Gemm or MatMul with constant f32 weights left to "
+                    "quantize (%d kept in FP32)",
+                    c->quant->n_skip);
   for (int l = 0; ok && l < q.n_layers; l++) choose_scales(&q, &q.layers[l]);
   ok = ok && rewrite(&q);
   *changed = ok;
-  ok = ok && (!c->quant->report || (measure(&q) && write_report(&q)));
+  bool wants_errors = c->quant->report || c->quant->min_sqnr > 0;
+  ok = ok && (!wants_errors || measure(&q));
+  if (ok) note_first_below(&q);
+  ok = ok && (!c->quant->report || write_report(&q));
   ptq_free(&q, n_tensors);
   return ok;
 }
@@ -507,8 +529,20 @@ bool kiln_quant_parse_files(const char *list, kiln_quant_options *o) {
   return o->n_files > 0;
 }
 
+bool kiln_quant_keep_fp32(kiln_quant_options *o, const char *name) {
+  if (o->n_skip == KILN_QUANT_MAX_SKIP) {
+    fprintf(stderr, "kiln: at most %d layers can be kept in FP32 (at %s)\n", KILN_QUANT_MAX_SKIP,
+            name);
+    return false;
+  }
+  o->skip[o->n_skip++] = strdup(name);
+  return true;
+}
+
 void kiln_quant_options_free(kiln_quant_options *o) {
   for (int i = 0; i < o->n_files; i++) free((char *)o->files[i]);
   for (int i = 0; i < o->n_skip; i++) free((char *)o->skip[i]);
+  free((char *)o->below_threshold);
   o->n_files = o->n_skip = 0;
+  o->below_threshold = NULL;
 }

@@ -24,10 +24,16 @@ typedef struct kiln_quant_options {
   const char *report;        // --quant-report FILE.md: the per-layer table
   const char *skip[KILN_QUANT_MAX_SKIP];  // --quant-skip NAME: layers (node names) kept in FP32
   int n_skip;
+  double min_sqnr;  // --quant-min-sqnr DB: a layer below it is to be kept in FP32 (0: off)
+  // Set by the pass: the first layer whose SQNR is below min_sqnr (NULL: none) and its SQNR.
+  const char *below_threshold;
+  double below_sqnr;
 } kiln_quant_options;
 
 // Parses a --calibrate list ("a.npy,b.npy") into o->files (copies); false after printing why.
 bool kiln_quant_parse_files(const char *list, kiln_quant_options *o);
+// Adds a layer to o->skip (a copy of name); false after printing why (too many).
+bool kiln_quant_keep_fp32(kiln_quant_options *o, const char *name);
 // Frees the copied file and layer names.
 void kiln_quant_options_free(kiln_quant_options *o);
 
