@@ -69,6 +69,11 @@ static void make_output(const kiln_tensor *t, const double *v, kiln_array *a) {
 
 bool kiln_interp_run(const kiln_graph *g, const kiln_array *inputs, kiln_array *outputs,
                      kiln_diag *d) {
+  return kiln_interp_run_observed(g, inputs, outputs, d, NULL, NULL);
+}
+
+bool kiln_interp_run_observed(const kiln_graph *g, const kiln_array *inputs, kiln_array *outputs,
+                              kiln_diag *d, kiln_interp_observer observe, void *ctx) {
   bool ok = true;
   for (int i = 0; i < g->n_inputs; i++) ok = check_input(g, i, &inputs[i], d) && ok;
   if (!ok) return false;
@@ -81,8 +86,14 @@ bool kiln_interp_run(const kiln_graph *g, const kiln_array *inputs, kiln_array *
     values[g->inputs[i]] = tensor_values(t);
     for (int64_t k = 0; k < kiln_shape_numel(&t->shape); k++)
       values[g->inputs[i]][k] = kiln_element_get(inputs[i].data, inputs[i].dtype, k);
+    if (observe) observe(g, g->inputs[i], values[g->inputs[i]], ctx);
   }
-  for (int i = 0; i < g->n_nodes; i++) run_node(g, &g->nodes[i], values);
+  for (int i = 0; i < g->n_nodes; i++) {
+    const kiln_node *n = &g->nodes[i];
+    run_node(g, n, values);
+    for (int k = 0; observe && k < n->n_outputs; k++)
+      observe(g, n->outputs[k], values[n->outputs[k]], ctx);
+  }
   for (int t = 0; t < g->n_tensors; t++) {  // the step's writes persist
     const kiln_tensor *x = &g->tensors[t];
     if (x->kind == KILN_TENSOR_STATE)

@@ -12,4 +12,12 @@
 bool kiln_interp_run(const kiln_graph *g, const kiln_array *inputs, kiln_array *outputs,
                      kiln_diag *d);
 
+// Called for every input, then every value a node computes (rounded to its dtype), in order: the
+// tensor's index in g and its kiln_shape_numel(&g->tensors[tensor].shape) values.
+typedef void (*kiln_interp_observer)(const kiln_graph *g, int tensor, const double *values,
+                                     void *ctx);
+// kiln_interp_run, showing each intermediate value to observe (calibration, per-layer errors).
+bool kiln_interp_run_observed(const kiln_graph *g, const kiln_array *inputs, kiln_array *outputs,
+                              kiln_diag *d, kiln_interp_observer observe, void *ctx);
+
 #endif

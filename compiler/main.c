@@ -23,6 +23,7 @@
 #include "interp.h"
 #include "onnx/onnx_import.h"
 #include "passes/pipeline.h"
+#include "quant/ptq.h"
 
 #ifndef KILN_VERSION
 #define KILN_VERSION "0.1.0"
@@ -46,6 +47,11 @@ static void usage(FILE *out) {
       "          FILE.safetensors take the params (e.g. a trained checkpoint) from FILE;\n"
       "          --distributed mpi (with --train): data-parallel over MPI, docs/distributed.md;\n"
       "          --sync-bn (with it): BatchNorm statistics over the global batch\n"
+      "quantization: compile/build --quantize int8 --calibrate X.npy[,...] (samples of the\n"
+      "          input) [--calib-method minmax|percentile|entropy] [--calib-percentile P]\n"
+      "          [--calib-samples N] [--quant-report FILE.md] [--quant-skip NODE,...]\n"
+      "          [--quant-min-sqnr DB] (layers below DB stay FP32)\n"
+      "          (docs/quantization.md)\n"
       "backends: compile/build --backend c|llvm (default c); --backend llvm takes -O0..-O3\n"
       "          (default -O3) and compile --emit llvm|obj (NAME.ll or NAME.o, + NAME.h);\n"
       "          run --jit compiles in memory with LLVM's JIT instead of interpreting\n"
@@ -81,6 +87,9 @@ typedef struct cli {
   const char *distributed;       // --distributed mpi: a data-parallel trainer (docs/distributed.md)
   bool sync_bn;                  // --sync-bn: BatchNorm statistics averaged over the ranks (idem)
   struct train_build *tb;        // with --train: what compile_model learns about the training graph
+  const char *quantize;          // --quantize int8 (docs/quantization.md)
+  kiln_quant_options *quant;     // --calibrate, --calib-method, --quant-report, --quant-skip, ...
+  bool quant_flags;              // one of those was given
 } cli;
 
 typedef struct train_build {
@@ -185,10 +194,81 @@ static kiln_llvm_options llvm_options(const cli *a) {
                              .embed_weights = a->embed};
 }
 
+// A positive number after `flag` (at most `max`); false after printing why.
+static bool parse_number(const char *flag, const char *v, double max, double *out) {
+  char *end = NULL;
+  double x = v ? strtod(v, &end) : 0;
+  if (!v || end == v || *end || !(x > 0) || x > max)
+    return bad_flag(flag, v ? v : "nothing: expected a positive number");
+  *out = x;
+  return true;
+}
+
+// The post-training quantization flags (compiler/quant/ptq.h). 1: taken, 0: not one of them,
+// -1: bad value (printed).
+static int parse_quant_flag(int argc, char **argv, int *i, cli *c) {
+  const char *a = argv[*i], *v = NULL;
+  kiln_quant_options *q = c->quant;
+  double x;
+  bool ok = true;
+  if (take_value(argc, argv, i, "--quantize", &v)) {
+    ok = v && strcmp(v, "int8") == 0;
+    if (!ok) bad_flag("--quantize supports int8, got", v ? v : "nothing");
+    c->quantize = v;
+  } else if (take_value(argc, argv, i, "--calibrate", &v)) {
+    ok = kiln_quant_parse_files(v, q);
+  } else if (take_value(argc, argv, i, "--calib-method", &v)) {
+    ok = v && kiln_calib_method_parse(v, &q->method);
+    if (!ok)
+      bad_flag("--calib-method expects minmax, percentile or entropy, got", v ? v : "nothing");
+  } else if (take_value(argc, argv, i, "--calib-percentile", &v)) {
+    ok = parse_number("--calib-percentile expects a number in (50, 100], got", v, 100, &x) &&
+         (x > 50 || !bad_flag("--calib-percentile expects a number in (50, 100], got", v));
+    q->percentile = x;
+  } else if (take_value(argc, argv, i, "--calib-samples", &v)) {
+    ok = parse_number("--calib-samples expects a positive count, got", v, 1e12, &x);
+    q->max_samples = (int64_t)x;
+  } else if (take_value(argc, argv, i, "--quant-min-sqnr", &v)) {
+    ok = parse_number("--quant-min-sqnr expects a positive number of dB, got", v, 1000, &x);
+    q->min_sqnr = x;
+  } else if (take_value(argc, argv, i, "--quant-report", &v)) {
+    ok = v || !bad_flag("missing value for", a);
+    q->report = v;
+  } else if (take_value(argc, argv, i, "--quant-skip", &v)) {
+    for (const char *s = v; ok && s && *s;) {
+      size_t len = strcspn(s, ",");
+      char *name = strndup(s, len);
+      ok = len > 0 && kiln_quant_keep_fp32(q, name);
+      free(name);
+      s += len + (s[len] == ',');
+    }
+    ok = ok && v && *v;
+    if (!ok) bad_flag("--quant-skip expects layer names separated by commas, got", v ? v : "");
+  } else {
+    return 0;
+  }
+  if (strncmp(a, "--quantize", 10) != 0) c->quant_flags = true;
+  return ok ? 1 : -1;
+}
+
+// --quantize needs --calibrate, and the other quantization flags need --quantize.
+static bool check_quant_flags(const cli *c) {
+  const kiln_quant_options *q = c->quant;
+  if (!c->quantize && c->quant_flags)
+    return bad_flag("the quantization flags need", "--quantize int8");
+  if (c->quantize && !q->n_files)
+    return bad_flag("--quantize int8 needs calibration data:", "--calibrate FILE.npy[,...]");
+  if (c->quantize && c->train) return bad_flag("--quantize does not apply to", "--train");
+  return true;
+}
+
 static bool parse_args(int argc, char **argv, cli *c) {
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i], *v = NULL;
     bool matched = true;
+    int quant = parse_quant_flag(argc, argv, &i, c);
+    if (quant < 0) return false;
+    if (quant > 0) continue;
     if (take_value(argc, argv, &i, "--shape", &v)) {
       if (!parse_shape_flag(v, c)) return false;
       continue;
@@ -279,7 +359,8 @@ static bool parse_args(int argc, char **argv, cli *c) {
     }
   }
   if (!c->model) return bad_flag("missing model file for", c->cmd);
-  if (!check_backend_flags(c)) return false;
+  if (!check_backend_flags(c) || !check_quant_flags(c)) return false;
+  if (!c->quant->percentile) c->quant->percentile = 99.99;
   const char *passes[] = {c->dump_after, c->after};
   for (int i = 0; i < 2; i++)
     if (passes[i] && !kiln_pass_exists(passes[i]))
@@ -384,7 +465,7 @@ static bool check_train_flags(const cli *a) {
   return true;
 }
 
-static int compile_model(const cli *a, kiln_compilation *c) {
+static int compile_model_once(const cli *a, kiln_compilation *c) {
   memset(c, 0, sizeof(*c));
   kiln_diag d;
   kiln_diag_init(&d, a->model);
@@ -407,6 +488,7 @@ static int compile_model(const cli *a, kiln_compilation *c) {
   c->dump_after = a->dump_after;
   c->verbose = a->verbose;
   c->stop_after = a->after;
+  c->quant = a->quantize ? a->quant : NULL;
   for (int i = 0; i < a->n_disabled; i++) c->disabled[c->n_disabled++] = a->disabled[i];
   if (!kiln_compile_pipeline(c, &d)) return d.errors ? KILN_EXIT_BAD_INPUT : KILN_EXIT_INTERNAL;
   if (a->tb) describe_training(&a->tb->training, &a->tb->info, &a->tb->shapes, c->g);
@@ -420,6 +502,20 @@ static int compile_model(const cli *a, kiln_compilation *c) {
     a->tb->info.n_grads = c->g->n_outputs - 1 - n_model_outputs;
   }
   return KILN_EXIT_OK;
+}
+
+// compile_model_once, again with one more layer kept in FP32 while --quant-min-sqnr finds a
+// layer below it (mixed precision: the first such layer each time, since errors accumulate).
+static int compile_model(const cli *a, kiln_compilation *c) {
+  for (;;) {
+    int rc = compile_model_once(a, c);
+    kiln_quant_options *q = a->quantize ? a->quant : NULL;
+    if (rc != KILN_EXIT_OK || !q || !q->below_threshold) return rc;
+    fprintf(stderr, "kiln: --quant-min-sqnr %g: keeping %s in FP32 (SQNR %.2f dB)\n", q->min_sqnr,
+            q->below_threshold, q->below_sqnr);
+    if (!kiln_quant_keep_fp32(q, q->below_threshold)) return KILN_EXIT_INTERNAL;
+    kiln_compilation_free(c);
+  }
 }
 
 static int cmd_compile(const cli *a) {
@@ -654,7 +750,8 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "--version") == 0) return puts("kiln " KILN_VERSION) < 0;
   if (strcmp(argv[1], "run") == 0) return cmd_run(argc, argv);
   if (strcmp(argv[1], "passes") == 0) return cmd_passes();
-  cli a = {.cmd = argv[1], .opt_level = -1};
+  kiln_quant_options quant = {0};
+  cli a = {.cmd = argv[1], .opt_level = -1, .quant = &quant};
   int (*cmd)(const cli *) = strcmp(a.cmd, "compile") == 0   ? cmd_compile
                             : strcmp(a.cmd, "build") == 0   ? cmd_build
                             : strcmp(a.cmd, "inspect") == 0 ? cmd_inspect
@@ -676,5 +773,6 @@ int main(int argc, char **argv) {
     if (tb.g_comp.g) kiln_compilation_free(&tb.g_comp);
   }
   free_shape_flags(&a);
+  kiln_quant_options_free(a.quant);
   return rc;
 }

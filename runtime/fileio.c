@@ -5,6 +5,7 @@
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,13 +67,36 @@ int kiln_rt_write_atomic(const char *path, const kiln_rt_span *parts, int nparts
   if (!fill_and_close(fd, parts, nparts)) {
     kiln_rt_errf(err, errlen, "%s: write failed: %s", path, strerror(errno));
     status = KILN_ERR_IO;
-  } else if (rename(tmp, path) != 0) {
+  } else if (kiln_rename_into_place(tmp, path) != 0) {
     kiln_rt_errf(err, errlen, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
     status = KILN_ERR_IO;
   }
   if (status != KILN_OK) unlink(tmp);
   free(tmp);
   return status;
+}
+
+// Copies file `from` into the existing special file `to` (a device or a FIFO: /dev/null,
+// /dev/stdout), which must not be replaced by a regular file.
+static int copy_into(const char *from, const char *to) {
+  int in = open(from, O_RDONLY), out = in >= 0 ? open(to, O_WRONLY) : -1;
+  char buf[1 << 16];
+  ssize_t n = 0;
+  bool ok = out >= 0;
+  while (ok && (n = read(in, buf, sizeof buf)) != 0)
+    ok = n > 0 ? write_all(out, buf, (size_t)n) : errno == EINTR;
+  int saved = errno;
+  if (in >= 0) close(in);
+  if (out >= 0 && close(out) != 0 && ok) ok = false, saved = errno;
+  if (ok) unlink(from);
+  errno = saved;
+  return ok ? 0 : -1;
+}
+
+int kiln_rename_into_place(const char *tmp, const char *path) {
+  struct stat st;
+  bool special = stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode);
+  return special ? copy_into(tmp, path) : rename(tmp, path);
 }
 
 bool kiln_rt_file_size(FILE *f, uint64_t *size) {

@@ -96,6 +96,11 @@ int kiln_weights_read(const char *path, size_t expect_bytes, uint64_t expect_che
 int kiln_weights_check(const void *blob, size_t blob_bytes, size_t expect_bytes,
                        uint64_t expect_checksum, const void **payload);
 
+// rename(2) for the writers' temporary files (temp + rename: no reader sees half a file), except
+// that an existing special file at `path` (a device or FIFO: /dev/null, /dev/stdout) receives a
+// copy and stays what it is. 0 on success, -1 with errno set.
+int kiln_rename_into_place(const char *tmp, const char *path);
+
 // Arena: one aligned allocation handed out in 64-byte aligned pieces.
 void *kiln_aligned_alloc(size_t bytes);  // 64-byte aligned, NULL on failure; free with kiln_aligned_free
 void kiln_aligned_free(void *p);

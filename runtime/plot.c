@@ -209,6 +209,34 @@ static int render(const kiln_panel *panels, int n_panels, int width, int height,
   return KILN_OK;
 }
 
+// Writes 8-bit pixels (PNG_FORMAT_RGB or PNG_FORMAT_GRAY, rows top to bottom) to path as a PNG,
+// through path.tmp renamed into place (a special file such as /dev/null is written to instead).
+static int write_png(const char *path, const void *pixels, int width, int height,
+                     png_uint_32 format, char *err, size_t errlen) {
+  size_t n = strlen(path) + 8;
+  char *tmp = malloc(n);
+  if (!tmp) {
+    kiln_rt_errf(err, errlen, "%s: out of memory", path);
+    return KILN_ERR_NOMEM;
+  }
+  snprintf(tmp, n, "%s.tmp", path);
+  png_image img = {.version = PNG_IMAGE_VERSION,
+                   .width = (png_uint_32)width,
+                   .height = (png_uint_32)height,
+                   .format = format};
+  int st = KILN_OK;
+  if (!png_image_write_to_file(&img, tmp, 0, pixels, 0, NULL) ||
+      kiln_rename_into_place(tmp, path) != 0) {
+    kiln_rt_errf(err, errlen, "%s: cannot write the PNG: %s", path,
+                 img.message[0] ? img.message : strerror(errno));
+    unlink(tmp);
+    st = KILN_ERR_IO;
+  }
+  png_image_free(&img);
+  free(tmp);
+  return st;
+}
+
 int kiln_plot_render(const kiln_panel *panels, int n_panels, int width, int height,
                      kiln_canvas *canvas) {
   return render(panels, n_panels, width, height, "epoch", canvas);
@@ -227,21 +255,7 @@ int kiln_plot_png_x(const char *path, const kiln_panel *panels, int n_panels, in
     kiln_rt_errf(err, errlen, "%s: cannot draw the plot (%s)", path, kiln_status_str(st));
     return st;
   }
-  size_t n = strlen(path) + 8;
-  char *tmp = malloc(n);
-  png_image img = {.version = PNG_IMAGE_VERSION,
-                   .width = (png_uint_32)width,
-                   .height = (png_uint_32)height,
-                   .format = PNG_FORMAT_RGB};
-  if (tmp) snprintf(tmp, n, "%s.tmp", path);
-  if (!tmp || !png_image_write_to_file(&img, tmp, 0, c.rgb, 0, NULL) || rename(tmp, path) != 0) {
-    kiln_rt_errf(err, errlen, "%s: cannot write the PNG: %s", path,
-                 img.message[0] ? img.message : strerror(errno));
-    if (tmp) unlink(tmp);
-    st = KILN_ERR_IO;
-  }
-  png_image_free(&img);
-  free(tmp);
+  st = write_png(path, c.rgb, width, height, PNG_FORMAT_RGB, err, errlen);
   free(c.rgb);
   return st;
 }
@@ -283,28 +297,12 @@ int kiln_image_grid_png(const char *path, const kiln_image_grid *g, char *err, s
   int width, height;
   kiln_image_grid_size(g, &width, &height);
   uint8_t *gray = malloc((size_t)width * (size_t)height);
-  size_t n = strlen(path) + 8;
-  char *tmp = malloc(n);
-  if (!gray || !tmp) {
-    free(gray), free(tmp);
+  if (!gray) {
     kiln_rt_errf(err, errlen, "%s: out of memory", path);
     return KILN_ERR_NOMEM;
   }
   kiln_image_grid_render(g, gray);
-  png_image img = {.version = PNG_IMAGE_VERSION,
-                   .width = (png_uint_32)width,
-                   .height = (png_uint_32)height,
-                   .format = PNG_FORMAT_GRAY};
-  snprintf(tmp, n, "%s.tmp", path);
-  int st = KILN_OK;
-  if (!png_image_write_to_file(&img, tmp, 0, gray, 0, NULL) || rename(tmp, path) != 0) {
-    kiln_rt_errf(err, errlen, "%s: cannot write the PNG: %s", path,
-                 img.message[0] ? img.message : strerror(errno));
-    unlink(tmp);
-    st = KILN_ERR_IO;
-  }
-  png_image_free(&img);
-  free(tmp);
+  int st = write_png(path, gray, width, height, PNG_FORMAT_GRAY, err, errlen);
   free(gray);
   return st;
 }
@@ -317,25 +315,5 @@ int kiln_rgb_png(const char *path, const uint8_t *rgb, int width, int height, ch
     kiln_rt_errf(err, errlen, "%s: an RGB picture needs pixels and a size of at least 1 x 1", path);
     return KILN_ERR_ARG;
   }
-  size_t n = strlen(path) + 8;
-  char *tmp = malloc(n);
-  if (!tmp) {
-    kiln_rt_errf(err, errlen, "%s: out of memory", path);
-    return KILN_ERR_NOMEM;
-  }
-  snprintf(tmp, n, "%s.tmp", path);
-  png_image img = {.version = PNG_IMAGE_VERSION,
-                   .width = (png_uint_32)width,
-                   .height = (png_uint_32)height,
-                   .format = PNG_FORMAT_RGB};
-  int st = KILN_OK;
-  if (!png_image_write_to_file(&img, tmp, 0, rgb, 0, NULL) || rename(tmp, path) != 0) {
-    kiln_rt_errf(err, errlen, "%s: cannot write the PNG: %s", path,
-                 img.message[0] ? img.message : strerror(errno));
-    unlink(tmp);
-    st = KILN_ERR_IO;
-  }
-  png_image_free(&img);
-  free(tmp);
-  return st;
+  return write_png(path, rgb, width, height, PNG_FORMAT_RGB, err, errlen);
 }

@@ -207,6 +207,11 @@ static int check_pair(kiln_dataset *d, char *err, size_t errlen) {
   d->n = d->x.shape[0];
   d->x_numel = kiln_array_numel(&d->x) / d->n;
   d->y_numel = kiln_array_numel(&d->y) / d->n;
+  if (d->x_numel < 1 || d->y_numel < 1) {
+    kiln_rt_errf(err, errlen, "%s: each %s has no values (shape has a 0)", d->source,
+                 d->x_numel < 1 ? "sample" : "label");
+    return KILN_ERR_SHAPE;
+  }
   return KILN_OK;
 }
 

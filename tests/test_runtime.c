@@ -10,12 +10,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "kiln_runtime.h"
@@ -460,6 +462,39 @@ Test(npy_write, overwrites_and_leaves_no_temp_files) {
   struct stat st;
   cr_assert_eq(stat(p, &st), 0);
   cr_assert_eq(st.st_size, 128 + 8);
+}
+
+// A special file as the destination (`--output /dev/null`, a FIFO): it receives the bytes and
+// stays what it is. (Renaming the temporary file over it, as root, once turned /dev/null into a
+// regular file.)
+Test(npy_write, a_fifo_stays_a_fifo) {
+  float v[2] = {1, 2};
+  kiln_array a = {.dtype = KILN_RT_F32, .rank = 1, .shape = {2}, .data = v, .nbytes = 8};
+  const char *p = tmp_path("fifo");
+  cr_assert_eq(mkfifo(p, 0600), 0);
+  int fds[2];
+  cr_assert_eq(pipe(fds), 0);
+  pid_t reader = fork();
+  if (reader == 0) {  // counts the bytes that come through the FIFO, reports them on the pipe
+    int in = open(p, O_RDONLY);
+    char buf[256];
+    long total = 0;
+    for (ssize_t n; (n = read(in, buf, sizeof buf)) > 0;) total += n;
+    _exit(write(fds[1], &total, sizeof total) == sizeof total ? 0 : 1);
+  }
+  char err[256];
+  int status = kiln_npy_write(p, &a, err, sizeof err);
+  struct stat st;
+  bool fifo = stat(p, &st) == 0 && S_ISFIFO(st.st_mode);
+  if (!fifo) kill(reader, SIGKILL);  // it would wait for a writer forever
+  cr_assert_eq(status, KILN_OK, "%s", err);
+  cr_assert(fifo, "the FIFO was replaced");
+  long total = 0;
+  cr_assert_eq(read(fds[0], &total, sizeof total), (ssize_t)sizeof total);
+  waitpid(reader, NULL, 0);
+  close(fds[0]), close(fds[1]);
+  cr_expect_eq(total, 128 + 8);
+  cr_expect_eq(count_dir_entries(tmpdir), 1, "a temporary file was left behind");
 }
 
 Test(npy_write, errors_name_the_file) {

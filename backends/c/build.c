@@ -545,14 +545,14 @@ bool kiln_build_binary(const kiln_lprog *p, const kiln_build_options *o, const c
   }
   if (adversarial && !write_generator_weights(o, out, d)) goto done;
   if (!o->embed_weights) {
-    if (rename(weights.tmp, weights.path) != 0) {
+    if (kiln_rename_into_place(weights.tmp, weights.path) != 0) {
       kiln_diag_error(d, w_path, "cannot rename %s into place: %s", weights.tmp, strerror(errno));
       goto done;
     }
     free(weights.tmp);
     weights.tmp = NULL;
   }
-  if (rename(exe_tmp, out) != 0) {
+  if (kiln_rename_into_place(exe_tmp, out) != 0) {
     kiln_diag_error(d, out, "cannot rename %s into place: %s", exe_tmp, strerror(errno));
     goto done;
   }

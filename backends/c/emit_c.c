@@ -2038,7 +2038,7 @@ bool kiln_c_file_commit(kiln_c_file *cf, kiln_diag *d) {
   cf->f = NULL;
   if (!ok) {
     kiln_diag_error(d, cf->path, "cannot write: %s", strerror(err ? err : EIO));
-  } else if (rename(cf->tmp, cf->path) != 0) {
+  } else if (kiln_rename_into_place(cf->tmp, cf->path) != 0) {
     kiln_diag_error(d, cf->path, "cannot rename %s into place: %s", cf->tmp, strerror(errno));
     ok = false;
   } else {
@@ -2122,7 +2122,7 @@ bool kiln_c_write_weights(const kiln_lprog *p, const char *path, kiln_diag *d) {
     kiln_c_file_abort(&cf);
     return false;
   }
-  if (rename(cf.tmp, cf.path) != 0) {
+  if (kiln_rename_into_place(cf.tmp, cf.path) != 0) {
     kiln_diag_error(d, path, "cannot rename %s into place: %s", cf.tmp, strerror(errno));
     kiln_c_file_abort(&cf);
     return false;

@@ -243,7 +243,7 @@ static bool stage_weights(const kiln_lprog *p, kiln_c_file *w, const char *out, 
 }
 
 static bool rename_into_place(const char *from, const char *to, kiln_diag *d) {
-  if (rename(from, to) == 0) return true;
+  if (kiln_rename_into_place(from, to) == 0) return true;
   kiln_diag_error(d, to, "cannot rename %s into place: %s", from, strerror(errno));
   return false;
 }

@@ -180,38 +180,44 @@ static char *resolve_location(const char *model_dir, const char *loc, char *err,
   return joined;
 }
 
-static bool read_external(const Onnx__TensorProto *t, const char *model_dir, void *dst,
-                          size_t nbytes, char *err, size_t errlen) {
+// Opens t's external data file positioned at its offset, once the file is known to hold nbytes
+// there; checked before the array is allocated, so a header promising gigabytes allocates nothing.
+static FILE *open_external(const Onnx__TensorProto *t, const char *model_dir, size_t nbytes,
+                           char *err, size_t errlen) {
   const char *loc = external_key(t, "location"), *off_s = external_key(t, "offset"),
              *len_s = external_key(t, "length");
   int64_t off = 0, len = (int64_t)nbytes;
   if (!loc) {
     snprintf(err, errlen, "data_location is EXTERNAL but external_data has no 'location'");
-    return false;
+    return NULL;
   }
   if ((off_s && !parse_size(off_s, &off)) || (len_s && !parse_size(len_s, &len))) {
     snprintf(err, errlen, "external data offset/length must be non-negative integers");
-    return false;
+    return NULL;
   }
   if (len != (int64_t)nbytes) {
     snprintf(err, errlen, "external data length %lld, but dims and dtype give %zu bytes",
              (long long)len, nbytes);
-    return false;
+    return NULL;
   }
   if (!model_dir) {
     snprintf(err, errlen, "external data is not allowed here");
-    return false;
+    return NULL;
   }
   char *file = resolve_location(model_dir, loc, err, errlen);
-  if (!file) return false;
+  if (!file) return NULL;
   FILE *f = fopen(file, "rb");
-  bool ok = f && fseeko(f, (off_t)off, SEEK_SET) == 0 && fread(dst, 1, nbytes, f) == nbytes;
-  if (!ok)
+  struct stat st;
+  bool ok = f && fstat(fileno(f), &st) == 0 && st.st_size >= off &&
+            (uint64_t)(st.st_size - off) >= nbytes && fseeko(f, (off_t)off, SEEK_SET) == 0;
+  if (!ok) {
     snprintf(err, errlen, "external data file '%s' has no %zu bytes at offset %lld", file, nbytes,
              (long long)off);
-  if (f) fclose(f);
+    if (f) fclose(f);
+    f = NULL;
+  }
   free(file);
-  return ok;
+  return f;
 }
 
 // Booleans must be 0 or 1 whatever the file held.
@@ -243,19 +249,22 @@ kiln_onnx_tensor_status kiln_onnx_tensor_to_array(const Onnx__TensorProto *t, co
   if (!set_header(t, dtype, out, err, errlen)) return KILN_ONNX_TENSOR_BAD;
   bool external =
       t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+  FILE *ext = NULL;
+  if (external && !(ext = open_external(t, model_dir, out->nbytes, err, errlen)))
+    return KILN_ONNX_TENSOR_BAD;
   if (!external && !inline_data_matches(t, dtype, out, err, errlen)) return KILN_ONNX_TENSOR_BAD;
   out->data = kiln_aligned_alloc(out->nbytes ? out->nbytes : 1);
-  if (!out->data) {
+  bool ok = out->data != NULL;
+  if (!ok)
     snprintf(err, errlen, "out of memory for %zu bytes", out->nbytes);
-    return KILN_ONNX_TENSOR_BAD;
-  }
-  bool ok = true;
-  if (external)
-    ok = read_external(t, model_dir, out->data, out->nbytes, err, errlen);
+  else if (ext)
+    ok = fread(out->data, 1, out->nbytes, ext) == out->nbytes;
   else if (t->has_raw_data && out->nbytes)
     memcpy(out->data, t->raw_data.data, out->nbytes);
   else if (!t->has_raw_data)
     copy_typed(t, dtype, kiln_array_numel(out), out->data);
+  if (out->data && !ok) snprintf(err, errlen, "external data: read error");
+  if (ext) fclose(ext);
   if (!ok) {
     kiln_array_free(out);
     return KILN_ONNX_TENSOR_BAD;

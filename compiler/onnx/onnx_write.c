@@ -17,7 +17,7 @@ static bool write_atomically(const char *path, const char *text, char *err, size
   bool ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
   if (f && fclose(f) != 0) ok = false;
   if (!f && fd >= 0) close(fd);
-  if (ok && rename(tmp, path) != 0) ok = false;
+  if (ok && kiln_rename_into_place(tmp, path) != 0) ok = false;
   if (!ok) {
     snprintf(err, errlen, "cannot write '%s': %s", path, strerror(errno));
     if (fd >= 0) unlink(tmp);

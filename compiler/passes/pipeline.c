@@ -16,6 +16,8 @@ const kiln_pass kiln_pipeline[] = {
     {.name = "cse", .run = kiln_pass_cse, .doc = "merge nodes that compute the same thing"},
     {.name = "fold-batchnorm", .run = kiln_pass_fold_batchnorm,
      .doc = "fold inference BatchNormalization into the Conv before it"},
+    {.name = "quantize", .run = kiln_pass_quantize,
+     .doc = "INT8 post-training quantization of Conv/Gemm/MatMul (--quantize int8)"},
     {.name = "fuse-epilogue", .run = kiln_pass_fuse_epilogue,
      .doc = "fold Relu and residual Add into the Conv before them (FusedConv)"},
     {.name = "dce", .run = kiln_pass_dce, .doc = "drop nodes no output depends on"},

@@ -25,8 +25,9 @@ typedef struct kiln_compilation {
   const char *dump_after;  // pass name or NULL
   FILE *dump_out;          // stdout by default
   bool verbose;
-  const char *stop_after;    // stop the pipeline after this pass (inspect --after)
-  bool stopped;              // set when stop_after was reached
+  const char *stop_after;                  // stop the pipeline after this pass (inspect --after)
+  bool stopped;                            // set when stop_after was reached
+  struct kiln_quant_options *quant;  // --quantize int8: the quantize pass's options (and results)
   const char *disabled[32];  // optional passes turned off (--disable-pass, kiln compare)
   int n_disabled;
 } kiln_compilation;
@@ -35,6 +36,7 @@ typedef struct kiln_compilation {
 bool kiln_pass_fold_constants(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_cse(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_fold_batchnorm(kiln_compilation *c, kiln_diag *d, bool *changed);
+bool kiln_pass_quantize(kiln_compilation *c, kiln_diag *d, bool *changed);  // quant/ptq.c
 bool kiln_pass_fuse_epilogue(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_dce(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_in_place(kiln_compilation *c, kiln_diag *d, bool *changed);

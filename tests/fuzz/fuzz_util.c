@@ -25,6 +25,10 @@ static void remove_scratch(void) {
 
 const char *fuzz_dir(void) {
   if (scratch[0]) return scratch;
+  // Resource limits well below libFuzzer's 2 GiB malloc limit (docs/testing.md): a model that
+  // asks for more must be refused by them, so any larger allocation is a real finding. (The
+  // replay tests set KILN_LIMITS themselves: they replay inputs under the default limits.)
+  setenv("KILN_LIMITS", "tensor-bytes=256M,total-bytes=1G", 0);
   const char *tmp = getenv("TMPDIR");
   snprintf(scratch, sizeof(scratch), "%s/kiln-fuzz-XXXXXX", tmp && *tmp ? tmp : "/tmp");
   if (!mkdtemp(scratch)) {

@@ -1,0 +1,548 @@
+// quantize: post-training static INT8 quantization (ptq.h, docs/quantization.md). Three steps:
+//   calibrate  the interpreter runs the FP32 graph over the calibration samples, keeping the
+//              values of every quantized layer's input and output;
+//   rewrite    each layer becomes Q -> QLinearConv / QLinearMatMul -> DQ with the scales of
+//              those values (a fused Relu's range starts at 0);
+//   report     the quantized graph runs over the same samples, and each layer's output is
+//              compared with its FP32 value (SQNR, max abs error): --quant-report FILE.md.
+#include "ptq.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../runtime/kiln_runtime.h"
+#include "../autodiff/builder.h"
+#include "../interp.h"
+#include "../ops/op.h"
+
+typedef struct fbuf {  // values seen for one tensor over the calibration run
+  float *v;
+  int64_t n, cap;
+} fbuf;
+
+typedef struct layer {
+  const char *name;    // the node's name (or its output's)
+  int op;              // KILN_OP_Conv, KILN_OP_Gemm or KILN_OP_MatMul
+  int node, relu;      // node indices before the rewrite; relu -1 when not fused
+  int x, y;            // tensors: the input quantized, the output (the Relu's when fused)
+  const char *y_name;  // y's name: indices change when the graph is compacted
+  bool has_bias;       // Gemm's C: added in f32 after the DequantizeLinear
+  float x_scale, y_scale, w_min, w_max;
+  int32_t x_zp, y_zp;
+  double sqnr, max_err;  // the quantized graph's y against the FP32 one
+} layer;
+
+typedef struct ptq {
+  kiln_graph *g;
+  kiln_quant_options *o;
+  kiln_diag *d;
+  layer *layers;
+  int n_layers;
+  fbuf *seen;       // per tensor index of the FP32 graph: values collected (n == 0: not wanted)
+  bool *wanted;     // per tensor index: collect its values
+  int64_t samples;  // calibration samples run
+} ptq;
+
+// ---- Choosing the layers ----
+
+static bool is_f32_param(const kiln_tensor *t) {
+  return t && t->kind == KILN_TENSOR_PARAM && t->data && t->dtype == KILN_F32;
+}
+
+static int readers(const kiln_graph *g, int tensor, int *only) {
+  int count = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const kiln_node *n = &g->nodes[i];
+    for (int k = 0; !n->dead && k < n->n_inputs; k++)
+      if (n->inputs[k] == tensor) count++, *only = i;
+  }
+  return count;
+}
+
+static bool skipped(const ptq *q, const char *name) {
+  for (int i = 0; name && i < q->o->n_skip; i++)
+    if (strcmp(q->o->skip[i], name) == 0) return true;
+  return false;
+}
+
+// Whether node n is a layer the rewrite handles: float input, constant f32 weights.
+static bool quantizable(const kiln_graph *g, const kiln_node *n) {
+  const kiln_tensor *x = kiln_in(g, n, 0), *w = kiln_in(g, n, 1), *b = kiln_in(g, n, 2);
+  if (n->dead || n->n_outputs != 1 || !x || x->dtype != KILN_F32 || !is_f32_param(w)) return false;
+  if (n->op == KILN_OP_Conv)
+    return x->shape.rank == 4 && w->shape.rank == 4 && (!b || is_f32_param(b));
+  if (n->op == KILN_OP_MatMul) return x->shape.rank >= 2 && w->shape.rank == 2;
+  if (n->op != KILN_OP_Gemm) return false;
+  bool plain = kiln_attr_float(n, "alpha", 1) == 1 && kiln_attr_float(n, "beta", 1) == 1 &&
+               kiln_attr_int(n, "transA", 0) == 0 && x->shape.rank == 2 && w->shape.rank == 2;
+  int64_t cols = kiln_attr_int(n, "transB", 0) ? w->shape.dim[0] : w->shape.dim[1];
+  return plain && (!b || (is_f32_param(b) && kiln_shape_numel(&b->shape) == cols));
+}
+
+static void add_layer(ptq *q, int i) {
+  kiln_graph *g = q->g;
+  const kiln_node *n = &g->nodes[i];
+  layer L = {.name = n->name ? n->name : kiln_out(g, n, 0)->name,
+             .op = n->op,
+             .node = i,
+             .relu = -1,
+             .x = n->inputs[0],
+             .y = n->outputs[0]};
+  L.has_bias = n->op == KILN_OP_Gemm && kiln_in(g, n, 2);
+  int reader = -1;
+  if (!L.has_bias && !g->tensors[L.y].is_output && readers(g, L.y, &reader) == 1 &&
+      g->nodes[reader].op == KILN_OP_Relu)
+    L.relu = reader, L.y = g->nodes[reader].outputs[0];
+  L.y_name = g->tensors[L.y].name;
+  q->layers = realloc(q->layers, sizeof(layer) * (size_t)(q->n_layers + 1));
+  q->layers[q->n_layers++] = L;
+  q->wanted[L.x] = q->wanted[L.y] = true;
+}
+
+static void find_layers(ptq *q) {
+  for (int i = 0; i < q->g->n_nodes; i++) {
+    const kiln_node *n = &q->g->nodes[i];
+    if (quantizable(q->g, n) && !skipped(q, n->name)) add_layer(q, i);
+  }
+}
+
+// ---- Calibration ----
+
+static void fbuf_push(fbuf *b, const double *v, int64_t n) {
+  if (b->n + n > b->cap) {
+    b->cap = (b->n + n) * 2;
+    b->v = realloc(b->v, sizeof(float) * (size_t)b->cap);
+    if (!b->v) abort();
+  }
+  for (int64_t i = 0; i < n; i++) b->v[b->n + i] = (float)v[i];
+  b->n += n;
+}
+
+static void collect(const kiln_graph *g, int tensor, const double *values, void *ctx) {
+  ptq *q = ctx;
+  if (q->wanted[tensor])
+    fbuf_push(&q->seen[tensor], values, kiln_shape_numel(&g->tensors[tensor].shape));
+}
+
+static void free_arrays(kiln_array *a, int n) {
+  for (int i = 0; i < n; i++) kiln_array_free(&a[i]);
+}
+
+// Runs g over the samples of `data` (dim 0) in batches of the input's dim 0, showing every value
+// to observe. Returns the samples run, or -1 after reporting.
+static int64_t run_batches(const kiln_graph *g, const kiln_array *data, int64_t limit,
+                           kiln_interp_observer observe, void *ctx, kiln_diag *d) {
+  const kiln_tensor *in = &g->tensors[g->inputs[0]];
+  int64_t batch = in->shape.dim[0], samples = data->shape[0];
+  if (limit > 0 && samples > limit) samples = limit;
+  size_t batch_bytes = data->nbytes / (size_t)data->shape[0] * (size_t)batch;
+  kiln_array *outs = calloc((size_t)g->n_outputs + 1, sizeof(kiln_array));
+  int64_t done = 0;
+  for (; done + batch <= samples; done += batch) {
+    kiln_array x = *data;
+    x.shape[0] = batch;
+    x.nbytes = batch_bytes;
+    x.data = (char *)data->data + (size_t)done / (size_t)batch * batch_bytes;
+    if (!kiln_interp_run_observed(g, &x, outs, d, observe, ctx)) {
+      free(outs);
+      return -1;
+    }
+    free_arrays(outs, g->n_outputs);
+  }
+  free(outs);
+  return done;
+}
+
+static bool check_sample_file(const ptq *q, const char *path, const kiln_array *a) {
+  const kiln_tensor *in = &q->g->tensors[q->g->inputs[0]];
+  bool same = a->dtype == KILN_RT_F32 && a->rank == in->shape.rank;
+  for (int k = 1; same && k < a->rank; k++) same = a->shape[k] == in->shape.dim[k];
+  if (!same) {
+    char want[128];
+    kiln_diag_error(q->d, path,
+                    "--calibrate: expected f32 samples of shape (S, ...) matching input '%s' %s",
+                    in->name, kiln_shape_str(&in->shape, want, sizeof want));
+    return false;
+  }
+  if (a->shape[0] < in->shape.dim[0]) {
+    kiln_diag_error(q->d, path, "--calibrate: %lld samples, fewer than one batch of %lld",
+                    (long long)a->shape[0], (long long)in->shape.dim[0]);
+    return false;
+  }
+  return true;
+}
+
+static bool calibrate(ptq *q) {
+  if (q->g->n_inputs != 1) {
+    kiln_diag_error(q->d, q->g->source_file,
+                    "--quantize: calibration feeds one input; the model has %d", q->g->n_inputs);
+    return false;
+  }
+  for (int f = 0; f < q->o->n_files; f++) {
+    kiln_array a;
+    char err[512];
+    if (kiln_npy_read(q->o->files[f], &a, err, sizeof err) != KILN_OK) {
+      kiln_diag_error(q->d, q->o->files[f], "--calibrate: %s", err);
+      return false;
+    }
+    int64_t left = q->o->max_samples > 0 ? q->o->max_samples - q->samples : 0;
+    int64_t ran = check_sample_file(q, q->o->files[f], &a)
+                      ? run_batches(q->g, &a, left, collect, q, q->d)
+                      : -1;
+    kiln_array_free(&a);
+    if (ran < 0) return false;
+    q->samples += ran;
+    if (q->o->max_samples > 0 && q->samples >= q->o->max_samples) break;
+  }
+  return true;
+}
+
+// ---- Scales ----
+
+// The range of layer L's output: of y itself, or of y minus Gemm's bias (the QLinearMatMul
+// output the bias is added to afterwards).
+static void output_range(const ptq *q, const layer *L, double *lo, double *hi) {
+  const fbuf *b = &q->seen[L->y];
+  if (!L->has_bias) {
+    kiln_calib_range(b->v, b->n, q->o->method, q->o->percentile, lo, hi);
+    return;
+  }
+  const kiln_tensor *c = kiln_in(q->g, &q->g->nodes[L->node], 2);
+  int64_t cols = kiln_shape_numel(&c->shape);
+  float *v = malloc(sizeof(float) * (size_t)b->n);
+  for (int64_t i = 0; i < b->n; i++) v[i] = b->v[i] - (float)kiln_tensor_get(c, i % cols);
+  kiln_calib_range(v, b->n, q->o->method, q->o->percentile, lo, hi);
+  free(v);
+}
+
+static void choose_scales(ptq *q, layer *L) {
+  double lo, hi;
+  const fbuf *x = &q->seen[L->x];
+  kiln_calib_range(x->v, x->n, q->o->method, q->o->percentile, &lo, &hi);
+  kiln_calib_qparams(lo, hi, KILN_U8, &L->x_scale, &L->x_zp);
+  output_range(q, L, &lo, &hi);
+  if (L->relu >= 0) lo = 0;  // the fused Relu: zero point 0, u8 saturation clips below
+  kiln_calib_qparams(lo, hi, KILN_U8, &L->y_scale, &L->y_zp);
+}
+
+// ---- The rewrite ----
+
+typedef struct qtensor {  // a u8 tensor standing for an f32 one, with its scale and zero point
+  int q, scale, zp;
+} qtensor;
+
+static double round_half_even(double v) { return v - remainder(v, 1.0); }
+
+// Weights as i8 per output channel, symmetric. A layout is channel-major, (channels, per), or
+// channel-minor, (per, channels) (a MatMul's (K, N) b): `from` is w's, `to` the result's (of
+// shape `shape`). Returns the i8 tensor and fills scales[channels].
+typedef enum { CHANNEL_MAJOR, CHANNEL_MINOR } layout;
+
+static int64_t at(layout l, int64_t o, int64_t k, int64_t channels, int64_t per) {
+  return l == CHANNEL_MAJOR ? o * per + k : k * channels + o;
+}
+
+static int quantize_weights(kiln_grad_ctx *c, const kiln_tensor *w, int64_t channels, layout from,
+                            layout to, const kiln_shape *shape, float *scales, layer *L) {
+  int64_t per = kiln_shape_numel(&w->shape) / channels, n = channels * per;
+  float *rows = malloc(sizeof(float) * (size_t)n);  // (channels, per)
+  for (int64_t o = 0; o < channels; o++)
+    for (int64_t k = 0; k < per; k++)
+      rows[o * per + k] = (float)kiln_tensor_get(w, at(from, o, k, channels, per));
+  kiln_calib_weight_scales(rows, channels, per, scales);
+  double *wq = malloc(sizeof(double) * (size_t)n);
+  L->w_min = L->w_max = scales[0];
+  for (int64_t o = 0; o < channels; o++) {
+    L->w_min = fminf(L->w_min, scales[o]), L->w_max = fmaxf(L->w_max, scales[o]);
+    for (int64_t k = 0; k < per; k++)
+      wq[at(to, o, k, channels, per)] =
+          fmin(127, fmax(-127, round_half_even(rows[o * per + k] / scales[o])));
+  }
+  int t = kiln_gb_const(c, KILN_I8, shape, wq);
+  free(rows);
+  free(wq);
+  return t;
+}
+
+static int f32_values(kiln_grad_ctx *c, const float *v, int64_t n) {
+  double *dv = malloc(sizeof(double) * (size_t)n);
+  for (int64_t i = 0; i < n; i++) dv[i] = v[i];
+  kiln_shape s = {.rank = 1, .dim = {n}};
+  int t = kiln_gb_const(c, KILN_F32, &s, dv);
+  free(dv);
+  return t;
+}
+
+// The u8 version of f32 tensor x: an earlier layer's output, or a new QuantizeLinear.
+static qtensor quantized_input(kiln_grad_ctx *c, qtensor *have, const layer *L) {
+  if (have[L->x].q >= 0) return have[L->x];
+  qtensor t = {.scale = kiln_gb_scalar(c, KILN_F32, L->x_scale),
+               .zp = kiln_gb_scalar(c, KILN_U8, L->x_zp)};
+  int in[3] = {L->x, t.scale, t.zp};
+  t.q = kiln_gb_op(c, "QuantizeLinear", in, 3, NULL, 1);
+  have[L->x] = t;
+  return t;
+}
+
+// Conv -> QLinearConv (the Conv's attributes): returns the u8 output tensor.
+static int rewrite_conv(kiln_grad_ctx *c, const layer *L, qtensor x, qtensor y) {
+  kiln_graph *g = c->g;
+  const kiln_node *n = &g->nodes[L->node];
+  int w_idx = n->inputs[1], b_idx = n->n_inputs > 2 ? n->inputs[2] : -1;
+  kiln_shape w_shape = g->tensors[w_idx].shape;  // (M, C / group, kH, kW)
+  int64_t M = w_shape.dim[0];
+  float *scales = malloc(sizeof(float) * (size_t)M);
+  int wq = quantize_weights(c, &g->tensors[w_idx], M, CHANNEL_MAJOR, CHANNEL_MAJOR, &w_shape,
+                            scales, (layer *)L);
+  int in[9] = {x.q,     x.scale, x.zp, wq, f32_values(c, scales, M), kiln_gb_scalar(c, KILN_I8, 0),
+               y.scale, y.zp,    -1};
+  if (b_idx >= 0) {  // i32 bias at scale x_scale * w_scale[o], zero point 0
+    double *bq = malloc(sizeof(double) * (size_t)M);
+    for (int64_t o = 0; o < M; o++)
+      bq[o] = round_half_even(kiln_tensor_get(&g->tensors[b_idx], o) /
+                              (double)(L->x_scale * scales[o]));
+    kiln_shape bs = {.rank = 1, .dim = {M}};
+    in[8] = kiln_gb_const(c, KILN_I32, &bs, bq);
+    free(bq);
+  }
+  free(scales);
+  return kiln_gb_op_like(c, "QLinearConv", in, b_idx >= 0 ? 9 : 8, NULL);
+}
+
+// Gemm / MatMul -> QLinearMatMul with b as (K, N): returns the u8 output tensor.
+static int rewrite_matmul(kiln_grad_ctx *c, const layer *L, qtensor x, qtensor y) {
+  kiln_graph *g = c->g;
+  const kiln_node *n = &g->nodes[L->node];
+  int w_idx = n->inputs[1];
+  bool trans_b = n->op == KILN_OP_Gemm && kiln_attr_int(n, "transB", 0);
+  kiln_shape w_shape = g->tensors[w_idx].shape;
+  int64_t N = trans_b ? w_shape.dim[0] : w_shape.dim[1],
+          K = trans_b ? w_shape.dim[1] : w_shape.dim[0];
+  kiln_shape b_shape = {.rank = 2, .dim = {K, N}};
+  float *scales = malloc(sizeof(float) * (size_t)N);
+  int bq = quantize_weights(c, &g->tensors[w_idx], N, trans_b ? CHANNEL_MAJOR : CHANNEL_MINOR,
+                            CHANNEL_MINOR, &b_shape, scales, (layer *)L);
+  int in[8] = {x.q,     x.scale, x.zp, bq, f32_values(c, scales, N), kiln_gb_scalar(c, KILN_I8, 0),
+               y.scale, y.zp};
+  free(scales);
+  return kiln_gb_op(c, "QLinearMatMul", in, 8, NULL, 1);
+}
+
+static bool rewrite_layer(kiln_grad_ctx *c, qtensor *have, layer *L) {
+  kiln_graph *g = c->g;
+  c->node = g->nodes[L->node];
+  qtensor x = quantized_input(c, have, L);
+  qtensor y = {.scale = kiln_gb_scalar(c, KILN_F32, L->y_scale),
+               .zp = kiln_gb_scalar(c, KILN_U8, L->y_zp)};
+  if (x.q < 0 || y.scale < 0 || y.zp < 0) return false;
+  y.q = L->op == KILN_OP_Conv ? rewrite_conv(c, L, x, y) : rewrite_matmul(c, L, x, y);
+  if (y.q < 0) return false;
+  int bias = L->has_bias ? g->nodes[L->node].inputs[2] : -1;
+  g->nodes[L->node].dead = true;
+  if (L->relu >= 0) g->nodes[L->relu].dead = true;
+  int dq_in[3] = {y.q, y.scale, y.zp};
+  if (bias < 0) {
+    if (kiln_gb_op_into(c, "DequantizeLinear", dq_in, 3, NULL, &L->y, 1) < 0) return false;
+    have[L->y] = y;  // the next layer reads y.q directly
+    return true;
+  }
+  int mm = kiln_gb_op(c, "DequantizeLinear", dq_in, 3, NULL, 1);
+  int add_in[2] = {mm, bias};
+  return mm >= 0 && kiln_gb_op_into(c, "Add", add_in, 2, NULL, &L->y, 1) >= 0;
+}
+
+static bool rewrite(ptq *q) {
+  kiln_graph *g = q->g;
+  kiln_grad_ctx c = {.g = g, .d = q->d};
+  // Tensors added below get indices past the current ones: room for all of them.
+  int cap = g->n_tensors + 16 * q->n_layers + 16;
+  qtensor *have = malloc(sizeof(qtensor) * (size_t)cap);
+  for (int t = 0; t < cap; t++) have[t] = (qtensor){-1, -1, -1};
+  bool ok = true;
+  for (int i = 0; ok && i < q->n_layers; i++) ok = rewrite_layer(&c, have, &q->layers[i]);
+  free(have);
+  if (!ok) return false;
+  kiln_graph_compact(g);
+  return kiln_graph_toposort(g, q->d);
+}
+
+// ---- The report ----
+
+typedef struct compare_ctx {
+  ptq *q;
+  int *layer_of;  // per tensor index of the quantized graph: the layer whose y it is, or -1
+  int64_t *at;    // per layer: how many FP32 values were compared so far
+  double *signal, *noise;
+} compare_ctx;
+
+static void compare(const kiln_graph *g, int tensor, const double *values, void *ctx) {
+  compare_ctx *cc = ctx;
+  int l = cc->layer_of[tensor];
+  if (l < 0) return;
+  layer *L = &cc->q->layers[l];
+  const fbuf *ref = &cc->q->seen[L->y];
+  int64_t n = kiln_shape_numel(&g->tensors[tensor].shape);
+  for (int64_t i = 0; i < n && cc->at[l] < ref->n; i++, cc->at[l]++) {
+    double r = ref->v[cc->at[l]], e = (float)values[i] - r;
+    cc->signal[l] += r * r, cc->noise[l] += e * e;
+    L->max_err = fmax(L->max_err, fabs(e));
+  }
+}
+
+// Runs the quantized graph over the calibration samples again: each layer's SQNR and max error.
+static bool measure(ptq *q) {
+  kiln_graph *g = q->g;
+  compare_ctx cc = {.q = q,
+                    .layer_of = malloc(sizeof(int) * (size_t)g->n_tensors),
+                    .at = calloc((size_t)q->n_layers, sizeof(int64_t)),
+                    .signal = calloc((size_t)q->n_layers, sizeof(double)),
+                    .noise = calloc((size_t)q->n_layers, sizeof(double))};
+  for (int t = 0; t < g->n_tensors; t++) cc.layer_of[t] = -1;
+  for (int l = 0; l < q->n_layers; l++) {
+    int t = kiln_graph_find_tensor(g, q->layers[l].y_name);
+    if (t >= 0) cc.layer_of[t] = l;
+  }
+  bool ok = true;
+  int64_t left = q->samples;
+  for (int f = 0; ok && f < q->o->n_files && left > 0; f++) {
+    kiln_array a;
+    char err[512];
+    ok = kiln_npy_read(q->o->files[f], &a, err, sizeof err) == KILN_OK;
+    int64_t ran = ok ? run_batches(g, &a, left, compare, &cc, q->d) : -1;
+    if (ok) kiln_array_free(&a);
+    ok = ran >= 0;
+    left -= ran;
+  }
+  for (int l = 0; l < q->n_layers; l++)
+    q->layers[l].sqnr = cc.noise[l] > 0 ? 10 * log10(cc.signal[l] / cc.noise[l]) : INFINITY;
+  free(cc.layer_of), free(cc.at), free(cc.signal), free(cc.noise);
+  return ok;
+}
+
+static const char *op_name(int op) { return kiln_op_get(op)->name; }
+
+static void write_report_to(FILE *f, const ptq *q) {
+  fprintf(f, "# INT8 quantization report: %s\n\n", q->g->source_file ? q->g->source_file : "");
+  fprintf(f, "Calibration: %lld samples, method %s", (long long)q->samples,
+          kiln_calib_method_name(q->o->method));
+  if (q->o->method == KILN_CALIB_PERCENTILE) fprintf(f, " (%g)", q->o->percentile);
+  fprintf(f,
+          ". SQNR and max abs error: the quantized model's layer output against the FP32\n"
+          "model's, over the calibration samples (errors accumulate along the network).\n\n");
+  fprintf(f,
+          "| layer | op | x scale | x zp | w scale min..max | y scale | y zp | relu fused | "
+          "SQNR dB | max abs err |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  for (int l = 0; l < q->n_layers; l++) {
+    const layer *L = &q->layers[l];
+    fprintf(f, "| %s | %s | %.6g | %d | %.4g..%.4g | %.6g | %d | %s | %.2f | %.4g |\n", L->name,
+            op_name(L->op), L->x_scale, L->x_zp, L->w_min, L->w_max, L->y_scale, L->y_zp,
+            L->relu >= 0 ? "yes" : "no", L->sqnr, L->max_err);
+  }
+  for (int i = 0; i < q->o->n_skip; i++)
+    fprintf(f, "\nKept in FP32 (--quant-skip, --quant-min-sqnr): %s", q->o->skip[i]);
+  if (q->o->n_skip) fprintf(f, "\n");
+  if (q->o->min_sqnr > 0)
+    fprintf(
+        f,
+        "\nLayers are kept in FP32 until every quantized one reaches %g dB (--quant-min-sqnr).\n",
+        q->o->min_sqnr);
+}
+
+static bool write_report(const ptq *q) {
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s.tmp", q->o->report);
+  FILE *f = fopen(tmp, "w");
+  if (!f) {
+    kiln_diag_error(q->d, q->o->report, "--quant-report: cannot write: %s", strerror(errno));
+    return false;
+  }
+  write_report_to(f, q);
+  if (fclose(f) != 0 || kiln_rename_into_place(tmp, q->o->report) != 0) {
+    kiln_diag_error(q->d, q->o->report, "--quant-report: cannot write: %s", strerror(errno));
+    remove(tmp);
+    return false;
+  }
+  return true;
+}
+
+// --quant-min-sqnr: the first layer below the threshold, for the caller to keep in FP32.
+static void note_first_below(ptq *q) {
+  kiln_quant_options *o = q->o;
+  free((char *)o->below_threshold);
+  o->below_threshold = NULL;
+  for (int l = 0; o->min_sqnr > 0 && l < q->n_layers; l++)
+    if (q->layers[l].sqnr < o->min_sqnr) {
+      o->below_threshold = strdup(q->layers[l].name);
+      o->below_sqnr = q->layers[l].sqnr;
+      return;
+    }
+}
+
+// ---- The pass ----
+
+static void ptq_free(ptq *q, int n_tensors) {
+  for (int t = 0; t < n_tensors; t++) free(q->seen[t].v);
+  free(q->seen), free(q->wanted), free(q->layers);
+}
+
+bool kiln_pass_quantize(kiln_compilation *c, kiln_diag *d, bool *changed) {
+  *changed = false;
+  if (!c->quant) return true;
+  int n_tensors = c->g->n_tensors;
+  ptq q = {.g = c->g,
+           .o = c->quant,
+           .d = d,
+           .seen = calloc((size_t)n_tensors, sizeof(fbuf)),
+           .wanted = calloc((size_t)n_tensors, sizeof(bool))};
+  find_layers(&q);
+  bool ok = q.n_layers > 0 && calibrate(&q);
+  if (q.n_layers == 0)
+    kiln_diag_error(d, c->g->source_file,
+                    "--quantize int8: no Conv, Gemm or MatMul with constant f32 weights left to "
+                    "quantize (%d kept in FP32)",
+                    c->quant->n_skip);
+  for (int l = 0; ok && l < q.n_layers; l++) choose_scales(&q, &q.layers[l]);
+  ok = ok && rewrite(&q);
+  *changed = ok;
+  bool wants_errors = c->quant->report || c->quant->min_sqnr > 0;
+  ok = ok && (!wants_errors || measure(&q));
+  if (ok) note_first_below(&q);
+  ok = ok && (!c->quant->report || write_report(&q));
+  ptq_free(&q, n_tensors);
+  return ok;
+}
+
+bool kiln_quant_parse_files(const char *list, kiln_quant_options *o) {
+  for (const char *s = list; s && *s;) {
+    size_t len = strcspn(s, ",");
+    if (len == 0 || o->n_files == KILN_QUANT_MAX_FILES) {
+      fprintf(stderr, "kiln: --calibrate takes 1 to %d .npy files separated by commas, got: %s\n",
+              KILN_QUANT_MAX_FILES, list);
+      return false;
+    }
+    o->files[o->n_files++] = strndup(s, len);
+    s += len + (s[len] == ',');
+  }
+  return o->n_files > 0;
+}
+
+bool kiln_quant_keep_fp32(kiln_quant_options *o, const char *name) {
+  if (o->n_skip == KILN_QUANT_MAX_SKIP) {
+    fprintf(stderr, "kiln: at most %d layers can be kept in FP32 (at %s)\n", KILN_QUANT_MAX_SKIP,
+            name);
+    return false;
+  }
+  o->skip[o->n_skip++] = strdup(name);
+  return true;
+}
+
+void kiln_quant_options_free(kiln_quant_options *o) {
+  for (int i = 0; i < o->n_files; i++) free((char *)o->files[i]);
+  for (int i = 0; i < o->n_skip; i++) free((char *)o->skip[i]);
+  free((char *)o->below_threshold);
+  o->n_files = o->n_skip = 0;
+  o->below_threshold = NULL;
+}

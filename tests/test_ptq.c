@@ -1,0 +1,248 @@
+// Post-training INT8 quantization (`kiln build --quantize int8 --calibrate`, compiler/quant/ptq.c,
+// docs/quantization.md) on LeNet-5 with its trained weights and Fashion-MNIST (Debian's
+// dataset-fashion-mnist): the INT8 binary's top-1 accuracy against the FP32 binary's on test
+// images it was not calibrated on; the generated INT8 code against the reference interpreter
+// running the quantized graph; the per-layer report; the flags' errors.
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../compiler/frontend.h"
+#include "../compiler/interp.h"
+#include "../compiler/quant/ptq.h"
+#include "../runtime/train_data.h"
+#include "test_util.h"
+
+#define LENET5 KILN_SOURCE_DIR "/samples/lenet5.json"
+enum { CALIB_SAMPLES = 100, EVAL_SAMPLES = 1000 };
+
+static char *dir;
+static int64_t labels[EVAL_SAMPLES];
+
+// Writes `count` images of data set `src` from `first` on as f32 (count, 1, 28, 28) into path;
+// their labels into labels[] when wanted.
+static void write_images(const char *src, int64_t first, int64_t count, const char *path,
+                         int64_t *labels_out) {
+  kiln_dataset ds;
+  char err[512];
+  cr_assert_eq(kiln_dataset_load(src, &ds, err, sizeof err), KILN_OK, "%s", err);
+  kiln_array a = {.dtype = KILN_RT_F32, .rank = 4, .shape = {count, 1, 28, 28}};
+  a.nbytes = (size_t)(count * 784) * sizeof(float);
+  a.data = kiln_aligned_alloc(a.nbytes);
+  for (int64_t i = 0; i < count; i++) {
+    for (int64_t k = 0; k < 784; k++)
+      ((float *)a.data)[i * 784 + k] = (float)kiln_dataset_x(&ds, first + i, k);
+    if (labels_out) labels_out[i] = (int64_t)kiln_dataset_y(&ds, first + i, 0);
+  }
+  cr_assert_eq(kiln_npy_write(path, &a, err, sizeof err), KILN_OK, "%s", err);
+  kiln_array_free(&a);
+  kiln_dataset_free(&ds);
+}
+
+static char *in_dir(const char *name) { return path_join(dir, name); }
+
+static void run_ok(char *const argv[]) {
+  run_result r = run_cmd(argv, 600);
+  cr_assert_eq(r.status, 0, "%s failed (%d): %s", argv[0], r.status, r.err);
+  run_result_free(&r);
+}
+
+static void setup(void) {
+  if (access("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", R_OK) != 0)
+    cr_skip_test("Debian's dataset-fashion-mnist is not installed");
+  dir = make_temp_dir();
+  char *calib = in_dir("calib.npy"), *eval = in_dir("eval.npy");
+  write_images("fashion-mnist:train", 0, CALIB_SAMPLES, calib, NULL);
+  write_images("fashion-mnist:test", 0, EVAL_SAMPLES, eval, labels);
+  free(calib);
+  free(eval);
+}
+
+static void teardown(void) {
+  if (dir) rm_rf(dir);
+  free(dir);
+  dir = NULL;
+}
+
+// Builds LeNet-5 (INT8 when quantized) into dir/NAME and runs it on eval.npy: the logits.
+static kiln_array build_and_run(const char *name, bool quantized) {
+  char *exe = in_dir(name), *calib = in_dir("calib.npy"), *report = in_dir("report.md"),
+       *eval = in_dir("eval.npy"), *out = in_dir("logits.npy");
+  char *plain[] = {KILN_EXE, "build", LENET5, "-o", exe, NULL};
+  char *quant[] = {KILN_EXE, "build",          LENET5, "--quantize", "int8", "--calibrate",
+                   calib,    "--quant-report", report, "-o",         exe,    NULL};
+  run_ok(quantized ? quant : plain);
+  char *run[] = {exe, "--input", eval, "--output", out, NULL};
+  run_ok(run);
+  kiln_array logits = read_npy_or_fail(out);
+  free(exe), free(calib), free(report), free(eval), free(out);
+  return logits;
+}
+
+static int64_t argmax_row(const kiln_array *a, int64_t i) {
+  int64_t classes = a->shape[a->rank - 1], best = 0;
+  const float *row = (const float *)a->data + i * classes;
+  for (int64_t k = 1; k < classes; k++)
+    if (row[k] > row[best]) best = k;
+  return best;
+}
+
+TestSuite(ptq, .init = setup, .fini = teardown, .timeout = 600);
+
+// The bar: INT8 top-1 within 1.0 point of FP32 (here on 1,000 test images).
+static void expect_accuracy_within_one_point(const kiln_array *fp, const kiln_array *qp) {
+  kiln_array f = *fp, q = *qp;
+  cr_assert_eq(f.shape[0], EVAL_SAMPLES);
+  cr_assert_eq(q.shape[0], EVAL_SAMPLES);
+  int64_t right_f = 0, right_q = 0, agree = 0;
+  for (int64_t i = 0; i < EVAL_SAMPLES; i++) {
+    int64_t pf = argmax_row(&f, i), pq = argmax_row(&q, i);
+    right_f += pf == labels[i], right_q += pq == labels[i], agree += pf == pq;
+  }
+  double acc_f = (double)right_f / EVAL_SAMPLES, acc_q = (double)right_q / EVAL_SAMPLES;
+  printf("LeNet-5 on %d Fashion-MNIST test images: FP32 %.4f, INT8 %.4f, top-1 agreement %.4f\n",
+         EVAL_SAMPLES, acc_f, acc_q, (double)agree / EVAL_SAMPLES);
+  cr_expect_gt(acc_f, 0.85, "the FP32 model is not the trained LeNet-5 (%.4f)", acc_f);
+  cr_expect_leq(fabs(acc_f - acc_q), 0.01, "FP32 %.4f, INT8 %.4f", acc_f, acc_q);
+  cr_expect_geq(agree, EVAL_SAMPLES * 97 / 100, "top-1 agreement %lld / %d", (long long)agree,
+                EVAL_SAMPLES);
+}
+
+// The quantized graph (after the pipeline's `quantize` pass) in the reference interpreter, image
+// by image, against the generated INT8 binary: the integer ops agree exactly, the f32 ops around
+// them (Tanh, pooling, DequantizeLinear, the Gemm biases) within f32 rounding.
+static void expect_interpreter_agrees(const kiln_array *qp) {
+  kiln_array q = *qp;
+  kiln_diag d;
+  kiln_diag_init(&d, LENET5);
+  kiln_graph *g = kiln_load_model_ex(LENET5, NULL, &d);
+  cr_assert(g);
+  kiln_quant_options o = {.method = KILN_CALIB_MINMAX, .percentile = 99.99, .n_files = 1};
+  o.files[0] = in_dir("calib.npy");
+  kiln_compilation c;
+  kiln_compilation_init(&c, g);
+  c.quant = &o;
+  c.stop_after = "quantize";
+  cr_assert(kiln_compile_pipeline(&c, &d));
+  kiln_array eval = read_npy_or_fail(in_dir("eval.npy"));
+  for (int64_t i = 0; i < 20; i++) {
+    kiln_array x = eval, y;
+    x.shape[0] = 1;
+    x.nbytes = 784 * sizeof(float);
+    x.data = (float *)eval.data + i * 784;
+    cr_assert(kiln_interp_run(c.g, &x, &y, &d));
+    const float *want = y.data, *got = (const float *)q.data + i * 10;
+    for (int k = 0; k < 10; k++)
+      cr_expect_leq(fabsf(got[k] - want[k]), 1e-5f + 1e-5f * fabsf(want[k]),
+                    "image %lld logit %d: generated %g, interpreter %g", (long long)i, k, got[k],
+                    want[k]);
+    kiln_array_free(&y);
+  }
+  kiln_array_free(&eval);
+  kiln_compilation_free(&c);
+  free((char *)o.files[0]);
+}
+
+// The report: one row per quantized layer; the first layer's input scale is the calibration
+// images' range [0, 1] over 255 (minmax), zero point 0.
+static void expect_report(void) {
+  char *report = in_dir("report.md");
+  FILE *f = fopen(report, "r");
+  cr_assert(f, "no report at %s", report);
+  char line[1024];
+  int rows = 0;
+  double conv1_scale = 0;
+  int conv1_zp = -1;
+  while (fgets(line, sizeof line, f)) {
+    const char *names[] = {"| conv1 |", "| conv2 |", "| fc1 |", "| fc2 |", "| fc3 |"};
+    for (int i = 0; i < 5; i++) rows += strncmp(line, names[i], strlen(names[i])) == 0;
+    if (strncmp(line, "| conv1 | Conv | ", 17) == 0)
+      cr_assert_eq(sscanf(line + 17, "%lf | %d", &conv1_scale, &conv1_zp), 2, "%s", line);
+  }
+  fclose(f);
+  free(report);
+  cr_expect_eq(rows, 5);
+  cr_expect_float_eq(conv1_scale, 1.0 / 255, 1e-6);
+  cr_expect_eq(conv1_zp, 0);
+}
+
+Test(ptq, lenet5_int8) {
+  kiln_array f = build_and_run("lenet5-fp32", false), q = build_and_run("lenet5-int8", true);
+  expect_accuracy_within_one_point(&f, &q);
+  expect_interpreter_agrees(&q);
+  expect_report();
+  kiln_array_free(&f);
+  kiln_array_free(&q);
+}
+
+// Mixed precision by threshold: every layer left quantized reaches --quant-min-sqnr; the ones
+// that did not are listed as kept in FP32. No layer can reach 200 dB: refused.
+Test(ptq, min_sqnr_keeps_weak_layers_in_fp32) {
+  char *exe = in_dir("lenet5-mixed"), *calib = in_dir("calib.npy"), *report = in_dir("mixed.md");
+  char *argv[] = {KILN_EXE, "build",
+                  LENET5,   "--quantize",
+                  "int8",   "--calibrate",
+                  calib,    "--calib-samples",
+                  "40",     "--quant-min-sqnr",
+                  "38.5",   "--quant-report",
+                  report,   "-o",
+                  exe,      NULL};
+  run_ok(argv);
+  FILE *f = fopen(report, "r");
+  cr_assert(f);
+  char line[1024];
+  int quantized = 0;
+  while (fgets(line, sizeof line, f)) {
+    double sqnr;
+    char *cell = line;
+    for (int bar = 1; bar < 9 && cell; bar++) cell = strchr(cell + 1, '|');  // the 9th: SQNR
+    if (line[0] != '|' || !cell || sscanf(cell + 1, "%lf", &sqnr) != 1) continue;
+    quantized++;
+    cr_expect_geq(sqnr, 38.5, "%s", line);
+  }
+  fclose(f);
+  cr_expect_gt(quantized, 0);
+  char *never[] = {KILN_EXE, "build",
+                   LENET5,   "--quantize",
+                   "int8",   "--calibrate",
+                   calib,    "--calib-samples",
+                   "20",     "--quant-min-sqnr",
+                   "200",    "-o",
+                   exe,      NULL};
+  run_result r = run_cmd(never, 600);
+  cr_expect_eq(r.status, 2, "exit %d: %s", r.status, r.err);
+  cr_expect(strstr(r.err, "left to quantize"), "%s", r.err);
+  run_result_free(&r);
+  free(exe), free(calib), free(report);
+}
+
+static void expect_refused(char *const argv[], const char *needle) {
+  run_result r = run_cmd(argv, 120);
+  cr_expect_eq(r.status, 2, "exit %d: %s", r.status, r.err);
+  cr_expect(strstr(r.err, needle), "expected '%s' in: %s", needle, r.err);
+  run_result_free(&r);
+}
+
+Test(ptq_flags, bad_flags_are_refused_clearly) {
+  dir = make_temp_dir();
+  char *out = in_dir("never"), *calib = in_dir("calib.npy");
+  char *no_data[] = {KILN_EXE, "build", LENET5, "--quantize", "int8", "-o", out, NULL};
+  expect_refused(no_data, "--calibrate");
+  char *int4[] = {KILN_EXE,      "build", LENET5, "--quantize", "int4",
+                  "--calibrate", calib,   "-o",   out,          NULL};
+  expect_refused(int4, "int8");
+  char *method[] = {KILN_EXE, "build",          LENET5,   "--quantize", "int8", "--calibrate",
+                    calib,    "--calib-method", "median", "-o",         out,    NULL};
+  expect_refused(method, "minmax, percentile or entropy");
+  char *missing[] = {KILN_EXE,      "build",       LENET5, "--quantize", "int8",
+                     "--calibrate", "nowhere.npy", "-o",   out,          NULL};
+  expect_refused(missing, "nowhere.npy");
+  char *alone[] = {KILN_EXE, "build", LENET5, "--calib-method", "entropy", "-o", out, NULL};
+  expect_refused(alone, "--quantize int8");
+  cr_expect(access(out, F_OK) != 0, "a refused build left %s behind", out);
+  free(out), free(calib);
+  teardown();
+}
