@@ -36,16 +36,6 @@ static char *golden(const char *c, const char *file) {
   return strdup(path);
 }
 
-static kiln_graph *training_graph(const char *model) {
-  kiln_training tr;
-  kiln_load_options o = {.training = &tr};
-  kiln_diag d;
-  kiln_diag_init(&d, model);
-  kiln_graph *g = kiln_load_model_ex(model, &o, &d);
-  cr_assert(g && kiln_build_training_graph(g, &tr, &d), "%s: no training graph", model);
-  return g;
-}
-
 static kiln_safetensors read_st(const char *c, const char *file) {
   char *path = golden(c, file), err[512];
   kiln_safetensors st;
@@ -57,14 +47,8 @@ static kiln_safetensors read_st(const char *c, const char *file) {
 // The golden entry w against data (same dtype and shape) within atol + rtol |w|.
 static void expect_entry(const char *what, const kiln_st_entry *w, const void *data, double atol,
                          double rtol) {
-  kiln_array want = {
-      .dtype = w->dtype, .rank = w->rank, .nbytes = w->nbytes, .data = (void *)w->data};
-  memcpy(want.shape, w->shape, sizeof(int64_t) * (size_t)w->rank);
-  kiln_array got = want;
-  got.data = (void *)data;
   char why[512];
-  cr_expect(arrays_close(&got, &want, atol, rtol, why, sizeof why), "%s: %s: %s", what, w->name,
-            why);
+  cr_expect(st_entry_close(w, data, atol, rtol, why, sizeof why), "%s: %s: %s", what, w->name, why);
 }
 
 // Every tensor of the golden file `file` in g, of the given kind, within the tolerance.
@@ -95,7 +79,7 @@ static void expect_losses(const char *c, const char *file, const double *got) {
 
 static void parity(const char *c) {
   char *model = golden(c, "model.json"), *xp = golden(c, "x.npy"), *yp = golden(c, "labels.npy");
-  kiln_graph *g = training_graph(model);
+  kiln_graph *g = training_graph_or_fail(model);
   kiln_array in[2] = {read_npy_or_fail(xp), read_npy_or_fail(yp)};
   kiln_array *out = calloc((size_t)g->n_outputs, sizeof(kiln_array));
   kiln_diag d;
@@ -150,7 +134,7 @@ static void expect_only_student_trained(const kiln_graph *g, const char *teacher
 
 Test(distill, no_gradient_work_on_the_teacher_frozen_or_not) {
   char *model = golden("distill", "model.json"), *dir = make_temp_dir();
-  kiln_graph *g = training_graph(model);
+  kiln_graph *g = training_graph_or_fail(model);
   expect_only_student_trained(g, "t_");
   kiln_graph_free(g);
   // Without `frozen` the teacher's params get no gradient either: the target is a stop-gradient.
@@ -161,11 +145,11 @@ Test(distill, no_gradient_work_on_the_teacher_frozen_or_not) {
   char *unfrozen = path_join(dir, "unfrozen.json");
   cr_assert_eq(json_object_to_file(unfrozen, m), 0);
   json_object_put(m);
-  g = training_graph(unfrozen);
+  g = training_graph_or_fail(unfrozen);
   expect_only_student_trained(g, "t_");
   kiln_graph_free(g);
   // The sample: LeNet-5 (nodes teacher.*) teaching a 784 -> 32 -> 10 MLP.
-  g = training_graph(KILN_SOURCE_DIR "/samples/distill.json");
+  g = training_graph_or_fail(KILN_SOURCE_DIR "/samples/distill.json");
   expect_only_student_trained(g, "teacher.");
   kiln_graph_free(g);
   rm_rf(dir);

@@ -114,13 +114,9 @@ static void expect_loss(const char *c, const char *what, int s, double got,
 // Compares every param of `want` with the tensor of that name in `st` (a checkpoint) or in the
 // phase graph that trains it.
 static void check_params(const char *c, const kiln_st_entry *e, const void *got) {
-  kiln_array w = {.dtype = e->dtype, .rank = e->rank, .nbytes = e->nbytes, .data = (void *)e->data};
-  memcpy(w.shape, e->shape, sizeof(int64_t) * (size_t)e->rank);
-  kiln_array g = w;
-  g.data = (void *)got;
   char why[512];
-  cr_expect(arrays_close(&g, &w, PARAM_ATOL, PARAM_RTOL, why, sizeof why), "%s: %s: %s", c, e->name,
-            why);
+  cr_expect(st_entry_close(e, got, PARAM_ATOL, PARAM_RTOL, why, sizeof why), "%s: %s: %s", c,
+            e->name, why);
 }
 
 static void interpreter_parity(const char *c) {

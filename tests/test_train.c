@@ -139,8 +139,8 @@ Test(train, parity_with_pytorch_interpreter) {
 
 // backend: "c" or "llvm" (the LLVM backend's kernels, linked with the C trainer glue).
 static void build_trainer_with(const char *model, const char *exe, const char *backend) {
-  char *args[] = {KILN_EXE, "build",          "--train", (char *)model, "-o", (char *)exe,
-                  "--backend", (char *)backend, NULL};
+  char *args[] = {KILN_EXE,    "build",     "--train",       (char *)model, "-o",
+                  (char *)exe, "--backend", (char *)backend, NULL};
   run_result r = run_cmd(args, 600);
   cr_assert_eq(r.status, 0, "kiln build --train --backend %s %s: %s", backend, model, r.err);
   run_result_free(&r);
@@ -207,8 +207,7 @@ static void parity_binaries(const char *backend) {
   char *dir = make_temp_dir();
   for (int i = 0; i < n; i++)
     // arith: its per-row param `d` does not survive shuffling
-    if (strncmp(cases[i], "arith", 5) != 0)
-      parity_binary(cases[i], dir, backend);
+    if (strncmp(cases[i], "arith", 5) != 0) parity_binary(cases[i], dir, backend);
   rm_rf(dir);
   free(dir);
   free_cases(cases, n);
@@ -446,10 +445,7 @@ static void train_fixed_batch(const char *model, int steps, int64_t max_int, dou
                               double *last) {
   kiln_diag d;
   kiln_diag_init(&d, model);
-  kiln_training tr;
-  kiln_load_options o = {.training = &tr};
-  kiln_graph *g = kiln_load_model_ex(model, &o, &d);
-  cr_assert(g && kiln_build_training_graph(g, &tr, &d), "%s: no training graph", model);
+  kiln_graph *g = training_graph_or_fail(model);
   kiln_array *in = calloc((size_t)g->n_inputs, sizeof(kiln_array));
   kiln_array *out = calloc((size_t)g->n_outputs, sizeof(kiln_array));
   for (int i = 0; i < g->n_inputs; i++) {
@@ -507,7 +503,8 @@ Test(train, transformer_sample_trains_two_inputs, .timeout = 600) {
 // A model with a second input: the trainer takes it as a third array and names it when missing.
 Test(train, extra_inputs_are_fed_and_named, .timeout = 300) {
   char *dir = make_temp_dir(), *exe = path_join(dir, "two");
-  char *model = golden("two_input_mse_sgd", "model.json"), *x = golden("two_input_mse_sgd", "x.npy");
+  char *model = golden("two_input_mse_sgd", "model.json"),
+       *x = golden("two_input_mse_sgd", "x.npy");
   char *y = golden("two_input_mse_sgd", "y.npy"), *x2 = golden("two_input_mse_sgd", "x2.npy");
   build_trainer(model, exe);
   char pair[1200], wrong[1800];

@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include "../compiler/autodiff/training.h"
+#include "../compiler/frontend.h"
 #include "array_compare.h"
 
 #include <criterion/criterion.h>
@@ -175,4 +177,24 @@ double mean_logged_loss(const char *log, int from, int to) {
   fclose(f);
   cr_assert(n >= to, "%s: %d steps logged", log, n);
   return sum / (to - from);
+}
+
+struct kiln_graph *training_graph_or_fail(const char *model) {
+  kiln_training tr;
+  kiln_load_options o = {.training = &tr};
+  kiln_diag d;
+  kiln_diag_init(&d, model);
+  kiln_graph *g = kiln_load_model_ex(model, &o, &d);
+  cr_assert(g && kiln_build_training_graph(g, &tr, &d), "%s: no training graph", model);
+  return g;
+}
+
+bool st_entry_close(const kiln_st_entry *want, const void *got, double atol, double rtol, char *why,
+                    size_t whylen) {
+  kiln_array w = {
+      .dtype = want->dtype, .rank = want->rank, .nbytes = want->nbytes, .data = (void *)want->data};
+  memcpy(w.shape, want->shape, sizeof(int64_t) * (size_t)want->rank);
+  kiln_array g = w;
+  g.data = (void *)got;
+  return arrays_close(&g, &w, atol, rtol, why, whylen);
 }

@@ -57,6 +57,13 @@ void check_leaks(void);
 // Reads an .npy or aborts the test with a message.
 kiln_array read_npy_or_fail(const char *path);
 
+// Loads `model` with its training section and builds the training graph, or fails the test.
+struct kiln_graph *training_graph_or_fail(const char *model);
+// A safetensors entry (the expected values) against `got`, raw data of its dtype and shape:
+// arrays_close with the entry as the reference.
+bool st_entry_close(const kiln_st_entry *want, const void *got, double atol, double rtol, char *why,
+                    size_t whylen);
+
 // The mean of the per-step losses (third CSV column) of a trainer's --log in steps [from, to);
 // aborts the test when the log is missing or shorter.
 double mean_logged_loss(const char *log, int from, int to);

@@ -73,12 +73,9 @@ static void check_params(const char *what, const char *want_file, const kiln_saf
 Test(yolo, interpreter_matches_pytorch_for_5_steps) {
   char *model = golden("model.json"), *xp = golden("x.npy"), *tp = golden("target.npy"),
        *lp = golden("losses.npy");
-  kiln_training tr;
-  kiln_load_options o = {.training = &tr};
+  kiln_graph *g = training_graph_or_fail(model);
   kiln_diag d;
   kiln_diag_init(&d, model);
-  kiln_graph *g = kiln_load_model_ex(model, &o, &d);
-  cr_assert(g && kiln_build_training_graph(g, &tr, &d), "%s: no training graph", model);
   cr_assert_eq(g->n_inputs, 2, "inputs x and target");
   kiln_array in[2] = {read_npy_or_fail(xp), read_npy_or_fail(tp)}, losses = read_npy_or_fail(lp);
   kiln_array *out = calloc((size_t)g->n_outputs, sizeof(kiln_array));
