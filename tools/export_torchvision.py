@@ -13,6 +13,7 @@ runs the binary on NAME.x.npy and compares with NAME.y.npy: |got - want| <= 1e-4
 
 import argparse
 import os
+import concurrent.futures
 import subprocess
 import sys
 import tempfile
@@ -87,18 +88,29 @@ def main():
         out = tmp.name
     os.makedirs(out, exist_ok=True)
     failures = 0
-    for name in args.models.split(","):
-        export(torch, torchvision, np, name, out)
-        if args.check:
-            why = check(np, args.kiln, name, out)
-            print("%-20s %s" % (name, "ok" if why is None else "FAIL: " + why), flush=True)
-            failures += why is not None
-            for ext in (".onnx", ""):  # the big files go as soon as they are checked
-                p = os.path.join(out, name + ext)
-                if tmp and os.path.exists(p):
-                    os.remove(p)
-        else:
-            print("wrote", os.path.join(out, name + ".onnx"))
+
+    def finish(name, why):  # reports a checked model; the big files go once it is checked
+        print("%-20s %s" % (name, "ok" if why is None else "FAIL: " + why), flush=True)
+        for ext in (".onnx", ""):
+            p = os.path.join(out, name + ext)
+            if tmp and os.path.exists(p):
+                os.remove(p)
+        return why is not None
+
+    # With --check, model k is built and run by Kiln (another process) while PyTorch exports
+    # model k + 1: the two overlap on the two cores.
+    pending = None
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        for name in args.models.split(","):
+            export(torch, torchvision, np, name, out)
+            if not args.check:
+                print("wrote", os.path.join(out, name + ".onnx"))
+                continue
+            if pending:
+                failures += finish(pending[0], pending[1].result())
+            pending = (name, pool.submit(check, np, args.kiln, name, out))
+        if pending:
+            failures += finish(pending[0], pending[1].result())
     return 1 if failures else 0
 
 
