@@ -357,8 +357,8 @@ static bool rewrite_layer(kiln_grad_ctx *c, qtensor *have, layer *L) {
 static bool rewrite(ptq *q) {
   kiln_graph *g = q->g;
   kiln_grad_ctx c = {.g = g, .d = q->d};
-  // Tensors added below get indices past the current ones: room for all of them.
-  int cap = g->n_tensors + 16 * q->n_layers + 16;
+  // Indexed by the layers' x and y, tensors of the graph as it was: what is added comes after.
+  int cap = g->n_tensors;
   qtensor *have = malloc(sizeof(qtensor) * (size_t)cap);
   for (int t = 0; t < cap; t++) have[t] = (qtensor){-1, -1, -1};
   bool ok = true;
