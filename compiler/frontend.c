@@ -104,6 +104,7 @@ typedef struct loader {
   const kiln_safetensors *mem_weights;  // params without init come from here if set (ONNX)
   bool weights_override;    // --weights: params in mem_weights are taken from it even with `init`
   kiln_training *training;  // out (may be NULL): the checked `training` section
+  bool shapes_overridden;   // --shape changed an input: declared output shapes no longer apply
 } loader;
 
 // Errors are written "PATH: message"; kiln_fe_error makes PATH the diagnostic's `where`.
@@ -382,6 +383,36 @@ static void load_inputs(loader *L, json_object *arr) {
                             "{\"name\", \"dtype\", \"shape\"}", KILN_TENSOR_INPUT, &ok);
     if (t >= 0 && ok) KILN_VEC_PUSH(L->g->inputs, L->g->n_inputs, L->g->cap_inputs, t);
   }
+}
+
+// `--shape NAME=DxD...`: compiles the model for another shape of input NAME (another batch size,
+// image size, sequence length); every other shape is inferred from it as usual.
+static void override_input_shape(loader *L, const kiln_input_shape *s) {
+  kiln_graph *g = L->g;
+  for (int i = 0; i < g->n_inputs; i++) {
+    kiln_tensor *t = &g->tensors[g->inputs[i]];
+    if (strcmp(t->name, s->name) != 0) continue;
+    int64_t bytes = (int64_t)kiln_dtype_size(t->dtype), limit = kiln_limits_get()->tensor_bytes;
+    for (int k = 0; k < s->shape.rank && bytes <= limit; k++)
+      bytes = s->shape.dim[k] > limit / bytes ? limit + 1 : bytes * s->shape.dim[k];
+    if (bytes > limit) {
+      char lim[32];
+      ERR(L, "--shape %s: absurd size: more than %s of data (KILN_LIMITS tensor-bytes)", s->name,
+          kiln_bytes_str(limit, lim, sizeof lim));
+      return;
+    }
+    t->shape = s->shape;
+    L->shapes_overridden = true;
+    return;
+  }
+  char names[256] = "";
+  for (int i = 0; i < g->n_inputs; i++) {
+    size_t used = strlen(names);
+    snprintf(names + used, sizeof names - used, "%s'%s'", i ? ", " : "",
+             g->tensors[g->inputs[i]].name);
+  }
+  ERR(L, "--shape: the model has no input named '%s' (its inputs: %s)", s->name,
+      g->n_inputs ? names : "none");
 }
 
 typedef struct weight_req {
@@ -965,7 +996,8 @@ static void check_outputs(loader *L, json_object *arr, const output_decl *decl, 
     if (decl[i].has_dtype && decl[i].dtype != x->dtype)
       ERR(L, "outputs[%zu] (%s): declared dtype %s, inferred %s", i, x->name,
           kiln_dtype_name(decl[i].dtype), kiln_dtype_name(x->dtype));
-    if (decl[i].has_shape && !kiln_shape_equal(&decl[i].shape, &x->shape)) {
+    if (decl[i].has_shape && !L->shapes_overridden &&
+        !kiln_shape_equal(&decl[i].shape, &x->shape)) {
       char a[256], b[256];
       ERR(L, "outputs[%zu] (%s): declared shape %s, inferred %s", i, x->name,
           shape_str(&decl[i].shape, a, sizeof a), shape_str(&x->shape, b, sizeof b));
@@ -1150,6 +1182,7 @@ static kiln_graph *load(json_object *root, const char *path, const kiln_safetens
   info = kiln_xcalloc(n_nodes ? n_nodes : 1, sizeof(*info));
 
   if (inputs) load_inputs(L, inputs);
+  for (int i = 0; o && i < o->n_shapes; i++) override_input_shape(L, &o->shapes[i]);
   for (int i = 0; o && i < o->n_frozen; i++) freeze_input(L, &o->frozen[i]);
   if (params) load_params(L, params, weights);
   if (nodes) check_nodes(L, nodes, info);
@@ -1232,17 +1265,12 @@ kiln_graph *kiln_load_model_ex(const char *path, const kiln_load_options *o, kil
     kiln_diag_error(d, NULL, "--weights and --train take a JSON model (kiln import it first)");
     return NULL;
   }
-  int n_shapes = o ? o->n_shapes : 0;
   if (is_onnx_path(path)) {
     kiln_onnx_model m;
     if (!kiln_onnx_import_ex(path, o, d, &m)) return NULL;
     kiln_graph *g = kiln_load_model_json(m.json, path, &m.weights, d);
     kiln_onnx_model_free(&m);
     return g;
-  }
-  if (n_shapes) {
-    kiln_diag_error(d, NULL, "--shape is for .onnx models; a JSON model declares its shapes");
-    return NULL;
   }
   return load_json_file(path, o, d);
 }

@@ -4,7 +4,7 @@
 //   kiln run     MODEL --input ...   the reference interpreter, same flags as a built binary
 //   kiln inspect MODEL [--json|--dot] [--after PASS]
 //   kiln import  MODEL.onnx -o OUT.json   the JSON model + OUT.safetensors (docs/onnx.md)
-// MODEL is a JSON model or an .onnx file; --shape NAME=1x3x224x224 fixes an ONNX input's shape.
+// MODEL is a JSON model or an .onnx file; --shape NAME=1x3x224x224 compiles for that input shape.
 //   kiln compare MODEL [--passes SET]  each pass turned off in turn: speed, size, drift
 //   kiln passes                      the pipeline
 // compile/build take --backend c|llvm (backends/llvm: LLVM 19), run takes --jit.
@@ -57,7 +57,7 @@ static void usage(FILE *out) {
       "          run --jit compiles in memory with LLVM's JIT instead of interpreting\n"
       "MODEL is a .json model or an .onnx file (docs/onnx.md)\n"
       "COMMON: --dump-ir-after=PASS  print the IR after PASS\n"
-      "        --shape NAME=DxDx...  fix an ONNX input's shape (repeatable)\n"
+      "        --shape NAME=DxDx...  compile for this shape of input NAME (repeatable)\n"
       "        --freeze-input NAME=X.npy  compile input NAME in as the constant X (e.g. a\n"
       "                              Reshape shape or Slice starts fed as an input; repeatable)\n"
       "        --disable-pass=PASS   turn an optimization pass off (repeatable)\n"

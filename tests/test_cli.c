@@ -2,6 +2,7 @@
 // `kiln compile` output files, checked against numbers derived by hand from the LeNet-5 layout.
 #include <criterion/criterion.h>
 #include <json-c/json.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -303,4 +304,70 @@ Test(cli, freeze_input_errors_name_the_input_and_file) {
   expect_freeze_error(&c, "shape", long_shape, "holds i64 (3,)");
   free(missing), free(f32), free(long_shape);
   freeze_teardown(&c);
+}
+
+// `--shape` on a JSON model: LeNet-5 built for a batch of two. Row 0 is the golden image, whose
+// PyTorch logits are known; row 1 is its negation, checked against the batch-1 interpreter.
+static kiln_array run_lenet5(char **args, const char *y_path) {
+  run_result r = run_cmd(args, 120);
+  cr_assert_eq(r.status, 0, "%s %s failed: %s", args[0], args[1], r.err);
+  run_result_free(&r);
+  return read_npy_or_fail(y_path);
+}
+
+static void expect_row(const kiln_array *got, int row, const kiln_array *want, const char *what) {
+  const float *g = (const float *)got->data + row * 10, *w = want->data;
+  for (int i = 0; i < 10; i++)
+    cr_expect(fabsf(g[i] - w[i]) <= 1e-5f, "%s: logit %d is %g, expected %g", what, i, g[i], w[i]);
+}
+
+Test(cli, shape_flag_compiles_a_json_model_for_another_batch) {
+  char model[512], golden_x[512], golden_y[512];
+  sample_model(&samples[2], model, sizeof model);
+  sample_golden(&samples[2], "x", golden_x, sizeof golden_x);
+  sample_golden(&samples[2], "logits", golden_y, sizeof golden_y);
+  kiln_array x = read_npy_or_fail(golden_x), want0 = read_npy_or_fail(golden_y);
+  char *dir = make_temp_dir();
+  float both[2 * 784], neg[784];
+  for (int i = 0; i < 784; i++) both[i] = ((float *)x.data)[i], both[784 + i] = neg[i] = -both[i];
+  static const int64_t s2[4] = {2, 1, 28, 28}, s1[4] = {1, 1, 28, 28};
+  char *x2 = write_array(dir, "x2.npy", KILN_RT_F32, 4, s2, both, sizeof both);
+  char *xn = write_array(dir, "xn.npy", KILN_RT_F32, 4, s1, neg, sizeof neg);
+  char *exe = path_join(dir, "lenet5"), *y = path_join(dir, "y.npy");
+  char *build[] = {KILN_EXE, "build", model, "--shape", "x=2x1x28x28", "-o", exe, NULL};
+  run_result r = run_cmd(build, 120);
+  cr_assert_eq(r.status, 0, "kiln build --shape failed: %s", r.err);
+  run_result_free(&r);
+  char *bin[] = {exe, "--input", x2, "--output", y, NULL};
+  kiln_array got = run_lenet5(bin, y);
+  cr_assert(got.rank == 2 && got.shape[0] == 2 && got.shape[1] == 10, "logits are not (2, 10)");
+  char *one[] = {KILN_EXE, "run", model, "--input", xn, "--output", y, NULL};
+  kiln_array want1 = run_lenet5(one, y);
+  expect_row(&got, 0, &want0, "row 0 vs PyTorch");
+  expect_row(&got, 1, &want1, "row 1 vs the batch-1 interpreter");
+  kiln_array_free(&got);
+  char *interp[] = {KILN_EXE,  "run", model,      "--shape", "x=2x1x28x28",
+                    "--input", x2,    "--output", y,         NULL};
+  got = run_lenet5(interp, y);
+  expect_row(&got, 1, &want1, "kiln run --shape, row 1");
+  kiln_array_free(&got), kiln_array_free(&want1), kiln_array_free(&want0), kiln_array_free(&x);
+  rm_rf(dir);
+  free(dir), free(x2), free(xn), free(exe), free(y);
+}
+
+static void expect_shape_error(const char *flag, const char *want) {
+  char model[512];
+  sample_model(&samples[2], model, sizeof model);
+  char *args[] = {KILN_EXE, "inspect", model, "--shape", (char *)flag, NULL};
+  run_result r = run_cmd(args, 60);
+  cr_expect_eq(r.status, 2, "--shape %s: exit %d, expected 2", flag, r.status);
+  cr_expect(strstr(r.err, "lenet5.json") && strstr(r.err, want),
+            "--shape %s: the message lacks the file or '%s': %s", flag, want, r.err);
+  run_result_free(&r);
+}
+
+Test(cli, shape_flag_errors_name_the_input) {
+  expect_shape_error("y=1x1x28x28", "no input named 'y' (its inputs: 'x')");
+  expect_shape_error("x=100000000x1x280x280", "absurd size");
+  expect_shape_error("x=1x1x2x2", "conv");  // too small for the 5x5 kernels: the node is named
 }
