@@ -99,6 +99,28 @@ static bool running_from_build_tree(void) {
 }
 #endif
 
+#if defined(KILN_INSTALL_BIN_REL) && defined(KILN_INSTALL_INCLUDE_REL) && \
+    defined(KILN_INSTALL_LIB_REL)
+// An installed tree, wherever it now lives: this executable is PREFIX/BINDIR/kiln, the runtime
+// PREFIX/INCLUDEDIR/kiln and PREFIX/LIBDIR (the configured dirs, when relative to the prefix).
+static bool installed_beside_exe(char *inc_dir, char *lib_dir, int size) {
+  char exe[PATH_MAX], inc[PATH_MAX + 64], lib[PATH_MAX + 64];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n <= 0 || KILN_INSTALL_BIN_REL[0] == '/') return false;
+  exe[n] = 0;
+  char *slash = strrchr(exe, '/');
+  if (!slash) return false;
+  *slash = 0;  // exe is now the directory, PREFIX/BINDIR
+  size_t len = strlen(exe), rel = strlen("/" KILN_INSTALL_BIN_REL);
+  if (len < rel || strcmp(exe + len - rel, "/" KILN_INSTALL_BIN_REL) != 0) return false;
+  exe[len - rel] = 0;  // PREFIX
+  snprintf(inc, sizeof inc, "%s/%s", exe, KILN_INSTALL_INCLUDE_REL);
+  snprintf(lib, sizeof lib, "%s/%s", exe, KILN_INSTALL_LIB_REL);
+  return has_file(inc, "kiln_runtime.h") && has_file(lib, "libkiln-runtime.a") &&
+         set_dirs(inc_dir, lib_dir, size, inc, lib);
+}
+#endif
+
 bool kiln_find_runtime(char *inc_dir, char *lib_dir, int size) {
   const char *env = getenv("KILN_RUNTIME_DIR");
   if (env && *env) {
@@ -113,6 +135,10 @@ bool kiln_find_runtime(char *inc_dir, char *lib_dir, int size) {
   if (running_from_build_tree() && has_file(KILN_SOURCE_RUNTIME_DIR, "kiln_runtime.h") &&
       has_file(KILN_BUILD_RUNTIME_DIR, "libkiln-runtime.a"))
     return set_dirs(inc_dir, lib_dir, size, KILN_SOURCE_RUNTIME_DIR, KILN_BUILD_RUNTIME_DIR);
+#endif
+#if defined(KILN_INSTALL_BIN_REL) && defined(KILN_INSTALL_INCLUDE_REL) && \
+    defined(KILN_INSTALL_LIB_REL)
+  if (installed_beside_exe(inc_dir, lib_dir, size)) return true;
 #endif
 #if defined(KILN_INSTALL_INCLUDE_DIR) && defined(KILN_INSTALL_LIB_DIR)
   if (has_file(KILN_INSTALL_INCLUDE_DIR, "kiln_runtime.h") &&
