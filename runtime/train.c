@@ -122,6 +122,7 @@ typedef struct options {
   const char *sample;
   int64_t sample_class[10];
   int n_sample_class;
+  int64_t bench_steps;  // --bench-steps N: time N training steps on one batch instead of training
 } options;
 
 static void usage(const char *prog) {
@@ -131,6 +132,7 @@ static void usage(const char *prog) {
           "          [--log FILE.csv] [--threads N] [--val SRC | --val-fraction F]\n"
           "          [--train-limit N] [--patience N] [--keep-best]\n"
           "          [--sample PREFIX [--sample-class C]...]   (PNG image grids)\n"
+          "          [--bench-steps N]   time N steps on one batch: prints median_ms=\n"
           "SRC: X.npy,Y.npy | IMAGES,LABELS (IDX, plain or .gz) | fashion-mnist:train|test |\n"
           "     mnist:train|test | FILE.csv (label in the last column)\n",
           prog);
@@ -209,6 +211,8 @@ static bool parse_options(int argc, char **argv, const kiln_train_desc *t, optio
       if (!parse_int(a, v, 1, &o->batch)) return false;
     } else if (strcmp(a, "--max-steps") == 0) {
       if (!parse_int(a, v, 0, &o->max_steps)) return false;
+    } else if (strcmp(a, "--bench-steps") == 0) {
+      if (!parse_int(a, v, 1, &o->bench_steps)) return false;
     } else if (strcmp(a, "--seed") == 0) {
       if (!parse_int(a, v, 0, &x)) return false;
       o->seed = (uint64_t)x;
@@ -1350,6 +1354,30 @@ static void report_curves(const run_state *r) {
   free(png);
 }
 
+// --bench-steps N: the training step alone (forward, loss, backward, optimizer update: one call of
+// the generated step) on the first batch, 3 warm-up steps then N timed ones; prints their median
+// as `median_ms=` (like a built binary's --bench). Nothing is saved.
+static int bench_steps(session *s, const options *o, const kiln_dataset *tr, int64_t *perm) {
+  if (s->comm || s->adv)
+    return fputs("kiln-train: --bench-steps times one process's plain training step\n", stderr),
+           EXIT_BAD;
+  double *ms = malloc(sizeof(double) * (size_t)o->bench_steps);
+  if (!ms) return fputs("kiln-train: out of memory\n", stderr), EXIT_INTERNAL;
+  shuffle(perm, tr->n, o->seed, 0);
+  take_batch(s, tr, perm, 0);
+  int st = KILN_OK;
+  for (int64_t i = -3; i < o->bench_steps && st == KILN_OK; i++) {
+    double t0 = kiln_now_ms();
+    st = s->m->run(s->ctx, (const void *const *)s->in, s->out);
+    if (i >= 0) ms[i] = kiln_now_ms() - t0;
+  }
+  if (st == KILN_OK) printf("median_ms=%.4f\n", kiln_median(ms, (int)o->bench_steps));
+  free(ms);
+  if (st != KILN_OK)
+    fprintf(stderr, "kiln-train: the training step failed: %s\n", kiln_status_str(st));
+  return st == KILN_OK ? EXIT_OK : EXIT_INTERNAL;
+}
+
 static int train(session *s, const options *o, const kiln_dataset *tr, const kiln_dataset *va,
                  const kiln_dataset *te) {
   run_state r = {.o = o,
@@ -1370,6 +1398,11 @@ static int train(session *s, const options *o, const kiln_dataset *tr, const kil
   r.best_path =
       o->keep_best && leader(s) ? beside(o->save, ".safetensors", ".best.safetensors") : NULL;
   if (!r.perm) return fputs("kiln-train: out of memory\n", stderr), EXIT_INTERNAL;
+  if (o->bench_steps) {
+    int st = bench_steps(s, o, tr, r.perm);
+    free(r.perm), free(r.best_path);
+    return st;
+  }
   int rc = -1;
   bool evaluated = false;
   for (int64_t e = *s->step / r.per_epoch; e < o->epochs && rc == -1; e++) {

@@ -421,3 +421,28 @@ Test(trainer, diverging_run_keeps_the_last_good_and_best_checkpoints, .timeout =
   rm_rf(dir);
   free(dir), free(model), free(exe), free(ck), free(best);
 }
+
+// --bench-steps N times the training step on one batch: one `median_ms=` line (a positive
+// number), nothing trained to disk; a count below 1 is refused.
+Test(trainer, bench_steps_prints_the_median_step_time, .timeout = 900) {
+  char *dir = make_temp_dir(), src[1200];
+  char *model = write_model(dir, "m.json", "0.1", ""), *exe = path_join(dir, "t");
+  char *ck = path_join(dir, "ck.safetensors");
+  build(model, exe);
+  write_images(dir, "d", 16, 3, -1, src, sizeof src);
+  const char *a[] = {"--train", src, "--bench-steps", "5", "--save", ck, NULL};
+  run_result r = run(exe, a);
+  cr_assert_eq(r.status, 0, "%s", r.err);
+  double ms = -1;
+  cr_expect(sscanf(last_line(r.out), "median_ms=%lf", &ms) == 1 && ms > 0 && isfinite(ms),
+            "expected median_ms=<positive>, got: %s", r.out);
+  cr_expect(access(ck, F_OK) != 0, "--bench-steps wrote a checkpoint");
+  run_result_free(&r);
+  const char *zero[] = {"--train", src, "--bench-steps", "0", NULL};
+  r = run(exe, zero);
+  cr_expect_eq(r.status, 2, "--bench-steps 0: exit %d", r.status);
+  cr_expect(strstr(r.err, "--bench-steps expects an integer >= 1"), "%s", r.err);
+  run_result_free(&r);
+  rm_rf(dir);
+  free(dir), free(model), free(exe), free(ck);
+}

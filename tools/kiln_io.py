@@ -146,3 +146,24 @@ def write_model(path, model):
 
 def repo_root():
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_op_case(name, op, inputs, attrs, outputs, doc):
+    """One golden op case for tests/test_ops.c: tests/goldens/ops/NAME/ with model.json (a single
+    node OP over the inputs, named as given, with attrs), INPUT.npy per input and OUTPUT.npy per
+    output. inputs and outputs: lists of (name, array). Returns the cases*.txt line."""
+    import shutil
+    d = os.path.join(repo_root(), "tests", "goldens", "ops", name)
+    shutil.rmtree(d, ignore_errors=True)
+    def decl(k, v):
+        return {"name": k, "dtype": "f32", "shape": list(np.shape(v))}
+    model = {"format": "kiln-model", "version": 1, "name": "op_" + name, "doc": doc,
+             "inputs": [decl(k, v) for k, v in inputs],
+             "outputs": [decl(k, v) for k, v in outputs],
+             "params": [],
+             "nodes": [{"op": op, "name": "n", "inputs": [k for k, _ in inputs],
+                        "outputs": [k for k, _ in outputs], "attrs": attrs}]}
+    write_model(os.path.join(d, "model.json"), model)
+    for k, v in inputs + outputs:
+        save_npy(os.path.join(d, k + ".npy"), np.asarray(v, dtype=np.float32))
+    return f"{name} {op}\n"

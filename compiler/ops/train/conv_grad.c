@@ -148,9 +148,34 @@ static void filter_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eva
 static kiln_lexpr *i64(kiln_lb *b, int64_t v) { return lx_int(b, v); }
 static kiln_lexpr *var(kiln_lb *b, int v) { return lx_var(b, v); }
 
-// ConvGradInput: for n, c, ih, iw: acc = sum over m in c's group, kh, kw of dy * w, where
-// oh = (ih + p - kh*d) / s must be an exact, in-range quotient (the same for w). With stride 1
-// the kh and kw ranges are clamped instead, and no test is left in the loops.
+// The output positions o along axis a (0: H, 1: W) whose input position o*s - p + k*d lies
+// inside x, for the tap k in variable kvar: ceil((p - k*d) / s) <= o < ceil((in + p - k*d) / s),
+// clamped to [0, out). Returns the loop variable of `for o in [lo, hi)` (left open).
+static int valid_outputs(kiln_lb *b, const kiln_window *w, int a, int kvar, int64_t out) {
+  int64_t s = w->stride[a];
+  kiln_lexpr *kd = lx_mul(b, var(b, kvar), i64(b, w->dilation[a]));
+  kiln_lexpr *lo =
+      lx_bin(b, LB_MAX, i64(b, 0),
+             lx_bin(b, LB_DIV, lx_bin(b, LB_SUB, i64(b, w->pad_begin[a] + s - 1), kd), i64(b, s)));
+  kd = lx_mul(b, var(b, kvar), i64(b, w->dilation[a]));
+  kiln_lexpr *hi =
+      lx_bin(b, LB_MIN, i64(b, out),
+             lx_bin(b, LB_DIV, lx_bin(b, LB_SUB, i64(b, w->in[a] + w->pad_begin[a] + s - 1), kd),
+                    i64(b, s)));
+  return kiln_lb_for(b, a ? "ow" : "oh", lo, hi);
+}
+
+// The first element of plane (n, c) of an (N, C, H, W) tensor, written out with n and c (not a
+// variable) so that the schedule sees every store indexed by the parallel loop's variable.
+static kiln_lexpr *plane_start(kiln_lb *b, int n, int c, int64_t C, int64_t plane) {
+  return lx_mul(b, lx_madd(b, var(b, n), C, var(b, c)), i64(b, plane));
+}
+
+// ConvGradInput as the transposed convolution, row by row: for n, c (parallel): the plane
+// dx[n, c] starts at zero; for m in c's group, kh, oh (valid), kw: wv = w[m, c - base, kh, kw],
+// and for ow (valid; vectorized) dx[n, c, oh*s - p + kh*d, ow*s - p + kw*d] += wv * dy[n, m, oh,
+// ow]. The valid ranges are computed, so no loop tests a bound; each dx element sums its taps in
+// (m, kh, kw) order.
 static void input_lower(const kiln_lower_ctx *c) {
   kiln_lb *b = c->b;
   const kiln_tensor *dy = kiln_lower_in(c, 0), *wt = kiln_lower_in(c, 1),
@@ -158,72 +183,45 @@ static void input_lower(const kiln_lower_ctx *c) {
   conv_dims cd;
   input_dims(c->node, NULL, &dy->shape, wt->shape.dim[0], &cd);
   const kiln_window *w = &cd.win;
-  kiln_dtype t = dx->dtype;
   int64_t C = cd.x.dim[1], H = cd.x.dim[2], W = cd.x.dim[3], M = cd.w.dim[0], Cg = cd.w.dim[1];
-  int64_t Mg = M / cd.group, OH = cd.y.dim[2], OW = cd.y.dim[3], KH = cd.w.dim[2], KW = cd.w.dim[3];
+  int64_t Mg = M / cd.group, KH = cd.w.dim[2], KW = cd.w.dim[3];
   kiln_lb_comment(b, "ConvGradInput %s: dy %s, w %s -> dx %s", c->node->name,
                   kiln_describe(dy).text, kiln_describe(wt).text, kiln_describe(dx).text);
   int n = kiln_lb_for_n(b, "n", cd.x.dim[0]);
   int ch = kiln_lb_for_n(b, "c", C);
-  int ih = kiln_lb_for_n(b, "ih", H);
-  int iw = kiln_lb_for_n(b, "iw", W);
-  int acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, 0));
+  int z = kiln_lb_for_n(b, "i", H * W);
+  kiln_lb_store(b, kiln_out_buf(c, 0), lx_add(b, plane_start(b, n, ch, C, H * W), var(b, z)),
+                lx_float(b, dx->dtype, 0));
+  kiln_lb_end_for(b);
   // m runs over the group of channel c: [c / Cg * Mg, +Mg)
   kiln_lexpr *m0 = lx_mul(b, lx_bin(b, LB_DIV, var(b, ch), i64(b, Cg)), i64(b, Mg));
   int mbase = kiln_lb_decl(b, "m0", KILN_I64, m0);
   int m = kiln_lb_for(b, "m", var(b, mbase), lx_add(b, var(b, mbase), i64(b, Mg)));
-  int64_t ks[2] = {KH, KW};
-  int ivar[2] = {ih, iw}, kvar[2], ovar[2];
-  bool unit = w->stride[0] == 1 && w->stride[1] == 1 && w->dilation[0] == 1 && w->dilation[1] == 1;
-  int64_t outs[2] = {OH, OW};
-  for (int a = 0; a < 2; a++) {
-    // t = i + p - k*d; o = t / s with 0 <= o < out and t % s == 0
-    kiln_lexpr *lo = i64(b, 0), *hi = i64(b, ks[a]);
-    if (unit) {  // o = i + p - k in [0, out): k in (i + p - out, i + p]
-      lo = lx_bin(b, LB_MAX, i64(b, 0),
-                  lx_add(b, var(b, ivar[a]), i64(b, w->pad_begin[a] - outs[a] + 1)));
-      hi =
-          lx_bin(b, LB_MIN, i64(b, ks[a]), lx_add(b, var(b, ivar[a]), i64(b, w->pad_begin[a] + 1)));
-    }
-    kvar[a] = kiln_lb_for(b, a ? "kw" : "kh", lo, hi);
-    kiln_lexpr *tpos = lx_bin(b, LB_SUB, lx_add(b, var(b, ivar[a]), i64(b, w->pad_begin[a])),
-                              lx_mul(b, var(b, kvar[a]), i64(b, w->dilation[a])));
-    if (unit) {
-      ovar[a] = kiln_lb_decl(b, a ? "ow" : "oh", KILN_I64, tpos);
-      continue;
-    }
-    int tv = kiln_lb_decl(b, a ? "tw" : "th", KILN_I64, tpos);
-    kiln_lexpr *ok = lx_bin(
-        b, LB_AND, lx_bin(b, LB_LE, i64(b, 0), var(b, tv)),
-        lx_bin(b, LB_AND,
-               lx_bin(b, LB_EQ, lx_bin(b, LB_MOD, var(b, tv), i64(b, w->stride[a])), i64(b, 0)),
-               lx_bin(b, LB_LT, lx_bin(b, LB_DIV, var(b, tv), i64(b, w->stride[a])),
-                      i64(b, outs[a]))));
-    kiln_lb_if(b, ok);
-    ovar[a] = kiln_lb_decl(b, a ? "ow" : "oh", KILN_I64,
-                           lx_bin(b, LB_DIV, var(b, tv), i64(b, w->stride[a])));
-  }
-  int64_t ydims[4] = {cd.y.dim[0], M, OH, OW};
-  kiln_lexpr *yi = kiln_lx_nchw(b, var(b, n), var(b, m), ydims, var(b, ovar[0]), var(b, ovar[1]));
-  // w[m, c - group base, kh, kw]
+  int kh = kiln_lb_for_n(b, "kh", KH);
+  int oh = valid_outputs(b, w, 0, kh, cd.y.dim[2]);
+  int kw = kiln_lb_for_n(b, "kw", KW);
   kiln_lexpr *ci = lx_bin(b, LB_MOD, var(b, ch), i64(b, Cg));
   int64_t wdims[4] = {M, Cg, KH, KW};
-  kiln_lexpr *wi = kiln_lx_nchw(b, var(b, m), ci, wdims, var(b, kvar[0]), var(b, kvar[1]));
-  kiln_lexpr *prod =
-      lx_bin(b, LB_MUL, lx_load(b, kiln_in_buf(c, 0), yi), lx_load(b, kiln_in_buf(c, 1), wi));
-  kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, var(b, acc), prod));
-  for (int a = 1; a >= 0; a--) {
-    if (!unit) kiln_lb_end_if(b);
-    kiln_lb_end_for(b);
-  }
-  kiln_lb_end_for(b);  // m
-  kiln_lexpr *xi = kiln_lx_nchw(b, var(b, n), var(b, ch), cd.x.dim, var(b, ih), var(b, iw));
-  kiln_lb_store(b, kiln_out_buf(c, 0), xi, var(b, acc));
-  for (int k = 0; k < 4; k++) kiln_lb_end_for(b);
+  kiln_lexpr *wi = kiln_lx_nchw(b, var(b, m), ci, wdims, var(b, kh), var(b, kw));
+  int wv = kiln_lb_decl(b, "wv", dx->dtype, lx_load(b, kiln_in_buf(c, 1), wi));
+  int ow = valid_outputs(b, w, 1, kw, cd.y.dim[3]);
+  kiln_lexpr *yi = kiln_lx_nchw(b, var(b, n), var(b, m), cd.y.dim, var(b, oh), var(b, ow));
+  kiln_lexpr *ih = kiln_window_lower_pos(b, w, 0, oh, kh),
+             *iw = kiln_window_lower_pos(b, w, 1, ow, kw);
+  kiln_lexpr *xi = lx_add(b, plane_start(b, n, ch, C, H * W), lx_madd(b, ih, W, iw));
+  kiln_lb_store(b, kiln_out_buf(c, 0), xi,
+                lx_muladd(b, var(b, wv), lx_load(b, kiln_in_buf(c, 0), yi),
+                          lx_load(b, kiln_out_buf(c, 0), xi)));
+  for (int k = 0; k < 7; k++) kiln_lb_end_for(b);  // ow, kw, oh, kh, m, c, n
 }
 
-// ConvGradFilter: for m, ci, kh, kw: acc = sum over n, oh, ow (clamped so the input position is
-// inside x) of dy[n, m, oh, ow] * x[n, c, ih, iw].
+// Widest output row whose partial sums ConvGradFilter keeps in a local array (16 KiB of f32).
+enum { MAX_PARTIAL_ROW = 4096 };
+
+// ConvGradFilter: for m (parallel), ci, kh, kw: dw[m, ci, kh, kw] = sum over n, oh, ow (valid) of
+// dy[n, m, oh, ow] * x[n, c, ih, iw]. The sums run per output column first, in a local row
+// part[ow] that the vectorized ow loop updates (no horizontal reduction in the hot loop), then
+// the row is added up.
 static void filter_lower(const kiln_lower_ctx *c) {
   kiln_lb *b = c->b;
   const kiln_tensor *x = kiln_lower_in(c, 0), *dy = kiln_lower_in(c, 1), *dw = kiln_lower_out(c, 0);
@@ -231,7 +229,8 @@ static void filter_lower(const kiln_lower_ctx *c) {
   resolve(c->node, NULL, &x->shape, &dy->shape, dy->shape.dim[1], &cd);
   const kiln_window *w = &cd.win;
   kiln_dtype t = dw->dtype;
-  int64_t M = cd.w.dim[0], Cg = cd.w.dim[1], Mg = M / cd.group;
+  int64_t M = cd.w.dim[0], Cg = cd.w.dim[1], Mg = M / cd.group, OW = cd.y.dim[3];
+  bool rows = OW <= MAX_PARTIAL_ROW;
   kiln_lb_comment(b, "ConvGradFilter %s: x %s, dy %s -> dw %s", c->node->name,
                   kiln_describe(x).text, kiln_describe(dy).text, kiln_describe(dw).text);
   int m = kiln_lb_for_n(b, "m", M);
@@ -242,30 +241,32 @@ static void filter_lower(const kiln_lower_ctx *c) {
       b, "ch", KILN_I64,
       lx_add(b, lx_mul(b, lx_bin(b, LB_DIV, var(b, m), i64(b, Mg)), i64(b, Cg)), var(b, ci)));
   int acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, 0));
-  int n = kiln_lb_for_n(b, "n", cd.x.dim[0]);
-  int kv[2] = {kh, kw}, ov[2];
-  for (int a = 0; a < 2; a++) {
-    // 0 <= o*s - p + k*d < in  <=>  ceil((p - k*d) / s) <= o < ceil((in + p - k*d) / s)
-    int64_t s = w->stride[a];
-    kiln_lexpr *base = lx_bin(b, LB_SUB, i64(b, w->pad_begin[a] + s - 1),
-                              lx_mul(b, var(b, kv[a]), i64(b, w->dilation[a])));
-    kiln_lexpr *lo = lx_bin(b, LB_MAX, i64(b, 0), lx_bin(b, LB_DIV, base, i64(b, s)));
-    kiln_lexpr *base2 = lx_bin(b, LB_SUB, i64(b, w->in[a] + w->pad_begin[a] + s - 1),
-                               lx_mul(b, var(b, kv[a]), i64(b, w->dilation[a])));
-    kiln_lexpr *hi =
-        lx_bin(b, LB_MIN, i64(b, cd.y.dim[2 + a]), lx_bin(b, LB_DIV, base2, i64(b, s)));
-    ov[a] = kiln_lb_for(b, a ? "ow" : "oh", lo, hi);
+  int part = rows ? kiln_lb_decl_array(b, "part", t, OW) : -1;
+  if (rows) {
+    int l = kiln_lb_for_n(b, "l", OW);
+    kiln_lb_store_local(b, part, var(b, l), lx_float(b, t, 0));
+    kiln_lb_end_for(b);
   }
-  kiln_lexpr *ih = kiln_window_lower_pos(b, w, 0, ov[0], kh);
-  kiln_lexpr *iw = kiln_window_lower_pos(b, w, 1, ov[1], kw);
+  int n = kiln_lb_for_n(b, "n", cd.x.dim[0]);
+  int oh = valid_outputs(b, w, 0, kh, cd.y.dim[2]);
+  int ow = valid_outputs(b, w, 1, kw, OW);
+  kiln_lexpr *ih = kiln_window_lower_pos(b, w, 0, oh, kh);
+  kiln_lexpr *iw = kiln_window_lower_pos(b, w, 1, ow, kw);
   kiln_lexpr *xi = kiln_lx_nchw(b, var(b, n), var(b, ch), cd.x.dim, ih, iw);
-  kiln_lexpr *yi = kiln_lx_nchw(b, var(b, n), var(b, m), cd.y.dim, var(b, ov[0]), var(b, ov[1]));
+  kiln_lexpr *yi = kiln_lx_nchw(b, var(b, n), var(b, m), cd.y.dim, var(b, oh), var(b, ow));
   kiln_lexpr *prod =
       lx_bin(b, LB_MUL, lx_load(b, kiln_in_buf(c, 1), yi), lx_load(b, kiln_in_buf(c, 0), xi));
-  kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, var(b, acc), prod));
-  kiln_lb_end_for(b);  // ow
-  kiln_lb_end_for(b);  // oh
-  kiln_lb_end_for(b);  // n
+  if (rows)
+    kiln_lb_store_local(b, part, var(b, ow),
+                        lx_bin(b, LB_ADD, lx_local(b, part, var(b, ow)), prod));
+  else
+    kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, var(b, acc), prod));
+  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // ow, oh, n
+  if (rows) {
+    int l = kiln_lb_for_n(b, "l", OW);
+    kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, var(b, acc), lx_local(b, part, var(b, l))));
+    kiln_lb_end_for(b);
+  }
   kiln_lexpr *wi = kiln_lx_nchw(b, var(b, m), var(b, ci), cd.w.dim, var(b, kh), var(b, kw));
   kiln_lb_store(b, kiln_out_buf(c, 0), wi, var(b, acc));
   for (int k = 0; k < 4; k++) kiln_lb_end_for(b);
