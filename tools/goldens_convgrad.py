@@ -27,18 +27,23 @@ def case(name, x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 
     """pads: (top, left, bottom, right) as ONNX; PyTorch takes symmetric padding, so uneven pads
     pad x explicitly first (and crop dx after)."""
     rng = np.random.default_rng(seed)
+    # Training-like magnitudes: x ~ N(0, 1), weights at PyTorch's default scale (std
+    # 1/sqrt(fan_in)), gradients dy ~ N(0, 0.1^2). The reference is computed in float64 from the
+    # float32 inputs, so its own rounding error is one f32 rounding.
+    fan_in = w_shape[1] * w_shape[2] * w_shape[3]
     x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal(w_shape).astype(np.float32)
-    xp = torch.nn.functional.pad(torch.tensor(x), (pads[1], pads[3], pads[0], pads[2]))
-    y = torch.nn.functional.conv2d(xp, torch.tensor(w), stride=stride, dilation=dilation,
-                                   groups=group)
-    dy = rng.standard_normal(tuple(y.shape)).astype(np.float32)
-    dxp = nngrad.conv2d_input(tuple(xp.shape), torch.tensor(w), torch.tensor(dy), stride=stride,
-                              dilation=dilation, groups=group)
+    w = (rng.standard_normal(w_shape) / np.sqrt(fan_in)).astype(np.float32)
+    x64, w64 = torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64)
+    xp = torch.nn.functional.pad(x64, (pads[1], pads[3], pads[0], pads[2]))
+    y = torch.nn.functional.conv2d(xp, w64, stride=stride, dilation=dilation, groups=group)
+    dy = (0.1 * rng.standard_normal(tuple(y.shape))).astype(np.float32)
+    dy64 = torch.tensor(dy, dtype=torch.float64)
+    dxp = nngrad.conv2d_input(tuple(xp.shape), w64, dy64, stride=stride, dilation=dilation,
+                              groups=group)
     H, W = x_shape[2], x_shape[3]
     dx = dxp[:, :, pads[0]:pads[0] + H, pads[1]:pads[1] + W]
-    dw = nngrad.conv2d_weight(xp, tuple(w_shape), torch.tensor(dy), stride=stride,
-                              dilation=dilation, groups=group)
+    dw = nngrad.conv2d_weight(xp, tuple(w_shape), dy64, stride=stride, dilation=dilation,
+                              groups=group)
     attrs = {"kernel_shape": list(w_shape[2:]), "strides": list(stride), "pads": list(pads),
              "dilations": list(dilation), "group": group}
     lines = write_op_case(name + "_input", "ConvGradInput", [("dy", dy), ("w", w)],
