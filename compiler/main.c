@@ -4,6 +4,7 @@
 //   kiln run     MODEL --input ...   the reference interpreter, same flags as a built binary
 //   kiln inspect MODEL [--json|--dot] [--after PASS]
 //   kiln import  MODEL.onnx -o OUT.json   the JSON model + OUT.safetensors (docs/onnx.md)
+//   kiln prune   MODEL --sparsity S -o OUT.json   magnitude / filter pruning (docs/pruning.md)
 // MODEL is a JSON model or an .onnx file; --shape NAME=1x3x224x224 compiles for that input shape.
 //   kiln compare MODEL [--passes SET]  each pass turned off in turn: speed, size, drift
 //   kiln passes                      the pipeline
@@ -23,6 +24,7 @@
 #include "interp.h"
 #include "onnx/onnx_import.h"
 #include "passes/pipeline.h"
+#include "prune/prune.h"
 #include "quant/ptq.h"
 
 #ifndef KILN_VERSION
@@ -41,6 +43,9 @@ static void usage(FILE *out) {
       "               (+ OUT.safetensors)\n"
       "  kiln compare MODEL.json [--passes P1,P2 ...] [--format text|md|csv] [--runs N]\n"
       "               [--threads N] [--target T]   what each pass buys (speed, size, drift)\n"
+      "  kiln prune   MODEL.json --sparsity S -o OUT.json [--layerwise | --global]\n"
+      "               [--structured filters] [--weights W.safetensors] [--report FILE.md]\n"
+      "               [--no-mask]   (docs/pruning.md)\n"
       "  kiln passes\n"
       "training: compile/build/inspect --train (the model's training section: the training step;\n"
       "          build links the trainer, docs/training.md); build/compile/inspect --weights\n"
@@ -750,6 +755,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "--version") == 0) return puts("kiln " KILN_VERSION) < 0;
   if (strcmp(argv[1], "run") == 0) return cmd_run(argc, argv);
   if (strcmp(argv[1], "passes") == 0) return cmd_passes();
+  if (strcmp(argv[1], "prune") == 0) return kiln_prune_main(argc - 1, argv + 1);
   kiln_quant_options quant = {0};
   cli a = {.cmd = argv[1], .opt_level = -1, .quant = &quant};
   int (*cmd)(const cli *) = strcmp(a.cmd, "compile") == 0   ? cmd_compile
