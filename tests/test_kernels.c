@@ -150,18 +150,31 @@ Test(kernels, fuse_epilogue_keeps_a_conv_output_read_twice) {
   free(model), free(json), free(dir);
 }
 
-// The blocked lowering as the loop IR shows it: packed weights, a local accumulator array,
-// unrolled register-block loops, vectorized lane loops, muladd, one parallel loop per conv.
-Test(kernels, blocked_conv_loop_ir) {
-  char *dir = make_temp_dir(), *json = block_model(false);
-  char *model = write_text(dir, "block.json", json);
+// The loop IR of the model at `path` after the whole pipeline, as text (caller frees).
+static char *compiled_loop_ir(const char *path) {
   kiln_compilation c;
-  compile_until(&c, load(model), NULL);
+  compile_until(&c, load(path), NULL);
   char *text = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&text, &len);
   kiln_lprog_print(c.prog, f);
   fclose(f);
+  kiln_compilation_free(&c);
+  return text;
+}
+
+// Every one of the n strings of want appears in the loop IR text.
+static void expect_in_ir(const char *text, const char *const *want, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    cr_expect(strstr(text, want[i]), "the loop IR lacks \"%s\":\n%s", want[i], text);
+}
+
+// The blocked lowering as the loop IR shows it: packed weights, a local accumulator array,
+// unrolled register-block loops, vectorized lane loops, muladd, one parallel loop per conv.
+Test(kernels, blocked_conv_loop_ir) {
+  char *dir = make_temp_dir(), *json = block_model(false);
+  char *model = write_text(dir, "block.json", json);
+  char *text = compiled_loop_ir(model);
   const char *want[] = {"buf conv1_wpacked: weight f32[2304]",  // 2 vectors x 8 x 3 x 3 x 16
                         "f32 acc[288]",                         // 9 columns x 2 vectors x 16
                         "unroll(9)",
@@ -169,12 +182,39 @@ Test(kernels, blocked_conv_loop_ir) {
                         "muladd(xv",
                         "parallel",
                         "max("};
-  for (size_t i = 0; i < sizeof want / sizeof *want; i++)
-    cr_expect(strstr(text, want[i]), "the loop IR lacks \"%s\"", want[i]);
+  expect_in_ir(text, want, sizeof want / sizeof *want);
   free(text);
-  kiln_compilation_free(&c);
   rm_rf(dir);
   free(model), free(json), free(dir);
+}
+
+// The loop IR of golden case `case_name` (tests/goldens/ops/<case_name>/model.json).
+static char *golden_loop_ir(const char *case_name) {
+  char *dir = path_join(KILN_TEST_GOLDENS_DIR, "ops"), *case_dir = path_join(dir, case_name);
+  char *model = path_join(case_dir, "model.json");
+  char *text = compiled_loop_ir(model);
+  free(model), free(case_dir), free(dir);
+  return text;
+}
+
+// A depthwise conv: the column loop is the vectorized one, its taps fully unrolled inside it, and
+// the epilogue applied in the same loop.
+Test(kernels, depthwise_conv_loop_ir) {
+  char *text = golden_loop_ir("kernels_fused_dw_residual_relu");
+  const char *want[] = {"depthwise: one output per lane, padded input",
+                        "for ow in [0, 7) vectorize {", "for kh in [0, 3) unroll(3) {",
+                        "acc = muladd(w[", "max((acc + z["};
+  expect_in_ir(text, want, sizeof want / sizeof *want);
+  free(text);
+}
+
+// A 2-D MaxPool: the row form, output rows combined in place over clamped column ranges.
+Test(kernels, maxpool_row_form_loop_ir) {
+  char *text = golden_loop_ir("kernels_maxpool_3x3_s2_p1");
+  const char *want[] = {"MaxPool maxpool (rows)", "i64 ow_lo = max(0, (((1 - kw) + 1) / 2))",
+                        "y[((((nc * 7) + oh) * 7) + ow_1)] = max(y["};
+  expect_in_ir(text, want, sizeof want / sizeof *want);
+  free(text);
 }
 
 static kiln_array block_input(void) {

@@ -7,9 +7,12 @@ y.npy computed by PyTorch (float32), and tests/goldens/ops/cases-kernels.txt lis
 The Conv cases pick shapes that reach every part of the register-blocked lowering in
 compiler/ops/nn/conv.c: output channels that are not a multiple of 16 (zero-padded weight lanes),
 an odd number of 16-channel vectors, a row that needs a narrower tail tile, padding (the padded
-input copy), strides, dilations, asymmetric pads and 1x1 convolutions run as a GEMM. The FusedConv
+input copy), strides, dilations, asymmetric pads and 1x1 convolutions run as a GEMM (strided ones
+on a subsampled copy). The FusedConv
 cases (what the fuse-epilogue pass makes of Conv -> Add -> Relu) are relu(conv(x, w, b) + z) with
 and without the residual, the activation and the bias, and a grouped one (the unblocked path).
+Depthwise convs (group = C = M: padded, strided, dilated, fused) take their own lowering, and
+2-D MaxPools the row form (pool.c): padded, strided, dilated, asymmetric pads.
 
 Run: /usr/bin/python3 tools/goldens_kernels.py   (rewrites kernels_*/ and cases-kernels.txt)
 """
@@ -95,6 +98,43 @@ class Case:
         kiln_io.save_npy(os.path.join(d, "y.npy"), y)
 
 
+class PoolCase:
+    """MaxPool through the row form (2-D, no Indices): y = max over each window, padding ignored
+    (PyTorch pads with -inf here, so asymmetric pads work too)."""
+
+    def __init__(self, name, x_shape, kernel, strides=(1, 1), pads=(0, 0, 0, 0),
+                 dilations=(1, 1), ceil_mode=False):
+        self.name, self.op = PREFIX + name, "MaxPool"
+        rng = np.random.default_rng(zlib.crc32(self.name.encode()))
+        self.x = rng.standard_normal(x_shape).astype(np.float32)
+        self.kernel, self.strides, self.pads = kernel, strides, pads
+        self.dilations, self.ceil_mode = dilations, ceil_mode
+
+    def output(self):
+        top, left, bottom, right = self.pads
+        x = F.pad(torch.from_numpy(self.x), (left, right, top, bottom), value=-math.inf)
+        y = F.max_pool2d(x, self.kernel, self.strides, dilation=self.dilations,
+                         ceil_mode=self.ceil_mode)
+        return np.ascontiguousarray(y.numpy())
+
+    def write(self, root):
+        d = os.path.join(root, self.name)
+        attrs = {"kernel_shape": list(self.kernel), "strides": list(self.strides),
+                 "pads": list(self.pads), "dilations": list(self.dilations)}
+        if self.ceil_mode:
+            attrs["ceil_mode"] = 1
+        y = self.output()
+        model = {"format": "kiln-model", "version": 1, "name": f"op_{self.name}",
+                 "inputs": [{"name": "x", "dtype": "f32", "shape": list(self.x.shape)}],
+                 "outputs": [{"name": "y", "dtype": "f32", "shape": list(y.shape)}],
+                 "params": [],
+                 "nodes": [{"op": "MaxPool", "name": "maxpool", "inputs": ["x"],
+                            "outputs": ["y"], "attrs": attrs}]}
+        kiln_io.write_model(os.path.join(d, "model.json"), model)
+        kiln_io.save_npy(os.path.join(d, "x.npy"), self.x)
+        kiln_io.save_npy(os.path.join(d, "y.npy"), y)
+
+
 def cases():
     return [
         # Conv through the blocked lowering
@@ -107,6 +147,7 @@ def cases():
         Case("conv_1x1_gemm", "Conv", (1, 20, 7, 7), (40, 20, 1, 1)),
         Case("conv_7x7_s2", "Conv", (1, 3, 23, 23), (16, 3, 7, 7), strides=(2, 2),
              pads=(3, 3, 3, 3)),
+        Case("conv_1x1_s2x3_tail", "Conv", (2, 24, 15, 13), (40, 24, 1, 1), strides=(2, 3)),
         # FusedConv
         Case("fused_relu", "FusedConv", (1, 6, 10, 10), (24, 6, 3, 3), relu=True,
              pads=(1, 1, 1, 1)),
@@ -116,6 +157,17 @@ def cases():
              residual=True, strides=(2, 2)),
         Case("fused_group2", "FusedConv", (1, 4, 6, 6), (6, 2, 3, 3), residual=True, relu=True,
              pads=(1, 1, 1, 1), group=2),
+        # Depthwise (group = C = M): the vectorized column loop over a padded copy
+        Case("dw_pad1", "Conv", (2, 5, 9, 11), (5, 1, 3, 3), pads=(1, 1, 1, 1), group=5),
+        Case("dw_s2_asym", "Conv", (1, 6, 12, 13), (6, 1, 3, 3), bias=False, strides=(2, 2),
+             pads=(0, 1, 2, 1), group=6),
+        Case("dw_dil2_5x3", "Conv", (1, 3, 10, 9), (3, 1, 5, 3), dilations=(2, 1), group=3),
+        Case("fused_dw_residual_relu", "FusedConv", (1, 8, 7, 7), (8, 1, 3, 3), residual=True,
+             relu=True, pads=(1, 1, 1, 1), group=8),
+        # MaxPool through the row form (ops' maxpool_* cases cover ceil_mode): padding, strides,
+        # dilations, asymmetric pads
+        PoolCase("maxpool_3x3_s2_p1", (1, 4, 13, 13), (3, 3), (2, 2), (1, 1, 1, 1)),
+        PoolCase("maxpool_asym_dil", (1, 2, 9, 12), (2, 3), (1, 2), (0, 2, 1, 1), (2, 1)),
     ]
 
 

@@ -213,6 +213,12 @@ typedef struct kiln_krange {
 } kiln_krange;
 kiln_krange kiln_window_lower_range(kiln_lb *b, const kiln_window *w, int axis, int o_var,
                                     const char *k_name);
+// The output range [lo, hi) along axis whose input position o*s - p + k*dil, for the kernel index
+// in k_var, lies inside [0, in): the transpose of kiln_window_lower_range, for loops that run over
+// output positions inside a kernel loop. Bounds that vary with k are declared as i64 locals
+// <o_name>_lo / <o_name>_hi; the others are the constants 0 / out.
+void kiln_window_lower_cols(kiln_lb *b, const kiln_window *w, int axis, int k_var,
+                            const char *o_name, kiln_lexpr **lo, kiln_lexpr **hi);
 kiln_lexpr *kiln_krange_lo(kiln_lb *b, const kiln_krange *r);  // a fresh expression each call
 kiln_lexpr *kiln_krange_hi(kiln_lb *b, const kiln_krange *r);
 // Gradient rules: the backward kernels (ConvGradInput, ConvGradFilter, MaxPoolGrad,
@@ -248,6 +254,12 @@ void kiln_pool_open_taps(const kiln_lower_ctx *c, const kiln_window *w, const ki
 kiln_lexpr *kiln_pool_x_index(const kiln_lower_ctx *c, const kiln_window *w,
                               const kiln_pool_vars *v, const int *k_vars);
 kiln_lexpr *kiln_pool_y_index(const kiln_lower_ctx *c, const kiln_pool_vars *v, int output);
+// The row form of a 2-D pool without a finish step (MaxPool): output rows combined in place, the
+// innermost loop over output columns with clamped bounds (vectorizes, no padding checks):
+//   for n*c, oh [kh range]: y[nc][oh][:] = init
+//     for kh, kw: for ow in [ow_lo(kw), ow_hi(kw)): y[nc][oh][ow] = combine(y[..], x[..])
+void kiln_pool_lower_rows(const kiln_lower_ctx *c, kiln_window_opts opts, double init,
+                          kiln_lbin combine);
 // Window elements summed or compared: N * C * (output positions) * (kernel elements).
 int64_t kiln_pool_flops(const kiln_graph *g, const kiln_node *n, kiln_window_opts opts);
 

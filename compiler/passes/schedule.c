@@ -3,7 +3,8 @@
 //    (every store's index uses the loop variable, every assignment is to a variable declared
 //    inside the loop) and do enough work to pay for a thread team.
 //  - vectorize: an innermost loop of more than a few iterations whose body is straight-line code
-//    of the same kind; if it
+//    of the same kind (loops inside it that the backends unroll completely count as straight-line
+//    code); if it
 //    accumulates into one outer variable (`acc = acc + e`, or max/min), it is marked as a
 //    reduction.
 // The tiling pass of a later issue refines this; the C and LLVM backends render the annotations.
@@ -48,13 +49,37 @@ static void classify_assign(const kiln_lstmt *s, body_facts *f) {
   f->reduce_op = v->op;
 }
 
+static int64_t trip_count(const kiln_lstmt *loop);
+
+// A register-block loop the backends unroll completely (constant bounds, at most `unroll` and 64
+// iterations), containing only such loops: straight-line code once unrolled, so the loop around it
+// can still be the vectorized one (a depthwise conv's taps inside its column loop).
+static bool fully_unrolled(const kiln_lstmt *loop);
+
+// Whether s holds a loop (at any depth) that is not fully unrolled.
+static bool has_rolled_loop(const kiln_lstmt *s) {
+  if (!s) return false;
+  if (s->kind == LS_FOR) return !fully_unrolled(s);
+  if (s->kind == LS_IF) return has_rolled_loop(s->then_) || has_rolled_loop(s->else_);
+  if (s->kind == LS_BLOCK)
+    for (int i = 0; i < s->n; i++)
+      if (has_rolled_loop(s->stmts[i])) return true;
+  return false;
+}
+
+static bool fully_unrolled(const kiln_lstmt *loop) {
+  int64_t n = trip_count(loop);
+  if (!(loop->flags & KILN_LOOP_UNROLL) || n < 0 || n > loop->unroll || n > 64) return false;
+  return !has_rolled_loop(loop->body);
+}
+
 static void gather(const kiln_lstmt *loop, const kiln_lstmt *s, body_facts *f) {
   switch (s->kind) {
     case LS_BLOCK:
       for (int i = 0; i < s->n; i++) gather(loop, s->stmts[i], f);
       break;
     case LS_FOR:
-      f->has_loop = true;
+      if (!fully_unrolled(s)) f->has_loop = true;
       gather(loop, s->body, f);
       break;
     case LS_IF:

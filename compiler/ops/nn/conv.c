@@ -2,8 +2,9 @@
 //   x: (N, C, H, W)   w: (M, C / group, kH, kW)   b: (M), optional   y: (N, M, OH, OW)
 // (1-D drops H, 3-D adds a leading D to every spatial part.) Output channel oc belongs to group
 // g = oc / (M / group) and reads input channels [g * C/group, (g + 1) * C/group). Window logic
-// (pads, output size) is shared with the pools in pool.c. 2-D convs have two lowerings (rows
-// accumulated in place; a register-blocked kernel), 1-D and 3-D ones a generic gather.
+// (pads, output size) is shared with the pools in pool.c. 2-D convs have three lowerings (rows
+// accumulated in place; a register-blocked kernel; a depthwise one), 1-D and 3-D ones a generic
+// gather (or the blocked kernel, 1-D as 2-D).
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,34 +150,6 @@ typedef struct conv_vars {
   int n, oc, oh, ic, kh, kw;
 } conv_vars;
 
-// ceil(x / d) for d >= 1 when x >= 0; for x < 0 a value <= 0, enough for the clamps below.
-static kiln_lexpr *ceil_div_clamped(kiln_lb *b, kiln_lexpr *x, int64_t d) {
-  if (d == 1) return x;
-  return lx_bin(b, LB_DIV, lx_add(b, x, lx_int(b, d - 1)), lx_int(b, d));
-}
-
-// The output columns [lo, hi) whose input column ow*sw - pl + kw*dw lies in [0, W), declared
-// as i64 locals ow_lo / ow_hi where they depend on kw (constants 0 / OW where they do not).
-static void column_range(kiln_lb *b, const kiln_window *win, int kw, kiln_lexpr **lo,
-                         kiln_lexpr **hi) {
-  int64_t s = win->stride[1], p = win->pad_begin[1], dil = win->dilation[1], OW = win->out[1];
-  kiln_lexpr *shift = lx_mul(b, lx_var(b, kw), lx_int(b, dil));  // kw * dw
-  *lo = lx_int(b, 0);
-  *hi = lx_int(b, OW);
-  // ow*s - p + kw*dil >= 0  <=>  ow >= ceil((p - kw*dil) / s)
-  if (p > 0) {
-    kiln_lexpr *first = ceil_div_clamped(b, lx_bin(b, LB_SUB, lx_int(b, p), shift), s);
-    *lo = lx_var(b, kiln_lb_decl(b, "ow_lo", KILN_I64, lx_bin(b, LB_MAX, *lo, first)));
-  }
-  // ow*s - p + kw*dil < W  <=>  ow < ceil((W + p - kw*dil) / s)
-  int64_t last = (OW - 1) * s - p + (win->kernel[1] - 1) * dil;
-  if (last >= win->in[1]) {
-    kiln_lexpr *rest = lx_bin(b, LB_SUB, lx_int(b, win->in[1] + p), shift);
-    kiln_lexpr *end = ceil_div_clamped(b, rest, s);
-    *hi = lx_var(b, kiln_lb_decl(b, "ow_hi", KILN_I64, lx_bin(b, LB_MIN, *hi, end)));
-  }
-}
-
 // y[n][oc][oh][ow] as an index expression.
 static kiln_lexpr *out_index(kiln_lb *b, const conv_vars *v, const int64_t yd[4], int ow) {
   return kiln_lx_nchw(b, lx_var(b, v->n), lx_var(b, v->oc), yd, lx_var(b, v->oh), lx_var(b, ow));
@@ -209,7 +182,7 @@ static void accumulate_row(const kiln_lower_ctx *c, const conv_vars *v, const ki
   const int64_t *xd = x->shape.dim, *wd = w->shape.dim;
   int64_t group = kiln_attr_int(c->node, "group", 1), MG = wd[0] / group, CG = wd[1];
   kiln_lexpr *lo, *hi;
-  column_range(b, win, v->kw, &lo, &hi);
+  kiln_window_lower_cols(b, win, 1, v->kw, "ow", &lo, &hi);
   kiln_lexpr *wi =
       kiln_lx_nchw(b, lx_var(b, v->oc), lx_var(b, v->ic), wd, lx_var(b, v->kh), lx_var(b, v->kw));
   int wv = kiln_lb_decl(b, "wv", y->dtype, lx_load(b, kiln_in_buf(c, 1), wi));
@@ -365,8 +338,11 @@ typedef struct conv_plan {
   int64_t HP, WP;        // the (padded) input planes the kernel reads
   int64_t pt, pl, H, W;  // where x lies inside them
   int64_t OH, OW, sh, sw, dh, dw;
-  int64_t MV, RO, RW;  // 16-channel vectors, vectors per tile, columns per tile
-  bool padded;         // reads a padded copy of x
+  int64_t MV, RO, RW;        // 16-channel vectors, vectors per tile, columns per tile
+  bool padded;               // reads a padded copy of x
+  bool subsampled;           // a strided 1x1 conv: reads x[n][c][oh * sh][ow * sw] gathered once
+  int64_t xh, xw, xsh, xsw;  // x's own H, W and strides (before subsampling)
+  int64_t yh, yw;            // the output's own OH, OW (before flattening)
 } conv_plan;
 
 static bool blocked_applies(const kiln_lower_ctx *c) {
@@ -409,13 +385,20 @@ static conv_plan make_plan(const kiln_lower_ctx *c) {
                  .sw = win.stride[r],
                  .dh = h < 0 ? 1 : win.dilation[h],
                  .dw = win.dilation[r]};
+  p.xh = p.H, p.xw = p.W, p.xsh = p.sh, p.xsw = p.sw, p.yh = p.OH, p.yw = p.OW;
   // Rows and columns the windows reach: at least the input, padded at the start and the end.
   int64_t need_h = (p.OH - 1) * p.sh + (p.KH - 1) * p.dh + 1;
   int64_t need_w = (p.OW - 1) * p.sw + (p.KW - 1) * p.dw + 1;
   p.HP = need_h > p.H + p.pt ? need_h : p.H + p.pt;
   p.WP = need_w > p.W + p.pl ? need_w : p.W + p.pl;
   p.padded = p.HP != p.H || p.WP != p.W;
-  if (!p.padded && p.KH == 1 && p.KW == 1 && p.sh == 1 && p.sw == 1) {
+  p.subsampled = !p.padded && p.KH == 1 && p.KW == 1 && (p.sh > 1 || p.sw > 1);
+  if (p.subsampled) {  // a strided 1x1 conv reads a gathered copy xs (N, C, OH, OW) of x
+    p.HP = p.H = p.OH;
+    p.WP = p.W = p.OW;
+    p.sh = p.sw = 1;
+  }
+  if (!p.padded && p.KH == 1 && p.KW == 1) {
     // out: (N, M, 1, OH * OW), the same bytes
     p.OW = p.WP = p.W = p.OH * p.OW;
     p.OH = p.HP = p.H = 1;
@@ -444,23 +427,61 @@ static void pack_weights(const kiln_lower_ctx *c, const conv_plan *p, int *wp, i
   free(b);
 }
 
-// xp = 0; xp[n][ic][pt + ih][pl + iw] = x[n][ic][ih][iw]: two top-level loop nests.
+// xp[start + i] = 0 for i in [0, count): a loop, or nothing when count is 0.
+static void zero_span(kiln_lb *b, int xp, kiln_lexpr *start, int64_t count) {
+  if (count <= 0) return;
+  int i = kiln_lb_for_n(b, "i", count);
+  kiln_lb_store(b, xp, lx_add(b, start, lx_var(b, i)), lx_float(b, KILN_F32, 0));
+  kiln_lb_end_for(b);
+}
+
+// The padded copy of x, each element of xp written once (one parallel loop nest):
+//   for nc: the pt rows above = 0
+//     for ih: the pl columns left = 0; xp[nc][pt + ih][pl + iw] = x[nc][ih][iw]; the rest = 0
+//     the rows below = 0
 static int pad_input(const kiln_lower_ctx *c, const conv_plan *p) {
   kiln_lb *b = c->b;
   int xp = kiln_lower_scratch(c, KILN_F32, p->N * p->C * p->HP * p->WP);
-  int i = kiln_lb_for_n(b, "i", p->N * p->C * p->HP * p->WP);
-  kiln_lb_store(b, xp, lx_var(b, i), lx_float(b, KILN_F32, 0));
-  kiln_lb_end_for(b);
+  int64_t right = p->WP - p->pl - p->W, below = (p->HP - p->pt - p->H) * p->WP;
   int nc = kiln_lb_for_n(b, "nc", p->N * p->C);
+  zero_span(b, xp, lx_mul(b, lx_var(b, nc), lx_int(b, p->HP * p->WP)), p->pt * p->WP);
   int ih = kiln_lb_for_n(b, "ih", p->H);
-  int iw = kiln_lb_for_n(b, "iw", p->W);
   kiln_lexpr *row = lx_madd(b, lx_var(b, nc), p->HP, lx_add(b, lx_var(b, ih), lx_int(b, p->pt)));
-  kiln_lexpr *to = lx_madd(b, row, p->WP, lx_add(b, lx_var(b, iw), lx_int(b, p->pl)));
+  zero_span(b, xp, lx_mul(b, kiln_lx_clone(b, row), lx_int(b, p->WP)), p->pl);
+  int iw = kiln_lb_for_n(b, "iw", p->W);
+  kiln_lexpr *to =
+      lx_madd(b, kiln_lx_clone(b, row), p->WP, lx_add(b, lx_var(b, iw), lx_int(b, p->pl)));
   kiln_lexpr *from =
       lx_madd(b, lx_madd(b, lx_var(b, nc), p->H, lx_var(b, ih)), p->W, lx_var(b, iw));
   kiln_lb_store(b, xp, to, lx_load(b, kiln_in_buf(c, 0), from));
-  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);
+  kiln_lb_end_for(b);  // iw
+  zero_span(b, xp, lx_madd(b, row, p->WP, lx_int(b, p->pl + p->W)), right);
+  kiln_lb_end_for(b);  // ih
+  zero_span(b, xp, lx_madd(b, lx_var(b, nc), p->HP * p->WP, lx_int(b, (p->pt + p->H) * p->WP)),
+            below);
+  kiln_lb_end_for(b);  // nc
   return xp;
+}
+
+// xs[nc][oh][ow] = x[nc][oh * sh][ow * sw]: the strided input of a 1x1 conv, gathered once.
+static int subsample_input(const kiln_lower_ctx *c, const conv_plan *p) {
+  kiln_lb *b = c->b;
+  int xs = kiln_lower_scratch(c, KILN_F32, p->N * p->C * p->yh * p->yw);
+  int nc = kiln_lb_for_n(b, "nc", p->N * p->C);
+  int oh = kiln_lb_for_n(b, "oh", p->yh), ow = kiln_lb_for_n(b, "ow", p->yw);
+  kiln_lexpr *to =
+      lx_madd(b, lx_madd(b, lx_var(b, nc), p->yh, lx_var(b, oh)), p->yw, lx_var(b, ow));
+  kiln_lexpr *row = lx_madd(b, lx_var(b, nc), p->xh, lx_mul(b, lx_var(b, oh), lx_int(b, p->xsh)));
+  kiln_lexpr *from = lx_madd(b, row, p->xw, lx_mul(b, lx_var(b, ow), lx_int(b, p->xsw)));
+  kiln_lb_store(b, xs, to, lx_load(b, kiln_in_buf(c, 0), from));
+  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // ow, oh, nc
+  return xs;
+}
+
+// The buffer the kernel reads: x itself, its padded copy or its subsampled copy.
+static int plan_input(const kiln_lower_ctx *c, const conv_plan *p) {
+  if (p->subsampled) return subsample_input(c, p);
+  return p->padded ? pad_input(c, p) : kiln_in_buf(c, 0);
 }
 
 typedef struct tile_vars {
@@ -555,9 +576,12 @@ static void lower_blocked(const kiln_lower_ctx *c) {
   conv_plan p = make_plan(c);
   tile_vars t;
   pack_weights(c, &p, &t.wp, &t.bp);
-  t.xp = p.padded ? pad_input(c, &p) : kiln_in_buf(c, 0);
+  t.xp = plan_input(c, &p);
   kiln_lb_comment(b, "blocked: %lld x 16 channels by %lld columns per tile%s", (long long)p.RO,
-                  (long long)p.RW, p.padded ? ", padded input" : "");
+                  (long long)p.RW,
+                  p.padded       ? ", padded input"
+                  : p.subsampled ? ", subsampled input"
+                                 : "");
   t.n = kiln_lb_for_n(b, "n", p.N);
   t.ob = kiln_lb_for_n(b, "ob", p.MV / p.RO);
   t.oh = kiln_lb_for_n(b, "oh", p.OH);
@@ -569,6 +593,56 @@ static void lower_blocked(const kiln_lower_ctx *c) {
   for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // oh, ob, n
 }
 
+// ---- Depthwise 2-D convs (group = C = M, f32): one output computed per vector lane ----
+//   xp = x with its padding made explicit (when there is any)
+//   for nc (parallel), oh: for ow (vectorized):
+//     acc = bias[c] (or 0)      c = nc % C
+//     for kh, kw (fully unrolled): acc = muladd(w[c][0][kh][kw], xp[nc][oh*sh + kh*dh][ow*sw +
+//     kw*dw], acc) y[nc][oh][ow] = epilogue(acc)
+// Each element sums bias, then the taps in (kh, kw) order, as eval does.
+
+static bool depthwise_applies(const kiln_lower_ctx *c) {
+  const kiln_tensor *x = kiln_lower_in(c, 0), *w = kiln_lower_in(c, 1);
+  int64_t group = kiln_attr_int(c->node, "group", 1);
+  return x->shape.rank == 4 && w->dtype == KILN_F32 && group > 1 && group == x->shape.dim[1] &&
+         group == w->shape.dim[0];
+}
+
+// acc = muladd(w[c][0][kh][kw], xp[nc][oh*sh + kh*dh][ow*sw + kw*dw], acc) over the unrolled taps.
+static void depthwise_taps(const kiln_lower_ctx *c, const conv_plan *p, int xp, int nc, int oh,
+                           int ow, int acc) {
+  kiln_lb *b = c->b;
+  int kh = unrolled_for(b, "kh", p->KH), kw = unrolled_for(b, "kw", p->KW);
+  kiln_lexpr *channel = lx_bin(b, LB_MOD, lx_var(b, nc), lx_int(b, p->C));
+  kiln_lexpr *wi = lx_madd(b, lx_madd(b, channel, p->KH, lx_var(b, kh)), p->KW, lx_var(b, kw));
+  kiln_lexpr *ih = lx_add(b, lx_mul(b, lx_var(b, oh), lx_int(b, p->sh)),
+                          lx_mul(b, lx_var(b, kh), lx_int(b, p->dh)));
+  kiln_lexpr *iw = lx_add(b, lx_mul(b, lx_var(b, ow), lx_int(b, p->sw)),
+                          lx_mul(b, lx_var(b, kw), lx_int(b, p->dw)));
+  kiln_lexpr *xi = lx_madd(b, lx_madd(b, lx_var(b, nc), p->HP, ih), p->WP, iw);
+  kiln_lexpr *prod =
+      lx_muladd(b, lx_load(b, kiln_in_buf(c, 1), wi), lx_load(b, xp, xi), lx_var(b, acc));
+  kiln_lb_assign(b, acc, prod);
+  for (int k = 0; k < 2; k++) kiln_lb_end_for(b);  // kw, kh
+}
+
+static void lower_depthwise(const kiln_lower_ctx *c) {
+  kiln_lb *b = c->b;
+  conv_plan p = make_plan(c);
+  int xp = plan_input(c, &p);
+  kiln_lb_comment(b, "depthwise: one output per lane%s", p.padded ? ", padded input" : "");
+  int nc = kiln_lb_for_n(b, "nc", p.N * p.C), oh = kiln_lb_for_n(b, "oh", p.OH);
+  int ow = kiln_lb_for_n(b, "ow", p.OW);
+  kiln_lexpr *init = lx_float(b, KILN_F32, 0);
+  if (kiln_has_input(c->node, 2))
+    init = lx_load(b, kiln_in_buf(c, 2), lx_bin(b, LB_MOD, lx_var(b, nc), lx_int(b, p.C)));
+  int acc = kiln_lb_decl(b, "acc", KILN_F32, init);
+  depthwise_taps(c, &p, xp, nc, oh, ow, acc);
+  kiln_lexpr *yi = lx_madd(b, lx_madd(b, lx_var(b, nc), p.OH, lx_var(b, oh)), p.OW, lx_var(b, ow));
+  kiln_lb_store(b, kiln_out_buf(c, 0), yi, epilogue(c, lx_var(b, acc), kiln_lx_clone(b, yi)));
+  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // ow, oh, nc
+}
+
 static void lower(const kiln_lower_ctx *c) {
   const kiln_tensor *x = kiln_lower_in(c, 0), *w = kiln_lower_in(c, 1), *y = kiln_lower_out(c, 0);
   kiln_lb_comment(c->b, "%s %s: %s * %s%s%s%s -> %s", kiln_op_get(c->node->op)->name, c->node->name,
@@ -578,6 +652,10 @@ static void lower(const kiln_lower_ctx *c) {
                   kiln_describe(y).text);
   if (x->shape.rank <= 4 && blocked_applies(c)) {  // 1-D runs as 2-D over (1, L)
     lower_blocked(c);
+    return;
+  }
+  if (depthwise_applies(c)) {
+    lower_depthwise(c);
     return;
   }
   if (x->shape.rank != 4) {

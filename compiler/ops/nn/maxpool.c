@@ -112,10 +112,13 @@ static void lower_with_indices(const kiln_lower_ctx *c) {
   for (int i = 0; i < w.rank + 2; i++) kiln_lb_end_for(b);  // the output loops, c, n
 }
 
-// acc starts at -inf so that a window lying entirely in the padding gives -inf, as in eval.
+// acc (or the output row) starts at -inf so that a window lying entirely in the padding gives
+// -inf, as in eval. 2-D pools without Indices take the vectorized row form.
 static void lower(const kiln_lower_ctx *c) {
   if (has_indices(c->node))
     lower_with_indices(c);
+  else if (kiln_lower_in(c, 0)->shape.rank == 4)
+    kiln_pool_lower_rows(c, opts, -INFINITY, LB_MAX);
   else
     kiln_pool_lower(c, opts, -INFINITY, LB_MAX, NULL);
 }

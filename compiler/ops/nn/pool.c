@@ -194,6 +194,27 @@ kiln_krange kiln_window_lower_range(kiln_lb *b, const kiln_window *w, int axis, 
   return r;
 }
 
+void kiln_window_lower_cols(kiln_lb *b, const kiln_window *w, int axis, int k_var,
+                            const char *o_name, kiln_lexpr **lo, kiln_lexpr **hi) {
+  int64_t s = w->stride[axis], p = w->pad_begin[axis];
+  kiln_lexpr *shift = lx_mul(b, lx_var(b, k_var), lx_int(b, w->dilation[axis]));  // k * dil
+  char name[64];
+  *lo = lx_int(b, 0);
+  *hi = lx_int(b, w->out[axis]);
+  // o*s - p + k*dil >= 0  <=>  o >= ceil((p - k*dil) / s)
+  if (clips_begin(w, axis)) {
+    kiln_lexpr *first = ceil_div(b, lx_bin(b, LB_SUB, lx_int(b, p), shift), s);
+    snprintf(name, sizeof name, "%s_lo", o_name);
+    *lo = lx_var(b, kiln_lb_decl(b, name, KILN_I64, lx_bin(b, LB_MAX, *lo, first)));
+  }
+  // o*s - p + k*dil < in  <=>  o < ceil((in + p - k*dil) / s)
+  if (clips_end(w, axis)) {
+    kiln_lexpr *rest = lx_bin(b, LB_SUB, lx_int(b, w->in[axis] + p), kiln_lx_clone(b, shift));
+    snprintf(name, sizeof name, "%s_hi", o_name);
+    *hi = lx_var(b, kiln_lb_decl(b, name, KILN_I64, lx_bin(b, LB_MIN, *hi, ceil_div(b, rest, s))));
+  }
+}
+
 kiln_lexpr *kiln_krange_lo(kiln_lb *b, const kiln_krange *r) {
   return r->lo_var >= 0 ? lx_var(b, r->lo_var) : lx_int(b, r->lo);
 }
@@ -331,6 +352,43 @@ void kiln_pool_lower(const kiln_lower_ctx *c, kiln_window_opts opts, double init
   kiln_lb_store(b, kiln_out_buf(c, 0), kiln_pool_y_index(c, &v, 0),
                 finish ? finish(c, &w, &v) : lx_var(b, v.acc));
   for (int i = 0; i < w.rank + 2; i++) kiln_lb_end_for(b);  // the output loops, c, n
+}
+
+// The row form (2-D, no finish): output rows combined in place, the innermost loop running over
+// output columns, so it vectorizes; no bound checks (row and column ranges are clamped).
+//   for nc, oh [kh range]:
+//     y[nc][oh][:] = init
+//     for kh in range, kw: for ow in [ow_lo(kw), ow_hi(kw)):
+//       y[nc][oh][ow] = combine(y[nc][oh][ow], x[nc][oh*sh - pt + kh*dh][ow*sw - pl + kw*dw])
+// Each output combines the same taps as kiln_pool_lower, in the same kh-major order.
+void kiln_pool_lower_rows(const kiln_lower_ctx *c, kiln_window_opts opts, double init,
+                          kiln_lbin combine) {
+  kiln_lb *b = c->b;
+  const kiln_tensor *x = kiln_lower_in(c, 0), *y = kiln_lower_out(c, 0);
+  const int64_t *xd = x->shape.dim, *yd = y->shape.dim;  // (N, C, H, W), (N, C, OH, OW)
+  kiln_window w = kiln_pool_window(c->node, &x->shape, opts);
+  kiln_lb_comment(b, "%s %s (rows): %s, kernel %lldx%lld -> %s", kiln_op_get(c->node->op)->name,
+                  c->node->name, kiln_describe(x).text, (long long)w.kernel[0],
+                  (long long)w.kernel[1], kiln_describe(y).text);
+  kiln_dtype t = y->dtype;
+  int nc = kiln_lb_for_n(b, "nc", xd[0] * xd[1]), oh = kiln_lb_for_n(b, "oh", yd[2]);
+  kiln_krange rh = kiln_window_lower_range(b, &w, 0, oh, "kh");
+  kiln_lexpr *row = lx_madd(b, lx_var(b, nc), yd[2], lx_var(b, oh));
+  int ow = kiln_lb_for_n(b, "ow", yd[3]);
+  kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, row, yd[3], lx_var(b, ow)), lx_float(b, t, init));
+  kiln_lb_end_for(b);
+  int kh = kiln_lb_for(b, "kh", kiln_krange_lo(b, &rh), kiln_krange_hi(b, &rh));
+  int kw = kiln_lb_for_n(b, "kw", w.kernel[1]);
+  kiln_lexpr *lo, *hi;
+  kiln_window_lower_cols(b, &w, 1, kw, "ow", &lo, &hi);
+  ow = kiln_lb_for(b, "ow", lo, hi);
+  kiln_lexpr *in_row = lx_madd(b, lx_var(b, nc), xd[2], kiln_window_lower_pos(b, &w, 0, oh, kh));
+  kiln_lexpr *xi = lx_madd(b, in_row, xd[3], kiln_window_lower_pos(b, &w, 1, ow, kw));
+  kiln_lexpr *yi = lx_madd(b, kiln_lx_clone(b, row), yd[3], lx_var(b, ow));
+  kiln_lexpr *v =
+      lx_bin(b, combine, lx_load(b, kiln_out_buf(c, 0), yi), lx_load(b, kiln_in_buf(c, 0), xi));
+  kiln_lb_store(b, kiln_out_buf(c, 0), kiln_lx_clone(b, yi), v);
+  for (int i = 0; i < 5; i++) kiln_lb_end_for(b);  // ow, kw, kh, oh, nc
 }
 
 int64_t kiln_pool_flops(const kiln_graph *g, const kiln_node *n, kiln_window_opts opts) {
