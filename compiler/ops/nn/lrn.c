@@ -77,6 +77,20 @@ static kiln_lexpr *at(kiln_lb *b, int buf, int64_t C, int64_t S, int n, kiln_lex
   return lx_load(b, buf, lx_madd(b, lx_madd(b, lx_var(b, n), C, ch), S, lx_var(b, s)));
 }
 
+// base^beta, by square roots for the usual exponents (vectorizable, within 2 ulp), else pow.
+static kiln_lexpr *power(kiln_lb *b, kiln_dtype t, int base, double beta) {
+  if (beta == 1) return lx_var(b, base);
+  if (beta == 0.5) return lx_unary(b, LU_SQRT, lx_var(b, base));
+  if (beta == 0.75) {  // sqrt(v) * sqrt(sqrt(v))
+    kiln_lexpr *root = lx_unary(b, LU_SQRT, lx_var(b, base));
+    return lx_bin(b, LB_MUL, root, lx_unary(b, LU_SQRT, lx_unary(b, LU_SQRT, lx_var(b, base))));
+  }
+  return lx_bin(b, LB_POW, lx_var(b, base), lx_float(b, t, beta));
+}
+
+// For n, c: for s (vectorized): square_sum over the window's `size` channels, a fully unrolled
+// loop whose channels outside [0, C) read a clamped, valid channel and add 0 instead (the same
+// sum, in the same order, as the clamped window), then y = x / (bias + alpha/size*sum)^beta.
 static void lower(const kiln_lower_ctx *c) {
   kiln_lb *b = c->b;
   const kiln_tensor *x = kiln_lower_in(c, 0), *y = kiln_lower_out(c, 0);
@@ -89,22 +103,26 @@ static void lower(const kiln_lower_ctx *c) {
                   kiln_describe(y).text);
   int n = kiln_lb_for_n(b, "n", x->shape.dim[0]);
   int ch = kiln_lb_for_n(b, "c", C);
-  // The channel window clamped to [0, C).
-  kiln_lexpr *first = lx_bin(b, LB_SUB, lx_var(b, ch), lx_int(b, p.before));
-  int lo = kiln_lb_decl(b, "i_lo", KILN_I64, lx_bin(b, LB_MAX, lx_int(b, 0), first));
-  kiln_lexpr *end = lx_add(b, lx_var(b, ch), lx_int(b, p.after + 1));
-  int hi = kiln_lb_decl(b, "i_hi", KILN_I64, lx_bin(b, LB_MIN, lx_int(b, C), end));
   int s = kiln_lb_for_n(b, "s", S);
   int sum = kiln_lb_decl(b, "square_sum", t, lx_float(b, t, 0));
-  int i = kiln_lb_for(b, "i", lx_var(b, lo), lx_var(b, hi));
+  int j = kiln_lb_for_n(b, "j", p.size);
+  kiln_lb_unroll(b, (int)p.size);
+  // channel c - before + j; valid when inside [0, C)
+  int i = kiln_lb_decl(b, "i", KILN_I64,
+                       lx_add(b, lx_var(b, ch), lx_add(b, lx_var(b, j), lx_int(b, -p.before))));
+  kiln_lexpr *valid = lx_bin(b, LB_AND, lx_bin(b, LB_LE, lx_int(b, 0), lx_var(b, i)),
+                             lx_bin(b, LB_LT, lx_var(b, i), lx_int(b, C)));
+  kiln_lexpr *clamped =
+      lx_bin(b, LB_MIN, lx_int(b, C - 1), lx_bin(b, LB_MAX, lx_int(b, 0), lx_var(b, i)));
+  int v = kiln_lb_decl(b, "v", t, at(b, xb, C, S, n, clamped, s));
   kiln_lexpr *sq =
-      lx_bin(b, LB_MUL, at(b, xb, C, S, n, lx_var(b, i), s), at(b, xb, C, S, n, lx_var(b, i), s));
+      lx_select(b, valid, lx_bin(b, LB_MUL, lx_var(b, v), lx_var(b, v)), lx_float(b, t, 0));
   kiln_lb_assign(b, sum, lx_bin(b, LB_ADD, lx_var(b, sum), sq));
-  kiln_lb_end_for(b);  // i
+  kiln_lb_end_for(b);  // j
   // y = x / (bias + alpha / size * square_sum)^beta
   kiln_lexpr *scaled = lx_bin(b, LB_MUL, lx_float(b, t, p.alpha / (double)p.size), lx_var(b, sum));
-  kiln_lexpr *base = lx_bin(b, LB_ADD, lx_float(b, t, p.bias), scaled);
-  kiln_lexpr *den = lx_bin(b, LB_POW, base, lx_float(b, t, p.beta));
+  int base = kiln_lb_decl(b, "base", t, lx_bin(b, LB_ADD, lx_float(b, t, p.bias), scaled));
+  kiln_lexpr *den = power(b, t, base, p.beta);
   kiln_lexpr *val = lx_bin(b, LB_DIV, at(b, xb, C, S, n, lx_var(b, ch), s), den);
   kiln_lb_store(b, kiln_out_buf(c, 0),
                 lx_madd(b, lx_madd(b, lx_var(b, n), C, lx_var(b, ch)), S, lx_var(b, s)), val);
@@ -128,6 +146,7 @@ const kiln_op_def kiln_op_LRN = {
     .eval = eval,
     .lower = lower,
     .flops = flops,
-    // A short f32 sum of squares, then powf (within a few ulp) and a divide: ~1e-6 relative.
+    // A short f32 sum of squares, then powf (within a few ulp; square roots for beta 0.5 and
+    // 0.75, within 2 ulp) and a divide: ~1e-6 relative.
     .tol = {1e-6, 4e-6},
 };
