@@ -138,6 +138,119 @@ Test(llvm, emit_llvm_passes_llvm_verifier, .timeout = 300) {
   free(dir);
 }
 
+// The busiest basic block of an optimized module (the most llvm.fmuladd calls): how many calls it
+// has, how many stores, and the narrowest of its multiply-adds (lanes; 1: scalar). In a
+// register-blocked convolution that is the microkernel's inner loop. widest: the widest float
+// vector anywhere in the module (what the target's vectors hold).
+typedef struct hot_block {
+  int muladds, stores, lanes;
+} hot_block;
+
+static bool is_block_label(const char *line) {
+  size_t n = strcspn(line, ": \t\n");
+  return n > 0 && line[n] == ':' && line[0] != ' ' && line[0] != ';';
+}
+
+static int muladd_lanes(const char *line) {
+  const char *at = strstr(line, "@llvm.fmuladd.");
+  if (!at || !strstr(line, "call ")) return 0;
+  at += strlen("@llvm.fmuladd.");
+  return *at == 'v' ? atoi(at + 1) : 1;
+}
+
+static int widest_float_vector(const char *line) {
+  int widest = 0;
+  for (const char *at = strchr(line, '<'); at; at = strchr(at + 1, '<')) {
+    char *end = NULL;
+    long lanes = strtol(at + 1, &end, 10);
+    if (end != at + 1 && strncmp(end, " x float>", 9) == 0 && lanes > widest) widest = (int)lanes;
+  }
+  return widest;
+}
+
+static hot_block busiest_block(const char *ll_path, int *widest) {
+  FILE *f = fopen(ll_path, "r");
+  cr_assert(f, "cannot read %s", ll_path);
+  hot_block best = {0}, cur = {0};
+  char *line = NULL;
+  size_t cap = 0;
+  *widest = 0;
+  while (getline(&line, &cap, f) > 0) {
+    if (is_block_label(line) || strncmp(line, "define ", 7) == 0 || line[0] == '}') {
+      if (cur.muladds > best.muladds) best = cur;
+      cur = (hot_block){0};
+    }
+    int lanes = muladd_lanes(line), w = widest_float_vector(line);
+    if (lanes && (!cur.muladds || lanes < cur.lanes)) cur.lanes = lanes;
+    if (lanes) cur.muladds++;
+    if (strncmp(line, "  store ", 8) == 0) cur.stores++;
+    if (w > *widest) *widest = w;
+  }
+  if (cur.muladds > best.muladds) best = cur;
+  free(line);
+  fclose(f);
+  return best;
+}
+
+// A convolution with bias (and a ReLU, if relu): lowered to a register-blocked FusedConv whose
+// accumulators are a local array, read back by a vectorized epilogue (with gathers, which take
+// the array's address). Written to path.
+static void write_conv_model(const char *path, int k, int stride, bool relu) {
+  FILE *f = fopen(path, "w");
+  cr_assert(f, "cannot write %s", path);
+  fprintf(
+      f,
+      "{\"format\": \"kiln-model\", \"version\": 1, \"name\": \"conv\",\n"
+      " \"inputs\": [{\"name\": \"x\", \"dtype\": \"f32\", \"shape\": [1, 32, 14, 14]}],\n"
+      " \"outputs\": [{\"name\": \"y\"}],\n"
+      " \"params\": [{\"name\": \"w\", \"dtype\": \"f32\", \"shape\": [32, 32, %d, %d],\n"
+      "   \"init\": {\"kind\": \"kaiming_uniform\", \"seed\": 1}},\n"
+      "  {\"name\": \"b\", \"dtype\": \"f32\", \"shape\": [32],\n"
+      "   \"init\": {\"kind\": \"uniform\", \"low\": -0.1, \"high\": 0.1, \"seed\": 2}}],\n"
+      " \"nodes\": [{\"op\": \"Conv\", \"name\": \"c\", \"inputs\": [\"x\", \"w\", \"b\"],\n"
+      "   \"outputs\": [\"%s\"], \"attrs\": {\"kernel_shape\": [%d, %d], \"strides\": [%d, %d],\n"
+      "   \"pads\": [%d, %d, %d, %d]}}",
+      k, k, relu ? "c" : "y", k, k, stride, stride, k / 2, k / 2, k / 2, k / 2);
+  if (relu)
+    fprintf(f,
+            ",\n  {\"op\": \"Relu\", \"name\": \"r\", \"inputs\": [\"c\"], \"outputs\": [\"y\"]}");
+  fprintf(f, "]}\n");
+  cr_assert(fclose(f) == 0, "cannot write %s", path);
+}
+
+// The microkernel of a k x k convolution (stride `stride`) compiled at -O3.
+static void check_microkernel(int k, int stride, bool relu) {
+  char *dir = make_temp_dir(), *model = path_join(dir, "conv.json");
+  write_conv_model(model, k, stride, relu);
+  char *args[] = {KILN_EXE, "compile", model, "--backend", "llvm", "--emit",
+                  "llvm",   "-O3",     "-o",  dir,         NULL};
+  run_ok(args, 300, "kiln compile --emit llvm -O3");
+  char *ll = path_join(dir, "conv.ll");
+  int widest = 0;
+  hot_block hot = busiest_block(ll, &widest);
+  cr_expect_geq(hot.muladds, 4, "%dx%d conv: no unrolled multiply-add loop in %s", k, k, ll);
+  // Accumulators in registers: the loop loads inputs and weights and stores nothing. (Without the
+  // local arrays' alias scope, LLVM cannot keep them out of memory once the epilogue's gathers
+  // capture the array: 28 vector stores per iteration.)
+  cr_expect_eq(hot.stores, 0,
+               "%dx%d conv: the microkernel's loop (%d multiply-adds) stores %d times", k, k,
+               hot.muladds, hot.stores);
+  // The 16-lane channel loop vectorized whole, as wide as the target allows. (Without
+  // llvm.loop.unroll.disable the full unroller takes it apart first and SLP regroups it 4 wide.)
+  cr_expect_geq(hot.lanes, widest < 16 ? widest : 16,
+                "%dx%d conv: the microkernel's multiply-adds are %d lanes wide, the target's %d", k,
+                k, hot.lanes, widest);
+  free(ll);
+  free(model);
+  rm_rf(dir);
+  free(dir);
+}
+
+Test(llvm, conv_microkernels_stay_in_vector_registers, .timeout = 300) {
+  check_microkernel(3, 1, true);
+  check_microkernel(1, 2, false);  // ResNet's downsampling shortcut
+}
+
 // tests/embed_main.c (the C backend's embedding example) links unchanged against the object.
 Test(llvm, emit_obj_links_with_a_c_program, .timeout = 300) {
   char *dir = make_temp_dir(), *model = sample_path("lenet5");

@@ -37,7 +37,15 @@ typedef struct lgen {
   LLVMValueRef *var_slot;  // per kernel variable: its alloca
   LLVMValueRef *buf_ptr;   // per buffer: its pointer in this function (NULL: not a parameter)
   bool in_parallel, in_vector;
+  // Inside a vectorized reduction loop: its accumulator, whose updates may be reassociated.
+  bool in_reduction;
+  int reduce_var;
   int n_outlined;
+  // Alias scopes: local arrays live in their own scope, which no buffer access can touch (as in C,
+  // a local array is a distinct object), so LLVM keeps accumulators in registers across loops
+  // that read buffers even when a vectorized loop elsewhere takes the array's address.
+  LLVMValueRef
+      locals_scope;  // !{scope}: !alias.scope of local-array accesses, !noalias of buffer ones
 } lgen;
 
 // Reports an error (the first one only) naming the kernel being generated.

@@ -2,7 +2,9 @@
 // per buffer it uses (noalias where the C backend would write `restrict`). Variables live in
 // allocas that mem2reg promotes; loops are header/body/latch blocks whose latch branch carries
 // !llvm.loop metadata (llvm.loop.vectorize.enable for loops marked vectorize, which is also what
-// lets LLVM reorder their floating-point reductions, as `omp simd reduction` does in C).
+// lets LLVM reorder their floating-point reductions, as `omp simd reduction` does in C). Local
+// arrays (register-blocked accumulators) are in an alias scope no buffer access touches, so LLVM
+// keeps them in registers; docs/llvm.md says why each hint is there.
 //
 // A loop marked parallel is outlined: its body goes into a function over an iteration range,
 // called through the runtime's kiln_parallel_for (OpenMP) with a context struct holding the
@@ -444,6 +446,34 @@ static LLVMValueRef select_expr(lgen *g, const kiln_lexpr *e) {
   return phi;
 }
 
+// A distinct, self-referential metadata node !{self, ops[0..n)} (n <= 4): a loop ID, an alias
+// domain or scope.
+static LLVMMetadataRef distinct_node(lgen *g, LLVMMetadataRef *ops, int n) {
+  LLVMMetadataRef all[5] = {LLVMTemporaryMDNode(g->ctx, NULL, 0)};
+  for (int i = 0; i < n && i < 4; i++) all[i + 1] = ops[i];
+  LLVMMetadataRef node = LLVMMDNodeInContext2(g->ctx, all, (size_t)(n < 4 ? n : 4) + 1);
+  LLVMMetadataReplaceAllUsesWith(all[0], node);  // also frees the temporary node
+  return node;
+}
+
+// The list !{locals scope} (made once per module): local-array accesses are in that scope,
+// buffer accesses are noalias with it.
+static LLVMValueRef locals_scope(lgen *g) {
+  if (g->locals_scope) return g->locals_scope;
+  LLVMMetadataRef name = LLVMMDStringInContext2(g->ctx, "kiln.locals", 11);
+  LLVMMetadataRef domain = distinct_node(g, &name, 1);
+  LLVMMetadataRef scope_ops[2] = {domain, LLVMMDStringInContext2(g->ctx, "kiln.local.arrays", 17)};
+  LLVMMetadataRef scope = distinct_node(g, scope_ops, 2);
+  g->locals_scope = LLVMMetadataAsValue(g->ctx, LLVMMDNodeInContext2(g->ctx, &scope, 1));
+  return g->locals_scope;
+}
+
+static void set_scope(lgen *g, LLVMValueRef access, bool local) {
+  const char *kind = local ? "alias.scope" : "noalias";
+  LLVMSetMetadata(access, LLVMGetMDKindIDInContext(g->ctx, kind, (unsigned)strlen(kind)),
+                  locals_scope(g));
+}
+
 static LLVMValueRef load_expr(lgen *g, const kiln_lexpr *e) {
   const kiln_lbuf *lb = &g->p->bufs[e->buf];
   LLVMValueRef idx = convert(g, expr(g, e->a), e->a->dtype, KILN_I64);
@@ -455,6 +485,7 @@ static LLVMValueRef load_expr(lgen *g, const kiln_lexpr *e) {
   LLVMValueRef at = LLVMBuildInBoundsGEP2(g->b, T, g->buf_ptr[e->buf], &idx, 1, "");
   LLVMValueRef v = LLVMBuildLoad2(g->b, T, at, "");
   LLVMSetAlignment(v, (unsigned)kiln_dtype_size(lb->dtype));
+  set_scope(g, v, false);
   return convert(g, v, lb->dtype, e->dtype);
 }
 
@@ -510,6 +541,7 @@ static LLVMValueRef expr(lgen *g, const kiln_lexpr *e) {
     case LE_LOCAL: {
       kiln_dtype vt = g->p->kernels[g->kernel].vars[e->var].dtype;
       LLVMValueRef v = LLVMBuildLoad2(g->b, ll_type(g, vt), local_addr(g, e->var, e->a), "");
+      set_scope(g, v, true);
       return convert(g, v, vt, e->dtype);
     }
     case LE_MULADD: return muladd_expr(g, e);
@@ -579,16 +611,37 @@ static LLVMMetadataRef md_flag(lgen *g, const char *name, LLVMValueRef value) {
 }
 
 // The loop's self-referential !llvm.loop node on its latch branch.
-static void loop_metadata(lgen *g, LLVMValueRef latch_br, bool vector, int unroll) {
-  LLVMMetadataRef self = LLVMTemporaryMDNode(g->ctx, NULL, 0);
+// Whether an expression or statement reads or writes a local array.
+static bool expr_uses_local(const kiln_lexpr *e) {
+  if (!e) return false;
+  return e->kind == LE_LOCAL || expr_uses_local(e->a) || expr_uses_local(e->b) ||
+         expr_uses_local(e->c);
+}
+
+static bool uses_local_array(const kiln_lstmt *s) {
+  if (!s) return false;
+  if (s->kind == LS_LSTORE) return true;
+  for (int i = 0; s->kind == LS_BLOCK && i < s->n; i++)
+    if (uses_local_array(s->stmts[i])) return true;
+  return expr_uses_local(s->index) || expr_uses_local(s->value) || expr_uses_local(s->cond) ||
+         expr_uses_local(s->lo) || expr_uses_local(s->hi) || uses_local_array(s->body) ||
+         uses_local_array(s->then_) || uses_local_array(s->else_);
+}
+
+// keep_whole: a vectorize loop over a local array (a register block's lanes).
+static void loop_metadata(lgen *g, LLVMValueRef latch_br, bool vector, bool keep_whole,
+                          int unroll) {
   LLVMMetadataRef ops[4];
   int n = 0;
-  ops[n++] = self;
   ops[n++] = md_flag(g, "llvm.loop.mustprogress", NULL);
   if (vector) ops[n++] = md_flag(g, "llvm.loop.vectorize.enable", LLVMConstInt(g->i1, 1, 0));
+  // A register block's lane loop is left to the loop vectorizer: LLVM's full unroller runs first
+  // and would take it apart (16 lanes), leaving SLP to regroup the pieces, 4 lanes at a time in
+  // the 1x1 convolutions (10x slower). Other short vectorize loops (the transformer's) are better
+  // unrolled and SLP-vectorized: they keep the default.
+  if (vector && keep_whole) ops[n++] = md_flag(g, "llvm.loop.unroll.disable", NULL);
   if (unroll > 0) ops[n++] = md_flag(g, "llvm.loop.unroll.count", ll_i32(g, unroll));
-  LLVMMetadataRef node = LLVMMDNodeInContext2(g->ctx, ops, (size_t)n);
-  LLVMMetadataReplaceAllUsesWith(self, node);  // also frees the temporary node
+  LLVMMetadataRef node = distinct_node(g, ops, n);
   LLVMSetMetadata(latch_br, LLVMGetMDKindIDInContext(g->ctx, "llvm.loop", 9),
                   LLVMMetadataAsValue(g->ctx, node));
 }
@@ -602,7 +655,8 @@ static bool reduction_vectorizable(int op) {
 // its body once per iteration with the variable a constant, so that the local arrays it indexes
 // become scalars SROA keeps in registers (LLVM's loop unroller leaves loops with inner loops).
 static bool unroll_fully(lgen *g, const kiln_lstmt *s) {
-  if (!(s->flags & KILN_LOOP_UNROLL) || s->lo->kind != LE_INT || s->hi->kind != LE_INT) return false;
+  if (!(s->flags & KILN_LOOP_UNROLL) || s->lo->kind != LE_INT || s->hi->kind != LE_INT)
+    return false;
   int64_t n = s->hi->i - s->lo->i;
   if (n < 0 || n > s->unroll || n > 64) return false;
   kiln_dtype vt = g->p->kernels[g->kernel].vars[s->var].dtype;
@@ -612,6 +666,17 @@ static bool unroll_fully(lgen *g, const kiln_lstmt *s) {
     stmt(g, s->body);
   }
   return true;
+}
+
+// The update of a vectorized loop's floating-point accumulator (acc = acc + x, or min, max, *)
+// may be reassociated, and the sign of a zero sum is not kept: what `omp simd reduction` allows
+// the C compiler (its private copies start at +0). Without the flags LLVM vectorizes the loop but
+// adds the final vector's lanes one by one, in order (16 dependent additions per reduction, where
+// gcc adds halves), and a loop it unrolls fully before vectorizing stays a scalar chain.
+static void allow_reassoc(LLVMValueRef update) {
+  if (LLVMIsAInstruction(update) && LLVMCanValueUseFastMathFlags(update))
+    LLVMSetFastMathFlags(update, LLVMGetFastMathFlags(update) | LLVMFastMathAllowReassoc |
+                                     LLVMFastMathNoSignedZeros);
 }
 
 // for (var = start; var < end; var++) body; `end` NULL: s->hi, evaluated at each test as in C.
@@ -631,17 +696,24 @@ static void for_loop(lgen *g, const kiln_lstmt *s, LLVMValueRef start, LLVMValue
   bool vector = (s->flags & KILN_LOOP_VECTORIZE) && !g->in_vector;
   if ((s->flags & KILN_LOOP_REDUCE) && !reduction_vectorizable(s->reduce_op)) vector = false;
   int unroll = !vector && (s->flags & KILN_LOOP_UNROLL) && s->unroll >= 1 ? s->unroll : 0;
-  bool was_vector = g->in_vector;
+  bool was_vector = g->in_vector, was_reduction = g->in_reduction;
+  int was_reduce_var = g->reduce_var;
   g->in_vector |= vector;
+  if (vector && (s->flags & KILN_LOOP_REDUCE)) {
+    g->in_reduction = true;
+    g->reduce_var = s->reduce_var;
+  }
   LLVMPositionBuilderAtEnd(g->b, body);
   stmt(g, s->body);
   LLVMBuildBr(g->b, latch);
   g->in_vector = was_vector;
+  g->in_reduction = was_reduction;
+  g->reduce_var = was_reduce_var;
 
   LLVMPositionBuilderAtEnd(g->b, latch);
   LLVMValueRef v = LLVMBuildLoad2(g->b, ll_type(g, vt), slot, "");
   LLVMBuildStore(g->b, LLVMBuildAdd(g->b, v, LLVMConstInt(ll_type(g, vt), 1, 0), ""), slot);
-  loop_metadata(g, LLVMBuildBr(g->b, head), vector, unroll);
+  loop_metadata(g, LLVMBuildBr(g->b, head), vector, vector && uses_local_array(s->body), unroll);
   LLVMPositionBuilderAtEnd(g->b, exit);
 }
 
@@ -715,6 +787,8 @@ static void begin_fn(lgen *g, LLVMValueRef fn) {
     LLVMTypeRef t = ll_type(g, k->vars[v].dtype);
     if (k->vars[v].len > 0) t = LLVMArrayType(t, (unsigned)k->vars[v].len);  // a local array
     g->var_slot[v] = entry_alloca(g, t, k->vars[v].name ? k->vars[v].name : "v");
+    // A local array is aligned as gcc aligns it: whole vectors, no split cache lines.
+    if (k->vars[v].len > 0) LLVMSetAlignment(g->var_slot[v], 64);
   }
 }
 
@@ -866,7 +940,9 @@ static void store_stmt(lgen *g, const kiln_lstmt *s) {
   if (!g->buf_ptr[s->buf]) return ll_fail(g, "buffer %d is not a parameter of this kernel", s->buf);
   LLVMTypeRef T = ll_type(g, lb->dtype);
   LLVMValueRef at = LLVMBuildInBoundsGEP2(g->b, T, g->buf_ptr[s->buf], &idx, 1, "");
-  LLVMSetAlignment(LLVMBuildStore(g->b, v, at), (unsigned)kiln_dtype_size(lb->dtype));
+  LLVMValueRef st = LLVMBuildStore(g->b, v, at);
+  LLVMSetAlignment(st, (unsigned)kiln_dtype_size(lb->dtype));
+  set_scope(g, st, false);
 }
 
 static void stmt(lgen *g, const kiln_lstmt *s) {
@@ -890,6 +966,7 @@ static void stmt(lgen *g, const kiln_lstmt *s) {
       kiln_dtype vt = k->vars[s->var].dtype;
       LLVMValueRef v = s->value ? convert(g, expr(g, s->value), s->value->dtype, vt)
                                 : LLVMConstNull(ll_type(g, vt));
+      if (s->kind == LS_ASSIGN && g->in_reduction && s->var == g->reduce_var) allow_reassoc(v);
       LLVMBuildStore(g->b, v, g->var_slot[s->var]);
       return;
     }
@@ -899,7 +976,7 @@ static void stmt(lgen *g, const kiln_lstmt *s) {
     case LS_LSTORE: {
       kiln_dtype vt = k->vars[s->var].dtype;
       LLVMValueRef v = convert(g, expr(g, s->value), s->value->dtype, vt);
-      LLVMBuildStore(g->b, v, local_addr(g, s->var, s->index));
+      set_scope(g, LLVMBuildStore(g->b, v, local_addr(g, s->var, s->index)), true);
       return;
     }
   }
