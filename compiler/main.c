@@ -417,6 +417,7 @@ static int compile_generator_step(const cli *a, train_build *tb, kiln_diag *d) {
   }
   kiln_compilation *c = &tb->g_comp;
   kiln_compilation_init(c, g);
+  kiln_compilation_set_target(c, a->target);
   for (int i = 0; i < a->n_disabled; i++) c->disabled[c->n_disabled++] = a->disabled[i];
   if (!kiln_compile_pipeline(c, d)) return d->errors ? KILN_EXIT_BAD_INPUT : KILN_EXIT_INTERNAL;
   describe_training(&tb->g_training, &tb->g_info, &tb->g_shapes, c->g);
@@ -490,6 +491,7 @@ static int compile_model_once(const cli *a, kiln_compilation *c) {
     return KILN_EXIT_BAD_INPUT;
   }
   kiln_compilation_init(c, g);
+  kiln_compilation_set_target(c, a->target);
   c->dump_after = a->dump_after;
   c->verbose = a->verbose;
   c->stop_after = a->after;

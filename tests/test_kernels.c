@@ -86,8 +86,11 @@ static kiln_graph *load(const char *path) {
 }
 
 // Runs the pipeline up to and including `stop` (NULL: all of it).
+// Blocked for AVX-512's 16 f32 lanes unless lanes says otherwise (not this machine's width).
+static int lanes = 16;
 static void compile_until(kiln_compilation *c, kiln_graph *g, const char *stop) {
   kiln_compilation_init(c, g);
+  c->f32_lanes = lanes;
   c->stop_after = stop;
   kiln_diag d;
   kiln_diag_init(&d, "test");
@@ -182,6 +185,24 @@ Test(kernels, blocked_conv_loop_ir) {
                         "muladd(xv",
                         "parallel",
                         "max("};
+  expect_in_ir(text, want, sizeof want / sizeof *want);
+  free(text);
+  rm_rf(dir);
+  free(model), free(json), free(dir);
+}
+
+// --target avx2: the same conv blocked by AVX2's 8 lanes: conv1's 24 channels are 3 vectors
+// (no padding, where 16 lanes pad to 32), one vector per tile (odd count), 9 columns (<= 12
+// accumulator vectors: 16 ymm registers).
+Test(kernels, blocked_conv_follows_the_target_width) {
+  char *dir = make_temp_dir(), *json = block_model(false);
+  char *model = write_text(dir, "block.json", json);
+  lanes = 8;
+  char *text = compiled_loop_ir(model);
+  lanes = 16;
+  const char *want[] = {"buf conv1_wpacked: weight f32[1728]",  // 3 vectors x 8 x 3 x 3 x 8
+                        "f32 acc[72]",                          // 9 columns x 1 vector x 8
+                        "blocked: 1 x 8 channels by 9 columns"};
   expect_in_ir(text, want, sizeof want / sizeof *want);
   free(text);
   rm_rf(dir);

@@ -49,6 +49,7 @@ typedef struct kiln_lower_ctx {
   const kiln_node *node;
   kiln_lb *b;
   const int *tensor_buf;  // graph tensor index -> loop program buffer index
+  int f32_lanes;          // the target's f32 vector width: 16, 8 or 4 (compiler/target.h)
 } kiln_lower_ctx;
 
 static inline int kiln_in_buf(const kiln_lower_ctx *c, int i) {

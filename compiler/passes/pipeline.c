@@ -8,6 +8,7 @@
 
 #include "../../runtime/kiln_runtime.h"
 #include "../inspect.h"
+#include "../target.h"
 #include "verify.h"
 
 const kiln_pass kiln_pipeline[] = {
@@ -54,7 +55,13 @@ void kiln_compilation_init(kiln_compilation *c, kiln_graph *g) {
   memset(c, 0, sizeof(*c));
   c->g = g;
   c->dump_out = stdout;
+  c->f32_lanes = kiln_target_f32_lanes("native");
   kiln_graph_count_params(g, c->declared_params);
+}
+
+void kiln_compilation_set_target(kiln_compilation *c, const char *target) {
+  int lanes = kiln_target_f32_lanes(target);
+  if (lanes > 0) c->f32_lanes = lanes;
 }
 
 void kiln_compilation_free(kiln_compilation *c) {

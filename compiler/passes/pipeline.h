@@ -28,6 +28,7 @@ typedef struct kiln_compilation {
   const char *stop_after;                  // stop the pipeline after this pass (inspect --after)
   bool stopped;                            // set when stop_after was reached
   struct kiln_quant_options *quant;  // --quantize int8: the quantize pass's options (and results)
+  int f32_lanes;  // the target's f32 vector width (compiler/target.h; init: this machine's)
   const char *disabled[32];  // optional passes turned off (--disable-pass, kiln compare)
   int n_disabled;
 } kiln_compilation;
@@ -64,6 +65,9 @@ bool kiln_pass_exists(const char *name);
 bool kiln_pass_optional(const char *name);  // exists and may be turned off
 
 void kiln_compilation_init(kiln_compilation *c, kiln_graph *g);
+// --target: the lowering blocks kernels by that target's vector width (NULL or an unknown name
+// keeps this machine's; the backends report unknown names).
+void kiln_compilation_set_target(kiln_compilation *c, const char *target);
 void kiln_compilation_free(kiln_compilation *c);  // frees the graph too
 // Runs the pipeline (or until stop_after). Returns false after reporting an error.
 bool kiln_compile_pipeline(kiln_compilation *c, kiln_diag *d);

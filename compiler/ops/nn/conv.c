@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../../autodiff/builder.h"
+#include "../../target.h"
 #include "../op_internal.h"
 
 static const kiln_window_opts opts = {.dilations = true, .ceil_mode = false};
@@ -317,7 +318,8 @@ static void lower_gather(const kiln_lower_ctx *c) {
 }
 
 // ---- The blocked lowering: a register-blocked direct convolution ----
-// For 1-D and 2-D convs with group 1, f32, constant weights. Output channels are vectorized: the
+// For 1-D and 2-D convs with group 1, f32, constant weights. Output channels are vectorized at the
+// target's f32 width L (16 for AVX-512, 8 for AVX2, 4 for generic; below written as 16): the
 // weights are packed at compile time to (ceil(M/16), C, kH, kW, 16), zero past M, so 16 consecutive
 // output channels of one (ic, kh, kw) are contiguous. A tile of RO x 16 channels by RW output
 // columns keeps its RW * RO * 16 sums in a local array (vector registers once the j and r loops are
@@ -331,14 +333,14 @@ static void lower_gather(const kiln_lower_ctx *c) {
 // xp is x copied into zeroed scratch with the padding made explicit (x itself without padding), so
 // the inner loops have no bounds. A 1x1, stride-1, unpadded conv runs over its flattened spatial
 // dims as one row: a GEMM over channels.
-enum { LANES = 16, MAX_ACC = 28 };
 
 typedef struct conv_plan {
   int64_t N, C, M, KH, KW;
   int64_t HP, WP;        // the (padded) input planes the kernel reads
   int64_t pt, pl, H, W;  // where x lies inside them
   int64_t OH, OW, sh, sw, dh, dw;
-  int64_t MV, RO, RW;        // 16-channel vectors, vectors per tile, columns per tile
+  int64_t lanes, max_acc;    // the target's f32 vector width; accumulator vectors per tile
+  int64_t MV, RO, RW;        // channel vectors, vectors per tile, columns per tile
   bool padded;               // reads a padded copy of x
   bool subsampled;           // a strided 1x1 conv: reads x[n][c][oh * sh][ow * sw] gathered once
   int64_t xh, xw, xsh, xsw;  // x's own H, W and strides (before subsampling)
@@ -354,10 +356,10 @@ static bool blocked_applies(const kiln_lower_ctx *c) {
   return !bias || (bias->kind == KILN_TENSOR_PARAM && bias->data);
 }
 
-// Columns per tile: the largest width with at most MAX_ACC accumulators that divides OW, else the
+// Columns per tile: the largest width with at most max_acc accumulators that divides OW, else the
 // largest width (a narrower tail tile takes the rest).
-static int64_t tile_width(int64_t OW, int64_t RO) {
-  int64_t most = MAX_ACC / RO;
+static int64_t tile_width(int64_t OW, int64_t RO, int64_t max_acc) {
+  int64_t most = max_acc / RO;
   if (OW <= most) return OW;
   for (int64_t rw = most; rw >= most / 2; rw--)
     if (OW % rw == 0) return rw;
@@ -403,9 +405,11 @@ static conv_plan make_plan(const kiln_lower_ctx *c) {
     p.OW = p.WP = p.W = p.OH * p.OW;
     p.OH = p.HP = p.H = 1;
   }
-  p.MV = (p.M + LANES - 1) / LANES;
+  p.lanes = c->f32_lanes > 0 ? c->f32_lanes : 16;
+  p.max_acc = kiln_target_accumulators((int)p.lanes);
+  p.MV = (p.M + p.lanes - 1) / p.lanes;
   p.RO = p.MV % 2 == 0 ? 2 : 1;
-  p.RW = tile_width(p.OW, p.RO);
+  p.RW = tile_width(p.OW, p.RO, p.max_acc);
   return p;
 }
 
@@ -413,17 +417,17 @@ static conv_plan make_plan(const kiln_lower_ctx *c) {
 static void pack_weights(const kiln_lower_ctx *c, const conv_plan *p, int *wp, int *bp) {
   const kiln_tensor *w = kiln_lower_in(c, 1);
   const kiln_tensor *bias = kiln_has_input(c->node, 2) ? kiln_lower_in(c, 2) : NULL;
-  int64_t per_oc = p->C * p->KH * p->KW, numel = p->MV * per_oc * LANES;
+  int64_t per_oc = p->C * p->KH * p->KW, numel = p->MV * per_oc * p->lanes;
   float *packed = kiln_xcalloc((size_t)numel, sizeof(float));
   for (int64_t oc = 0; oc < p->M; oc++)
     for (int64_t k = 0; k < per_oc; k++)
-      packed[((oc / LANES) * per_oc + k) * LANES + oc % LANES] =
+      packed[((oc / p->lanes) * per_oc + k) * p->lanes + oc % p->lanes] =
           (float)kiln_tensor_get(w, oc * per_oc + k);
   *wp = kiln_lower_derived_weight(c, "wpacked", packed, numel);
   free(packed);
-  float *b = kiln_xcalloc((size_t)(p->MV * LANES), sizeof(float));
+  float *b = kiln_xcalloc((size_t)(p->MV * p->lanes), sizeof(float));
   for (int64_t oc = 0; bias && oc < p->M; oc++) b[oc] = (float)kiln_tensor_get(bias, oc);
-  *bp = kiln_lower_derived_weight(c, "bpacked", b, p->MV * LANES);
+  *bp = kiln_lower_derived_weight(c, "bpacked", b, p->MV * p->lanes);
   free(b);
 }
 
@@ -498,18 +502,18 @@ static int unrolled_for(kiln_lb *b, const char *name, int64_t n) {
 
 // (j * RO + r) * 16 + l
 static kiln_lexpr *acc_index(kiln_lb *b, const conv_plan *p, int j, int r, int l) {
-  return lx_madd(b, lx_madd(b, lx_var(b, j), p->RO, lx_var(b, r)), LANES, lx_var(b, l));
+  return lx_madd(b, lx_madd(b, lx_var(b, j), p->RO, lx_var(b, r)), p->lanes, lx_var(b, l));
 }
 
 // Output channel (ob * RO + r) * 16 + l.
 static kiln_lexpr *out_channel(kiln_lb *b, const conv_plan *p, const tile_vars *t, int r, int l) {
-  return lx_madd(b, lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r)), LANES, lx_var(b, l));
+  return lx_madd(b, lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r)), p->lanes, lx_var(b, l));
 }
 
 static void tile_init(const kiln_lower_ctx *c, const conv_plan *p, const tile_vars *t, int64_t rw) {
   kiln_lb *b = c->b;
   int j = unrolled_for(b, "j", rw), r = unrolled_for(b, "r", p->RO);
-  int l = kiln_lb_for_n(b, "l", LANES);
+  int l = kiln_lb_for_n(b, "l", p->lanes);
   kiln_lb_store_local(b, t->acc, acc_index(b, p, j, r, l),
                       lx_load(b, t->bp, out_channel(b, p, t, r, l)));
   for (int k = 0; k < 3; k++) kiln_lb_end_for(b);
@@ -529,12 +533,12 @@ static void tile_accumulate(const kiln_lower_ctx *c, const conv_plan *p, const t
              lx_mul(b, lx_var(b, kw), lx_int(b, p->dw)));
   kiln_lexpr *xi = lx_madd(b, lx_madd(b, plane, p->HP, ih), p->WP, iw);
   int xv = kiln_lb_decl(b, "xv", KILN_F32, lx_load(b, t->xp, xi));
-  int r = unrolled_for(b, "r", p->RO), l = kiln_lb_for_n(b, "l", LANES);
+  int r = unrolled_for(b, "r", p->RO), l = kiln_lb_for_n(b, "l", p->lanes);
   kiln_lexpr *tap = lx_madd(b, lx_madd(b, lx_var(b, ic), p->KH, lx_var(b, kh)), p->KW,
                             lx_var(b, kw));  // ic * kH * kW + kh * kW + kw
   kiln_lexpr *vec =
       lx_madd(b, lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r)), p->C * p->KH * p->KW, tap);
-  kiln_lexpr *wv = lx_load(b, t->wp, lx_madd(b, vec, LANES, lx_var(b, l)));
+  kiln_lexpr *wv = lx_load(b, t->wp, lx_madd(b, vec, p->lanes, lx_var(b, l)));
   kiln_lb_store_local(
       b, t->acc, acc_index(b, p, j, r, l),
       lx_muladd(b, lx_var(b, xv), wv, lx_local(b, t->acc, acc_index(b, p, j, r, l))));
@@ -546,12 +550,12 @@ static void tile_store(const kiln_lower_ctx *c, const conv_plan *p, const tile_v
                        kiln_lexpr *ow0, int64_t rw) {
   kiln_lb *b = c->b;
   int r = unrolled_for(b, "r", p->RO);
-  kiln_lexpr *lanes = lx_int(b, LANES);
-  if (p->M % LANES)  // the last vector is partly padding
+  kiln_lexpr *lanes = lx_int(b, p->lanes);
+  if (p->M % p->lanes)  // the last vector is partly padding
     lanes = lx_bin(
         b, LB_MIN, lanes,
         lx_bin(b, LB_SUB, lx_int(b, p->M),
-               lx_mul(b, lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r)), lx_int(b, LANES))));
+               lx_mul(b, lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r)), lx_int(b, p->lanes))));
   int l = kiln_lb_for(b, "l", lx_int(b, 0), lanes);
   int j = kiln_lb_for_n(b, "j", rw);
   kiln_lexpr *oc = out_channel(b, p, t, r, l);
@@ -565,7 +569,7 @@ static void tile_store(const kiln_lower_ctx *c, const conv_plan *p, const tile_v
 // One tile of rw columns starting at ow0 (an expression, cloned as needed).
 static void tile(const kiln_lower_ctx *c, const conv_plan *p, tile_vars *t, kiln_lexpr *ow0,
                  int64_t rw) {
-  t->acc = kiln_lb_decl_array(c->b, "acc", KILN_F32, rw * p->RO * LANES);
+  t->acc = kiln_lb_decl_array(c->b, "acc", KILN_F32, rw * p->RO * p->lanes);
   tile_init(c, p, t, rw);
   tile_accumulate(c, p, t, ow0, rw);
   tile_store(c, p, t, ow0, rw);
@@ -577,8 +581,8 @@ static void lower_blocked(const kiln_lower_ctx *c) {
   tile_vars t;
   pack_weights(c, &p, &t.wp, &t.bp);
   t.xp = plan_input(c, &p);
-  kiln_lb_comment(b, "blocked: %lld x 16 channels by %lld columns per tile%s", (long long)p.RO,
-                  (long long)p.RW,
+  kiln_lb_comment(b, "blocked: %lld x %lld channels by %lld columns per tile%s", (long long)p.RO,
+                  (long long)p.lanes, (long long)p.RW,
                   p.padded       ? ", padded input"
                   : p.subsampled ? ", subsampled input"
                                  : "");
