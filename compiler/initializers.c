@@ -54,6 +54,22 @@ void kiln_fe_error(kiln_diag *d, const char *fmt, ...) {
   if (msg != small) free(msg);
 }
 
+json_object *kiln_json_node(const char *op, const char *name, json_object *inputs,
+                            json_object *outputs) {
+  json_object *node = json_object_new_object();
+  json_object_object_add(node, "op", json_object_new_string(op));
+  json_object_object_add(node, "name", json_object_new_string(name));
+  json_object_object_add(node, "inputs", inputs);
+  json_object_object_add(node, "outputs", outputs);
+  return node;
+}
+
+json_object *kiln_json_strings(int n, const char *const *strings) {
+  json_object *a = json_object_new_array();
+  for (int i = 0; i < n; i++) json_object_array_add(a, json_object_new_string(strings[i]));
+  return a;
+}
+
 const char *kiln_json_describe(json_object *v, char *buf, int size) {
   switch (json_object_get_type(v)) {
     case json_type_null: snprintf(buf, (size_t)size, "null"); break;

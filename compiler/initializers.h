@@ -61,6 +61,12 @@ const char *kiln_json_describe(json_object *v, char *buf, int size);
 // integer or does not fit in int64.
 bool kiln_json_int64(json_object *v, int64_t *out);
 
+// A model node {"op", "name", "inputs", "outputs"} (docs/model-format.md); takes ownership of the
+// two arrays. kiln_json_strings: a JSON array of n strings.
+json_object *kiln_json_node(const char *op, const char *name, json_object *inputs,
+                            json_object *outputs);
+json_object *kiln_json_strings(int n, const char *const *strings);
+
 // Reads a finite number (integer or double) into *out. False otherwise (NaN, Infinity, 1e400).
 bool kiln_json_number(json_object *v, double *out);
 

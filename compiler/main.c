@@ -18,6 +18,7 @@
 #include "../ir/resource_limits.h"
 #include "../runtime/kiln_runtime.h"
 #include "autodiff/training.h"
+#include "cli.h"
 #include "compare.h"
 #include "frontend.h"
 #include "inspect.h"
@@ -114,23 +115,6 @@ static bool bad_flag(const char *msg, const char *arg) {
   return false;
 }
 
-// Matches "--name VALUE" and "--name=VALUE".
-static bool take_value(int argc, char **argv, int *i, const char *name, const char **value) {
-  size_t len = strlen(name);
-  if (strncmp(argv[*i], name, len) != 0) return false;
-  if (argv[*i][len] == '=') {
-    *value = argv[*i] + len + 1;
-    return true;
-  }
-  if (argv[*i][len] != '\0') return false;
-  if (*i + 1 >= argc) {
-    *value = NULL;
-    return true;
-  }
-  *value = argv[++*i];
-  return true;
-}
-
 // "--shape NAME=1x3x224x224" (NAME may itself contain '='; the last one separates).
 static bool parse_shape_flag(const char *v, cli *c) {
   const char *eq = v ? strrchr(v, '=') : NULL;
@@ -216,30 +200,30 @@ static int parse_quant_flag(int argc, char **argv, int *i, cli *c) {
   kiln_quant_options *q = c->quant;
   double x;
   bool ok = true;
-  if (take_value(argc, argv, i, "--quantize", &v)) {
+  if (kiln_cli_value(argc, argv, i, "--quantize", &v)) {
     ok = v && strcmp(v, "int8") == 0;
     if (!ok) bad_flag("--quantize supports int8, got", v ? v : "nothing");
     c->quantize = v;
-  } else if (take_value(argc, argv, i, "--calibrate", &v)) {
+  } else if (kiln_cli_value(argc, argv, i, "--calibrate", &v)) {
     ok = kiln_quant_parse_files(v, q);
-  } else if (take_value(argc, argv, i, "--calib-method", &v)) {
+  } else if (kiln_cli_value(argc, argv, i, "--calib-method", &v)) {
     ok = v && kiln_calib_method_parse(v, &q->method);
     if (!ok)
       bad_flag("--calib-method expects minmax, percentile or entropy, got", v ? v : "nothing");
-  } else if (take_value(argc, argv, i, "--calib-percentile", &v)) {
+  } else if (kiln_cli_value(argc, argv, i, "--calib-percentile", &v)) {
     ok = parse_number("--calib-percentile expects a number in (50, 100], got", v, 100, &x) &&
          (x > 50 || !bad_flag("--calib-percentile expects a number in (50, 100], got", v));
     q->percentile = x;
-  } else if (take_value(argc, argv, i, "--calib-samples", &v)) {
+  } else if (kiln_cli_value(argc, argv, i, "--calib-samples", &v)) {
     ok = parse_number("--calib-samples expects a positive count, got", v, 1e12, &x);
     q->max_samples = (int64_t)x;
-  } else if (take_value(argc, argv, i, "--quant-min-sqnr", &v)) {
+  } else if (kiln_cli_value(argc, argv, i, "--quant-min-sqnr", &v)) {
     ok = parse_number("--quant-min-sqnr expects a positive number of dB, got", v, 1000, &x);
     q->min_sqnr = x;
-  } else if (take_value(argc, argv, i, "--quant-report", &v)) {
+  } else if (kiln_cli_value(argc, argv, i, "--quant-report", &v)) {
     ok = v || !bad_flag("missing value for", a);
     q->report = v;
-  } else if (take_value(argc, argv, i, "--quant-skip", &v)) {
+  } else if (kiln_cli_value(argc, argv, i, "--quant-skip", &v)) {
     for (const char *s = v; ok && s && *s;) {
       size_t len = strcspn(s, ",");
       char *name = strndup(s, len);
@@ -274,16 +258,16 @@ static bool parse_args(int argc, char **argv, cli *c) {
     int quant = parse_quant_flag(argc, argv, &i, c);
     if (quant < 0) return false;
     if (quant > 0) continue;
-    if (take_value(argc, argv, &i, "--shape", &v)) {
+    if (kiln_cli_value(argc, argv, &i, "--shape", &v)) {
       if (!parse_shape_flag(v, c)) return false;
       continue;
     }
-    if (take_value(argc, argv, &i, "--freeze-input", &v)) {
+    if (kiln_cli_value(argc, argv, &i, "--freeze-input", &v)) {
       if (!parse_freeze_flag(v, c)) return false;
       continue;
     }
-    if (take_value(argc, argv, &i, "--disable-pass", &v) ||
-        take_value(argc, argv, &i, "--passes", &v)) {
+    if (kiln_cli_value(argc, argv, &i, "--disable-pass", &v) ||
+        kiln_cli_value(argc, argv, &i, "--passes", &v)) {
       bool set = strncmp(a, "--passes", 8) == 0;
       if (!v) return bad_flag("missing value for", a);
       if (!set && !kiln_pass_optional(v)) return bad_flag("not a pass that can be turned off", v);
@@ -294,19 +278,20 @@ static bool parse_args(int argc, char **argv, cli *c) {
         c->disabled[c->n_disabled++] = v;
       continue;
     }
-    if (take_value(argc, argv, &i, "--runs", &v) || take_value(argc, argv, &i, "--threads", &v)) {
+    if (kiln_cli_value(argc, argv, &i, "--runs", &v) ||
+        kiln_cli_value(argc, argv, &i, "--threads", &v)) {
       char *end = NULL;
       long n = v ? strtol(v, &end, 10) : 0;
       if (!v || *end || n < 1 || n > 100000) return bad_flag("expected a positive count after", a);
       *(strncmp(a, "--runs", 6) == 0 ? &c->compare.runs : &c->compare.threads) = (int)n;
       continue;
     }
-    if (take_value(argc, argv, &i, "--format", &v)) {
+    if (kiln_cli_value(argc, argv, &i, "--format", &v)) {
       if (!v) return bad_flag("missing value for", a);
       c->compare.format = v;
       continue;
     }
-    if (take_value(argc, argv, &i, "--limits", &v)) {  // ir/resource_limits.h
+    if (kiln_cli_value(argc, argv, &i, "--limits", &v)) {  // ir/resource_limits.h
       char err[256];
       if (!v) return bad_flag("missing value for", a);
       if (!kiln_limits_set(v, err, sizeof err)) return bad_flag(err, "in --limits");
@@ -332,25 +317,26 @@ static bool parse_args(int argc, char **argv, cli *c) {
       matched = false;
     if (matched) continue;
     const char **slot = NULL;
-    if (take_value(argc, argv, &i, "-o", &v) || take_value(argc, argv, &i, "--output-dir", &v))
+    if (kiln_cli_value(argc, argv, &i, "-o", &v) ||
+        kiln_cli_value(argc, argv, &i, "--output-dir", &v))
       slot = &c->out;
-    else if (take_value(argc, argv, &i, "--target", &v))
+    else if (kiln_cli_value(argc, argv, &i, "--target", &v))
       slot = &c->target;
-    else if (take_value(argc, argv, &i, "--cc", &v))
+    else if (kiln_cli_value(argc, argv, &i, "--cc", &v))
       slot = &c->cc;
-    else if (take_value(argc, argv, &i, "--weights", &v))
+    else if (kiln_cli_value(argc, argv, &i, "--weights", &v))
       slot = &c->load.weights_file;
-    else if (take_value(argc, argv, &i, "--cflags", &v))
+    else if (kiln_cli_value(argc, argv, &i, "--cflags", &v))
       slot = &c->cflags;
-    else if (take_value(argc, argv, &i, "--dump-ir-after", &v))
+    else if (kiln_cli_value(argc, argv, &i, "--dump-ir-after", &v))
       slot = &c->dump_after;
-    else if (take_value(argc, argv, &i, "--after", &v))
+    else if (kiln_cli_value(argc, argv, &i, "--after", &v))
       slot = &c->after;
-    else if (take_value(argc, argv, &i, "--backend", &v))
+    else if (kiln_cli_value(argc, argv, &i, "--backend", &v))
       slot = &c->backend;
-    else if (take_value(argc, argv, &i, "--emit", &v))
+    else if (kiln_cli_value(argc, argv, &i, "--emit", &v))
       slot = &c->emit;
-    else if (take_value(argc, argv, &i, "--distributed", &v))
+    else if (kiln_cli_value(argc, argv, &i, "--distributed", &v))
       slot = &c->distributed;
     if (slot) {
       if (!v) return bad_flag("missing value for", a);
@@ -694,9 +680,9 @@ static int cmd_run(int argc, char **argv) {
     const char *v = NULL;
     if (strcmp(argv[i], "--jit") == 0) {
       jit = true;
-    } else if (take_value(argc, argv, &i, "--shape", &v)) {
+    } else if (kiln_cli_value(argc, argv, &i, "--shape", &v)) {
       if (!parse_shape_flag(v, &shapes)) return free_shape_flags(&shapes), KILN_EXIT_BAD_INPUT;
-    } else if (take_value(argc, argv, &i, "--freeze-input", &v)) {
+    } else if (kiln_cli_value(argc, argv, &i, "--freeze-input", &v)) {
       if (!parse_freeze_flag(v, &shapes)) return free_shape_flags(&shapes), KILN_EXIT_BAD_INPUT;
     } else {
       argv[kept++] = argv[i];

@@ -30,11 +30,7 @@ static kiln_graph *load_text(const char *json) {
 static kiln_graph *load_sample(int i) {
   char model[512];
   sample_model(&samples[i], model, sizeof(model));
-  kiln_diag d;
-  kiln_diag_init(&d, model);
-  kiln_graph *g = kiln_load_model(model, &d);
-  cr_assert(g);
-  return g;
+  return model_or_fail(model);
 }
 
 static void compile_all(kiln_compilation *c, kiln_graph *g) {

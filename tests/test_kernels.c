@@ -77,14 +77,6 @@ static char *write_text(const char *dir, const char *name, const char *text) {
   return path;
 }
 
-static kiln_graph *load(const char *path) {
-  kiln_diag d;
-  kiln_diag_init(&d, path);
-  kiln_graph *g = kiln_load_model(path, &d);
-  cr_assert(g, "%s does not load", path);
-  return g;
-}
-
 // Runs the pipeline up to and including `stop` (NULL: all of it).
 // Blocked for AVX-512's 16 f32 lanes unless lanes says otherwise (not this machine's width).
 static int lanes = 16;
@@ -111,7 +103,7 @@ Test(kernels, fuse_epilogue_folds_relu_and_residual) {
   char *dir = make_temp_dir(), *json = block_model(false);
   char *model = write_text(dir, "block.json", json);
   kiln_compilation c;
-  compile_until(&c, load(model), "fuse-epilogue");
+  compile_until(&c, model_or_fail(model), "fuse-epilogue");
   const kiln_graph *g = c.g;
   // Expected: conv1 = FusedConv(x, w1, b1, activation Relu) -> r1;
   //           conv2 = FusedConv(r1, w2, -, r1, activation Relu) -> y;  conv3 = Conv -> t.
@@ -144,7 +136,7 @@ Test(kernels, fuse_epilogue_keeps_a_conv_output_read_twice) {
   char *dir = make_temp_dir(), *json = block_model(true);
   char *model = write_text(dir, "block.json", json);
   kiln_compilation c;
-  kiln_graph *g = load(model);
+  kiln_graph *g = model_or_fail(model);
   compile_until(&c, g, "fuse-epilogue");
   cr_expect_eq(node_named(c.g, "conv2")->op, KILN_OP_Conv);
   cr_expect(node_named(c.g, "add"), "the Add was fused although c2 is an output");
@@ -156,7 +148,7 @@ Test(kernels, fuse_epilogue_keeps_a_conv_output_read_twice) {
 // The loop IR of the model at `path` after the whole pipeline, as text (caller frees).
 static char *compiled_loop_ir(const char *path) {
   kiln_compilation c;
-  compile_until(&c, load(path), NULL);
+  compile_until(&c, model_or_fail(path), NULL);
   char *text = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&text, &len);
@@ -285,7 +277,7 @@ Test(kernels, targets_and_fusion_agree_with_interpreter, .timeout = 600) {
   kiln_array x = block_input(), want[2] = {{0}};
   char err[256];
   cr_assert_eq(kiln_npy_write(xpath, &x, err, sizeof err), 0, "%s", err);
-  kiln_graph *g = load(model);
+  kiln_graph *g = model_or_fail(model);
   kiln_diag d;
   kiln_diag_init(&d, model);
   cr_assert(kiln_interp_run(g, &x, want, &d));

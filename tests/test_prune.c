@@ -144,14 +144,6 @@ static kiln_array run_model(const kiln_graph *g, const kiln_array *x) {
   return y;
 }
 
-static kiln_graph *load_or_fail(const char *path) {
-  kiln_diag d;
-  kiln_diag_init(&d, path);
-  kiln_graph *g = kiln_load_model(path, &d);
-  cr_assert(g, "%s does not load", path);
-  return g;
-}
-
 static void expect_shape(const kiln_safetensors *st, const char *name, int rank,
                          const int64_t *dims) {
   const kiln_st_entry *e = entry(st, name);
@@ -207,7 +199,7 @@ static void zero_rows(kiln_graph *g, const char *param, int64_t row, int64_t row
 // The original model with the removed filters zeroed by this test (their weights and biases, and
 // bn1's beta and running mean for conv1's channels).
 static kiln_graph *zeroed_original(void) {
-  kiln_graph *g = load_or_fail(NET_MODEL);
+  kiln_graph *g = model_or_fail(NET_MODEL);
   kiln_safetensors k = read_st(NET "/kept.safetensors");
   for (int64_t f = 0; f < 6; f++) {
     if (kept(&k, "conv1", f)) continue;
@@ -232,7 +224,7 @@ Test(prune, structured_filters_shrink_the_network) {
   check_kept_conv1(&orig, &pruned);
 
   kiln_array x = read_npy_or_fail(NET "/x.npy"), want = read_npy_or_fail(NET "/y_zeroed.npy");
-  kiln_graph *small = load_or_fail(model), *zeroed = zeroed_original();
+  kiln_graph *small = model_or_fail(model), *zeroed = zeroed_original();
   kiln_array y = run_model(small, &x), y_ref = run_model(zeroed, &x);
   char why[256];
   cr_expect(arrays_close(&y, &want, 1e-5, 1e-5, why, sizeof why), "vs PyTorch: %s", why);
@@ -379,7 +371,7 @@ Test(prune, onnx_models_prune_too) {
   const char *args[] = {"--sparsity", "0.5", "--structured", "filters", NULL};
   prune_ok(KILN_SOURCE_DIR "/tests/onnx/fixtures/tiny_conv.onnx", "o.json", args);
   char *out = path_join(dir, "o.json");
-  kiln_graph *g = load_or_fail(out);
+  kiln_graph *g = model_or_fail(out);
   int64_t params = 0;
   for (int t = 0; t < g->n_tensors; t++)
     if (g->tensors[t].kind == KILN_TENSOR_PARAM) params += kiln_shape_numel(&g->tensors[t].shape);

@@ -179,6 +179,14 @@ double mean_logged_loss(const char *log, int from, int to) {
   return sum / (to - from);
 }
 
+struct kiln_graph *model_or_fail(const char *path) {
+  kiln_diag d;
+  kiln_diag_init(&d, path);
+  kiln_graph *g = kiln_load_model(path, &d);
+  cr_assert(g, "%s does not load", path);
+  return g;
+}
+
 struct kiln_graph *training_graph_or_fail(const char *model) {
   kiln_training tr;
   kiln_load_options o = {.training = &tr};

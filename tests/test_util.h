@@ -57,6 +57,9 @@ void check_leaks(void);
 // Reads an .npy or aborts the test with a message.
 kiln_array read_npy_or_fail(const char *path);
 
+// Loads a model (JSON or ONNX) or fails the test naming it.
+struct kiln_graph *model_or_fail(const char *path);
+
 // Loads `model` with its training section and builds the training graph, or fails the test.
 struct kiln_graph *training_graph_or_fail(const char *model);
 // A safetensors entry (the expected values) against `got`, raw data of its dtype and shape:

@@ -12,6 +12,7 @@ numpy.save, and model JSON is written in a stable, diff-friendly layout (one par
 
 import json
 import os
+import shutil
 import struct
 
 import numpy as np
@@ -152,7 +153,6 @@ def write_op_case(name, op, inputs, attrs, outputs, doc):
     """One golden op case for tests/test_ops.c: tests/goldens/ops/NAME/ with model.json (a single
     node OP over the inputs, named as given, with attrs), INPUT.npy per input and OUTPUT.npy per
     output. inputs and outputs: lists of (name, array). Returns the cases*.txt line."""
-    import shutil
     d = os.path.join(repo_root(), "tests", "goldens", "ops", name)
     shutil.rmtree(d, ignore_errors=True)
     def decl(k, v):

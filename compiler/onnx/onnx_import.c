@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../initializers.h"
 #include "../ops/op.h"
 #include "onnx_import.h"
 #include "onnx_internal.h"
@@ -458,15 +459,9 @@ static void output_through_identity(importer *im, const char *name) {
         json_object_object_add(in, "name", json_object_new_string(renamed));
     }
   }
-  json_object *node = json_object_new_object(), *ins = json_object_new_array(),
-              *outs = json_object_new_array();
-  json_object_array_add(ins, json_object_new_string(renamed));
-  json_object_array_add(outs, json_object_new_string(name));
-  json_object_object_add(node, "op", json_object_new_string("Identity"));
-  json_object_object_add(node, "name", json_object_new_string(renamed));
-  json_object_object_add(node, "inputs", ins);
-  json_object_object_add(node, "outputs", outs);
-  json_object_array_add(im->nodes, node);
+  const char *in[1] = {renamed}, *out[1] = {name};
+  json_object_array_add(im->nodes, kiln_json_node("Identity", renamed, kiln_json_strings(1, in),
+                                                  kiln_json_strings(1, out)));
 }
 
 static void produce_unproduced_outputs(importer *im) {
@@ -844,11 +839,7 @@ static void import_node(importer *im, const Onnx__NodeProto *n, size_t i) {
   json_object *attrs = node_attrs(im, n, name, where);
   apply_opset_rules(im, op, name, attrs, ins, outs);
   json_object *after = batch_major_recurrent(im, op, name, attrs, ins, outs);
-  json_object *node = json_object_new_object();
-  json_object_object_add(node, "op", json_object_new_string(op));
-  json_object_object_add(node, "name", json_object_new_string(name));
-  json_object_object_add(node, "inputs", ins);
-  json_object_object_add(node, "outputs", outs);
+  json_object *node = kiln_json_node(op, name, ins, outs);
   json_object_object_add(node, "attrs", attrs);  // dropped below if still empty
   json_object_array_add(im->nodes, node);
   if (!json_object_object_length(attrs)) json_object_object_del(node, "attrs");

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../autodiff/training.h"
+#include "../cli.h"
 #include "../frontend.h"
 #include "../inspect.h"
 #include "../onnx/onnx_import.h"
@@ -22,19 +23,6 @@ static int bad_usage(const char *flag, const char *value, const char *expected) 
   fprintf(stderr, "kiln prune: %s%s%s: expected %s\n%s", flag, value ? " " : "", value ? value : "",
           expected, usage_text);
   return KILN_EXIT_BAD_INPUT;
-}
-
-// "--name VALUE" or "--name=VALUE"; *value is NULL when the value is missing.
-static bool flag_value(int argc, char **argv, int *i, const char *name, const char **value) {
-  size_t len = strlen(name);
-  if (strncmp(argv[*i], name, len) != 0) return false;
-  if (argv[*i][len] == '=') {
-    *value = argv[*i] + len + 1;
-    return true;
-  }
-  if (argv[*i][len] != '\0') return false;
-  *value = *i + 1 < argc ? argv[++*i] : NULL;
-  return true;
 }
 
 static bool parse_sparsity(const char *v, double *out) {
@@ -63,19 +51,19 @@ static int parse_flag(int argc, char **argv, int *i, kiln_prune_options *o, bool
     *scope_given = true;
   } else if (strcmp(a, "--no-mask") == 0) {
     o->mask = false;
-  } else if (flag_value(argc, argv, i, "--sparsity", &v)) {
+  } else if (kiln_cli_value(argc, argv, i, "--sparsity", &v)) {
     if (!parse_sparsity(v, &o->sparsity)) return bad_usage("--sparsity", v, "a number in [0, 1)");
-  } else if (flag_value(argc, argv, i, "--structured", &v)) {
+  } else if (kiln_cli_value(argc, argv, i, "--structured", &v)) {
     if (!v || strcmp(v, "filters") != 0) return bad_usage("--structured", v, "'filters'");
     o->structured = true;
-  } else if (flag_value(argc, argv, i, "--weights", &v)) {
+  } else if (kiln_cli_value(argc, argv, i, "--weights", &v)) {
     if (!v || !ends_with(v, ".safetensors"))
       return bad_usage("--weights", v, "a .safetensors file");
     o->weights = v;
-  } else if (flag_value(argc, argv, i, "--report", &v)) {
+  } else if (kiln_cli_value(argc, argv, i, "--report", &v)) {
     if (!v || !*v) return bad_usage("--report", v, "a file name");
     o->report = v;
-  } else if (flag_value(argc, argv, i, "-o", &v)) {
+  } else if (kiln_cli_value(argc, argv, i, "-o", &v)) {
     if (!v || !ends_with(v, ".json")) return bad_usage("-o", v, "a .json file name");
     o->out = v;
   } else if (a[0] == '-' || o->model) {

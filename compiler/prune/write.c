@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../initializers.h"
 #include "../onnx/onnx_import.h"
 #include "prune_internal.h"
 
@@ -120,16 +121,9 @@ static void add_mask(prune_ctx *c, json_object *doc, int t, param_list *p) {
   kiln_array a = tensor_array(w, data);
   add_param(p, mask, &a);
 
-  json_object *node = json_object_new_object(), *in = json_object_new_array(),
-              *out = json_object_new_array();
-  json_object_array_add(in, json_object_new_string(w->name));
-  json_object_array_add(in, json_object_new_string(mask));
-  json_object_array_add(out, json_object_new_string(masked));
-  json_object_object_add(node, "op", json_object_new_string("Mul"));
-  json_object_object_add(node, "name", json_object_new_string(mask));
-  json_object_object_add(node, "inputs", in);
-  json_object_object_add(node, "outputs", out);
-  json_object_array_add(nodes, node);
+  const char *ins[2] = {w->name, mask}, *outs[1] = {masked};
+  json_object_array_add(
+      nodes, kiln_json_node("Mul", mask, kiln_json_strings(2, ins), kiln_json_strings(1, outs)));
   free(mask);
   free(masked);
 }
