@@ -14,6 +14,7 @@
 #include "../runtime/kiln_runtime.h"
 #include "frontend.h"
 #include "interp.h"
+#include "measure.h"
 #include "passes/pipeline.h"
 
 enum { MAX_VARIANTS = 24, MAX_IO = 16 };
@@ -39,34 +40,6 @@ typedef struct session {
 
 // ---- inputs and the reference ----
 
-static uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-// A seeded N(0, 1) array for float inputs, zeros otherwise (valid indices and labels).
-static void random_input(const kiln_tensor *t, uint64_t seed, kiln_array *a) {
-  memset(a, 0, sizeof(*a));
-  a->dtype = (int)t->dtype;
-  a->rank = t->shape.rank;
-  memcpy(a->shape, t->shape.dim, sizeof(int64_t) * (size_t)t->shape.rank);
-  int64_t n = kiln_shape_numel(&t->shape);
-  a->nbytes = (size_t)n * kiln_dtype_size(t->dtype);
-  a->data = kiln_aligned_alloc(a->nbytes ? a->nbytes : 1);
-  if (!a->data) abort();
-  memset(a->data, 0, a->nbytes);
-  if (!kiln_dtype_is_float(t->dtype)) return;
-  for (int64_t i = 0; i < n; i++) {
-    // Two SplitMix64 draws per element -> Box-Muller.
-    uint64_t z1 = splitmix64(seed * 0x100000001b3ULL + 2 * (uint64_t)i);
-    uint64_t z2 = splitmix64(seed * 0x100000001b3ULL + 2 * (uint64_t)i + 1);
-    double u1 = ((double)(z1 >> 11) + 0.5) * 0x1p-53, u2 = (double)(z2 >> 11) * 0x1p-53;
-    kiln_element_set(a->data, a->dtype, i, sqrt(-2 * log(u1)) * cos(2 * M_PI * u2));
-  }
-}
-
 static bool prepare_inputs(session *s, const kiln_graph *g) {
   kiln_array in[MAX_IO];
   s->n_inputs = g->n_inputs;
@@ -78,7 +51,7 @@ static bool prepare_inputs(session *s, const kiln_graph *g) {
   bool ok = true;
   for (int i = 0; i < g->n_inputs && ok; i++) {
     const kiln_tensor *t = &g->tensors[g->inputs[i]];
-    random_input(t, 1234 + (uint64_t)i, &in[i]);
+    kiln_measure_random_input(t, 1234 + (uint64_t)i, &in[i]);
     char path[400], err[512];
     snprintf(path, sizeof(path), "%s/in%d.npy", s->dir, i);
     snprintf(s->in_flags[i], sizeof(s->in_flags[i]), "%s=%s", t->name, path);
@@ -161,31 +134,6 @@ static bool build_variant(const session *s, variant *v, const char *exe) {
   return ok;
 }
 
-// Runs argv, returning its stdout in out[size]; false if it fails.
-static bool run_capture(char *const argv[], char *out, size_t size) {
-  int fd[2];
-  if (pipe(fd)) return false;
-  pid_t pid = fork();
-  if (pid < 0) return false;
-  if (pid == 0) {
-    dup2(fd[1], 1);
-    close(fd[0]);
-    close(fd[1]);
-    execv(argv[0], argv);
-    _exit(127);
-  }
-  close(fd[1]);
-  size_t used = 0;
-  ssize_t n;
-  while ((n = read(fd[0], out + used, size - 1 - used)) > 0) used += (size_t)n;
-  out[used] = '\0';
-  close(fd[0]);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
 static bool run_variant(const session *s, variant *v, const char *exe) {
   char *argv[4 * MAX_IO + 8];
   int n = 0;
@@ -204,10 +152,8 @@ static bool run_variant(const session *s, variant *v, const char *exe) {
   }
   argv[n] = NULL;
   char out[4096];
-  if (!run_capture(argv, out, sizeof(out))) return false;
-  const char *m = strstr(out, "median_ms=");
-  if (!m) return false;
-  v->median_ms = strtod(m + strlen("median_ms="), NULL);
+  if (!kiln_measure_run(argv, out, sizeof(out)) || !kiln_measure_median_ms(out, &v->median_ms))
+    return false;
   struct stat st;
   v->binary_bytes = stat(exe, &st) == 0 ? (int64_t)st.st_size : -1;
   return true;

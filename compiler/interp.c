@@ -55,15 +55,20 @@ static void run_node(const kiln_graph *g, const kiln_node *n, double **values) {
   }
 }
 
-static void make_output(const kiln_tensor *t, const double *v, kiln_array *a) {
+void kiln_array_like(const kiln_tensor *t, kiln_array *a) {
   memset(a, 0, sizeof(*a));
   a->dtype = (int)t->dtype;
   a->rank = t->shape.rank;
   memcpy(a->shape, t->shape.dim, sizeof(int64_t) * (size_t)t->shape.rank);
-  int64_t n = kiln_shape_numel(&t->shape);
-  a->nbytes = (size_t)n * kiln_dtype_size(t->dtype);
+  a->nbytes = (size_t)kiln_shape_numel(&t->shape) * kiln_dtype_size(t->dtype);
   a->data = kiln_aligned_alloc(a->nbytes ? a->nbytes : 1);
   if (!a->data) abort();
+  memset(a->data, 0, a->nbytes);
+}
+
+static void make_output(const kiln_tensor *t, const double *v, kiln_array *a) {
+  kiln_array_like(t, a);
+  int64_t n = kiln_shape_numel(&t->shape);
   for (int64_t i = 0; i < n; i++) kiln_element_set(a->data, a->dtype, i, v[i]);
 }
 

@@ -20,4 +20,7 @@ typedef void (*kiln_interp_observer)(const kiln_graph *g, int tensor, const doub
 bool kiln_interp_run_observed(const kiln_graph *g, const kiln_array *inputs, kiln_array *outputs,
                               kiln_diag *d, kiln_interp_observer observe, void *ctx);
 
+// A zeroed array of t's dtype and shape (64-byte aligned; aborts when out of memory).
+void kiln_array_like(const kiln_tensor *t, kiln_array *a);
+
 #endif

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../backends/backend.h"
 #include "../ir/resource_limits.h"
@@ -27,6 +28,7 @@
 #include "passes/pipeline.h"
 #include "prune/prune.h"
 #include "quant/ptq.h"
+#include "tune/tune.h"
 
 #ifndef KILN_VERSION
 #define KILN_VERSION "0.1.0"
@@ -37,7 +39,7 @@ static void usage(FILE *out) {
       "usage:\n"
       "  kiln compile MODEL.json -o DIR [--embed-weights] [COMMON]\n"
       "  kiln build   MODEL.json -o EXE [--target native|avx512|avx2|generic] [--embed-weights]\n"
-      "               [--cc CC] [--cflags FLAGS] [--keep-sources] [COMMON]\n"
+      "               [--cc CC] [--cflags FLAGS] [--keep-sources] [--tune SECONDS] [COMMON]\n"
       "  kiln run     MODEL.json --input [NAME=]X.npy ... --output [NAME=]Y.npy ... [--bench N]\n"
       "  kiln inspect MODEL.json [--json | --dot] [--after PASS] [COMMON]\n"
       "  kiln import  MODEL.onnx -o OUT.json [--shape NAME=DxDx...] [--freeze-input NAME=X.npy]\n"
@@ -68,6 +70,9 @@ static void usage(FILE *out) {
       "                              Reshape shape or Slice starts fed as an input; repeatable)\n"
       "        --disable-pass=PASS   turn an optimization pass off (repeatable)\n"
       "        -v                    per-pass timing\n"
+      "        --tune-cache FILE     tuned tiles (kiln build --tune SECONDS measures them on this\n"
+      "                              machine; later builds reuse them); default\n"
+      "                              $KILN_TUNE_CACHE or ~/.cache/kiln/tuning.txt; 'none': off\n"
       "        --limits KEY=SIZE,...  resource limits: model-bytes, tensor-bytes, total-bytes,\n"
       "                              nodes (also the KILN_LIMITS environment variable)\n"
       "exit status: 0 ok, 2 bad input, 1 internal error\n",
@@ -96,6 +101,9 @@ typedef struct cli {
   const char *quantize;          // --quantize int8 (docs/quantization.md)
   kiln_quant_options *quant;     // --calibrate, --calib-method, --quant-report, --quant-skip, ...
   bool quant_flags;              // one of those was given
+  double tune_seconds;           // kiln build --tune SECONDS (0: no tuning)
+  const char *tune_cache;        // --tune-cache FILE|none (NULL: the default cache)
+  kiln_tuning *tuning;           // the cache's tiles, loaded before compiling
 } cli;
 
 typedef struct train_build {
@@ -286,6 +294,15 @@ static bool parse_args(int argc, char **argv, cli *c) {
       *(strncmp(a, "--runs", 6) == 0 ? &c->compare.runs : &c->compare.threads) = (int)n;
       continue;
     }
+    if (kiln_cli_value(argc, argv, &i, "--tune", &v)) {
+      char *end = NULL;
+      double seconds = v ? strtod(v, &end) : 0;
+      if (!v || *end || !(seconds > 0 && seconds <= 86400))
+        return bad_flag("--tune expects a time budget in seconds (0 < S <= 86400), got",
+                        v ? v : "nothing");
+      c->tune_seconds = seconds;
+      continue;
+    }
     if (kiln_cli_value(argc, argv, &i, "--format", &v)) {
       if (!v) return bad_flag("missing value for", a);
       c->compare.format = v;
@@ -324,6 +341,8 @@ static bool parse_args(int argc, char **argv, cli *c) {
       slot = &c->target;
     else if (kiln_cli_value(argc, argv, &i, "--cc", &v))
       slot = &c->cc;
+    else if (kiln_cli_value(argc, argv, &i, "--tune-cache", &v))
+      slot = &c->tune_cache;
     else if (kiln_cli_value(argc, argv, &i, "--weights", &v))
       slot = &c->load.weights_file;
     else if (kiln_cli_value(argc, argv, &i, "--cflags", &v))
@@ -457,6 +476,14 @@ static bool check_train_flags(const cli *a) {
   return true;
 }
 
+static bool check_tune_flags(const cli *a) {
+  if (a->tune_seconds > 0 && strcmp(a->cmd, "build") != 0)
+    return bad_flag("--tune times built binaries; it belongs to", "kiln build");
+  if (a->tune_seconds > 0 && use_llvm(a))
+    return bad_flag("--tune measures the C backend's kernels; not with", "--backend llvm");
+  return true;
+}
+
 static int compile_model_once(const cli *a, kiln_compilation *c) {
   memset(c, 0, sizeof(*c));
   kiln_diag d;
@@ -482,6 +509,7 @@ static int compile_model_once(const cli *a, kiln_compilation *c) {
   c->verbose = a->verbose;
   c->stop_after = a->after;
   c->quant = a->quantize ? a->quant : NULL;
+  c->tuning = a->tuning;
   for (int i = 0; i < a->n_disabled; i++) c->disabled[c->n_disabled++] = a->disabled[i];
   if (!kiln_compile_pipeline(c, &d)) return d.errors ? KILN_EXIT_BAD_INPUT : KILN_EXIT_INTERNAL;
   if (a->tb) describe_training(&a->tb->training, &a->tb->info, &a->tb->shapes, c->g);
@@ -534,10 +562,53 @@ static int cmd_compile(const cli *a) {
   return rc;
 }
 
+// ---- kiln build --tune: measure the tunable kernels' tiles, cache them, compile again ----
+
+// The cache's path, or NULL for none (--tune-cache none, KILN_TUNE_CACHE=none, no $HOME).
+static const char *tune_cache_path(const cli *a, char *buf, size_t size) {
+  const char *path = a->tune_cache ? a->tune_cache : kiln_tuning_default_path(buf, size);
+  return path && strcmp(path, "none") != 0 ? path : NULL;
+}
+
+// Loads the cache into a->tuning; false (after reporting) if it is malformed.
+static bool load_tuning(const cli *a) {
+  char buf[1024], err[1200];
+  const char *path = tune_cache_path(a, buf, sizeof(buf));
+  if (!path || kiln_tuning_load(a->tuning, path, err, sizeof(err))) return true;
+  fprintf(stderr, "kiln: %s (remove the file or pass --tune-cache none)\n", err);
+  return false;
+}
+
+static int tune_and_recompile(const cli *a, kiln_compilation *c) {
+  kiln_diag d;
+  kiln_diag_init(&d, a->model);
+  kiln_tune_options o = {.seconds = a->tune_seconds,
+                         .target = a->target,
+                         .f32_lanes = c->f32_lanes,
+                         .cc = a->cc,
+                         .progress = isatty(2)};
+  kiln_tune_result r;
+  if (!kiln_tune(c->g, &o, a->tuning, &r, &d)) return KILN_EXIT_INTERNAL;
+  char buf[1024], err[1200];
+  const char *path = tune_cache_path(a, buf, sizeof(buf));
+  fprintf(stderr,
+          "kiln: --tune: %d tunable kernels: %d cached, %d tuned now (%d builds, %.1f s)%s\n",
+          r.kernels, r.cached, r.tuned, r.candidates, r.seconds,
+          r.cached + r.tuned < r.kernels ? "; the rest keep analytical tiles (time budget)" : "");
+  if (r.tuned && path && !kiln_tuning_save(a->tuning, path, err, sizeof(err)))
+    fprintf(stderr, "kiln: warning: could not save the tuning cache: %s\n", err);
+  else if (r.tuned && path)
+    fprintf(stderr, "kiln: --tune: choices cached in %s\n", path);
+  if (!r.tuned) return KILN_EXIT_OK;
+  kiln_compilation_free(c);
+  return compile_model(a, c);
+}
+
 static int cmd_build(const cli *a) {
   if (!a->out) return bad_flag("missing -o EXE for", "build"), KILN_EXIT_BAD_INPUT;
   kiln_compilation c;
   int rc = compile_model(a, &c);
+  if (rc == KILN_EXIT_OK && a->tune_seconds > 0) rc = tune_and_recompile(a, &c);
   if (rc == KILN_EXIT_OK) {
     kiln_diag d;
     kiln_diag_init(&d, a->out);
@@ -731,7 +802,7 @@ static int cmd_compare(const cli *a) {
 
 static int cmd_passes(void) {
   for (const kiln_pass *p = kiln_pipeline; p->name; p++)
-    printf("%-14s %s%s\n", p->name, p->doc, p->required ? " (required)" : "");
+    printf("%-16s %s%s\n", p->name, p->doc, p->required ? " (required)" : "");
   return KILN_EXIT_OK;
 }
 
@@ -745,7 +816,8 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "passes") == 0) return cmd_passes();
   if (strcmp(argv[1], "prune") == 0) return kiln_prune_main(argc - 1, argv + 1);
   kiln_quant_options quant = {0};
-  cli a = {.cmd = argv[1], .opt_level = -1, .quant = &quant};
+  kiln_tuning tuning = {0};
+  cli a = {.cmd = argv[1], .opt_level = -1, .quant = &quant, .tuning = &tuning};
   int (*cmd)(const cli *) = strcmp(a.cmd, "compile") == 0   ? cmd_compile
                             : strcmp(a.cmd, "build") == 0   ? cmd_build
                             : strcmp(a.cmd, "inspect") == 0 ? cmd_inspect
@@ -758,7 +830,8 @@ int main(int argc, char **argv) {
     return KILN_EXIT_BAD_INPUT;
   }
   int rc = KILN_EXIT_BAD_INPUT;
-  if (parse_args(argc, argv, &a) && check_train_flags(&a)) {
+  if (parse_args(argc, argv, &a) && check_train_flags(&a) && check_tune_flags(&a) &&
+      load_tuning(&a)) {
     train_build tb = {0};
     if (a.train) a.tb = &tb;
     rc = cmd(&a);
@@ -768,5 +841,6 @@ int main(int argc, char **argv) {
   }
   free_shape_flags(&a);
   kiln_quant_options_free(a.quant);
+  kiln_tuning_free(&tuning);
   return rc;
 }

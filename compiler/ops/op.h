@@ -11,6 +11,7 @@
 
 #include "../../ir/graph.h"
 #include "../../ir/loop.h"
+#include "../tune/tuning.h"
 
 typedef enum {
 #define KILN_OP(Name) KILN_OP_##Name,
@@ -50,6 +51,7 @@ typedef struct kiln_lower_ctx {
   kiln_lb *b;
   const int *tensor_buf;  // graph tensor index -> loop program buffer index
   int f32_lanes;          // the target's f32 vector width: 16, 8 or 4 (compiler/target.h)
+  const kiln_tuning *tuning;  // tiles chosen by kiln build --tune (NULL: the analytical ones)
 } kiln_lower_ctx;
 
 static inline int kiln_in_buf(const kiln_lower_ctx *c, int i) {
@@ -102,6 +104,11 @@ typedef struct kiln_op_def {
   // Side-effect ops (optimizer updates): bit i set = the op writes input i (a STATE tensor) in
   // place. Such nodes may have no outputs; DCE keeps them and no pass reorders them.
   unsigned writes_inputs;
+  // Auto-tuning (kiln build --tune), or NULL: nothing to tune. Given a lowering context without a
+  // builder, writes the kernel's tuning key (tuning.h) and up to max candidate tiles, the
+  // analytical choice first; returns how many (0: this node's kernel has no tile to tune).
+  int (*tune_space)(const kiln_lower_ctx *c, char *key, size_t key_size, kiln_tile_choice *cands,
+                    int max);
 } kiln_op_def;
 
 #define KILN_OP(Name) extern const kiln_op_def kiln_op_##Name;

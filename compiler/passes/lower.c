@@ -164,8 +164,12 @@ bool kiln_pass_lower(kiln_compilation *c, kiln_diag *d, bool *changed) {
     kiln_lkernel *k = kiln_lprog_add_kernel(p, def->name, n->name);
     kiln_lb b;
     kiln_lb_begin(&b, p, k);
-    kiln_lower_ctx ctx = {
-        .g = g, .node = n, .b = &b, .tensor_buf = tensor_buf, .f32_lanes = c->f32_lanes};
+    kiln_lower_ctx ctx = {.g = g,
+                          .node = n,
+                          .b = &b,
+                          .tensor_buf = tensor_buf,
+                          .f32_lanes = c->f32_lanes,
+                          .tuning = c->tuning};
     def->lower(&ctx);
     kiln_lb_end(&b);
     k->flops = def->flops ? def->flops(g, n) : 0;

@@ -367,7 +367,7 @@ static int64_t tile_width(int64_t OW, int64_t RO, int64_t max_acc) {
 }
 
 // A 1-D conv is planned as a 2-D one over (1, L): H, kH, strides, dilations and pads of 1 / 0.
-static conv_plan make_plan(const kiln_lower_ctx *c) {
+static conv_plan make_default_plan(const kiln_lower_ctx *c) {
   const kiln_tensor *x = kiln_lower_in(c, 0), *w = kiln_lower_in(c, 1), *y = kiln_lower_out(c, 0);
   kiln_window win = conv_window(c->node, &x->shape, &w->shape);
   int h = win.rank - 2, r = win.rank - 1;  // the H axis (-1: none) and the W axis
@@ -411,6 +411,63 @@ static conv_plan make_plan(const kiln_lower_ctx *c) {
   p.RO = p.MV % 2 == 0 ? 2 : 1;
   p.RW = tile_width(p.OW, p.RO, p.max_acc);
   return p;
+}
+
+// ---- Auto-tuning (kiln build --tune): the tile's channel vectors RO and columns RW ----
+// A tile only groups outputs; each output's sum runs over the same taps in the same order, so
+// every tile gives the same bits.
+
+static void tune_key(const conv_plan *p, char *key, size_t size) {
+  snprintf(key, size,
+           "conv N%lld C%lld M%lld P%lldx%lld O%lldx%lld K%lldx%lld S%lldx%lld "
+           "D%lldx%lld L%lld",
+           (long long)p->N, (long long)p->C, (long long)p->M, (long long)p->HP, (long long)p->WP,
+           (long long)p->OH, (long long)p->OW, (long long)p->KH, (long long)p->KW, (long long)p->sh,
+           (long long)p->sw, (long long)p->dh, (long long)p->dw, (long long)p->lanes);
+}
+
+// RO divides the channel vectors; a tile is at most the output row and 64 accumulator vectors.
+static bool tile_fits(const conv_plan *p, kiln_tile_choice t) {
+  return t.a >= 1 && t.b >= 1 && p->MV % t.a == 0 && t.b <= p->OW && (int64_t)t.a * t.b <= 64;
+}
+
+// The analytical plan, then the tile kiln build --tune chose for this shape, if any.
+static conv_plan make_plan(const kiln_lower_ctx *c) {
+  conv_plan p = make_default_plan(c);
+  char key[KILN_TUNE_KEY_MAX];
+  tune_key(&p, key, sizeof(key));
+  const kiln_tuning_entry *e = kiln_tuning_find(c->tuning, key);
+  if (e && tile_fits(&p, e->choice)) p.RO = e->choice.a, p.RW = e->choice.b;
+  return p;
+}
+
+static bool add_candidate(const conv_plan *p, kiln_tile_choice t, kiln_tile_choice *cands, int *n,
+                          int max) {
+  if (*n >= max || !tile_fits(p, t)) return false;
+  for (int i = 0; i < *n; i++)
+    if (cands[i].a == t.a && cands[i].b == t.b) return false;
+  cands[(*n)++] = t;
+  return true;
+}
+
+// The analytical tile first; then for each RO of 1..4 its widest register tile, the width that
+// divides the row, and half the widest.
+static int tune_space(const kiln_lower_ctx *c, char *key, size_t key_size, kiln_tile_choice *cands,
+                      int max) {
+  if (kiln_lower_in(c, 0)->shape.rank > 4 || !blocked_applies(c)) return 0;
+  conv_plan p = make_default_plan(c);
+  tune_key(&p, key, key_size);
+  int n = 0;
+  add_candidate(&p, (kiln_tile_choice){(int)p.RO, (int)p.RW}, cands, &n, max);
+  for (int ro = 1; ro <= 4; ro++) {
+    int most = (int)(p.max_acc / ro);
+    int64_t widths[] = {most, tile_width(p.OW, ro, p.max_acc), most / 2};
+    for (int k = 0; k < 3; k++) {
+      int64_t rw = widths[k] < p.OW ? widths[k] : p.OW;
+      add_candidate(&p, (kiln_tile_choice){ro, (int)rw}, cands, &n, max);
+    }
+  }
+  return n;
 }
 
 // (ceil(M/16), C, kH, kW, 16) from w (M, C, kH, kW), zero past M; bias padded to ceil(M/16) * 16.
@@ -721,6 +778,7 @@ const kiln_op_def kiln_op_Conv = {
     .flops = flops,
     .tol = {1e-5, 1e-5},
     .grad = grad,
+    .tune_space = tune_space,
 };
 
 // ---- FusedConv (made by the fuse-epilogue pass, compiler/passes/fuse_epilogue.c) ----
@@ -773,4 +831,5 @@ const kiln_op_def kiln_op_FusedConv = {
     .lower = lower,
     .flops = flops,
     .tol = {1e-5, 1e-5},  // Conv's: the epilogue adds one rounding of the sum
+    .tune_space = tune_space,
 };
