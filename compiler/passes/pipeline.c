@@ -21,6 +21,8 @@ const kiln_pass kiln_pipeline[] = {
      .doc = "INT8 post-training quantization of Conv/Gemm/MatMul (--quantize int8)"},
     {.name = "fuse-epilogue", .run = kiln_pass_fuse_epilogue,
      .doc = "fold Relu and residual Add into the Conv before them (FusedConv)"},
+    {.name = "select-layout", .run = kiln_pass_select_layout,
+     .doc = "run chains of convolutions in the blocked NCHWc layout (Reorder at the borders)"},
     {.name = "dce", .run = kiln_pass_dce, .doc = "drop nodes no output depends on"},
     {.name = "in-place", .run = kiln_pass_in_place,
      .doc = "let elementwise nodes overwrite inputs that die there"},

@@ -41,6 +41,7 @@ bool kiln_pass_cse(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_fold_batchnorm(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_quantize(kiln_compilation *c, kiln_diag *d, bool *changed);  // quant/ptq.c
 bool kiln_pass_fuse_epilogue(kiln_compilation *c, kiln_diag *d, bool *changed);
+bool kiln_pass_select_layout(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_dce(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_in_place(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_plan_memory(kiln_compilation *c, kiln_diag *d, bool *changed);

@@ -345,7 +345,43 @@ typedef struct conv_plan {
   bool subsampled;           // a strided 1x1 conv: reads x[n][c][oh * sh][ow * sw] gathered once
   int64_t xh, xw, xsh, xsw;  // x's own H, W and strides (before subsampling)
   int64_t yh, yw;            // the output's own OH, OW (before flattening)
+  int64_t blocked;           // x, y and z are NCHWc with this many lanes (= lanes); 0: NCHW
 } conv_plan;
+
+// ---- Channel-blocked layout (NCHWc: the select-layout pass, compiler/passes/select_layout.c) ----
+// A FusedConv with layout = "NCHWc" reads x as (N, C / L, H, W, L) and writes y (and reads the
+// residual z) as (N, M / L, OH, OW, L), L = `lanes`, C and M multiples of L: a tile's L output
+// channels then sit next to each other in memory and are stored as one vector.
+
+static int64_t blocked_lanes(const kiln_node *n) {
+  return strcmp(kiln_attr_string(n, "layout", "NCHW"), "NCHWc") == 0 ? kiln_attr_int(n, "lanes", 0)
+                                                                     : 0;
+}
+
+// (N, CB, H, W, L) -> (N, CB * L, H, W); other shapes as they are.
+static kiln_shape planar_shape(const kiln_shape *s) {
+  kiln_shape p = *s;
+  if (s->rank == 5) p.rank = 4, p.dim[1] = s->dim[1] * s->dim[4];
+  return p;
+}
+
+static kiln_shape blocked_shape(const kiln_shape *s, int64_t L) {  // (N, C, H, W) -> NCHWc
+  return (kiln_shape){.rank = 5, .dim = {s->dim[0], s->dim[1] / L, s->dim[2], s->dim[3], L}};
+}
+
+// The element (n, c, h, w) of a (N, C, H, W) tensor stored as NCHWc, from its planar index.
+static int64_t blocked_index(int64_t planar, int64_t HW, int64_t L) {
+  int64_t nc = planar / HW, hw = planar % HW;
+  return ((nc / L) * HW + hw) * L + nc % L;
+}
+
+// The same as an expression, from the plane nc = n * C + c and the position hw in it:
+// ((nc / L) * HW + hw) * L + nc % L (C a multiple of L).
+static kiln_lexpr *lx_blocked(kiln_lb *b, kiln_lexpr *nc, int64_t HW, kiln_lexpr *hw, int64_t L) {
+  kiln_lexpr *block = lx_bin(b, LB_DIV, nc, lx_int(b, L));
+  kiln_lexpr *lane = lx_bin(b, LB_MOD, kiln_lx_clone(b, nc), lx_int(b, L));
+  return lx_madd(b, lx_madd(b, block, HW, hw), L, lane);
+}
 
 static bool blocked_applies(const kiln_lower_ctx *c) {
   const kiln_graph *g = c->g;
@@ -368,10 +404,12 @@ static int64_t tile_width(int64_t OW, int64_t RO, int64_t max_acc) {
 
 // A 1-D conv is planned as a 2-D one over (1, L): H, kH, strides, dilations and pads of 1 / 0.
 static conv_plan make_default_plan(const kiln_lower_ctx *c) {
-  const kiln_tensor *x = kiln_lower_in(c, 0), *w = kiln_lower_in(c, 1), *y = kiln_lower_out(c, 0);
-  kiln_window win = conv_window(c->node, &x->shape, &w->shape);
+  const kiln_tensor *w = kiln_lower_in(c, 1);
+  kiln_shape xs = planar_shape(&kiln_lower_in(c, 0)->shape);
+  kiln_shape ys = planar_shape(&kiln_lower_out(c, 0)->shape);
+  kiln_window win = conv_window(c->node, &xs, &w->shape);
   int h = win.rank - 2, r = win.rank - 1;  // the H axis (-1: none) and the W axis
-  const int64_t *xd = x->shape.dim, *wd = w->shape.dim, *yd = y->shape.dim;
+  const int64_t *xd = xs.dim, *wd = w->shape.dim, *yd = ys.dim;
   conv_plan p = {.N = xd[0],
                  .C = xd[1],
                  .M = wd[0],
@@ -405,7 +443,8 @@ static conv_plan make_default_plan(const kiln_lower_ctx *c) {
     p.OW = p.WP = p.W = p.OH * p.OW;
     p.OH = p.HP = p.H = 1;
   }
-  p.lanes = c->f32_lanes > 0 ? c->f32_lanes : 16;
+  p.blocked = blocked_lanes(c->node);
+  p.lanes = p.blocked ? p.blocked : c->f32_lanes > 0 ? c->f32_lanes : 16;
   p.max_acc = kiln_target_accumulators((int)p.lanes);
   p.MV = (p.M + p.lanes - 1) / p.lanes;
   p.RO = p.MV % 2 == 0 ? 2 : 1;
@@ -424,6 +463,7 @@ static void tune_key(const conv_plan *p, char *key, size_t size) {
            (long long)p->N, (long long)p->C, (long long)p->M, (long long)p->HP, (long long)p->WP,
            (long long)p->OH, (long long)p->OW, (long long)p->KH, (long long)p->KW, (long long)p->sh,
            (long long)p->sw, (long long)p->dh, (long long)p->dw, (long long)p->lanes);
+  if (p->blocked) snprintf(key + strlen(key), size - strlen(key), " NCHWc");
 }
 
 // RO divides the channel vectors; a tile is at most the output row and 64 accumulator vectors.
@@ -454,7 +494,8 @@ static bool add_candidate(const conv_plan *p, kiln_tile_choice t, kiln_tile_choi
 // divides the row, and half the widest.
 static int tune_space(const kiln_lower_ctx *c, char *key, size_t key_size, kiln_tile_choice *cands,
                       int max) {
-  if (kiln_lower_in(c, 0)->shape.rank > 4 || !blocked_applies(c)) return 0;
+  if (!blocked_lanes(c->node) && (kiln_lower_in(c, 0)->shape.rank > 4 || !blocked_applies(c)))
+    return 0;
   conv_plan p = make_default_plan(c);
   tune_key(&p, key, key_size);
   int n = 0;
@@ -496,45 +537,53 @@ static void zero_span(kiln_lb *b, int xp, kiln_lexpr *start, int64_t count) {
   kiln_lb_end_for(b);
 }
 
-// The padded copy of x, each element of xp written once (one parallel loop nest):
-//   for nc: the pt rows above = 0
-//     for ih: the pl columns left = 0; xp[nc][pt + ih][pl + iw] = x[nc][ih][iw]; the rest = 0
-//     the rows below = 0
+// The padded copy of x, each element of xp written once (one parallel loop nest); a pixel is E
+// contiguous values: 1 (planar), or the lanes of an NCHWc x, whose copy is NCHWc too:
+//   for nc (planes: N * C / E): the pt rows above = 0
+//     for ih: the pl pixels left = 0; xp[nc][pt + ih][pl + iw][e] = x[nc][ih][iw][e]; the
+//     rest = 0
+//   the rows below = 0
 static int pad_input(const kiln_lower_ctx *c, const conv_plan *p) {
   kiln_lb *b = c->b;
+  int64_t E = p->blocked ? p->blocked : 1, row_len = p->WP * E;
   int xp = kiln_lower_scratch(c, KILN_F32, p->N * p->C * p->HP * p->WP);
-  int64_t right = p->WP - p->pl - p->W, below = (p->HP - p->pt - p->H) * p->WP;
-  int nc = kiln_lb_for_n(b, "nc", p->N * p->C);
-  zero_span(b, xp, lx_mul(b, lx_var(b, nc), lx_int(b, p->HP * p->WP)), p->pt * p->WP);
+  int64_t right = (p->WP - p->pl - p->W) * E, below = (p->HP - p->pt - p->H) * row_len;
+  int nc = kiln_lb_for_n(b, "nc", p->N * p->C / E);
+  zero_span(b, xp, lx_mul(b, lx_var(b, nc), lx_int(b, p->HP * row_len)), p->pt * row_len);
   int ih = kiln_lb_for_n(b, "ih", p->H);
   kiln_lexpr *row = lx_madd(b, lx_var(b, nc), p->HP, lx_add(b, lx_var(b, ih), lx_int(b, p->pt)));
-  zero_span(b, xp, lx_mul(b, kiln_lx_clone(b, row), lx_int(b, p->WP)), p->pl);
-  int iw = kiln_lb_for_n(b, "iw", p->W);
+  zero_span(b, xp, lx_mul(b, kiln_lx_clone(b, row), lx_int(b, row_len)), p->pl * E);
+  int iw = kiln_lb_for_n(b, "iw", p->W * E);
   kiln_lexpr *to =
-      lx_madd(b, kiln_lx_clone(b, row), p->WP, lx_add(b, lx_var(b, iw), lx_int(b, p->pl)));
+      lx_madd(b, kiln_lx_clone(b, row), row_len, lx_add(b, lx_var(b, iw), lx_int(b, p->pl * E)));
   kiln_lexpr *from =
-      lx_madd(b, lx_madd(b, lx_var(b, nc), p->H, lx_var(b, ih)), p->W, lx_var(b, iw));
+      lx_madd(b, lx_madd(b, lx_var(b, nc), p->H, lx_var(b, ih)), p->W * E, lx_var(b, iw));
   kiln_lb_store(b, xp, to, lx_load(b, kiln_in_buf(c, 0), from));
   kiln_lb_end_for(b);  // iw
-  zero_span(b, xp, lx_madd(b, row, p->WP, lx_int(b, p->pl + p->W)), right);
+  zero_span(b, xp, lx_madd(b, row, row_len, lx_int(b, (p->pl + p->W) * E)), right);
   kiln_lb_end_for(b);  // ih
-  zero_span(b, xp, lx_madd(b, lx_var(b, nc), p->HP * p->WP, lx_int(b, (p->pt + p->H) * p->WP)),
+  zero_span(b, xp, lx_madd(b, lx_var(b, nc), p->HP * row_len, lx_int(b, (p->pt + p->H) * row_len)),
             below);
   kiln_lb_end_for(b);  // nc
   return xp;
 }
 
-// xs[nc][oh][ow] = x[nc][oh * sh][ow * sw]: the strided input of a 1x1 conv, gathered once.
+// xs[nc][oh][ow][e] = x[nc][oh * sh][ow * sw][e]: the strided input of a 1x1 conv, gathered once
+// (E values per pixel, as in pad_input).
 static int subsample_input(const kiln_lower_ctx *c, const conv_plan *p) {
   kiln_lb *b = c->b;
+  int64_t E = p->blocked ? p->blocked : 1;
   int xs = kiln_lower_scratch(c, KILN_F32, p->N * p->C * p->yh * p->yw);
-  int nc = kiln_lb_for_n(b, "nc", p->N * p->C);
+  int nc = kiln_lb_for_n(b, "nc", p->N * p->C / E);
   int oh = kiln_lb_for_n(b, "oh", p->yh), ow = kiln_lb_for_n(b, "ow", p->yw);
+  int e = E > 1 ? kiln_lb_for_n(b, "e", E) : -1;
   kiln_lexpr *to =
       lx_madd(b, lx_madd(b, lx_var(b, nc), p->yh, lx_var(b, oh)), p->yw, lx_var(b, ow));
   kiln_lexpr *row = lx_madd(b, lx_var(b, nc), p->xh, lx_mul(b, lx_var(b, oh), lx_int(b, p->xsh)));
   kiln_lexpr *from = lx_madd(b, row, p->xw, lx_mul(b, lx_var(b, ow), lx_int(b, p->xsw)));
+  if (e >= 0) to = lx_madd(b, to, E, lx_var(b, e)), from = lx_madd(b, from, E, lx_var(b, e));
   kiln_lb_store(b, xs, to, lx_load(b, kiln_in_buf(c, 0), from));
+  if (e >= 0) kiln_lb_end_for(b);                  // e
   for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // ow, oh, nc
   return xs;
 }
@@ -588,7 +637,9 @@ static void tile_accumulate(const kiln_lower_ctx *c, const conv_plan *p, const t
   kiln_lexpr *iw =
       lx_add(b, lx_mul(b, lx_add(b, kiln_lx_clone(b, ow0), lx_var(b, j)), lx_int(b, p->sw)),
              lx_mul(b, lx_var(b, kw), lx_int(b, p->dw)));
-  kiln_lexpr *xi = lx_madd(b, lx_madd(b, plane, p->HP, ih), p->WP, iw);
+  kiln_lexpr *xi = p->blocked  // x and its copies are NCHWc
+                       ? lx_blocked(b, plane, p->HP * p->WP, lx_madd(b, ih, p->WP, iw), p->blocked)
+                       : lx_madd(b, lx_madd(b, plane, p->HP, ih), p->WP, iw);
   int xv = kiln_lb_decl(b, "xv", KILN_F32, lx_load(b, t->xp, xi));
   int r = unrolled_for(b, "r", p->RO), l = kiln_lb_for_n(b, "l", p->lanes);
   kiln_lexpr *tap = lx_madd(b, lx_madd(b, lx_var(b, ic), p->KH, lx_var(b, kh)), p->KW,
@@ -600,6 +651,21 @@ static void tile_accumulate(const kiln_lower_ctx *c, const conv_plan *p, const t
       b, t->acc, acc_index(b, p, j, r, l),
       lx_muladd(b, lx_var(b, xv), wv, lx_local(b, t->acc, acc_index(b, p, j, r, l))));
   for (int k = 0; k < 6; k++) kiln_lb_end_for(b);  // l, r, j, kw, kh, ic
+}
+
+// NCHWc: y[n][ob * RO + r][oh][ow0 + j][l] = epilogue(acc[j][r][l]), l innermost (a vector).
+static void tile_store_blocked(const kiln_lower_ctx *c, const conv_plan *p, const tile_vars *t,
+                               kiln_lexpr *ow0, int64_t rw) {
+  kiln_lb *b = c->b;
+  int r = unrolled_for(b, "r", p->RO), j = kiln_lb_for_n(b, "j", rw);
+  int l = kiln_lb_for_n(b, "l", p->lanes);
+  kiln_lexpr *vec = lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r));  // output channel vector
+  kiln_lexpr *row = lx_madd(b, lx_madd(b, lx_var(b, t->n), p->MV, vec), p->OH, lx_var(b, t->oh));
+  kiln_lexpr *col = lx_add(b, kiln_lx_clone(b, ow0), lx_var(b, j));
+  kiln_lexpr *yi = lx_madd(b, lx_madd(b, row, p->OW, col), p->lanes, lx_var(b, l));
+  kiln_lexpr *v = epilogue(c, lx_local(b, t->acc, acc_index(b, p, j, r, l)), kiln_lx_clone(b, yi));
+  kiln_lb_store(b, kiln_out_buf(c, 0), yi, v);
+  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // l, j, r
 }
 
 // y[n][oc][oh][ow0 + j] = epilogue(acc[j][r][l]) for the channels below M.
@@ -629,7 +695,10 @@ static void tile(const kiln_lower_ctx *c, const conv_plan *p, tile_vars *t, kiln
   t->acc = kiln_lb_decl_array(c->b, "acc", KILN_F32, rw * p->RO * p->lanes);
   tile_init(c, p, t, rw);
   tile_accumulate(c, p, t, ow0, rw);
-  tile_store(c, p, t, ow0, rw);
+  if (p->blocked)
+    tile_store_blocked(c, p, t, ow0, rw);
+  else
+    tile_store(c, p, t, ow0, rw);
 }
 
 static void lower_blocked(const kiln_lower_ctx *c) {
@@ -638,11 +707,12 @@ static void lower_blocked(const kiln_lower_ctx *c) {
   tile_vars t;
   pack_weights(c, &p, &t.wp, &t.bp);
   t.xp = plan_input(c, &p);
-  kiln_lb_comment(b, "blocked: %lld x %lld channels by %lld columns per tile%s", (long long)p.RO,
+  kiln_lb_comment(b, "blocked: %lld x %lld channels by %lld columns per tile%s%s", (long long)p.RO,
                   (long long)p.lanes, (long long)p.RW,
                   p.padded       ? ", padded input"
                   : p.subsampled ? ", subsampled input"
-                                 : "");
+                                 : "",
+                  p.blocked ? ", NCHWc" : "");
   t.n = kiln_lb_for_n(b, "n", p.N);
   t.ob = kiln_lb_for_n(b, "ob", p.MV / p.RO);
   t.oh = kiln_lb_for_n(b, "oh", p.OH);
@@ -711,7 +781,7 @@ static void lower(const kiln_lower_ctx *c) {
                   kiln_has_input(c->node, 2) ? " + bias" : "",
                   has_residual(c->node) ? " + residual" : "", has_relu(c->node) ? ", relu" : "",
                   kiln_describe(y).text);
-  if (x->shape.rank <= 4 && blocked_applies(c)) {  // 1-D runs as 2-D over (1, L)
+  if (blocked_lanes(c->node) || (x->shape.rank <= 4 && blocked_applies(c))) {  // 1-D: (1, L)
     lower_blocked(c);
     return;
   }
@@ -789,8 +859,40 @@ static const kiln_attr_spec fused_attrs[] = {
     {"auto_pad", KILN_ATTR_STRING, false},   {"dilations", KILN_ATTR_INTS, false},
     {"group", KILN_ATTR_INT, false},         {"kernel_shape", KILN_ATTR_INTS, false},
     {"pads", KILN_ATTR_INTS, false},         {"strides", KILN_ATTR_INTS, false},
-    {"activation", KILN_ATTR_STRING, false}, {0},
+    {"activation", KILN_ATTR_STRING, false}, {"layout", KILN_ATTR_STRING, false},
+    {"lanes", KILN_ATTR_INT, false},         {0},
 };
+
+// layout = "NCHWc": Conv's inference on the planar view of x, then y blocked like x.
+static bool blocked_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
+  int64_t L = blocked_lanes(n);
+  kiln_tensor *x = kiln_in(g, n, 0);
+  if (strcmp(kiln_attr_string(n, "layout", ""), "NCHWc") != 0 || L < 1 || x->shape.rank != 5 ||
+      x->shape.dim[4] != L) {
+    kiln_op_error(d, n,
+                  "attrs.layout: expected \"NCHWc\" with lanes L >= 1 and inputs[0] (%s) of shape "
+                  "(N, C / L, H, W, L), got %s",
+                  x->name, kiln_shape_text(&x->shape).text);
+    return false;
+  }
+  const kiln_tensor *w = kiln_in(g, n, 1), *bias = kiln_in(g, n, 2);
+  if (!w->data || (bias && !bias->data)) {
+    kiln_op_error(d, n, "attrs.layout: \"NCHWc\" needs constant weights and bias (params)");
+    return false;
+  }
+  kiln_shape blocked = x->shape;
+  x->shape = planar_shape(&blocked);
+  bool ok = infer(g, n, d);
+  x->shape = blocked;
+  kiln_tensor *y = kiln_out(g, n, 0);
+  if (ok && y->shape.dim[1] % L != 0) {
+    kiln_op_error(d, n, "attrs.lanes: %lld must divide the output channels (%lld)", (long long)L,
+                  (long long)y->shape.dim[1]);
+    return false;
+  }
+  if (ok) y->shape = blocked_shape(&y->shape, L);
+  return ok;
+}
 
 static bool fused_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   const char *act = kiln_attr_string(n, "activation", "");
@@ -798,7 +900,7 @@ static bool fused_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
     kiln_op_error(d, n, "attrs.activation: expected \"Relu\" (or no activation), got \"%s\"", act);
     return false;
   }
-  if (!infer(g, n, d)) return false;
+  if (!(blocked_lanes(n) ? blocked_infer(g, n, d) : infer(g, n, d))) return false;
   const kiln_tensor *z = kiln_in(g, n, 3), *y = kiln_out(g, n, 0);
   if (z && (z->dtype != y->dtype || !kiln_shape_equal(&z->shape, &y->shape))) {
     kiln_op_error(d, n, "inputs[3] (%s): expected the output's dtype %s and shape %s, got %s %s",
@@ -809,7 +911,47 @@ static bool fused_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   return true;
 }
 
+// Copies between a planar (N, C, H, W) array and its NCHWc form (C a multiple of L).
+static void copy_blocked(const kiln_shape *planar, int64_t L, const double *from, double *to,
+                         bool to_blocked) {
+  int64_t HW = planar->dim[2] * planar->dim[3], numel = kiln_shape_numel(planar);
+  for (int64_t i = 0; i < numel; i++) {
+    int64_t j = blocked_index(i, HW, L);
+    to[to_blocked ? j : i] = from[to_blocked ? i : j];
+  }
+}
+
+static void fused_eval_planar(const kiln_node *n, const kiln_eval_tensor *in,
+                              kiln_eval_tensor *out);
+
+// NCHWc: the planar reference on unblocked copies, its result blocked.
+static void blocked_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
+  int64_t L = blocked_lanes(n);
+  kiln_shape xs = planar_shape(in[0].shape), ys = planar_shape(out->shape);
+  kiln_eval_tensor pin[4] = {{0}}, pout = {&ys, out->dtype, NULL};
+  for (int i = 0; i < n->n_inputs && i < 4; i++) pin[i] = in[i];
+  double *x = kiln_xmalloc(sizeof(double) * (size_t)kiln_shape_numel(&xs));
+  double *z =
+      kiln_has_input(n, 3) ? kiln_xmalloc(sizeof(double) * (size_t)kiln_shape_numel(&ys)) : NULL;
+  pout.data = kiln_xmalloc(sizeof(double) * (size_t)kiln_shape_numel(&ys));
+  copy_blocked(&xs, L, in[0].data, x, false);
+  pin[0] = (kiln_eval_tensor){&xs, in[0].dtype, x};
+  if (z)
+    copy_blocked(&ys, L, in[3].data, z, false), pin[3] = (kiln_eval_tensor){&ys, in[3].dtype, z};
+  fused_eval_planar(n, pin, &pout);
+  copy_blocked(&ys, L, pout.data, out->data, true);
+  free(x), free(z), free(pout.data);
+}
+
 static void fused_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
+  if (blocked_lanes(n))
+    blocked_eval(n, in, out);
+  else
+    fused_eval_planar(n, in, out);
+}
+
+static void fused_eval_planar(const kiln_node *n, const kiln_eval_tensor *in,
+                              kiln_eval_tensor *out) {
   eval(n, in, out);
   int64_t numel = kiln_shape_numel(out->shape);
   for (int64_t i = 0; i < numel; i++) {
