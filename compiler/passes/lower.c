@@ -69,7 +69,8 @@ static kiln_lbuf buffer_for(const kiln_graph *g, int t) {
   return b;
 }
 
-// Kernel scratch (op_internal.h): past every tensor plan-memory placed, shared by all kernels.
+// Kernel scratch (op_internal.h): past every tensor plan-memory placed, shared by all kernels;
+// a kernel's second scratch buffer follows its first.
 int kiln_lower_scratch(const kiln_lower_ctx *c, kiln_dtype t, int64_t numel) {
   kiln_lprog *p = c->b->prog;
   int64_t base = 0, bytes = numel * (int64_t)kiln_dtype_size(t);
@@ -77,6 +78,10 @@ int kiln_lower_scratch(const kiln_lower_ctx *c, kiln_dtype t, int64_t numel) {
     const kiln_lbuf *tb = &p->bufs[c->tensor_buf[i]];
     int64_t end = tb->offset + tb->numel * (int64_t)kiln_dtype_size(tb->dtype);
     if (tb->kind == KILN_BUF_ARENA && (end + 63) / 64 * 64 > base) base = (end + 63) / 64 * 64;
+  }
+  if (c->scratch_used) {
+    base += *c->scratch_used;
+    *c->scratch_used += (bytes + 63) / 64 * 64;
   }
   kiln_lbuf b = {.name = kiln_pool_printf(&p->pool, "%s_scratch", c->node->name),
                  .kind = KILN_BUF_ARENA,
@@ -164,12 +169,14 @@ bool kiln_pass_lower(kiln_compilation *c, kiln_diag *d, bool *changed) {
     kiln_lkernel *k = kiln_lprog_add_kernel(p, def->name, n->name);
     kiln_lb b;
     kiln_lb_begin(&b, p, k);
+    int64_t scratch_used = 0;
     kiln_lower_ctx ctx = {.g = g,
                           .node = n,
                           .b = &b,
                           .tensor_buf = tensor_buf,
                           .f32_lanes = c->f32_lanes,
-                          .tuning = c->tuning};
+                          .tuning = c->tuning,
+                          .scratch_used = &scratch_used};
     def->lower(&ctx);
     kiln_lb_end(&b);
     k->flops = def->flops ? def->flops(g, n) : 0;

@@ -383,13 +383,17 @@ static kiln_lexpr *lx_blocked(kiln_lb *b, kiln_lexpr *nc, int64_t HW, kiln_lexpr
   return lx_madd(b, lx_madd(b, block, HW, hw), L, lane);
 }
 
+// Weights known at compile time are packed then (derived weights); others (training: state the
+// optimizer updates) by a packing loop at the start of the kernel.
+static bool constant_weights(const kiln_lower_ctx *c) {
+  const kiln_tensor *w = kiln_lower_in(c, 1);
+  const kiln_tensor *bias = kiln_has_input(c->node, 2) ? kiln_lower_in(c, 2) : NULL;
+  return w->kind == KILN_TENSOR_PARAM && w->data &&
+         (!bias || (bias->kind == KILN_TENSOR_PARAM && bias->data));
+}
+
 static bool blocked_applies(const kiln_lower_ctx *c) {
-  const kiln_graph *g = c->g;
-  const kiln_node *n = c->node;
-  const kiln_tensor *w = kiln_in(g, n, 1), *bias = kiln_in(g, n, 2);
-  if (kiln_attr_int(n, "group", 1) != 1 || w->dtype != KILN_F32) return false;
-  if (w->kind != KILN_TENSOR_PARAM || !w->data) return false;
-  return !bias || (bias->kind == KILN_TENSOR_PARAM && bias->data);
+  return kiln_attr_int(c->node, "group", 1) == 1 && kiln_lower_in(c, 1)->dtype == KILN_F32;
 }
 
 // Columns per tile: the largest width with at most max_acc accumulators that divides OW, else the
@@ -511,8 +515,39 @@ static int tune_space(const kiln_lower_ctx *c, char *key, size_t key_size, kiln_
   return n;
 }
 
+// The same packing as a loop nest into kernel scratch, for weights known only at run time:
+//   wp[vb][k][l] = oc < M ? w[oc][k] : 0     bp[vb][l] = oc < M ? bias[oc] : 0   (oc = vb*16 + l)
+static void pack_weights_at_run_time(const kiln_lower_ctx *c, const conv_plan *p, int *wp,
+                                     int *bp) {
+  kiln_lb *b = c->b;
+  int64_t per_oc = p->C * p->KH * p->KW;
+  *wp = kiln_lower_scratch(c, KILN_F32, p->MV * per_oc * p->lanes);
+  *bp = kiln_lower_scratch(c, KILN_F32, p->MV * p->lanes);
+  int vb = kiln_lb_for_n(b, "vb", p->MV), l = kiln_lb_for_n(b, "l", p->lanes);
+  kiln_lexpr *oc = lx_madd(b, lx_var(b, vb), p->lanes, lx_var(b, l));
+  kiln_lexpr *real = lx_bin(b, LB_LT, oc, lx_int(b, p->M));
+  kiln_lexpr *clamped = lx_bin(b, LB_MIN, kiln_lx_clone(b, oc), lx_int(b, p->M - 1));
+  kiln_lexpr *zero = lx_float(b, KILN_F32, 0);
+  kiln_lexpr *bias = kiln_has_input(c->node, 2)
+                         ? lx_select(b, real, lx_load(b, kiln_in_buf(c, 2), clamped), zero)
+                         : zero;
+  kiln_lb_store(b, *bp, lx_madd(b, lx_var(b, vb), p->lanes, lx_var(b, l)), bias);
+  int k = kiln_lb_for_n(b, "k", per_oc);
+  kiln_lexpr *from = lx_madd(b, kiln_lx_clone(b, clamped), per_oc, lx_var(b, k));
+  kiln_lexpr *to =
+      lx_madd(b, lx_madd(b, lx_var(b, vb), per_oc, lx_var(b, k)), p->lanes, lx_var(b, l));
+  kiln_lb_store(b, *wp, to,
+                lx_select(b, kiln_lx_clone(b, real), lx_load(b, kiln_in_buf(c, 1), from),
+                          lx_float(b, KILN_F32, 0)));
+  for (int i = 0; i < 3; i++) kiln_lb_end_for(b);  // k, l, vb
+}
+
 // (ceil(M/16), C, kH, kW, 16) from w (M, C, kH, kW), zero past M; bias padded to ceil(M/16) * 16.
 static void pack_weights(const kiln_lower_ctx *c, const conv_plan *p, int *wp, int *bp) {
+  if (!constant_weights(c)) {
+    pack_weights_at_run_time(c, p, wp, bp);
+    return;
+  }
   const kiln_tensor *w = kiln_lower_in(c, 1);
   const kiln_tensor *bias = kiln_has_input(c->node, 2) ? kiln_lower_in(c, 2) : NULL;
   int64_t per_oc = p->C * p->KH * p->KW, numel = p->MV * per_oc * p->lanes;
