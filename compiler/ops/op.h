@@ -110,6 +110,12 @@ typedef struct kiln_op_def {
   // analytical choice first; returns how many (0: this node's kernel has no tile to tune).
   int (*tune_space)(const kiln_lower_ctx *c, char *key, size_t key_size, kiln_tile_choice *cands,
                     int max);
+  // Elementwise ops fuse-elementwise may merge (compiler/passes/fuse_elementwise.c), or NULL: the
+  // expression of one output element of dtype t from its operands' elements v[0..count) (fresh
+  // expressions it consumes), exactly what `lower` stores. Such an op's `eval` must broadcast its
+  // inputs to its output like numpy (the fused node evaluates its members with their own evals).
+  kiln_lexpr *(*elementwise)(kiln_lb *b, const kiln_node *n, kiln_dtype t, kiln_lexpr **v,
+                             int count);
 } kiln_op_def;
 
 #define KILN_OP(Name) extern const kiln_op_def kiln_op_##Name;

@@ -101,6 +101,11 @@ extern const kiln_attr_spec kiln_binary_attrs[];
     kiln_binary_eval(in, out, scalar_fn);                                                          \
   }                                                                                                \
   static void Name##_lower(const kiln_lower_ctx *c) { kiln_binary_lower(c, lbin_op); }             \
+  static kiln_lexpr *Name##_elementwise(kiln_lb *b, const kiln_node *n, kiln_dtype t,              \
+                                        kiln_lexpr **v, int count) {                               \
+    (void)n, (void)t, (void)count;                                                                 \
+    return lx_bin(b, lbin_op, v[0], v[1]);                                                         \
+  }                                                                                                \
   const kiln_op_def kiln_op_##Name = {                                                             \
       .name = #Name,                                                                               \
       .min_inputs = 2,                                                                             \
@@ -115,6 +120,7 @@ extern const kiln_attr_spec kiln_binary_attrs[];
       .flops = kiln_output_numel_flops,                                                            \
       .tol = {atol, rtol},                                                                         \
       .grad = grad_fn,                                                                             \
+      .elementwise = Name##_elementwise,                                                           \
   }
 
 // ---- Unary elementwise ops (unary.c) ----
@@ -136,6 +142,11 @@ extern const kiln_attr_spec kiln_unary_attrs[];
     kiln_unary_eval(in, out, scalar_fn);                                                           \
   }                                                                                                \
   static void Name##_lower(const kiln_lower_ctx *c) { kiln_unary_lower(c, lx_fn); }                \
+  static kiln_lexpr *Name##_elementwise(kiln_lb *b, const kiln_node *n, kiln_dtype t,              \
+                                        kiln_lexpr **v, int count) {                               \
+    (void)n, (void)count;                                                                          \
+    return lx_fn(b, t, v[0]);                                                                      \
+  }                                                                                                \
   const kiln_op_def kiln_op_##Name = {                                                             \
       .name = #Name,                                                                               \
       .min_inputs = 1,                                                                             \
@@ -150,6 +161,7 @@ extern const kiln_attr_spec kiln_unary_attrs[];
       .flops = kiln_output_numel_flops,                                                            \
       .tol = {atol, rtol},                                                                         \
       .grad = grad_fn,                                                                             \
+      .elementwise = Name##_elementwise,                                                           \
   }
 
 // ---- Sliding windows: Conv, ConvTranspose, MaxPool, AveragePool (pool.c) ----
@@ -381,6 +393,22 @@ void kiln_nary_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_te
 typedef kiln_lexpr *(*kiln_nary_lx)(kiln_lb *b, const kiln_node *n, kiln_dtype t, kiln_lexpr **v,
                                     int count);
 void kiln_nary_lower(const kiln_lower_ctx *c, kiln_nary_lx lx);
+// The loops over the output of a broadcasting op. When every input has the output's shape: one
+// flat loop. Otherwise one loop per output dimension, inputs indexed with stride 0 along their
+// broadcast dimensions.
+typedef struct kiln_bcast_nest {
+  bool flat;         // every input has the output's shape
+  kiln_shape shape;  // the loop nest: the output's shape, or (numel) when flat
+  int vars[KILN_MAX_RANK];
+  int64_t out_strides[KILN_MAX_RANK];
+} kiln_bcast_nest;
+// Opens the nest over node c->node's output 0 (every input present).
+void kiln_bcast_open(const kiln_lower_ctx *c, kiln_bcast_nest *nest);
+// A fresh load of input k's element at the current point of the nest.
+kiln_lexpr *kiln_bcast_load(const kiln_lower_ctx *c, const kiln_bcast_nest *nest, int k);
+// Stores value into output 0 at the current point and closes the nest.
+void kiln_bcast_store_close(const kiln_lower_ctx *c, const kiln_bcast_nest *nest,
+                            kiln_lexpr *value);
 // Every input one dtype from `dtypes`; the output is their broadcast, of dtype out_dtype (or the
 // inputs' dtype when out_dtype < 0).
 bool kiln_nary_infer(kiln_graph *g, kiln_node *n, kiln_diag *d, unsigned dtypes, int out_dtype);

@@ -15,6 +15,8 @@ const kiln_pass kiln_pipeline[] = {
     {.name = "fold-constants", .run = kiln_pass_fold_constants,
      .doc = "evaluate nodes whose inputs are constants"},
     {.name = "cse", .run = kiln_pass_cse, .doc = "merge nodes that compute the same thing"},
+    {.name = "simplify-layout", .run = kiln_pass_simplify_layout,
+     .doc = "drop or merge Transpose/Reshape/Flatten/Squeeze/Unsqueeze chains"},
     {.name = "fold-batchnorm", .run = kiln_pass_fold_batchnorm,
      .doc = "fold inference BatchNormalization into the Conv before it"},
     {.name = "quantize", .run = kiln_pass_quantize,
@@ -23,6 +25,8 @@ const kiln_pass kiln_pipeline[] = {
      .doc = "fold Relu and residual Add into the Conv before them (FusedConv)"},
     {.name = "select-layout", .run = kiln_pass_select_layout,
      .doc = "run chains of convolutions in the blocked NCHWc layout (Reorder at the borders)"},
+    {.name = "fuse-elementwise", .run = kiln_pass_fuse_elementwise,
+     .doc = "one kernel per chain of elementwise ops (FusedElementwise)"},
     {.name = "dce", .run = kiln_pass_dce, .doc = "drop nodes no output depends on"},
     {.name = "in-place", .run = kiln_pass_in_place,
      .doc = "let elementwise nodes overwrite inputs that die there"},
@@ -94,7 +98,7 @@ bool kiln_compile_pipeline(kiln_compilation *c, kiln_diag *d) {
   if (!verify_after(c, "frontend")) return false;
   for (const kiln_pass *p = kiln_pipeline; p->name; p++) {
     if (disabled(c, p->name)) {
-      if (c->verbose) fprintf(stderr, "kiln: pass %-14s (turned off)\n", p->name);
+      if (c->verbose) fprintf(stderr, "kiln: pass %-16s (turned off)\n", p->name);
       continue;
     }
     double t0 = kiln_now_ms();
@@ -102,7 +106,7 @@ bool kiln_compile_pipeline(kiln_compilation *c, kiln_diag *d) {
     if (!p->run(c, d, &changed)) return false;
     double ms = kiln_now_ms() - t0;
     if (c->verbose)
-      fprintf(stderr, "kiln: pass %-14s %8.3f ms%s\n", p->name, ms, changed ? "" : "  (unchanged)");
+      fprintf(stderr, "kiln: pass %-16s %8.3f ms%s\n", p->name, ms, changed ? "" : "  (unchanged)");
     if (!verify_after(c, p->name)) return false;
     if (c->dump_after && strcmp(c->dump_after, p->name) == 0) dump(c, p->name);
     if (c->stop_after && strcmp(c->stop_after, p->name) == 0) {

@@ -42,6 +42,8 @@ bool kiln_pass_fold_batchnorm(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_quantize(kiln_compilation *c, kiln_diag *d, bool *changed);  // quant/ptq.c
 bool kiln_pass_fuse_epilogue(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_select_layout(kiln_compilation *c, kiln_diag *d, bool *changed);
+bool kiln_pass_simplify_layout(kiln_compilation *c, kiln_diag *d, bool *changed);
+bool kiln_pass_fuse_elementwise(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_dce(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_in_place(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_plan_memory(kiln_compilation *c, kiln_diag *d, bool *changed);
@@ -61,6 +63,10 @@ typedef struct kiln_pass {
 // it folded. Shape inference calls it as it goes, so shape inputs computed from constants (ONNX's
 // Shape -> Gather -> Concat -> Reshape chains) are constants by the time Reshape needs them.
 bool kiln_fold_node(kiln_graph *g, kiln_node *n);
+
+// How many live nodes read each tensor (an array of g->n_tensors counts; free it). In
+// simplify_layout.c; the rewriting passes use it.
+int *kiln_reader_counts(const kiln_graph *g);
 
 // The pipeline, in order; terminated by {0}.
 extern const kiln_pass kiln_pipeline[];

@@ -66,17 +66,7 @@ void kiln_nary_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_te
   }
 }
 
-// The loops over the output of a broadcasting op. When every input has the output's shape: one
-// flat loop. Otherwise one loop per output dimension, inputs indexed with stride 0 along their
-// broadcast dimensions.
-typedef struct bcast_nest {
-  bool flat;         // every input has the output's shape
-  kiln_shape shape;  // the loop nest: the output's shape, or (numel) when flat
-  int vars[KILN_MAX_RANK];
-  int64_t out_strides[KILN_MAX_RANK];
-} bcast_nest;
-
-static void nest_open(const kiln_lower_ctx *c, bcast_nest *nest) {
+void kiln_bcast_open(const kiln_lower_ctx *c, kiln_bcast_nest *nest) {
   const kiln_tensor *y = kiln_lower_out(c, 0);
   nest->flat = true;
   for (int k = 0; k < c->node->n_inputs; k++)
@@ -89,15 +79,15 @@ static void nest_open(const kiln_lower_ctx *c, bcast_nest *nest) {
   kiln_lower_begin_nest(c->b, &nest->shape, nest->vars);
 }
 
-// A fresh load of input k's element at the current point of the nest.
-static kiln_lexpr *nest_load(const kiln_lower_ctx *c, const bcast_nest *nest, int k) {
+kiln_lexpr *kiln_bcast_load(const kiln_lower_ctx *c, const kiln_bcast_nest *nest, int k) {
   int64_t strides[KILN_MAX_RANK] = {1};  // flat: the input's layout is the output's
   if (!nest->flat) kiln_broadcast_strides(&kiln_lower_in(c, k)->shape, &nest->shape, strides);
   return lx_load(c->b, kiln_in_buf(c, k),
                  kiln_lower_index(c->b, nest->shape.rank, nest->vars, strides));
 }
 
-static void nest_store_close(const kiln_lower_ctx *c, const bcast_nest *nest, kiln_lexpr *value) {
+void kiln_bcast_store_close(const kiln_lower_ctx *c, const kiln_bcast_nest *nest,
+                            kiln_lexpr *value) {
   kiln_lexpr *index = kiln_lower_index(c->b, nest->shape.rank, nest->vars, nest->out_strides);
   kiln_lb_store(c->b, kiln_out_buf(c, 0), index, value);
   kiln_lower_end_nest(c->b, &nest->shape);
@@ -109,9 +99,10 @@ void kiln_binary_lower(const kiln_lower_ctx *c, kiln_lbin op) {
   kiln_lb_comment(b, "%s %s: %s %s %s -> %s", kiln_op_get(c->node->op)->name, c->node->name,
                   kiln_describe(x).text, kiln_lbin_name(op), kiln_describe(y).text,
                   kiln_describe(z).text);
-  bcast_nest nest;
-  nest_open(c, &nest);
-  nest_store_close(c, &nest, lx_bin(b, op, nest_load(c, &nest, 0), nest_load(c, &nest, 1)));
+  kiln_bcast_nest nest;
+  kiln_bcast_open(c, &nest);
+  kiln_lexpr *value = lx_bin(b, op, kiln_bcast_load(c, &nest, 0), kiln_bcast_load(c, &nest, 1));
+  kiln_bcast_store_close(c, &nest, value);
 }
 
 void kiln_nary_lower(const kiln_lower_ctx *c, kiln_nary_lx lx) {
@@ -121,11 +112,11 @@ void kiln_nary_lower(const kiln_lower_ctx *c, kiln_nary_lx lx) {
   kiln_lb_comment(b, "%s %s: %d inputs %s, ... -> %s %s", kiln_op_get(c->node->op)->name,
                   c->node->name, count, kiln_describe(kiln_lower_in(c, 0)).text,
                   kiln_describe(y).text, kiln_dtype_name(y->dtype));
-  bcast_nest nest;
-  nest_open(c, &nest);
+  kiln_bcast_nest nest;
+  kiln_bcast_open(c, &nest);
   kiln_lexpr *v[MAX_NARY];
-  for (int k = 0; k < count; k++) v[k] = nest_load(c, &nest, k);
-  nest_store_close(c, &nest, lx(b, c->node, y->dtype, v, count));
+  for (int k = 0; k < count; k++) v[k] = kiln_bcast_load(c, &nest, k);
+  kiln_bcast_store_close(c, &nest, lx(b, c->node, y->dtype, v, count));
 }
 
 bool kiln_nary_infer(kiln_graph *g, kiln_node *n, kiln_diag *d, unsigned dtypes, int out_dtype) {

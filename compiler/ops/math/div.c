@@ -63,4 +63,5 @@ const kiln_op_def kiln_op_Div = {
     .flops = kiln_output_numel_flops,
     .tol = {0, 2.4e-7},  // floats: one f32 rounding each side; integers are exact
     .grad = grad,
+    .elementwise = divide_lx,  // fuse-elementwise (floats only)
 };
