@@ -123,7 +123,7 @@ void kiln_inspect_text(const kiln_compilation *c, FILE *out) {
   print_io_rows(g, g->inputs, g->n_inputs, out);
   fputs("outputs:\n", out);
   print_io_rows(g, g->outputs, g->n_outputs, out);
-  fprintf(out, "nodes:\n  %-4s %-20s %-12s %-28s %14s\n", "#", "name", "op", "output", "flops");
+  fprintf(out, "nodes:\n  %-4s %-20s %-16s %-28s %14s\n", "#", "name", "op", "output", "flops");
   for (int i = 0; i < g->n_nodes; i++) {
     const kiln_node *n = &g->nodes[i];
     char s[160];
@@ -133,7 +133,7 @@ void kiln_inspect_text(const kiln_compilation *c, FILE *out) {
       snprintf(type, sizeof(type), "%s%s", kiln_dtype_name(t->dtype),
                kiln_shape_str(&t->shape, s, sizeof(s)));
     }
-    fprintf(out, "  %-4d %-20s %-12s %-28s %14" PRId64 "\n", i, n->name, kiln_op_get(n->op)->name,
+    fprintf(out, "  %-4d %-20s %-16s %-28s %14" PRId64 "\n", i, n->name, kiln_op_get(n->op)->name,
             type, node_flops(g, n));
   }
   const int64_t *n = c->declared_params;
