@@ -2,7 +2,9 @@
 // docs/quantization.md) on LeNet-5 with its trained weights and Fashion-MNIST (Debian's
 // dataset-fashion-mnist): the INT8 binary's top-1 accuracy against the FP32 binary's on test
 // images it was not calibrated on; the generated INT8 code against the reference interpreter
-// running the quantized graph; the per-layer report; the flags' errors.
+// running the quantized graph; the per-layer report; the flags' errors. A tiny residual network
+// (tests/data/ptq_residual.json): every op between its first Conv and its Gemm stays in u8, the
+// generated code equals the interpreter exactly, and the logits stay close to FP32's.
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,11 +14,13 @@
 
 #include "../compiler/frontend.h"
 #include "../compiler/interp.h"
+#include "../compiler/ops/op.h"
 #include "../compiler/quant/ptq.h"
 #include "../runtime/train_data.h"
 #include "test_util.h"
 
 #define LENET5 KILN_SOURCE_DIR "/samples/lenet5.json"
+#define RESIDUAL KILN_SOURCE_DIR "/tests/data/ptq_residual.json"
 enum { CALIB_SAMPLES = 64, EVAL_SAMPLES = 500 };
 
 static char *dir;
@@ -244,5 +248,135 @@ Test(ptq_flags, bad_flags_are_refused_clearly) {
   expect_refused(alone, "--quantize int8");
   cr_expect(access(out, F_OK) != 0, "a refused build left %s behind", out);
   free(out), free(calib);
+  teardown();
+}
+
+// ---- The ops between quantized layers (compiler/quant/qgraph.c) ----
+
+enum { RESIDUAL_CALIB = 32, RESIDUAL_EVAL = 8, RESIDUAL_BATCH = 2, RESIDUAL_CLASSES = 5 };
+
+// count samples (count, 3, 8, 8) of a seeded uniform [-2, 2) stream into path.
+static void write_uniform(const char *path, int64_t count, uint64_t seed) {
+  kiln_array a = {.dtype = KILN_RT_F32, .rank = 4, .shape = {count, 3, 8, 8}};
+  int64_t n = count * 3 * 8 * 8;
+  a.nbytes = (size_t)n * sizeof(float);
+  a.data = kiln_aligned_alloc(a.nbytes);
+  for (int64_t i = 0; i < n; i++) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;  // Knuth's LCG
+    ((float *)a.data)[i] = (float)((double)(seed >> 11) * 0x1p-53 * 4 - 2);
+  }
+  char err[512];
+  cr_assert_eq(kiln_npy_write(path, &a, err, sizeof err), KILN_OK, "%s", err);
+  kiln_array_free(&a);
+}
+
+// The residual model after the pipeline's `dce` (quantized by `quantize`), calibrated on calib.
+static void quantized_residual(kiln_compilation *c, kiln_quant_options *o, kiln_diag *d) {
+  kiln_diag_init(d, RESIDUAL);
+  kiln_graph *g = kiln_load_model_ex(RESIDUAL, NULL, d);
+  cr_assert(g);
+  *o = (kiln_quant_options){.method = KILN_CALIB_MINMAX, .percentile = 99.99, .n_files = 1};
+  o->files[0] = in_dir("calib.npy");
+  kiln_compilation_init(c, g);
+  c->quant = o;
+  c->stop_after = "dce";
+  cr_assert(kiln_compile_pipeline(c, d));
+}
+
+static int count_op(const kiln_graph *g, const char *op) {
+  int count = 0;
+  for (int i = 0; i < g->n_nodes; i++)
+    count += !g->nodes[i].dead && strcmp(kiln_op_get(g->nodes[i].op)->name, op) == 0;
+  return count;
+}
+
+// One QuantizeLinear (the input), one DequantizeLinear (the Gemm's, before its f32 bias); the Add
+// and its Relu a QLinearAdd; MaxPool and Flatten on u8; no FP32 pooling, Concat or Relu.
+static void expect_u8_throughout(const kiln_graph *g) {
+  cr_expect_eq(count_op(g, "QuantizeLinear"), 1);
+  cr_expect_eq(count_op(g, "DequantizeLinear"), 1);
+  cr_expect_eq(count_op(g, "QLinearConv"), 4);
+  cr_expect_eq(count_op(g, "QLinearAdd"), 1);
+  cr_expect_eq(count_op(g, "QLinearConcat"), 1);
+  cr_expect_eq(count_op(g, "QLinearGlobalAveragePool"), 1);
+  const char *f32_free[] = {"Relu", "Concat", "GlobalAveragePool", "Conv"};
+  for (int i = 0; i < 4; i++) cr_expect_eq(count_op(g, f32_free[i]), 0, "%s", f32_free[i]);
+  for (int i = 0; i < g->n_nodes; i++) {
+    const kiln_node *n = &g->nodes[i];
+    if (!n->dead && (n->op == KILN_OP_MaxPool || n->op == KILN_OP_Flatten))
+      cr_expect_eq(kiln_out(g, n, 0)->dtype, KILN_U8, "%s", n->name);
+  }
+}
+
+// The interpreter on the quantized graph, batch by batch, equals the generated binary's logits
+// bit for bit (integer ops exact; the one DequantizeLinear and the bias Add are single f32 ops).
+static void expect_generated_equals_interpreter(const kiln_graph *g, const kiln_array *got) {
+  kiln_array eval = read_npy_or_fail(in_dir("eval.npy"));
+  kiln_diag d;
+  kiln_diag_init(&d, RESIDUAL);
+  int64_t sample = 3 * 8 * 8;
+  for (int64_t b = 0; b < RESIDUAL_EVAL / RESIDUAL_BATCH; b++) {
+    kiln_array x = eval, y;
+    x.shape[0] = RESIDUAL_BATCH;
+    x.nbytes = (size_t)(RESIDUAL_BATCH * sample) * sizeof(float);
+    x.data = (float *)eval.data + b * RESIDUAL_BATCH * sample;
+    cr_assert(kiln_interp_run(g, &x, &y, &d));
+    const float *want = y.data;
+    const float *have = (const float *)got->data + b * RESIDUAL_BATCH * RESIDUAL_CLASSES;
+    for (int k = 0; k < RESIDUAL_BATCH * RESIDUAL_CLASSES; k++)
+      cr_expect_eq(have[k], want[k], "batch %lld logit %d: generated %.9g, interpreter %.9g",
+                   (long long)b, k, have[k], want[k]);
+    kiln_array_free(&y);
+  }
+  kiln_array_free(&eval);
+}
+
+// INT8 against FP32: SQNR of the logits >= 25 dB and the same top-1 on most samples.
+static void expect_close_to_fp32(const kiln_array *fp, const kiln_array *qp) {
+  const float *f = fp->data, *q = qp->data;
+  double signal = 0, noise = 0;
+  int agree = 0;
+  for (int64_t i = 0; i < RESIDUAL_EVAL * RESIDUAL_CLASSES; i++)
+    signal += (double)f[i] * f[i], noise += ((double)q[i] - f[i]) * ((double)q[i] - f[i]);
+  for (int64_t i = 0; i < RESIDUAL_EVAL; i++) agree += argmax_row(fp, i) == argmax_row(qp, i);
+  double sqnr = 10 * log10(signal / noise);
+  printf("residual model: INT8 logits vs FP32 %.1f dB, top-1 agreement %d / %d\n", sqnr, agree,
+         RESIDUAL_EVAL);
+  cr_expect_geq(sqnr, 25, "SQNR %.2f dB", sqnr);
+  cr_expect_geq(agree, RESIDUAL_EVAL - 1, "top-1 agreement %d / %d", agree, RESIDUAL_EVAL);
+}
+
+// Builds the residual model (INT8 when quantized) and runs it on eval.npy: the logits.
+static kiln_array build_and_run_residual(const char *name, bool quantized) {
+  char *exe = in_dir(name), *calib = in_dir("calib.npy"), *eval = in_dir("eval.npy"),
+       *out = in_dir("logits.npy");
+  char *plain[] = {KILN_EXE, "build", RESIDUAL, "-o", exe, NULL};
+  char *quant[] = {KILN_EXE,      "build", RESIDUAL, "--quantize", "int8",
+                   "--calibrate", calib,   "-o",     exe,          NULL};
+  run_ok(quantized ? quant : plain);
+  char *run[] = {exe, "--input", eval, "--output", out, NULL};
+  run_ok(run);
+  kiln_array logits = read_npy_or_fail(out);
+  free(exe), free(calib), free(eval), free(out);
+  return logits;
+}
+
+Test(ptq_graph, residual_model_stays_u8) {
+  dir = make_temp_dir();
+  char *calib = in_dir("calib.npy"), *eval = in_dir("eval.npy");
+  write_uniform(calib, RESIDUAL_CALIB, 1);
+  write_uniform(eval, RESIDUAL_EVAL, 2);
+  kiln_compilation c;
+  kiln_quant_options o;
+  kiln_diag d;
+  quantized_residual(&c, &o, &d);
+  expect_u8_throughout(c.g);
+  kiln_array f = build_and_run_residual("residual-fp32", false);
+  kiln_array q = build_and_run_residual("residual-int8", true);
+  expect_generated_equals_interpreter(c.g, &q);
+  expect_close_to_fp32(&f, &q);
+  kiln_array_free(&f), kiln_array_free(&q);
+  kiln_compilation_free(&c);
+  free((char *)o.files[0]), free(calib), free(eval);
   teardown();
 }

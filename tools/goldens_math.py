@@ -568,6 +568,27 @@ def random_cases():
          doc="no seed (0), dtype 11 (f64) from an i64 input")
 
 
+
+def write_family(family, write=None):
+    """Writes CASES (each by write(root, case), default write_case) as tests/goldens/ops/<case>/
+    and the list cases-FAMILY.txt, after removing the case directories that list named before
+    (not by prefix: one family's prefix may start another's, quant_ and quant_vnni_)."""
+    root = os.path.join(kiln_io.repo_root(), "tests", "goldens", "ops")
+    listing = os.path.join(root, f"cases-{family}.txt")
+    if os.path.exists(listing):
+        for line in open(listing):
+            if line.split():
+                shutil.rmtree(os.path.join(root, line.split()[0]), ignore_errors=True)
+    names = set()
+    for c in CASES:
+        assert c.name not in names, c.name
+        names.add(c.name)
+        (write or write_case)(root, c)
+    with open(listing, "w") as f:
+        for c in CASES:
+            f.write(f"{c.name} {c.op}\n")
+    print(f"wrote {len(CASES)} cases to {root}")
+
 def main():
     unary_cases()
     pow_cases()
@@ -582,19 +603,7 @@ def main():
     logsoftmax_cases()
     cast_cases()
     random_cases()
-    root = os.path.join(kiln_io.repo_root(), "tests", "goldens", "ops")
-    for d in os.listdir(root):
-        if d.startswith(PREFIX) and os.path.isdir(os.path.join(root, d)):
-            shutil.rmtree(os.path.join(root, d))
-    names = set()
-    for c in CASES:
-        assert c.name not in names, c.name
-        names.add(c.name)
-        write_case(root, c)
-    with open(os.path.join(root, "cases-math.txt"), "w") as f:
-        for c in CASES:
-            f.write(f"{c.name} {c.op}\n")
-    print(f"wrote {len(CASES)} cases to {root}")
+    write_family("math")
 
 
 if __name__ == "__main__":

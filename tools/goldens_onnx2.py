@@ -12,7 +12,6 @@ Run: /usr/bin/python3 tools/goldens_onnx2.py   (deletes and rewrites tests/golde
 """
 
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -124,22 +123,7 @@ def main():
     pow_cases()
     layer_norm_cases()
     resize_cases()
-    root = os.path.join(kiln_io.repo_root(), "tests", "goldens", "ops")
-    for d in os.listdir(root):
-        if d.startswith(gm.PREFIX) and os.path.isdir(os.path.join(root, d)):
-            shutil.rmtree(os.path.join(root, d))
-    names = set()
-    for c in gm.CASES:
-        assert c.name not in names, c.name
-        names.add(c.name)
-        if c.name in MULTI:
-            write_multi(root, c)
-        else:
-            gm.write_case(root, c)
-    with open(os.path.join(root, "cases-onnx2.txt"), "w") as f:
-        for c in gm.CASES:
-            f.write(f"{c.name} {c.op}\n")
-    print(f"wrote {len(gm.CASES)} cases to {root}")
+    gm.write_family("onnx2", lambda root, c: (write_multi if c.name in MULTI else gm.write_case)(root, c))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Run: /usr/bin/python3 tools/goldens_onnxops.py   (deletes and rewrites tests/gol
 """
 
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -22,7 +21,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import goldens_math as gm  # noqa: E402
-import kiln_io  # noqa: E402
 
 gm.PREFIX = "onnxops_"
 Case = gm.Case
@@ -163,19 +161,7 @@ def main():
     argmin_cases()
     reduce_cases()
     clip_cases()
-    root = os.path.join(kiln_io.repo_root(), "tests", "goldens", "ops")
-    for d in os.listdir(root):
-        if d.startswith(gm.PREFIX) and os.path.isdir(os.path.join(root, d)):
-            shutil.rmtree(os.path.join(root, d))
-    names = set()
-    for c in gm.CASES:
-        assert c.name not in names, c.name
-        names.add(c.name)
-        gm.write_case(root, c)
-    with open(os.path.join(root, "cases-onnxops.txt"), "w") as f:
-        for c in gm.CASES:
-            f.write(f"{c.name} {c.op}\n")
-    print(f"wrote {len(gm.CASES)} cases to {root}")
+    gm.write_family("onnxops")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ Run: /usr/bin/python3 tools/goldens_quant.py   (deletes and rewrites tests/golde
 """
 
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -423,19 +422,7 @@ def main():
     qlinearconv_cases()
     matmulinteger_cases()
     qlinearmatmul_cases()
-    root = os.path.join(kiln_io.repo_root(), "tests", "goldens", "ops")
-    for d in os.listdir(root):
-        if d.startswith(gm.PREFIX) and os.path.isdir(os.path.join(root, d)):
-            shutil.rmtree(os.path.join(root, d))
-    names = set()
-    for c in gm.CASES:
-        assert c.name not in names, c.name
-        names.add(c.name)
-        write_case(root, c)
-    with open(os.path.join(root, "cases-quant.txt"), "w") as f:
-        for c in gm.CASES:
-            f.write(f"{c.name} {c.op}\n")
-    print(f"wrote {len(gm.CASES)} cases to {root}")
+    gm.write_family("quant", write_case)
 
 
 if __name__ == "__main__":

@@ -186,6 +186,7 @@ typedef struct kiln_window {
 typedef struct kiln_window_opts {
   bool dilations;  // the op accepts `dilations`
   bool ceil_mode;  // the op accepts `ceil_mode`
+  bool quantized;  // the op accepts i8 / u8 inputs too (MaxPool: max commutes with dequantizing)
 } kiln_window_opts;
 
 // Reads strides, pads, dilations, auto_pad and ceil_mode from n (each `rank` long, pads 2 * rank:
@@ -279,6 +280,9 @@ int64_t kiln_pool_flops(const kiln_graph *g, const kiln_node *n, kiln_window_opt
 
 // Checks x (N, C, D1, ...), rank >= 3; sets the output (N, C, 1, ..., 1).
 bool kiln_global_pool_infer(kiln_graph *g, kiln_node *n, kiln_diag *d);
+// The output shape (N, C, 1, ..., 1) of a global pool over input 0 (rank >= 3, else reported).
+bool kiln_global_pool_shape(const kiln_graph *g, const kiln_node *n, kiln_diag *d,
+                            kiln_shape *out);
 // D1 * ... * Dk: the elements pooled per (n, c).
 int64_t kiln_global_pool_size(const kiln_shape *x);
 // for nc: acc = init; for i: acc = combine(acc, x[nc][i]); y[nc] = acc (/ size when mean)

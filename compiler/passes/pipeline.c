@@ -20,7 +20,8 @@ const kiln_pass kiln_pipeline[] = {
     {.name = "fold-batchnorm", .run = kiln_pass_fold_batchnorm,
      .doc = "fold inference BatchNormalization into the Conv before it"},
     {.name = "quantize", .run = kiln_pass_quantize,
-     .doc = "INT8 post-training quantization of Conv/Gemm/MatMul (--quantize int8)"},
+     .doc = "INT8 post-training quantization (--quantize int8): Conv/Gemm/MatMul, and the "
+            "pooling, Add and Concat between them in u8"},
     {.name = "fuse-epilogue", .run = kiln_pass_fuse_epilogue,
      .doc = "fold Relu and residual Add into the Conv before them (FusedConv)"},
     {.name = "select-layout", .run = kiln_pass_select_layout,

@@ -1,8 +1,10 @@
 // quantize: post-training static INT8 quantization (ptq.h, docs/quantization.md). Three steps:
 //   calibrate  the interpreter runs the FP32 graph over the calibration samples, keeping the
-//              values of every quantized layer's input and output;
+//              values of every quantized layer's input and output (and of the outputs of the ops
+//              between layers that get their own scale, qgraph.c);
 //   rewrite    each layer becomes Q -> QLinearConv / QLinearMatMul -> DQ with the scales of
-//              those values (a fused Relu's range starts at 0);
+//              those values (a fused Relu's range starts at 0), in node order with the ops kept
+//              in u8 between layers (qgraph.c);
 //   report     the quantized graph runs over the same samples, and each layer's output is
 //              compared with its FP32 value (SQNR, max abs error): --quant-report FILE.md.
 #include "ptq.h"
@@ -14,37 +16,8 @@
 #include <string.h>
 
 #include "../../runtime/kiln_runtime.h"
-#include "../autodiff/builder.h"
 #include "../interp.h"
-#include "../ops/op.h"
-
-typedef struct fbuf {  // values seen for one tensor over the calibration run
-  float *v;
-  int64_t n, cap;
-} fbuf;
-
-typedef struct layer {
-  const char *name;    // the node's name (or its output's)
-  int op;              // KILN_OP_Conv, KILN_OP_Gemm or KILN_OP_MatMul
-  int node, relu;      // node indices before the rewrite; relu -1 when not fused
-  int x, y;            // tensors: the input quantized, the output (the Relu's when fused)
-  const char *y_name;  // y's name: indices change when the graph is compacted
-  bool has_bias;       // Gemm's C: added in f32 after the DequantizeLinear
-  float x_scale, y_scale, w_min, w_max;
-  int32_t x_zp, y_zp;
-  double sqnr, max_err;  // the quantized graph's y against the FP32 one
-} layer;
-
-typedef struct ptq {
-  kiln_graph *g;
-  kiln_quant_options *o;
-  kiln_diag *d;
-  layer *layers;
-  int n_layers;
-  fbuf *seen;       // per tensor index of the FP32 graph: values collected (n == 0: not wanted)
-  bool *wanted;     // per tensor index: collect its values
-  int64_t samples;  // calibration samples run
-} ptq;
+#include "ptq_internal.h"
 
 // ---- Choosing the layers ----
 
@@ -62,7 +35,7 @@ static int readers(const kiln_graph *g, int tensor, int *only) {
   return count;
 }
 
-static bool skipped(const ptq *q, const char *name) {
+bool kiln_ptq_skipped(const ptq *q, const char *name) {
   for (int i = 0; name && i < q->o->n_skip; i++)
     if (strcmp(q->o->skip[i], name) == 0) return true;
   return false;
@@ -82,7 +55,14 @@ static bool quantizable(const kiln_graph *g, const kiln_node *n) {
   return plain && (!b || (is_f32_param(b) && kiln_shape_numel(&b->shape) == cols));
 }
 
-static void add_layer(ptq *q, int i) {
+int kiln_ptq_fusable_relu(const kiln_graph *g, int y) {
+  int reader = -1;
+  if (g->tensors[y].is_output || readers(g, y, &reader) != 1) return -1;
+  return g->nodes[reader].op == KILN_OP_Relu ? reader : -1;
+}
+
+// Appends layer node i; its output will have a u8 version (ready) unless a bias is added in f32.
+static void add_layer(ptq *q, int i, bool *ready) {
   kiln_graph *g = q->g;
   const kiln_node *n = &g->nodes[i];
   layer L = {.name = n->name ? n->name : kiln_out(g, n, 0)->name,
@@ -92,21 +72,26 @@ static void add_layer(ptq *q, int i) {
              .x = n->inputs[0],
              .y = n->outputs[0]};
   L.has_bias = n->op == KILN_OP_Gemm && kiln_in(g, n, 2);
-  int reader = -1;
-  if (!L.has_bias && !g->tensors[L.y].is_output && readers(g, L.y, &reader) == 1 &&
-      g->nodes[reader].op == KILN_OP_Relu)
-    L.relu = reader, L.y = g->nodes[reader].outputs[0];
+  if (!L.has_bias) L.relu = kiln_ptq_fusable_relu(g, L.y);
+  if (L.relu >= 0) L.y = g->nodes[L.relu].outputs[0];
   L.y_name = g->tensors[L.y].name;
   q->layers = realloc(q->layers, sizeof(layer) * (size_t)(q->n_layers + 1));
   q->layers[q->n_layers++] = L;
   q->wanted[L.x] = q->wanted[L.y] = true;
+  ready[L.y] = !L.has_bias;
 }
 
+// The layers, and the ops between them kept in u8 (in node order: the graph is sorted).
 static void find_layers(ptq *q) {
+  bool *ready = calloc((size_t)q->g->n_tensors, sizeof(bool));  // will have a u8 version
   for (int i = 0; i < q->g->n_nodes; i++) {
     const kiln_node *n = &q->g->nodes[i];
-    if (quantizable(q->g, n) && !skipped(q, n->name)) add_layer(q, i);
+    if (quantizable(q->g, n) && !kiln_ptq_skipped(q, n->name))
+      add_layer(q, i, ready);
+    else
+      kiln_ptq_consider_graph_op(q, i, ready);
   }
+  free(ready);
 }
 
 // ---- Calibration ----
@@ -202,37 +187,19 @@ static bool calibrate(ptq *q) {
 
 // ---- Scales ----
 
-// The range of layer L's output: of y itself, or of y minus Gemm's bias (the QLinearMatMul
-// output the bias is added to afterwards).
-static void output_range(const ptq *q, const layer *L, double *lo, double *hi) {
-  const fbuf *b = &q->seen[L->y];
-  if (!L->has_bias) {
-    kiln_calib_range(b->v, b->n, q->o->method, q->o->percentile, lo, hi);
-    return;
-  }
-  const kiln_tensor *c = kiln_in(q->g, &q->g->nodes[L->node], 2);
-  int64_t cols = kiln_shape_numel(&c->shape);
-  float *v = malloc(sizeof(float) * (size_t)b->n);
-  for (int64_t i = 0; i < b->n; i++) v[i] = b->v[i] - (float)kiln_tensor_get(c, i % cols);
-  kiln_calib_range(v, b->n, q->o->method, q->o->percentile, lo, hi);
-  free(v);
-}
-
+// x's scale and zero point, and y's unless y stays wide (a Gemm with a bias: i32 sums).
 static void choose_scales(ptq *q, layer *L) {
   double lo, hi;
-  const fbuf *x = &q->seen[L->x];
+  const fbuf *x = &q->seen[L->x], *y = &q->seen[L->y];
   kiln_calib_range(x->v, x->n, q->o->method, q->o->percentile, &lo, &hi);
   kiln_calib_qparams(lo, hi, KILN_U8, &L->x_scale, &L->x_zp);
-  output_range(q, L, &lo, &hi);
+  if (L->has_bias) return;
+  kiln_calib_range(y->v, y->n, q->o->method, q->o->percentile, &lo, &hi);
   if (L->relu >= 0) lo = 0;  // the fused Relu: zero point 0, u8 saturation clips below
   kiln_calib_qparams(lo, hi, KILN_U8, &L->y_scale, &L->y_zp);
 }
 
 // ---- The rewrite ----
-
-typedef struct qtensor {  // a u8 tensor standing for an f32 one, with its scale and zero point
-  int q, scale, zp;
-} qtensor;
 
 static double round_half_even(double v) { return v - remainder(v, 1.0); }
 
@@ -276,11 +243,22 @@ static int f32_values(kiln_grad_ctx *c, const float *v, int64_t n) {
   return t;
 }
 
-// The u8 version of f32 tensor x: an earlier layer's output, or a new QuantizeLinear.
-static qtensor quantized_input(kiln_grad_ctx *c, qtensor *have, const layer *L) {
-  if (have[L->x].q >= 0) return have[L->x];
-  qtensor t = {.scale = kiln_gb_scalar(c, KILN_F32, L->x_scale),
-               .zp = kiln_gb_scalar(c, KILN_U8, L->x_zp)};
+qtensor kiln_ptq_qparams(kiln_grad_ctx *c, float s, int32_t z) {
+  return (qtensor){.q = -1,
+                   .scale = kiln_gb_scalar(c, KILN_F32, s),
+                   .zp = kiln_gb_scalar(c, KILN_U8, z),
+                   .s = s,
+                   .z = z};
+}
+
+// The u8 version of f32 tensor x: an earlier layer's or op's output (whose scale and zero point
+// L then uses), or a new QuantizeLinear.
+static qtensor quantized_input(kiln_grad_ctx *c, qtensor *have, layer *L) {
+  if (have[L->x].q >= 0) {
+    L->x_scale = have[L->x].s, L->x_zp = have[L->x].z;
+    return have[L->x];
+  }
+  qtensor t = kiln_ptq_qparams(c, L->x_scale, L->x_zp);
   int in[3] = {L->x, t.scale, t.zp};
   t.q = kiln_gb_op(c, "QuantizeLinear", in, 3, NULL, 1);
   have[L->x] = t;
@@ -312,7 +290,23 @@ static int rewrite_conv(kiln_grad_ctx *c, const layer *L, qtensor x, qtensor y) 
   return kiln_gb_op_like(c, "QLinearConv", in, b_idx >= 0 ? 9 : 8, NULL);
 }
 
-// Gemm / MatMul -> QLinearMatMul with b as (K, N): returns the u8 output tensor.
+// A Gemm with a bias, whose output goes on in f32: MatMulInteger, then DequantizeLinear of the
+// i32 sums at scale x_scale * w_scale[j] (f32) per column, so the output is not rounded to u8
+// (for a classifier, the logits). Returns the f32 tensor.
+static int wide_matmul(kiln_grad_ctx *c, const layer *L, qtensor x, int bq, const float *w_scales,
+                       int64_t N) {
+  float *scales = malloc(sizeof(float) * (size_t)N);
+  for (int64_t j = 0; j < N; j++) scales[j] = L->x_scale * w_scales[j];
+  int in[4] = {x.q, bq, x.zp, kiln_gb_scalar(c, KILN_I8, 0)};
+  int acc = kiln_gb_op(c, "MatMulInteger", in, 4, NULL, 1);
+  kiln_gb_attr last_axis[] = {KILN_GB_INT("axis", -1), KILN_GB_END};
+  int dq_in[2] = {acc, f32_values(c, scales, N)};
+  free(scales);
+  return acc < 0 ? -1 : kiln_gb_op(c, "DequantizeLinear", dq_in, 2, last_axis, 1);
+}
+
+// Gemm / MatMul -> QLinearMatMul with b as (K, N): returns the u8 output tensor; with a bias, the
+// f32 output of wide_matmul.
 static int rewrite_matmul(kiln_grad_ctx *c, const layer *L, qtensor x, qtensor y) {
   kiln_graph *g = c->g;
   const kiln_node *n = &g->nodes[L->node];
@@ -325,33 +319,38 @@ static int rewrite_matmul(kiln_grad_ctx *c, const layer *L, qtensor x, qtensor y
   float *scales = malloc(sizeof(float) * (size_t)N);
   int bq = quantize_weights(c, &g->tensors[w_idx], N, trans_b ? CHANNEL_MAJOR : CHANNEL_MINOR,
                             CHANNEL_MINOR, &b_shape, scales, (layer *)L);
+  if (L->has_bias) {
+    int out = wide_matmul(c, L, x, bq, scales, N);
+    free(scales);
+    return out;
+  }
   int in[8] = {x.q,     x.scale, x.zp, bq, f32_values(c, scales, N), kiln_gb_scalar(c, KILN_I8, 0),
                y.scale, y.zp};
   free(scales);
   return kiln_gb_op(c, "QLinearMatMul", in, 8, NULL, 1);
 }
 
+bool kiln_ptq_dequantize_into(kiln_grad_ctx *c, qtensor *have, qtensor y, int f32) {
+  int dq_in[3] = {y.q, y.scale, y.zp};
+  if (kiln_gb_op_into(c, "DequantizeLinear", dq_in, 3, NULL, &f32, 1) < 0) return false;
+  have[f32] = y;  // the next layer or op reads y.q directly
+  return true;
+}
+
 static bool rewrite_layer(kiln_grad_ctx *c, qtensor *have, layer *L) {
   kiln_graph *g = c->g;
   c->node = g->nodes[L->node];
   qtensor x = quantized_input(c, have, L);
-  qtensor y = {.scale = kiln_gb_scalar(c, KILN_F32, L->y_scale),
-               .zp = kiln_gb_scalar(c, KILN_U8, L->y_zp)};
+  qtensor y = L->has_bias ? (qtensor){.q = -1} : kiln_ptq_qparams(c, L->y_scale, L->y_zp);
   if (x.q < 0 || y.scale < 0 || y.zp < 0) return false;
   y.q = L->op == KILN_OP_Conv ? rewrite_conv(c, L, x, y) : rewrite_matmul(c, L, x, y);
   if (y.q < 0) return false;
   int bias = L->has_bias ? g->nodes[L->node].inputs[2] : -1;
   g->nodes[L->node].dead = true;
   if (L->relu >= 0) g->nodes[L->relu].dead = true;
-  int dq_in[3] = {y.q, y.scale, y.zp};
-  if (bias < 0) {
-    if (kiln_gb_op_into(c, "DequantizeLinear", dq_in, 3, NULL, &L->y, 1) < 0) return false;
-    have[L->y] = y;  // the next layer reads y.q directly
-    return true;
-  }
-  int mm = kiln_gb_op(c, "DequantizeLinear", dq_in, 3, NULL, 1);
-  int add_in[2] = {mm, bias};
-  return mm >= 0 && kiln_gb_op_into(c, "Add", add_in, 2, NULL, &L->y, 1) >= 0;
+  if (bias < 0) return kiln_ptq_dequantize_into(c, have, y, L->y);
+  int add_in[2] = {y.q, bias};  // y.q: wide_matmul's f32 output
+  return kiln_gb_op_into(c, "Add", add_in, 2, NULL, &L->y, 1) >= 0;
 }
 
 static bool rewrite(ptq *q) {
@@ -360,9 +359,13 @@ static bool rewrite(ptq *q) {
   // Indexed by the layers' x and y, tensors of the graph as it was: what is added comes after.
   int cap = g->n_tensors;
   qtensor *have = malloc(sizeof(qtensor) * (size_t)cap);
-  for (int t = 0; t < cap; t++) have[t] = (qtensor){-1, -1, -1};
+  for (int t = 0; t < cap; t++) have[t] = (qtensor){.q = -1, .scale = -1, .zp = -1};
   bool ok = true;
-  for (int i = 0; ok && i < q->n_layers; i++) ok = rewrite_layer(&c, have, &q->layers[i]);
+  for (int i = 0, k = 0; ok && (i < q->n_layers || k < q->n_ops);) {  // merged in node order
+    bool layer_next = k == q->n_ops || (i < q->n_layers && q->layers[i].node < q->ops[k].node);
+    ok = layer_next ? rewrite_layer(&c, have, &q->layers[i++])
+                    : kiln_ptq_rewrite_graph_op(&c, have, &q->ops[k++]);
+  }
   free(have);
   if (!ok) return false;
   kiln_graph_compact(g);
@@ -437,8 +440,12 @@ static void write_report_to(FILE *f, const ptq *q) {
           "SQNR dB | max abs err |\n|---|---|---|---|---|---|---|---|---|---|\n");
   for (int l = 0; l < q->n_layers; l++) {
     const layer *L = &q->layers[l];
-    fprintf(f, "| %s | %s | %.6g | %d | %.4g..%.4g | %.6g | %d | %s | %.2f | %.4g |\n", L->name,
-            op_name(L->op), L->x_scale, L->x_zp, L->w_min, L->w_max, L->y_scale, L->y_zp,
+    char y_scale[32] = "i32 (wide)", y_zp[16] = "-";
+    if (!L->has_bias)
+      snprintf(y_scale, sizeof y_scale, "%.6g", L->y_scale),
+          snprintf(y_zp, sizeof y_zp, "%d", L->y_zp);
+    fprintf(f, "| %s | %s | %.6g | %d | %.4g..%.4g | %s | %s | %s | %.2f | %.4g |\n", L->name,
+            op_name(L->op), L->x_scale, L->x_zp, L->w_min, L->w_max, y_scale, y_zp,
             L->relu >= 0 ? "yes" : "no", L->sqnr, L->max_err);
   }
   for (int i = 0; i < q->o->n_skip; i++)
@@ -485,7 +492,7 @@ static void note_first_below(ptq *q) {
 
 static void ptq_free(ptq *q, int n_tensors) {
   for (int t = 0; t < n_tensors; t++) free(q->seen[t].v);
-  free(q->seen), free(q->wanted), free(q->layers);
+  free(q->seen), free(q->wanted), free(q->layers), free(q->ops);
 }
 
 bool kiln_pass_quantize(kiln_compilation *c, kiln_diag *d, bool *changed) {
@@ -505,6 +512,7 @@ bool kiln_pass_quantize(kiln_compilation *c, kiln_diag *d, bool *changed) {
                     "quantize (%d kept in FP32)",
                     c->quant->n_skip);
   for (int l = 0; ok && l < q.n_layers; l++) choose_scales(&q, &q.layers[l]);
+  for (int k = 0; ok && k < q.n_ops; k++) kiln_ptq_graph_op_scale(&q, &q.ops[k]);
   ok = ok && rewrite(&q);
   *changed = ok;
   bool wants_errors = c->quant->report || c->quant->min_sqnr > 0;

@@ -1,6 +1,7 @@
 // MaxPool (1-D, 2-D or 3-D): y[n][c][o...] = max over the window of x, padding ignored.
 // Attributes: kernel_shape (required; its length is the spatial rank), strides, pads, dilations,
-// auto_pad, ceil_mode, storage_order; the window logic is in pool.c.
+// auto_pad, ceil_mode, storage_order; the window logic is in pool.c. x is f32 / f64, or i8 / u8
+// (the quantize pass keeps MaxPool on u8: exact at its input's scale and zero point).
 // The optional second output Indices (i64, y's shape) holds where each maximum was found: the
 // first maximal element in window order, as a flat index into x counted over the whole tensor,
 //   storage_order = 0:  ((n * C + c) * D1 + i1) * D2 + i2 ...   (row-major)
@@ -11,7 +12,13 @@
 #include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
-static const kiln_window_opts opts = {.dilations = true, .ceil_mode = true};
+static const kiln_window_opts opts = {.dilations = true, .ceil_mode = true, .quantized = true};
+
+// The identity of max in dtype t: -inf, or the smallest i8 / u8 (a window lying entirely in the
+// padding gives it).
+static double lowest(kiln_dtype t) {
+  return kiln_dtype_is_float(t) ? -INFINITY : t == KILN_I8 ? -128 : 0;
+}
 
 static const kiln_attr_spec attrs[] = {
     {"auto_pad", KILN_ATTR_STRING, false}, {"ceil_mode", KILN_ATTR_INT, false},
@@ -51,7 +58,7 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
   bool column_major = kiln_attr_int(n, "storage_order", 0) != 0;
   for (int64_t p = 0; p < planes; p++)
     for (int64_t o = 0; o < out_size; o++) {
-      double m = -INFINITY;
+      double m = lowest(out[0].dtype);
       int64_t arg = -1, at;
       for (int64_t t = 0; t < taps; t++) {
         if (!kiln_window_tap(&w, o, t, &at)) continue;  // padding
@@ -95,7 +102,7 @@ static void lower_with_indices(const kiln_lower_ctx *c) {
   kiln_dtype t = y->dtype;
   kiln_pool_vars v;
   kiln_pool_open_outputs(c, &w, &v);
-  v.acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, -INFINITY));
+  v.acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, lowest(t)));
   int arg = kiln_lb_decl(b, "arg", KILN_I64, lx_int(b, -1));
   int k[KILN_MAX_SPATIAL];
   kiln_pool_open_taps(c, &w, &v, k);
@@ -112,15 +119,17 @@ static void lower_with_indices(const kiln_lower_ctx *c) {
   for (int i = 0; i < w.rank + 2; i++) kiln_lb_end_for(b);  // the output loops, c, n
 }
 
-// acc (or the output row) starts at -inf so that a window lying entirely in the padding gives
-// -inf, as in eval. 2-D pools without Indices take the vectorized row form.
+// acc (or the output row) starts at lowest(t) so that a window lying entirely in the padding
+// gives it, as in eval. 2-D pools without Indices take the vectorized row form. On i8 / u8 (the
+// quantize pass) MaxPool is exact at its input's scale and zero point.
 static void lower(const kiln_lower_ctx *c) {
+  double init = lowest(kiln_lower_out(c, 0)->dtype);
   if (has_indices(c->node))
     lower_with_indices(c);
   else if (kiln_lower_in(c, 0)->shape.rank == 4)
-    kiln_pool_lower_rows(c, opts, -INFINITY, LB_MAX);
+    kiln_pool_lower_rows(c, opts, init, LB_MAX);
   else
-    kiln_pool_lower(c, opts, -INFINITY, LB_MAX, NULL);
+    kiln_pool_lower(c, opts, init, LB_MAX, NULL);
 }
 
 static int64_t flops(const kiln_graph *g, const kiln_node *n) {

@@ -257,7 +257,10 @@ static bool pool_rank(const kiln_node *n, kiln_diag *d, const kiln_tensor *x, in
 }
 
 bool kiln_pool_infer(kiln_graph *g, kiln_node *n, kiln_diag *d, kiln_window_opts opts) {
-  if (!kiln_op_check_float_inputs(g, n, 1, d)) return false;
+  unsigned quantized = KILN_DT_FLOAT | KILN_DT(KILN_I8) | KILN_DT(KILN_U8);
+  if (!(opts.quantized ? kiln_op_check_dtypes(g, n, 0, 1, quantized, false, d)
+                       : kiln_op_check_float_inputs(g, n, 1, d)))
+    return false;
   const kiln_tensor *x = kiln_in(g, n, 0);
   int rank;
   int64_t kernel[KILN_MAX_SPATIAL];
@@ -399,17 +402,24 @@ int64_t kiln_pool_flops(const kiln_graph *g, const kiln_node *n, kiln_window_opt
 // ---- GlobalMaxPool and GlobalAveragePool ----
 // x: (N, C, D1, ..., Dk) viewed as (N * C, S) with S = D1 * ... * Dk; y: (N, C, 1, ..., 1).
 
-bool kiln_global_pool_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
-  if (!kiln_op_check_float_inputs(g, n, 1, d)) return false;
+bool kiln_global_pool_shape(const kiln_graph *g, const kiln_node *n, kiln_diag *d,
+                            kiln_shape *out) {
   const kiln_tensor *x = kiln_in(g, n, 0);
   if (x->shape.rank < 3) {
     kiln_op_error(d, n, "inputs[0] (%s): expected at least 3 dimensions (N, C, D1, ...), got %s",
                   x->name, kiln_shape_text(&x->shape).text);
     return false;
   }
-  kiln_shape out = x->shape;  // out: (N, C, 1, ..., 1)
-  for (int i = 2; i < out.rank; i++) out.dim[i] = 1;
-  kiln_op_set_output(g, n, 0, x->dtype, &out);
+  *out = x->shape;  // out: (N, C, 1, ..., 1)
+  for (int i = 2; i < out->rank; i++) out->dim[i] = 1;
+  return true;
+}
+
+bool kiln_global_pool_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
+  kiln_shape out;
+  if (!kiln_op_check_float_inputs(g, n, 1, d) || !kiln_global_pool_shape(g, n, d, &out))
+    return false;
+  kiln_op_set_output(g, n, 0, kiln_in(g, n, 0)->dtype, &out);
   return true;
 }
 

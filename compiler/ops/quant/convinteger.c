@@ -4,7 +4,15 @@
 //   x: (N, C, H, W) i8/u8   w: (M, C / group, kH, kW) i8/u8   y: (N, M, OH, OW) i32
 #include "quant.h"
 
-static const kiln_qconv_inputs inputs = {.x = 0, .w = 1, .x_zp = 2, .w_zp = 3, .bias = -1};
+static const kiln_qconv_inputs inputs = {.x = 0,
+                                         .w = 1,
+                                         .x_zp = 2,
+                                         .w_zp = 3,
+                                         .bias = -1,
+                                         .x_scale = -1,
+                                         .w_scale = -1,
+                                         .y_scale = -1,
+                                         .y_zp = -1};
 
 static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   kiln_shape out;
@@ -22,7 +30,9 @@ static kiln_lexpr *store_acc(const kiln_lower_ctx *c, kiln_lexpr *acc, int oc, i
   return acc;
 }
 
-static void lower(const kiln_lower_ctx *c) { kiln_qconv_lower(c, &inputs, NULL, store_acc); }
+static void lower(const kiln_lower_ctx *c) {
+  if (!kiln_qconv_lower_fast(c, &inputs)) kiln_qconv_lower(c, &inputs, NULL, store_acc);
+}
 
 const kiln_op_def kiln_op_ConvInteger = {
     .name = "ConvInteger",

@@ -4,7 +4,8 @@
 //   A: (..., M, K) i8/u8   B: (..., K, N) i8/u8   Y: (broadcast(...), M, N) i32
 #include "quant.h"
 
-static const kiln_qmatmul_inputs inputs = {.a = 0, .b = 1, .a_zp = 2, .b_zp = 3};
+static const kiln_qmatmul_inputs inputs = {
+    .a = 0, .b = 1, .a_zp = 2, .b_zp = 3, .a_scale = -1, .b_scale = -1, .y_scale = -1, .y_zp = -1};
 static const kiln_attr_spec attrs[] = {{0}};
 
 static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
@@ -23,7 +24,9 @@ static kiln_lexpr *store_acc(const kiln_lower_ctx *c, kiln_lexpr *acc, int i, in
   return acc;
 }
 
-static void lower(const kiln_lower_ctx *c) { kiln_qmatmul_lower(c, &inputs, store_acc); }
+static void lower(const kiln_lower_ctx *c) {
+  if (!kiln_qmatmul_lower_fast(c, &inputs)) kiln_qmatmul_lower(c, &inputs, store_acc);
+}
 
 const kiln_op_def kiln_op_MatMulInteger = {
     .name = "MatMulInteger",

@@ -6,6 +6,10 @@
 //   x: (N, C, H, W) i8/u8   w: (M, C / group, kH, kW) i8/u8   acc: (N, M, OH, OW) i32
 // Every product and sum is exact in i32 for the sizes of real networks: |product| <= 2^16, so
 // a window of up to 2^15 elements cannot overflow.
+// Two lowerings: the fast one (kiln_qconv_lower_fast: patches times weights packed at compile
+// time, through kiln_qgemm) where it applies, the general loop nest (kiln_qconv_lower) otherwise.
+#include <stdlib.h>
+
 #include "quant.h"
 
 static const kiln_window_opts opts = {.dilations = true, .ceil_mode = false};
@@ -264,4 +268,179 @@ int64_t kiln_qconv_flops(const kiln_graph *g, const kiln_node *n) {
   const kiln_tensor *w = kiln_in(g, n, n->op == KILN_OP_ConvInteger ? 1 : 3);
   int64_t window = w->shape.dim[1] * w->shape.dim[2] * w->shape.dim[3];
   return 2 * kiln_shape_numel(&kiln_out(g, n, 0)->shape) * window;
+}
+
+// ---- The fast lowering (quant.h) ----
+// Group 1, u8 or i8 x, constant i8 w with zero w zero points, constant scales (QLinearConv):
+//   xs = x as padded NHWC u8 (N, HP, WP, C): x's values made unsigned, the padding its zero point
+//   patches[(n * OH + oh) * OW + ow][(kh * kW + kw) * C + ic] = xs[n][oh*sh + kh*dh][ow*sw +
+//       kw*dw][ic], zeros up to kp (the GEMM reads xs itself for a 1x1 stride-1 unpadded conv
+//       with C == kp)
+//   w packed at compile time as (M, kp): w'[oc][(kh * kW + kw) * C + ic] = w[oc][ic][kh][kw]
+//   y[n][oc][oh][ow] = kiln_qgemm over the patches and w' (zero point, bias, requantize)
+// xs and the patches share the kernel's scratch buffer, the patches 64-byte aligned after xs.
+
+typedef struct qfast_plan {
+  int64_t N, C, H, W, M, KH, KW, OH, OW, sh, sw, dh, dw, pt, pl;
+  int64_t HP, WP;       // xs's planes: the input and the padding its windows reach
+  int64_t K, kp;        // elements per window, padded to whole vectors
+  int64_t patches;      // where the patches start in the scratch buffer
+  bool padded, direct;  // direct: the GEMM reads xs
+} qfast_plan;
+
+static bool qconv_fast_applies(const kiln_lower_ctx *c, const kiln_qconv_inputs *q) {
+  const kiln_graph *g = c->g;
+  const kiln_node *n = c->node;
+  const kiln_tensor *w = kiln_lower_in(c, q->w);
+  if (kiln_attr_int(n, "group", 1) != 1 || w->dtype != KILN_I8 || !kiln_quant_is_const(g, n, q->w))
+    return false;
+  if (!kiln_quant_zero_or_absent(g, n, q->w_zp)) return false;
+  return q->y_zp < 0 || kiln_quant_scales_const(g, n, q->x_scale, q->w_scale, q->y_scale);
+}
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+static qfast_plan qfast_plan_of(const kiln_lower_ctx *c, const kiln_qconv_inputs *q) {
+  const kiln_tensor *x = kiln_lower_in(c, q->x), *w = kiln_lower_in(c, q->w);
+  kiln_window win = window_of(c->node, &x->shape, &w->shape);
+  const int64_t *xd = x->shape.dim, *wd = w->shape.dim;
+  qfast_plan p = {.N = xd[0],
+                  .C = xd[1],
+                  .H = xd[2],
+                  .W = xd[3],
+                  .M = wd[0],
+                  .KH = wd[2],
+                  .KW = wd[3],
+                  .OH = win.out[0],
+                  .OW = win.out[1],
+                  .sh = win.stride[0],
+                  .sw = win.stride[1],
+                  .dh = win.dilation[0],
+                  .dw = win.dilation[1],
+                  .pt = win.pad_begin[0],
+                  .pl = win.pad_begin[1]};
+  p.HP = max64((p.OH - 1) * p.sh + (p.KH - 1) * p.dh + 1, p.H + p.pt);
+  p.WP = max64((p.OW - 1) * p.sw + (p.KW - 1) * p.dw + 1, p.W + p.pl);
+  p.padded = p.HP != p.H || p.WP != p.W;
+  p.K = p.KH * p.KW * p.C;
+  p.kp = kiln_qgemm_kp(c, p.K);
+  p.direct = !p.padded && p.KH == 1 && p.KW == 1 && p.sh == 1 && p.sw == 1 && p.kp == p.C;
+  p.patches = (p.N * p.HP * p.WP * p.C + 63) / 64 * 64;
+  return p;
+}
+
+// xs = x's zero point everywhere (when padded), then xs[n][ih + pt][iw + pl][ic] =
+// x[n][ic][ih][iw].
+static void qfast_nhwc(const kiln_lower_ctx *c, const kiln_qconv_inputs *q, const qfast_plan *p,
+                       int xs, int xzp) {
+  kiln_lb *b = c->b;
+  const kiln_tensor *x = kiln_lower_in(c, q->x);
+  if (p->padded) {
+    int i = kiln_lb_for_n(b, "i", p->N * p->HP * p->WP * p->C);
+    kiln_lb_store(b, xs, lx_var(b, i), lx_cast(b, KILN_U8, lx_var(b, xzp)));
+    kiln_lb_end_for(b);
+  }
+  int n = kiln_lb_for_n(b, "n", p->N), ih = kiln_lb_for_n(b, "ih", p->H);
+  int iw = kiln_lb_for_n(b, "iw", p->W), ic = kiln_lb_for_n(b, "ic", p->C);
+  kiln_lexpr *row = lx_madd(b, lx_var(b, n), p->HP, lx_add(b, lx_var(b, ih), lx_int(b, p->pt)));
+  kiln_lexpr *col = lx_madd(b, row, p->WP, lx_add(b, lx_var(b, iw), lx_int(b, p->pl)));
+  kiln_lexpr *from =
+      kiln_lx_nchw(b, lx_var(b, n), lx_var(b, ic), x->shape.dim, lx_var(b, ih), lx_var(b, iw));
+  kiln_lb_store(b, xs, lx_madd(b, col, p->C, lx_var(b, ic)),
+                kiln_quant_unsigned_lx(b, lx_load(b, kiln_in_buf(c, q->x), from), x->dtype));
+  for (int k = 0; k < 4; k++) kiln_lb_end_for(b);  // ic, iw, ih, n
+}
+
+// (n * OH + oh) * OW + ow: the patch row of an output pixel (a fresh expression).
+static kiln_lexpr *qfast_row(kiln_lb *b, const qfast_plan *p, int n, int oh, int ow) {
+  return lx_madd(b, lx_madd(b, lx_var(b, n), p->OH, lx_var(b, oh)), p->OW, lx_var(b, ow));
+}
+
+// One patch row: for kh[, kw]: a run of C bytes (kW * C when dw is 1: one copy per kh).
+static void qfast_patch_row(kiln_lb *b, const qfast_plan *p, int s, int n, int oh, int ow) {
+  int kh = kiln_lb_for_n(b, "kh", p->KH);
+  int kw = p->dw == 1 ? -1 : kiln_lb_for_n(b, "kw", p->KW);
+  int e = kiln_lb_for_n(b, "e", p->dw == 1 ? p->KW * p->C : p->C);
+  kiln_lexpr *ih = lx_add(b, lx_mul(b, lx_var(b, oh), lx_int(b, p->sh)),
+                          lx_mul(b, lx_var(b, kh), lx_int(b, p->dh)));
+  kiln_lexpr *iw = lx_mul(b, lx_var(b, ow), lx_int(b, p->sw));
+  kiln_lexpr *tap = lx_mul(b, lx_var(b, kh), lx_int(b, p->KW));
+  if (kw >= 0) {
+    iw = lx_add(b, iw, lx_mul(b, lx_var(b, kw), lx_int(b, p->dw)));
+    tap = lx_add(b, tap, lx_var(b, kw));
+  }
+  kiln_lexpr *from =
+      lx_madd(b, lx_madd(b, lx_madd(b, lx_var(b, n), p->HP, ih), p->WP, iw), p->C, lx_var(b, e));
+  kiln_lexpr *to =
+      lx_madd(b, qfast_row(b, p, n, oh, ow), p->kp, lx_madd(b, tap, p->C, lx_var(b, e)));
+  kiln_lb_store(b, s, lx_add(b, lx_int(b, p->patches), to), lx_load(b, s, from));
+  kiln_lb_end_for(b);  // e
+  if (kw >= 0) kiln_lb_end_for(b);
+  kiln_lb_end_for(b);  // kh
+  if (p->kp == p->K) return;
+  e = kiln_lb_for(b, "e", lx_int(b, p->K), lx_int(b, p->kp));
+  kiln_lexpr *pad = lx_madd(b, qfast_row(b, p, n, oh, ow), p->kp, lx_var(b, e));
+  kiln_lb_store(b, s, lx_add(b, lx_int(b, p->patches), pad), lx_cast(b, KILN_U8, lx_int(b, 0)));
+  kiln_lb_end_for(b);
+}
+
+// for n, oh, ow: the patch of output pixel (n, oh, ow)
+static void qfast_patches(const kiln_lower_ctx *c, const qfast_plan *p, int s) {
+  kiln_lb *b = c->b;
+  int n = kiln_lb_for_n(b, "n", p->N), oh = kiln_lb_for_n(b, "oh", p->OH);
+  int ow = kiln_lb_for_n(b, "ow", p->OW);
+  qfast_patch_row(b, p, s, n, oh, ow);
+  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // ow, oh, n
+}
+
+// y's flat index of GEMM row (n * OH + oh) * OW + ow and column oc: (n * M + oc) * OH * OW + ...
+static kiln_lexpr *qconv_index(const kiln_lower_ctx *c, const void *user, kiln_lexpr *row,
+                               kiln_lexpr *col) {
+  kiln_lb *b = c->b;
+  const qfast_plan *p = user;
+  int64_t plane = p->OH * p->OW;
+  if (p->N == 1) return lx_madd(b, col, plane, row);
+  kiln_lexpr *n = lx_bin(b, LB_DIV, kiln_lx_clone(b, row), lx_int(b, plane));
+  kiln_lexpr *pixel = lx_bin(b, LB_MOD, row, lx_int(b, plane));
+  return lx_madd(b, lx_madd(b, n, p->M, col), plane, pixel);
+}
+
+// w (M, C, kH, kW) as (M, kp): w'[oc][(kh * kW + kw) * C + ic], zeros past K.
+static void qfast_pack(const kiln_lower_ctx *c, const kiln_qconv_inputs *q, const qfast_plan *p,
+                       kiln_qgemm *g) {
+  const kiln_tensor *w = kiln_lower_in(c, q->w);
+  int8_t *packed = kiln_xcalloc((size_t)(p->M * p->kp), 1);
+  for (int64_t oc = 0; oc < p->M; oc++)
+    for (int64_t ic = 0; ic < p->C; ic++)
+      for (int64_t t = 0; t < p->KH * p->KW; t++)
+        packed[oc * p->kp + t * p->C + ic] =
+            (int8_t)kiln_tensor_get(w, (oc * p->C + ic) * p->KH * p->KW + t);
+  kiln_qgemm_pack(c, g, packed);
+  free(packed);
+}
+
+bool kiln_qconv_lower_fast(const kiln_lower_ctx *c, const kiln_qconv_inputs *q) {
+  if (!qconv_fast_applies(c, q)) return false;
+  kiln_lb *b = c->b;
+  const kiln_tensor *x = kiln_lower_in(c, q->x), *w = kiln_lower_in(c, q->w);
+  kiln_lb_comment(b, "%s %s (VNNI-friendly): x %s, w %s -> %s", kiln_op_get(c->node->op)->name,
+                  c->node->name, kiln_describe(x).text, kiln_describe(w).text,
+                  kiln_describe(kiln_lower_out(c, 0)).text);
+  qfast_plan p = qfast_plan_of(c, q);
+  kiln_qgemm g = {.rows = p.N * p.OH * p.OW,
+                  .cols = p.M,
+                  .kp = p.kp,
+                  .a_offset = p.direct ? 0 : p.patches,
+                  .out = {.bias = q->bias, .mult = -1, .y_zp = q->y_zp},
+                  .index = qconv_index,
+                  .user = &p};
+  qfast_pack(c, q, &p, &g);
+  if (q->y_zp >= 0) g.out.mult = kiln_quant_multipliers(c, q->x_scale, q->w_scale, q->y_scale, p.M);
+  g.out.x_zp = kiln_quant_unsigned_zp(c, q->x_zp, x->dtype);
+  int64_t acc_count = g.out.mult >= 0 ? g.rows * p.M : 0;
+  kiln_quant_scratch(c, acc_count, p.direct ? p.patches : p.patches + g.rows * p.kp, &g.acc, &g.a);
+  qfast_nhwc(c, q, &p, g.a, g.out.x_zp);
+  if (!p.direct) qfast_patches(c, &p, g.a);
+  kiln_qgemm_lower(c, &g);
+  return true;
 }

@@ -9,7 +9,15 @@
 #include "quant.h"
 
 enum { X, X_SCALE, X_ZP, W, W_SCALE, W_ZP, Y_SCALE, Y_ZP, BIAS };
-static const kiln_qconv_inputs inputs = {.x = X, .x_zp = X_ZP, .w = W, .w_zp = W_ZP, .bias = BIAS};
+static const kiln_qconv_inputs inputs = {.x = X,
+                                         .x_zp = X_ZP,
+                                         .w = W,
+                                         .w_zp = W_ZP,
+                                         .bias = BIAS,
+                                         .x_scale = X_SCALE,
+                                         .w_scale = W_SCALE,
+                                         .y_scale = Y_SCALE,
+                                         .y_zp = Y_ZP};
 
 static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   for (int i = X; i <= Y_ZP; i++)
@@ -65,7 +73,9 @@ static kiln_lexpr *requantize(const kiln_lower_ctx *c, kiln_lexpr *acc, int oc, 
   return kiln_quant_requantize_lx(b, acc, lx_var(b, m), zp, kiln_lower_out(c, 0)->dtype);
 }
 
-static void lower(const kiln_lower_ctx *c) { kiln_qconv_lower(c, &inputs, multiplier, requantize); }
+static void lower(const kiln_lower_ctx *c) {
+  if (!kiln_qconv_lower_fast(c, &inputs)) kiln_qconv_lower(c, &inputs, multiplier, requantize);
+}
 
 const kiln_op_def kiln_op_QLinearConv = {
     .name = "QLinearConv",

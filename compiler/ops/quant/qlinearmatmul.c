@@ -9,7 +9,14 @@
 #include "quant.h"
 
 enum { A, A_SCALE, A_ZP, B, B_SCALE, B_ZP, Y_SCALE, Y_ZP };
-static const kiln_qmatmul_inputs inputs = {.a = A, .a_zp = A_ZP, .b = B, .b_zp = B_ZP};
+static const kiln_qmatmul_inputs inputs = {.a = A,
+                                           .a_zp = A_ZP,
+                                           .b = B,
+                                           .b_zp = B_ZP,
+                                           .a_scale = A_SCALE,
+                                           .b_scale = B_SCALE,
+                                           .y_scale = Y_SCALE,
+                                           .y_zp = Y_ZP};
 static const kiln_attr_spec attrs[] = {{0}};
 
 static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
@@ -58,7 +65,9 @@ static kiln_lexpr *requantize(const kiln_lower_ctx *c, kiln_lexpr *acc, int i, i
   return kiln_quant_requantize_lx(b, acc, m, zp, kiln_lower_out(c, 0)->dtype);
 }
 
-static void lower(const kiln_lower_ctx *c) { kiln_qmatmul_lower(c, &inputs, requantize); }
+static void lower(const kiln_lower_ctx *c) {
+  if (!kiln_qmatmul_lower_fast(c, &inputs)) kiln_qmatmul_lower(c, &inputs, requantize);
+}
 
 const kiln_op_def kiln_op_QLinearMatMul = {
     .name = "QLinearMatMul",

@@ -4,6 +4,9 @@
 //   requantization       acc * multiplier rounded half to even, shifted by a zero point, saturated
 //   integer windows      the 2-D convolution core of QLinearConv and ConvInteger (qconv.c)
 //   integer matmul       the core of QLinearMatMul and MatMulInteger (qmatmul.c)
+//   integer GEMM         the fast path of all four: u8 rows times i8 rows packed at compile time,
+//                        dot products gcc turns into vpdpbusd (qmatmul.c; docs/quantization.md,
+//                        "Integer kernels")
 // Every reference kernel here computes exactly in integers (held in doubles, all below 2^53); every
 // lowering computes the same integers in i32, and the float steps in the same precision and order
 // as the reference, so the generated code matches the interpreter bit for bit.
@@ -74,8 +77,10 @@ int kiln_quant_linear_axis(const kiln_node *n, const kiln_shape *x, bool per_cha
 
 // ---- Integer 2-D convolution (qconv.c): QLinearConv and ConvInteger ----
 // Input positions of a QLinearConv / ConvInteger node: x, w, their zero points, and the bias.
+// QLinearConv also names its scales and y's zero point (-1 for ConvInteger: the output is acc).
 typedef struct kiln_qconv_inputs {
   int x, x_zp, w, w_zp, bias;  // bias -1: none
+  int x_scale, w_scale, y_scale, y_zp;
 } kiln_qconv_inputs;
 extern const kiln_attr_spec kiln_qconv_attrs[];
 // Checks x (N, C, H, W) and w (M, C / group, kH, kW) (i8 or u8), the zero points, the bias (i32,
@@ -95,12 +100,18 @@ typedef kiln_lexpr *(*kiln_qconv_store_fn)(const kiln_lower_ctx *c, kiln_lexpr *
 typedef int (*kiln_qconv_prologue_fn)(const kiln_lower_ctx *c, int oc_var);
 void kiln_qconv_lower(const kiln_lower_ctx *c, const kiln_qconv_inputs *q,
                       kiln_qconv_prologue_fn prologue, kiln_qconv_store_fn finish);
+// The fast lowering (u8 or i8 x, constant i8 w with zero w zero points, group 1, constant scales):
+// x copied to padded NHWC, gathered into patches, and a kiln_qgemm against w packed at compile
+// time. Emits nothing and returns false when it does not apply.
+bool kiln_qconv_lower_fast(const kiln_lower_ctx *c, const kiln_qconv_inputs *q);
 int64_t kiln_qconv_flops(const kiln_graph *g, const kiln_node *n);
 
 // ---- Integer matmul (qmatmul.c): QLinearMatMul and MatMulInteger ----
 // A (..., M, K) and B (..., K, N), rank >= 2 each, batch dims broadcast (numpy).
+// QLinearMatMul also names its scales and y's zero point (-1 for MatMulInteger).
 typedef struct kiln_qmatmul_inputs {
   int a, a_zp, b, b_zp;
+  int a_scale, b_scale, y_scale, y_zp;
 } kiln_qmatmul_inputs;
 typedef struct kiln_qmatmul_plan {
   kiln_shape batch;  // broadcast batch dims
@@ -120,6 +131,66 @@ typedef kiln_lexpr *(*kiln_qmatmul_store_fn)(const kiln_lower_ctx *c, kiln_lexpr
                                              int j_var);
 void kiln_qmatmul_lower(const kiln_lower_ctx *c, const kiln_qmatmul_inputs *q,
                         kiln_qmatmul_store_fn finish);
+// The fast lowering (u8 or i8 a with one zero point, constant 2-D i8 b with zero b zero points,
+// constant scales): a kiln_qgemm against b transposed and packed at compile time. Emits nothing
+// and returns false when it does not apply.
+bool kiln_qmatmul_lower_fast(const kiln_lower_ctx *c, const kiln_qmatmul_inputs *q);
+
+// ---- The integer GEMM of the fast lowerings (qmatmul.c) ----
+// y[index(r, j)] = out(sum over k < kp of a[a_offset + r * kp + k] * w[j * kp + k], j) for rows r
+// and columns j: u8 rows of a (the activations, made unsigned), i8 rows of w (the weights, packed
+// at compile time, zero past their k), each sum over one contiguous k range of both, kp a multiple
+// of the target's vector bytes: the form gcc turns into vpdpbusd (AVX-512 VNNI) reductions. Tiles
+// of rb rows by cb columns keep rb * cb sums in scalar locals, so each loaded vector of a serves
+// cb columns and each of w rb rows.
+//   out(s, j) = s - x_zp * sum_w[j] (+ bias[j]), requantized with mult[j] and y_zp when mult >= 0
+typedef struct kiln_qgemm_out {
+  int x_zp;   // an i32 local: the zero point of a's (unsigned) values
+  int sum_w;  // buf: sum over k of w[j][k] (i32, derived)
+  int bias;   // input index of an i32 bias per column, or -1
+  int mult;   // buf: the f32 requantize multiplier per column (derived), or -1: y = the i32 sum
+  int y_zp;   // input index of y's zero point (with mult)
+} kiln_qgemm_out;
+typedef kiln_lexpr *(*kiln_qgemm_index_fn)(const kiln_lower_ctx *c, const void *user,
+                                           kiln_lexpr *row, kiln_lexpr *col);
+typedef struct kiln_qgemm {
+  int a, w;  // bufs: a u8, w i8 (cols, kp)
+  int acc;   // buf: i32 sums at y's indices, requantized from there (with out.mult >= 0)
+  int64_t a_offset, rows, cols, kp;
+  kiln_qgemm_out out;
+  kiln_qgemm_index_fn index;  // y's flat index of (row, col)
+  const void *user;
+} kiln_qgemm;
+// k padded to a whole number of vectors of the target (64 bytes for AVX-512).
+int64_t kiln_qgemm_kp(const kiln_lower_ctx *c, int64_t k);
+// Registers packed (cols, kp) i8 as a derived weight (q->w) and its column sums (q->out.sum_w).
+void kiln_qgemm_pack(const kiln_lower_ctx *c, kiln_qgemm *q, const int8_t *packed);
+void kiln_qgemm_lower(const kiln_lower_ctx *c, const kiln_qgemm *q);
+
+// ---- Constant parameters (quant_util.c): what the fast lowerings ask of a node ----
+bool kiln_quant_is_const(const kiln_graph *g, const kiln_node *n, int i);  // a param with data
+// Absent, or a constant whose elements are all zero.
+bool kiln_quant_zero_or_absent(const kiln_graph *g, const kiln_node *n, int i);
+// The kernel's scratch (kiln_lower_scratch): acc_count i32 values (*acc; -1 when 0) and, after
+// them, u8_bytes bytes (*bytes; -1 when 0).
+void kiln_quant_scratch(const kiln_lower_ctx *c, int64_t acc_count, int64_t u8_bytes, int *acc,
+                        int *bytes);
+// A derived weight (kiln_lower_derived_weight) of numel elements of dtype t; returns its buffer.
+int kiln_quant_derived(const kiln_lower_ctx *c, const char *suffix, kiln_dtype t, const void *data,
+                       int64_t numel);
+// The requantize multipliers x_scale * w_scale[j] / y_scale (kiln_quant_multiplier_ref) of cols
+// columns as a derived f32 buffer; x_scale and y_scale one value, w_scale one or cols values. -1
+// when a scale is not a constant.
+int kiln_quant_multipliers(const kiln_lower_ctx *c, int x_scale, int w_scale, int y_scale,
+                           int64_t cols);
+// The fast lowerings compute on unsigned operands: an i8 value x becomes the u8 x + 128, and its
+// zero point moves with it ((x + 128) - (zp + 128) = x - zp). x of dtype t; a u8 expression.
+kiln_lexpr *kiln_quant_unsigned_lx(kiln_lb *b, kiln_lexpr *x, kiln_dtype t);
+// Declares the i32 local xzp: input zp's value (0 when absent), + 128 when t is i8.
+int kiln_quant_unsigned_zp(const kiln_lower_ctx *c, int zp, kiln_dtype t);
+// True when the scales are constants as kiln_quant_multipliers needs them.
+bool kiln_quant_scales_const(const kiln_graph *g, const kiln_node *n, int x_scale, int w_scale,
+                             int y_scale);
 int64_t kiln_qmatmul_flops(const kiln_graph *g, const kiln_node *n);
 
 #endif

@@ -1,8 +1,12 @@
 // Shared pieces of the quantization ops (quant.h): quantized ranges, scale / zero-point checks and
 // loads, and the two rounding steps every op uses (quantize: x / scale; requantize: acc * m).
 // Reference and lowering are written side by side so that they visibly compute the same thing.
+// Also what the fast integer kernels ask of a node (constant params, derived weights, multipliers
+// computed at compile time, i8 operands made unsigned, the kernel's scratch split in two).
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "quant.h"
 
@@ -177,4 +181,76 @@ bool kiln_quant_linear_params(const kiln_graph *g, const kiln_node *n, kiln_diag
     return false;
   *axis = kiln_quant_linear_axis(n, &x->shape, per_channel);
   return true;
+}
+
+// ---- Constant parameters and derived weights (the fast lowerings) ----
+
+bool kiln_quant_is_const(const kiln_graph *g, const kiln_node *n, int i) {
+  if (i < 0 || !kiln_has_input(n, i)) return false;
+  const kiln_tensor *t = kiln_in(g, n, i);
+  return t->kind == KILN_TENSOR_PARAM && t->data;
+}
+
+bool kiln_quant_zero_or_absent(const kiln_graph *g, const kiln_node *n, int i) {
+  if (!kiln_has_input(n, i)) return true;
+  if (!kiln_quant_is_const(g, n, i)) return false;
+  const kiln_tensor *t = kiln_in(g, n, i);
+  for (int64_t e = 0; e < kiln_shape_numel(&t->shape); e++)
+    if (kiln_tensor_get(t, e) != 0) return false;
+  return true;
+}
+
+// kiln_lower_derived_weight stages f32 elements: the bytes go in as whole floats, then the
+// buffer is retyped to what they are.
+int kiln_quant_derived(const kiln_lower_ctx *c, const char *suffix, kiln_dtype t, const void *data,
+                       int64_t numel) {
+  int64_t bytes = numel * (int64_t)kiln_dtype_size(t), floats = (bytes + 3) / 4;
+  float *staged = kiln_xcalloc((size_t)(floats ? floats : 1), sizeof(float));
+  memcpy(staged, data, (size_t)bytes);
+  int buf = kiln_lower_derived_weight(c, suffix, staged, floats);
+  free(staged);
+  c->b->prog->bufs[buf].dtype = t;
+  c->b->prog->bufs[buf].numel = numel;
+  return buf;
+}
+
+bool kiln_quant_scales_const(const kiln_graph *g, const kiln_node *n, int x_scale, int w_scale,
+                             int y_scale) {
+  return kiln_quant_is_const(g, n, x_scale) && kiln_quant_is_const(g, n, w_scale) &&
+         kiln_quant_is_const(g, n, y_scale) &&
+         kiln_shape_numel(&kiln_in(g, n, x_scale)->shape) == 1;
+}
+
+int kiln_quant_multipliers(const kiln_lower_ctx *c, int x_scale, int w_scale, int y_scale,
+                           int64_t cols) {
+  if (!kiln_quant_scales_const(c->g, c->node, x_scale, w_scale, y_scale)) return -1;
+  const kiln_tensor *xs = kiln_lower_in(c, x_scale), *ws = kiln_lower_in(c, w_scale);
+  const kiln_tensor *ys = kiln_lower_in(c, y_scale);
+  bool per_column = kiln_shape_numel(&ws->shape) > 1;
+  float *m = kiln_xcalloc((size_t)cols, sizeof(float));
+  for (int64_t j = 0; j < cols; j++)
+    m[j] = (float)kiln_quant_multiplier_ref(
+        kiln_tensor_get(xs, 0), kiln_tensor_get(ws, per_column ? j : 0), kiln_tensor_get(ys, 0));
+  int buf = kiln_lower_derived_weight(c, "mult", m, cols);
+  free(m);
+  return buf;
+}
+
+kiln_lexpr *kiln_quant_unsigned_lx(kiln_lb *b, kiln_lexpr *x, kiln_dtype t) {
+  if (t == KILN_U8) return x;
+  return lx_cast(b, KILN_U8,
+                 lx_bin(b, LB_ADD, lx_cast(b, KILN_I32, x), lx_cast(b, KILN_I32, lx_int(b, 128))));
+}
+
+int kiln_quant_unsigned_zp(const kiln_lower_ctx *c, int zp, kiln_dtype t) {
+  kiln_lb *b = c->b;
+  kiln_lexpr *v = kiln_quant_param_lx(c, zp, lx_int(b, 0), KILN_I32);
+  if (t == KILN_I8) v = lx_bin(b, LB_ADD, v, lx_cast(b, KILN_I32, lx_int(b, 128)));
+  return kiln_lb_decl(b, "xzp", KILN_I32, v);
+}
+
+void kiln_quant_scratch(const kiln_lower_ctx *c, int64_t acc_count, int64_t u8_bytes, int *acc,
+                        int *bytes) {
+  *acc = acc_count ? kiln_lower_scratch(c, KILN_I32, acc_count) : -1;
+  *bytes = u8_bytes ? kiln_lower_scratch(c, KILN_U8, u8_bytes) : -1;
 }

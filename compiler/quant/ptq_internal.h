@@ -1,0 +1,78 @@
+// What the files of the quantize pass share (ptq.h): ptq.c chooses, calibrates and rewrites the
+// quantized layers (Conv, Gemm, MatMul) and writes the report; qgraph.c keeps the ops between
+// them in u8 (MaxPool, Flatten, Reshape, Add + Relu, GlobalAveragePool, Concat).
+#ifndef KILN_QUANT_PTQ_INTERNAL_H
+#define KILN_QUANT_PTQ_INTERNAL_H
+
+#include "../autodiff/builder.h"
+#include "../ops/op.h"
+#include "ptq.h"
+
+typedef struct fbuf {  // values seen for one tensor over the calibration run
+  float *v;
+  int64_t n, cap;
+} fbuf;
+
+typedef struct layer {
+  const char *name;    // the node's name (or its output's)
+  int op;              // KILN_OP_Conv, KILN_OP_Gemm or KILN_OP_MatMul
+  int node, relu;      // node indices before the rewrite; relu -1 when not fused
+  int x, y;            // tensors: the input quantized, the output (the Relu's when fused)
+  const char *y_name;  // y's name: indices change when the graph is compacted
+  bool has_bias;       // Gemm's C: y stays wide (i32 sums, dequantized), C added in f32
+  float x_scale, y_scale, w_min, w_max;
+  int32_t x_zp, y_zp;
+  double sqnr, max_err;  // the quantized graph's y against the FP32 one
+} layer;
+
+typedef struct graph_op {  // an op between quantized layers kept in u8 (qgraph.c)
+  const char *name;        // the node's name (or its output's)
+  int op, node, relu;      // node indices before the rewrite; relu -1 when not fused (Add only)
+  int y;                   // the output (the Relu's when fused)
+  bool calibrated;  // y gets its own scale (Add, GlobalAveragePool, Concat); else x's (MaxPool ...)
+  float y_scale;
+  int32_t y_zp;
+} graph_op;
+
+typedef struct ptq {
+  kiln_graph *g;
+  kiln_quant_options *o;
+  kiln_diag *d;
+  layer *layers;
+  int n_layers;
+  graph_op *ops;
+  int n_ops;
+  fbuf *seen;       // per tensor index of the FP32 graph: values collected (n == 0: not wanted)
+  bool *wanted;     // per tensor index: collect its values
+  int64_t samples;  // calibration samples run
+} ptq;
+
+// A u8 tensor standing for an f32 one: the tensors of it, its scale and its zero point, and their
+// values.
+typedef struct qtensor {
+  int q, scale, zp;
+  float s;
+  int32_t z;
+} qtensor;
+
+// ptq.c
+// Whether --quant-skip names node `name`.
+bool kiln_ptq_skipped(const ptq *q, const char *name);
+// The Relu node that is the only reader of tensor y (not a graph output), or -1.
+int kiln_ptq_fusable_relu(const kiln_graph *g, int y);
+// New scale and zero point params of value s, z (q unset).
+qtensor kiln_ptq_qparams(kiln_grad_ctx *c, float s, int32_t z);
+// Rewrites the f32 tensor `f32` as the DequantizeLinear of u8 y (its producer must be dead by
+// now), and records y as its u8 version in have[]. False after reporting.
+bool kiln_ptq_dequantize_into(kiln_grad_ctx *c, qtensor *have, qtensor y, int f32);
+
+// qgraph.c
+// If node i is an op kept in u8 — its data inputs all have u8 versions (ready[t]) — appends it to
+// q->ops, marks its output ready, and its output wanted for calibration when it needs a scale.
+bool kiln_ptq_consider_graph_op(ptq *q, int i, bool *ready);
+// The output's scale and zero point from the calibration values (calibrated ops only).
+void kiln_ptq_graph_op_scale(ptq *q, graph_op *op);
+// Rewrites op onto the u8 versions of its inputs (have[]); false after reporting.
+bool kiln_ptq_rewrite_graph_op(kiln_grad_ctx *c, qtensor *have, const graph_op *op);
+
+#endif
