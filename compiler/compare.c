@@ -126,6 +126,7 @@ static bool build_variant(const session *s, variant *v, const char *exe) {
   kiln_compilation c;
   kiln_compilation_init(&c, g);
   kiln_compilation_set_target(&c, s->o->target);
+  c.tuning = s->o->tuning;
   for (int i = 0; i < v->n_off; i++) c.disabled[c.n_disabled++] = v->off[i];
   kiln_build_options bo = {.target = s->o->target ? s->o->target : "native"};
   bool ok = kiln_compile_pipeline(&c, &d) && kiln_build_binary(c.prog, &bo, exe, &d);

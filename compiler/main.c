@@ -570,8 +570,10 @@ static const char *tune_cache_path(const cli *a, char *buf, size_t size) {
   return path && strcmp(path, "none") != 0 ? path : NULL;
 }
 
-// Loads the cache into a->tuning; false (after reporting) if it is malformed.
+// Loads the cache into a->tuning for the commands that compile (not import); false (after
+// reporting) if it is malformed.
 static bool load_tuning(const cli *a) {
+  if (strcmp(a->cmd, "import") == 0) return true;
   char buf[1024], err[1200];
   const char *path = tune_cache_path(a, buf, sizeof(buf));
   if (!path || kiln_tuning_load(a->tuning, path, err, sizeof(err))) return true;
@@ -797,6 +799,7 @@ static int cmd_compare(const cli *a) {
   kiln_compare_options o = a->compare;
   o.model = a->model;
   o.target = a->target;
+  o.tuning = a->tuning;  // the variants use the tiles the real build would
   return kiln_compare(&o);
 }
 

@@ -34,7 +34,11 @@ bool kiln_measure_run(char *const argv[], char *out, size_t size) {
   int fd[2];
   if (pipe(fd)) return false;
   pid_t pid = fork();
-  if (pid < 0) return false;
+  if (pid < 0) {
+    close(fd[0]);
+    close(fd[1]);
+    return false;
+  }
   if (pid == 0) {
     dup2(fd[1], 1);
     close(fd[0]);

@@ -236,3 +236,30 @@ int64_t kiln_no_flops(const kiln_graph *g, const kiln_node *n) {
 int64_t kiln_output_numel_flops(const kiln_graph *g, const kiln_node *n) {
   return kiln_shape_numel(&kiln_out(g, n, 0)->shape);
 }
+
+// ---- The channel-blocked layout NCHWc (op_internal.h) ----
+
+kiln_shape kiln_nchwc_shape(const kiln_shape *s, int64_t L) {
+  return (kiln_shape){.rank = 5, .dim = {s->dim[0], s->dim[1] / L, s->dim[2], s->dim[3], L}};
+}
+
+kiln_shape kiln_nchw_shape(const kiln_shape *s) {
+  kiln_shape p = *s;
+  if (s->rank == 5) p.rank = 4, p.dim[1] = s->dim[1] * s->dim[4];
+  return p;
+}
+
+// Element (n, c, h, w) of a planar (N, C, H, W) array at `planar`: where NCHWc keeps it.
+static int64_t nchwc_index(int64_t planar, int64_t HW, int64_t L) {
+  int64_t nc = planar / HW, hw = planar % HW;
+  return ((nc / L) * HW + hw) * L + nc % L;
+}
+
+void kiln_nchwc_copy(const kiln_shape *planar, int64_t L, const double *from, double *to,
+                     bool to_blocked) {
+  int64_t HW = planar->dim[2] * planar->dim[3], numel = kiln_shape_numel(planar);
+  for (int64_t i = 0; i < numel; i++) {
+    int64_t j = nchwc_index(i, HW, L);
+    to[to_blocked ? j : i] = from[to_blocked ? i : j];
+  }
+}

@@ -578,4 +578,13 @@ int kiln_lower_train_stream_key(const kiln_lower_ctx *c);
 void kiln_lower_normal_fill(kiln_lb *b, int key, int buf, kiln_dtype t, int64_t n, double mean,
                             double scale);
 
+// ---- The channel-blocked layout NCHWc (select-layout; Reorder; FusedConv layout "NCHWc") ----
+// (N, C, H, W) -> (N, C / L, H, W, L), C a multiple of L.
+kiln_shape kiln_nchwc_shape(const kiln_shape *planar, int64_t L);
+// (N, CB, H, W, L) -> (N, CB * L, H, W); other shapes as they are.
+kiln_shape kiln_nchw_shape(const kiln_shape *s);
+// Copies a planar (N, C, H, W) array of doubles into its NCHWc form, or back (to_blocked false).
+void kiln_nchwc_copy(const kiln_shape *planar, int64_t L, const double *from, double *to,
+                     bool to_blocked);
+
 #endif

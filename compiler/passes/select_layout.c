@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../ops/op.h"
+#include "../ops/op_internal.h"
 #include "pipeline.h"
 
 static bool constant(const kiln_tensor *t) {
@@ -59,8 +59,7 @@ static void add_layout_attrs(kiln_graph *g, kiln_node *n, const char *layout, in
 // A new tensor "<name>.nchw<L>c" for the blocked form of tensor t.
 static int blocked_tensor(kiln_graph *g, int t, int64_t L) {
   char name[512];
-  const kiln_shape s = g->tensors[t].shape;
-  kiln_shape b = {.rank = 5, .dim = {s.dim[0], s.dim[1] / L, s.dim[2], s.dim[3], L}};
+  kiln_shape b = kiln_nchwc_shape(&g->tensors[t].shape, L);
   snprintf(name, sizeof(name), "%s.nchw%lldc", g->tensors[t].name, (long long)L);
   return kiln_graph_add_tensor(g, name, KILN_TENSOR_VALUE, KILN_F32, &b);
 }

@@ -358,23 +358,6 @@ static int64_t blocked_lanes(const kiln_node *n) {
                                                                      : 0;
 }
 
-// (N, CB, H, W, L) -> (N, CB * L, H, W); other shapes as they are.
-static kiln_shape planar_shape(const kiln_shape *s) {
-  kiln_shape p = *s;
-  if (s->rank == 5) p.rank = 4, p.dim[1] = s->dim[1] * s->dim[4];
-  return p;
-}
-
-static kiln_shape blocked_shape(const kiln_shape *s, int64_t L) {  // (N, C, H, W) -> NCHWc
-  return (kiln_shape){.rank = 5, .dim = {s->dim[0], s->dim[1] / L, s->dim[2], s->dim[3], L}};
-}
-
-// The element (n, c, h, w) of a (N, C, H, W) tensor stored as NCHWc, from its planar index.
-static int64_t blocked_index(int64_t planar, int64_t HW, int64_t L) {
-  int64_t nc = planar / HW, hw = planar % HW;
-  return ((nc / L) * HW + hw) * L + nc % L;
-}
-
 // The same as an expression, from the plane nc = n * C + c and the position hw in it:
 // ((nc / L) * HW + hw) * L + nc % L (C a multiple of L).
 static kiln_lexpr *lx_blocked(kiln_lb *b, kiln_lexpr *nc, int64_t HW, kiln_lexpr *hw, int64_t L) {
@@ -409,8 +392,8 @@ static int64_t tile_width(int64_t OW, int64_t RO, int64_t max_acc) {
 // A 1-D conv is planned as a 2-D one over (1, L): H, kH, strides, dilations and pads of 1 / 0.
 static conv_plan make_default_plan(const kiln_lower_ctx *c) {
   const kiln_tensor *w = kiln_lower_in(c, 1);
-  kiln_shape xs = planar_shape(&kiln_lower_in(c, 0)->shape);
-  kiln_shape ys = planar_shape(&kiln_lower_out(c, 0)->shape);
+  kiln_shape xs = kiln_nchw_shape(&kiln_lower_in(c, 0)->shape);
+  kiln_shape ys = kiln_nchw_shape(&kiln_lower_out(c, 0)->shape);
   kiln_window win = conv_window(c->node, &xs, &w->shape);
   int h = win.rank - 2, r = win.rank - 1;  // the H axis (-1: none) and the W axis
   const int64_t *xd = xs.dim, *wd = w->shape.dim, *yd = ys.dim;
@@ -916,7 +899,7 @@ static bool blocked_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
     return false;
   }
   kiln_shape blocked = x->shape;
-  x->shape = planar_shape(&blocked);
+  x->shape = kiln_nchw_shape(&blocked);
   bool ok = infer(g, n, d);
   x->shape = blocked;
   kiln_tensor *y = kiln_out(g, n, 0);
@@ -925,7 +908,7 @@ static bool blocked_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
                   (long long)y->shape.dim[1]);
     return false;
   }
-  if (ok) y->shape = blocked_shape(&y->shape, L);
+  if (ok) y->shape = kiln_nchwc_shape(&y->shape, L);
   return ok;
 }
 
@@ -946,35 +929,25 @@ static bool fused_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   return true;
 }
 
-// Copies between a planar (N, C, H, W) array and its NCHWc form (C a multiple of L).
-static void copy_blocked(const kiln_shape *planar, int64_t L, const double *from, double *to,
-                         bool to_blocked) {
-  int64_t HW = planar->dim[2] * planar->dim[3], numel = kiln_shape_numel(planar);
-  for (int64_t i = 0; i < numel; i++) {
-    int64_t j = blocked_index(i, HW, L);
-    to[to_blocked ? j : i] = from[to_blocked ? i : j];
-  }
-}
-
 static void fused_eval_planar(const kiln_node *n, const kiln_eval_tensor *in,
                               kiln_eval_tensor *out);
 
 // NCHWc: the planar reference on unblocked copies, its result blocked.
 static void blocked_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
   int64_t L = blocked_lanes(n);
-  kiln_shape xs = planar_shape(in[0].shape), ys = planar_shape(out->shape);
+  kiln_shape xs = kiln_nchw_shape(in[0].shape), ys = kiln_nchw_shape(out->shape);
   kiln_eval_tensor pin[4] = {{0}}, pout = {&ys, out->dtype, NULL};
   for (int i = 0; i < n->n_inputs && i < 4; i++) pin[i] = in[i];
   double *x = kiln_xmalloc(sizeof(double) * (size_t)kiln_shape_numel(&xs));
   double *z =
       kiln_has_input(n, 3) ? kiln_xmalloc(sizeof(double) * (size_t)kiln_shape_numel(&ys)) : NULL;
   pout.data = kiln_xmalloc(sizeof(double) * (size_t)kiln_shape_numel(&ys));
-  copy_blocked(&xs, L, in[0].data, x, false);
+  kiln_nchwc_copy(&xs, L, in[0].data, x, false);
   pin[0] = (kiln_eval_tensor){&xs, in[0].dtype, x};
   if (z)
-    copy_blocked(&ys, L, in[3].data, z, false), pin[3] = (kiln_eval_tensor){&ys, in[3].dtype, z};
+    kiln_nchwc_copy(&ys, L, in[3].data, z, false), pin[3] = (kiln_eval_tensor){&ys, in[3].dtype, z};
   fused_eval_planar(n, pin, &pout);
-  copy_blocked(&ys, L, pout.data, out->data, true);
+  kiln_nchwc_copy(&ys, L, pout.data, out->data, true);
   free(x), free(z), free(pout.data);
 }
 

@@ -34,11 +34,8 @@ static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
                   kiln_shape_text(&x->shape).text);
     return false;
   }
-  kiln_shape out = {.rank = blocked ? 5 : 4};
-  if (blocked)  // out: (N, C / lanes, H, W, lanes)
-    memcpy(out.dim, (int64_t[]){xd[0], xd[1] / L, xd[2], xd[3], L}, 5 * sizeof(int64_t));
-  else  // out: (N, CB * lanes, H, W)
-    memcpy(out.dim, (int64_t[]){xd[0], xd[1] * L, xd[2], xd[3]}, 4 * sizeof(int64_t));
+  // out: (N, C / lanes, H, W, lanes) or (N, CB * lanes, H, W)
+  kiln_shape out = blocked ? kiln_nchwc_shape(&x->shape, L) : kiln_nchw_shape(&x->shape);
   kiln_op_set_output(g, n, 0, x->dtype, &out);
   return true;
 }
@@ -64,13 +61,9 @@ static kiln_strided walk(const kiln_node *n, const kiln_shape *x) {
 }
 
 static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
-  kiln_strided s = walk(n, in[0].shape);
-  int64_t idx[5];
-  for (int64_t flat = 0; flat < kiln_shape_numel(&s.shape); flat++) {
-    kiln_unravel(flat, &s.shape, idx);
-    out->data[kiln_dot_index(5, idx, s.dst_stride)] =
-        in[0].data[kiln_dot_index(5, idx, s.src_stride)];
-  }
+  bool blocked = to_blocked(n);
+  kiln_shape planar = blocked ? *in[0].shape : *out->shape;
+  kiln_nchwc_copy(&planar, kiln_attr_int(n, "lanes", 1), in[0].data, out->data, blocked);
 }
 
 static void lower(const kiln_lower_ctx *c) {
