@@ -145,6 +145,57 @@ Test(kernels, fuse_epilogue_keeps_a_conv_output_read_twice) {
   free(model), free(json), free(dir);
 }
 
+// x (2, 4) -> fc1 (Gemm) -> Tanh -> t; t -> fc2 (Gemm, transB) -> Relu -> r (r is also read by
+// fc4); r -> fc3 -> LeakyRelu -> y1; fc4's output g4 is read by Sigmoid and by an Add.
+static const char *gemm_model =
+    "{\"format\":\"kiln-model\",\"version\":1,\"name\":\"gemms\","
+    "\"inputs\":[{\"name\":\"x\",\"dtype\":\"f32\",\"shape\":[2,4]}],"
+    "\"outputs\":[{\"name\":\"y1\",\"dtype\":\"f32\",\"shape\":[2,4]},"
+    "{\"name\":\"y2\",\"dtype\":\"f32\",\"shape\":[2,4]}],"
+    "\"params\":[{\"name\":\"w\",\"dtype\":\"f32\",\"shape\":[4,4],"
+    "\"init\":{\"kind\":\"normal\",\"std\":0.5,\"seed\":1}},"
+    "{\"name\":\"b\",\"dtype\":\"f32\",\"shape\":[4],"
+    "\"init\":{\"kind\":\"normal\",\"std\":0.5,\"seed\":2}}],"
+    "\"nodes\":[{\"op\":\"Gemm\",\"name\":\"fc1\",\"inputs\":[\"x\",\"w\",\"b\"],"
+    "\"outputs\":[\"g1\"]},"
+    "{\"op\":\"Tanh\",\"name\":\"tanh\",\"inputs\":[\"g1\"],\"outputs\":[\"t\"]},"
+    "{\"op\":\"Gemm\",\"name\":\"fc2\",\"inputs\":[\"t\",\"w\"],\"outputs\":[\"g2\"],"
+    "\"attrs\":{\"transB\":1}},"
+    "{\"op\":\"Relu\",\"name\":\"relu\",\"inputs\":[\"g2\"],\"outputs\":[\"r\"]},"
+    "{\"op\":\"Gemm\",\"name\":\"fc3\",\"inputs\":[\"r\",\"w\"],\"outputs\":[\"g3\"]},"
+    "{\"op\":\"LeakyRelu\",\"name\":\"leaky\",\"inputs\":[\"g3\"],\"outputs\":[\"y1\"]},"
+    "{\"op\":\"Gemm\",\"name\":\"fc4\",\"inputs\":[\"r\",\"w\"],\"outputs\":[\"g4\"],"
+    "\"attrs\":{\"alpha\":2.0}},"
+    "{\"op\":\"Sigmoid\",\"name\":\"sig\",\"inputs\":[\"g4\"],\"outputs\":[\"s\"]},"
+    "{\"op\":\"Add\",\"name\":\"add\",\"inputs\":[\"s\",\"g4\"],\"outputs\":[\"y2\"]}]}";
+
+Test(kernels, fuse_epilogue_folds_gemm_activations) {
+  char *dir = make_temp_dir(), *model = write_text(dir, "gemms.json", gemm_model);
+  kiln_compilation c;
+  compile_until(&c, model_or_fail(model), "fuse-epilogue");
+  const kiln_graph *g = c.g;
+  // Expected: fc1 = FusedGemm(Tanh) -> t; fc2 = FusedGemm(Relu) -> r; fc3 and LeakyRelu (an
+  // activation with an attribute) unchanged; fc4 read twice, so Sigmoid stays.
+  const kiln_node *fc[4] = {node_named(g, "fc1"), node_named(g, "fc2"), node_named(g, "fc3"),
+                            node_named(g, "fc4")};
+  for (int i = 0; i < 4; i++) cr_assert(fc[i], "fc%d disappeared", i + 1);
+  cr_expect_eq(fc[0]->op, KILN_OP_FusedGemm);
+  cr_expect_str_eq(kiln_attr_string(fc[0], "activation", ""), "Tanh");
+  cr_expect_str_eq(g->tensors[fc[0]->outputs[0]].name, "t");
+  cr_expect_eq(fc[1]->op, KILN_OP_FusedGemm);
+  cr_expect_str_eq(kiln_attr_string(fc[1], "activation", ""), "Relu");
+  cr_expect_eq(kiln_attr_int(fc[1], "transB", 0), 1, "the Gemm's attributes are kept");
+  cr_expect_str_eq(g->tensors[fc[1]->outputs[0]].name, "r");
+  cr_expect_eq(fc[2]->op, KILN_OP_Gemm);
+  cr_expect(node_named(g, "leaky"), "LeakyRelu has an attribute and must stay");
+  cr_expect_eq(fc[3]->op, KILN_OP_Gemm);
+  cr_expect(node_named(g, "sig"), "g4 has two readers: Sigmoid must stay");
+  cr_expect(!node_named(g, "tanh") && !node_named(g, "relu"), "a fused activation stayed");
+  kiln_compilation_free(&c);
+  rm_rf(dir);
+  free(model), free(dir);
+}
+
 // The loop IR of the model at `path` after the whole pipeline, as text (caller frees).
 static char *compiled_loop_ir(const char *path) {
   kiln_compilation c;

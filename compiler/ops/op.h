@@ -125,6 +125,7 @@ typedef struct kiln_op_def {
 const kiln_op_def *kiln_op_get(int op);
 const kiln_op_def *kiln_op_find(const char *name);  // NULL if unsupported
 int kiln_op_lookup(const char *name);                   // -1 if unsupported
+bool kiln_gemm_activation_ok(int op);  // FusedGemm may take op as its activation (gemm.c)
 
 // ---- Helpers shared by op files (compiler/ops/common.c) ----
 

@@ -9,6 +9,9 @@
 // tensors disappear. The fused node takes the place of the last node of the chain (every input,
 // z included, is computed by then) and keeps the Conv's name; the Conv node is dropped.
 // FusedConv is defined in compiler/ops/nn/conv.c.
+// A Gemm whose output is read only by an elementwise activation without attributes (Relu, Tanh,
+// Sigmoid, ...: kiln_gemm_activation_ok) becomes FusedGemm(activation = that op's name), defined
+// in compiler/ops/nn/gemm.c: the activation is applied to each sum before it is stored.
 #include <string.h>
 
 #include "../ops/op.h"
@@ -39,11 +42,11 @@ static kiln_node *fusable_conv(kiln_graph *g, int t, bool residual) {
   return residual && has_residual(conv) ? NULL : conv;
 }
 
-// Moves conv (now fused) into the slot of `tail`, whose output it takes over.
-static void replace_tail(kiln_graph *g, kiln_node *conv, kiln_node *tail) {
+// Moves conv (or gemm; now fused into op) into the slot of `tail`, whose output it takes over.
+static void replace_tail(kiln_graph *g, kiln_node *conv, kiln_node *tail, int op) {
   int out = tail->outputs[0];
   kiln_node fused = *conv;
-  fused.op = KILN_OP_FusedConv;
+  fused.op = op;
   fused.outputs = kiln_pool_alloc(&g->pool, sizeof(int));
   fused.outputs[0] = out;
   fused.where = tail->where;
@@ -58,7 +61,7 @@ static bool fuse_relu(kiln_graph *g, kiln_node *relu) {
   if (!conv) return false;
   kiln_attr *a = kiln_node_add_attr(g, conv, "activation", KILN_ATTR_STRING);
   a->s = kiln_pool_strdup(&g->pool, "Relu");
-  replace_tail(g, conv, relu);
+  replace_tail(g, conv, relu, KILN_OP_FusedConv);
   return true;
 }
 
@@ -76,10 +79,23 @@ static bool fuse_add(kiln_graph *g, kiln_node *add) {
     conv->inputs = kiln_pool_alloc(&g->pool, sizeof in);
     memcpy(conv->inputs, in, sizeof in);
     conv->n_inputs = 4;
-    replace_tail(g, conv, add);
+    replace_tail(g, conv, add, KILN_OP_FusedConv);
     return true;
   }
   return false;
+}
+
+// act(Gemm(...)) -> FusedGemm(..., activation = act's op)
+static bool fuse_gemm_activation(kiln_graph *g, kiln_node *act) {
+  const kiln_tensor *x = &g->tensors[act->inputs[0]];
+  if (x->producer < 0 || x->is_output || x->kind != KILN_TENSOR_VALUE) return false;
+  kiln_node *gemm = &g->nodes[x->producer];
+  if (gemm->dead || gemm->op != KILN_OP_Gemm || readers_of(g, act->inputs[0]) != 1) return false;
+  if (!kiln_gemm_activation_ok(act->op)) return false;
+  kiln_attr *a = kiln_node_add_attr(g, gemm, "activation", KILN_ATTR_STRING);
+  a->s = kiln_pool_strdup(&g->pool, kiln_op_get(act->op)->name);
+  replace_tail(g, gemm, act, KILN_OP_FusedGemm);
+  return true;
 }
 
 bool kiln_pass_fuse_epilogue(kiln_compilation *c, kiln_diag *d, bool *changed) {
@@ -89,8 +105,10 @@ bool kiln_pass_fuse_epilogue(kiln_compilation *c, kiln_diag *d, bool *changed) {
   for (int i = 0; i < g->n_nodes; i++) {
     kiln_node *n = &g->nodes[i];
     if (n->dead || n->n_outputs != 1) continue;
-    if (n->op == KILN_OP_Relu && n->n_inputs == 1)
-      fused += fuse_relu(g, n);
+    if (n->op == KILN_OP_Relu && n->n_inputs == 1 && fuse_relu(g, n))
+      fused++;
+    else if (n->n_inputs == 1 && n->inputs[0] >= 0)
+      fused += fuse_gemm_activation(g, n);
     else if (n->op == KILN_OP_Add && n->n_inputs == 2)
       fused += fuse_add(g, n);
   }

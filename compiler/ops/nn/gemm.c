@@ -2,6 +2,11 @@
 //   A': (M, K)   B': (K, N)   C: optional, unidirectionally broadcastable to (M, N)   Y: (M, N)
 // Lowering: transB = 0 accumulates contiguous output rows (i-k-j); transB = 1 takes dot products
 // over contiguous k (i-j-k). The schedule pass vectorizes the innermost loop of either.
+// FusedGemm (made by fuse-epilogue): Y = activation(Gemm(A, B, C)), the activation applied to
+// each sum before it is stored.
+#include <stdlib.h>
+#include <string.h>
+
 #include "../../autodiff/builder.h"
 #include "../op_internal.h"
 
@@ -121,6 +126,20 @@ static kiln_lexpr *bias_term(const kiln_lower_ctx *c, int m, kiln_lexpr *col, do
   return beta != 1 ? lx_bin(b, LB_MUL, lx_float(b, t, beta), cv) : cv;
 }
 
+// FusedGemm's activation op (an elementwise op without attributes), or -1 for none (Gemm).
+static int activation_op(const kiln_node *n) {
+  const char *name = kiln_attr_string(n, "activation", NULL);
+  return name ? kiln_op_lookup(name) : -1;
+}
+
+// The activation's expression of one sum v (v itself without one).
+static kiln_lexpr *activation(const kiln_lower_ctx *c, kiln_lexpr *v) {
+  int op = activation_op(c->node);
+  if (op < 0) return v;
+  kiln_node act = {.op = op, .name = c->node->name, .where = c->node->where};
+  return kiln_op_get(op)->elementwise(c->b, &act, kiln_lower_out(c, 0)->dtype, &v, 1);
+}
+
 // transB = 1: B's rows are B'^T's columns, so each output is a dot product over contiguous k.
 //   for m, n: acc = sum_k A'[m][k] * B[n][k];  y[m][n] = alpha * acc + beta * C
 static void lower_dot(const kiln_lower_ctx *c, const gemm_dims *g, double alpha, double beta) {
@@ -137,7 +156,8 @@ static void lower_dot(const kiln_lower_ctx *c, const gemm_dims *g, double alpha,
   kiln_lexpr *v = lx_var(b, acc);
   if (alpha != 1) v = lx_bin(b, LB_MUL, lx_float(b, t, alpha), v);
   if (kiln_has_input(c->node, 2)) v = lx_bin(b, LB_ADD, v, bias_term(c, m, lx_var(b, j), beta));
-  kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, lx_var(b, m), g->N, lx_var(b, j)), v);
+  kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, lx_var(b, m), g->N, lx_var(b, j)),
+                activation(c, v));
   kiln_lb_end_for(b);
   kiln_lb_end_for(b);
 }
@@ -175,6 +195,13 @@ static void lower_rows(const kiln_lower_ctx *c, const gemm_dims *g, double alpha
                 lx_bin(b, LB_ADD, yv, prod));
   kiln_lb_end_for(b);
   kiln_lb_end_for(b);
+  if (activation_op(c->node) >= 0) {  // the tile is still in cache: y[m][tile] = act(y)
+    j = kiln_lb_for_n(b, "n", tile);
+    kiln_lexpr *y = lx_load(b, ybuf, lx_madd(b, lx_var(b, m), g->N, column(b, nt, tile, j)));
+    kiln_lb_store(b, ybuf, lx_madd(b, lx_var(b, m), g->N, column(b, nt, tile, j)),
+                  activation(c, y));
+    kiln_lb_end_for(b);
+  }
   kiln_lb_end_for(b);
   kiln_lb_end_for(b);
 }
@@ -185,9 +212,11 @@ static void lower(const kiln_lower_ctx *c) {
                     *ty = kiln_lower_out(c, 0);
   gemm_dims g = dims_of(node, &ta->shape, &tb->shape);
   double alpha = kiln_attr_float(node, "alpha", 1), beta = kiln_attr_float(node, "beta", 1);
-  kiln_lb_comment(c->b, "Gemm %s: %s%s * %s%s%s -> %s", node->name, kiln_describe(ta).text,
-                  g.trans_a ? "^T" : "", kiln_describe(tb).text, g.trans_b ? "^T" : "",
-                  kiln_has_input(node, 2) ? " + C" : "", kiln_describe(ty).text);
+  kiln_lb_comment(c->b, "%s %s: %s%s * %s%s%s%s%s -> %s", kiln_op_get(node->op)->name, node->name,
+                  kiln_describe(ta).text, g.trans_a ? "^T" : "", kiln_describe(tb).text,
+                  g.trans_b ? "^T" : "", kiln_has_input(node, 2) ? " + C" : "",
+                  activation_op(node) >= 0 ? ", then " : "",
+                  kiln_attr_string(node, "activation", ""), kiln_describe(ty).text);
   if (g.trans_b)
     lower_dot(c, &g, alpha, beta);
   else
@@ -248,4 +277,60 @@ const kiln_op_def kiln_op_Gemm = {
     .flops = flops,
     .tol = {1e-5, 1e-5},
     .grad = grad,
+};
+
+// ---- FusedGemm (made by the fuse-epilogue pass, compiler/passes/fuse_epilogue.c) ----
+// Gemm's inputs and attributes plus `activation`, the name of an elementwise op without
+// attributes whose tolerance is within Gemm's (kiln_gemm_activation_ok): Relu, Tanh, Sigmoid, ...
+
+static const kiln_attr_spec fused_attrs[] = {
+    {"alpha", KILN_ATTR_FLOAT, false},      {"beta", KILN_ATTR_FLOAT, false},
+    {"transA", KILN_ATTR_INT, false},       {"transB", KILN_ATTR_INT, false},
+    {"activation", KILN_ATTR_STRING, true}, {0},
+};
+
+bool kiln_gemm_activation_ok(int op) {
+  const kiln_op_def *def = kiln_op_get(op);
+  return def && def->elementwise && def->min_inputs == 1 && def->max_inputs == 1 &&
+         def->max_outputs == 1 && (!def->attrs || !def->attrs[0].name) &&
+         def->tol.atol <= kiln_op_Gemm.tol.atol && def->tol.rtol <= kiln_op_Gemm.tol.rtol;
+}
+
+static bool fused_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
+  const char *act = kiln_attr_string(n, "activation", "");
+  int op = kiln_op_lookup(act);
+  if (op < 0 || !kiln_gemm_activation_ok(op)) {
+    kiln_op_error(d, n,
+                  "attrs.activation: expected an elementwise op without attributes (Relu, Tanh, "
+                  "Sigmoid, ...), got \"%s\"",
+                  act);
+    return false;
+  }
+  return infer(g, n, d);
+}
+
+// Gemm's reference, then the activation's on a copy of the sums.
+static void fused_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
+  eval(n, in, out);
+  size_t bytes = sizeof(double) * (size_t)kiln_shape_numel(out->shape);
+  kiln_eval_tensor sums = {out->shape, out->dtype, kiln_xmalloc(bytes)};
+  memcpy(sums.data, out->data, bytes);
+  kiln_node act = {.op = activation_op(n), .name = n->name, .where = n->where};
+  kiln_op_get(act.op)->eval(&act, &sums, out);
+  free(sums.data);
+}
+
+const kiln_op_def kiln_op_FusedGemm = {
+    .name = "FusedGemm",
+    .min_inputs = 2,
+    .max_inputs = 3,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .attrs = fused_attrs,
+    .fuse = KILN_FUSE_OPAQUE,
+    .infer = fused_infer,
+    .eval = fused_eval,
+    .lower = lower,
+    .flops = flops,
+    .tol = {1e-5, 1e-5},  // Gemm's; only activations within it are fused
 };
