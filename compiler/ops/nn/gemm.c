@@ -3,7 +3,7 @@
 // Lowering: transB = 0 accumulates contiguous output rows (i-k-j); transB = 1 takes dot products
 // over contiguous k (i-j-k). The schedule pass vectorizes the innermost loop of either.
 // FusedGemm (made by fuse-epilogue): Y = activation(Gemm(A, B, C)), the activation applied to
-// each sum before it is stored.
+// each finished part of an output row while it is in cache.
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,6 +140,20 @@ static kiln_lexpr *activation(const kiln_lower_ctx *c, kiln_lexpr *v) {
   return kiln_op_get(op)->elementwise(c->b, &act, kiln_lower_out(c, 0)->dtype, &v, 1);
 }
 
+// y[m][nt * tile + n] = act(y[...]) for n < tile, a vectorized pass over the part of row m just
+// written (still in cache; an activation per dot product would be a scalar call). nt: the
+// column tile's loop variable, or ignored when tiles == 1.
+static void activate_row(const kiln_lower_ctx *c, int m, int64_t N, int64_t tiles, int nt) {
+  if (activation_op(c->node) < 0) return;
+  kiln_lb *b = c->b;
+  int64_t tile = N / tiles;
+  int ybuf = kiln_out_buf(c, 0), j = kiln_lb_for_n(b, "n", tile);
+  kiln_lexpr *col = tiles > 1 ? lx_madd(b, lx_var(b, nt), tile, lx_var(b, j)) : lx_var(b, j);
+  kiln_lexpr *at = lx_madd(b, lx_var(b, m), N, col);
+  kiln_lb_store(b, ybuf, at, activation(c, lx_load(b, ybuf, kiln_lx_clone(b, at))));
+  kiln_lb_end_for(b);
+}
+
 // transB = 1: B's rows are B'^T's columns, so each output is a dot product over contiguous k.
 //   for m, n: acc = sum_k A'[m][k] * B[n][k];  y[m][n] = alpha * acc + beta * C
 static void lower_dot(const kiln_lower_ctx *c, const gemm_dims *g, double alpha, double beta) {
@@ -156,9 +170,9 @@ static void lower_dot(const kiln_lower_ctx *c, const gemm_dims *g, double alpha,
   kiln_lexpr *v = lx_var(b, acc);
   if (alpha != 1) v = lx_bin(b, LB_MUL, lx_float(b, t, alpha), v);
   if (kiln_has_input(c->node, 2)) v = lx_bin(b, LB_ADD, v, bias_term(c, m, lx_var(b, j), beta));
-  kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, lx_var(b, m), g->N, lx_var(b, j)),
-                activation(c, v));
+  kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, lx_var(b, m), g->N, lx_var(b, j)), v);
   kiln_lb_end_for(b);
+  activate_row(c, m, g->N, 1, 0);
   kiln_lb_end_for(b);
 }
 
@@ -195,13 +209,7 @@ static void lower_rows(const kiln_lower_ctx *c, const gemm_dims *g, double alpha
                 lx_bin(b, LB_ADD, yv, prod));
   kiln_lb_end_for(b);
   kiln_lb_end_for(b);
-  if (activation_op(c->node) >= 0) {  // the tile is still in cache: y[m][tile] = act(y)
-    j = kiln_lb_for_n(b, "n", tile);
-    kiln_lexpr *y = lx_load(b, ybuf, lx_madd(b, lx_var(b, m), g->N, column(b, nt, tile, j)));
-    kiln_lb_store(b, ybuf, lx_madd(b, lx_var(b, m), g->N, column(b, nt, tile, j)),
-                  activation(c, y));
-    kiln_lb_end_for(b);
-  }
+  activate_row(c, m, g->N, g->N / tile, nt);
   kiln_lb_end_for(b);
   kiln_lb_end_for(b);
 }
