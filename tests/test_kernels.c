@@ -272,6 +272,22 @@ Test(kernels, depthwise_conv_loop_ir) {
   free(text);
 }
 
+// A pruned Gemm (B a param, 80% zeros, M = 1) reads only its non-zero weights; a dense param B
+// keeps the dense kernel. (The values: the gemm_sparse_* golden cases in tests/test_ops.c.)
+Test(kernels, sparse_gemm_only_for_mostly_zero_weights) {
+  char *text = golden_loop_ir("gemm_sparse_dot");
+  const char *want[] = {"B' is 80% zeros: its 365 non-zero weights compressed by column",
+                        "n_start[", "n_nz_k[", "n_nz_w["};
+  expect_in_ir(text, want, sizeof want / sizeof *want);
+  free(text);
+  char *dir = make_temp_dir(), *model = write_text(dir, "gemms.json", gemm_model);
+  text = compiled_loop_ir(model);
+  cr_expect(!strstr(text, "compressed by column"), "a dense B took the sparse kernel:\n%s", text);
+  free(text);
+  rm_rf(dir);
+  free(model), free(dir);
+}
+
 // A 2-D MaxPool: the row form, output rows combined in place over clamped column ranges.
 Test(kernels, maxpool_row_form_loop_ir) {
   char *text = golden_loop_ir("kernels_maxpool_3x3_s2_p1");

@@ -81,6 +81,9 @@ int kiln_lower_scratch(const kiln_lower_ctx *c, kiln_dtype t, int64_t numel);
 // Returns the buffer index; the buffer is named <node>_<suffix>.
 int kiln_lower_derived_weight(const kiln_lower_ctx *c, const char *suffix, const float *data,
                               int64_t numel);
+// The same for numel elements of any dtype t (indices of a compressed sparse weight: i32).
+int kiln_lower_derived(const kiln_lower_ctx *c, const char *suffix, kiln_dtype t, const void *data,
+                       int64_t numel);
 
 // ---- Binary elementwise ops with numpy broadcasting (binary.c) ----
 
@@ -281,8 +284,7 @@ int64_t kiln_pool_flops(const kiln_graph *g, const kiln_node *n, kiln_window_opt
 // Checks x (N, C, D1, ...), rank >= 3; sets the output (N, C, 1, ..., 1).
 bool kiln_global_pool_infer(kiln_graph *g, kiln_node *n, kiln_diag *d);
 // The output shape (N, C, 1, ..., 1) of a global pool over input 0 (rank >= 3, else reported).
-bool kiln_global_pool_shape(const kiln_graph *g, const kiln_node *n, kiln_diag *d,
-                            kiln_shape *out);
+bool kiln_global_pool_shape(const kiln_graph *g, const kiln_node *n, kiln_diag *d, kiln_shape *out);
 // D1 * ... * Dk: the elements pooled per (n, c).
 int64_t kiln_global_pool_size(const kiln_shape *x);
 // for nc: acc = init; for i: acc = combine(acc, x[nc][i]); y[nc] = acc (/ size when mean)

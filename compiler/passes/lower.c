@@ -95,10 +95,10 @@ int kiln_lower_scratch(const kiln_lower_ctx *c, kiln_dtype t, int64_t numel) {
 
 // Derived weights (op_internal.h): staged in p->derived, 64-byte aligned, each at its final
 // offset past the payload plan-memory built; merged into the payload when lowering ends.
-int kiln_lower_derived_weight(const kiln_lower_ctx *c, const char *suffix, const float *data,
-                              int64_t numel) {
+int kiln_lower_derived(const kiln_lower_ctx *c, const char *suffix, kiln_dtype t, const void *data,
+                       int64_t numel) {
   kiln_lprog *p = c->b->prog;
-  int64_t at = (p->derived_bytes + 63) / 64 * 64, bytes = numel * (int64_t)sizeof(float);
+  int64_t at = (p->derived_bytes + 63) / 64 * 64, bytes = numel * (int64_t)kiln_dtype_size(t);
   if (at + bytes > p->derived_cap) {
     int64_t cap = p->derived_cap ? p->derived_cap : 1 << 16;
     while (cap < at + bytes) cap *= 2;
@@ -111,11 +111,16 @@ int kiln_lower_derived_weight(const kiln_lower_ctx *c, const char *suffix, const
   p->derived_bytes = at + bytes;
   kiln_lbuf b = {.name = kiln_pool_printf(&p->pool, "%s_%s", c->node->name, suffix),
                  .kind = KILN_BUF_WEIGHT,
-                 .dtype = KILN_F32,
+                 .dtype = t,
                  .numel = numel,
                  .index = -1,
                  .offset = (p->weights_bytes + 63) / 64 * 64 + at};
   return kiln_lprog_add_buf(p, &b);
+}
+
+int kiln_lower_derived_weight(const kiln_lower_ctx *c, const char *suffix, const float *data,
+                              int64_t numel) {
+  return kiln_lower_derived(c, suffix, KILN_F32, data, numel);
 }
 
 // Appends the derived weights to the payload: c->weights grows and p->weights follows it.

@@ -1,7 +1,9 @@
 // Gemm (ONNX): Y = alpha * A' B' + beta * C, with A' = transA ? A^T : A and B' likewise.
 //   A': (M, K)   B': (K, N)   C: optional, unidirectionally broadcastable to (M, N)   Y: (M, N)
 // Lowering: transB = 0 accumulates contiguous output rows (i-k-j); transB = 1 takes dot products
-// over contiguous k (i-j-k). The schedule pass vectorizes the innermost loop of either.
+// over contiguous k (i-j-k). The schedule pass vectorizes the innermost loop of either. A
+// matrix-vector product with a constant B that is at least 3/4 zeros (a pruned model's) reads only
+// the non-zero weights, compressed by output column at compile time.
 // FusedGemm (made by fuse-epilogue): Y = activation(Gemm(A, B, C)), the activation applied to
 // each finished part of an output row while it is in cache.
 #include <stdlib.h>
@@ -154,31 +156,57 @@ static void activate_row(const kiln_lower_ctx *c, int m, int64_t N, int64_t tile
   kiln_lb_end_for(b);
 }
 
-// transB = 1: B's rows are B'^T's columns, so each output is a dot product over contiguous k.
-//   for m, n: acc = sum_k A'[m][k] * B[n][k];  y[m][n] = alpha * acc + beta * C
-static void lower_dot(const kiln_lower_ctx *c, const gemm_dims *g, double alpha, double beta) {
-  kiln_lb *b = c->b;
-  kiln_dtype t = kiln_lower_out(c, 0)->dtype;
-  int m = kiln_lb_for_n(b, "m", g->M);
-  int j = kiln_lb_for_n(b, "n", g->N);
-  int acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, 0));
-  int k = kiln_lb_for_n(b, "k", g->K);
-  kiln_lexpr *av = lx_load(b, kiln_in_buf(c, 0), matrix_index(b, g->trans_a, m, k, g->M, g->K));
-  kiln_lexpr *bv = lx_load(b, kiln_in_buf(c, 1), matrix_index(b, true, k, j, g->K, g->N));
-  kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), lx_bin(b, LB_MUL, av, bv)));
-  kiln_lb_end_for(b);
-  kiln_lexpr *v = lx_var(b, acc);
-  if (alpha != 1) v = lx_bin(b, LB_MUL, lx_float(b, t, alpha), v);
-  if (kiln_has_input(c->node, 2)) v = lx_bin(b, LB_ADD, v, bias_term(c, m, lx_var(b, j), beta));
-  kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, lx_var(b, m), g->N, lx_var(b, j)), v);
-  kiln_lb_end_for(b);
-  activate_row(c, m, g->N, 1, 0);
-  kiln_lb_end_for(b);
-}
-
 // Column nt * tile + n of the output (each call builds a fresh expression tree).
 static kiln_lexpr *column(kiln_lb *b, int nt, int64_t tile, int j) {
   return lx_madd(b, lx_var(b, nt), tile, lx_var(b, j));
+}
+
+// Output columns per block of the per-output lowerings: the largest divisor of N up to 32. A block
+// is computed, then activated while it is in cache; with M = 1 the block loop runs in parallel.
+static int64_t column_block(int64_t N) {
+  for (int64_t nb = N < 32 ? N : 32;; nb--)
+    if (N % nb == 0) return nb;
+}
+
+// How one output's sum is accumulated into acc: output (m, column jb * nb + jj).
+typedef void (*gemm_sum_fn)(const kiln_lower_ctx *c, const gemm_dims *g, int m, int jb, int64_t nb,
+                            int jj, int acc, const void *arg);
+
+// Each output is one sum (sum_fn), then scaled, biased, stored; the activation per column block.
+//   for m, jb, jj: acc = sum(m, n = jb * nb + jj);  y[m][n] = alpha * acc + beta * C
+static void lower_each_output(const kiln_lower_ctx *c, const gemm_dims *g, double alpha,
+                              double beta, gemm_sum_fn sum, const void *arg) {
+  kiln_lb *b = c->b;
+  kiln_dtype t = kiln_lower_out(c, 0)->dtype;
+  int64_t nb = column_block(g->N);
+  int m = kiln_lb_for_n(b, "m", g->M);
+  int jb = kiln_lb_for_n(b, "nb", g->N / nb);
+  int jj = kiln_lb_for_n(b, "n", nb);
+  int acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, 0));
+  sum(c, g, m, jb, nb, jj, acc, arg);
+  kiln_lexpr *v = lx_var(b, acc);
+  if (alpha != 1) v = lx_bin(b, LB_MUL, lx_float(b, t, alpha), v);
+  if (kiln_has_input(c->node, 2))
+    v = lx_bin(b, LB_ADD, v, bias_term(c, m, column(b, jb, nb, jj), beta));
+  kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, lx_var(b, m), g->N, column(b, jb, nb, jj)), v);
+  kiln_lb_end_for(b);
+  activate_row(c, m, g->N, g->N / nb, jb);
+  kiln_lb_end_for(b);
+  kiln_lb_end_for(b);
+}
+
+// transB = 1: B's rows are B'^T's columns, so each output is a dot product over contiguous k:
+//   acc = sum_k A'[m][k] * B[n][k]
+static void dot_sum(const kiln_lower_ctx *c, const gemm_dims *g, int m, int jb, int64_t nb, int jj,
+                    int acc, const void *arg) {
+  (void)arg;
+  kiln_lb *b = c->b;
+  int k = kiln_lb_for_n(b, "k", g->K);
+  kiln_lexpr *av = lx_load(b, kiln_in_buf(c, 0), matrix_index(b, g->trans_a, m, k, g->M, g->K));
+  kiln_lexpr *bv =
+      lx_load(b, kiln_in_buf(c, 1), lx_madd(b, column(b, jb, nb, jj), g->K, lx_var(b, k)));
+  kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), lx_bin(b, LB_MUL, av, bv)));
+  kiln_lb_end_for(b);
 }
 
 // transB = 0: rows of B are contiguous in n, so accumulate whole output rows (i-k-j order).
@@ -214,6 +242,88 @@ static void lower_rows(const kiln_lower_ctx *c, const gemm_dims *g, double alpha
   kiln_lb_end_for(b);
 }
 
+// ---- Sparse weights (a pruned model's): compressed columns of B' ----
+// A matrix-vector product (M <= SPARSE_MAX_ROWS) is bound by reading B; when at least 3/4 of a
+// constant B is zero, reading only the non-zero weights and their row indices (8 bytes each
+// instead of 4 bytes for every weight) reads less than half as much. Larger M keeps the dense
+// kernels, which reuse each weight across rows.
+enum { SPARSE_MAX_ROWS = 4 };
+
+static bool sparse_worthwhile(const kiln_lower_ctx *c, const gemm_dims *g) {
+  const kiln_tensor *tb = kiln_lower_in(c, 1);
+  int64_t numel = g->K * g->N, zeros = 0;
+  if (!tb->data || tb->dtype != KILN_F32 || g->M > SPARSE_MAX_ROWS || numel >= INT32_MAX)
+    return false;
+  const float *w = tb->data;
+  for (int64_t i = 0; i < numel; i++) zeros += w[i] == 0;
+  return zeros * 4 >= numel * 3;
+}
+
+// Column j of B' compressed: its non-zero weights in increasing k, as k indices and values;
+// column j's run is [start[j], start[j + 1]).
+typedef struct sparse_columns {
+  int32_t *start, *k;
+  float *w;
+  int64_t nnz;
+} sparse_columns;
+
+static sparse_columns compress_columns(const gemm_dims *g, const float *b) {
+  sparse_columns s = {.start = kiln_xcalloc((size_t)g->N + 1, sizeof(int32_t)),
+                      .k = kiln_xcalloc((size_t)(g->K * g->N) + 1, sizeof(int32_t)),
+                      .w = kiln_xcalloc((size_t)(g->K * g->N) + 1, sizeof(float))};
+  for (int64_t j = 0; j < g->N; j++) {
+    s.start[j] = (int32_t)s.nnz;
+    for (int64_t k = 0; k < g->K; k++) {
+      float v = b[b_index(g, k, j)];
+      if (v == 0) continue;
+      s.k[s.nnz] = (int32_t)k, s.w[s.nnz] = v;
+      s.nnz++;
+    }
+  }
+  s.start[g->N] = (int32_t)s.nnz;
+  return s;
+}
+
+// i64 value of element `at` of an i32 buffer.
+static kiln_lexpr *load_index(kiln_lb *b, int buf, kiln_lexpr *at) {
+  return lx_cast(b, KILN_I64, lx_load(b, buf, at));
+}
+
+// The derived buffers of the compressed columns.
+typedef struct sparse_bufs {
+  int start, k, w;
+} sparse_bufs;
+
+//   acc = sum over p in column n's run of A'[m][k[p]] * w[p]
+static void sparse_sum(const kiln_lower_ctx *c, const gemm_dims *g, int m, int jb, int64_t nb,
+                       int jj, int acc, const void *arg) {
+  const sparse_bufs *s = arg;
+  kiln_lb *b = c->b;
+  kiln_lexpr *next = lx_add(b, column(b, jb, nb, jj), lx_int(b, 1));
+  int p = kiln_lb_for(b, "p", load_index(b, s->start, column(b, jb, nb, jj)),
+                      load_index(b, s->start, next));
+  kiln_lexpr *k = load_index(b, s->k, lx_var(b, p));
+  kiln_lexpr *av = lx_load(b, kiln_in_buf(c, 0),
+                           g->trans_a ? lx_add(b, lx_mul(b, k, lx_int(b, g->M)), lx_var(b, m))
+                                      : lx_madd(b, lx_var(b, m), g->K, k));
+  kiln_lexpr *wv = lx_load(b, s->w, lx_var(b, p));
+  kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), lx_bin(b, LB_MUL, av, wv)));
+  kiln_lb_end_for(b);
+}
+
+static void lower_sparse(const kiln_lower_ctx *c, const gemm_dims *g, double alpha, double beta) {
+  sparse_columns s = compress_columns(g, kiln_lower_in(c, 1)->data);
+  sparse_bufs bufs = {
+      .start = kiln_lower_derived(c, "start", KILN_I32, s.start, g->N + 1),
+      .k = kiln_lower_derived(c, "nz_k", KILN_I32, s.k, s.nnz ? s.nnz : 1),
+      .w = kiln_lower_derived(c, "nz_w", KILN_F32, s.w, s.nnz ? s.nnz : 1),
+  };
+  kiln_lb_comment(c->b, "B' is %.0f%% zeros: its %lld non-zero weights compressed by column",
+                  100.0 * (double)(g->K * g->N - s.nnz) / (double)(g->K * g->N), (long long)s.nnz);
+  free(s.start), free(s.k), free(s.w);
+  lower_each_output(c, g, alpha, beta, sparse_sum, &bufs);
+}
+
 static void lower(const kiln_lower_ctx *c) {
   const kiln_node *node = c->node;
   const kiln_tensor *ta = kiln_lower_in(c, 0), *tb = kiln_lower_in(c, 1),
@@ -225,8 +335,10 @@ static void lower(const kiln_lower_ctx *c) {
                   g.trans_b ? "^T" : "", kiln_has_input(node, 2) ? " + C" : "",
                   activation_op(node) >= 0 ? ", then " : "",
                   kiln_attr_string(node, "activation", ""), kiln_describe(ty).text);
-  if (g.trans_b)
-    lower_dot(c, &g, alpha, beta);
+  if (sparse_worthwhile(c, &g))
+    lower_sparse(c, &g, alpha, beta);
+  else if (g.trans_b)
+    lower_each_output(c, &g, alpha, beta, dot_sum, NULL);
   else
     lower_rows(c, &g, alpha, beta);
 }
