@@ -196,6 +196,50 @@ Test(kernels, fuse_epilogue_folds_gemm_activations) {
   free(model), free(dir);
 }
 
+// conv1 -> Clip(lo, hi params) -> y1 (ReLU6); conv2 -> Clip(x, hi: an input) -> y2.
+static const char *clip_model =
+    "{\"format\":\"kiln-model\",\"version\":1,\"name\":\"clips\","
+    "\"inputs\":[{\"name\":\"x\",\"dtype\":\"f32\",\"shape\":[1,2,4,4]},"
+    "{\"name\":\"top\",\"dtype\":\"f32\",\"shape\":[1]}],"
+    "\"outputs\":[{\"name\":\"y1\",\"dtype\":\"f32\",\"shape\":[1,2,4,4]},"
+    "{\"name\":\"y2\",\"dtype\":\"f32\",\"shape\":[1,2,4,4]}],"
+    "\"params\":[{\"name\":\"w\",\"dtype\":\"f32\",\"shape\":[2,2,1,1],"
+    "\"init\":{\"kind\":\"normal\",\"seed\":1}},"
+    "{\"name\":\"lo\",\"dtype\":\"f32\",\"shape\":[1],\"init\":{\"kind\":\"zeros\"}},"
+    "{\"name\":\"hi\",\"dtype\":\"f32\",\"shape\":[1],"
+    "\"init\":{\"kind\":\"constant\",\"value\":6}}],"
+    "\"nodes\":[{\"op\":\"Conv\",\"name\":\"conv1\",\"inputs\":[\"x\",\"w\"],"
+    "\"outputs\":[\"c1\"]},"
+    "{\"op\":\"Clip\",\"name\":\"relu6\",\"inputs\":[\"c1\",\"lo\",\"hi\"],"
+    "\"outputs\":[\"y1\"]},"
+    "{\"op\":\"Conv\",\"name\":\"conv2\",\"inputs\":[\"y1\",\"w\"],\"outputs\":[\"c2\"]},"
+    "{\"op\":\"Clip\",\"name\":\"clip_top\",\"inputs\":[\"c2\",\"lo\",\"top\"],"
+    "\"outputs\":[\"y2\"]}]}";
+
+Test(kernels, fuse_epilogue_folds_constant_clip) {
+  char *dir = make_temp_dir(), *model = write_text(dir, "clips.json", clip_model);
+  kiln_compilation c;
+  compile_until(&c, model_or_fail(model), "fuse-epilogue");
+  const kiln_graph *g = c.g;
+  // Expected: conv1 = FusedConv(activation Clip, activation_params [0, 6]) -> y1; conv2 and
+  // clip_top unchanged (a bound computed at run time).
+  const kiln_node *c1 = node_named(g, "conv1"), *c2 = node_named(g, "conv2");
+  cr_assert(c1 && c2, "a convolution disappeared");
+  cr_expect_eq(c1->op, KILN_OP_FusedConv);
+  cr_expect_str_eq(kiln_attr_string(c1, "activation", ""), "Clip");
+  const kiln_attr *params = kiln_node_attr(c1, "activation_params");
+  cr_assert(params && params->count == 2, "activation_params [min, max] expected");
+  cr_expect(params->floats[0] == 0 && params->floats[1] == 6, "bounds %g, %g", params->floats[0],
+            params->floats[1]);
+  cr_expect_str_eq(g->tensors[c1->outputs[0]].name, "y1");
+  cr_expect(!node_named(g, "relu6"), "the constant Clip stayed");
+  cr_expect_eq(c2->op, KILN_OP_Conv);
+  cr_expect(node_named(g, "clip_top"), "a Clip with a run-time bound was fused");
+  kiln_compilation_free(&c);
+  rm_rf(dir);
+  free(model), free(dir);
+}
+
 // The loop IR of the model at `path` after the whole pipeline, as text (caller frees).
 static char *compiled_loop_ir(const char *path) {
   kiln_compilation c;

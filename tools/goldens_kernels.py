@@ -10,7 +10,8 @@ an odd number of 16-channel vectors, a row that needs a narrower tail tile, padd
 input copy), strides, dilations, asymmetric pads and 1x1 convolutions run as a GEMM (strided ones
 on a subsampled copy). The FusedConv
 cases (what the fuse-epilogue pass makes of Conv -> Add -> Relu) are relu(conv(x, w, b) + z) with
-and without the residual, the activation and the bias, and a grouped one (the unblocked path).
+and without the residual, the activation and the bias, and a grouped one (the unblocked path);
+three take Clip (ReLU6's form, activation_params = [min, max]) as the activation.
 Depthwise convs (group = C = M: padded, strided, dilated, fused) take their own lowering, and
 2-D MaxPools the row form (pool.c): padded, strided, dilated, asymmetric pads.
 
@@ -36,7 +37,7 @@ PREFIX = "kernels_"
 
 class Case:
     def __init__(self, name, op, x_shape, w_shape, bias=True, residual=False, relu=False,
-                 strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1):
+                 strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1, clip=None):
         self.name, self.op = PREFIX + name, op
         rng = np.random.default_rng(zlib.crc32(self.name.encode()))
         fan_in = w_shape[1] * w_shape[2] * w_shape[3]
@@ -44,7 +45,7 @@ class Case:
         self.w = (rng.standard_normal(w_shape) / math.sqrt(fan_in)).astype(np.float32)
         self.b = rng.standard_normal(w_shape[0]).astype(np.float32) if bias else None
         self.strides, self.pads, self.dilations, self.group = strides, pads, dilations, group
-        self.relu = relu
+        self.relu, self.clip = relu, clip  # clip: (min, max), ReLU6's (0, 6)
         self.y_conv = self.torch_conv()
         self.z = rng.standard_normal(self.y_conv.shape).astype(np.float32) if residual else None
 
@@ -63,6 +64,8 @@ class Case:
             y = y + torch.from_numpy(self.z)
         if self.relu:
             y = torch.relu(y)
+        if self.clip:
+            y = torch.clamp(y, *self.clip)
         return np.ascontiguousarray(y.numpy())
 
     def write(self, root):
@@ -80,6 +83,8 @@ class Case:
             attrs["group"] = self.group
         if self.relu:
             attrs["activation"] = "Relu"
+        if self.clip:
+            attrs["activation"], attrs["activation_params"] = "Clip", list(self.clip)
         while inputs[-1] == "":
             inputs.pop()
         y = self.output()
@@ -157,6 +162,10 @@ def cases():
              residual=True, strides=(2, 2)),
         Case("fused_group2", "FusedConv", (1, 4, 6, 6), (6, 2, 3, 3), residual=True, relu=True,
              pads=(1, 1, 1, 1), group=2),
+        Case("fused_clip6", "FusedConv", (1, 6, 10, 10), (32, 6, 3, 3), clip=(0.0, 6.0),
+             pads=(1, 1, 1, 1)),
+        Case("fused_residual_clip_1x1", "FusedConv", (1, 16, 5, 5), (16, 16, 1, 1), residual=True,
+             clip=(-0.5, 0.75)),
         # Depthwise (group = C = M): the vectorized column loop over a padded copy
         Case("dw_pad1", "Conv", (2, 5, 9, 11), (5, 1, 3, 3), pads=(1, 1, 1, 1), group=5),
         Case("dw_s2_asym", "Conv", (1, 6, 12, 13), (6, 1, 3, 3), bias=False, strides=(2, 2),
@@ -164,6 +173,8 @@ def cases():
         Case("dw_dil2_5x3", "Conv", (1, 3, 10, 9), (3, 1, 5, 3), dilations=(2, 1), group=3),
         Case("fused_dw_residual_relu", "FusedConv", (1, 8, 7, 7), (8, 1, 3, 3), residual=True,
              relu=True, pads=(1, 1, 1, 1), group=8),
+        Case("fused_dw_clip6_s2", "FusedConv", (1, 8, 9, 9), (8, 1, 3, 3), clip=(0.0, 6.0),
+             strides=(2, 2), pads=(1, 1, 1, 1), group=8),
         # MaxPool through the row form (ops' maxpool_* cases cover ceil_mode): padding, strides,
         # dilations, asymmetric pads
         PoolCase("maxpool_3x3_s2_p1", (1, 4, 13, 13), (3, 3), (2, 2), (1, 1, 1, 1)),

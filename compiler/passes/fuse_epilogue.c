@@ -9,6 +9,8 @@
 // tensors disappear. The fused node takes the place of the last node of the chain (every input,
 // z included, is computed by then) and keeps the Conv's name; the Conv node is dropped.
 // FusedConv is defined in compiler/ops/nn/conv.c.
+// A Clip with constant bounds (ReLU6) after a convolution becomes its activation too:
+// FusedConv(activation = "Clip", activation_params = [min, max]).
 // A Gemm whose output is read only by an elementwise activation without attributes (Relu, Tanh,
 // Sigmoid, ...: kiln_gemm_activation_ok) becomes FusedGemm(activation = that op's name), defined
 // in compiler/ops/nn/gemm.c: the activation is applied to each sum before it is stored.
@@ -65,6 +67,34 @@ static bool fuse_relu(kiln_graph *g, kiln_node *relu) {
   return true;
 }
 
+// The constant value of Clip's bound k (1: min, 2: max; an input or an attribute) in *v.
+static bool clip_bound(const kiln_graph *g, const kiln_node *clip, int k, double *v) {
+  static const char *const names[3] = {NULL, "min", "max"};
+  const kiln_attr *a = kiln_node_attr(clip, names[k]);
+  if (a) return *v = a->f, true;
+  if (k >= clip->n_inputs || clip->inputs[k] < 0) return false;
+  const kiln_tensor *t = &g->tensors[clip->inputs[k]];
+  if (t->kind != KILN_TENSOR_PARAM || !t->data || kiln_shape_numel(&t->shape) != 1) return false;
+  *v = kiln_tensor_get(t, 0);
+  return true;
+}
+
+// Clip(conv(...), min, max) with both bounds constant -> FusedConv(..., activation = "Clip")
+static bool fuse_clip(kiln_graph *g, kiln_node *clip) {
+  double lo, hi;
+  if (!clip_bound(g, clip, 1, &lo) || !clip_bound(g, clip, 2, &hi)) return false;
+  kiln_node *conv = fusable_conv(g, clip->inputs[0], false);
+  if (!conv) return false;
+  kiln_attr *a = kiln_node_add_attr(g, conv, "activation", KILN_ATTR_STRING);
+  a->s = kiln_pool_strdup(&g->pool, "Clip");
+  a = kiln_node_add_attr(g, conv, "activation_params", KILN_ATTR_FLOATS);
+  a->count = 2;
+  a->floats = kiln_pool_alloc(&g->pool, 2 * sizeof(double));
+  a->floats[0] = lo, a->floats[1] = hi;
+  replace_tail(g, conv, clip, KILN_OP_FusedConv);
+  return true;
+}
+
 // Add(conv(...), z) or Add(z, conv(...)) with z of the output's shape -> FusedConv(x, w, b, z)
 static bool fuse_add(kiln_graph *g, kiln_node *add) {
   const kiln_tensor *y = &g->tensors[add->outputs[0]];
@@ -109,6 +139,8 @@ bool kiln_pass_fuse_epilogue(kiln_compilation *c, kiln_diag *d, bool *changed) {
       fused++;
     else if (n->n_inputs == 1 && n->inputs[0] >= 0)
       fused += fuse_gemm_activation(g, n);
+    else if (n->op == KILN_OP_Clip && n->inputs[0] >= 0 && fuse_clip(g, n))
+      fused++;
     else if (n->op == KILN_OP_Add && n->n_inputs == 2)
       fused += fuse_add(g, n);
   }

@@ -23,8 +23,8 @@ const kiln_pass kiln_pipeline[] = {
      .doc = "INT8 post-training quantization (--quantize int8): Conv/Gemm/MatMul, and the "
             "pooling, Add and Concat between them in u8"},
     {.name = "fuse-epilogue", .run = kiln_pass_fuse_epilogue,
-     .doc = "fold Relu and residual Add into the Conv before them (FusedConv), an activation "
-            "into the Gemm before it (FusedGemm)"},
+     .doc = "fold Relu, constant Clip and residual Add into the Conv before them (FusedConv), an "
+            "activation into the Gemm before it (FusedGemm)"},
     {.name = "select-layout", .run = kiln_pass_select_layout,
      .doc = "run chains of convolutions in the blocked NCHWc layout (Reorder at the borders)"},
     {.name = "fuse-elementwise", .run = kiln_pass_fuse_elementwise,

@@ -5,6 +5,7 @@
 // (pads, output size) is shared with the pools in pool.c. 2-D convs have three lowerings (rows
 // accumulated in place; a register-blocked kernel; a depthwise one), 1-D and 3-D ones a generic
 // gather (or the blocked kernel, 1-D as 2-D).
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -220,21 +221,32 @@ static void lower_rows(const kiln_lower_ctx *c) {
 // ---- FusedConv's epilogue: y = act(conv + z) ----
 
 static bool has_residual(const kiln_node *n) { return kiln_has_input(n, 3); }
-static bool has_relu(const kiln_node *n) {
-  return strcmp(kiln_attr_string(n, "activation", ""), "Relu") == 0;
+static bool has_activation(const kiln_node *n, const char *name) {
+  return strcmp(kiln_attr_string(n, "activation", ""), name) == 0;
+}
+static bool has_relu(const kiln_node *n) { return has_activation(n, "Relu"); }
+static bool has_clip(const kiln_node *n) { return has_activation(n, "Clip"); }
+// Clip's bounds: activation_params = [min, max].
+static double clip_bound(const kiln_node *n, int k) {
+  return kiln_node_attr(n, "activation_params")->floats[k];
 }
 
-// act(v + z[index]): the epilogue applied to one output value (v itself for a plain Conv).
+// act(v + z[index]): the epilogue applied to one output value (v itself for a plain Conv). Clip is
+// max then min, as the Clip op computes it.
 static kiln_lexpr *epilogue(const kiln_lower_ctx *c, kiln_lexpr *v, kiln_lexpr *index) {
   kiln_lb *b = c->b;
   if (has_residual(c->node)) v = lx_bin(b, LB_ADD, v, lx_load(b, kiln_in_buf(c, 3), index));
   if (has_relu(c->node)) v = lx_bin(b, LB_MAX, v, lx_float(b, v->dtype, 0));
+  if (has_clip(c->node)) {
+    v = lx_bin(b, LB_MAX, v, lx_float(b, v->dtype, clip_bound(c->node, 0)));
+    v = lx_bin(b, LB_MIN, v, lx_float(b, v->dtype, clip_bound(c->node, 1)));
+  }
   return v;
 }
 
 // After lower_rows: y[i] = act(y[i] + z[i]) in a second pass.
 static void lower_epilogue_pass(const kiln_lower_ctx *c) {
-  if (!has_residual(c->node) && !has_relu(c->node)) return;
+  if (!has_residual(c->node) && !*kiln_attr_string(c->node, "activation", "")) return;
   kiln_lb *b = c->b;
   int out = kiln_out_buf(c, 0);
   int i = kiln_lb_for_n(b, "i", kiln_shape_numel(&kiln_lower_out(c, 0)->shape));
@@ -797,7 +809,10 @@ static void lower(const kiln_lower_ctx *c) {
   kiln_lb_comment(c->b, "%s %s: %s * %s%s%s%s -> %s", kiln_op_get(c->node->op)->name, c->node->name,
                   kiln_describe(x).text, kiln_describe(w).text,
                   kiln_has_input(c->node, 2) ? " + bias" : "",
-                  has_residual(c->node) ? " + residual" : "", has_relu(c->node) ? ", relu" : "",
+                  has_residual(c->node) ? " + residual" : "",
+                  has_relu(c->node)   ? ", relu"
+                  : has_clip(c->node) ? ", clip"
+                                      : "",
                   kiln_describe(y).text);
   if (blocked_lanes(c->node) || (x->shape.rank <= 4 && blocked_applies(c))) {  // 1-D: (1, L)
     lower_blocked(c);
@@ -871,14 +886,21 @@ const kiln_op_def kiln_op_Conv = {
 
 // ---- FusedConv (made by the fuse-epilogue pass, compiler/passes/fuse_epilogue.c) ----
 // y = activation(Conv(x, w, b) + z): Conv's inputs and attributes, an optional residual z of y's
-// shape (input 3) and `activation` ("Relu", or absent for none), as ONNX Runtime's FusedConv.
+// shape (input 3) and `activation` ("Relu"; "Clip" with `activation_params` = [min, max], ReLU6's
+// form; or absent for none), as ONNX Runtime's FusedConv.
 
 static const kiln_attr_spec fused_attrs[] = {
-    {"auto_pad", KILN_ATTR_STRING, false},   {"dilations", KILN_ATTR_INTS, false},
-    {"group", KILN_ATTR_INT, false},         {"kernel_shape", KILN_ATTR_INTS, false},
-    {"pads", KILN_ATTR_INTS, false},         {"strides", KILN_ATTR_INTS, false},
-    {"activation", KILN_ATTR_STRING, false}, {"layout", KILN_ATTR_STRING, false},
-    {"lanes", KILN_ATTR_INT, false},         {0},
+    {"auto_pad", KILN_ATTR_STRING, false},
+    {"dilations", KILN_ATTR_INTS, false},
+    {"group", KILN_ATTR_INT, false},
+    {"kernel_shape", KILN_ATTR_INTS, false},
+    {"pads", KILN_ATTR_INTS, false},
+    {"strides", KILN_ATTR_INTS, false},
+    {"activation", KILN_ATTR_STRING, false},
+    {"layout", KILN_ATTR_STRING, false},
+    {"lanes", KILN_ATTR_INT, false},
+    {"activation_params", KILN_ATTR_FLOATS, false},
+    {0},
 };
 
 // layout = "NCHWc": Conv's inference on the planar view of x, then y blocked like x.
@@ -914,8 +936,16 @@ static bool blocked_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
 
 static bool fused_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   const char *act = kiln_attr_string(n, "activation", "");
-  if (*act && strcmp(act, "Relu") != 0) {
-    kiln_op_error(d, n, "attrs.activation: expected \"Relu\" (or no activation), got \"%s\"", act);
+  if (*act && strcmp(act, "Relu") != 0 && strcmp(act, "Clip") != 0) {
+    kiln_op_error(
+        d, n, "attrs.activation: expected \"Relu\", \"Clip\" (or no activation), got \"%s\"", act);
+    return false;
+  }
+  const kiln_attr *params = kiln_node_attr(n, "activation_params");
+  if (has_clip(n) != (params != NULL) || (params && params->count != 2)) {
+    kiln_op_error(d, n,
+                  "attrs.activation_params: expected [min, max] with activation \"Clip\" (and "
+                  "only then)");
     return false;
   }
   if (!(blocked_lanes(n) ? blocked_infer(g, n, d) : infer(g, n, d))) return false;
@@ -964,6 +994,7 @@ static void fused_eval_planar(const kiln_node *n, const kiln_eval_tensor *in,
   int64_t numel = kiln_shape_numel(out->shape);
   for (int64_t i = 0; i < numel; i++) {
     double v = out->data[i] + (kiln_has_input(n, 3) ? in[3].data[i] : 0);
+    if (has_clip(n)) v = fmin(fmax(v, clip_bound(n, 0)), clip_bound(n, 1));
     out->data[i] = has_relu(n) && v < 0 ? 0 : v;
   }
 }
