@@ -316,6 +316,19 @@ Test(kernels, depthwise_conv_loop_ir) {
   free(text);
 }
 
+// A grouped conv whose groups fill whole vectors takes the blocked kernel (each tile within one
+// group); one whose groups hold 3 output channels keeps the row lowering.
+Test(kernels, grouped_conv_blocked_when_groups_fill_vectors) {
+  char *text = golden_loop_ir("kernels_group2_m64_pad1");
+  const char *want[] = {"blocked: 2 x 16 channels by 10 columns per tile, padded input",
+                        "for ic in [0, 4)"};
+  expect_in_ir(text, want, sizeof want / sizeof *want);
+  free(text);
+  text = golden_loop_ir("kernels_fused_group2");
+  cr_expect(!strstr(text, "blocked:"), "3 channels per group took the blocked kernel:\n%s", text);
+  free(text);
+}
+
 // A pruned Gemm (B a param, 80% zeros, M = 1) reads only its non-zero weights; a dense param B
 // keeps the dense kernel. (The values: the gemm_sparse_* golden cases in tests/test_ops.c.)
 Test(kernels, sparse_gemm_only_for_mostly_zero_weights) {

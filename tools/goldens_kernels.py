@@ -10,7 +10,9 @@ an odd number of 16-channel vectors, a row that needs a narrower tail tile, padd
 input copy), strides, dilations, asymmetric pads and 1x1 convolutions run as a GEMM (strided ones
 on a subsampled copy). The FusedConv
 cases (what the fuse-epilogue pass makes of Conv -> Add -> Relu) are relu(conv(x, w, b) + z) with
-and without the residual, the activation and the bias, and a grouped one (the unblocked path);
+and without the residual, the activation and the bias, and a grouped one (the unblocked path:
+its groups' 3 output channels do not fill a vector; three grouped ones that do take the blocked
+kernel);
 three take Clip (ReLU6's form, activation_params = [min, max]) as the activation.
 Depthwise convs (group = C = M: padded, strided, dilated, fused) take their own lowering, and
 2-D MaxPools the row form (pool.c): padded, strided, dilated, asymmetric pads.
@@ -166,6 +168,12 @@ def cases():
              pads=(1, 1, 1, 1)),
         Case("fused_residual_clip_1x1", "FusedConv", (1, 16, 5, 5), (16, 16, 1, 1), residual=True,
              clip=(-0.5, 0.75)),
+        # Grouped convs whose groups fill whole vectors take the blocked lowering too (AlexNet's)
+        Case("group2_m64_pad1", "Conv", (1, 8, 9, 10), (64, 4, 3, 3), pads=(1, 1, 1, 1),
+             group=2),
+        Case("fused_group4_s2_residual_relu", "FusedConv", (1, 12, 11, 11), (64, 3, 3, 3),
+             residual=True, relu=True, strides=(2, 2), pads=(1, 1, 1, 1), group=4),
+        Case("group3_1x1_m48", "Conv", (2, 6, 5, 7), (48, 2, 1, 1), bias=False, group=3),
         # Depthwise (group = C = M): the vectorized column loop over a padded copy
         Case("dw_pad1", "Conv", (2, 5, 9, 11), (5, 1, 3, 3), pads=(1, 1, 1, 1), group=5),
         Case("dw_s2_asym", "Conv", (1, 6, 12, 13), (6, 1, 3, 3), bias=False, strides=(2, 2),

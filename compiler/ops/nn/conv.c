@@ -12,6 +12,7 @@
 #include "../../autodiff/builder.h"
 #include "../../target.h"
 #include "../op_internal.h"
+#include "conv_internal.h"
 
 static const kiln_window_opts opts = {.dilations = true, .ceil_mode = false};
 
@@ -346,19 +347,7 @@ static void lower_gather(const kiln_lower_ctx *c) {
 // the inner loops have no bounds. A 1x1, stride-1, unpadded conv runs over its flattened spatial
 // dims as one row: a GEMM over channels.
 
-typedef struct conv_plan {
-  int64_t N, C, M, KH, KW;
-  int64_t HP, WP;        // the (padded) input planes the kernel reads
-  int64_t pt, pl, H, W;  // where x lies inside them
-  int64_t OH, OW, sh, sw, dh, dw;
-  int64_t lanes, max_acc;    // the target's f32 vector width; accumulator vectors per tile
-  int64_t MV, RO, RW;        // channel vectors, vectors per tile, columns per tile
-  bool padded;               // reads a padded copy of x
-  bool subsampled;           // a strided 1x1 conv: reads x[n][c][oh * sh][ow * sw] gathered once
-  int64_t xh, xw, xsh, xsw;  // x's own H, W and strides (before subsampling)
-  int64_t yh, yw;            // the output's own OH, OW (before flattening)
-  int64_t blocked;           // x, y and z are NCHWc with this many lanes (= lanes); 0: NCHW
-} conv_plan;
+typedef kiln_conv_plan conv_plan;  // conv_internal.h
 
 // ---- Channel-blocked layout (NCHWc: the select-layout pass, compiler/passes/select_layout.c) ----
 // A FusedConv with layout = "NCHWc" reads x as (N, C / L, H, W, L) and writes y (and reads the
@@ -387,8 +376,17 @@ static bool constant_weights(const kiln_lower_ctx *c) {
          (!bias || (bias->kind == KILN_TENSOR_PARAM && bias->data));
 }
 
+// The target's f32 vector width (16 unless the target says otherwise).
+static int64_t target_lanes(const kiln_lower_ctx *c) {
+  return c->f32_lanes > 0 ? c->f32_lanes : 16;
+}
+
+// Grouped convolutions too, when each group's output channels fill whole vectors (AlexNet's);
+// depthwise ones have their own lowering.
 static bool blocked_applies(const kiln_lower_ctx *c) {
-  return kiln_attr_int(c->node, "group", 1) == 1 && kiln_lower_in(c, 1)->dtype == KILN_F32;
+  int64_t group = kiln_attr_int(c->node, "group", 1), M = kiln_lower_in(c, 1)->shape.dim[0];
+  bool whole_vectors = group == 1 || (M / group) % target_lanes(c) == 0;
+  return whole_vectors && kiln_lower_in(c, 1)->dtype == KILN_F32;
 }
 
 // Columns per tile: the largest width with at most max_acc accumulators that divides OW, else the
@@ -402,28 +400,24 @@ static int64_t tile_width(int64_t OW, int64_t RO, int64_t max_acc) {
 }
 
 // A 1-D conv is planned as a 2-D one over (1, L): H, kH, strides, dilations and pads of 1 / 0.
-static conv_plan make_default_plan(const kiln_lower_ctx *c) {
-  const kiln_tensor *w = kiln_lower_in(c, 1);
-  kiln_shape xs = kiln_nchw_shape(&kiln_lower_in(c, 0)->shape);
-  kiln_shape ys = kiln_nchw_shape(&kiln_lower_out(c, 0)->shape);
-  kiln_window win = conv_window(c->node, &xs, &w->shape);
-  int h = win.rank - 2, r = win.rank - 1;  // the H axis (-1: none) and the W axis
-  const int64_t *xd = xs.dim, *wd = w->shape.dim, *yd = ys.dim;
-  conv_plan p = {.N = xd[0],
-                 .C = xd[1],
-                 .M = wd[0],
-                 .KH = h < 0 ? 1 : wd[2 + h],
-                 .KW = wd[2 + r],
-                 .pt = h < 0 ? 0 : win.pad_begin[h],
-                 .pl = win.pad_begin[r],
-                 .H = h < 0 ? 1 : xd[2 + h],
-                 .W = xd[2 + r],
-                 .OH = h < 0 ? 1 : yd[2 + h],
-                 .OW = yd[2 + r],
-                 .sh = h < 0 ? 1 : win.stride[h],
-                 .sw = win.stride[r],
-                 .dh = h < 0 ? 1 : win.dilation[h],
-                 .dw = win.dilation[r]};
+kiln_conv_plan kiln_conv_plan_make(const kiln_window *win, int64_t N, int64_t C, int64_t M,
+                                   int64_t lanes, int64_t blocked) {
+  int h = win->rank - 2, r = win->rank - 1;  // the H axis (-1: none) and the W axis
+  conv_plan p = {.N = N,
+                 .C = C,
+                 .M = M,
+                 .KH = h < 0 ? 1 : win->kernel[h],
+                 .KW = win->kernel[r],
+                 .pt = h < 0 ? 0 : win->pad_begin[h],
+                 .pl = win->pad_begin[r],
+                 .H = h < 0 ? 1 : win->in[h],
+                 .W = win->in[r],
+                 .OH = h < 0 ? 1 : win->out[h],
+                 .OW = win->out[r],
+                 .sh = h < 0 ? 1 : win->stride[h],
+                 .sw = win->stride[r],
+                 .dh = h < 0 ? 1 : win->dilation[h],
+                 .dw = win->dilation[r]};
   p.xh = p.H, p.xw = p.W, p.xsh = p.sh, p.xsw = p.sw, p.yh = p.OH, p.yw = p.OW;
   // Rows and columns the windows reach: at least the input, padded at the start and the end.
   int64_t need_h = (p.OH - 1) * p.sh + (p.KH - 1) * p.dh + 1;
@@ -442,12 +436,32 @@ static conv_plan make_default_plan(const kiln_lower_ctx *c) {
     p.OW = p.WP = p.W = p.OH * p.OW;
     p.OH = p.HP = p.H = 1;
   }
-  p.blocked = blocked_lanes(c->node);
-  p.lanes = p.blocked ? p.blocked : c->f32_lanes > 0 ? c->f32_lanes : 16;
+  p.blocked = blocked;
+  p.lanes = lanes;
   p.max_acc = kiln_target_accumulators((int)p.lanes);
   p.MV = (p.M + p.lanes - 1) / p.lanes;
   p.RO = p.MV % 2 == 0 ? 2 : 1;
   p.RW = tile_width(p.OW, p.RO, p.max_acc);
+  p.G = 1, p.CG = p.C;
+  return p;
+}
+
+// A grouped conv: each tile's channel vectors lie in one group (RO divides a group's vectors).
+static void plan_groups(conv_plan *p, int64_t group) {
+  p->G = group, p->CG = p->C / group;
+  if (group == 1) return;
+  int64_t group_vectors = p->M / group / p->lanes;
+  if (group_vectors % p->RO != 0) p->RO = 1, p->RW = tile_width(p->OW, 1, p->max_acc);
+}
+
+static conv_plan make_default_plan(const kiln_lower_ctx *c) {
+  const kiln_tensor *w = kiln_lower_in(c, 1);
+  kiln_shape xs = kiln_nchw_shape(&kiln_lower_in(c, 0)->shape);
+  kiln_window win = conv_window(c->node, &xs, &w->shape);
+  int64_t blocked = blocked_lanes(c->node);
+  int64_t lanes = blocked ? blocked : target_lanes(c);
+  conv_plan p = kiln_conv_plan_make(&win, xs.dim[0], xs.dim[1], w->shape.dim[0], lanes, blocked);
+  plan_groups(&p, kiln_attr_int(c->node, "group", 1));
   return p;
 }
 
@@ -463,11 +477,14 @@ static void tune_key(const conv_plan *p, char *key, size_t size) {
            (long long)p->OH, (long long)p->OW, (long long)p->KH, (long long)p->KW, (long long)p->sh,
            (long long)p->sw, (long long)p->dh, (long long)p->dw, (long long)p->lanes);
   if (p->blocked) snprintf(key + strlen(key), size - strlen(key), " NCHWc");
+  if (p->G > 1) snprintf(key + strlen(key), size - strlen(key), " G%lld", (long long)p->G);
 }
 
-// RO divides the channel vectors; a tile is at most the output row and 64 accumulator vectors.
+// RO divides the channel vectors (of a group); a tile is at most the output row and 64
+// accumulator vectors.
 static bool tile_fits(const conv_plan *p, kiln_tile_choice t) {
-  return t.a >= 1 && t.b >= 1 && p->MV % t.a == 0 && t.b <= p->OW && (int64_t)t.a * t.b <= 64;
+  int64_t vectors = p->G > 1 ? p->M / p->G / p->lanes : p->MV;
+  return t.a >= 1 && t.b >= 1 && vectors % t.a == 0 && t.b <= p->OW && (int64_t)t.a * t.b <= 64;
 }
 
 // The analytical plan, then the tile kiln build --tune chose for this shape, if any.
@@ -515,7 +532,7 @@ static int tune_space(const kiln_lower_ctx *c, char *key, size_t key_size, kiln_
 static void pack_weights_at_run_time(const kiln_lower_ctx *c, const conv_plan *p, int *wp,
                                      int *bp) {
   kiln_lb *b = c->b;
-  int64_t per_oc = p->C * p->KH * p->KW;
+  int64_t per_oc = p->CG * p->KH * p->KW;
   *wp = kiln_lower_scratch(c, KILN_F32, p->MV * per_oc * p->lanes);
   *bp = kiln_lower_scratch(c, KILN_F32, p->MV * p->lanes);
   int vb = kiln_lb_for_n(b, "vb", p->MV), l = kiln_lb_for_n(b, "l", p->lanes);
@@ -537,7 +554,8 @@ static void pack_weights_at_run_time(const kiln_lower_ctx *c, const conv_plan *p
   for (int i = 0; i < 3; i++) kiln_lb_end_for(b);  // k, l, vb
 }
 
-// (ceil(M/16), C, kH, kW, 16) from w (M, C, kH, kW), zero past M; bias padded to ceil(M/16) * 16.
+// (ceil(M/16), C/G, kH, kW, 16) from w (M, C/G, kH, kW), zero past M; bias padded to ceil(M/16)
+// * 16.
 static void pack_weights(const kiln_lower_ctx *c, const conv_plan *p, int *wp, int *bp) {
   if (!constant_weights(c)) {
     pack_weights_at_run_time(c, p, wp, bp);
@@ -545,7 +563,7 @@ static void pack_weights(const kiln_lower_ctx *c, const conv_plan *p, int *wp, i
   }
   const kiln_tensor *w = kiln_lower_in(c, 1);
   const kiln_tensor *bias = kiln_has_input(c->node, 2) ? kiln_lower_in(c, 2) : NULL;
-  int64_t per_oc = p->C * p->KH * p->KW, numel = p->MV * per_oc * p->lanes;
+  int64_t per_oc = p->CG * p->KH * p->KW, numel = p->MV * per_oc * p->lanes;
   float *packed = kiln_xcalloc((size_t)numel, sizeof(float));
   for (int64_t oc = 0; oc < p->M; oc++)
     for (int64_t k = 0; k < per_oc; k++)
@@ -619,7 +637,7 @@ static int subsample_input(const kiln_lower_ctx *c, const conv_plan *p) {
 }
 
 // The buffer the kernel reads: x itself, its padded copy or its subsampled copy.
-static int plan_input(const kiln_lower_ctx *c, const conv_plan *p) {
+int kiln_conv_plan_input(const kiln_lower_ctx *c, const conv_plan *p) {
   if (p->subsampled) return subsample_input(c, p);
   return p->padded ? pad_input(c, p) : kiln_in_buf(c, 0);
 }
@@ -655,13 +673,21 @@ static void tile_init(const kiln_lower_ctx *c, const conv_plan *p, const tile_va
   for (int k = 0; k < 3; k++) kiln_lb_end_for(b);
 }
 
+// Input channel ic of the tile's group: (ob * RO / group vectors) * CG + ic (ic without groups).
+static kiln_lexpr *group_channel(kiln_lb *b, const conv_plan *p, const tile_vars *t, int ic) {
+  if (p->G == 1) return lx_var(b, ic);
+  kiln_lexpr *first_vector = lx_mul(b, lx_var(b, t->ob), lx_int(b, p->RO));
+  kiln_lexpr *g = lx_bin(b, LB_DIV, first_vector, lx_int(b, p->M / p->G / p->lanes));
+  return lx_add(b, lx_mul(b, g, lx_int(b, p->CG)), lx_var(b, ic));
+}
+
 // for ic, kh, kw, j, r, l: acc[j][r][l] = muladd(xv, wp[..], acc[j][r][l])
 static void tile_accumulate(const kiln_lower_ctx *c, const conv_plan *p, const tile_vars *t,
                             kiln_lexpr *ow0, int64_t rw) {
   kiln_lb *b = c->b;
-  int ic = kiln_lb_for_n(b, "ic", p->C), kh = kiln_lb_for_n(b, "kh", p->KH);
+  int ic = kiln_lb_for_n(b, "ic", p->CG), kh = kiln_lb_for_n(b, "kh", p->KH);
   int kw = kiln_lb_for_n(b, "kw", p->KW), j = unrolled_for(b, "j", rw);
-  kiln_lexpr *plane = lx_madd(b, lx_var(b, t->n), p->C, lx_var(b, ic));
+  kiln_lexpr *plane = lx_madd(b, lx_var(b, t->n), p->C, group_channel(b, p, t, ic));
   kiln_lexpr *ih = lx_add(b, lx_mul(b, lx_var(b, t->oh), lx_int(b, p->sh)),
                           lx_mul(b, lx_var(b, kh), lx_int(b, p->dh)));
   kiln_lexpr *iw =
@@ -675,7 +701,7 @@ static void tile_accumulate(const kiln_lower_ctx *c, const conv_plan *p, const t
   kiln_lexpr *tap = lx_madd(b, lx_madd(b, lx_var(b, ic), p->KH, lx_var(b, kh)), p->KW,
                             lx_var(b, kw));  // ic * kH * kW + kh * kW + kw
   kiln_lexpr *vec =
-      lx_madd(b, lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r)), p->C * p->KH * p->KW, tap);
+      lx_madd(b, lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r)), p->CG * p->KH * p->KW, tap);
   kiln_lexpr *wv = lx_load(b, t->wp, lx_madd(b, vec, p->lanes, lx_var(b, l)));
   kiln_lb_store_local(
       b, t->acc, acc_index(b, p, j, r, l),
@@ -731,27 +757,32 @@ static void tile(const kiln_lower_ctx *c, const conv_plan *p, tile_vars *t, kiln
     tile_store(c, p, t, ow0, rw);
 }
 
-static void lower_blocked(const kiln_lower_ctx *c) {
+void kiln_conv_lower_tiles(const kiln_lower_ctx *c, const conv_plan *p, int xp, int wp, int bp) {
   kiln_lb *b = c->b;
-  conv_plan p = make_plan(c);
-  tile_vars t;
-  pack_weights(c, &p, &t.wp, &t.bp);
-  t.xp = plan_input(c, &p);
-  kiln_lb_comment(b, "blocked: %lld x %lld channels by %lld columns per tile%s%s", (long long)p.RO,
-                  (long long)p.lanes, (long long)p.RW,
-                  p.padded       ? ", padded input"
-                  : p.subsampled ? ", subsampled input"
-                                 : "",
-                  p.blocked ? ", NCHWc" : "");
-  t.n = kiln_lb_for_n(b, "n", p.N);
-  t.ob = kiln_lb_for_n(b, "ob", p.MV / p.RO);
-  t.oh = kiln_lb_for_n(b, "oh", p.OH);
-  int64_t full = p.OW / p.RW, rest = p.OW % p.RW;
+  tile_vars t = {.xp = xp, .wp = wp, .bp = bp};
+  kiln_lb_comment(b, "blocked: %lld x %lld channels by %lld columns per tile%s%s", (long long)p->RO,
+                  (long long)p->lanes, (long long)p->RW,
+                  p->padded       ? ", padded input"
+                  : p->subsampled ? ", subsampled input"
+                                  : "",
+                  p->blocked ? ", NCHWc" : "");
+  t.n = kiln_lb_for_n(b, "n", p->N);
+  t.ob = kiln_lb_for_n(b, "ob", p->MV / p->RO);
+  t.oh = kiln_lb_for_n(b, "oh", p->OH);
+  int64_t full = p->OW / p->RW, rest = p->OW % p->RW;
   int ot = kiln_lb_for_n(b, "ot", full);
-  tile(c, &p, &t, lx_mul(b, lx_var(b, ot), lx_int(b, p.RW)), p.RW);
+  tile(c, p, &t, lx_mul(b, lx_var(b, ot), lx_int(b, p->RW)), p->RW);
   kiln_lb_end_for(b);
-  if (rest) tile(c, &p, &t, lx_int(b, full * p.RW), rest);
+  if (rest) tile(c, p, &t, lx_int(b, full * p->RW), rest);
   for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // oh, ob, n
+}
+
+static void lower_blocked(const kiln_lower_ctx *c) {
+  conv_plan p = make_plan(c);
+  int wp, bp;
+  pack_weights(c, &p, &wp, &bp);
+  int xp = kiln_conv_plan_input(c, &p);
+  kiln_conv_lower_tiles(c, &p, xp, wp, bp);
 }
 
 // ---- Depthwise 2-D convs (group = C = M, f32): one output computed per vector lane ----
@@ -790,7 +821,7 @@ static void depthwise_taps(const kiln_lower_ctx *c, const conv_plan *p, int xp, 
 static void lower_depthwise(const kiln_lower_ctx *c) {
   kiln_lb *b = c->b;
   conv_plan p = make_plan(c);
-  int xp = plan_input(c, &p);
+  int xp = kiln_conv_plan_input(c, &p);
   kiln_lb_comment(b, "depthwise: one output per lane%s", p.padded ? ", padded input" : "");
   int nc = kiln_lb_for_n(b, "nc", p.N * p.C), oh = kiln_lb_for_n(b, "oh", p.OH);
   int ow = kiln_lb_for_n(b, "ow", p.OW);

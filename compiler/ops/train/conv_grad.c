@@ -5,8 +5,10 @@
 //                        of dy[n, m, oh, ow] * w[m, c - group base, kh, kw]
 //   ConvGradFilter(x (N, C, H, W), dy (N, M, OH, OW)) -> dw (M, C/g, kH, kW)
 //     dw[m, ci, kh, kw] = sum over n, oh, ow of dy[n, m, oh, ow] * x[n, c, oh*s - p + kh*d, ...]
-// Both are gathers (each output element is one sum), so their outer loops run in parallel.
-#include "train_internal.h"
+// Both are gathers (each output element is one sum), so their outer loops run in parallel. The
+// lowerings here go row by row; f32 convs without groups take the register-blocked ones of
+// conv_grad_input.c and conv_grad_filter.c instead.
+#include "conv_grad_blocked.h"
 
 static const kiln_window_opts opts = {.dilations = true, .ceil_mode = false};
 
@@ -26,12 +28,7 @@ static const kiln_attr_spec filter_attrs[] = {
     {0},
 };
 
-// Shapes of one conv: x (N, C, H, W), w (M, C/g, kH, kW), y (N, M, OH, OW).
-typedef struct conv_dims {
-  kiln_shape x, w, y;
-  int64_t group;
-  kiln_window win;
-} conv_dims;
+typedef kiln_conv_grad_dims conv_dims;  // conv_grad_blocked.h
 
 // Resolves the window over x's spatial size; checks that dy has y's shape.
 static bool resolve(const kiln_node *n, kiln_diag *d, const kiln_shape *x, const kiln_shape *dy,
@@ -187,6 +184,7 @@ static void input_lower(const kiln_lower_ctx *c) {
   int64_t Mg = M / cd.group, KH = cd.w.dim[2], KW = cd.w.dim[3];
   kiln_lb_comment(b, "ConvGradInput %s: dy %s, w %s -> dx %s", c->node->name,
                   kiln_describe(dy).text, kiln_describe(wt).text, kiln_describe(dx).text);
+  if (kiln_conv_grad_input_blocked(c, &cd)) return;
   int n = kiln_lb_for_n(b, "n", cd.x.dim[0]);
   int ch = kiln_lb_for_n(b, "c", C);
   int z = kiln_lb_for_n(b, "i", H * W);
@@ -233,6 +231,7 @@ static void filter_lower(const kiln_lower_ctx *c) {
   bool rows = OW <= MAX_PARTIAL_ROW;
   kiln_lb_comment(b, "ConvGradFilter %s: x %s, dy %s -> dw %s", c->node->name,
                   kiln_describe(x).text, kiln_describe(dy).text, kiln_describe(dw).text);
+  if (kiln_conv_grad_filter_blocked(c, &cd)) return;
   int m = kiln_lb_for_n(b, "m", M);
   int ci = kiln_lb_for_n(b, "ci", Cg);
   int kh = kiln_lb_for_n(b, "kh", cd.w.dim[2]);

@@ -1,0 +1,48 @@
+#!/usr/bin/python3
+"""Golden cases of the register-blocked lowerings of ConvGradInput and ConvGradFilter
+(compiler/ops/train/conv_grad_input.c, conv_grad_filter.c), from PyTorch's conv2d_input /
+conv2d_weight through tools/goldens_convgrad.py's case(): tests/goldens/ops/cases-convgrad-blocked.txt
+and its case directories. tests/test_ops.c holds the interpreter to PyTorch and the generated code
+to the interpreter.
+
+    /usr/bin/python3 tools/goldens_conv_grad_blocked.py
+
+Each case aims at one decision of the blocked lowerings: channel counts that leave a vector part
+empty (20, 33), stride 2 (dy spread out; an uneven pad), dilation 2, 1x1 convs (flattened; strided:
+spread dy, subsampled x), a 7x7 stride-2 kernel (one kernel row per tile), rows in several chunks
+(ConvGradFilter), and pads wider than the kernel's reach (left to the row-wise loops, as groups
+are: goldens_convgrad.py's grouped case). Shapes stay tiny: the test suite builds every case with
+both backends.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import goldens_convgrad  # noqa: E402
+from kiln_io import repo_root  # noqa: E402
+
+goldens_convgrad.DOC = "tools/goldens_conv_grad_blocked.py"
+case = goldens_convgrad.case
+
+CASES = [
+    # name, x shape, w shape, keyword arguments of case()
+    ("cgb_partial_vectors", (2, 20, 7, 9), (33, 20, 3, 3), dict(pads=(1, 1, 1, 1))),
+    ("cgb_stride2_uneven", (1, 5, 9, 8), (18, 5, 3, 3), dict(stride=(2, 2), pads=(1, 0, 1, 1))),
+    ("cgb_dilation2", (2, 4, 10, 11), (17, 4, 3, 3), dict(pads=(2, 2, 2, 2), dilation=(2, 2))),
+    ("cgb_1x1", (2, 24, 5, 7), (40, 24, 1, 1), {}),
+    ("cgb_1x1_stride2", (1, 8, 7, 9), (20, 8, 1, 1), dict(stride=(2, 2))),
+    ("cgb_7x7_stride2", (1, 3, 23, 21), (16, 3, 7, 7), dict(stride=(2, 2), pads=(3, 3, 3, 3))),
+    ("cgb_chunks", (1, 2, 70, 64), (1, 2, 3, 3), dict(pads=(1, 1, 1, 1))),
+    ("cgb_pad_past_reach", (1, 4, 6, 6), (5, 4, 1, 1), dict(pads=(1, 1, 1, 1))),
+]
+
+
+def main():
+    lines = "".join(case(name, x, w, seed=20 + i, **kw) for i, (name, x, w, kw) in enumerate(CASES))
+    path = os.path.join(repo_root(), "tests", "goldens", "ops", "cases-convgrad-blocked.txt")
+    with open(path, "w") as f:
+        f.write(lines)
+
+
+if __name__ == "__main__":
+    main()
