@@ -207,7 +207,7 @@ int kiln_lb_var(kiln_lb *b, const char *name, kiln_dtype t) {
   const char *unique = name;
   for (int i = 1; has_var(k, unique); i++)
     unique = kiln_pool_printf(&b->prog->pool, "%s_%d", name, i);
-  kiln_lvar v = {kiln_pool_strdup(&b->prog->pool, unique), t, 0};
+  kiln_lvar v = {.name = kiln_pool_strdup(&b->prog->pool, unique), .dtype = t};
   KILN_VEC_PUSH(k->vars, k->n_vars, k->cap_vars, v);
   return k->n_vars - 1;
 }
@@ -273,6 +273,24 @@ void kiln_lb_store_local(kiln_lb *b, int array, kiln_lexpr *index, kiln_lexpr *v
   s->var = array;
   s->index = index;
   s->value = value;
+  push_stmt(b, s);
+}
+
+int kiln_lb_decl_lanes(kiln_lb *b, const char *name, int lanes) {
+  int v = kiln_lb_decl_array(b, name, KILN_I32, lanes);
+  b->k->vars[v].lanes = true;
+  return v;
+}
+
+void kiln_lb_dot4(kiln_lb *b, int acc, int a_buf, kiln_lexpr *a_index, int w_buf,
+                  kiln_lexpr *w_index) {
+  kiln_lstmt *s = new_stmt(b->prog, LS_DOT4);
+  s->var = acc;
+  s->lanes = (int)b->k->vars[acc].len;
+  s->buf = a_buf;
+  s->index = a_index;
+  s->w_buf = w_buf;
+  s->w_index = w_index;
   push_stmt(b, s);
 }
 

@@ -95,7 +95,18 @@ typedef enum {
   LS_IF,       // if (cond) then_ else else_
   LS_COMMENT,  // text
   LS_LSTORE,   // var[index] = value: an element of a local array
+  LS_DOT4,     // var[0..lanes) += 4-byte dot products (see below)
 } kiln_lstmt_kind;
+
+// LS_DOT4, the integer dot-product operator (the form of x86's vpdpbusd with one operand
+// broadcast). `var` is a lane accumulator (kiln_lb_decl_lanes: an i32 local array of exactly
+// `lanes` elements), `buf` a u8 buffer read at `index`, `w_buf` an i8 buffer read at `w_index`:
+//   for l < lanes: var[l] += sum over j < 4 of
+//       (int32)buf[index + j] * (int32)w_buf[w_index + 4 * l + j]
+// The same 4 bytes of buf meet each lane's own 4 bytes of w_buf. Every sum is computed exactly
+// and added in i32 with wraparound (each statement adds at most 4 * 255 * 128 in magnitude per
+// lane; lowerings keep totals in range). Backends render it with vpdpbusd (AVX-512 VNNI), with
+// pmaddwd on widened halves (AVX2, AVX-512BW) or as the plain loop above.
 
 // Schedule annotations on a loop, set by passes.
 enum {
@@ -119,7 +130,8 @@ struct kiln_lstmt {
   int unroll;
   int reduce_var, reduce_op;  // KILN_LOOP_REDUCE: the accumulator (var index) and kiln_lbin
   // DECL / ASSIGN use var + value (a DECL of a local array has no value: its elements start
-  // undefined); STORE uses buf + index + value; LSTORE var + index + value
+  // undefined, a lane accumulator's at 0); STORE uses buf + index + value; LSTORE var + index +
+  // value
   int buf;
   kiln_lexpr *index, *value;
   // IF
@@ -127,12 +139,18 @@ struct kiln_lstmt {
   kiln_lstmt *then_, *else_;
   // COMMENT
   const char *text;
+  // DOT4 uses var, buf + index (the u8 bytes) and these
+  int lanes;
+  int w_buf;
+  kiln_lexpr *w_index;
 };
 
 typedef struct kiln_lvar {
   const char *name;
   kiln_dtype dtype;
   int64_t len;  // 0: a scalar; > 0: a local array of len elements (register-blocked accumulators)
+  bool lanes;   // a lane accumulator of LS_DOT4 (i32, len lanes, declared as zeros): backends may
+                // keep it in a vector
 } kiln_lvar;
 
 typedef struct kiln_lkernel {
@@ -218,6 +236,13 @@ void kiln_lb_assign(kiln_lb *b, int var, kiln_lexpr *value);
 int kiln_lb_decl_array(kiln_lb *b, const char *name, kiln_dtype t, int64_t len);
 void kiln_lb_store_local(kiln_lb *b, int array, kiln_lexpr *index, kiln_lexpr *value);
 void kiln_lb_store(kiln_lb *b, int buf, kiln_lexpr *index, kiln_lexpr *value);
+// A lane accumulator for kiln_lb_dot4: an i32 local array of `lanes` elements, all 0 where it
+// is declared (4, 8 or 16 render as one vector; elements read and written like any local
+// array's).
+int kiln_lb_decl_lanes(kiln_lb *b, const char *name, int lanes);
+// LS_DOT4: acc[l] += sum over j < 4 of u8 a_buf[a_index + j] * i8 w_buf[w_index + 4*l + j].
+void kiln_lb_dot4(kiln_lb *b, int acc, int a_buf, kiln_lexpr *a_index, int w_buf,
+                  kiln_lexpr *w_index);
 void kiln_lb_if(kiln_lb *b, kiln_lexpr *cond);
 void kiln_lb_else(kiln_lb *b);
 void kiln_lb_end_if(kiln_lb *b);

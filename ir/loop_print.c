@@ -126,6 +126,14 @@ static void print_stmt(const kiln_lprog *p, const kiln_lkernel *k, const kiln_ls
       print_expr(p, k, s->value, out);
       fputc('\n', out);
       break;
+    case LS_DOT4:
+      indent(depth, out);
+      fprintf(out, "%s[0..%d) += dot4(%s[", k->vars[s->var].name, s->lanes, p->bufs[s->buf].name);
+      print_expr(p, k, s->index, out);
+      fprintf(out, "], %s[", p->bufs[s->w_buf].name);
+      print_expr(p, k, s->w_index, out);
+      fputs("])\n", out);
+      break;
     case LS_IF:
       indent(depth, out);
       fputs("if ", out);

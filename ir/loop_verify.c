@@ -46,6 +46,29 @@ static bool check_local(verify_ctx *v, int array, const kiln_lexpr *index) {
   return true;
 }
 
+// An integer index into buffer `buf` of dtype t.
+static bool check_buf_index(verify_ctx *v, int buf, const kiln_lexpr *index, kiln_dtype t) {
+  if (buf < 0 || buf >= v->p->n_bufs) return fail(v, "dot4 on unknown buffer %d", buf);
+  const kiln_lbuf *b = &v->p->bufs[buf];
+  if (b->dtype != t)
+    return fail(v, "dot4 reads %s buffer %s (expected %s)", kiln_dtype_name(b->dtype), b->name,
+                kiln_dtype_name(t));
+  if (!check_expr(v, index)) return false;
+  if (!is_index_type(index->dtype)) return fail(v, "index into %s is not an integer", b->name);
+  return true;
+}
+
+// LS_DOT4: a lane accumulator of `lanes` i32 in scope, a u8 and an i8 buffer.
+static bool check_dot4(verify_ctx *v, const kiln_lstmt *s) {
+  if (s->var < 0 || s->var >= v->k->n_vars) return fail(v, "unknown variable %d", s->var);
+  const kiln_lvar *a = &v->k->vars[s->var];
+  if (!a->lanes || a->dtype != KILN_I32 || a->len != s->lanes || s->lanes <= 0)
+    return fail(v, "dot4 into %s, which is not a lane accumulator of %d i32", a->name, s->lanes);
+  if (!v->in_scope[s->var]) return fail(v, "array %s used out of scope", a->name);
+  return check_buf_index(v, s->buf, s->index, KILN_U8) &&
+         check_buf_index(v, s->w_buf, s->w_index, KILN_I8);
+}
+
 static bool check_expr(verify_ctx *v, const kiln_lexpr *e) {
   if (!e) return fail(v, "missing expression");
   switch (e->kind) {
@@ -193,6 +216,7 @@ static bool check_stmt(verify_ctx *v, const kiln_lstmt *s) {
         return fail(v, "store of a %s into %s array %s", kiln_dtype_name(s->value->dtype),
                     kiln_dtype_name(v->k->vars[s->var].dtype), v->k->vars[s->var].name);
       return true;
+    case LS_DOT4: return check_dot4(v, s);
   }
   return fail(v, "unknown statement kind %d", (int)s->kind);
 }

@@ -4,7 +4,9 @@ QLinearConv / ConvInteger with u8 or i8 x and constant symmetric i8 w (the patch
 weights GEMM of compiler/ops/quant/qconv.c), QLinearMatMul / MatMulInteger with a constant 2-D
 i8 b (qmatmul.c), and the shapes those kernels handle apart: channels that are no multiple of the
 vector width, odd widths, stride 2, dilation 2, asymmetric pads, nonzero x zero points, per-channel
-w scales, a batch of 2, more columns than rows, a 1x1 conv read in place, K not a multiple of 64.
+w scales, a batch of 2, more columns than rows, a 1x1 conv read in place, K not a multiple of 64,
+and the edges of the dot4 tiles (16-lane column vectors in tiles of 4, rows in tiles of 4, blocks
+of 48 rows): 70 and 100 output channels, K not a multiple of 4.
 Group 2 and depthwise convs keep the general lowering; they are here with the same operands.
 
 References, each independent of Kiln's code: the integer sums by numpy loops on int64 (the ONNX
@@ -103,7 +105,7 @@ CONVS = [
     ("asym_pads", (1, 6, 5, 6), (3, 6, 3, 2), (1, 1), (0, 1, 2, 0), (1, 1), 1, u8, u8,
      "asymmetric pads (top 0, left 1, bottom 2, right 0), 3x2 kernel"),
     ("rows_blocks", (2, 3, 9, 8), (7, 3, 2, 2), (1, 1), (0, 0, 0, 0), (1, 1), 1, u8, u8,
-     "batch 2: 128 GEMM rows in blocks of 64, 7 columns"),
+     "batch 2: 128 GEMM rows (2 blocks of 48 and one of 32), 7 columns"),
     ("cols_outer", (1, 7, 3, 3), (21, 7, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, u8, u8,
      "21 output channels over 9 pixels: column blocks outermost"),
     ("x_i8", (1, 4, 5, 5), (6, 4, 3, 3), (2, 1), (1, 0, 1, 2), (1, 1), 1, i8, i8,
@@ -116,6 +118,16 @@ CONVS = [
      "group 2 (the general lowering)"),
     ("depthwise", (1, 5, 6, 5), (5, 1, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 5, u8, u8,
      "depthwise, stride 2 (the general lowering)"),
+    ("wide_tail", (1, 7, 9, 11), (70, 7, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, u8, u8,
+     "70 output channels (a whole tile of 64 and a vector of 6 lanes), 99 rows (2 blocks of 48 "
+     "and 3 rows), K = 63 (no multiple of 4)"),
+]
+
+# ConvInteger only (the tiles store the corrected sums themselves, lanes cut at the last column).
+CONVS_INTEGER = [
+    ("cols_tail", (1, 6, 3, 7), (100, 6, 1, 3), (1, 1), (0, 1, 0, 1), (1, 1), 1, u8, i32,
+     "100 output channels over 21 pixels: column blocks outermost, the last of 36 columns "
+     "(3 vectors, 4 lanes in the last), K = 18"),
 ]
 
 
@@ -154,8 +166,9 @@ def qlinearconv_cases():
 
 
 def convinteger_cases():
-    for name in ("x_i8",):
-        _, xs, ws, stride, pads, dil, group, xt, _, doc = next(v for v in CONVS if v[0] == name)
+    for name in ("x_i8", "cols_tail"):
+        _, xs, ws, stride, pads, dil, group, xt, _, doc = next(
+            v for v in CONVS + CONVS_INTEGER if v[0] == name)
         c = gq.Case(f"convinteger_{name}", "ConvInteger", doc + "; i32 output")
         x, w = gq.qvalues(c, xt, *xs), gq.qvalues(c, i8, *ws)
         c.input("x", x).param("w", w).param("x_zp", x_zero_point(xt))

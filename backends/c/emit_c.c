@@ -248,6 +248,7 @@ typedef struct em {
   bool uses_mix64;
   bool uses_tanhf;        // kiln_gen_tanhf (f32 tanh)
   bool uses_muladd;       // kiln_gen_muladd_f32 / _f64 (loop IR muladd)
+  unsigned dot4_lanes;    // loop IR dot4 helpers used: bit (lanes) for lanes 4, 8, 16; bit 0 others
   unsigned fminmax_used;  // float min/max helpers used: bit FMINMAX_BIT(is_f64, is_max)
   // Data-parallel builds (docs/distributed.md), while emitting one half of the split step:
   // per kernel, whether this half leaves it out (NULL: none); per gradient output, the last
@@ -439,6 +440,24 @@ static void walk_expr(em *m, const kiln_lexpr *e) {
   }
 }
 
+// A lane accumulator rendered as one vector (kiln_gen_i32xL): 4, 8 or 16 lanes.
+static bool vector_lanes(const kiln_lvar *v) {
+  return v->lanes && (v->len == 4 || v->len == 8 || v->len == 16);
+}
+
+static void walk_dot4(em *m, const kiln_lkernel *k, const kiln_lstmt *s) {
+  if (s->var < 0 || s->var >= k->n_vars || !k->vars[s->var].lanes ||
+      k->vars[s->var].len != s->lanes)
+    return em_fail(m, "dot4 accumulator %d is not a lane accumulator", s->var);
+  if (s->buf < 0 || s->buf >= m->p->n_bufs || s->w_buf < 0 || s->w_buf >= m->p->n_bufs)
+    return em_fail(m, "dot4 buffer out of range");
+  m->use[s->buf] |= USE_READ;
+  m->use[s->w_buf] |= USE_READ;
+  m->dot4_lanes |= vector_lanes(&k->vars[s->var]) ? 1u << s->lanes : 1u;
+  walk_expr(m, s->index);
+  walk_expr(m, s->w_index);
+}
+
 static void walk_stmt(em *m, const kiln_lstmt *s) {
   if (!s || m->failed) return;
   const kiln_lkernel *k = &m->p->kernels[m->kernel];
@@ -479,6 +498,7 @@ static void walk_stmt(em *m, const kiln_lstmt *s) {
       walk_expr(m, s->index);
       walk_expr(m, s->value);
       break;
+    case LS_DOT4: walk_dot4(m, k, s); break;
     default: em_fail(m, "invalid statement kind %d", (int)s->kind);
   }
 }
@@ -824,6 +844,14 @@ static void stmt(em *m, const kiln_lstmt *s) {
     case LS_FOR: for_stmt(m, s); return;
     case LS_DECL:
       em_indent(m);
+      if (k->vars[s->var].lanes) {  // a lane accumulator, zeros: one vector if it can be
+        if (vector_lanes(&k->vars[s->var]))
+          fprintf(m->f, "kiln_gen_i32x%" PRId64 " %s = {0};\n", k->vars[s->var].len,
+                  m->var[s->var]);
+        else
+          fprintf(m->f, "int32_t %s[%" PRId64 "] = {0};\n", m->var[s->var], k->vars[s->var].len);
+        return;
+      }
       if (k->vars[s->var].len > 0) {  // a local array, elements set before they are read
         fprintf(m->f, "%s %s[%" PRId64 "];\n", ctype(k->vars[s->var].dtype), m->var[s->var],
                 k->vars[s->var].len);
@@ -858,6 +886,18 @@ static void stmt(em *m, const kiln_lstmt *s) {
       out(m, "] = ");
       expr(m, s->value);
       out(m, ";\n");
+      return;
+    case LS_DOT4:
+      em_indent(m);
+      if (vector_lanes(&k->vars[s->var]))
+        fprintf(m->f, "kiln_gen_dot4_%d(&%s, &%s[", s->lanes, m->var[s->var], m->names.buf[s->buf]);
+      else
+        fprintf(m->f, "kiln_gen_dot4_n(%s, %d, &%s[", m->var[s->var], s->lanes,
+                m->names.buf[s->buf]);
+      expr(m, s->index);
+      fprintf(m->f, "], &%s[", m->names.buf[s->w_buf]);
+      expr(m, s->w_index);
+      out(m, "]);\n");
       return;
     case LS_IF:
       em_indent(m);
@@ -1291,6 +1331,99 @@ static void emit_float_minmax_helpers(em *m) {
 // where e - 1 cancels, tanh's own series to x^9 (error < 1e-16 relative). The double result is
 // within 1e-14 of tanh, so the float is the correctly rounded one except within 1e-14 of a rounding
 // tie. NaN stays NaN; the sign is x's.
+// ---- Loop IR dot4 (ir/loop.h, LS_DOT4): acc[l] += sum over j < 4 of u8 a[j] * i8 w[4 * l + j].
+// One helper per lane count. A lane accumulator of 4, 8 or 16 lanes is a GCC/clang vector
+// (kiln_gen_i32xL), which the compiler keeps in a register; the helpers pick vpdpbusd where the
+// target has AVX-512 VNNI (or AVX-VNNI), else pmaddwd on the even and odd bytes widened to 16 bits
+// (exact: each product fits 16 bits signed and a pair's sum 32), else the plain loop.
+
+// The plain loop over `lanes` lanes, the i32 additions wrapping (as vpdpbusd's).
+static const char dot4_plain[] =
+    "\n// Loop IR dot4 (ir/loop.h): acc[l] += sum over j < 4 of a[j] * w[4 * l + j], u8 x i8.\n"
+    "__attribute__((unused)) static inline void kiln_gen_dot4_n(int32_t *acc, int lanes,\n"
+    "    const uint8_t *a, const int8_t *w) {\n"
+    "  for (int l = 0; l < lanes; l++) {\n"
+    "    int32_t s = 0;\n"
+    "    for (int j = 0; j < 4; j++) s += (int32_t)a[j] * (int32_t)w[4 * l + j];\n"
+    "    acc[l] = (int32_t)((uint32_t)acc[l] + (uint32_t)s);\n"
+    "  }\n"
+    "}\n";
+
+// pmaddwd over the even and odd bytes: PRE is _mm512 / _mm256, SI si512 / si256.
+#define DOT4_MADD(PRE, SI, LOADU)                                          \
+  "  __m" #SI "i av = " PRE "_set1_epi32(a4), wv = " LOADU                 \
+  ";\n"                                                                    \
+  "  __m" #SI "i even = " PRE "_madd_epi16(" PRE "_and_si" #SI "(av, " PRE \
+  "_set1_epi16(0xff)),\n"                                                  \
+  "                                  " PRE "_srai_epi16(" PRE              \
+  "_slli_epi16(wv, 8), 8));\n"                                             \
+  "  __m" #SI "i odd = " PRE "_madd_epi16(" PRE "_srli_epi16(av, 8), " PRE \
+  "_srai_epi16(wv, 8));\n"
+
+static const char dot4_16[] =
+    "\nstatic inline void kiln_gen_dot4_16(kiln_gen_i32x16 *acc, const uint8_t *a, const int8_t "
+    "*w) {\n"
+    "#if defined(__AVX512VNNI__) || defined(__AVX512BW__)\n"
+    "  int32_t a4;\n"
+    "  memcpy(&a4, a, 4);\n"
+    "#endif\n"
+    "#if defined(__AVX512VNNI__)\n"
+    "  *acc = (kiln_gen_i32x16)_mm512_dpbusd_epi32((__m512i)*acc, _mm512_set1_epi32(a4),\n"
+    "                                              _mm512_loadu_si512(w));\n"
+    "#elif defined(__AVX512BW__)\n" DOT4_MADD("_mm512", 512, "_mm512_loadu_si512(w)")
+    "  *acc = (kiln_gen_i32x16)_mm512_add_epi32((__m512i)*acc, _mm512_add_epi32(even, odd));\n"
+    "#else\n"
+    "  int32_t v[16];\n"
+    "  memcpy(v, acc, sizeof v);\n"
+    "  kiln_gen_dot4_n(v, 16, a, w);\n"
+    "  memcpy(acc, v, sizeof v);\n"
+    "#endif\n"
+    "}\n";
+
+static const char dot4_8[] =
+    "\nstatic inline void kiln_gen_dot4_8(kiln_gen_i32x8 *acc, const uint8_t *a, const int8_t "
+    "*w) {\n"
+    "#if defined(__AVX2__)\n"
+    "  int32_t a4;\n"
+    "  memcpy(&a4, a, 4);\n"
+    "#endif\n"
+    "#if defined(__AVX512VNNI__) && defined(__AVX512VL__)\n"
+    "  *acc = (kiln_gen_i32x8)_mm256_dpbusd_epi32((__m256i)*acc, _mm256_set1_epi32(a4),\n"
+    "                                             _mm256_loadu_si256((const __m256i *)w));\n"
+    "#elif defined(__AVXVNNI__)\n"
+    "  *acc = (kiln_gen_i32x8)_mm256_dpbusd_avx_epi32((__m256i)*acc, _mm256_set1_epi32(a4),\n"
+    "                                                 _mm256_loadu_si256((const __m256i *)w));\n"
+    "#elif defined(__AVX2__)\n" DOT4_MADD("_mm256", 256, "_mm256_loadu_si256((const __m256i *)w)")
+    "  *acc = (kiln_gen_i32x8)_mm256_add_epi32((__m256i)*acc, _mm256_add_epi32(even, odd));\n"
+    "#else\n"
+    "  int32_t v[8];\n"
+    "  memcpy(v, acc, sizeof v);\n"
+    "  kiln_gen_dot4_n(v, 8, a, w);\n"
+    "  memcpy(acc, v, sizeof v);\n"
+    "#endif\n"
+    "}\n";
+
+static const char dot4_4[] =
+    "\nstatic inline void kiln_gen_dot4_4(kiln_gen_i32x4 *acc, const uint8_t *a, const int8_t "
+    "*w) {\n"
+    "  int32_t v[4];\n"
+    "  memcpy(v, acc, sizeof v);\n"
+    "  kiln_gen_dot4_n(v, 4, a, w);\n"
+    "  memcpy(acc, v, sizeof v);\n"
+    "}\n";
+
+static void emit_dot4_helpers(em *m) {
+  out(m,
+      "\n#if defined(__x86_64__) || defined(__i386__)\n#include <immintrin.h>\n#endif\n"
+      "typedef int32_t kiln_gen_i32x4 __attribute__((vector_size(16)));\n"
+      "typedef int32_t kiln_gen_i32x8 __attribute__((vector_size(32)));\n"
+      "typedef int32_t kiln_gen_i32x16 __attribute__((vector_size(64)));\n");
+  out(m, dot4_plain);
+  if (m->dot4_lanes & (1u << 16)) out(m, dot4_16);
+  if (m->dot4_lanes & (1u << 8)) out(m, dot4_8);
+  if (m->dot4_lanes & (1u << 4)) out(m, dot4_4);
+}
+
 static void emit_tanhf(em *m) {
   out(m,
       "\n// f32 tanh in double, branch-free (vectorizes; libm's tanhf is a scalar call).\n"
@@ -1320,6 +1453,7 @@ static void emit_tanhf(em *m) {
 
 static void emit_helpers(em *m) {
   emit_float_minmax_helpers(m);
+  if (m->dot4_lanes) emit_dot4_helpers(m);
   if (m->uses_muladd)
     out(m,
         "\n// Loop IR muladd: x * y + z, one rounding where the target has FMA instructions.\n"

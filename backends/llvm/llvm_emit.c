@@ -158,6 +158,19 @@ static void check_var(walk *w, int var, const char *what) {
   if (var < 0 || var >= w->k->n_vars) ll_fail(w->g, "%s variable %d out of range", what, var);
 }
 
+static void walk_dot4(walk *w, const kiln_lstmt *s) {
+  lgen *g = w->g;
+  if (s->var < 0 || s->var >= w->k->n_vars || !w->k->vars[s->var].lanes ||
+      w->k->vars[s->var].len != s->lanes || w->k->vars[s->var].dtype != KILN_I32)
+    return ll_fail(g, "dot4 accumulator %d is not a lane accumulator", s->var);
+  if (s->buf < 0 || s->buf >= g->p->n_bufs || s->w_buf < 0 || s->w_buf >= g->p->n_bufs)
+    return ll_fail(g, "dot4 buffer out of range");
+  w->use[s->buf] |= LL_USE_READ;
+  w->use[s->w_buf] |= LL_USE_READ;
+  walk_expr(w, s->index);
+  walk_expr(w, s->w_index);
+}
+
 static void walk_stmt(walk *w, const kiln_lstmt *s) {
   lgen *g = w->g;
   if (!s || g->failed) return;
@@ -198,6 +211,7 @@ static void walk_stmt(walk *w, const kiln_lstmt *s) {
       walk_expr(w, s->index);
       walk_expr(w, s->value);
       return;
+    case LS_DOT4: walk_dot4(w, s); return;
   }
   ll_fail(g, "invalid statement kind %d", (int)s->kind);
 }
@@ -641,6 +655,81 @@ static LLVMValueRef cond(lgen *g, const kiln_lexpr *e) {
 
 static void stmt(lgen *g, const kiln_lstmt *s);
 
+// ---------------------------------------------------------------------------------------------
+// LS_DOT4 (ir/loop.h): acc[l] += sum over j < 4 of u8 a[j] * i8 w[4 * l + j]. One vpdpbusd where
+// the target has AVX-512 VNNI and there are 16 lanes; elsewhere the same exact sums as vector IR
+// (bytes widened to i32, multiplied, each lane's 4 products added), which LLVM lowers per target.
+
+static bool target_has_vnni512(lgen *g) {
+  const char *t = g->o ? g->o->target : NULL;
+  if (t && strcmp(t, "native") != 0) return false;  // avx512 is skylake-avx512: no VNNI
+  char *features = LLVMGetHostCPUFeatures();
+  bool has = features && strstr(features, "+avx512vnni") != NULL;
+  LLVMDisposeMessage(features);
+  return has;
+}
+
+// A load of type t from &buf[index] (byte buffers; alignment 1).
+static LLVMValueRef dot4_load(lgen *g, int buf, const kiln_lexpr *index, LLVMTypeRef t) {
+  LLVMValueRef idx = convert(g, expr(g, index), index->dtype, KILN_I64);
+  if (!g->buf_ptr[buf]) {
+    ll_fail(g, "buffer %d is not a parameter of this kernel", buf);
+    return LLVMGetUndef(t);
+  }
+  LLVMValueRef at = LLVMBuildInBoundsGEP2(g->b, g->i8, g->buf_ptr[buf], &idx, 1, "");
+  LLVMValueRef v = LLVMBuildLoad2(g->b, t, at, "");
+  LLVMSetAlignment(v, 1);
+  set_scope(g, v, false);
+  return v;
+}
+
+// shufflevector(v, poison, <first + step * i for i < n>)
+static LLVMValueRef dot4_shuffle(lgen *g, LLVMValueRef v, int n, int first, int step, int mod) {
+  LLVMValueRef *mask = kiln_xcalloc((size_t)n, sizeof(LLVMValueRef));
+  for (int i = 0; i < n; i++) mask[i] = ll_i32(g, (first + step * i) % mod);
+  LLVMValueRef r = LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(LLVMTypeOf(v)),
+                                          LLVMConstVector(mask, (unsigned)n), "");
+  free(mask);
+  return r;
+}
+
+// sum over j < 4 of a[j] * w[4l + j] for each lane l, as a <lanes x i32>.
+static LLVMValueRef dot4_sums(lgen *g, LLVMValueRef a4, LLVMValueRef w, int lanes) {
+  LLVMTypeRef wide = LLVMVectorType(g->i32, (unsigned)(4 * lanes));
+  LLVMValueRef a_bytes = LLVMBuildBitCast(g->b, a4, LLVMVectorType(g->i8, 4), "");
+  LLVMValueRef a = LLVMBuildZExt(g->b, dot4_shuffle(g, a_bytes, 4 * lanes, 0, 1, 4), wide, "");
+  LLVMValueRef prod = LLVMBuildMul(g->b, a, LLVMBuildSExt(g->b, w, wide, ""), "");
+  LLVMValueRef sum = dot4_shuffle(g, prod, lanes, 0, 4, 4 * lanes);
+  for (int j = 1; j < 4; j++)
+    sum = LLVMBuildAdd(g->b, sum, dot4_shuffle(g, prod, lanes, j, 4, 4 * lanes), "");
+  return sum;
+}
+
+static LLVMValueRef dot4_vnni512(lgen *g, LLVMValueRef acc, LLVMValueRef a4, LLVMValueRef w) {
+  const char *name = "llvm.x86.avx512.vpdpbusd.512";
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  if (!id) return NULL;
+  LLVMTypeRef v16 = LLVMVectorType(g->i32, 16);
+  LLVMValueRef one = LLVMBuildInsertElement(g->b, LLVMGetPoison(v16), a4, ll_i32(g, 0), "");
+  LLVMValueRef args[3] = {acc, dot4_shuffle(g, one, 16, 0, 0, 16),
+                          LLVMBuildBitCast(g->b, w, v16, "")};
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(g->mod, id, NULL, 0);
+  return LLVMBuildCall2(g->b, LLVMIntrinsicGetType(g->ctx, id, NULL, 0), fn, args, 3, "");
+}
+
+static void dot4_stmt(lgen *g, const kiln_lstmt *s) {
+  int lanes = s->lanes;
+  LLVMTypeRef acc_t = LLVMVectorType(g->i32, (unsigned)lanes);
+  LLVMValueRef acc = LLVMBuildLoad2(g->b, acc_t, g->var_slot[s->var], "");
+  LLVMSetAlignment(acc, 4);
+  set_scope(g, acc, true);
+  LLVMValueRef a4 = dot4_load(g, s->buf, s->index, g->i32);
+  LLVMValueRef w = dot4_load(g, s->w_buf, s->w_index, LLVMVectorType(g->i8, (unsigned)(4 * lanes)));
+  LLVMValueRef r = lanes == 16 && target_has_vnni512(g) ? dot4_vnni512(g, acc, a4, w) : NULL;
+  if (!r) r = LLVMBuildAdd(g->b, acc, dot4_sums(g, a4, w, lanes), "");
+  set_scope(g, LLVMBuildStore(g->b, r, g->var_slot[s->var]), true);
+}
+
 static LLVMMetadataRef md_flag(lgen *g, const char *name, LLVMValueRef value) {
   LLVMMetadataRef ops[2] = {LLVMMDStringInContext2(g->ctx, name, strlen(name)), NULL};
   if (value) ops[1] = LLVMValueAsMetadata(value);
@@ -657,7 +746,7 @@ static bool expr_uses_local(const kiln_lexpr *e) {
 
 static bool uses_local_array(const kiln_lstmt *s) {
   if (!s) return false;
-  if (s->kind == LS_LSTORE) return true;
+  if (s->kind == LS_LSTORE || s->kind == LS_DOT4) return true;
   for (int i = 0; s->kind == LS_BLOCK && i < s->n; i++)
     if (uses_local_array(s->stmts[i])) return true;
   return expr_uses_local(s->index) || expr_uses_local(s->value) || expr_uses_local(s->cond) ||
@@ -778,6 +867,10 @@ static void stmt_vars(const kiln_lstmt *s, bool *declared, bool *read, bool *ass
     case LS_DECL: declared[s->var] = true; break;
     case LS_ASSIGN:
     case LS_LSTORE: assigned[s->var] = true; break;
+    case LS_DOT4:  // reads and writes its accumulator
+      assigned[s->var] = read[s->var] = true;
+      var_uses(s->w_index, read);
+      break;
     case LS_IF:
       var_uses(s->cond, read);
       stmt_vars(s->then_, declared, read, assigned);
@@ -997,6 +1090,11 @@ static void stmt(lgen *g, const kiln_lstmt *s) {
       return;
     }
     case LS_DECL:
+      if (k->vars[s->var].lanes) {  // a lane accumulator starts at zero
+        LLVMTypeRef t = LLVMVectorType(g->i32, (unsigned)k->vars[s->var].len);
+        set_scope(g, LLVMBuildStore(g->b, LLVMConstNull(t), g->var_slot[s->var]), true);
+        return;
+      }
       if (k->vars[s->var].len > 0) return;  // a local array: its alloca is all it needs
       // fall through
     case LS_ASSIGN: {
@@ -1010,6 +1108,7 @@ static void stmt(lgen *g, const kiln_lstmt *s) {
     case LS_STORE: store_stmt(g, s); return;
     case LS_IF: if_stmt(g, s); return;
     case LS_COMMENT: return;
+    case LS_DOT4: dot4_stmt(g, s); return;
     case LS_LSTORE: {
       kiln_dtype vt = k->vars[s->var].dtype;
       LLVMValueRef v = convert(g, expr(g, s->value), s->value->dtype, vt);

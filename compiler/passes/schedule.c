@@ -96,6 +96,9 @@ static void gather(const kiln_lstmt *loop, const kiln_lstmt *s, body_facts *f) {
       if (!declared_inside(loop->body, s->var) && !expr_uses_var(s->index, loop->var))
         f->stores_ok = false;
       break;
+    case LS_DOT4:  // accumulates into every lane of its array
+      if (!declared_inside(loop->body, s->var)) f->stores_ok = false;
+      break;
     case LS_DECL:
     case LS_COMMENT: break;
   }

@@ -197,30 +197,59 @@ int64_t kiln_qmatmul_flops(const kiln_graph *g, const kiln_node *n) {
 }
 
 // ---- The integer GEMM of the fast lowerings (quant.h) ----
-// Blocks of the larger operand outermost (the parallel loop): 64 rows, or 4 columns when there are
-// more columns than rows, so that the smaller operand is the one read again for every block, from
-// cache. In a block:
-//   for column tiles j0, row tiles r0 (rb rows by cb columns; tails narrower):
-//     s[i][j] = 0                                       (rb * cb i32 locals)
-//     for k < kp: s[i][j] += a[r0 + i][k] * w[j0 + j][k]
-//     acc[index(r0 + i, j0 + j)] = s[i][j]
+// w is packed at compile time as [cols / L][kp / 4][L][4] (L lanes: 16 for AVX-512, 8 for AVX2,
+// 4 otherwise; columns past cols are zero), so that 4 bytes of a row of a, broadcast, meet 4
+// bytes of each of L columns in one loop IR dot4 (vpdpbusd): the sums accumulate in the lanes
+// and no horizontal sum is needed. Blocks of the larger operand outermost (the parallel loop): 48
+// rows, or vb * L columns when there are more columns than rows, so that the smaller operand is
+// the one read again for every block, from cache. In a block:
+//   for column tiles jv0 (vb vectors of L columns), row tiles r0 (rb rows; tails smaller):
+//     s[i][v][0..L) = 0                                        (rb * vb lane accumulators)
+//     for k4 < kp / 4: s[i][v] += dot4(a[r0 + i][4 k4..], w'[jv0 + v][k4])
+//     for l: acc[block's (r0 + i, (jv0 + v) * L + l)] = s[i][v][l]   (columns < cols)
 //   for j, r of the block (vectorized over r): y[index(r, j)] =
-//       requantize(acc[index(r, j)] - x_zp * sum_w[j] (+ bias[j]), mult[j], y_zp)
-// Without a multiplier the tiles store s[i][j] - x_zp * sum_w[j] (+ bias[j]) to y directly.
+//       requantize(acc[block's (r, j)] - x_zp * sum_w[j] (+ bias[j]), mult[j], y_zp)
+// The block's sums are laid out column by column in its own part of acc (qgemm_rows), so the
+// lanes' stores stay in cache and the requantize loop reads them in order; stored at y's indices
+// (16 lanes 16 image planes apart), those stores had cost 4 times the products of ResNet's stem.
+// Without a multiplier the tiles store s - x_zp * sum_w[j] (+ bias[j]) to y directly.
 
-enum { QGEMM_MAX_ROWS = 4, QGEMM_COLS = 4, QGEMM_ROW_BLOCK = 64 };
+enum { QGEMM_ROW_BLOCK = 48 };  // 12 tiles of 4 rows; 48 rows x 64 columns of sums: 12 KB
+
+typedef struct qgemm_shape {
+  int64_t lanes;  // L: columns per lane accumulator
+  int64_t rb;     // rows per tile
+  int64_t vb;     // lane accumulators (column vectors) per tile
+} qgemm_shape;
+
+// Tiles of rb * vb accumulators plus vb vectors of w fit the registers: 32 zmm, 16 ymm.
+static qgemm_shape qgemm_shape_of(int64_t lanes) {
+  if (lanes == 16) return (qgemm_shape){16, 4, 4};
+  if (lanes == 8) return (qgemm_shape){8, 3, 2};
+  return (qgemm_shape){lanes, 2, 2};
+}
 
 int64_t kiln_qgemm_kp(const kiln_lower_ctx *c, int64_t k) {
-  int64_t vec = 4 * (c->f32_lanes > 0 ? c->f32_lanes : 16);
-  return (k + vec - 1) / vec * vec;
+  (void)c;
+  return (k + 3) / 4 * 4;
+}
+
+static int64_t qgemm_lanes(const kiln_lower_ctx *c) {
+  return c->f32_lanes == 8 || c->f32_lanes == 4 ? c->f32_lanes : 16;
 }
 
 void kiln_qgemm_pack(const kiln_lower_ctx *c, kiln_qgemm *q, const int8_t *packed) {
+  int64_t L = q->lanes = qgemm_lanes(c), kq = q->kp / 4, vecs = (q->cols + L - 1) / L;
   int32_t *sums = kiln_xcalloc((size_t)q->cols, sizeof(int32_t));
+  int8_t *lanes = kiln_xcalloc((size_t)(vecs * L * q->kp), 1);
   for (int64_t j = 0; j < q->cols; j++)
-    for (int64_t k = 0; k < q->kp; k++) sums[j] += packed[j * q->kp + k];
-  q->w = kiln_quant_derived(c, "wpacked", KILN_I8, packed, q->cols * q->kp);
+    for (int64_t k = 0; k < q->kp; k++) {
+      sums[j] += packed[j * q->kp + k];
+      lanes[(((j / L) * kq + k / 4) * L + j % L) * 4 + k % 4] = packed[j * q->kp + k];
+    }
+  q->w = kiln_quant_derived(c, "wpacked", KILN_I8, lanes, vecs * L * q->kp);
   q->out.sum_w = kiln_quant_derived(c, "wsum", KILN_I32, sums, q->cols);
+  free(lanes);
   free(sums);
 }
 
@@ -242,62 +271,88 @@ static kiln_lexpr *qgemm_at(kiln_lb *b, kiln_lexpr *first, kiln_lexpr *i) {
   return lx_add(b, kiln_lx_clone(b, first), i);
 }
 
-// (int32)buf[offset + (first + i) * kp + k]
-static kiln_lexpr *qgemm_operand(kiln_lb *b, int buf, int64_t offset, kiln_lexpr *first, int64_t i,
-                                 int64_t kp, int k) {
-  kiln_lexpr *row = qgemm_at(b, first, lx_int(b, i));
-  kiln_lexpr *at = lx_add(b, lx_int(b, offset), lx_madd(b, row, kp, lx_var(b, k)));
-  return lx_cast(b, KILN_I32, lx_load(b, buf, at));
+// The k loop of a tile: s[i * vb + v] += dot4(a row r0 + i, w' vector jv0 + v) for k4 < kp / 4.
+static void qgemm_tile_k(kiln_lb *b, const kiln_qgemm *q, const int *s, kiln_lexpr *r0, int64_t rb,
+                         kiln_lexpr *jv0, int64_t vb) {
+  int64_t L = q->lanes, kq = q->kp / 4;
+  int k = kiln_lb_for_n(b, "k4", kq);
+  for (int64_t i = 0; i < rb; i++)
+    for (int64_t v = 0; v < vb; v++) {
+      kiln_lexpr *row = qgemm_at(b, r0, lx_int(b, i));
+      kiln_lexpr *a_at = lx_add(b, lx_int(b, q->a_offset),
+                                lx_madd(b, row, q->kp, lx_mul(b, lx_var(b, k), lx_int(b, 4))));
+      kiln_lexpr *vec = qgemm_at(b, jv0, lx_int(b, v));
+      kiln_lexpr *w_at = lx_mul(b, lx_madd(b, vec, kq, lx_var(b, k)), lx_int(b, 4 * L));
+      kiln_lb_dot4(b, s[i * vb + v], q->a, a_at, q->w, w_at);
+    }
+  kiln_lb_end_for(b);  // k4
 }
 
-// One tile: rb rows from r0 by cb columns from j0.
-static void qgemm_tile(const kiln_lower_ctx *c, const kiln_qgemm *q, kiln_lexpr *r0, int64_t rb,
-                       kiln_lexpr *j0, int64_t cb) {
+// A block's rows: [r0, r0 + rows). Its sums are kept in acc from r0 * cols on, column by column:
+// acc[r0 * cols + j * rows + (r - r0)] (in cache when the block's requantize loop reads them).
+typedef struct qgemm_rows {
+  kiln_lexpr *r0;
+  int64_t rows;
+} qgemm_rows;
+
+static kiln_lexpr *qgemm_acc_at(kiln_lb *b, const kiln_qgemm *q, const qgemm_rows *blk,
+                                kiln_lexpr *local_row, kiln_lexpr *col) {
+  return lx_madd(b, kiln_lx_clone(b, blk->r0), q->cols, lx_madd(b, col, blk->rows, local_row));
+}
+
+// One tile: rb rows from the block's row lr0 by vb vectors of columns from vector jv0, the last
+// vector's first last_lanes columns real.
+static void qgemm_tile(const kiln_lower_ctx *c, const kiln_qgemm *q, const qgemm_rows *blk,
+                       kiln_lexpr *lr0, int64_t rb, kiln_lexpr *jv0, int64_t vb,
+                       int64_t last_lanes) {
   kiln_lb *b = c->b;
-  int s[QGEMM_MAX_ROWS * QGEMM_COLS];
-  for (int64_t e = 0; e < rb * cb; e++)
-    s[e] = kiln_lb_decl(b, "s", KILN_I32, lx_cast(b, KILN_I32, lx_int(b, 0)));
-  int k = kiln_lb_for_n(b, "k", q->kp);
-  for (int64_t i = 0; i < rb; i++)
-    for (int64_t j = 0; j < cb; j++) {
-      kiln_lexpr *av = qgemm_operand(b, q->a, q->a_offset, r0, i, q->kp, k);
-      kiln_lexpr *wv = qgemm_operand(b, q->w, 0, j0, j, q->kp, k);
-      int v = s[i * cb + j];
-      kiln_lb_assign(b, v, lx_bin(b, LB_ADD, lx_var(b, v), lx_bin(b, LB_MUL, av, wv)));
-    }
-  kiln_lb_end_for(b);             // k
+  int64_t L = q->lanes;
+  int s[16];
+  for (int64_t e = 0; e < rb * vb; e++) s[e] = kiln_lb_decl_lanes(b, "s", (int)L);
+  kiln_lexpr *r0 = qgemm_at(b, blk->r0, kiln_lx_clone(b, lr0));
+  qgemm_tile_k(b, q, s, r0, rb, jv0, vb);
   bool later = q->out.mult >= 0;  // the requantize loop completes the sums
   for (int64_t i = 0; i < rb; i++)
-    for (int64_t j = 0; j < cb; j++) {
-      kiln_lexpr *col = qgemm_at(b, j0, lx_int(b, j));
-      kiln_lexpr *v = lx_var(b, s[i * cb + j]);
-      if (!later) v = qgemm_sum(c, &q->out, v, col);
-      kiln_lexpr *at = q->index(c, q->user, qgemm_at(b, r0, lx_int(b, i)), col);
-      kiln_lb_store(b, later ? q->acc : kiln_out_buf(c, 0), at, v);
+    for (int64_t v = 0; v < vb; v++) {
+      int l = kiln_lb_for_n(b, "l", v == vb - 1 ? last_lanes : L);
+      kiln_lb_unroll(b, (int)L);
+      kiln_lexpr *col = lx_madd(b, qgemm_at(b, jv0, lx_int(b, v)), L, lx_var(b, l));
+      kiln_lexpr *sum = lx_local(b, s[i * vb + v], lx_var(b, l));
+      if (later) {
+        kiln_lb_store(b, q->acc, qgemm_acc_at(b, q, blk, qgemm_at(b, lr0, lx_int(b, i)), col), sum);
+      } else {
+        kiln_lexpr *at = q->index(c, q->user, qgemm_at(b, r0, lx_int(b, i)), kiln_lx_clone(b, col));
+        kiln_lb_store(b, kiln_out_buf(c, 0), at, qgemm_sum(c, &q->out, sum, col));
+      }
+      kiln_lb_end_for(b);  // l
     }
 }
 
-// The row tiles of rows [r0, r0 + rows) for the cb columns from j0.
-static void qgemm_row_tiles(const kiln_lower_ctx *c, const kiln_qgemm *q, kiln_lexpr *r0,
-                            int64_t rows, kiln_lexpr *j0, int64_t cb, int64_t rb) {
+// The row tiles of the block's rows for the given column vectors.
+static void qgemm_row_tiles(const kiln_lower_ctx *c, const kiln_qgemm *q, const qgemm_shape *sh,
+                            const qgemm_rows *blk, kiln_lexpr *jv0, int64_t vb,
+                            int64_t last_lanes) {
   kiln_lb *b = c->b;
-  int64_t whole = rows / rb, rest = rows % rb;
+  int64_t whole = blk->rows / sh->rb, rest = blk->rows % sh->rb;
   if (whole) {
     int rt = kiln_lb_for_n(b, "rt", whole);
-    qgemm_tile(c, q, qgemm_at(b, r0, lx_mul(b, lx_var(b, rt), lx_int(b, rb))), rb, j0, cb);
+    qgemm_tile(c, q, blk, lx_mul(b, lx_var(b, rt), lx_int(b, sh->rb)), sh->rb, jv0, vb, last_lanes);
     kiln_lb_end_for(b);
   }
-  if (rest) qgemm_tile(c, q, qgemm_at(b, r0, lx_int(b, whole * rb)), rest, j0, cb);
+  if (rest) qgemm_tile(c, q, blk, lx_int(b, whole * sh->rb), rest, jv0, vb, last_lanes);
 }
 
-// y[index(r0 + r, j0 + j)] = requantize(acc[same], mult[j0 + j], y_zp), vectorized over r.
-static void qgemm_requantize(const kiln_lower_ctx *c, const kiln_qgemm *q, kiln_lexpr *r0,
-                             int64_t rows, kiln_lexpr *j0, int64_t cols) {
+// y[index(r0 + r, j0 + j)] = requantize(the block's sum (r, j0 + j), mult[j0 + j], y_zp),
+// vectorized over r.
+static void qgemm_requantize(const kiln_lower_ctx *c, const kiln_qgemm *q, const qgemm_rows *blk,
+                             kiln_lexpr *j0, int64_t cols) {
   kiln_lb *b = c->b;
-  int j = kiln_lb_for_n(b, "j", cols), r = kiln_lb_for_n(b, "r", rows);
+  int j = kiln_lb_for_n(b, "j", cols), r = kiln_lb_for_n(b, "r", blk->rows);
   kiln_lexpr *col = qgemm_at(b, j0, lx_var(b, j));
-  kiln_lexpr *at = q->index(c, q->user, qgemm_at(b, r0, lx_var(b, r)), kiln_lx_clone(b, col));
-  kiln_lexpr *acc = qgemm_sum(c, &q->out, lx_load(b, q->acc, kiln_lx_clone(b, at)), col);
+  kiln_lexpr *row = qgemm_at(b, blk->r0, lx_var(b, r));
+  kiln_lexpr *at = q->index(c, q->user, row, kiln_lx_clone(b, col));
+  kiln_lexpr *from = qgemm_acc_at(b, q, blk, lx_var(b, r), kiln_lx_clone(b, col));
+  kiln_lexpr *acc = qgemm_sum(c, &q->out, lx_load(b, q->acc, from), col);
   kiln_lexpr *zp = kiln_quant_param_lx(c, q->out.y_zp, lx_int(b, 0), KILN_I32);
   kiln_lexpr *m = lx_load(b, q->out.mult, kiln_lx_clone(b, col));
   kiln_lexpr *y = kiln_quant_requantize_lx(b, acc, m, zp, kiln_lower_out(c, 0)->dtype);
@@ -306,43 +361,49 @@ static void qgemm_requantize(const kiln_lower_ctx *c, const kiln_qgemm *q, kiln_
   kiln_lb_end_for(b);  // j
 }
 
-// One block: rows [r0, r0 + rows) by columns [j0, j0 + cols).
-static void qgemm_block(const kiln_lower_ctx *c, const kiln_qgemm *q, kiln_lexpr *r0, int64_t rows,
-                        kiln_lexpr *j0, int64_t cols, int64_t rb) {
+// One block: the block's rows by columns [jv0 * L, jv0 * L + cols).
+static void qgemm_block(const kiln_lower_ctx *c, const kiln_qgemm *q, const qgemm_shape *sh,
+                        const qgemm_rows *blk, kiln_lexpr *jv0, int64_t cols) {
   kiln_lb *b = c->b;
-  int64_t whole = cols / QGEMM_COLS, rest = cols % QGEMM_COLS;
+  int64_t L = q->lanes, tile = sh->vb * L, whole = cols / tile, rest = cols % tile;
   if (whole) {
     int jt = kiln_lb_for_n(b, "jt", whole);
-    kiln_lexpr *first = qgemm_at(b, j0, lx_mul(b, lx_var(b, jt), lx_int(b, QGEMM_COLS)));
-    qgemm_row_tiles(c, q, r0, rows, first, QGEMM_COLS, rb);
+    kiln_lexpr *first = qgemm_at(b, jv0, lx_mul(b, lx_var(b, jt), lx_int(b, sh->vb)));
+    qgemm_row_tiles(c, q, sh, blk, first, sh->vb, L);
     kiln_lb_end_for(b);
   }
-  if (rest)
-    qgemm_row_tiles(c, q, r0, rows, qgemm_at(b, j0, lx_int(b, whole * QGEMM_COLS)), rest, rb);
-  if (q->out.mult >= 0) qgemm_requantize(c, q, r0, rows, j0, cols);
+  if (rest) {
+    int64_t vecs = (rest + L - 1) / L;
+    kiln_lexpr *first = qgemm_at(b, jv0, lx_int(b, whole * sh->vb));
+    qgemm_row_tiles(c, q, sh, blk, first, vecs, rest - (vecs - 1) * L);
+  }
+  if (q->out.mult >= 0) qgemm_requantize(c, q, blk, lx_mul(b, jv0, lx_int(b, L)), cols);
 }
 
 void kiln_qgemm_lower(const kiln_lower_ctx *c, const kiln_qgemm *q) {
   kiln_lb *b = c->b;
+  qgemm_shape sh = qgemm_shape_of(q->lanes);
   bool cols_outer = q->cols > q->rows;
-  int64_t rb = c->f32_lanes == 8 || c->f32_lanes == 4 ? 2 : QGEMM_MAX_ROWS;  // 16 registers
-  int64_t block = cols_outer ? QGEMM_COLS : QGEMM_ROW_BLOCK;
+  int64_t block = cols_outer ? sh.vb * sh.lanes : QGEMM_ROW_BLOCK;
   int64_t n = cols_outer ? q->cols : q->rows, whole = n / block, rest = n % block;
   kiln_lb_comment(b,
-                  "integer GEMM: %lld x %lld, k %lld; tiles of %lld rows x %d columns in blocks "
-                  "of %lld %s",
-                  (long long)q->rows, (long long)q->cols, (long long)q->kp, (long long)rb,
-                  QGEMM_COLS, (long long)block, cols_outer ? "columns" : "rows");
+                  "integer GEMM: %lld x %lld, k %lld; dot4 tiles of %lld rows x %lld x %lld "
+                  "columns in blocks of %lld %s",
+                  (long long)q->rows, (long long)q->cols, (long long)q->kp, (long long)sh.rb,
+                  (long long)sh.vb, (long long)sh.lanes, (long long)block,
+                  cols_outer ? "columns" : "rows");
   for (int part = 0; part < 2; part++) {  // the whole blocks, then the rest
     int64_t size = part == 0 ? block : rest;
     if ((part == 0 && !whole) || size == 0) continue;
     int ot = part == 0 ? kiln_lb_for_n(b, cols_outer ? "jb" : "rb", whole) : -1;
-    kiln_lexpr *first =
-        part == 0 ? lx_mul(b, lx_var(b, ot), lx_int(b, block)) : lx_int(b, whole * block);
-    if (cols_outer)
-      qgemm_block(c, q, lx_int(b, 0), q->rows, first, size, rb);
-    else
-      qgemm_block(c, q, first, size, lx_int(b, 0), q->cols, rb);
+    kiln_lexpr *first = part == 0 ? lx_var(b, ot) : lx_int(b, whole);
+    if (cols_outer) {
+      qgemm_rows all = {lx_int(b, 0), q->rows};
+      qgemm_block(c, q, &sh, &all, lx_mul(b, first, lx_int(b, sh.vb)), size);
+    } else {
+      qgemm_rows blk = {lx_mul(b, first, lx_int(b, block)), size};
+      qgemm_block(c, q, &sh, &blk, lx_int(b, 0), q->cols);
+    }
     if (part == 0) kiln_lb_end_for(b);
   }
 }

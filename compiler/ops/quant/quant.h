@@ -5,8 +5,8 @@
 //   integer windows      the 2-D convolution core of QLinearConv and ConvInteger (qconv.c)
 //   integer matmul       the core of QLinearMatMul and MatMulInteger (qmatmul.c)
 //   integer GEMM         the fast path of all four: u8 rows times i8 rows packed at compile time,
-//                        dot products gcc turns into vpdpbusd (qmatmul.c; docs/quantization.md,
-//                        "Integer kernels")
+//                        loop IR dot4 statements (vpdpbusd) into lane accumulators
+//                        (qmatmul.c; docs/quantization.md, "Integer kernels")
 // Every reference kernel here computes exactly in integers (held in doubles, all below 2^53); every
 // lowering computes the same integers in i32, and the float steps in the same precision and order
 // as the reference, so the generated code matches the interpreter bit for bit.
@@ -137,12 +137,11 @@ void kiln_qmatmul_lower(const kiln_lower_ctx *c, const kiln_qmatmul_inputs *q,
 bool kiln_qmatmul_lower_fast(const kiln_lower_ctx *c, const kiln_qmatmul_inputs *q);
 
 // ---- The integer GEMM of the fast lowerings (qmatmul.c) ----
-// y[index(r, j)] = out(sum over k < kp of a[a_offset + r * kp + k] * w[j * kp + k], j) for rows r
-// and columns j: u8 rows of a (the activations, made unsigned), i8 rows of w (the weights, packed
-// at compile time, zero past their k), each sum over one contiguous k range of both, kp a multiple
-// of the target's vector bytes: the form gcc turns into vpdpbusd (AVX-512 VNNI) reductions. Tiles
-// of rb rows by cb columns keep rb * cb sums in scalar locals, so each loaded vector of a serves
-// cb columns and each of w rb rows.
+// y[index(r, j)] = out(sum over k < kp of a[a_offset + r * kp + k] * w[j][k], j) for rows r and
+// columns j: u8 rows of a (the activations, made unsigned; kp = k rounded up to 4, the padding
+// multiplied by zero weights), i8 rows of w (the weights, packed at compile time). The tiles
+// broadcast 4 bytes of a row against 4 bytes of each of `lanes` columns (loop IR dot4: vpdpbusd
+// on AVX-512 VNNI), keeping rb rows by vb * lanes columns of sums in lane accumulators.
 //   out(s, j) = s - x_zp * sum_w[j] (+ bias[j]), requantized with mult[j] and y_zp when mult >= 0
 typedef struct kiln_qgemm_out {
   int x_zp;   // an i32 local: the zero point of a's (unsigned) values
@@ -154,16 +153,19 @@ typedef struct kiln_qgemm_out {
 typedef kiln_lexpr *(*kiln_qgemm_index_fn)(const kiln_lower_ctx *c, const void *user,
                                            kiln_lexpr *row, kiln_lexpr *col);
 typedef struct kiln_qgemm {
-  int a, w;  // bufs: a u8, w i8 (cols, kp)
-  int acc;   // buf: i32 sums at y's indices, requantized from there (with out.mult >= 0)
+  int a, w;  // bufs: a u8 (rows, kp), w i8 (see kiln_qgemm_pack)
+  int acc;   // buf: i32 sums (rows, cols), requantized from there (with out.mult >= 0)
   int64_t a_offset, rows, cols, kp;
+  int64_t lanes;  // w's column vectors (set by kiln_qgemm_pack)
   kiln_qgemm_out out;
   kiln_qgemm_index_fn index;  // y's flat index of (row, col)
   const void *user;
 } kiln_qgemm;
-// k padded to a whole number of vectors of the target (64 bytes for AVX-512).
+// k rounded up to a multiple of 4 (dot4 consumes 4 bytes of a row at a time).
 int64_t kiln_qgemm_kp(const kiln_lower_ctx *c, int64_t k);
-// Registers packed (cols, kp) i8 as a derived weight (q->w) and its column sums (q->out.sum_w).
+// Registers packed (cols, kp) i8, rearranged as [cols / lanes][kp / 4][lanes][4] (zero columns
+// up to whole vectors), as a derived weight (q->w), its column sums (q->out.sum_w) and sets
+// q->lanes (the target's: 16, 8 or 4).
 void kiln_qgemm_pack(const kiln_lower_ctx *c, kiln_qgemm *q, const int8_t *packed);
 void kiln_qgemm_lower(const kiln_lower_ctx *c, const kiln_qgemm *q);
 
