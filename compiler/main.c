@@ -59,6 +59,7 @@ static void usage(FILE *out) {
       "          input) [--calib-method minmax|percentile|entropy] [--calib-percentile P]\n"
       "          [--calib-samples N] [--quant-report FILE.md] [--quant-skip NODE,...]\n"
       "          [--quant-min-sqnr DB] (layers below DB stay FP32)\n"
+      "          [--calib-run auto|interp|binary] (binary: calibrate with the compiled model)\n"
       "          (docs/quantization.md)\n"
       "backends: compile/build --backend c|llvm (default c); --backend llvm takes -O0..-O3\n"
       "          (default -O3) and compile --emit llvm|obj (NAME.ll or NAME.o, + NAME.h);\n"
@@ -218,6 +219,9 @@ static int parse_quant_flag(int argc, char **argv, int *i, cli *c) {
     ok = v && kiln_calib_method_parse(v, &q->method);
     if (!ok)
       bad_flag("--calib-method expects minmax, percentile or entropy, got", v ? v : "nothing");
+  } else if (kiln_cli_value(argc, argv, i, "--calib-run", &v)) {
+    ok = v && kiln_calib_engine_parse(v, &q->engine);
+    if (!ok) bad_flag("--calib-run expects auto, interp or binary, got", v ? v : "nothing");
   } else if (kiln_cli_value(argc, argv, i, "--calib-percentile", &v)) {
     ok = parse_number("--calib-percentile expects a number in (50, 100], got", v, 100, &x) &&
          (x > 50 || !bad_flag("--calib-percentile expects a number in (50, 100], got", v));

@@ -299,8 +299,9 @@ static void expect_u8_throughout(const kiln_graph *g) {
   cr_expect_eq(count_op(g, "QLinearAdd"), 1);
   cr_expect_eq(count_op(g, "QLinearConcat"), 1);
   cr_expect_eq(count_op(g, "QLinearGlobalAveragePool"), 1);
-  const char *f32_free[] = {"Relu", "Concat", "GlobalAveragePool", "Conv"};
-  for (int i = 0; i < 4; i++) cr_expect_eq(count_op(g, f32_free[i]), 0, "%s", f32_free[i]);
+  cr_expect_eq(count_op(g, "QLinearAveragePool"), 1);
+  const char *f32_free[] = {"Relu", "Concat", "GlobalAveragePool", "AveragePool", "Conv"};
+  for (int i = 0; i < 5; i++) cr_expect_eq(count_op(g, f32_free[i]), 0, "%s", f32_free[i]);
   for (int i = 0; i < g->n_nodes; i++) {
     const kiln_node *n = &g->nodes[i];
     if (!n->dead && (n->op == KILN_OP_MaxPool || n->op == KILN_OP_Flatten))
@@ -346,19 +347,82 @@ static void expect_close_to_fp32(const kiln_array *fp, const kiln_array *qp) {
   cr_expect_geq(agree, RESIDUAL_EVAL - 1, "top-1 agreement %d / %d", agree, RESIDUAL_EVAL);
 }
 
-// Builds the residual model (INT8 when quantized) and runs it on eval.npy: the logits.
+// Builds the residual model (INT8 when quantized: calibrated by the interpreter, interp.md)
+// and runs it on eval.npy: the logits.
 static kiln_array build_and_run_residual(const char *name, bool quantized) {
   char *exe = in_dir(name), *calib = in_dir("calib.npy"), *eval = in_dir("eval.npy"),
-       *out = in_dir("logits.npy");
+       *out = in_dir("logits.npy"), *report = in_dir("interp.md");
   char *plain[] = {KILN_EXE, "build", RESIDUAL, "-o", exe, NULL};
-  char *quant[] = {KILN_EXE,      "build", RESIDUAL, "--quantize", "int8",
-                   "--calibrate", calib,   "-o",     exe,          NULL};
+  char *quant[] = {
+      KILN_EXE,         "build", RESIDUAL,      "--quantize", "int8", "--calibrate", calib,
+      "--quant-report", report,  "--calib-run", "interp",     "-o",   exe,           NULL};
   run_ok(quantized ? quant : plain);
   char *run[] = {exe, "--input", eval, "--output", out, NULL};
   run_ok(run);
   kiln_array logits = read_npy_or_fail(out);
-  free(exe), free(calib), free(eval), free(out);
+  free(exe), free(calib), free(eval), free(out), free(report);
   return logits;
+}
+
+// A report's table rows: the cells after the first, per row name (up to 16 rows, 10 cells).
+typedef struct report_rows {
+  char name[16][64];
+  double cell[16][10];
+  int n;
+} report_rows;
+
+static report_rows read_report(const char *name) {
+  char *path = in_dir(name), line[1024];
+  FILE *f = fopen(path, "r");
+  cr_assert(f, "no report at %s", path);
+  report_rows r = {0};
+  while (fgets(line, sizeof line, f) && r.n < 16) {
+    char *cell = strchr(line + 1, '|');
+    if (line[0] != '|' || !cell || strstr(line, "---") || strstr(line, "SQNR dB")) continue;
+    snprintf(r.name[r.n], sizeof r.name[0], "%.*s", (int)(cell - line - 2), line + 2);
+    for (int k = 0; k < 10 && cell; k++, cell = strchr(cell + 1, '|'))
+      if (sscanf(cell + 1, "%lf", &r.cell[r.n][k]) != 1) r.cell[r.n][k] = NAN;
+    r.n++;
+  }
+  fclose(f);
+  free(path);
+  return r;
+}
+
+static int row_named(const report_rows *r, const char *name) {
+  for (int i = 0; i < r->n; i++)
+    if (strncmp(r->name[i], name, strlen(name)) == 0 && r->name[i][strlen(name)] == ' ') return i;
+  return -1;
+}
+
+// The report has a row per op kept in u8 (scale, zero point, SQNR, max abs error), after the
+// layers' rows; the op rows' y scale (2nd cell after the type) is positive, their SQNR finite.
+static void expect_graph_op_rows(const report_rows *r) {
+  const char *ops[] = {"add", "pool", "concat", "avg", "gap", "flatten"};
+  for (int i = 0; i < 6; i++) {
+    int k = row_named(r, ops[i]);
+    cr_assert_geq(k, 0, "no report row for %s", ops[i]);
+    cr_expect_gt(r->cell[k][1], 0, "%s: y scale", ops[i]);
+    cr_expect(isfinite(r->cell[k][4]) && r->cell[k][4] > 15, "%s: SQNR %g", ops[i], r->cell[k][4]);
+    cr_expect(r->cell[k][5] >= 0, "%s: max abs err %g", ops[i], r->cell[k][5]);
+  }
+}
+
+// Calibrated by the interpreter (doubles) and by the compiled model (f32): the same ranges up to
+// f32 rounding, so every scale within 2e-5 relative (the report prints 6 digits), the zero points
+// within 1, the SQNRs within 0.05 dB, the max abs errors within 0.1 %.
+static void expect_engines_agree(const report_rows *a, const report_rows *b) {
+  cr_assert_eq(a->n, b->n);
+  for (int i = 0; i < a->n; i++)
+    for (int k = 0; k < 10; k++) {
+      double x = a->cell[i][k], y = b->cell[i][k];
+      if (isnan(x) && isnan(y)) continue;
+      int sqnr_cell = i < 5 ? 7 : 4;                           // the 5 layers' rows, then the ops'
+      double tol = fmax(2e-5 * fabs(x), x == (int)x ? 1 : 0);  // a scale, or a zero point
+      if (k == sqnr_cell) tol = 0.05;
+      if (k == sqnr_cell + 1) tol = 1e-3 * fabs(x);  // max abs error: the FP32 values differ
+      cr_expect_leq(fabs(x - y), tol, "row %s cell %d: interp %g, binary %g", a->name[i], k, x, y);
+    }
 }
 
 Test(ptq_graph, residual_model_stays_u8) {
@@ -375,6 +439,15 @@ Test(ptq_graph, residual_model_stays_u8) {
   kiln_array q = build_and_run_residual("residual-int8", true);
   expect_generated_equals_interpreter(c.g, &q);
   expect_close_to_fp32(&f, &q);
+  char *report = in_dir("binary.md"), *exe = in_dir("residual-binary");
+  char *binary[] = {KILN_EXE,      "build", RESIDUAL,      "--quantize", "int8",
+                    "--calibrate", calib,   "--calib-run", "binary",     "--quant-report",
+                    report,        "-o",    exe,           NULL};
+  run_ok(binary);
+  report_rows by_binary = read_report("binary.md"), by_interp = read_report("interp.md");
+  expect_graph_op_rows(&by_binary);
+  expect_engines_agree(&by_interp, &by_binary);
+  free(report), free(exe);
   kiln_array_free(&f), kiln_array_free(&q);
   kiln_compilation_free(&c);
   free((char *)o.files[0]), free(calib), free(eval);

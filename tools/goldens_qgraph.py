@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Writes the golden cases of the quantized graph ops the quantize pass uses between quantized
 layers (docs/quantization.md, "Quantized graph ops"): QLinearAdd, QLinearGlobalAveragePool,
-QLinearConcat (Kiln's own ops, onnxruntime's com.microsoft semantics) and MaxPool on u8 / i8.
+QLinearAveragePool, QLinearConcat (Kiln's own ops, onnxruntime's com.microsoft semantics) and
+MaxPool on u8 / i8.
 Same layout as tools/goldens_quant.py (whose Case and write_case it reuses):
 tests/goldens/ops/qgraph_<case>/ and tests/goldens/ops/cases-qgraph.txt.
 
@@ -151,6 +152,98 @@ def qgap_cases():
         c.check(torch_qgap, atol=1)
 
 
+# ---------------------------------------------------------------- QLinearAveragePool
+
+def pool_geometry(n_in, k, s, p, ceil):
+    """Output size along one axis (ONNX: with ceil_mode the last window starts inside x or the
+    left pad)."""
+    out = (n_in + 2 * p - k + (s - 1 if ceil else 0)) // s + 1
+    if ceil and (out - 1) * s >= n_in + p:
+        out -= 1
+    return out
+
+
+def qavgpool_windows(x, x_z, k, s, p, ceil, include_pad):
+    """Per output: (the integer sum of x - x_zp over the window inside x, the divisor)."""
+    nd = x.ndim - 2
+    outs = [pool_geometry(x.shape[2 + i], k, s, p, ceil) for i in range(nd)]
+    centered = x.astype(np.int64) - int(x_z)
+    acc = np.zeros(x.shape[:2] + tuple(outs), np.int64)
+    count = np.zeros(tuple(outs), np.int64)
+    for pos in np.ndindex(*outs):
+        starts = [o * s - p for o in pos]
+        inside = tuple(slice(max(a, 0), min(a + k, x.shape[2 + i])) for i, a in enumerate(starts))
+        acc[(slice(None), slice(None)) + pos] = centered[(slice(None), slice(None)) + inside].reshape(
+            x.shape[0], x.shape[1], -1).sum(-1)
+        padded = [min(a + k, x.shape[2 + i] + p) - a for i, a in enumerate(starts)]
+        count[pos] = np.prod(padded) if include_pad else np.prod([r.stop - r.start for r in inside])
+    return acc, count
+
+
+def np_qavgpool(a):
+    def fn(x, x_s, x_z, y_s, y_z):
+        acc, count = qavgpool_windows(x, x_z, *a)
+        mean = acc.astype(f64) * f64(ratio(x_s, y_s)) / count.astype(f64)
+        return clip(np.rint(mean) + int(y_z), y_z.dtype)
+    return fn
+
+
+def fraction_qavgpool(a):
+    def fn(x, x_s, x_z, y_s, y_z):
+        acc, count = qavgpool_windows(x, x_z, *a)
+        m = Fraction(float(ratio(x_s, y_s)))
+        counts = np.broadcast_to(count, acc.shape)
+        exact = [int(v) * m / int(n) for v, n in zip(acc.flat, counts.flat)]
+        return clip(exact_round(exact).reshape(acc.shape) + int(y_z), y_z.dtype)
+    return fn
+
+
+def torch_qavgpool(a):
+    k, s, p, ceil, include_pad = a
+    def fn(x, x_s, x_z, y_s, y_z):
+        pool = F.avg_pool2d if x.ndim == 4 else F.avg_pool1d
+        f = pool(torch.from_numpy(dequantize(x, x_s, x_z)), k, s, p, ceil_mode=ceil,
+                 count_include_pad=include_pad).numpy()
+        return torch_requantize(f, y_s, y_z, y_z.dtype)
+    return fn
+
+
+AVGPOOLS = [
+    # name, x shape, dtype, x scale, x zp, y scale, y zp, (kernel, stride, pad, ceil_mode,
+    # count_include_pad), doc
+    ("u8_k3s2p1", (1, 3, 9, 9), u8, 0.05, 7, 0.03, np.array(4, u8), (3, 2, 1, False, False),
+     "3x3 stride 2 pads 1, padding not counted, zero points"),
+    ("u8_googlenet", (1, 4, 7, 7), u8, 0.04, 0, 0.02, np.array(0, u8), (5, 3, 0, False, False),
+     "GoogLeNet's auxiliary head: 5x5 stride 3, after a Relu"),
+    ("include_pad_ceil", (2, 2, 6, 7), u8, 0.02, 130, 0.01, np.array(120, u8),
+     (3, 2, 1, True, True), "count_include_pad with ceil_mode: the overhang is not counted"),
+    ("i8_1d", (1, 4, 10), i8, 0.1, -3, 0.07, np.array(2, i8), (4, 3, 1, True, False),
+     "1-D, i8, ceil_mode"),
+    ("ties", (1, 1, 4, 4), u8, 0.5, 1, 0.5, np.array(0, u8), (2, 2, 0, False, False),
+     "ratio 1 over 4: sums 10, 18, 42, 50 give halves, rounded to even"),
+]
+
+
+def qavgpool_cases():
+    for name, shape, xt, x_s, x_z, y_s, y_z, a, doc in AVGPOOLS:
+        c = Case(f"qlinearaveragepool_{name}", "QLinearAveragePool", doc)
+        nd = len(shape) - 2
+        k, s, p, ceil, include_pad = a
+        x = gq.qvalues(c, xt, *shape)
+        if name == "ties":
+            x = np.arange(1, 17, dtype=u8).reshape(shape)
+        c.input("x", x).param("x_scale", np.array(x_s, f32)).param("x_zp", np.array(x_z, xt))
+        c.param("y_scale", np.array(y_s, f32)).param("y_zp", y_z)
+        c.set(kernel_shape=[k] * nd, strides=[s] * nd, pads=[p] * (2 * nd))
+        if ceil:
+            c.set(ceil_mode=1)
+        if include_pad:
+            c.set(count_include_pad=1)
+        c.compute_numpy(np_qavgpool(a))
+        c.check(fraction_qavgpool(a), atol=0)
+        c.check(torch_qavgpool(a), atol=1)
+
+
 # ---------------------------------------------------------------- QLinearConcat
 
 def triples(args):
@@ -259,6 +352,7 @@ def maxpool_cases():
 def main():
     qadd_cases()
     qgap_cases()
+    qavgpool_cases()
     qconcat_cases()
     maxpool_cases()
     gm.write_family("qgraph", gq.write_case)

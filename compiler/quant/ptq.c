@@ -112,77 +112,14 @@ static void collect(const kiln_graph *g, int tensor, const double *values, void 
     fbuf_push(&q->seen[tensor], values, kiln_shape_numel(&g->tensors[tensor].shape));
 }
 
-static void free_arrays(kiln_array *a, int n) {
-  for (int i = 0; i < n; i++) kiln_array_free(&a[i]);
-}
-
-// Runs g over the samples of `data` (dim 0) in batches of the input's dim 0, showing every value
-// to observe. Returns the samples run, or -1 after reporting.
-static int64_t run_batches(const kiln_graph *g, const kiln_array *data, int64_t limit,
-                           kiln_interp_observer observe, void *ctx, kiln_diag *d) {
-  const kiln_tensor *in = &g->tensors[g->inputs[0]];
-  int64_t batch = in->shape.dim[0], samples = data->shape[0];
-  if (limit > 0 && samples > limit) samples = limit;
-  size_t batch_bytes = data->nbytes / (size_t)data->shape[0] * (size_t)batch;
-  kiln_array *outs = calloc((size_t)g->n_outputs + 1, sizeof(kiln_array));
-  int64_t done = 0;
-  for (; done + batch <= samples; done += batch) {
-    kiln_array x = *data;
-    x.shape[0] = batch;
-    x.nbytes = batch_bytes;
-    x.data = (char *)data->data + (size_t)done / (size_t)batch * batch_bytes;
-    if (!kiln_interp_run_observed(g, &x, outs, d, observe, ctx)) {
-      free(outs);
-      return -1;
-    }
-    free_arrays(outs, g->n_outputs);
-  }
-  free(outs);
-  return done;
-}
-
-static bool check_sample_file(const ptq *q, const char *path, const kiln_array *a) {
-  const kiln_tensor *in = &q->g->tensors[q->g->inputs[0]];
-  bool same = a->dtype == KILN_RT_F32 && a->rank == in->shape.rank;
-  for (int k = 1; same && k < a->rank; k++) same = a->shape[k] == in->shape.dim[k];
-  if (!same) {
-    char want[128];
-    kiln_diag_error(q->d, path,
-                    "--calibrate: expected f32 samples of shape (S, ...) matching input '%s' %s",
-                    in->name, kiln_shape_str(&in->shape, want, sizeof want));
-    return false;
-  }
-  if (a->shape[0] < in->shape.dim[0]) {
-    kiln_diag_error(q->d, path, "--calibrate: %lld samples, fewer than one batch of %lld",
-                    (long long)a->shape[0], (long long)in->shape.dim[0]);
-    return false;
-  }
-  return true;
-}
-
 static bool calibrate(ptq *q) {
   if (q->g->n_inputs != 1) {
     kiln_diag_error(q->d, q->g->source_file,
                     "--quantize: calibration feeds one input; the model has %d", q->g->n_inputs);
     return false;
   }
-  for (int f = 0; f < q->o->n_files; f++) {
-    kiln_array a;
-    char err[512];
-    if (kiln_npy_read(q->o->files[f], &a, err, sizeof err) != KILN_OK) {
-      kiln_diag_error(q->d, q->o->files[f], "--calibrate: %s", err);
-      return false;
-    }
-    int64_t left = q->o->max_samples > 0 ? q->o->max_samples - q->samples : 0;
-    int64_t ran = check_sample_file(q, q->o->files[f], &a)
-                      ? run_batches(q->g, &a, left, collect, q, q->d)
-                      : -1;
-    kiln_array_free(&a);
-    if (ran < 0) return false;
-    q->samples += ran;
-    if (q->o->max_samples > 0 && q->samples >= q->o->max_samples) break;
-  }
-  return true;
+  q->samples = kiln_ptq_run_samples(q, q->g, q->wanted, q->o->max_samples, collect, q);
+  return q->samples >= 0;
 }
 
 // ---- Scales ----
@@ -374,58 +311,85 @@ static bool rewrite(ptq *q) {
 
 // ---- The report ----
 
+// A row of the report: a layer's or a graph op's output, against its FP32 values.
+typedef struct row {
+  const fbuf *ref;  // the FP32 values
+  const char *y_name;
+  double *sqnr, *max_err;
+} row;
+
 typedef struct compare_ctx {
-  ptq *q;
-  int *layer_of;  // per tensor index of the quantized graph: the layer whose y it is, or -1
-  int64_t *at;    // per layer: how many FP32 values were compared so far
+  int *row_of;  // per tensor index of the quantized graph: the row whose y it is, or -1
+  row *rows;
+  int64_t *at;  // per row: how many FP32 values were compared so far
   double *signal, *noise;
 } compare_ctx;
 
 static void compare(const kiln_graph *g, int tensor, const double *values, void *ctx) {
   compare_ctx *cc = ctx;
-  int l = cc->layer_of[tensor];
-  if (l < 0) return;
-  layer *L = &cc->q->layers[l];
-  const fbuf *ref = &cc->q->seen[L->y];
+  int r = cc->row_of[tensor];
+  if (r < 0) return;
+  const fbuf *ref = cc->rows[r].ref;
+  double *max_err = cc->rows[r].max_err;
   int64_t n = kiln_shape_numel(&g->tensors[tensor].shape);
-  for (int64_t i = 0; i < n && cc->at[l] < ref->n; i++, cc->at[l]++) {
-    double r = ref->v[cc->at[l]], e = (float)values[i] - r;
-    cc->signal[l] += r * r, cc->noise[l] += e * e;
-    L->max_err = fmax(L->max_err, fabs(e));
+  for (int64_t i = 0; i < n && cc->at[r] < ref->n; i++, cc->at[r]++) {
+    double v = ref->v[cc->at[r]], e = (float)values[i] - v;
+    cc->signal[r] += v * v, cc->noise[r] += e * e;
+    *max_err = fmax(*max_err, fabs(e));
   }
 }
 
-// Runs the quantized graph over the calibration samples again: each layer's SQNR and max error.
+// The report's rows: the layers, then the graph ops.
+static row *report_rows(ptq *q) {
+  row *rows = malloc(sizeof(row) * (size_t)(q->n_layers + q->n_ops + 1));
+  for (int l = 0; l < q->n_layers; l++) {
+    layer *L = &q->layers[l];
+    rows[l] = (row){&q->seen[L->y], L->y_name, &L->sqnr, &L->max_err};
+  }
+  for (int k = 0; k < q->n_ops; k++) {
+    graph_op *op = &q->ops[k];
+    rows[q->n_layers + k] = (row){&q->seen[op->y], op->y_name, &op->sqnr, &op->max_err};
+  }
+  return rows;
+}
+
+// Runs the quantized graph over the calibration samples again: each row's SQNR and max error.
 static bool measure(ptq *q) {
   kiln_graph *g = q->g;
-  compare_ctx cc = {.q = q,
-                    .layer_of = malloc(sizeof(int) * (size_t)g->n_tensors),
-                    .at = calloc((size_t)q->n_layers, sizeof(int64_t)),
-                    .signal = calloc((size_t)q->n_layers, sizeof(double)),
-                    .noise = calloc((size_t)q->n_layers, sizeof(double))};
-  for (int t = 0; t < g->n_tensors; t++) cc.layer_of[t] = -1;
-  for (int l = 0; l < q->n_layers; l++) {
-    int t = kiln_graph_find_tensor(g, q->layers[l].y_name);
-    if (t >= 0) cc.layer_of[t] = l;
+  int n = q->n_layers + q->n_ops;
+  compare_ctx cc = {.row_of = malloc(sizeof(int) * (size_t)g->n_tensors),
+                    .rows = report_rows(q),
+                    .at = calloc((size_t)n + 1, sizeof(int64_t)),
+                    .signal = calloc((size_t)n + 1, sizeof(double)),
+                    .noise = calloc((size_t)n + 1, sizeof(double))};
+  bool *watch = calloc((size_t)g->n_tensors, sizeof(bool));
+  for (int t = 0; t < g->n_tensors; t++) cc.row_of[t] = -1;
+  for (int r = 0; r < n; r++) {
+    int t = kiln_graph_find_tensor(g, cc.rows[r].y_name);
+    if (t >= 0) cc.row_of[t] = r, watch[t] = true;
   }
-  bool ok = true;
-  int64_t left = q->samples;
-  for (int f = 0; ok && f < q->o->n_files && left > 0; f++) {
-    kiln_array a;
-    char err[512];
-    ok = kiln_npy_read(q->o->files[f], &a, err, sizeof err) == KILN_OK;
-    int64_t ran = ok ? run_batches(g, &a, left, compare, &cc, q->d) : -1;
-    if (ok) kiln_array_free(&a);
-    ok = ran >= 0;
-    left -= ran;
-  }
-  for (int l = 0; l < q->n_layers; l++)
-    q->layers[l].sqnr = cc.noise[l] > 0 ? 10 * log10(cc.signal[l] / cc.noise[l]) : INFINITY;
-  free(cc.layer_of), free(cc.at), free(cc.signal), free(cc.noise);
+  bool ok = kiln_ptq_run_samples(q, g, watch, q->samples, compare, &cc) >= 0;
+  for (int r = 0; r < n; r++)
+    *cc.rows[r].sqnr = cc.noise[r] > 0 ? 10 * log10(cc.signal[r] / cc.noise[r]) : INFINITY;
+  free(cc.row_of), free(cc.rows), free(cc.at), free(cc.signal), free(cc.noise), free(watch);
   return ok;
 }
 
 static const char *op_name(int op) { return kiln_op_get(op)->name; }
+
+// The ops kept in u8 between the layers (qgraph.c): their output's scale and error.
+static void write_graph_ops(FILE *f, const ptq *q) {
+  if (!q->n_ops) return;
+  fprintf(f,
+          "\nBetween the layers, in u8 (y scale and zero point: the input's for MaxPool, "
+          "Flatten, Reshape):\n\n| op | type | y scale | y zp | relu fused | SQNR dB | max abs err "
+          "|\n|---|---|---|---|---|---|---|\n");
+  for (int k = 0; k < q->n_ops; k++) {
+    const graph_op *op = &q->ops[k];
+    fprintf(f, "| %s | %s | %.6g | %d | %s | %.2f | %.4g |\n", op->name, op_name(op->op),
+            op->y_scale, op->y_zp, op->relu >= 0 ? "yes" : "no", op->sqnr, op->max_err);
+  }
+}
 
 static void write_report_to(FILE *f, const ptq *q) {
   fprintf(f, "# INT8 quantization report: %s\n\n", q->g->source_file ? q->g->source_file : "");
@@ -448,6 +412,7 @@ static void write_report_to(FILE *f, const ptq *q) {
             op_name(L->op), L->x_scale, L->x_zp, L->w_min, L->w_max, y_scale, y_zp,
             L->relu >= 0 ? "yes" : "no", L->sqnr, L->max_err);
   }
+  write_graph_ops(f, q);
   for (int i = 0; i < q->o->n_skip; i++)
     fprintf(f, "\nKept in FP32 (--quant-skip, --quant-min-sqnr): %s", q->o->skip[i]);
   if (q->o->n_skip) fprintf(f, "\n");
@@ -535,6 +500,13 @@ bool kiln_quant_parse_files(const char *list, kiln_quant_options *o) {
     s += len + (s[len] == ',');
   }
   return o->n_files > 0;
+}
+
+bool kiln_calib_engine_parse(const char *s, kiln_calib_engine *out) {
+  const char *names[] = {"auto", "interp", "binary"};
+  for (int e = 0; e < 3; e++)
+    if (strcmp(s, names[e]) == 0) return *out = (kiln_calib_engine)e, true;
+  return false;
 }
 
 bool kiln_quant_keep_fp32(kiln_quant_options *o, const char *name) {

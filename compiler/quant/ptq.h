@@ -14,6 +14,13 @@
 
 enum { KILN_QUANT_MAX_FILES = 16, KILN_QUANT_MAX_SKIP = 64 };
 
+// How the calibration samples are run (--calib-run): compiled when the interpreter would be slow.
+typedef enum {
+  KILN_CALIB_RUN_AUTO,
+  KILN_CALIB_RUN_INTERP,
+  KILN_CALIB_RUN_BINARY
+} kiln_calib_engine;
+
 typedef struct kiln_quant_options {
   // --calibrate A.npy[,B.npy...]: samples of the model's (only) input, dim 0 the sample axis
   const char *files[KILN_QUANT_MAX_FILES];
@@ -21,6 +28,7 @@ typedef struct kiln_quant_options {
   kiln_calib_method method;  // --calib-method (minmax by default)
   double percentile;         // --calib-percentile (99.99 by default)
   int64_t max_samples;       // --calib-samples: at most this many samples are used (0: all)
+  kiln_calib_engine engine;  // --calib-run auto|interp|binary
   const char *report;        // --quant-report FILE.md: the per-layer table
   const char *skip[KILN_QUANT_MAX_SKIP];  // --quant-skip NAME: layers (node names) kept in FP32
   int n_skip;
@@ -32,6 +40,8 @@ typedef struct kiln_quant_options {
 
 // Parses a --calibrate list ("a.npy,b.npy") into o->files (copies); false after printing why.
 bool kiln_quant_parse_files(const char *list, kiln_quant_options *o);
+// "auto", "interp", "binary"; false for anything else.
+bool kiln_calib_engine_parse(const char *s, kiln_calib_engine *out);
 // Adds a layer to o->skip (a copy of name); false after printing why (too many).
 bool kiln_quant_keep_fp32(kiln_quant_options *o, const char *name);
 // Frees the copied file and layer names.

@@ -1,10 +1,11 @@
 // What the files of the quantize pass share (ptq.h): ptq.c chooses, calibrates and rewrites the
 // quantized layers (Conv, Gemm, MatMul) and writes the report; qgraph.c keeps the ops between
-// them in u8 (MaxPool, Flatten, Reshape, Add + Relu, GlobalAveragePool, Concat).
+// them in u8 (MaxPool, Flatten, Reshape, Add + Relu, GlobalAveragePool, AveragePool, Concat).
 #ifndef KILN_QUANT_PTQ_INTERNAL_H
 #define KILN_QUANT_PTQ_INTERNAL_H
 
 #include "../autodiff/builder.h"
+#include "../interp.h"
 #include "../ops/op.h"
 #include "ptq.h"
 
@@ -29,9 +30,11 @@ typedef struct graph_op {  // an op between quantized layers kept in u8 (qgraph.
   const char *name;        // the node's name (or its output's)
   int op, node, relu;      // node indices before the rewrite; relu -1 when not fused (Add only)
   int y;                   // the output (the Relu's when fused)
-  bool calibrated;  // y gets its own scale (Add, GlobalAveragePool, Concat); else x's (MaxPool ...)
-  float y_scale;
+  const char *y_name;      // y's name: indices change when the graph is compacted
+  bool calibrated;         // y gets its own scale (Add, the pools, Concat); else x's (MaxPool ...)
+  float y_scale;           // set by the rewrite for the ops that keep their input's
   int32_t y_zp;
+  double sqnr, max_err;  // the quantized graph's y against the FP32 one (the report)
 } graph_op;
 
 typedef struct ptq {
@@ -66,6 +69,14 @@ qtensor kiln_ptq_qparams(kiln_grad_ctx *c, float s, int32_t z);
 // now), and records y as its u8 version in have[]. False after reporting.
 bool kiln_ptq_dequantize_into(kiln_grad_ctx *c, qtensor *have, qtensor y, int f32);
 
+// calib_run.c
+// Runs g over the calibration samples (at most `limit`, 0: all; whole batches of g's input) and
+// shows values to observe, batch by batch, as kiln_interp_run_observed does: every tensor with
+// the interpreter, the tensors t with watch[t] (and not params) with the compiled binary
+// (o->engine). Returns the samples run, or -1 after reporting.
+int64_t kiln_ptq_run_samples(ptq *q, const kiln_graph *g, const bool *watch, int64_t limit,
+                             kiln_interp_observer observe, void *ctx);
+
 // qgraph.c
 // If node i is an op kept in u8 — its data inputs all have u8 versions (ready[t]) — appends it to
 // q->ops, marks its output ready, and its output wanted for calibration when it needs a scale.
@@ -73,6 +84,6 @@ bool kiln_ptq_consider_graph_op(ptq *q, int i, bool *ready);
 // The output's scale and zero point from the calibration values (calibrated ops only).
 void kiln_ptq_graph_op_scale(ptq *q, graph_op *op);
 // Rewrites op onto the u8 versions of its inputs (have[]); false after reporting.
-bool kiln_ptq_rewrite_graph_op(kiln_grad_ctx *c, qtensor *have, const graph_op *op);
+bool kiln_ptq_rewrite_graph_op(kiln_grad_ctx *c, qtensor *have, graph_op *op);
 
 #endif

@@ -8,6 +8,8 @@
 //                               a fused Relu's range starts at 0: zero point 0, the u8 saturation
 //                               is the Relu
 //   GlobalAveragePool           QLinearGlobalAveragePool at its output's calibrated scale
+//   AveragePool                 QLinearAveragePool (the same window) at its output's calibrated
+//                               scale
 //   Concat                      QLinearConcat at its output's calibrated scale
 // Each rewritten op's u8 output is also dequantized into the original f32 tensor, for readers
 // left in FP32; dce drops that DequantizeLinear when nothing reads it.
@@ -22,7 +24,8 @@ static bool keeps_scale(int op) {
 }
 
 static bool needs_scale(int op) {
-  return op == KILN_OP_Add || op == KILN_OP_GlobalAveragePool || op == KILN_OP_Concat;
+  return op == KILN_OP_Add || op == KILN_OP_GlobalAveragePool || op == KILN_OP_Concat ||
+         op == KILN_OP_AveragePool;
 }
 
 // The inputs carrying data (Reshape's shape is not one).
@@ -48,10 +51,11 @@ bool kiln_ptq_consider_graph_op(ptq *q, int i, bool *ready) {
                  .y = n->outputs[0],
                  .calibrated = needs_scale(n->op)};
   if (op.relu >= 0) op.y = g->nodes[op.relu].outputs[0];
+  op.y_name = g->tensors[op.y].name;
   q->ops = realloc(q->ops, sizeof(graph_op) * (size_t)(q->n_ops + 1));
   q->ops[q->n_ops++] = op;
   ready[op.y] = true;
-  if (op.calibrated) q->wanted[op.y] = true;
+  if (op.calibrated || q->o->report || q->o->min_sqnr > 0) q->wanted[op.y] = true;
   return true;
 }
 
@@ -85,16 +89,20 @@ static int build(kiln_grad_ctx *c, const qtensor *have, const graph_op *op, qten
     case KILN_OP_GlobalAveragePool:
       in[count++] = y.scale, in[count++] = y.zp;
       return kiln_gb_op(c, "QLinearGlobalAveragePool", in, count, NULL, 1);
+    case KILN_OP_AveragePool:  // the window's attributes are AveragePool's
+      in[count++] = y.scale, in[count++] = y.zp;
+      return kiln_gb_op_like(c, "QLinearAveragePool", in, count, NULL);
     case KILN_OP_Concat: return kiln_gb_op_like(c, "QLinearConcat", in, count, NULL);
     default: return kiln_gb_op_like(c, kiln_op_get(op->op)->name, in, count, NULL);
   }
 }
 
-bool kiln_ptq_rewrite_graph_op(kiln_grad_ctx *c, qtensor *have, const graph_op *op) {
+bool kiln_ptq_rewrite_graph_op(kiln_grad_ctx *c, qtensor *have, graph_op *op) {
   kiln_graph *g = c->g;
   c->node = g->nodes[op->node];
   qtensor y = op->calibrated ? kiln_ptq_qparams(c, op->y_scale, op->y_zp) : have[c->node.inputs[0]];
   if (y.scale < 0 || y.zp < 0) return false;
+  op->y_scale = y.s, op->y_zp = y.z;  // the report's
   y.q = build(c, have, op, y);
   if (y.q < 0) return false;
   g->nodes[op->node].dead = true;
