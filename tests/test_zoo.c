@@ -259,13 +259,13 @@ Test(zoo, list_matches_goldens) {
 
 // The slow suite's giants at a small input (`--shape`), so that the sanitizer build, which skips
 // suite `slow`, still runs their generated code: every layer kind and residual/branch structure of
-// ResNet-18/34/50 and GoogLeNet, checked against the interpreter at the same shape. (VGG and
-// AlexNet cannot take another input size: their classifiers are sized for 224x224.)
+// ResNet-18/34 and GoogLeNet, checked against the interpreter at the same shape. (VGG and
+// AlexNet cannot take another input size: their classifiers are sized for 224x224. ResNet-50 is
+// left out for CI time: its bottleneck's 1x1 convolutions run sanitized in the op goldens.)
 static const struct {
   const char *model, *shape;
 } downscaled[] = {
     {"resnet18", "x=1x3x32x32"},
-    {"resnet50", "x=1x3x32x32"},
     {"googlenet", "x=1x3x48x48"},
 };
 
