@@ -281,6 +281,8 @@ int64_t kiln_pool_flops(const kiln_graph *g, const kiln_node *n, kiln_window_opt
 
 // ---- GlobalMaxPool and GlobalAveragePool (pool.c) ----
 
+// AveragePool's attributes (averagepool.c), shared by QLinearAveragePool.
+extern const kiln_attr_spec kiln_average_pool_attrs[];
 // Checks x (N, C, D1, ...), rank >= 3; sets the output (N, C, 1, ..., 1).
 bool kiln_global_pool_infer(kiln_graph *g, kiln_node *n, kiln_diag *d);
 // The output shape (N, C, 1, ..., 1) of a global pool over input 0 (rank >= 3, else reported).

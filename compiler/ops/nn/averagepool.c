@@ -13,7 +13,7 @@
 
 static const kiln_window_opts opts = {.dilations = false, .ceil_mode = true};
 
-static const kiln_attr_spec attrs[] = {
+const kiln_attr_spec kiln_average_pool_attrs[] = {
     {"auto_pad", KILN_ATTR_STRING, false},
     {"ceil_mode", KILN_ATTR_INT, false},
     {"count_include_pad", KILN_ATTR_INT, false},
@@ -112,7 +112,7 @@ const kiln_op_def kiln_op_AveragePool = {
     .max_inputs = 1,
     .min_outputs = 1,
     .max_outputs = 1,
-    .attrs = attrs,
+    .attrs = kiln_average_pool_attrs,
     .fuse = KILN_FUSE_OUT_FUSABLE,
     .infer = infer,
     .eval = eval,

@@ -16,16 +16,6 @@
 enum { X, X_SCALE, X_ZP, Y_SCALE, Y_ZP };
 static const kiln_window_opts opts = {.dilations = false, .ceil_mode = true, .quantized = true};
 
-static const kiln_attr_spec attrs[] = {
-    {"auto_pad", KILN_ATTR_STRING, false},
-    {"ceil_mode", KILN_ATTR_INT, false},
-    {"count_include_pad", KILN_ATTR_INT, false},
-    {"kernel_shape", KILN_ATTR_INTS, true},
-    {"pads", KILN_ATTR_INTS, false},
-    {"strides", KILN_ATTR_INTS, false},
-    {0},
-};
-
 static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   int64_t include_pad;
   if (!kiln_op_read_int(n, d, "count_include_pad", 0, 0, 1, &include_pad) ||
@@ -139,7 +129,7 @@ const kiln_op_def kiln_op_QLinearAveragePool = {
     .max_inputs = 5,
     .min_outputs = 1,
     .max_outputs = 1,
-    .attrs = attrs,
+    .attrs = kiln_average_pool_attrs,  // AveragePool's (averagepool.c)
     .fuse = KILN_FUSE_OPAQUE,
     .infer = infer,
     .eval = eval,

@@ -247,8 +247,8 @@ void kiln_qgemm_pack(const kiln_lower_ctx *c, kiln_qgemm *q, const int8_t *packe
       sums[j] += packed[j * q->kp + k];
       lanes[(((j / L) * kq + k / 4) * L + j % L) * 4 + k % 4] = packed[j * q->kp + k];
     }
-  q->w = kiln_quant_derived(c, "wpacked", KILN_I8, lanes, vecs * L * q->kp);
-  q->out.sum_w = kiln_quant_derived(c, "wsum", KILN_I32, sums, q->cols);
+  q->w = kiln_lower_derived(c, "wpacked", KILN_I8, lanes, vecs * L * q->kp);
+  q->out.sum_w = kiln_lower_derived(c, "wsum", KILN_I32, sums, q->cols);
   free(lanes);
   free(sums);
 }

@@ -177,9 +177,6 @@ bool kiln_quant_zero_or_absent(const kiln_graph *g, const kiln_node *n, int i);
 // them, u8_bytes bytes (*bytes; -1 when 0).
 void kiln_quant_scratch(const kiln_lower_ctx *c, int64_t acc_count, int64_t u8_bytes, int *acc,
                         int *bytes);
-// A derived weight (kiln_lower_derived_weight) of numel elements of dtype t; returns its buffer.
-int kiln_quant_derived(const kiln_lower_ctx *c, const char *suffix, kiln_dtype t, const void *data,
-                       int64_t numel);
 // The requantize multipliers x_scale * w_scale[j] / y_scale (kiln_quant_multiplier_ref) of cols
 // columns as a derived f32 buffer; x_scale and y_scale one value, w_scale one or cols values. -1
 // when a scale is not a constant.

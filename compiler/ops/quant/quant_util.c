@@ -200,20 +200,6 @@ bool kiln_quant_zero_or_absent(const kiln_graph *g, const kiln_node *n, int i) {
   return true;
 }
 
-// kiln_lower_derived_weight stages f32 elements: the bytes go in as whole floats, then the
-// buffer is retyped to what they are.
-int kiln_quant_derived(const kiln_lower_ctx *c, const char *suffix, kiln_dtype t, const void *data,
-                       int64_t numel) {
-  int64_t bytes = numel * (int64_t)kiln_dtype_size(t), floats = (bytes + 3) / 4;
-  float *staged = kiln_xcalloc((size_t)(floats ? floats : 1), sizeof(float));
-  memcpy(staged, data, (size_t)bytes);
-  int buf = kiln_lower_derived_weight(c, suffix, staged, floats);
-  free(staged);
-  c->b->prog->bufs[buf].dtype = t;
-  c->b->prog->bufs[buf].numel = numel;
-  return buf;
-}
-
 bool kiln_quant_scales_const(const kiln_graph *g, const kiln_node *n, int x_scale, int w_scale,
                              int y_scale) {
   return kiln_quant_is_const(g, n, x_scale) && kiln_quant_is_const(g, n, w_scale) &&
