@@ -84,10 +84,14 @@ void kiln_safetensors_free(kiln_safetensors *st);
 int kiln_safetensors_write(const char *path, int count, const char *const *names,
                            const kiln_array *arrays, char *err, size_t errlen);
 
-// Weights blob: a 64-byte header ("KILNWTS1", u64 payload bytes, u64 FNV-1a-64 checksum of the
-// payload, zero padding) followed by the payload. Offsets in generated code are payload offsets.
+// Weights blob: a 64-byte header (KILN_WEIGHTS_MAGIC, u64 payload bytes, u64
+// kiln_weights_checksum of the payload, zero padding) followed by the payload. Offsets in generated
+// code are payload offsets. (Format 1, "KILNWTS1", had an FNV-1a checksum; reading one is an error
+// that says to rebuild.)
 #define KILN_WEIGHTS_HEADER_BYTES 64
-uint64_t kiln_fnv1a64(const void *data, size_t n);
+#define KILN_WEIGHTS_MAGIC {'K', 'I', 'L', 'N', 'W', 'T', 'S', '2'}
+uint64_t kiln_weights_checksum(const void *data, size_t n);
+uint64_t kiln_fnv1a64(const void *data, size_t n);  // for short strings (names, keys)
 int kiln_weights_write(const char *path, const void *payload, size_t bytes, char *err, size_t errlen);
 // Reads a blob file into a 64-byte aligned allocation holding the payload; checks size and checksum.
 int kiln_weights_read(const char *path, size_t expect_bytes, uint64_t expect_checksum,

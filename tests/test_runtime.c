@@ -716,6 +716,33 @@ static void fill_payload(unsigned char *p, size_t n) {
   for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(i * 13 + 5);
 }
 
+// The payload checksum must see every bit of every byte (the 32-byte blocks, the tail), the order
+// of the words, and the length (trailing zeros).
+Test(weights, checksum_sees_every_bit_order_and_length) {
+  unsigned char p[203];  // 6 blocks of 32 bytes and an 11-byte tail
+  fill_payload(p, sizeof p);
+  uint64_t sum = kiln_weights_checksum(p, sizeof p);
+  for (size_t i = 0; i < sizeof p; i++) {
+    for (int b = 0; b < 8; b++) {
+      p[i] ^= (unsigned char)(1u << b);
+      cr_assert_neq(kiln_weights_checksum(p, sizeof p), sum, "flipping bit %d of byte %zu", b, i);
+      p[i] ^= (unsigned char)(1u << b);
+    }
+  }
+  unsigned char swapped[sizeof p];
+  memcpy(swapped, p, sizeof p);
+  memcpy(swapped, p + 8, 8);  // words 0 and 1 exchanged (two lanes)
+  memcpy(swapped + 8, p, 8);
+  cr_assert_neq(kiln_weights_checksum(swapped, sizeof p), sum);
+  memcpy(swapped, p + 32, 32);  // blocks 0 and 1 exchanged (same lanes)
+  memcpy(swapped + 32, p, 32);
+  cr_assert_neq(kiln_weights_checksum(swapped, sizeof p), sum);
+  unsigned char zeros[64] = {0};
+  cr_assert_neq(kiln_weights_checksum(zeros, 32), kiln_weights_checksum(zeros, 64));
+  cr_assert_neq(kiln_weights_checksum(zeros, 3), kiln_weights_checksum(zeros, 4));
+  cr_assert_eq(kiln_weights_checksum(p, sizeof p), sum, "not deterministic");
+}
+
 static uint64_t le64(const unsigned char *p) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
@@ -725,14 +752,14 @@ static uint64_t le64(const unsigned char *p) {
 Test(weights, write_layout_and_read) {
   unsigned char payload[100];
   fill_payload(payload, sizeof payload);
-  uint64_t sum = kiln_fnv1a64(payload, sizeof payload);
+  uint64_t sum = kiln_weights_checksum(payload, sizeof payload);
   const char *p = tmp_path("m.weights");
   char err[512];
   cr_assert_eq(kiln_weights_write(p, payload, sizeof payload, err, sizeof err), KILN_OK, "%s", err);
   size_t size;
   unsigned char *raw = slurp(p, &size);
   cr_assert_eq(size, 64 + sizeof payload);
-  cr_assert(memcmp(raw, "KILNWTS1", 8) == 0);
+  cr_assert(memcmp(raw, "KILNWTS2", 8) == 0);
   cr_assert_eq(le64(raw + 8), sizeof payload);
   cr_assert_eq(le64(raw + 16), sum);
   for (int i = 24; i < 64; i++) cr_assert_eq(raw[i], 0);
@@ -761,8 +788,8 @@ Test(weights, empty_payload) {
   char err[512];
   cr_assert_eq(kiln_weights_write(p, NULL, 0, err, sizeof err), KILN_OK, "%s", err);
   void *data = NULL;
-  cr_assert_eq(kiln_weights_read(p, 0, 0xcbf29ce484222325ull, &data, err, sizeof err), KILN_OK,
-               "%s", err);
+  cr_assert_eq(kiln_weights_read(p, 0, kiln_weights_checksum(NULL, 0), &data, err, sizeof err),
+               KILN_OK, "%s", err);
   cr_assert_not_null(data);
   kiln_aligned_free(data);
 }
@@ -782,7 +809,7 @@ static void weights_fail(const char *p, size_t expect, uint64_t sum, int status,
 Test(weights, read_errors) {
   unsigned char payload[100];
   fill_payload(payload, sizeof payload);
-  uint64_t sum = kiln_fnv1a64(payload, sizeof payload);
+  uint64_t sum = kiln_weights_checksum(payload, sizeof payload);
   const char *p = tmp_path("m.weights");
   char err[512];
   cr_assert_eq(kiln_weights_write(p, payload, sizeof payload, err, sizeof err), KILN_OK);
@@ -800,6 +827,9 @@ Test(weights, read_errors) {
   weights_fail(p, 100, sum, KILN_ERR_FORMAT, "holds 90");
   spit(p, raw, 30);  // shorter than the header
   weights_fail(p, 100, sum, KILN_ERR_FORMAT, "truncated");
+  memcpy(raw, "KILNWTS1", 8);  // the first format (FNV-1a checksum)
+  spit(p, raw, size);
+  weights_fail(p, 100, sum, KILN_ERR_FORMAT, "written by an older Kiln");
   raw[0] = 'X';
   spit(p, raw, size);
   weights_fail(p, 100, sum, KILN_ERR_FORMAT, "not a Kiln weights file");
@@ -883,8 +913,9 @@ static const float weights_scale = 2.0f;
 static int double_init(void *ctx, const char *path) {
   double_ctx *c = ctx;
   char err[512];
-  return kiln_weights_read(path, sizeof(float), kiln_fnv1a64(&weights_scale, sizeof(float)),
-                           (void **)&c->scale, err, sizeof err);
+  return kiln_weights_read(path, sizeof(float),
+                           kiln_weights_checksum(&weights_scale, sizeof(float)), (void **)&c->scale,
+                           err, sizeof err);
 }
 
 static int double_embedded(void *ctx) {

@@ -1141,7 +1141,7 @@ static void em_free(em *m) {
 }
 
 static uint64_t weights_checksum(const kiln_lprog *p) {
-  return kiln_fnv1a64(p->weights, p->weights_bytes > 0 ? (size_t)p->weights_bytes : 0);
+  return kiln_weights_checksum(p->weights, p->weights_bytes > 0 ? (size_t)p->weights_bytes : 0);
 }
 
 // The training API in the header (docs/training.md §4).
@@ -1500,7 +1500,8 @@ static void emit_blob(em *m) {
   const kiln_lprog *p = m->p;
   size_t n = (size_t)p->weights_bytes;
   unsigned char header[KILN_WEIGHTS_HEADER_BYTES] = {0};
-  memcpy(header, "KILNWTS1", 8);
+  const char magic[8] = KILN_WEIGHTS_MAGIC;
+  memcpy(header, magic, sizeof magic);
   uint64_t sum = weights_checksum(p);
   for (int i = 0; i < 8; i++) {
     header[8 + i] = (unsigned char)((uint64_t)n >> (8 * i));

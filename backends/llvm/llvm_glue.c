@@ -86,7 +86,7 @@ static LLVMValueRef runtime_fn(lgen *g, const char *name, LLVMTypeRef ret, LLVMT
 }
 
 static uint64_t checksum(const kiln_lprog *p) {
-  return kiln_fnv1a64(p->weights, p->weights_bytes > 0 ? (size_t)p->weights_bytes : 0);
+  return kiln_weights_checksum(p->weights, p->weights_bytes > 0 ? (size_t)p->weights_bytes : 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -306,7 +306,8 @@ static void emit_blob(glue *gl) {
   lgen *g = gl->g;
   size_t n = (size_t)g->p->weights_bytes, total = n + KILN_WEIGHTS_HEADER_BYTES;
   unsigned char *bytes = kiln_xcalloc(total, 1);
-  memcpy(bytes, "KILNWTS1", 8);
+  const char magic[8] = KILN_WEIGHTS_MAGIC;
+  memcpy(bytes, magic, sizeof magic);
   uint64_t sum = checksum(g->p);
   for (int i = 0; i < 8; i++) {
     bytes[8 + i] = (unsigned char)((uint64_t)n >> (8 * i));
