@@ -18,6 +18,7 @@
 TestSuite(fuse_elementwise, .fini = check_leaks);
 TestSuite(simplify_layout, .fini = check_leaks);
 TestSuite(pass_equivalence, .fini = check_leaks, .timeout = 300);
+TestSuite(compact_weights, .fini = check_leaks);
 
 enum { MAX_IO = 8 };
 
@@ -482,4 +483,52 @@ Test(pass_equivalence, every_optional_pass_off_matches_all_on) {
     free(full_text);
     kiln_graph_free(full);
   }
+}
+
+// ---- compact-weights ----
+
+// A convolution whose constant weights the blocked kernel packs at compile time (its original
+// (32, 16, 3, 3) weights then unread) and a Gemm that reads its weights in place.
+static const char packed_model[] =
+    MODEL(F32_INPUT("x", "[1,16,8,8]") "," F32_INPUT("v", "[2,24]"), "{'name':'y'},{'name':'z'}",
+          "{'name':'w','dtype':'f32','shape':[32,16,3,3],'init':{'kind':'uniform','seed':1}},"
+          "{'name':'b','dtype':'f32','shape':[32],'init':{'kind':'uniform','seed':2}},"
+          "{'name':'g','dtype':'f32','shape':[24,5],'init':{'kind':'uniform','seed':3}}",
+          "{'name':'c','op':'Conv','inputs':['x','w','b'],'outputs':['y'],"
+          "'attrs':{'kernel_shape':[3,3],'pads':[1,1,1,1]}},"
+          "{'name':'m','op':'Gemm','inputs':['v','g'],'outputs':['z']}");
+
+// The payload without the unread bytes: every weight buffer still read holds the same bytes as
+// without the pass, at the same offset modulo 64; an unread one is empty.
+Test(compact_weights, drops_unread_weights_and_keeps_the_rest_byte_for_byte) {
+  kiln_compilation on, off;
+  run_passes(&on, graph_of(packed_model), NULL, NULL);
+  run_passes(&off, graph_of(packed_model), NULL, "compact-weights");
+  const kiln_lprog *a = on.prog, *b = off.prog;
+  cr_assert_eq(a->n_bufs, b->n_bufs);
+  cr_assert_lt(on.weights_bytes, off.weights_bytes - 32 * 16 * 9 * 4 + 64,
+               "the conv's original weights are still there (%lld of %lld bytes)",
+               (long long)on.weights_bytes, (long long)off.weights_bytes);
+  cr_assert_eq(a->weights_bytes, on.weights_bytes);
+  int dropped = 0, kept = 0;
+  for (int i = 0; i < a->n_bufs; i++) {
+    const kiln_lbuf *x = &a->bufs[i], *y = &b->bufs[i];
+    if (x->kind != KILN_BUF_WEIGHT) continue;
+    if (x->numel == 0) {
+      dropped++;
+      continue;
+    }
+    kept++;
+    size_t bytes = (size_t)x->numel * kiln_dtype_size(x->dtype);
+    cr_assert_eq(x->numel, y->numel, "%s", x->name);
+    cr_assert_eq(x->offset % 64, y->offset % 64, "%s moved off its alignment", x->name);
+    cr_assert_leq(x->offset + (int64_t)bytes, on.weights_bytes, "%s", x->name);
+    cr_assert(memcmp((const char *)on.weights + x->offset, (const char *)off.weights + y->offset,
+                     bytes) == 0,
+              "%s: other bytes after compaction", x->name);
+  }
+  cr_assert_geq(dropped, 1, "nothing dropped");
+  cr_assert_geq(kept, 3, "the bias, the packed weights and the Gemm's weights are read");
+  kiln_compilation_free(&on);
+  kiln_compilation_free(&off);
 }

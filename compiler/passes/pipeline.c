@@ -36,6 +36,8 @@ const kiln_pass kiln_pipeline[] = {
      .doc = "lay out weights; assign arena offsets by liveness", .required = true},
     {.name = "lower", .run = kiln_pass_lower, .doc = "graph IR -> loop IR, one kernel per node",
      .required = true},
+    {.name = "compact-weights", .run = kiln_pass_compact_weights,
+     .doc = "drop the weights no kernel reads (originals of weights packed at compile time)"},
     {.name = "schedule", .run = kiln_pass_schedule,
      .doc = "mark parallel, vectorizable and reduction loops"},
     {0},

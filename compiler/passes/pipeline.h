@@ -48,6 +48,7 @@ bool kiln_pass_dce(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_in_place(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_plan_memory(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_lower(kiln_compilation *c, kiln_diag *d, bool *changed);
+bool kiln_pass_compact_weights(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_schedule(kiln_compilation *c, kiln_diag *d, bool *changed);
 
 typedef bool (*kiln_pass_fn)(kiln_compilation *c, kiln_diag *d, bool *changed);
