@@ -316,6 +316,47 @@ Test(kernels, depthwise_conv_loop_ir) {
   free(text);
 }
 
+// The producer of input i of node n (NULL for a graph input).
+static const kiln_node *producer_of(const kiln_graph *g, const kiln_node *n, int i) {
+  int p = kiln_in(g, n, i)->producer;
+  return p >= 0 ? &g->nodes[p] : NULL;
+}
+
+// select-layout on MobileNet-V2's pattern (golden case dw_chain_mobilenet: stem 3 -> 16, 1x1
+// 16 -> 32, depthwise 32, 1x1 32 -> 24, depthwise 24, 1x1 24 -> 16): the pointwise -> depthwise
+// -> pointwise chain runs in NCHWc with no Reorder at all — the stem reads planar x and writes
+// NCHWc, the 1x1 32 -> 24 reads NCHWc and writes planar — and the depthwise conv takes the NCHWc
+// kernel; with 24 channels (no multiple of 16) the other one falls back to the planar kernel.
+Test(kernels, depthwise_conv_stays_in_a_blocked_chain) {
+  char *dir = path_join(KILN_TEST_GOLDENS_DIR, "ops/dw_chain_mobilenet");
+  char *model = path_join(dir, "model.json");
+  kiln_compilation c;
+  compile_until(&c, model_or_fail(model), "dce");
+  const kiln_graph *g = c.g;
+  const kiln_node *dw = node_named(g, "dw32"), *pw = node_named(g, "pw24");
+  cr_assert(dw && pw, "a convolution disappeared");
+  cr_expect_str_eq(kiln_attr_string(dw, "layout", ""), "NCHWc");
+  cr_expect_str_eq(kiln_attr_string(dw, "activation", ""), "Clip", "ReLU6 fused");
+  const kiln_node *into_dw = producer_of(g, dw, 0), *into_pw = producer_of(g, pw, 0);
+  cr_expect(into_dw && strcmp(into_dw->name, "pw32") == 0, "dw32 reads %s",
+            into_dw ? into_dw->name : "a graph input");
+  cr_expect(into_pw == dw, "pw24 reads %s", into_pw ? into_pw->name : "a graph input");
+  cr_expect_str_eq(kiln_attr_string(pw, "input_layout", ""), "NCHWc");
+  cr_expect_str_eq(kiln_attr_string(pw, "layout", ""), "NCHW");
+  cr_expect_str_eq(kiln_attr_string(node_named(g, "stem"), "input_layout", ""), "NCHW");
+  for (int i = 0; i < g->n_nodes; i++)
+    cr_expect(g->nodes[i].dead || g->nodes[i].op != KILN_OP_Reorder, "a Reorder: %s",
+              g->nodes[i].name);
+  kiln_compilation_free(&c);
+  char *text = compiled_loop_ir(model);
+  const char *want[] = {
+      "depthwise NCHWc: 16 channels by 7 columns per tile, padding checked at the border",
+      "if ((1 <= oh) && (oh < 6))", "depthwise: one output per lane, padded input", "NCHW to NCHWc",
+      "NCHWc to NCHW"};
+  expect_in_ir(text, want, sizeof want / sizeof *want);
+  free(text), free(model), free(dir);
+}
+
 // A grouped conv whose groups fill whole vectors takes the blocked kernel (each tile within one
 // group); one whose groups hold 3 output channels keeps the row lowering.
 Test(kernels, grouped_conv_blocked_when_groups_fill_vectors) {

@@ -90,12 +90,17 @@ Test(layout, a_chain_runs_blocked_with_one_reorder_per_border) {
   free(dir), free(path);
 }
 
-Test(layout, convolutions_outside_a_chain_stay_planar) {
-  // 3 input channels: conv a cannot be blocked, so conv b has no blocked neighbour.
+Test(layout, a_stem_reads_planar_and_writes_the_chain_blocked) {
+  // 3 input channels: conv a cannot read NCHWc, but its 16 output channels can be written so for
+  // conv b (input_layout "NCHW"): no Reorder into the chain, one out of it (for the MaxPool).
   char *dir = make_temp_dir(), *path = write_model(dir, chain_model(3));
   kiln_compilation c = compile_graph(path);
-  cr_expect_eq(count(c.g, KILN_OP_Reorder, NULL), 0);
-  cr_expect_eq(count(c.g, KILN_OP_FusedConv, "NCHWc"), 0);
+  cr_expect_eq(count(c.g, KILN_OP_Reorder, "NCHWc"), 0);
+  cr_expect_eq(count(c.g, KILN_OP_Reorder, "NCHW"), 1);
+  cr_expect_eq(count(c.g, KILN_OP_FusedConv, "NCHWc"), 2);
+  for (int i = 0; i < c.g->n_nodes; i++)
+    if (strcmp(c.g->nodes[i].name, "a") == 0)
+      cr_expect_str_eq(kiln_attr_string(&c.g->nodes[i], "input_layout", ""), "NCHW");
   kiln_compilation_free(&c);
   rm_rf(dir);
   free(dir), free(path);

@@ -6,7 +6,9 @@ i8 b (qmatmul.c), and the shapes those kernels handle apart: channels that are n
 vector width, odd widths, stride 2, dilation 2, asymmetric pads, nonzero x zero points, per-channel
 w scales, a batch of 2, more columns than rows, a 1x1 conv read in place, K not a multiple of 64,
 and the edges of the dot4 tiles (16-lane column vectors in tiles of 4, rows in tiles of 4, blocks
-of 48 rows): 70 and 100 output channels, K not a multiple of 4.
+of 48 rows): 70 and 100 output channels, K not a multiple of 4; implicit patches (window rows
+read in place from the NHWC copy) over a batch of 2, and requantize multipliers above 1/2 (the
+f64 saturation rather than the integer one).
 Group 2 and depthwise convs keep the general lowering; they are here with the same operands.
 
 References, each independent of Kiln's code: the integer sums by numpy loops on int64 (the ONNX
@@ -118,6 +120,10 @@ CONVS = [
      "group 2 (the general lowering)"),
     ("depthwise", (1, 5, 6, 5), (5, 1, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 5, u8, u8,
      "depthwise, stride 2 (the general lowering)"),
+    ("implicit_batch2", (2, 8, 7, 6), (20, 8, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, u8, u8,
+     "batch 2, 3x3 over 8 channels: window rows read in place from the NHWC copy (no patches)"),
+    ("big_mult", (1, 8, 4, 5), (5, 8, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, u8, u8,
+     "multipliers 0.4 to 2 (y scale 1e-4): the requantize keeps its f64 saturation"),
     ("wide_tail", (1, 7, 9, 11), (70, 7, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, u8, u8,
      "70 output channels (a whole tile of 64 and a vector of 6 lanes), 99 rows (2 blocks of 48 "
      "and 3 rows), K = 63 (no multiple of 4)"),
@@ -151,7 +157,8 @@ def qlinearconv_cases():
         c = gq.Case(f"qlinearconv_{name}", "QLinearConv", doc + "; per-channel w scales, i32 bias")
         x, w = gq.qvalues(c, xt, *xs), gq.qvalues(c, i8, *ws)
         x_scale, w_scale = np.array(0.02, f32), c.uniform(0.002, 0.01, ws[0])
-        y_scale, yzp = np.array(0.15, f32), np.array(97 if yt == u8 else -6, yt)
+        y_scale = np.array(1e-4 if name == "big_mult" else 0.15, f32)
+        yzp = np.array(97 if yt == u8 else -6, yt)
         bias = c.ints(-3000, 3000, ws[0], dtype=i32)
         c.input("x", x).param("x_scale", x_scale).param("x_zp", x_zero_point(xt)).param("w", w)
         c.param("w_scale", w_scale).param("w_zp", np.zeros(ws[0], i8)).param("y_scale", y_scale)

@@ -2,13 +2,15 @@
 // target's f32 lanes), where a register tile's output channels are adjacent in memory and are
 // stored as whole vectors instead of being scattered one plane apart. A convolution is converted
 // (to FusedConv with layout = "NCHWc", compiler/ops/nn/conv.c) when it can run blocked — 2-D, f32,
-// one group, constant weights, input and output channels multiples of c — and it is part of a
-// chain: its input comes from a converted convolution, or a convertible convolution reads its
-// output (as input or residual). Reorders (compiler/ops/tensor/reorder.c) are placed only at the
-// chain's borders and each planar tensor is blocked at most once, however many convolutions
-// read it (a ResNet block's input feeds both its first conv and, as the residual, its last); the
-// planar copy of a converted output is kept only where something still reads it (dce drops the
-// rest). Values are unchanged: each output sums the same terms in the same order.
+// one group or depthwise (group = C = M: a vector is c channels of one pixel,
+// compiler/ops/nn/conv_depthwise.c), constant weights, input and output channels multiples of c
+// — and it is part of a chain: its input comes from a converted convolution, or a convertible
+// convolution reads its output (as input or residual). Reorders (compiler/ops/tensor/reorder.c)
+// are placed only at the chain's borders and each planar tensor is blocked at most once, however
+// many convolutions read it (a ResNet block's input feeds both its first conv and, as the
+// residual, its last); the planar copy of a converted output is kept only where something still
+// reads it (dce drops the rest). Values are unchanged: each output sums the same terms in the
+// same order.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,14 +22,31 @@ static bool constant(const kiln_tensor *t) {
   return !t || (t->kind == KILN_TENSOR_PARAM && t->data);
 }
 
-static bool convertible(const kiln_graph *g, const kiln_node *n, int64_t L) {
+// How a convolution can run blocked: x and y NCHWc (BOTH); planar x, NCHWc y (OUT: C is no
+// multiple of L, as a stem's 3 channels); NCHWc x, planar y (IN: M is none). A planar x costs the
+// blocked kernel nothing (it broadcasts one x value at a time either way); a depthwise conv runs
+// blocked only as BOTH (a vector is L channels of one pixel).
+typedef enum { MODE_NONE, MODE_BOTH, MODE_OUT, MODE_IN } conv_mode;
+
+static bool eligible(const kiln_graph *g, const kiln_node *n) {
   if (n->dead || (n->op != KILN_OP_Conv && n->op != KILN_OP_FusedConv)) return false;
   if (kiln_node_attr(n, "layout")) return false;  // already chosen
-  const kiln_tensor *x = kiln_in(g, n, 0), *w = kiln_in(g, n, 1), *y = kiln_out(g, n, 0);
+  const kiln_tensor *x = kiln_in(g, n, 0), *w = kiln_in(g, n, 1);
   if (x->shape.rank != 4 || x->dtype != KILN_F32 || w->dtype != KILN_F32) return false;
-  if (kiln_attr_int(n, "group", 1) != 1 || !constant(w) || !constant(kiln_in(g, n, 2)))
-    return false;
-  return x->shape.dim[1] % L == 0 && y->shape.dim[1] % L == 0;
+  return constant(w) && constant(kiln_in(g, n, 2));
+}
+
+static conv_mode capability(const kiln_graph *g, const kiln_node *n, int64_t L) {
+  if (!eligible(g, n)) return MODE_NONE;
+  int64_t C = kiln_in(g, n, 0)->shape.dim[1], M = kiln_out(g, n, 0)->shape.dim[1];
+  int64_t group = kiln_attr_int(n, "group", 1);
+  bool x_blocks = C % L == 0, y_blocks = M % L == 0;
+  if (group > 1) return group == C && group == M && x_blocks ? MODE_BOTH : MODE_NONE;
+  return x_blocks && y_blocks ? MODE_BOTH : y_blocks ? MODE_OUT : x_blocks ? MODE_IN : MODE_NONE;
+}
+
+static bool convertible(const kiln_graph *g, const kiln_node *n, int64_t L) {
+  return capability(g, n, L) == MODE_BOTH;
 }
 
 // reads[t]: a convertible convolution reads tensor t as its input or its residual.
@@ -43,10 +62,24 @@ static bool *conv_reads(const kiln_graph *g, int64_t L) {
   return reads;
 }
 
-static bool in_chain(const kiln_graph *g, const kiln_node *n, const bool *reads, int64_t L) {
-  const kiln_tensor *x = kiln_in(g, n, 0);
-  bool from_conv = x->producer >= 0 && convertible(g, &g->nodes[x->producer], L);
-  return from_conv || reads[n->outputs[0]];
+// The mode chosen for x's producer (MODE_NONE: no convolution, or one left planar).
+static conv_mode producer_mode(const kiln_graph *g, const kiln_node *n, const conv_mode *mode) {
+  int p = kiln_in(g, n, 0)->producer;
+  return p >= 0 ? mode[p] : MODE_NONE;
+}
+
+// BOTH when x comes from a convolution that writes NCHWc or a convertible convolution reads y;
+// OUT when a convertible convolution reads y; IN when x comes from a convolution that writes NCHWc.
+// Producers are decided first (the nodes are in topological order).
+static conv_mode decide(const kiln_graph *g, const kiln_node *n, const bool *reads,
+                        const conv_mode *mode, int64_t L) {
+  conv_mode can = capability(g, n, L);
+  if (can == MODE_NONE) return MODE_NONE;
+  conv_mode from = producer_mode(g, n, mode);
+  bool x_blocked = from == MODE_BOTH || from == MODE_OUT, y_read = reads[n->outputs[0]];
+  if (can == MODE_BOTH) return x_blocked || y_read ? MODE_BOTH : MODE_NONE;
+  if (can == MODE_OUT) return y_read ? MODE_OUT : MODE_NONE;
+  return x_blocked ? MODE_IN : MODE_NONE;  // MODE_IN
 }
 
 static void add_layout_attrs(kiln_graph *g, kiln_node *n, const char *layout, int64_t L) {
@@ -81,23 +114,33 @@ static int twin_of(kiln_graph *g, int *twin, int t, int64_t L) {
   return twin[t];
 }
 
-// Node k reads and writes NCHWc; its planar output is rebuilt by a Reorder for other readers.
-static void convert(kiln_graph *g, int k, int *twin, int64_t L) {
-  int xb = twin_of(g, twin, g->nodes[k].inputs[0], L);
-  int zb = g->nodes[k].n_inputs > 3 && g->nodes[k].inputs[3] >= 0
-               ? twin_of(g, twin, g->nodes[k].inputs[3], L)
-               : -1;
-  int y = g->nodes[k].outputs[0], yb = blocked_tensor(g, y, L);
+// Input i of node k (residual: 3) replaced by tensor t.
+static void set_input(kiln_graph *g, int k, int i, int t) {
   kiln_node *n = &g->nodes[k];
   int *in = kiln_pool_alloc(&g->pool, sizeof(int) * (size_t)n->n_inputs);
   memcpy(in, n->inputs, sizeof(int) * (size_t)n->n_inputs);
-  in[0] = xb;
-  if (zb >= 0) in[3] = zb;
+  in[i] = t;
   n->inputs = in;
-  n->outputs = kiln_pool_alloc(&g->pool, sizeof(int));
-  n->outputs[0] = yb;
-  n->op = KILN_OP_FusedConv;  // a Conv's attributes are FusedConv's without an epilogue
-  add_layout_attrs(g, n, "NCHWc", L);
+}
+
+// Node k reads x and the residual in their blocked twins (made by a Reorder unless a blocked
+// convolution wrote them) when `mode` says so, and writes its output blocked, whose planar form a
+// Reorder rebuilds for other readers (dce drops it if there are none).
+static void convert(kiln_graph *g, int k, int *twin, conv_mode mode, int64_t L) {
+  bool x_blocked = mode != MODE_OUT, y_blocked = mode != MODE_IN;
+  if (x_blocked) set_input(g, k, 0, twin_of(g, twin, g->nodes[k].inputs[0], L));
+  if (y_blocked && g->nodes[k].n_inputs > 3 && g->nodes[k].inputs[3] >= 0)
+    set_input(g, k, 3, twin_of(g, twin, g->nodes[k].inputs[3], L));
+  g->nodes[k].op = KILN_OP_FusedConv;  // a Conv's attributes are FusedConv's without an epilogue
+  add_layout_attrs(g, &g->nodes[k], y_blocked ? "NCHWc" : "NCHW", L);
+  if (x_blocked != y_blocked) {
+    kiln_attr *a = kiln_node_add_attr(g, &g->nodes[k], "input_layout", KILN_ATTR_STRING);
+    a->s = kiln_pool_strdup(&g->pool, x_blocked ? "NCHWc" : "NCHW");
+  }
+  if (!y_blocked) return;
+  int y = g->nodes[k].outputs[0], yb = blocked_tensor(g, y, L);
+  g->nodes[k].outputs = kiln_pool_alloc(&g->pool, sizeof(int));
+  g->nodes[k].outputs[0] = yb;
   twin[y] = yb;
   add_reorder(g, yb, y, "NCHW", L);
 }
@@ -106,17 +149,17 @@ bool kiln_pass_select_layout(kiln_compilation *c, kiln_diag *d, bool *changed) {
   kiln_graph *g = c->g;
   int64_t L = c->f32_lanes > 0 ? c->f32_lanes : 16;
   bool *reads = conv_reads(g, L);
-  bool *chosen = calloc((size_t)g->n_nodes + 1, sizeof(bool));
+  conv_mode *mode = calloc((size_t)g->n_nodes + 1, sizeof(conv_mode));
   int *twin = malloc(sizeof(int) * ((size_t)g->n_tensors + 1));  // per original tensor
-  if (!chosen || !twin) abort();
+  if (!mode || !twin) abort();
   for (int t = 0; t < g->n_tensors; t++) twin[t] = -1;
   int n_nodes = g->n_nodes, converted = 0;
   for (int i = 0; i < n_nodes; i++)  // decide on the original graph
-    chosen[i] = convertible(g, &g->nodes[i], L) && in_chain(g, &g->nodes[i], reads, L);
+    mode[i] = decide(g, &g->nodes[i], reads, mode, L);
   for (int i = 0; i < n_nodes; i++)
-    if (chosen[i]) convert(g, i, twin, L), converted++;
+    if (mode[i] != MODE_NONE) convert(g, i, twin, mode[i], L), converted++;
   free(reads);
-  free(chosen);
+  free(mode);
   free(twin);
   *changed = converted > 0;
   return !converted || kiln_graph_toposort(g, d);

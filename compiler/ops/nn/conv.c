@@ -3,8 +3,8 @@
 // (1-D drops H, 3-D adds a leading D to every spatial part.) Output channel oc belongs to group
 // g = oc / (M / group) and reads input channels [g * C/group, (g + 1) * C/group). Window logic
 // (pads, output size) is shared with the pools in pool.c. 2-D convs have three lowerings (rows
-// accumulated in place; a register-blocked kernel; a depthwise one), 1-D and 3-D ones a generic
-// gather (or the blocked kernel, 1-D as 2-D).
+// accumulated in place; a register-blocked kernel; a depthwise one, in conv_depthwise.c), 1-D and
+// 3-D ones a generic gather (or the blocked kernel, 1-D as 2-D).
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,7 +234,7 @@ static double clip_bound(const kiln_node *n, int k) {
 
 // act(v + z[index]): the epilogue applied to one output value (v itself for a plain Conv). Clip is
 // max then min, as the Clip op computes it.
-static kiln_lexpr *epilogue(const kiln_lower_ctx *c, kiln_lexpr *v, kiln_lexpr *index) {
+kiln_lexpr *kiln_conv_epilogue(const kiln_lower_ctx *c, kiln_lexpr *v, kiln_lexpr *index) {
   kiln_lb *b = c->b;
   if (has_residual(c->node)) v = lx_bin(b, LB_ADD, v, lx_load(b, kiln_in_buf(c, 3), index));
   if (has_relu(c->node)) v = lx_bin(b, LB_MAX, v, lx_float(b, v->dtype, 0));
@@ -251,7 +251,8 @@ static void lower_epilogue_pass(const kiln_lower_ctx *c) {
   kiln_lb *b = c->b;
   int out = kiln_out_buf(c, 0);
   int i = kiln_lb_for_n(b, "i", kiln_shape_numel(&kiln_lower_out(c, 0)->shape));
-  kiln_lb_store(b, out, lx_var(b, i), epilogue(c, lx_load(b, out, lx_var(b, i)), lx_var(b, i)));
+  kiln_lb_store(b, out, lx_var(b, i),
+                kiln_conv_epilogue(c, lx_load(b, out, lx_var(b, i)), lx_var(b, i)));
   kiln_lb_end_for(b);
 }
 
@@ -326,7 +327,7 @@ static void lower_gather(const kiln_lower_ctx *c) {
   for (int i = 0; i < win.rank; i++) pos[i] = lx_var(b, v.o[i]), pos2[i] = lx_var(b, v.o[i]);
   kiln_lexpr *yi = kiln_lx_ncx(b, lx_var(b, v.n), lx_var(b, v.oc), &y->shape, pos);
   kiln_lexpr *yi2 = kiln_lx_ncx(b, lx_var(b, v.n), lx_var(b, v.oc), &y->shape, pos2);
-  kiln_lb_store(b, kiln_out_buf(c, 0), yi, epilogue(c, lx_var(b, v.acc), yi2));
+  kiln_lb_store(b, kiln_out_buf(c, 0), yi, kiln_conv_epilogue(c, lx_var(b, v.acc), yi2));
   for (int i = 0; i < win.rank + 2; i++) kiln_lb_end_for(b);  // the output loops, oc, n
 }
 
@@ -352,11 +353,26 @@ typedef kiln_conv_plan conv_plan;  // conv_internal.h
 // ---- Channel-blocked layout (NCHWc: the select-layout pass, compiler/passes/select_layout.c) ----
 // A FusedConv with layout = "NCHWc" reads x as (N, C / L, H, W, L) and writes y (and reads the
 // residual z) as (N, M / L, OH, OW, L), L = `lanes`, C and M multiples of L: a tile's L output
-// channels then sit next to each other in memory and are stored as one vector.
+// channels then sit next to each other in memory and are stored as one vector. `input_layout`
+// ("NCHW" or "NCHWc"; `layout` when absent) sets x's layout apart from y's, for convolutions
+// whose C or M is no multiple of L at a chain's border: a planar x costs the tiles nothing (they
+// broadcast one x value at a time either way), a planar y is stored as the planar kernel does.
 
-static int64_t blocked_lanes(const kiln_node *n) {
-  return strcmp(kiln_attr_string(n, "layout", "NCHW"), "NCHWc") == 0 ? kiln_attr_int(n, "lanes", 0)
-                                                                     : 0;
+static int64_t lanes_if_blocked(const kiln_node *n, const char *layout) {
+  return strcmp(layout, "NCHWc") == 0 ? kiln_attr_int(n, "lanes", 0) : 0;
+}
+// The lanes of y's (and z's) layout; 0: NCHW.
+static int64_t out_lanes(const kiln_node *n) {
+  return lanes_if_blocked(n, kiln_attr_string(n, "layout", "NCHW"));
+}
+// The lanes of x's layout; 0: NCHW.
+static int64_t in_lanes(const kiln_node *n) {
+  return lanes_if_blocked(
+      n, kiln_attr_string(n, "input_layout", kiln_attr_string(n, "layout", "NCHW")));
+}
+
+int64_t kiln_conv_blocked_lanes(const kiln_node *n) {
+  return out_lanes(n) ? out_lanes(n) : in_lanes(n);
 }
 
 // The same as an expression, from the plane nc = n * C + c and the position hw in it:
@@ -391,7 +407,7 @@ static bool blocked_applies(const kiln_lower_ctx *c) {
 
 // Columns per tile: the largest width with at most max_acc accumulators that divides OW, else the
 // largest width (a narrower tail tile takes the rest).
-static int64_t tile_width(int64_t OW, int64_t RO, int64_t max_acc) {
+int64_t kiln_conv_tile_width(int64_t OW, int64_t RO, int64_t max_acc) {
   int64_t most = max_acc / RO;
   if (OW <= most) return OW;
   for (int64_t rw = most; rw >= most / 2; rw--)
@@ -436,12 +452,12 @@ kiln_conv_plan kiln_conv_plan_make(const kiln_window *win, int64_t N, int64_t C,
     p.OW = p.WP = p.W = p.OH * p.OW;
     p.OH = p.HP = p.H = 1;
   }
-  p.blocked = blocked;
+  p.blocked = p.xblocked = blocked;
   p.lanes = lanes;
   p.max_acc = kiln_target_accumulators((int)p.lanes);
   p.MV = (p.M + p.lanes - 1) / p.lanes;
   p.RO = p.MV % 2 == 0 ? 2 : 1;
-  p.RW = tile_width(p.OW, p.RO, p.max_acc);
+  p.RW = kiln_conv_tile_width(p.OW, p.RO, p.max_acc);
   p.G = 1, p.CG = p.C;
   return p;
 }
@@ -451,16 +467,18 @@ static void plan_groups(conv_plan *p, int64_t group) {
   p->G = group, p->CG = p->C / group;
   if (group == 1) return;
   int64_t group_vectors = p->M / group / p->lanes;
-  if (group_vectors % p->RO != 0) p->RO = 1, p->RW = tile_width(p->OW, 1, p->max_acc);
+  if (group_vectors % p->RO != 0) p->RO = 1, p->RW = kiln_conv_tile_width(p->OW, 1, p->max_acc);
 }
 
-static conv_plan make_default_plan(const kiln_lower_ctx *c) {
+conv_plan kiln_conv_node_plan(const kiln_lower_ctx *c) {
   const kiln_tensor *w = kiln_lower_in(c, 1);
   kiln_shape xs = kiln_nchw_shape(&kiln_lower_in(c, 0)->shape);
   kiln_window win = conv_window(c->node, &xs, &w->shape);
-  int64_t blocked = blocked_lanes(c->node);
+  int64_t blocked = kiln_conv_blocked_lanes(c->node);
   int64_t lanes = blocked ? blocked : target_lanes(c);
-  conv_plan p = kiln_conv_plan_make(&win, xs.dim[0], xs.dim[1], w->shape.dim[0], lanes, blocked);
+  conv_plan p =
+      kiln_conv_plan_make(&win, xs.dim[0], xs.dim[1], w->shape.dim[0], lanes, out_lanes(c->node));
+  p.xblocked = in_lanes(c->node);
   plan_groups(&p, kiln_attr_int(c->node, "group", 1));
   return p;
 }
@@ -477,6 +495,8 @@ static void tune_key(const conv_plan *p, char *key, size_t size) {
            (long long)p->OH, (long long)p->OW, (long long)p->KH, (long long)p->KW, (long long)p->sh,
            (long long)p->sw, (long long)p->dh, (long long)p->dw, (long long)p->lanes);
   if (p->blocked) snprintf(key + strlen(key), size - strlen(key), " NCHWc");
+  if (p->xblocked != p->blocked)
+    snprintf(key + strlen(key), size - strlen(key), " x%s", p->xblocked ? "NCHWc" : "NCHW");
   if (p->G > 1) snprintf(key + strlen(key), size - strlen(key), " G%lld", (long long)p->G);
 }
 
@@ -489,7 +509,7 @@ static bool tile_fits(const conv_plan *p, kiln_tile_choice t) {
 
 // The analytical plan, then the tile kiln build --tune chose for this shape, if any.
 static conv_plan make_plan(const kiln_lower_ctx *c) {
-  conv_plan p = make_default_plan(c);
+  conv_plan p = kiln_conv_node_plan(c);
   char key[KILN_TUNE_KEY_MAX];
   tune_key(&p, key, sizeof(key));
   const kiln_tuning_entry *e = kiln_tuning_find(c->tuning, key);
@@ -510,15 +530,17 @@ static bool add_candidate(const conv_plan *p, kiln_tile_choice t, kiln_tile_choi
 // divides the row, and half the widest.
 static int tune_space(const kiln_lower_ctx *c, char *key, size_t key_size, kiln_tile_choice *cands,
                       int max) {
-  if (!blocked_lanes(c->node) && (kiln_lower_in(c, 0)->shape.rank > 4 || !blocked_applies(c)))
+  if (kiln_conv_depthwise_applies(c)) return 0;  // its own kernel, not tuned
+  if (!kiln_conv_blocked_lanes(c->node) &&
+      (kiln_lower_in(c, 0)->shape.rank > 4 || !blocked_applies(c)))
     return 0;
-  conv_plan p = make_default_plan(c);
+  conv_plan p = kiln_conv_node_plan(c);
   tune_key(&p, key, key_size);
   int n = 0;
   add_candidate(&p, (kiln_tile_choice){(int)p.RO, (int)p.RW}, cands, &n, max);
   for (int ro = 1; ro <= 4; ro++) {
     int most = (int)(p.max_acc / ro);
-    int64_t widths[] = {most, tile_width(p.OW, ro, p.max_acc), most / 2};
+    int64_t widths[] = {most, kiln_conv_tile_width(p.OW, ro, p.max_acc), most / 2};
     for (int k = 0; k < 3; k++) {
       int64_t rw = widths[k] < p.OW ? widths[k] : p.OW;
       add_candidate(&p, (kiln_tile_choice){ro, (int)rw}, cands, &n, max);
@@ -593,7 +615,7 @@ static void zero_span(kiln_lb *b, int xp, kiln_lexpr *start, int64_t count) {
 //   the rows below = 0
 static int pad_input(const kiln_lower_ctx *c, const conv_plan *p) {
   kiln_lb *b = c->b;
-  int64_t E = p->blocked ? p->blocked : 1, row_len = p->WP * E;
+  int64_t E = p->xblocked ? p->xblocked : 1, row_len = p->WP * E;
   int xp = kiln_lower_scratch(c, KILN_F32, p->N * p->C * p->HP * p->WP);
   int64_t right = (p->WP - p->pl - p->W) * E, below = (p->HP - p->pt - p->H) * row_len;
   int nc = kiln_lb_for_n(b, "nc", p->N * p->C / E);
@@ -620,7 +642,7 @@ static int pad_input(const kiln_lower_ctx *c, const conv_plan *p) {
 // (E values per pixel, as in pad_input).
 static int subsample_input(const kiln_lower_ctx *c, const conv_plan *p) {
   kiln_lb *b = c->b;
-  int64_t E = p->blocked ? p->blocked : 1;
+  int64_t E = p->xblocked ? p->xblocked : 1;
   int xs = kiln_lower_scratch(c, KILN_F32, p->N * p->C * p->yh * p->yw);
   int nc = kiln_lb_for_n(b, "nc", p->N * p->C / E);
   int oh = kiln_lb_for_n(b, "oh", p->yh), ow = kiln_lb_for_n(b, "ow", p->yw);
@@ -648,7 +670,7 @@ typedef struct tile_vars {
 } tile_vars;
 
 // for v in [0, n) with full unrolling (a register block dimension).
-static int unrolled_for(kiln_lb *b, const char *name, int64_t n) {
+int kiln_conv_unrolled_for(kiln_lb *b, const char *name, int64_t n) {
   int v = kiln_lb_for_n(b, name, n);
   kiln_lb_unroll(b, (int)n);
   return v;
@@ -666,7 +688,7 @@ static kiln_lexpr *out_channel(kiln_lb *b, const conv_plan *p, const tile_vars *
 
 static void tile_init(const kiln_lower_ctx *c, const conv_plan *p, const tile_vars *t, int64_t rw) {
   kiln_lb *b = c->b;
-  int j = unrolled_for(b, "j", rw), r = unrolled_for(b, "r", p->RO);
+  int j = kiln_conv_unrolled_for(b, "j", rw), r = kiln_conv_unrolled_for(b, "r", p->RO);
   int l = kiln_lb_for_n(b, "l", p->lanes);
   kiln_lb_store_local(b, t->acc, acc_index(b, p, j, r, l),
                       lx_load(b, t->bp, out_channel(b, p, t, r, l)));
@@ -686,18 +708,18 @@ static void tile_accumulate(const kiln_lower_ctx *c, const conv_plan *p, const t
                             kiln_lexpr *ow0, int64_t rw) {
   kiln_lb *b = c->b;
   int ic = kiln_lb_for_n(b, "ic", p->CG), kh = kiln_lb_for_n(b, "kh", p->KH);
-  int kw = kiln_lb_for_n(b, "kw", p->KW), j = unrolled_for(b, "j", rw);
+  int kw = kiln_lb_for_n(b, "kw", p->KW), j = kiln_conv_unrolled_for(b, "j", rw);
   kiln_lexpr *plane = lx_madd(b, lx_var(b, t->n), p->C, group_channel(b, p, t, ic));
   kiln_lexpr *ih = lx_add(b, lx_mul(b, lx_var(b, t->oh), lx_int(b, p->sh)),
                           lx_mul(b, lx_var(b, kh), lx_int(b, p->dh)));
   kiln_lexpr *iw =
       lx_add(b, lx_mul(b, lx_add(b, kiln_lx_clone(b, ow0), lx_var(b, j)), lx_int(b, p->sw)),
              lx_mul(b, lx_var(b, kw), lx_int(b, p->dw)));
-  kiln_lexpr *xi = p->blocked  // x and its copies are NCHWc
-                       ? lx_blocked(b, plane, p->HP * p->WP, lx_madd(b, ih, p->WP, iw), p->blocked)
+  kiln_lexpr *xi = p->xblocked  // x and its copies are NCHWc
+                       ? lx_blocked(b, plane, p->HP * p->WP, lx_madd(b, ih, p->WP, iw), p->xblocked)
                        : lx_madd(b, lx_madd(b, plane, p->HP, ih), p->WP, iw);
   int xv = kiln_lb_decl(b, "xv", KILN_F32, lx_load(b, t->xp, xi));
-  int r = unrolled_for(b, "r", p->RO), l = kiln_lb_for_n(b, "l", p->lanes);
+  int r = kiln_conv_unrolled_for(b, "r", p->RO), l = kiln_lb_for_n(b, "l", p->lanes);
   kiln_lexpr *tap = lx_madd(b, lx_madd(b, lx_var(b, ic), p->KH, lx_var(b, kh)), p->KW,
                             lx_var(b, kw));  // ic * kH * kW + kh * kW + kw
   kiln_lexpr *vec =
@@ -713,13 +735,14 @@ static void tile_accumulate(const kiln_lower_ctx *c, const conv_plan *p, const t
 static void tile_store_blocked(const kiln_lower_ctx *c, const conv_plan *p, const tile_vars *t,
                                kiln_lexpr *ow0, int64_t rw) {
   kiln_lb *b = c->b;
-  int r = unrolled_for(b, "r", p->RO), j = kiln_lb_for_n(b, "j", rw);
+  int r = kiln_conv_unrolled_for(b, "r", p->RO), j = kiln_lb_for_n(b, "j", rw);
   int l = kiln_lb_for_n(b, "l", p->lanes);
   kiln_lexpr *vec = lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r));  // output channel vector
   kiln_lexpr *row = lx_madd(b, lx_madd(b, lx_var(b, t->n), p->MV, vec), p->OH, lx_var(b, t->oh));
   kiln_lexpr *col = lx_add(b, kiln_lx_clone(b, ow0), lx_var(b, j));
   kiln_lexpr *yi = lx_madd(b, lx_madd(b, row, p->OW, col), p->lanes, lx_var(b, l));
-  kiln_lexpr *v = epilogue(c, lx_local(b, t->acc, acc_index(b, p, j, r, l)), kiln_lx_clone(b, yi));
+  kiln_lexpr *v =
+      kiln_conv_epilogue(c, lx_local(b, t->acc, acc_index(b, p, j, r, l)), kiln_lx_clone(b, yi));
   kiln_lb_store(b, kiln_out_buf(c, 0), yi, v);
   for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // l, j, r
 }
@@ -728,7 +751,7 @@ static void tile_store_blocked(const kiln_lower_ctx *c, const conv_plan *p, cons
 static void tile_store(const kiln_lower_ctx *c, const conv_plan *p, const tile_vars *t,
                        kiln_lexpr *ow0, int64_t rw) {
   kiln_lb *b = c->b;
-  int r = unrolled_for(b, "r", p->RO);
+  int r = kiln_conv_unrolled_for(b, "r", p->RO);
   kiln_lexpr *lanes = lx_int(b, p->lanes);
   if (p->M % p->lanes)  // the last vector is partly padding
     lanes = lx_bin(
@@ -740,7 +763,8 @@ static void tile_store(const kiln_lower_ctx *c, const conv_plan *p, const tile_v
   kiln_lexpr *oc = out_channel(b, p, t, r, l);
   kiln_lexpr *row = lx_madd(b, lx_madd(b, lx_var(b, t->n), p->M, oc), p->OH, lx_var(b, t->oh));
   kiln_lexpr *yi = lx_madd(b, row, p->OW, lx_add(b, kiln_lx_clone(b, ow0), lx_var(b, j)));
-  kiln_lexpr *v = epilogue(c, lx_local(b, t->acc, acc_index(b, p, j, r, l)), kiln_lx_clone(b, yi));
+  kiln_lexpr *v =
+      kiln_conv_epilogue(c, lx_local(b, t->acc, acc_index(b, p, j, r, l)), kiln_lx_clone(b, yi));
   kiln_lb_store(b, kiln_out_buf(c, 0), yi, v);
   for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // j, l, r
 }
@@ -757,6 +781,33 @@ static void tile(const kiln_lower_ctx *c, const conv_plan *p, tile_vars *t, kiln
     tile_store(c, p, t, ow0, rw);
 }
 
+// i / div % mod as a new variable, i < range (no division by 1, no modulo past the range).
+static int decl_digit(kiln_lb *b, const char *name, int i, int64_t div, int64_t mod,
+                      int64_t range) {
+  kiln_lexpr *e = div > 1 ? lx_bin(b, LB_DIV, lx_var(b, i), lx_int(b, div)) : lx_var(b, i);
+  if (mod == 1) e = lx_int(b, 0);
+  if (mod > 1 && range > div * mod) e = lx_bin(b, LB_MOD, e, lx_int(b, mod));
+  return kiln_lb_decl(b, name, KILN_I64, e);
+}
+
+// Tiles of rw columns at first + ot * rw (ot < tiles) for every (n, ob, oh), flattened into one
+// loop, the parallel one: it has work for every thread even when a conv has few channel vectors or
+// one (flattened) row.
+static void tile_loop(const kiln_lower_ctx *c, const conv_plan *p, tile_vars *t, int64_t tiles,
+                      int64_t rw, int64_t first) {
+  kiln_lb *b = c->b;
+  int64_t OB = p->MV / p->RO, count = p->N * OB * p->OH * tiles;
+  int i = kiln_lb_for_n(b, "tile", count);  // (n, ob, oh, ot)
+  t->n = decl_digit(b, "n", i, OB * p->OH * tiles, p->N, count);
+  t->ob = decl_digit(b, "ob", i, p->OH * tiles, OB, count);
+  t->oh = decl_digit(b, "oh", i, tiles, p->OH, count);
+  // tile % tiles even for one tile per row (0): the output index then uses the loop variable
+  // itself, which is how the schedule pass sees that iterations store disjoint elements.
+  kiln_lexpr *ot = lx_bin(b, LB_MOD, lx_var(b, i), lx_int(b, tiles));
+  tile(c, p, t, lx_madd(b, ot, rw, lx_int(b, first)), rw);
+  kiln_lb_end_for(b);  // tile
+}
+
 void kiln_conv_lower_tiles(const kiln_lower_ctx *c, const conv_plan *p, int xp, int wp, int bp) {
   kiln_lb *b = c->b;
   tile_vars t = {.xp = xp, .wp = wp, .bp = bp};
@@ -765,16 +816,13 @@ void kiln_conv_lower_tiles(const kiln_lower_ctx *c, const conv_plan *p, int xp, 
                   p->padded       ? ", padded input"
                   : p->subsampled ? ", subsampled input"
                                   : "",
-                  p->blocked ? ", NCHWc" : "");
-  t.n = kiln_lb_for_n(b, "n", p->N);
-  t.ob = kiln_lb_for_n(b, "ob", p->MV / p->RO);
-  t.oh = kiln_lb_for_n(b, "oh", p->OH);
+                  p->blocked && p->xblocked ? ", NCHWc"
+                  : p->blocked              ? ", NCHW to NCHWc"
+                  : p->xblocked             ? ", NCHWc to NCHW"
+                                            : "");
   int64_t full = p->OW / p->RW, rest = p->OW % p->RW;
-  int ot = kiln_lb_for_n(b, "ot", full);
-  tile(c, p, &t, lx_mul(b, lx_var(b, ot), lx_int(b, p->RW)), p->RW);
-  kiln_lb_end_for(b);
-  if (rest) tile(c, p, &t, lx_int(b, full * p->RW), rest);
-  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // oh, ob, n
+  if (full) tile_loop(c, p, &t, full, p->RW, 0);
+  if (rest) tile_loop(c, p, &t, 1, rest, full * p->RW);
 }
 
 static void lower_blocked(const kiln_lower_ctx *c) {
@@ -783,56 +831,6 @@ static void lower_blocked(const kiln_lower_ctx *c) {
   pack_weights(c, &p, &wp, &bp);
   int xp = kiln_conv_plan_input(c, &p);
   kiln_conv_lower_tiles(c, &p, xp, wp, bp);
-}
-
-// ---- Depthwise 2-D convs (group = C = M, f32): one output computed per vector lane ----
-//   xp = x with its padding made explicit (when there is any)
-//   for nc (parallel), oh: for ow (vectorized):
-//     acc = bias[c] (or 0)      c = nc % C
-//     for kh, kw (fully unrolled): acc = muladd(w[c][0][kh][kw], xp[nc][oh*sh + kh*dh][ow*sw +
-//     kw*dw], acc) y[nc][oh][ow] = epilogue(acc)
-// Each element sums bias, then the taps in (kh, kw) order, as eval does.
-
-static bool depthwise_applies(const kiln_lower_ctx *c) {
-  const kiln_tensor *x = kiln_lower_in(c, 0), *w = kiln_lower_in(c, 1);
-  int64_t group = kiln_attr_int(c->node, "group", 1);
-  return x->shape.rank == 4 && w->dtype == KILN_F32 && group > 1 && group == x->shape.dim[1] &&
-         group == w->shape.dim[0];
-}
-
-// acc = muladd(w[c][0][kh][kw], xp[nc][oh*sh + kh*dh][ow*sw + kw*dw], acc) over the unrolled taps.
-static void depthwise_taps(const kiln_lower_ctx *c, const conv_plan *p, int xp, int nc, int oh,
-                           int ow, int acc) {
-  kiln_lb *b = c->b;
-  int kh = unrolled_for(b, "kh", p->KH), kw = unrolled_for(b, "kw", p->KW);
-  kiln_lexpr *channel = lx_bin(b, LB_MOD, lx_var(b, nc), lx_int(b, p->C));
-  kiln_lexpr *wi = lx_madd(b, lx_madd(b, channel, p->KH, lx_var(b, kh)), p->KW, lx_var(b, kw));
-  kiln_lexpr *ih = lx_add(b, lx_mul(b, lx_var(b, oh), lx_int(b, p->sh)),
-                          lx_mul(b, lx_var(b, kh), lx_int(b, p->dh)));
-  kiln_lexpr *iw = lx_add(b, lx_mul(b, lx_var(b, ow), lx_int(b, p->sw)),
-                          lx_mul(b, lx_var(b, kw), lx_int(b, p->dw)));
-  kiln_lexpr *xi = lx_madd(b, lx_madd(b, lx_var(b, nc), p->HP, ih), p->WP, iw);
-  kiln_lexpr *prod =
-      lx_muladd(b, lx_load(b, kiln_in_buf(c, 1), wi), lx_load(b, xp, xi), lx_var(b, acc));
-  kiln_lb_assign(b, acc, prod);
-  for (int k = 0; k < 2; k++) kiln_lb_end_for(b);  // kw, kh
-}
-
-static void lower_depthwise(const kiln_lower_ctx *c) {
-  kiln_lb *b = c->b;
-  conv_plan p = make_plan(c);
-  int xp = kiln_conv_plan_input(c, &p);
-  kiln_lb_comment(b, "depthwise: one output per lane%s", p.padded ? ", padded input" : "");
-  int nc = kiln_lb_for_n(b, "nc", p.N * p.C), oh = kiln_lb_for_n(b, "oh", p.OH);
-  int ow = kiln_lb_for_n(b, "ow", p.OW);
-  kiln_lexpr *init = lx_float(b, KILN_F32, 0);
-  if (kiln_has_input(c->node, 2))
-    init = lx_load(b, kiln_in_buf(c, 2), lx_bin(b, LB_MOD, lx_var(b, nc), lx_int(b, p.C)));
-  int acc = kiln_lb_decl(b, "acc", KILN_F32, init);
-  depthwise_taps(c, &p, xp, nc, oh, ow, acc);
-  kiln_lexpr *yi = lx_madd(b, lx_madd(b, lx_var(b, nc), p.OH, lx_var(b, oh)), p.OW, lx_var(b, ow));
-  kiln_lb_store(b, kiln_out_buf(c, 0), yi, epilogue(c, lx_var(b, acc), kiln_lx_clone(b, yi)));
-  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // ow, oh, nc
 }
 
 static void lower(const kiln_lower_ctx *c) {
@@ -845,12 +843,13 @@ static void lower(const kiln_lower_ctx *c) {
                   : has_clip(c->node) ? ", clip"
                                       : "",
                   kiln_describe(y).text);
-  if (blocked_lanes(c->node) || (x->shape.rank <= 4 && blocked_applies(c))) {  // 1-D: (1, L)
-    lower_blocked(c);
+  if (kiln_conv_depthwise_applies(c)) {  // planar or NCHWc
+    kiln_conv_lower_depthwise(c);
     return;
   }
-  if (depthwise_applies(c)) {
-    lower_depthwise(c);
+  if (kiln_conv_blocked_lanes(c->node) ||
+      (x->shape.rank <= 4 && blocked_applies(c))) {  // 1-D: (1, L)
+    lower_blocked(c);
     return;
   }
   if (x->shape.rank != 4) {
@@ -921,31 +920,54 @@ const kiln_op_def kiln_op_Conv = {
 // form; or absent for none), as ONNX Runtime's FusedConv.
 
 static const kiln_attr_spec fused_attrs[] = {
-    {"auto_pad", KILN_ATTR_STRING, false},
-    {"dilations", KILN_ATTR_INTS, false},
-    {"group", KILN_ATTR_INT, false},
-    {"kernel_shape", KILN_ATTR_INTS, false},
-    {"pads", KILN_ATTR_INTS, false},
-    {"strides", KILN_ATTR_INTS, false},
-    {"activation", KILN_ATTR_STRING, false},
-    {"layout", KILN_ATTR_STRING, false},
-    {"lanes", KILN_ATTR_INT, false},
-    {"activation_params", KILN_ATTR_FLOATS, false},
-    {0},
+    {"auto_pad", KILN_ATTR_STRING, false},     {"dilations", KILN_ATTR_INTS, false},
+    {"group", KILN_ATTR_INT, false},           {"kernel_shape", KILN_ATTR_INTS, false},
+    {"pads", KILN_ATTR_INTS, false},           {"strides", KILN_ATTR_INTS, false},
+    {"activation", KILN_ATTR_STRING, false},   {"layout", KILN_ATTR_STRING, false},
+    {"lanes", KILN_ATTR_INT, false},           {"activation_params", KILN_ATTR_FLOATS, false},
+    {"input_layout", KILN_ATTR_STRING, false}, {0},
 };
 
-// layout = "NCHWc": Conv's inference on the planar view of x, then y blocked like x.
-static bool blocked_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
-  int64_t L = blocked_lanes(n);
-  kiln_tensor *x = kiln_in(g, n, 0);
-  if (strcmp(kiln_attr_string(n, "layout", ""), "NCHWc") != 0 || L < 1 || x->shape.rank != 5 ||
-      x->shape.dim[4] != L) {
+// layout and input_layout: each "NCHW" or "NCHWc" (at least one "NCHWc"), a depthwise conv
+// both the same; lanes L >= 1.
+static bool check_layouts(const kiln_graph *g, const kiln_node *n, kiln_diag *d) {
+  const char *layout = kiln_attr_string(n, "layout", "NCHW");
+  const char *input = kiln_attr_string(n, "input_layout", layout);
+  bool known = (!strcmp(layout, "NCHW") || !strcmp(layout, "NCHWc")) &&
+               (!strcmp(input, "NCHW") || !strcmp(input, "NCHWc"));
+  if (!known || kiln_attr_int(n, "lanes", 0) < 1) {
     kiln_op_error(d, n,
-                  "attrs.layout: expected \"NCHWc\" with lanes L >= 1 and inputs[0] (%s) of shape "
-                  "(N, C / L, H, W, L), got %s",
-                  x->name, kiln_shape_text(&x->shape).text);
+                  "attrs.layout, attrs.input_layout: expected \"NCHW\" or \"NCHWc\" with lanes "
+                  ">= 1, got \"%s\", \"%s\" and lanes %lld",
+                  layout, input, (long long)kiln_attr_int(n, "lanes", 0));
     return false;
   }
+  const kiln_tensor *w = kiln_in(g, n, 1);
+  int64_t group = kiln_attr_int(n, "group", 1);
+  if (group > 1 && group == w->shape.dim[0] && w->shape.dim[1] == 1 && strcmp(layout, input)) {
+    kiln_op_error(d, n,
+                  "attrs.input_layout: a depthwise conv reads x in its output's layout "
+                  "(\"%s\"), got \"%s\"",
+                  layout, input);
+    return false;
+  }
+  return true;
+}
+
+// x as (N, C / L, H, W, L) when it is NCHWc, (N, C, H, W) when not.
+static bool check_x_layout(const kiln_node *n, kiln_diag *d, const kiln_tensor *x, int64_t L) {
+  if (L ? x->shape.rank == 5 && x->shape.dim[4] == L : x->shape.rank == 4) return true;
+  kiln_op_error(d, n, "inputs[0] (%s): expected %s (attrs.input_layout \"%s\", lanes %lld), got %s",
+                x->name, L ? "(N, C / L, H, W, L)" : "(N, C, H, W)", L ? "NCHWc" : "NCHW",
+                (long long)kiln_attr_int(n, "lanes", 0), kiln_shape_text(&x->shape).text);
+  return false;
+}
+
+// NCHWc x or y: Conv's inference on the planar view of x, then y blocked if its layout says so.
+static bool blocked_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
+  int64_t L = kiln_attr_int(n, "lanes", 0);
+  kiln_tensor *x = kiln_in(g, n, 0);
+  if (!check_layouts(g, n, d) || !check_x_layout(n, d, x, in_lanes(n))) return false;
   const kiln_tensor *w = kiln_in(g, n, 1), *bias = kiln_in(g, n, 2);
   if (!w->data || (bias && !bias->data)) {
     kiln_op_error(d, n, "attrs.layout: \"NCHWc\" needs constant weights and bias (params)");
@@ -956,12 +978,12 @@ static bool blocked_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   bool ok = infer(g, n, d);
   x->shape = blocked;
   kiln_tensor *y = kiln_out(g, n, 0);
-  if (ok && y->shape.dim[1] % L != 0) {
+  if (ok && out_lanes(n) && y->shape.dim[1] % L != 0) {
     kiln_op_error(d, n, "attrs.lanes: %lld must divide the output channels (%lld)", (long long)L,
                   (long long)y->shape.dim[1]);
     return false;
   }
-  if (ok) y->shape = kiln_nchwc_shape(&y->shape, L);
+  if (ok && out_lanes(n)) y->shape = kiln_nchwc_shape(&y->shape, L);
   return ok;
 }
 
@@ -979,7 +1001,7 @@ static bool fused_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
                   "only then)");
     return false;
   }
-  if (!(blocked_lanes(n) ? blocked_infer(g, n, d) : infer(g, n, d))) return false;
+  if (!(kiln_conv_blocked_lanes(n) ? blocked_infer(g, n, d) : infer(g, n, d))) return false;
   const kiln_tensor *z = kiln_in(g, n, 3), *y = kiln_out(g, n, 0);
   if (z && (z->dtype != y->dtype || !kiln_shape_equal(&z->shape, &y->shape))) {
     kiln_op_error(d, n, "inputs[3] (%s): expected the output's dtype %s and shape %s, got %s %s",
@@ -993,27 +1015,31 @@ static bool fused_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
 static void fused_eval_planar(const kiln_node *n, const kiln_eval_tensor *in,
                               kiln_eval_tensor *out);
 
-// NCHWc: the planar reference on unblocked copies, its result blocked.
+// A planar copy of an NCHWc eval tensor t (to free), with its planar shape in *shape.
+static kiln_eval_tensor unblocked(const kiln_eval_tensor *t, int64_t L, kiln_shape *shape) {
+  *shape = kiln_nchw_shape(t->shape);
+  double *data = kiln_xmalloc(sizeof(double) * (size_t)kiln_shape_numel(shape));
+  kiln_nchwc_copy(shape, L, t->data, data, false);
+  return (kiln_eval_tensor){shape, t->dtype, data};
+}
+
+// NCHWc x or y: the planar reference on unblocked copies, its result blocked if y is NCHWc.
 static void blocked_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
-  int64_t L = blocked_lanes(n);
-  kiln_shape xs = kiln_nchw_shape(in[0].shape), ys = kiln_nchw_shape(out->shape);
-  kiln_eval_tensor pin[4] = {{0}}, pout = {&ys, out->dtype, NULL};
+  int64_t xl = in_lanes(n), yl = out_lanes(n);
+  kiln_shape xs, ys = kiln_nchw_shape(out->shape), zs;
+  kiln_eval_tensor pin[4] = {{0}}, pout = {&ys, out->dtype, out->data};
   for (int i = 0; i < n->n_inputs && i < 4; i++) pin[i] = in[i];
-  double *x = kiln_xmalloc(sizeof(double) * (size_t)kiln_shape_numel(&xs));
-  double *z =
-      kiln_has_input(n, 3) ? kiln_xmalloc(sizeof(double) * (size_t)kiln_shape_numel(&ys)) : NULL;
-  pout.data = kiln_xmalloc(sizeof(double) * (size_t)kiln_shape_numel(&ys));
-  kiln_nchwc_copy(&xs, L, in[0].data, x, false);
-  pin[0] = (kiln_eval_tensor){&xs, in[0].dtype, x};
-  if (z)
-    kiln_nchwc_copy(&ys, L, in[3].data, z, false), pin[3] = (kiln_eval_tensor){&ys, in[3].dtype, z};
+  if (xl) pin[0] = unblocked(&in[0], xl, &xs);
+  if (yl && kiln_has_input(n, 3)) pin[3] = unblocked(&in[3], yl, &zs);
+  if (yl) pout.data = kiln_xmalloc(sizeof(double) * (size_t)kiln_shape_numel(&ys));
   fused_eval_planar(n, pin, &pout);
-  kiln_nchwc_copy(&ys, L, pout.data, out->data, true);
-  free(x), free(z), free(pout.data);
+  if (yl) kiln_nchwc_copy(&ys, yl, pout.data, out->data, true), free(pout.data);
+  if (xl) free(pin[0].data);
+  if (yl && kiln_has_input(n, 3)) free(pin[3].data);
 }
 
 static void fused_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
-  if (blocked_lanes(n))
+  if (kiln_conv_blocked_lanes(n))
     blocked_eval(n, in, out);
   else
     fused_eval_planar(n, in, out);

@@ -2,6 +2,7 @@
 // backward convolutions of compiler/ops/train/conv_grad*.c). A plan describes one 2-D conv of a
 // (padded) input xp (N, C, HP, WP) by weights packed as (ceil(M / L), C, kH, kW, L) into y
 // (N, M, OH, OW), L the target's f32 vector width; conv.c's comment above conv_plan has the loops.
+// Also what conv.c and conv_depthwise.c (the depthwise lowerings) share.
 #ifndef KILN_OPS_NN_CONV_INTERNAL_H
 #define KILN_OPS_NN_CONV_INTERNAL_H
 
@@ -18,7 +19,8 @@ typedef struct kiln_conv_plan {
   bool subsampled;           // a strided 1x1 conv: reads x[n][c][oh * sh][ow * sw] gathered once
   int64_t xh, xw, xsh, xsw;  // x's own H, W and strides (before subsampling)
   int64_t yh, yw;            // the output's own OH, OW (before flattening)
-  int64_t blocked;           // x, y and z are NCHWc with this many lanes (= lanes); 0: NCHW
+  int64_t blocked;           // y and z are NCHWc with this many lanes (= lanes); 0: NCHW
+  int64_t xblocked;          // the same for x (kiln_conv_plan_make: = blocked)
   int64_t G, CG;             // groups and input channels per group (1 and C unless grouped)
 } kiln_conv_plan;
 
@@ -34,5 +36,21 @@ int kiln_conv_plan_input(const kiln_lower_ctx *c, const kiln_conv_plan *p);
 // (buffers of f32; bp holds MV * L values), through the node's epilogue (none unless FusedConv).
 void kiln_conv_lower_tiles(const kiln_lower_ctx *c, const kiln_conv_plan *p, int xp, int wp,
                            int bp);
+
+// ---- Shared by conv.c and conv_depthwise.c ----
+// The node's analytical plan (its x may be NCHWc: the plan is of the planar view).
+kiln_conv_plan kiln_conv_node_plan(const kiln_lower_ctx *c);
+// The lanes of a FusedConv that reads or writes NCHWc (layout, input_layout); 0: all NCHW.
+int64_t kiln_conv_blocked_lanes(const kiln_node *n);
+// FusedConv's epilogue act(v + z[index]) on one output value (v itself for a plain Conv).
+kiln_lexpr *kiln_conv_epilogue(const kiln_lower_ctx *c, kiln_lexpr *v, kiln_lexpr *index);
+// for v in [0, n), fully unrolled (a register block dimension); returns the loop variable.
+int kiln_conv_unrolled_for(kiln_lb *b, const char *name, int64_t n);
+// Columns per tile of RO vectors: the largest width with at most max_acc accumulators that
+// divides OW (down to half of it), else the largest width.
+int64_t kiln_conv_tile_width(int64_t OW, int64_t RO, int64_t max_acc);
+// A 2-D f32 conv with group = C = M (conv_depthwise.c), and its lowering (planar or NCHWc).
+bool kiln_conv_depthwise_applies(const kiln_lower_ctx *c);
+void kiln_conv_lower_depthwise(const kiln_lower_ctx *c);
 
 #endif

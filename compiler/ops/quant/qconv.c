@@ -286,6 +286,7 @@ typedef struct qfast_plan {
   int64_t K, kp;        // elements per window, padded to whole vectors
   int64_t patches;      // where the patches start in the scratch buffer
   bool padded, direct;  // direct: the GEMM reads xs
+  bool implicit;        // no patches: the GEMM reads each window row's kW * C bytes from xs
 } qfast_plan;
 
 static bool qconv_fast_applies(const kiln_lower_ctx *c, const kiln_qconv_inputs *q) {
@@ -325,6 +326,7 @@ static qfast_plan qfast_plan_of(const kiln_lower_ctx *c, const kiln_qconv_inputs
   p.K = p.KH * p.KW * p.C;
   p.kp = kiln_qgemm_kp(c, p.K);
   p.direct = !p.padded && p.KH == 1 && p.KW == 1 && p.sh == 1 && p.sw == 1 && p.kp == p.C;
+  p.implicit = !p.direct && p.dw == 1 && p.KW * p.C % 4 == 0;
   p.patches = (p.N * p.HP * p.WP * p.C + 63) / 64 * 64;
   return p;
 }
@@ -393,6 +395,23 @@ static void qfast_patches(const kiln_lower_ctx *c, const qfast_plan *p, int s) {
   for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // ow, oh, n
 }
 
+// Implicit patches: where window row kh (the variable `run`) of GEMM row (n * OH + oh) * OW + ow
+// starts in xs: ((n * HP + oh * sh + kh * dh) * WP + ow * sw) * C, its kW * C bytes contiguous.
+static kiln_lexpr *qconv_run_at(const kiln_lower_ctx *c, const void *user, kiln_lexpr *row,
+                                int run) {
+  kiln_lb *b = c->b;
+  const qfast_plan *p = user;
+  int64_t plane = p->OH * p->OW;
+  kiln_lexpr *pixel = p->N == 1 ? row : lx_bin(b, LB_MOD, kiln_lx_clone(b, row), lx_int(b, plane));
+  kiln_lexpr *n = p->N == 1 ? lx_int(b, 0) : lx_bin(b, LB_DIV, row, lx_int(b, plane));
+  kiln_lexpr *oh = lx_bin(b, LB_DIV, kiln_lx_clone(b, pixel), lx_int(b, p->OW));
+  kiln_lexpr *ow = lx_bin(b, LB_MOD, pixel, lx_int(b, p->OW));
+  kiln_lexpr *ih =
+      lx_add(b, lx_mul(b, oh, lx_int(b, p->sh)), lx_mul(b, lx_var(b, run), lx_int(b, p->dh)));
+  kiln_lexpr *iw = lx_mul(b, ow, lx_int(b, p->sw));
+  return lx_mul(b, lx_madd(b, lx_madd(b, n, p->HP, ih), p->WP, iw), lx_int(b, p->C));
+}
+
 // y's flat index of GEMM row (n * OH + oh) * OW + ow and column oc: (n * M + oc) * OH * OW + ...
 static kiln_lexpr *qconv_index(const kiln_lower_ctx *c, const void *user, kiln_lexpr *row,
                                kiln_lexpr *col) {
@@ -427,20 +446,25 @@ bool kiln_qconv_lower_fast(const kiln_lower_ctx *c, const kiln_qconv_inputs *q) 
                   c->node->name, kiln_describe(x).text, kiln_describe(w).text,
                   kiln_describe(kiln_lower_out(c, 0)).text);
   qfast_plan p = qfast_plan_of(c, q);
+  bool patches = !p.direct && !p.implicit;
   kiln_qgemm g = {.rows = p.N * p.OH * p.OW,
                   .cols = p.M,
                   .kp = p.kp,
-                  .a_offset = p.direct ? 0 : p.patches,
+                  .a_offset = patches ? p.patches : 0,
                   .out = {.bias = q->bias, .mult = -1, .y_zp = q->y_zp},
                   .index = qconv_index,
-                  .user = &p};
+                  .user = &p,
+                  .runs = p.KH,
+                  .run_k = p.KW * p.C,
+                  .run_at = p.implicit ? qconv_run_at : NULL};
   qfast_pack(c, q, &p, &g);
-  if (q->y_zp >= 0) g.out.mult = kiln_quant_multipliers(c, q->x_scale, q->w_scale, q->y_scale, p.M);
+  if (q->y_zp >= 0)
+    g.out.mult = kiln_quant_multipliers(c, q->x_scale, q->w_scale, q->y_scale, p.M, &g.out.small);
   g.out.x_zp = kiln_quant_unsigned_zp(c, q->x_zp, x->dtype);
   int64_t acc_count = g.out.mult >= 0 ? g.rows * p.M : 0;
-  kiln_quant_scratch(c, acc_count, p.direct ? p.patches : p.patches + g.rows * p.kp, &g.acc, &g.a);
+  kiln_quant_scratch(c, acc_count, patches ? p.patches + g.rows * p.kp : p.patches, &g.acc, &g.a);
   qfast_nhwc(c, q, &p, g.a, g.out.x_zp);
-  if (!p.direct) qfast_patches(c, &p, g.a);
+  if (patches) qfast_patches(c, &p, g.a);
   kiln_qgemm_lower(c, &g);
   return true;
 }

@@ -10,6 +10,8 @@
 // saturation at 0 is the Relu.
 // Exact: (a - a_zp) * ma is exact in f64 (a 9-bit integer times a 24-bit significand), so whether
 // the C compiler contracts the sum into an fma or not, it rounds the same f64 value as eval.
+#include <math.h>
+
 #include "qgraph.h"
 
 enum { A, A_SCALE, A_ZP, B, B_SCALE, B_ZP, Y_SCALE, Y_ZP };
@@ -47,19 +49,42 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
   }
 }
 
-// (x[i] - zp) * m in f64, x's element at the nest's position.
-static kiln_lexpr *scaled(const kiln_lower_ctx *c, int input, const int *vars, int zp, int m) {
+// (x[i] - zp) * m in f64, x's element at the nest's position: the nest runs over ys, y's shape,
+// or with `flat` (x of y's shape) one loop over all elements.
+static kiln_lexpr *scaled(const kiln_lower_ctx *c, const kiln_shape *ys, bool flat, int input,
+                          const int *vars, int zp, int m) {
   kiln_lb *b = c->b;
-  const kiln_shape *ys = &kiln_lower_out(c, 0)->shape;
   int64_t strides[KILN_MAX_RANK];
-  kiln_broadcast_strides(&kiln_lower_in(c, input)->shape, ys, strides);
+  kiln_broadcast_strides(flat ? ys : &kiln_lower_in(c, input)->shape, ys, strides);
   kiln_lexpr *x = lx_load(b, kiln_in_buf(c, input), kiln_lower_index(b, ys->rank, vars, strides));
   kiln_lexpr *centered = lx_cast(b, KILN_F64, kiln_qgraph_centered(b, x, zp));
   return lx_bin(b, LB_MUL, centered, lx_cast(b, KILN_F64, lx_var(b, m)));
 }
 
+// True when the scales are constants whose ratios keep |(a - a_zp) * ma + (b - b_zp) * mb| (each
+// difference at most 255 in magnitude) below 2^30: the saturation may then run on integers.
+static bool small_sum(const kiln_lower_ctx *c) {
+  const kiln_graph *g = c->g;
+  const kiln_node *n = c->node;
+  if (!kiln_quant_is_const(g, n, A_SCALE) || !kiln_quant_is_const(g, n, B_SCALE) ||
+      !kiln_quant_is_const(g, n, Y_SCALE))
+    return false;
+  double ys = kiln_tensor_get(kiln_lower_in(c, Y_SCALE), 0);
+  double ma = kiln_quant_multiplier_ref(kiln_tensor_get(kiln_lower_in(c, A_SCALE), 0), 1, ys);
+  double mb = kiln_quant_multiplier_ref(kiln_tensor_get(kiln_lower_in(c, B_SCALE), 0), 1, ys);
+  return kiln_quant_small(fabs(ma) + fabs(mb), 255);
+}
+
+// a and b of y's shape: the nest is then one loop over all elements (ResNet's residual adds).
+static bool no_broadcast(const kiln_lower_ctx *c) {
+  const kiln_shape *ys = &kiln_lower_out(c, 0)->shape;
+  return kiln_shape_equal(&kiln_lower_in(c, A)->shape, ys) &&
+         kiln_shape_equal(&kiln_lower_in(c, B)->shape, ys);
+}
+
 //   ma, mb, a_zp, b_zp, y_zp: locals
-//   for d0, d1, ...: y[...] = requantize((a[...] - a_zp) * ma + (b[...] - b_zp) * mb)
+//   for d0, d1, ... (or i over all elements): y[...] = requantize((a[...] - a_zp) * ma +
+//       (b[...] - b_zp) * mb), on integers when small_sum
 static void lower(const kiln_lower_ctx *c) {
   kiln_lb *b = c->b;
   const kiln_tensor *y = kiln_lower_out(c, 0);
@@ -72,13 +97,18 @@ static void lower(const kiln_lower_ctx *c) {
   int y_zp = kiln_qgraph_zp_var(c, "y_zp", Y_ZP);
   int vars[KILN_MAX_RANK];
   int64_t y_strides[KILN_MAX_RANK];
-  kiln_contiguous_strides(&y->shape, y_strides);
-  kiln_lower_begin_nest(b, &y->shape, vars);
-  kiln_lexpr *sum = lx_bin(b, LB_ADD, scaled(c, A, vars, a_zp, ma), scaled(c, B, vars, b_zp, mb));
-  kiln_lexpr *q =
-      kiln_quant_requantize_lx(b, sum, lx_float(b, KILN_F64, 1), lx_var(b, y_zp), y->dtype);
-  kiln_lb_store(b, kiln_out_buf(c, 0), kiln_lower_index(b, y->shape.rank, vars, y_strides), q);
-  kiln_lower_end_nest(b, &y->shape);
+  kiln_shape flat = {.rank = 1, .dim = {kiln_shape_numel(&y->shape)}};
+  bool same = no_broadcast(c);
+  const kiln_shape *ys = same ? &flat : &y->shape;
+  kiln_contiguous_strides(ys, y_strides);
+  kiln_lower_begin_nest(b, ys, vars);
+  kiln_lexpr *sum = lx_bin(b, LB_ADD, scaled(c, ys, same, A, vars, a_zp, ma),
+                           scaled(c, ys, same, B, vars, b_zp, mb));
+  kiln_lexpr *q = small_sum(c) ? kiln_quant_saturate_small_lx(b, sum, lx_var(b, y_zp), y->dtype)
+                               : kiln_quant_requantize_lx(b, sum, lx_float(b, KILN_F64, 1),
+                                                          lx_var(b, y_zp), y->dtype);
+  kiln_lb_store(b, kiln_out_buf(c, 0), kiln_lower_index(b, ys->rank, vars, y_strides), q);
+  kiln_lower_end_nest(b, ys);
 }
 
 const kiln_op_def kiln_op_QLinearAdd = {

@@ -271,21 +271,36 @@ static kiln_lexpr *qgemm_at(kiln_lb *b, kiln_lexpr *first, kiln_lexpr *i) {
   return lx_add(b, kiln_lx_clone(b, first), i);
 }
 
-// The k loop of a tile: s[i * vb + v] += dot4(a row r0 + i, w' vector jv0 + v) for k4 < kp / 4.
-static void qgemm_tile_k(kiln_lb *b, const kiln_qgemm *q, const int *s, kiln_lexpr *r0, int64_t rb,
-                         kiln_lexpr *jv0, int64_t vb) {
-  int64_t L = q->lanes, kq = q->kp / 4;
-  int k = kiln_lb_for_n(b, "k4", kq);
+// Where row r0 + i's bytes (of run `run`, with implicit patches) start in a: an i64 local.
+static int qgemm_row_start(const kiln_lower_ctx *c, const kiln_qgemm *q, kiln_lexpr *r0, int64_t i,
+                           int run) {
+  kiln_lb *b = c->b;
+  kiln_lexpr *row = qgemm_at(b, r0, lx_int(b, i));
+  kiln_lexpr *at = q->run_at ? q->run_at(c, q->user, row, run)
+                             : lx_add(b, lx_int(b, q->a_offset), lx_mul(b, row, lx_int(b, q->kp)));
+  return kiln_lb_decl(b, "a_at", KILN_I64, at);
+}
+
+// The k loop of a tile: s[i * vb + v] += dot4(a row r0 + i, w' vector jv0 + v) for k4 < kp / 4
+// (with implicit patches: for each run, k4 over the run).
+static void qgemm_tile_k(const kiln_lower_ctx *c, const kiln_qgemm *q, const int *s, kiln_lexpr *r0,
+                         int64_t rb, kiln_lexpr *jv0, int64_t vb) {
+  kiln_lb *b = c->b;
+  int64_t L = q->lanes, kq = q->kp / 4, run_k4 = q->run_at ? q->run_k / 4 : kq;
+  int run = q->run_at ? kiln_lb_for_n(b, "run", q->runs) : -1;
+  int start[16];
+  for (int64_t i = 0; i < rb; i++) start[i] = qgemm_row_start(c, q, r0, i, run);
+  int k = kiln_lb_for_n(b, "k4", run_k4);
   for (int64_t i = 0; i < rb; i++)
     for (int64_t v = 0; v < vb; v++) {
-      kiln_lexpr *row = qgemm_at(b, r0, lx_int(b, i));
-      kiln_lexpr *a_at = lx_add(b, lx_int(b, q->a_offset),
-                                lx_madd(b, row, q->kp, lx_mul(b, lx_var(b, k), lx_int(b, 4))));
+      kiln_lexpr *a_at = lx_madd(b, lx_var(b, k), 4, lx_var(b, start[i]));
+      kiln_lexpr *k4 = run >= 0 ? lx_madd(b, lx_var(b, run), run_k4, lx_var(b, k)) : lx_var(b, k);
       kiln_lexpr *vec = qgemm_at(b, jv0, lx_int(b, v));
-      kiln_lexpr *w_at = lx_mul(b, lx_madd(b, vec, kq, lx_var(b, k)), lx_int(b, 4 * L));
+      kiln_lexpr *w_at = lx_mul(b, lx_madd(b, vec, kq, k4), lx_int(b, 4 * L));
       kiln_lb_dot4(b, s[i * vb + v], q->a, a_at, q->w, w_at);
     }
   kiln_lb_end_for(b);  // k4
+  if (run >= 0) kiln_lb_end_for(b);
 }
 
 // A block's rows: [r0, r0 + rows). Its sums are kept in acc from r0 * cols on, column by column:
@@ -310,7 +325,7 @@ static void qgemm_tile(const kiln_lower_ctx *c, const kiln_qgemm *q, const qgemm
   int s[16];
   for (int64_t e = 0; e < rb * vb; e++) s[e] = kiln_lb_decl_lanes(b, "s", (int)L);
   kiln_lexpr *r0 = qgemm_at(b, blk->r0, kiln_lx_clone(b, lr0));
-  qgemm_tile_k(b, q, s, r0, rb, jv0, vb);
+  qgemm_tile_k(c, q, s, r0, rb, jv0, vb);
   bool later = q->out.mult >= 0;  // the requantize loop completes the sums
   for (int64_t i = 0; i < rb; i++)
     for (int64_t v = 0; v < vb; v++) {
@@ -355,7 +370,12 @@ static void qgemm_requantize(const kiln_lower_ctx *c, const kiln_qgemm *q, const
   kiln_lexpr *acc = qgemm_sum(c, &q->out, lx_load(b, q->acc, from), col);
   kiln_lexpr *zp = kiln_quant_param_lx(c, q->out.y_zp, lx_int(b, 0), KILN_I32);
   kiln_lexpr *m = lx_load(b, q->out.mult, kiln_lx_clone(b, col));
-  kiln_lexpr *y = kiln_quant_requantize_lx(b, acc, m, zp, kiln_lower_out(c, 0)->dtype);
+  kiln_dtype t = kiln_lower_out(c, 0)->dtype;
+  kiln_lexpr *y =
+      q->out.small
+          ? kiln_quant_saturate_small_lx(
+                b, lx_bin(b, LB_MUL, lx_cast(b, KILN_F64, acc), lx_cast(b, KILN_F64, m)), zp, t)
+          : kiln_quant_requantize_lx(b, acc, m, zp, t);
   kiln_lb_store(b, kiln_out_buf(c, 0), at, y);
   kiln_lb_end_for(b);  // r
   kiln_lb_end_for(b);  // j
@@ -471,7 +491,8 @@ bool kiln_qmatmul_lower_fast(const kiln_lower_ctx *c, const kiln_qmatmul_inputs 
     for (int64_t k = 0; k < K; k++) packed[j * g.kp + k] = (int8_t)kiln_tensor_get(bt, k * N + j);
   kiln_qgemm_pack(c, &g, packed);
   free(packed);
-  if (q->y_zp >= 0) g.out.mult = kiln_quant_multipliers(c, q->a_scale, q->b_scale, q->y_scale, N);
+  if (q->y_zp >= 0)
+    g.out.mult = kiln_quant_multipliers(c, q->a_scale, q->b_scale, q->y_scale, N, &g.out.small);
   g.out.x_zp = kiln_quant_unsigned_zp(c, q->a_zp, a->dtype);
   bool copy = a->dtype != KILN_U8 || g.kp != K;
   int bytes;

@@ -48,6 +48,14 @@ double kiln_quant_requantize_ref(double acc, double m, double zp, kiln_dtype t);
 // acc: an i32 expression, m: an f64 expression, zp: an i32 expression; an expression of dtype t.
 kiln_lexpr *kiln_quant_requantize_lx(kiln_lb *b, kiln_lexpr *acc, kiln_lexpr *m, kiln_lexpr *zp,
                                      kiln_dtype t);
+// True when m is finite and |m| * bound < 2^30: a value of magnitude <= bound times m may take
+// kiln_quant_saturate_small_lx.
+bool kiln_quant_small(double m, double bound);
+// saturate(round_half_even(v) + zp) to dtype t for an f64 expression v known to lie below 2^30 in
+// magnitude (no NaN): the rounded value converted to i32 and saturated with integer min / max
+// (cheaper than the f64 saturation, and vectorized by C compilers); zp an i32 expression. Equals
+// kiln_quant_requantize_lx(v, 1, zp) for every such v.
+kiln_lexpr *kiln_quant_saturate_small_lx(kiln_lb *b, kiln_lexpr *v, kiln_lexpr *zp, kiln_dtype t);
 // y = saturate(round_half_even(x / scale) + zp) to dtype t; the quotient in f32 (QuantizeLinear).
 double kiln_quant_quantize_ref(double x, double scale, double zp, kiln_dtype t);
 kiln_lexpr *kiln_quant_quantize_lx(kiln_lb *b, kiln_lexpr *x, kiln_lexpr *scale, kiln_lexpr *zp,
@@ -144,14 +152,18 @@ bool kiln_qmatmul_lower_fast(const kiln_lower_ctx *c, const kiln_qmatmul_inputs 
 // on AVX-512 VNNI), keeping rb rows by vb * lanes columns of sums in lane accumulators.
 //   out(s, j) = s - x_zp * sum_w[j] (+ bias[j]), requantized with mult[j] and y_zp when mult >= 0
 typedef struct kiln_qgemm_out {
-  int x_zp;   // an i32 local: the zero point of a's (unsigned) values
-  int sum_w;  // buf: sum over k of w[j][k] (i32, derived)
-  int bias;   // input index of an i32 bias per column, or -1
-  int mult;   // buf: the f32 requantize multiplier per column (derived), or -1: y = the i32 sum
-  int y_zp;   // input index of y's zero point (with mult)
+  int x_zp;    // an i32 local: the zero point of a's (unsigned) values
+  int sum_w;   // buf: sum over k of w[j][k] (i32, derived)
+  int bias;    // input index of an i32 bias per column, or -1
+  int mult;    // buf: the f32 requantize multiplier per column (derived), or -1: y = the i32 sum
+  int y_zp;    // input index of y's zero point (with mult)
+  bool small;  // every mult is kiln_quant_small for i32 sums: the integer saturation applies
 } kiln_qgemm_out;
 typedef kiln_lexpr *(*kiln_qgemm_index_fn)(const kiln_lower_ctx *c, const void *user,
                                            kiln_lexpr *row, kiln_lexpr *col);
+// Where run `run_var` (an i64 variable) of row `row` starts in buf a (implicit patches).
+typedef kiln_lexpr *(*kiln_qgemm_run_fn)(const kiln_lower_ctx *c, const void *user, kiln_lexpr *row,
+                                         int run_var);
 typedef struct kiln_qgemm {
   int a, w;  // bufs: a u8 (rows, kp), w i8 (see kiln_qgemm_pack)
   int acc;   // buf: i32 sums (rows, cols), requantized from there (with out.mult >= 0)
@@ -160,6 +172,11 @@ typedef struct kiln_qgemm {
   kiln_qgemm_out out;
   kiln_qgemm_index_fn index;  // y's flat index of (row, col)
   const void *user;
+  // Implicit patches (when run_at is not NULL): a row's kp bytes are `runs` runs of run_k bytes
+  // each (run_k a multiple of 4), run s of row r read from a[run_at(r, s)] on instead of a row of
+  // a (a_offset unused): a convolution's window rows read in place from its NHWC input.
+  int64_t runs, run_k;
+  kiln_qgemm_run_fn run_at;
 } kiln_qgemm;
 // k rounded up to a multiple of 4 (dot4 consumes 4 bytes of a row at a time).
 int64_t kiln_qgemm_kp(const kiln_lower_ctx *c, int64_t k);
@@ -179,9 +196,9 @@ void kiln_quant_scratch(const kiln_lower_ctx *c, int64_t acc_count, int64_t u8_b
                         int *bytes);
 // The requantize multipliers x_scale * w_scale[j] / y_scale (kiln_quant_multiplier_ref) of cols
 // columns as a derived f32 buffer; x_scale and y_scale one value, w_scale one or cols values. -1
-// when a scale is not a constant.
+// when a scale is not a constant. *small: every multiplier is kiln_quant_small for any i32 sum.
 int kiln_quant_multipliers(const kiln_lower_ctx *c, int x_scale, int w_scale, int y_scale,
-                           int64_t cols);
+                           int64_t cols, bool *small);
 // The fast lowerings compute on unsigned operands: an i8 value x becomes the u8 x + 128, and its
 // zero point moves with it ((x + 128) - (zp + 128) = x - zp). x of dtype t; a u8 expression.
 kiln_lexpr *kiln_quant_unsigned_lx(kiln_lb *b, kiln_lexpr *x, kiln_dtype t);

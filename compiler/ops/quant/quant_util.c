@@ -102,6 +102,23 @@ kiln_lexpr *kiln_quant_requantize_lx(kiln_lb *b, kiln_lexpr *acc, kiln_lexpr *m,
   return saturate_lx(b, v, t);
 }
 
+// Below 2^30 in magnitude, a value rounded to an integer plus a zero point fits an i32.
+static const double small_limit = 1073741824.0;
+
+bool kiln_quant_small(double m, double bound) {
+  return isfinite(m) && fabs(m) * bound < small_limit;
+}
+
+// (t)min(max((i32)round_half_even(v) + zp, lo), hi): with |v| < 2^30 the conversion is exact and
+// cannot overflow, so this is saturate(round_half_even(v) + zp) on integers.
+kiln_lexpr *kiln_quant_saturate_small_lx(kiln_lb *b, kiln_lexpr *v, kiln_lexpr *zp, kiln_dtype t) {
+  int64_t lo, hi;
+  kiln_quant_range(t, &lo, &hi);
+  kiln_lexpr *r = lx_bin(b, LB_ADD, lx_cast(b, KILN_I32, lx_unary(b, LU_ROUND, v)), zp);
+  r = lx_bin(b, LB_MAX, r, lx_cast(b, KILN_I32, lx_int(b, lo)));
+  return lx_cast(b, t, lx_bin(b, LB_MIN, r, lx_cast(b, KILN_I32, lx_int(b, hi))));
+}
+
 double kiln_quant_quantize_ref(double x, double scale, double zp, kiln_dtype t) {
   double q = (double)(float)(x / scale);                   // f32 division
   return saturate((double)(float)(nearbyint(q) + zp), t);  // f32 addition
@@ -208,15 +225,19 @@ bool kiln_quant_scales_const(const kiln_graph *g, const kiln_node *n, int x_scal
 }
 
 int kiln_quant_multipliers(const kiln_lower_ctx *c, int x_scale, int w_scale, int y_scale,
-                           int64_t cols) {
+                           int64_t cols, bool *small) {
+  *small = false;
   if (!kiln_quant_scales_const(c->g, c->node, x_scale, w_scale, y_scale)) return -1;
   const kiln_tensor *xs = kiln_lower_in(c, x_scale), *ws = kiln_lower_in(c, w_scale);
   const kiln_tensor *ys = kiln_lower_in(c, y_scale);
   bool per_column = kiln_shape_numel(&ws->shape) > 1;
   float *m = kiln_xcalloc((size_t)cols, sizeof(float));
-  for (int64_t j = 0; j < cols; j++)
+  *small = true;
+  for (int64_t j = 0; j < cols; j++) {
     m[j] = (float)kiln_quant_multiplier_ref(
         kiln_tensor_get(xs, 0), kiln_tensor_get(ws, per_column ? j : 0), kiln_tensor_get(ys, 0));
+    *small = *small && kiln_quant_small(m[j], 2147483648.0);  // |an i32 sum| <= 2^31
+  }
   int buf = kiln_lower_derived_weight(c, "mult", m, cols);
   free(m);
   return buf;
