@@ -56,10 +56,12 @@ static void usage(FILE *out) {
       "          --distributed mpi (with --train): data-parallel over MPI, docs/distributed.md;\n"
       "          --sync-bn (with it): BatchNorm statistics over the global batch\n"
       "quantization: compile/build --quantize int8 --calibrate X.npy[,...] (samples of the\n"
-      "          input) [--calib-method minmax|percentile|entropy] [--calib-percentile P]\n"
-      "          [--calib-samples N] [--quant-report FILE.md] [--quant-skip NODE,...]\n"
-      "          [--quant-min-sqnr DB] (layers below DB stay FP32)\n"
+      "          input) [--calib-method mse|minmax|percentile|entropy] (default mse)\n"
+      "          [--calib-percentile P] [--calib-samples N] [--quant-report FILE.md]\n"
+      "          [--quant-skip NODE,...] [--quant-min-sqnr DB] (layers below DB stay FP32)\n"
       "          [--calib-run auto|interp|binary] (binary: calibrate with the compiled model)\n"
+      "          [--quant-bias-correction on|off] (mean output errors folded into biases)\n"
+      "          [--quant-head fp32|int8] (the last Gemm and its pooling; default fp32)\n"
       "          (docs/quantization.md)\n"
       "backends: compile/build --backend c|llvm (default c); --backend llvm takes -O0..-O3\n"
       "          (default -O3) and compile --emit llvm|obj (NAME.ll or NAME.o, + NAME.h);\n"
@@ -218,7 +220,14 @@ static int parse_quant_flag(int argc, char **argv, int *i, cli *c) {
   } else if (kiln_cli_value(argc, argv, i, "--calib-method", &v)) {
     ok = v && kiln_calib_method_parse(v, &q->method);
     if (!ok)
-      bad_flag("--calib-method expects minmax, percentile or entropy, got", v ? v : "nothing");
+      bad_flag("--calib-method expects minmax, percentile, entropy or mse, got",
+               v ? v : "nothing");
+  } else if (kiln_cli_value(argc, argv, i, "--quant-bias-correction", &v)) {
+    ok = v && kiln_bias_correction_parse(v, &q->bias_correction);
+    if (!ok) bad_flag("--quant-bias-correction expects on or off, got", v ? v : "nothing");
+  } else if (kiln_cli_value(argc, argv, i, "--quant-head", &v)) {
+    ok = v && kiln_quant_head_parse(v, &q->head_int8);
+    if (!ok) bad_flag("--quant-head expects fp32 or int8, got", v ? v : "nothing");
   } else if (kiln_cli_value(argc, argv, i, "--calib-run", &v)) {
     ok = v && kiln_calib_engine_parse(v, &q->engine);
     if (!ok) bad_flag("--calib-run expects auto, interp or binary, got", v ? v : "nothing");

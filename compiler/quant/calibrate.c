@@ -1,15 +1,16 @@
 // Calibration statistics for post-training quantization (calibrate.h): ranges by min/max,
-// percentile and entropy, their quantization parameters, weight scales and error measures.
+// percentile, entropy and mean squared error, their quantization parameters, weight scales and
+// error measures.
 #include "calibrate.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const method_names[] = {"minmax", "percentile", "entropy"};
+static const char *const method_names[] = {"mse", "entropy", "minmax", "percentile"};  // enum order
 
 bool kiln_calib_method_parse(const char *s, kiln_calib_method *out) {
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < 4; i++)
     if (strcmp(s, method_names[i]) == 0) {
       *out = (kiln_calib_method)i;
       return true;
@@ -50,10 +51,41 @@ static void percentile_range(const float *v, int64_t n, double p, double *lo, do
   free(sorted);
 }
 
-// ---- Entropy (KL) calibration: a histogram of |x|, the threshold whose 128-level quantization
-// of the clipped distribution stays closest to it ----
+// ---- Histogram searches (entropy, mse): the u8 range as the pass uses it ----
+//
+// Both search the clip window [lo, hi] of a histogram of x over [min(x, 0), max(x, 0)] whose
+// bin edges include 0; exact zeros are left out (0 quantizes exactly whatever the range). A
+// candidate window holds `i` bins (QUANT_LEVELS .. HIST_BINS) and shrinks both ends of the full
+// range in the same proportion, keeping 0 where the zero point puts it: for non-negative tensors
+// (after a Relu) the window is [0, t], for signed ones the u8 asymmetric range [lo, hi] the
+// quantization actually uses (256 levels, 255 steps).
 
-enum { HIST_BINS = 2048, QUANT_LEVELS = 128 };
+enum { HIST_BINS = 2048, QUANT_LEVELS = 256 };
+
+typedef struct histogram {
+  double count[HIST_BINS];
+  double width;  // of a bin; bin k covers [(k - zero) * width, (k - zero + 1) * width)
+  int zero;      // the bin whose lower edge is 0
+} histogram;
+
+static void histogram_of(const float *v, int64_t n, double lo, double hi, histogram *h) {
+  memset(h->count, 0, sizeof h->count);
+  h->zero = (int)nearbyint(HIST_BINS * -lo / (hi - lo));
+  double below = h->zero > 0 ? -lo / h->zero : 0;
+  double above = h->zero < HIST_BINS ? hi / (HIST_BINS - h->zero) : 0;
+  h->width = fmax(below, above);
+  for (int64_t k = 0; k < n; k++) {
+    if (v[k] == 0) continue;  // exact at every range (a Relu's zeros would swamp the search)
+    int bin = h->zero + (int)floor(v[k] / h->width);
+    h->count[bin < 0 ? 0 : bin >= HIST_BINS ? HIST_BINS - 1 : bin] += 1;
+  }
+}
+
+// The window of i bins: [*first, *first + i), 0 at the same fraction of it as of the histogram.
+static int window_start(const histogram *h, int i) {
+  int first = h->zero - (int)((int64_t)h->zero * i / HIST_BINS);
+  return first + i > HIST_BINS ? HIST_BINS - i : first;
+}
 
 // q: p[0..i) merged into QUANT_LEVELS groups, each group's mass spread over its nonzero bins.
 static void quantized_copy(const double *p, int i, double *q) {
@@ -69,33 +101,53 @@ static void quantized_copy(const double *p, int i, double *q) {
   }
 }
 
-// KL(P || Q) of the histogram clipped at bin i (the clipped mass folded into bin i - 1).
-static double clipped_divergence(const double *hist, int i) {
-  double p[HIST_BINS], q[HIST_BINS], outliers = 0, ps = 0, qs = 0, kl = 0;
-  memcpy(p, hist, (size_t)i * sizeof *p);
-  for (int k = i; k < HIST_BINS; k++) outliers += hist[k];
-  p[i - 1] += outliers;
-  quantized_copy(hist, i, q);
+// Entropy: KL(P || Q) of window [a, a + i), P the clipped distribution (the mass outside folded
+// into its end bins), Q its QUANT_LEVELS-level quantization (TensorRT's method, on u8's levels).
+static double window_divergence(const histogram *h, int a, int i) {
+  double p[HIST_BINS], q[HIST_BINS], ps = 0, qs = 0, kl = 0;
+  memcpy(p, h->count + a, (size_t)i * sizeof *p);
+  for (int k = 0; k < a; k++) p[0] += h->count[k];
+  for (int k = a + i; k < HIST_BINS; k++) p[i - 1] += h->count[k];
+  quantized_copy(h->count + a, i, q);
   for (int k = 0; k < i; k++) ps += p[k], qs += q[k];
   for (int k = 0; k < i; k++)
     if (p[k] > 0) kl += p[k] / ps * log((p[k] / ps) / (q[k] > 0 ? q[k] / qs : 1e-12));
   return kl;
 }
 
-static double entropy_threshold(const float *v, int64_t n, double amax) {
-  if (amax == 0) return 0;
-  double hist[HIST_BINS] = {0}, width = amax / HIST_BINS;
-  for (int64_t k = 0; k < n; k++) {
-    int bin = (int)(fabs(v[k]) / width);
-    hist[bin < HIST_BINS ? bin : HIST_BINS - 1] += 1;
+// MSE: the expected squared error of quantizing to window [a, a + i) (in bin widths squared):
+// rounding, step^2 / 12, inside it; the distance to its nearer end (from the bin centre) outside.
+static double window_mse(const histogram *h, int a, int i) {
+  double step = i / (QUANT_LEVELS - 1.0), inside = 0, clipped = 0;
+  for (int k = 0; k < HIST_BINS; k++) {
+    double below = a - (k + 0.5), above = (k + 0.5) - (a + i);
+    if (below > 0)
+      clipped += h->count[k] * below * below;
+    else if (above > 0)
+      clipped += h->count[k] * above * above;
+    else
+      inside += h->count[k];
   }
+  return inside * step * step / 12 + clipped;
+}
+
+// The window of least cost by `method` (entropy or mse), as [*lo, *hi].
+static void searched_range(const float *v, int64_t n, kiln_calib_method method, double *lo,
+                           double *hi) {
+  histogram *h = malloc(sizeof *h);
+  if (!h) abort();
+  histogram_of(v, n, *lo, *hi, h);
   int best = HIST_BINS;
-  double best_kl = INFINITY;
+  double best_cost = INFINITY;
   for (int i = QUANT_LEVELS; i <= HIST_BINS; i++) {
-    double kl = clipped_divergence(hist, i);
-    if (kl < best_kl) best_kl = kl, best = i;
+    int a = window_start(h, i);
+    double cost = method == KILN_CALIB_MSE ? window_mse(h, a, i) : window_divergence(h, a, i);
+    if (cost < best_cost) best_cost = cost, best = i;
   }
-  return best * width;
+  int a = window_start(h, best);
+  *lo = fmax(*lo, (a - h->zero) * h->width);
+  *hi = fmin(*hi, (a + best - h->zero) * h->width);
+  free(h);
 }
 
 void kiln_calib_range(const float *v, int64_t n, kiln_calib_method method, double percentile,
@@ -103,11 +155,9 @@ void kiln_calib_range(const float *v, int64_t n, kiln_calib_method method, doubl
   double mn, mx;
   min_max(v, n, &mn, &mx);
   if (method == KILN_CALIB_PERCENTILE) percentile_range(v, n, percentile, &mn, &mx);
-  if (method == KILN_CALIB_ENTROPY) {
-    double t = entropy_threshold(v, n, fmax(fabs(mn), fabs(mx)));
-    mn = fmax(mn, -t);
-    mx = fmin(mx, t);
-  }
+  mn = fmin(mn, 0), mx = fmax(mx, 0);
+  bool searched = method == KILN_CALIB_ENTROPY || method == KILN_CALIB_MSE;
+  if (searched && mx > mn) searched_range(v, n, method, &mn, &mx);
   *lo = fmin(mn, 0);
   *hi = fmax(mx, 0);
 }

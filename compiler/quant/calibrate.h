@@ -1,7 +1,7 @@
 // Post-training quantization, calibration side (docs/quantization.md): from the values a tensor
-// takes on calibration data, the range to quantize it over (min/max, percentile or entropy), the
-// scale and zero point of that range, symmetric per-channel weight scales, and the error measures
-// of the per-layer report (SQNR, max abs error).
+// takes on calibration data, the range to quantize it over (min/max, percentile, entropy or MSE),
+// the scale and zero point of that range, symmetric per-channel weight scales, and the error
+// measures of the per-layer report (SQNR, max abs error).
 #ifndef KILN_QUANT_CALIBRATE_H
 #define KILN_QUANT_CALIBRATE_H
 
@@ -11,12 +11,15 @@
 #include "../../ir/dtype.h"
 
 typedef enum {
-  KILN_CALIB_MINMAX,      // [min, max] of the data
+  // The u8 clip window of a 2048-bin histogram over [min, max] (0 on a bin edge; windows shrink
+  // both ends in proportion, [0, t] for non-negative data) that minimizes:
+  KILN_CALIB_MSE,      // the expected squared error: rounding (step^2 / 12) plus clipping (default)
+  KILN_CALIB_ENTROPY,  // KL(P || Q), Q P's 256-level quantization (TensorRT's method, u8 levels)
+  KILN_CALIB_MINMAX,   // [min, max] of the data
   KILN_CALIB_PERCENTILE,  // [q(100 - p), q(p)], q the p-th percentile (nearest rank), p = 99.99
-  KILN_CALIB_ENTROPY,     // symmetric [-t, t], t minimizing KL(P || Q) (TensorRT's method)
 } kiln_calib_method;
 
-// "minmax", "percentile", "entropy"; false for anything else.
+// "minmax", "percentile", "entropy", "mse"; false for anything else.
 bool kiln_calib_method_parse(const char *s, kiln_calib_method *out);
 const char *kiln_calib_method_name(kiln_calib_method m);
 

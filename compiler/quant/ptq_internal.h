@@ -24,6 +24,11 @@ typedef struct layer {
   float x_scale, y_scale, w_min, w_max;
   int32_t x_zp, y_zp;
   double sqnr, max_err;  // the quantized graph's y against the FP32 one
+  // Bias correction (bias_correct.c; err_sum NULL: not corrected): the bias tensor's name, the
+  // value of one unit of it per output channel, the error sums and counts per channel
+  const char *bias_name;
+  int64_t channels;
+  double *bias_unit, *err_sum, *err_count;
 } layer;
 
 typedef struct graph_op {  // an op between quantized layers kept in u8 (qgraph.c)
@@ -45,9 +50,12 @@ typedef struct ptq {
   int n_layers;
   graph_op *ops;
   int n_ops;
-  fbuf *seen;       // per tensor index of the FP32 graph: values collected (n == 0: not wanted)
-  bool *wanted;     // per tensor index: collect its values
-  int64_t samples;  // calibration samples run
+  fbuf *seen;    // per tensor index of the FP32 graph: values collected (n == 0: not wanted)
+  bool *wanted;  // per tensor index: collect its values
+  bool *head;    // per node index: the classifier head, kept in FP32 (--quant-head fp32)
+  char head_names[256];  // their names, for the report
+  layer head_fix;        // bias correction of an FP32 head Gemm (y_name NULL: none); not rewritten
+  int64_t samples;       // calibration samples run
 } ptq;
 
 // A u8 tensor standing for an f32 one: the tensors of it, its scale and its zero point, and their
@@ -59,8 +67,8 @@ typedef struct qtensor {
 } qtensor;
 
 // ptq.c
-// Whether --quant-skip names node `name`.
-bool kiln_ptq_skipped(const ptq *q, const char *name);
+// Whether node i stays in FP32: --quant-skip names it, or it is part of the classifier head.
+bool kiln_ptq_skipped(const ptq *q, int i);
 // The Relu node that is the only reader of tensor y (not a graph output), or -1.
 int kiln_ptq_fusable_relu(const kiln_graph *g, int y);
 // New scale and zero point params of value s, z (q unset).
@@ -76,6 +84,19 @@ bool kiln_ptq_dequantize_into(kiln_grad_ctx *c, qtensor *have, qtensor y, int f3
 // (o->engine). Returns the samples run, or -1 after reporting.
 int64_t kiln_ptq_run_samples(ptq *q, const kiln_graph *g, const bool *watch, int64_t limit,
                              kiln_interp_observer observe, void *ctx);
+
+// bias_correct.c
+// Whether the pass corrects biases (--quant-bias-correction, or the default).
+bool kiln_ptq_bias_correction_wanted(const kiln_quant_options *o);
+// Tracks L's output channel errors for bias tensor `bias_name`, unit[c] the value of one unit of
+// it (NULL: 1, an f32 bias).
+void kiln_ptq_track_bias(layer *L, const char *bias_name, const float *unit, int64_t channels);
+// Adds n values of L's output y, from element `from` of the samples seen: FP32 ref, quantized got.
+void kiln_ptq_channel_errors(layer *L, const kiln_shape *y, int64_t from, const float *ref,
+                             const double *got, int64_t n);
+// Subtracts each tracked channel's mean error from its bias; clears the sums.
+void kiln_ptq_correct_biases(ptq *q);
+void kiln_ptq_free_bias_tracking(layer *L);
 
 // qgraph.c
 // If node i is an op kept in u8 — its data inputs all have u8 versions (ready[t]) — appends it to

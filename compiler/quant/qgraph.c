@@ -43,7 +43,7 @@ static bool eligible(const kiln_graph *g, const kiln_node *n, const bool *ready)
 bool kiln_ptq_consider_graph_op(ptq *q, int i, bool *ready) {
   const kiln_graph *g = q->g;
   const kiln_node *n = &g->nodes[i];
-  if (!eligible(g, n, ready) || kiln_ptq_skipped(q, n->name)) return false;
+  if (!eligible(g, n, ready) || kiln_ptq_skipped(q, i)) return false;
   graph_op op = {.name = n->name ? n->name : kiln_out(g, n, 0)->name,
                  .op = n->op,
                  .node = i,
