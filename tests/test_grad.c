@@ -13,9 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../compiler/autodiff/train_mode.h"
 #include "../compiler/autodiff/training.h"
 #include "../compiler/frontend.h"
 #include "../compiler/interp.h"
+#include "../compiler/ops/op.h"
 #include "test_util.h"
 
 TestSuite(grad, .fini = check_leaks);
@@ -158,24 +160,29 @@ static double *analytic(harness *h, int p) {
   return g;
 }
 
-static void check_gradients(const grad_case *c, double rtol, double atol) {
-  harness h;
-  open_case(&h, c);
+// Every trainable param's gradient against central differences, on an open case.
+static void check_open_gradients(harness *h, double rtol, double atol) {
   int checked = 0;
-  for (int p = 0; p < h.g->n_tensors; p++) {
-    if (!is_param(h.g, p)) continue;
-    double *g = analytic(&h, p);
-    for (int64_t k = 0; k < kiln_shape_numel(&h.g->tensors[p].shape); k++) {
+  for (int p = 0; p < h->g->n_tensors; p++) {
+    if (!is_param(h->g, p)) continue;
+    double *g = analytic(h, p);
+    for (int64_t k = 0; k < kiln_shape_numel(&h->g->tensors[p].shape); k++) {
       double eps = 1e-4;  // rounding error ~1e-16 |L| / eps, truncation ~eps^2
-      double fd = (step_loss(&h, p, k, eps) - step_loss(&h, p, k, -eps)) / (2 * eps);
+      double fd = (step_loss(h, p, k, eps) - step_loss(h, p, k, -eps)) / (2 * eps);
       cr_expect(fabs(g[k] - fd) <= atol + rtol * fabs(fd),
-                "%s[%lld]: gradient %.12g, finite difference %.12g", h.g->tensors[p].name,
+                "%s[%lld]: gradient %.12g, finite difference %.12g", h->g->tensors[p].name,
                 (long long)k, g[k], fd);
       checked++;
     }
     free(g);
   }
   cr_expect(checked > 0, "no trainable param");
+}
+
+static void check_gradients(const grad_case *c, double rtol, double atol) {
+  harness h;
+  open_case(&h, c);
+  check_open_gradients(&h, rtol, atol);
   close_case(&h);
 }
 
@@ -759,25 +766,71 @@ static const char *const bn_params =
                                                                                        "3]",
                                                                                        "83");
 
+// y = BatchNormalization(x) * q
+static const char *const bn_nodes =
+    NODE("BatchNormalization", "[\"x\", \"s\", \"b\", \"rm\", \"rv\"]", "o",
+         "\"epsilon\": 0.01, \"momentum\": 0.8") "," NODE("Mul", "[\"o\", \"q\"]", "y", "");
+
 Test(grad, batchnorm_training_through_batch_statistics) {
   // x is a param too: its gradient goes through the batch mean and variance.
+  grad_case c = {.params = bn_params, .nodes = bn_nodes, .output = "y"};
+  check_gradients(&c, RTOL, ATOL);
+}
+
+// The fused BatchNormTrain node's gradient (BatchNormTrainGrad) with the mode flag kiln.training
+// at f: 0 (evaluation: the running statistics, an affine map) or between the modes, where the
+// mean and the variance depend on x through their weight f.
+static void check_batchnorm_flag(double f) {
+  grad_case c = {.params = bn_params, .nodes = bn_nodes, .output = "y"};
+  harness h;
+  open_case(&h, &c);
+  int flag = kiln_graph_find_tensor(h.g, KILN_TRAINING_FLAG_TENSOR);
+  cr_assert(flag >= 0 && h.snapshot[flag], "no %s STATE flag", KILN_TRAINING_FLAG_TENSOR);
+  kiln_element_set(h.snapshot[flag], (int)h.g->tensors[flag].dtype, 0, f);
+  check_open_gradients(&h, RTOL, ATOL);
+  close_case(&h);
+}
+
+Test(grad, batchnorm_evaluation_flag_gradient) { check_batchnorm_flag(0); }
+Test(grad, batchnorm_between_modes_gradient) { check_batchnorm_flag(0.375); }
+
+Test(grad, batchnorm_relu_fused_training) {
+  // The Relu reading only the BatchNormalization is fused into BatchNormTrain (relu = 1); its
+  // gradient mask goes into BatchNormTrainGrad.
   grad_case c = {
       .params = bn_params,
-      .nodes =
-          NODE("BatchNormalization", "[\"x\", \"s\", \"b\", \"rm\", \"rv\"]", "o",
-               "\"epsilon\": 0.01, \"momentum\": 0.8") "," NODE("Mul", "[\"o\", \"q\"]", "y", ""),
+      .nodes = NODE("BatchNormalization", "[\"x\", \"s\", \"b\", \"rm\", \"rv\"]", "o",
+                    "\"epsilon\": 0.01") "," NODE("Relu", "[\"o\"]", "r",
+                                                  "") "," NODE("Mul", "[\"r\", \"q\"]", "y", ""),
+      .output = "y"};
+  harness h;
+  open_case(&h, &c);
+  int fused = 0;
+  for (int k = 0; k < h.g->n_nodes; k++) {
+    cr_expect_neq(h.g->nodes[k].op, KILN_OP_Relu, "the Relu was not fused");
+    fused += h.g->nodes[k].op == KILN_OP_BatchNormTrain && kiln_attr_int(&h.g->nodes[k], "relu", 0);
+  }
+  cr_expect_eq(fused, 1, "expected one BatchNormTrain with relu = 1");
+  check_open_gradients(&h, RTOL, ATOL);
+  close_case(&h);
+}
+
+Test(grad, batchnorm_training_rank2) {
+  // x (N, C): BatchNorm1d over features, one element per sample and channel.
+  grad_case c = {
+      .params = PARAM("x", "[5, 3]", "84") "," PARAM("s", "[3]", "85") "," PARAM(
+          "b", "[3]", "86") "," BUFFER("rm", "[3]", "-1",
+                                       "1") "," BUFFER("rv", "[3]", "0.5",
+                                                       "2") "," PARAM("q", "[5, 3]", "87"),
+      .nodes = NODE("BatchNormalization", "[\"x\", \"s\", \"b\", \"rm\", \"rv\"]", "o",
+                    "") "," NODE("Mul", "[\"o\", \"q\"]", "y", ""),
       .output = "y"};
   check_gradients(&c, RTOL, ATOL);
 }
 
 Test(grad, batchnorm_training_updates_running_stats) {
   // One step: rm' = 0.8 rm + 0.2 mean_b, rv' = 0.8 rv + 0.2 var_b * n / (n - 1) per channel.
-  grad_case c = {
-      .params = bn_params,
-      .nodes =
-          NODE("BatchNormalization", "[\"x\", \"s\", \"b\", \"rm\", \"rv\"]", "o",
-               "\"epsilon\": 0.01, \"momentum\": 0.8") "," NODE("Mul", "[\"o\", \"q\"]", "y", ""),
-      .output = "y"};
+  grad_case c = {.params = bn_params, .nodes = bn_nodes, .output = "y"};
   harness h;
   open_case(&h, &c);
   int x = kiln_graph_find_tensor(h.g, "x"), rm = kiln_graph_find_tensor(h.g, "rm");

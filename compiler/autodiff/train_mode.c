@@ -16,6 +16,9 @@ typedef struct rewriter {
   int step;
   uint64_t seed_value;
   kiln_train_mode *out;
+  const kiln_node *old;  // the node list being rewritten
+  int n_old;
+  bool *absorbed;  // per old node: a Relu a BatchNormTrain computes (fused), not kept
 } rewriter;
 
 static int64_t numel_of(const kiln_graph *g, int t) {
@@ -41,12 +44,16 @@ typedef struct mode_weights {
   int f, not_f;
 } mode_weights;
 
+// The flag f in dtype t (1); -1 after reporting.
+static int mode_flag(rewriter *R, kiln_grad_ctx *c, kiln_dtype t) {
+  int f = training_flag(R, c);
+  if (t == KILN_F32) return f;
+  kiln_gb_attr to[] = {KILN_GB_INT("to", t == KILN_F64 ? 11 : 1), KILN_GB_END};
+  return kiln_gb_op(c, "Cast", &f, 1, to, 1);
+}
+
 static bool mode_weights_of(rewriter *R, kiln_grad_ctx *c, kiln_dtype t, mode_weights *w) {
-  w->f = training_flag(R, c);
-  if (t != KILN_F32) {
-    kiln_gb_attr to[] = {KILN_GB_INT("to", t == KILN_F64 ? 11 : 1), KILN_GB_END};
-    w->f = kiln_gb_op(c, "Cast", &w->f, 1, to, 1);
-  }
+  w->f = mode_flag(R, c, t);
   w->not_f = w->f < 0 ? -1 : kiln_gb_binary(c, "Sub", kiln_gb_scalar(c, t, 1.0), w->f);
   return w->not_f >= 0;
 }
@@ -133,10 +140,58 @@ static bool normalize_into(kiln_grad_ctx *c, int xc, int var, int rank) {
   return kiln_gb_op_into(c, "Add", in, 2, NULL, n->outputs, 1) >= 0;
 }
 
+// A new (C) tensor of dtype t named <node>.<what>.
+static int channel_tensor(kiln_grad_ctx *c, kiln_dtype t, int64_t C, const char *what) {
+  const char *name = kiln_pool_printf(&c->g->pool, "%s.%s", c->node.name, what);
+  return kiln_graph_add_tensor(c->g, name, KILN_TENSOR_VALUE, t,
+                               &(kiln_shape){.rank = 1, .dim = {C}});
+}
+
+// The Relu reading tensor y, old node k > `after`, when it is y's only reader and y no graph
+// output (ResNet's BatchNormalization -> Relu); else -1.
+static int lone_relu_reader(const rewriter *R, int after, int y) {
+  for (int i = 0; i < R->g->n_outputs; i++)
+    if (R->g->outputs[i] == y) return -1;
+  int found = -1;
+  for (int k = after + 1; k < R->n_old; k++) {
+    const kiln_node *n = &R->old[k];
+    for (int j = 0; j < n->n_inputs && !n->dead; j++) {
+      if (n->inputs[j] != y) continue;
+      if (found >= 0 || n->op != KILN_OP_Relu) return -1;
+      found = k;
+    }
+  }
+  return found;
+}
+
+// BatchNormTrain(x, scale, B, running_mean, running_var, f) writing the node's Y (or, in a
+// rewrite R and when a lone Relu reads Y, that Relu's output: the Relu is absorbed), plus the
+// batch mean, the biased variance and the inverse std (C) it makes; mean_b and var_b receive the
+// first two. False after reporting.
+static bool fused_batchnorm(rewriter *R, kiln_grad_ctx *c, int index, int f, int *mean_b,
+                            int *var_b) {
+  const kiln_node *n = &c->node;
+  const kiln_tensor *x = &c->g->tensors[n->inputs[0]];
+  kiln_dtype t = x->dtype;
+  int64_t C = x->shape.dim[1];
+  int relu = R ? lone_relu_reader(R, index, n->outputs[0]) : -1;
+  if (relu >= 0) R->absorbed[relu] = true;
+  int outs[4] = {relu >= 0 ? R->old[relu].outputs[0] : n->outputs[0],
+                 channel_tensor(c, t, C, "batch_mean"), channel_tensor(c, t, C, "batch_var"),
+                 channel_tensor(c, t, C, "inv_std")};
+  int in[6] = {n->inputs[0], n->inputs[1], n->inputs[2], n->inputs[3], n->inputs[4], f};
+  kiln_gb_attr attrs[] = {KILN_GB_FLOAT("epsilon", kiln_attr_float(n, "epsilon", 1e-5)),
+                          KILN_GB_INT("relu", relu >= 0), KILN_GB_END};
+  *mean_b = outs[1], *var_b = outs[2];
+  return kiln_gb_op_into(c, "BatchNormTrain", in, 6, attrs, outs, 4) >= 0;
+}
+
 // y = (x - mean) / sqrt(var + eps) * scale + B with mean = f * mean_b + (1 - f) * running_mean
 // and var = f * var_b + (1 - f) * running_var, mean_b and var_b (biased, around mean) over every
-// axis but 1; the running averages are updated with mean_b and var_b.
-static bool rewrite_batchnorm(rewriter *R, kiln_grad_ctx *c) {
+// axis but 1; the running averages are updated with mean_b and var_b. One BatchNormTrain node
+// (its gradient one BatchNormTrainGrad); with --sync-bn, graph ops (the statistics pass through
+// RankMean between the two reductions).
+static bool rewrite_batchnorm(rewriter *R, kiln_grad_ctx *c, int index) {
   const kiln_node *n = &c->node;
   if (n->n_outputs > 1) {
     kiln_diag_error(R->d, n->where,
@@ -150,6 +205,15 @@ static bool rewrite_batchnorm(rewriter *R, kiln_grad_ctx *c) {
       !running_state(R, c, n->inputs[4], "input_var"))
     return false;
   kiln_dtype t = R->g->tensors[x].dtype;
+  double count = (double)(numel_of(R->g, x) / R->g->tensors[x].shape.dim[1]);
+  double momentum = kiln_attr_float(n, "momentum", 0.9);
+  if (!R->out->sync_bn) {
+    int mean_b, var_b, f = mode_flag(R, c, t);
+    if (f < 0 || !fused_batchnorm(R, c, index, f, &mean_b, &var_b)) return false;
+    add_stat(R, n->inputs[3], mean_b, momentum, 1.0);
+    add_stat(R, n->inputs[4], var_b, momentum, count > 1 ? count / (count - 1) : 1.0);
+    return true;
+  }
   mode_weights w;
   if (!mode_weights_of(R, c, t, &w)) return false;
   int mu = sync_stat(R, c, channel_mean(c, x, rank));  // (1, C, 1, ...)
@@ -159,12 +223,8 @@ static bool rewrite_batchnorm(rewriter *R, kiln_grad_ctx *c) {
   int var_b = sq < 0 ? -1 : sync_stat(R, c, channel_mean(c, sq, rank));
   int var = var_b < 0 ? -1 : blend(c, &w, var_b, per_channel(c, n->inputs[4], rank));
   if (var < 0 || !normalize_into(c, xc, var, rank)) return false;
-  double count = (double)(numel_of(R->g, x) / R->g->tensors[x].shape.dim[1]);
-  double momentum = kiln_attr_float(n, "momentum", 0.9);
   add_stat(R, n->inputs[3], mu, momentum, 1.0);
-  if (R->out->sync_bn) return add_synced_var(R, c, &w, var_b, count, momentum);
-  add_stat(R, n->inputs[4], var_b, momentum, count > 1 ? count / (count - 1) : 1.0);
-  return true;
+  return add_synced_var(R, c, &w, var_b, count, momentum);
 }
 
 // ---- Dropout ----
@@ -271,7 +331,8 @@ static void keep_node(kiln_graph *g, const kiln_node *n) {
 static bool rewrite_node(rewriter *R, const kiln_node *n, int index) {
   kiln_grad_ctx c = {.g = R->g, .node = *n, .d = R->d};
   const char *op = kiln_op_get(n->op)->name;
-  if (strcmp(op, "BatchNormalization") == 0) return rewrite_batchnorm(R, &c);
+  if (strcmp(op, "BatchNormalization") == 0) return rewrite_batchnorm(R, &c, index);
+  if (R->absorbed[index]) return true;  // a Relu its BatchNormTrain computes
   if (strcmp(op, "RandomNormalLike") == 0) return rewrite_random_normal(R, &c, index);
   if (strcmp(op, "Dropout") == 0) {
     double ratio = dropout_ratio(R, n);
@@ -286,15 +347,23 @@ bool kiln_training_mode_rewrite(kiln_graph *g, int step, uint64_t seed, const ch
                                 int n_noise, kiln_train_mode *out, kiln_diag *d) {
   *out = (kiln_train_mode){
       .seed = -1, .training = -1, .sync_bn = out->sync_bn, .noise_salt = out->noise_salt};
-  rewriter R = {.g = g, .d = d, .step = step, .seed_value = seed, .out = out};
   kiln_node *old = g->nodes;
   int n_old = g->n_nodes;
+  rewriter R = {.g = g,
+                .d = d,
+                .step = step,
+                .seed_value = seed,
+                .out = out,
+                .old = old,
+                .n_old = n_old,
+                .absorbed = kiln_xcalloc((size_t)n_old + 1, sizeof(bool))};
   g->nodes = NULL;
   g->n_nodes = g->cap_nodes = 0;
   bool ok = replace_noise_inputs(&R, noise, n_noise);
   for (int k = 0; k < n_old && ok; k++)
     ok = old[k].dead ? (keep_node(g, &old[k]), true) : rewrite_node(&R, &old[k], k);
   free(old);
+  free(R.absorbed);
   return ok;
 }
 
@@ -312,16 +381,13 @@ static bool running_output(kiln_grad_ctx *c, int running, int batch, int out) {
   return flat >= 0 && kept >= 0 && kiln_gb_op_into(c, "Add", in, 2, NULL, &out, 1) >= 0;
 }
 
-// Y from the batch's mean and biased variance (over every axis but 1), and the optional
-// running_mean / running_var outputs (ONNX's reference: the biased batch variance).
+// Y from the batch's mean and biased variance (over every axis but 1: BatchNormTrain with the
+// flag a constant 1), and the optional running_mean / running_var outputs (ONNX's reference: the
+// biased batch variance).
 static bool expand_batchnorm_training(kiln_grad_ctx *c) {
   const kiln_node *n = &c->node;
-  int x = n->inputs[0], rank = c->g->tensors[x].shape.rank;
-  int mu = channel_mean(c, x, rank);
-  int xc = mu < 0 ? -1 : kiln_gb_binary(c, "Sub", x, mu);
-  int sq = xc < 0 ? -1 : kiln_gb_binary(c, "Mul", xc, xc);
-  int var_b = sq < 0 ? -1 : channel_mean(c, sq, rank);
-  if (var_b < 0 || !normalize_into(c, xc, var_b, rank)) return false;
+  int mu, var_b, one = kiln_gb_scalar(c, c->g->tensors[n->inputs[0]].dtype, 1.0);
+  if (!fused_batchnorm(NULL, c, -1, one, &mu, &var_b)) return false;
   if (n->n_outputs > 1 && n->outputs[1] >= 0 && !running_output(c, n->inputs[3], mu, n->outputs[1]))
     return false;
   return n->n_outputs <= 2 || n->outputs[2] < 0 ||

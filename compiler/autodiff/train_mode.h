@@ -1,9 +1,12 @@
 // Training-mode rewrites of the forward graph (docs/training.md §3): ops that behave differently
 // when training are replaced, in place in the node order, by graph ops computing their training
 // behaviour, so that the ordinary gradient rules differentiate them:
-//   BatchNormalization -> batch statistics (ReduceMean over every axis but the channels), the
-//     normalization and the affine map; the running mean and variance become STATE tensors that
-//     RunningStatUpdate nodes (added after the backward pass) update.
+//   BatchNormalization -> one BatchNormTrain node (compiler/ops/nn/batchnorm_train.c: batch
+//     statistics over every axis but the channels, the normalization and the affine map, and a
+//     Relu that is the output's only reader, absorbed), differentiated by BatchNormTrainGrad;
+//     with --sync-bn, graph ops (ReduceMean, RankMean, ...) instead. The running mean and
+//     variance become STATE tensors that RunningStatUpdate nodes (added after the backward pass)
+//     update.
 //   Dropout (ratio > 0) -> y = x * DropoutMask(kiln.seed, kiln.step): a fresh, seeded mask per
 //     step, scaled by 1 / (1 - ratio); its gradient dy * mask comes from Mul's rule.
 //   RandomNormalLike and `training.noise` inputs -> NormalNoise(kiln.seed, kiln.step): the
@@ -53,10 +56,11 @@ typedef struct kiln_train_mode {
 bool kiln_training_mode_rewrite(kiln_graph *g, int step, uint64_t seed, const char *const *noise,
                                 int n_noise, kiln_train_mode *out, kiln_diag *d);
 
-// BatchNormalization nodes with training_mode = 1 in a model (inference or not) become graph ops:
-// Y normalized with the batch's statistics (the same ops as the training rewrite's), and the
-// optional outputs running_mean = input_mean * momentum + mean * (1 - momentum) and running_var
-// likewise with the biased batch variance (ONNX). Shapes must be inferred. False after reporting.
+// BatchNormalization nodes with training_mode = 1 in a model (inference or not) become a
+// BatchNormTrain node with the flag a constant 1 (Y normalized with the batch's statistics) and
+// graph ops for the optional outputs running_mean = input_mean * momentum + mean * (1 - momentum)
+// and running_var likewise with the biased batch variance (ONNX). Shapes must be inferred. False
+// after reporting.
 bool kiln_batchnorm_training_expand(kiln_graph *g, kiln_diag *d);
 
 #endif

@@ -3,8 +3,8 @@
 //   x: (N, C, D1, ..., Dk), k >= 0   scale, B, input_mean, input_var: (C)   y: like x
 // training_mode = 1 (ONNX): y uses the batch's mean and biased variance over every axis but 1, and
 // the optional outputs running_mean, running_var (C) = input_* * momentum + batch statistic *
-// (1 - momentum). The frontend expands such nodes into graph ops (kiln_batchnorm_training_expand,
-// shared with training builds), so lower only sees training_mode = 0; eval computes both.
+// (1 - momentum). The frontend rewrites such nodes into BatchNormTrain and graph ops
+// (kiln_batchnorm_training_expand), so lower only sees training_mode = 0; eval computes both.
 #include <math.h>
 #include <stdlib.h>
 
