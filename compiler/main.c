@@ -38,7 +38,8 @@ static void usage(FILE *out) {
   fputs(
       "usage:\n"
       "  kiln compile MODEL.json -o DIR [--embed-weights] [COMMON]\n"
-      "  kiln build   MODEL.json -o EXE [--target native|avx512|avx2|generic] [--embed-weights]\n"
+      "  kiln build   MODEL.json -o EXE [--target native|native-noamx|avx512|avx2|generic] "
+      "[--embed-weights]\n"
       "               [--cc CC] [--cflags FLAGS] [--keep-sources] [--tune SECONDS] [COMMON]\n"
       "  kiln run     MODEL.json --input [NAME=]X.npy ... --output [NAME=]Y.npy ... [--bench N]\n"
       "  kiln inspect MODEL.json [--json | --dot] [--after PASS] [COMMON]\n"

@@ -294,6 +294,33 @@ void kiln_lb_dot4(kiln_lb *b, int acc, int a_buf, kiln_lexpr *a_index, int w_buf
   push_stmt(b, s);
 }
 
+void kiln_lb_tiledot(kiln_lb *b, int c_buf, kiln_lexpr *c_index, int a_buf, kiln_lexpr *a_index,
+                     int w_buf, kiln_lexpr *w_index, const kiln_ltile *tile) {
+  kiln_lstmt *s = new_stmt(b->prog, LS_TILEDOT);
+  s->c_buf = c_buf;
+  s->c_index = c_index;
+  s->buf = a_buf;
+  s->index = a_index;
+  s->w_buf = w_buf;
+  s->w_index = w_index;
+  s->tile = *tile;
+  push_stmt(b, s);
+}
+
+static bool stmt_uses_tiles(const kiln_lstmt *s) {
+  if (!s) return false;
+  if (s->kind == LS_TILEDOT) return true;
+  for (int i = 0; s->kind == LS_BLOCK && i < s->n; i++)
+    if (stmt_uses_tiles(s->stmts[i])) return true;
+  return stmt_uses_tiles(s->body) || stmt_uses_tiles(s->then_) || stmt_uses_tiles(s->else_);
+}
+
+bool kiln_lprog_uses_tiles(const kiln_lprog *p) {
+  for (int i = 0; i < p->n_kernels; i++)
+    if (stmt_uses_tiles(p->kernels[i].body)) return true;
+  return false;
+}
+
 void kiln_lb_store(kiln_lb *b, int buf, kiln_lexpr *index, kiln_lexpr *value) {
   kiln_lstmt *s = new_stmt(b->prog, LS_STORE);
   s->buf = buf;

@@ -96,6 +96,7 @@ typedef enum {
   LS_COMMENT,  // text
   LS_LSTORE,   // var[index] = value: an element of a local array
   LS_DOT4,     // var[0..lanes) += 4-byte dot products (see below)
+  LS_TILEDOT,  // a block of u8 x i8 sums stored to an i32 buffer (see below)
 } kiln_lstmt_kind;
 
 // LS_DOT4, the integer dot-product operator (the form of x86's vpdpbusd with one operand
@@ -107,6 +108,25 @@ typedef enum {
 // and added in i32 with wraparound (each statement adds at most 4 * 255 * 128 in magnitude per
 // lane; lowerings keep totals in range). Backends render it with vpdpbusd (AVX-512 VNNI), with
 // pmaddwd on widened halves (AVX2, AVX-512BW) or as the plain loop above.
+
+// LS_TILEDOT, the integer matrix-product operator (the form of AMX's tdpbusd, a block of up to
+// 32 x 32 sums). `buf` is a u8 buffer read from `index`, `w_buf` an i8 buffer read from
+// `w_index` (columns in vectors of 16, each as [k / 4][16][4], w_ld bytes apart), `c_buf` an i32
+// buffer written from `c_index`; the sizes are in `tile`:
+//   for i < rows, j < cols: c_buf[c_index + i * c_row + j * c_col] = sum over kk < k of
+//       (int32)buf[index + i * a_ld + (kk / run_k) * run_ld + kk % run_k]
+//     * (int32)w_buf[w_index + (j / 16) * w_ld + (kk / 4) * 64 + (j % 16) * 4 + kk % 4]
+// (a row's k bytes are k / run_k runs of run_k bytes, run_ld apart). Exact sums, added in i32
+// with wraparound. 1 <= rows, cols <= 32; run_k a multiple of 4 dividing k; c_col or c_row is 1
+// (sums stored row by row, or column by column). Lowerings emit it
+// only for targets with AMX (kiln_lower_ctx.amx); backends render it as a call to the runtime's
+// kiln_tile_dot (runtime/tiles.c), and a program using it calls kiln_tiles_init from its init.
+typedef struct kiln_ltile {
+  int64_t rows, cols, k;
+  int64_t a_ld, run_k, run_ld;  // a: bytes between rows, per run, between runs
+  int64_t w_ld;                 // bytes between w's 16-column vectors
+  int64_t c_row, c_col;         // elements between c's rows, columns
+} kiln_ltile;
 
 // Schedule annotations on a loop, set by passes.
 enum {
@@ -143,6 +163,10 @@ struct kiln_lstmt {
   int lanes;
   int w_buf;
   kiln_lexpr *w_index;
+  // TILEDOT uses buf + index, w_buf + w_index and these
+  int c_buf;
+  kiln_lexpr *c_index;
+  kiln_ltile tile;
 };
 
 typedef struct kiln_lvar {
@@ -243,6 +267,11 @@ int kiln_lb_decl_lanes(kiln_lb *b, const char *name, int lanes);
 // LS_DOT4: acc[l] += sum over j < 4 of u8 a_buf[a_index + j] * i8 w_buf[w_index + 4*l + j].
 void kiln_lb_dot4(kiln_lb *b, int acc, int a_buf, kiln_lexpr *a_index, int w_buf,
                   kiln_lexpr *w_index);
+// LS_TILEDOT: c_buf[c_index..] = the tile's sums of u8 a_buf[a_index..] by i8 w_buf[w_index..].
+void kiln_lb_tiledot(kiln_lb *b, int c_buf, kiln_lexpr *c_index, int a_buf, kiln_lexpr *a_index,
+                     int w_buf, kiln_lexpr *w_index, const kiln_ltile *tile);
+// Whether the program has a LS_TILEDOT (its init must call kiln_tiles_init).
+bool kiln_lprog_uses_tiles(const kiln_lprog *p);
 void kiln_lb_if(kiln_lb *b, kiln_lexpr *cond);
 void kiln_lb_else(kiln_lb *b);
 void kiln_lb_end_if(kiln_lb *b);

@@ -134,6 +134,22 @@ static void print_stmt(const kiln_lprog *p, const kiln_lkernel *k, const kiln_ls
       print_expr(p, k, s->w_index, out);
       fputs("])\n", out);
       break;
+    case LS_TILEDOT: {
+      const kiln_ltile *t = &s->tile;
+      indent(depth, out);
+      fprintf(out, "%s[", p->bufs[s->c_buf].name);
+      print_expr(p, k, s->c_index, out);
+      fprintf(out, " ..] = tiledot(%lldx%lld, k %lld, %s[", (long long)t->rows, (long long)t->cols,
+              (long long)t->k, p->bufs[s->buf].name);
+      print_expr(p, k, s->index, out);
+      fprintf(out, "] rows %lld runs %lld x %lld at %lld, %s[", (long long)t->a_ld,
+              (long long)(t->k / t->run_k), (long long)t->run_k, (long long)t->run_ld,
+              p->bufs[s->w_buf].name);
+      print_expr(p, k, s->w_index, out);
+      fprintf(out, "] vectors %lld; c rows %lld, columns %lld)\n", (long long)t->w_ld,
+              (long long)t->c_row, (long long)t->c_col);
+      break;
+    }
     case LS_IF:
       indent(depth, out);
       fputs("if ", out);

@@ -48,11 +48,11 @@ static bool check_local(verify_ctx *v, int array, const kiln_lexpr *index) {
 
 // An integer index into buffer `buf` of dtype t.
 static bool check_buf_index(verify_ctx *v, int buf, const kiln_lexpr *index, kiln_dtype t) {
-  if (buf < 0 || buf >= v->p->n_bufs) return fail(v, "dot4 on unknown buffer %d", buf);
+  if (buf < 0 || buf >= v->p->n_bufs) return fail(v, "dot product on unknown buffer %d", buf);
   const kiln_lbuf *b = &v->p->bufs[buf];
   if (b->dtype != t)
-    return fail(v, "dot4 reads %s buffer %s (expected %s)", kiln_dtype_name(b->dtype), b->name,
-                kiln_dtype_name(t));
+    return fail(v, "dot product reads %s buffer %s (expected %s)", kiln_dtype_name(b->dtype),
+                b->name, kiln_dtype_name(t));
   if (!check_expr(v, index)) return false;
   if (!is_index_type(index->dtype)) return fail(v, "index into %s is not an integer", b->name);
   return true;
@@ -66,6 +66,24 @@ static bool check_dot4(verify_ctx *v, const kiln_lstmt *s) {
     return fail(v, "dot4 into %s, which is not a lane accumulator of %d i32", a->name, s->lanes);
   if (!v->in_scope[s->var]) return fail(v, "array %s used out of scope", a->name);
   return check_buf_index(v, s->buf, s->index, KILN_U8) &&
+         check_buf_index(v, s->w_buf, s->w_index, KILN_I8);
+}
+
+// LS_TILEDOT: u8 and i8 operands, a writable i32 buffer, sizes in the operator's range.
+static bool check_tiledot(verify_ctx *v, const kiln_lstmt *s) {
+  const kiln_ltile *t = &s->tile;
+  if (t->rows < 1 || t->rows > 32 || t->cols < 1 || t->cols > 32 || t->k < 4 || t->run_k < 4 ||
+      t->run_k % 4 || t->k % t->run_k || t->a_ld < 0 || t->run_ld < 0 || t->w_ld < 0 ||
+      !((t->c_col == 1 && t->c_row >= t->cols) || (t->c_row == 1 && t->c_col >= t->rows)))
+    return fail(v, "tiledot of %lld x %lld, k %lld (runs of %lld): sizes out of range",
+                (long long)t->rows, (long long)t->cols, (long long)t->k, (long long)t->run_k);
+  if (s->c_buf < 0 || s->c_buf >= v->p->n_bufs)
+    return fail(v, "tiledot into unknown buffer %d", s->c_buf);
+  const kiln_lbuf *c = &v->p->bufs[s->c_buf];
+  if (c->kind == KILN_BUF_INPUT || c->kind == KILN_BUF_WEIGHT)
+    return fail(v, "tiledot into read-only buffer %s", c->name);
+  return check_buf_index(v, s->c_buf, s->c_index, KILN_I32) &&
+         check_buf_index(v, s->buf, s->index, KILN_U8) &&
          check_buf_index(v, s->w_buf, s->w_index, KILN_I8);
 }
 
@@ -217,6 +235,7 @@ static bool check_stmt(verify_ctx *v, const kiln_lstmt *s) {
                     kiln_dtype_name(v->k->vars[s->var].dtype), v->k->vars[s->var].name);
       return true;
     case LS_DOT4: return check_dot4(v, s);
+    case LS_TILEDOT: return check_tiledot(v, s);
   }
   return fail(v, "unknown statement kind %d", (int)s->kind);
 }

@@ -25,6 +25,7 @@ typedef enum {
   KILN_ERR_DTYPE = 5,    // an array has the wrong element type
   KILN_ERR_NOMEM = 6,    // an allocation failed
   KILN_ERR_WEIGHTS = 7,  // the weights do not belong to this model (size or checksum)
+  KILN_ERR_CPU = 8,      // the model uses AMX tiles, which this CPU or OS does not provide
 } kiln_status;
 const char *kiln_status_str(int status);
 
@@ -119,6 +120,17 @@ int kiln_get_threads(void);
 typedef void (*kiln_range_fn)(int64_t begin, int64_t end, void *ctx);
 // Splits [0, n) into one contiguous range per thread.
 void kiln_parallel_for(int64_t n, kiln_range_fn fn, void *ctx);
+
+// AMX tiles (tiles.c), for code compiled with --target native on an AMX host. kiln_tiles_init
+// asks Linux for the tile state once (the generated init functions call it): KILN_OK or
+// KILN_ERR_CPU. kiln_tile_dot is the loop IR's LS_TILEDOT (ir/loop.h): for i < rows <= 32,
+// j < cols <= 32: c[i * c_row + j * c_col] = sum over kk < k of a[i * a_ld + (kk / run_k) * run_ld
+// + kk % run_k] * w[(j / 16) * w_ld + (kk / 4) * 64 + (j % 16) * 4 + kk % 4] (u8 x i8, exact
+// i32); c_col or c_row is 1.
+int kiln_tiles_init(void);
+void kiln_tile_dot(int32_t *c, int64_t c_row, int64_t c_col, const uint8_t *a, int64_t a_ld,
+                   int64_t run_ld, int64_t run_k, int64_t k, const int8_t *w, int64_t w_ld,
+                   int64_t rows, int64_t cols);
 
 // What a standalone binary knows about its model; emitted by the C backend.
 typedef struct kiln_io_desc {

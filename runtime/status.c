@@ -16,6 +16,10 @@ const char *kiln_status_str(int status) {
     case KILN_ERR_DTYPE: return "array has the wrong element type";
     case KILN_ERR_NOMEM: return "out of memory";
     case KILN_ERR_WEIGHTS: return "weights do not belong to this model";
+    case KILN_ERR_CPU:
+      return "this model was compiled for AMX tiles (kiln --target native on an AMX host), which "
+             "this CPU or operating system does not provide: rebuild it with --target native-noamx "
+             "or --target avx512";
     default: return "unknown error";
   }
 }

@@ -175,12 +175,57 @@ TestSuite(kiln_main, .init = make_tmpdir, .fini = remove_tmpdir);
 // ---- status, dtypes, allocation ----
 
 Test(basics, status_strings_are_distinct) {
-  for (int a = 0; a <= KILN_ERR_WEIGHTS; a++) {
+  for (int a = 0; a <= KILN_ERR_CPU; a++) {
     cr_assert(strlen(kiln_status_str(a)) > 0);
     for (int b = 0; b < a; b++) cr_assert_str_neq(kiln_status_str(a), kiln_status_str(b));
   }
   cr_assert_str_eq(kiln_status_str(999), "unknown error");
   cr_assert_str_eq(kiln_status_str(KILN_ERR_NOMEM), "out of memory");
+}
+
+// ---- AMX tiles (runtime/tiles.c): kiln_tile_dot against its definition in ir/loop.h ----
+
+// One kiln_tile_dot with rows x cols sums over k bytes in runs of run_k, stored row by row or
+// column by column into a zeroed 40 x 40 area; every element compared with the plain sum (0
+// outside the tile).
+static void check_tile_dot(int64_t rows, int64_t cols, int64_t k, int64_t run_k, bool by_cols) {
+  enum { LD = 40, A_LD = 200, RUN_LD = 5000 };
+  int64_t w_ld = k * 16;
+  uint8_t *a = malloc(32 * A_LD + 8 * RUN_LD);
+  int8_t *w = malloc((size_t)(2 * w_ld));
+  int32_t *c = calloc(LD * LD, sizeof(int32_t));
+  uint32_t seed = 12345;
+  for (int64_t i = 0; i < 32 * A_LD + 8 * RUN_LD; i++)
+    a[i] = (uint8_t)(seed = seed * 1103515245 + 12345) >> 3;
+  for (int64_t i = 0; i < 2 * w_ld; i++) w[i] = (int8_t)((seed = seed * 1103515245 + 12345) >> 9);
+  kiln_tile_dot(c, by_cols ? 1 : LD, by_cols ? LD : 1, a, A_LD, RUN_LD, run_k, k, w, w_ld, rows,
+                cols);
+  for (int64_t i = 0; i < LD; i++)
+    for (int64_t j = 0; j < LD; j++) {
+      int32_t sum = 0;
+      for (int64_t kk = 0; i < rows && j < cols && kk < k; kk++)
+        sum += a[i * A_LD + (kk / run_k) * RUN_LD + kk % run_k] *
+               w[(j / 16) * w_ld + (kk / 4) * 64 + (j % 16) * 4 + kk % 4];
+      int32_t got = by_cols ? c[j * LD + i] : c[i * LD + j];
+      cr_assert_eq(got, sum, "tile %lldx%lld k %lld (runs of %lld)%s: (%lld, %lld) = %d, want %d",
+                   (long long)rows, (long long)cols, (long long)k, (long long)run_k,
+                   by_cols ? " by columns" : "", (long long)i, (long long)j, got, sum);
+    }
+  free(a);
+  free(w);
+  free(c);
+}
+
+Test(basics, tile_dot_matches_its_definition) {
+  if (kiln_tiles_init() != KILN_OK) cr_skip_test("no AMX tiles on this machine");
+  // rows and columns: whole tiles, tails below and above 16; k: whole 64-byte chunks, a tail
+  // only, both; several runs
+  static const int64_t shapes[][4] = {{32, 32, 576, 192}, {17, 5, 148, 148}, {7, 20, 64, 64},
+                                      {16, 16, 20, 20},   {32, 17, 288, 96}, {1, 32, 512, 512},
+                                      {30, 31, 200, 40}};
+  for (int by_cols = 0; by_cols < 2; by_cols++)
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++)
+      check_tile_dot(shapes[t][0], shapes[t][1], shapes[t][2], shapes[t][3], by_cols);
 }
 
 Test(basics, dtype_table) {

@@ -5,6 +5,7 @@ weights GEMM of compiler/ops/quant/qconv.c), QLinearMatMul / MatMulInteger with 
 i8 b (qmatmul.c), and the shapes those kernels handle apart: channels that are no multiple of the
 vector width, odd widths, stride 2, dilation 2, asymmetric pads, nonzero x zero points, per-channel
 w scales, a batch of 2, more columns than rows, a 1x1 conv read in place, K not a multiple of 64,
+the AMX tiles' implicit patches (output rows of 18 pixels, stride 2, window rows of 96 bytes),
 and the edges of the dot4 tiles (16-lane column vectors in tiles of 4, rows in tiles of 4, blocks
 of 48 rows): 70 and 100 output channels, K not a multiple of 4; implicit patches (window rows
 read in place from the NHWC copy) over a batch of 2, and requantize multipliers above 1/2 (the
@@ -127,6 +128,12 @@ CONVS = [
     ("wide_tail", (1, 7, 9, 11), (70, 7, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, u8, u8,
      "70 output channels (a whole tile of 64 and a vector of 6 lanes), 99 rows (2 blocks of 48 "
      "and 3 rows), K = 63 (no multiple of 4)"),
+    ("amx_implicit_s2", (2, 64, 7, 35), (40, 64, 2, 2), (2, 2), (1, 1, 1, 1), (1, 1), 1, u8, u8,
+     "batch 2, 64 channels, stride 2, output rows of 18 pixels: with AMX, implicit patches in "
+     "tiles of one output row (16 + 2 rows, 32 + 8 columns), K = 256 in window rows of 128"),
+    ("amx_runs96", (1, 32, 5, 20), (24, 32, 2, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1, u8, u8,
+     "2x3 kernel over 32 channels, output rows of 18 pixels: K = 192 as 2 window rows of 96 "
+     "bytes (AMX: 64 bytes and a tail of 32 per window row)"),
 ]
 
 # ConvInteger only (the tiles store the corrected sums themselves, lanes cut at the last column).

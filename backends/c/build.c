@@ -359,7 +359,7 @@ static bool add_mpi_flags(args *cmd, const char *lib, kiln_diag *d) {
 
 // The target's -march flags; false for an unknown target.
 static bool target_flags(const char *target, args *a) {
-  if (strcmp(target, "native") == 0) {
+  if (strcmp(target, "native") == 0 || strcmp(target, "native-noamx") == 0) {
     args_add(a, "-march=native");
   } else if (strcmp(target, "avx512") == 0) {
     args_add(a, "-march=skylake-avx512");
@@ -414,7 +414,8 @@ bool kiln_build_binary(const kiln_lprog *p, const kiln_build_options *o, const c
   const char *target = o->target && *o->target ? o->target : "native";
   args target_args = {0};
   if (!target_flags(target, &target_args)) {
-    kiln_diag_error(d, "--target", "unknown target '%s' (expected native, avx512, avx2 or generic)",
+    kiln_diag_error(d, "--target",
+                    "unknown target '%s' (expected native, native-noamx, avx512, avx2 or generic)",
                     target);
     return false;
   }

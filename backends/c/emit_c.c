@@ -458,6 +458,18 @@ static void walk_dot4(em *m, const kiln_lkernel *k, const kiln_lstmt *s) {
   walk_expr(m, s->w_index);
 }
 
+static void walk_tiledot(em *m, const kiln_lstmt *s) {
+  int bufs[3] = {s->buf, s->w_buf, s->c_buf};
+  for (int i = 0; i < 3; i++)
+    if (bufs[i] < 0 || bufs[i] >= m->p->n_bufs) return em_fail(m, "tiledot buffer out of range");
+  m->use[s->buf] |= USE_READ;
+  m->use[s->w_buf] |= USE_READ;
+  m->use[s->c_buf] |= USE_WRITE;
+  walk_expr(m, s->index);
+  walk_expr(m, s->w_index);
+  walk_expr(m, s->c_index);
+}
+
 static void walk_stmt(em *m, const kiln_lstmt *s) {
   if (!s || m->failed) return;
   const kiln_lkernel *k = &m->p->kernels[m->kernel];
@@ -499,6 +511,7 @@ static void walk_stmt(em *m, const kiln_lstmt *s) {
       walk_expr(m, s->value);
       break;
     case LS_DOT4: walk_dot4(m, k, s); break;
+    case LS_TILEDOT: walk_tiledot(m, s); break;
     default: em_fail(m, "invalid statement kind %d", (int)s->kind);
   }
 }
@@ -829,6 +842,22 @@ static void for_stmt(em *m, const kiln_lstmt *s) {
   line(m, "}");
 }
 
+// LS_TILEDOT (ir/loop.h): the runtime's AMX kernel (runtime/tiles.c).
+static void tiledot_stmt(em *m, const kiln_lstmt *s) {
+  const kiln_ltile *t = &s->tile;
+  em_indent(m);
+  fprintf(m->f, "kiln_tile_dot(&%s[", m->names.buf[s->c_buf]);
+  expr(m, s->c_index);
+  fprintf(m->f, "], %lld, %lld, &%s[", (long long)t->c_row, (long long)t->c_col,
+          m->names.buf[s->buf]);
+  expr(m, s->index);
+  fprintf(m->f, "], %lld, %lld, %lld, %lld, &%s[", (long long)t->a_ld, (long long)t->run_ld,
+          (long long)t->run_k, (long long)t->k, m->names.buf[s->w_buf]);
+  expr(m, s->w_index);
+  fprintf(m->f, "], %lld, %lld, %lld);\n", (long long)t->w_ld, (long long)t->rows,
+          (long long)t->cols);
+}
+
 static void stmt(em *m, const kiln_lstmt *s) {
   if (!s) return;
   const kiln_lkernel *k = &m->p->kernels[m->kernel];
@@ -899,6 +928,7 @@ static void stmt(em *m, const kiln_lstmt *s) {
       expr(m, s->w_index);
       out(m, "]);\n");
       return;
+    case LS_TILEDOT: tiledot_stmt(m, s); return;
     case LS_IF:
       em_indent(m);
       out(m, "if (");
@@ -1782,6 +1812,9 @@ static void emit_split_step(em *m, kparam *ps) {
   free(not_apply);
 }
 
+// AMX tiles (LS_TILEDOT) need the operating system's permission, asked once.
+#define TILES_INIT "  if (kiln_tiles_init() != KILN_OK) return KILN_ERR_CPU;\n"
+
 static void emit_init(em *m) {
   const kiln_lprog *p = m->p;
   const char *M = m->names.model;
@@ -1791,7 +1824,10 @@ static void emit_init(em *m) {
   fprintf(f,
           "\nint %s_init_file(%s_ctx *ctx, const char *weights_path) {\n"
           "  if (!ctx || !weights_path) return KILN_ERR_ARG;\n"
-          "  memset(ctx, 0, sizeof(*ctx));\n"
+          "  memset(ctx, 0, sizeof(*ctx));\n",
+          M, M);
+  if (kiln_lprog_uses_tiles(p)) out(m, TILES_INIT);
+  fprintf(f,
           "  void *weights = NULL;\n"
           "  char err[256];\n"
           "  int st = kiln_weights_read(weights_path, %s_WEIGHTS_BYTES, %s_WEIGHTS_CHECKSUM, "
@@ -1799,7 +1835,7 @@ static void emit_init(em *m) {
           "                             sizeof(err));\n"
           "  if (st != KILN_OK) return st;\n"
           "  ctx->weights = ctx->owned_weights = weights;\n",
-          M, M, M, M);
+          M, M);
   if (arena)
     fprintf(f,
             "  ctx->arena = ctx->owned_arena = kiln_aligned_alloc(%s_ARENA_BYTES);\n"
@@ -1816,6 +1852,7 @@ static void emit_init(em *m) {
           "  if (!ctx || !blob) return KILN_ERR_ARG;\n"
           "  memset(ctx, 0, sizeof(*ctx));\n",
           M, M);
+  if (kiln_lprog_uses_tiles(p)) out(m, TILES_INIT);
   if (arena)
     fprintf(f,
             "  if (!arena || arena_bytes < %s_ARENA_BYTES || ((uintptr_t)arena & 63u) != 0) "

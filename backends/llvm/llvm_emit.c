@@ -171,6 +171,19 @@ static void walk_dot4(walk *w, const kiln_lstmt *s) {
   walk_expr(w, s->w_index);
 }
 
+static void walk_tiledot(walk *w, const kiln_lstmt *s) {
+  lgen *g = w->g;
+  int bufs[3] = {s->buf, s->w_buf, s->c_buf};
+  for (int i = 0; i < 3; i++)
+    if (bufs[i] < 0 || bufs[i] >= g->p->n_bufs) return ll_fail(g, "tiledot buffer out of range");
+  w->use[s->buf] |= LL_USE_READ;
+  w->use[s->w_buf] |= LL_USE_READ;
+  w->use[s->c_buf] |= LL_USE_WRITE;
+  walk_expr(w, s->index);
+  walk_expr(w, s->w_index);
+  walk_expr(w, s->c_index);
+}
+
 static void walk_stmt(walk *w, const kiln_lstmt *s) {
   lgen *g = w->g;
   if (!s || g->failed) return;
@@ -212,6 +225,7 @@ static void walk_stmt(walk *w, const kiln_lstmt *s) {
       walk_expr(w, s->value);
       return;
     case LS_DOT4: walk_dot4(w, s); return;
+    case LS_TILEDOT: walk_tiledot(w, s); return;
   }
   ll_fail(g, "invalid statement kind %d", (int)s->kind);
 }
@@ -662,7 +676,7 @@ static void stmt(lgen *g, const kiln_lstmt *s);
 
 static bool target_has_vnni512(lgen *g) {
   const char *t = g->o ? g->o->target : NULL;
-  if (t && strcmp(t, "native") != 0) return false;  // avx512 is skylake-avx512: no VNNI
+  if (t && strncmp(t, "native", 6) != 0) return false;  // avx512 is skylake-avx512: no VNNI
   char *features = LLVMGetHostCPUFeatures();
   bool has = features && strstr(features, "+avx512vnni") != NULL;
   LLVMDisposeMessage(features);
@@ -728,6 +742,36 @@ static void dot4_stmt(lgen *g, const kiln_lstmt *s) {
   LLVMValueRef r = lanes == 16 && target_has_vnni512(g) ? dot4_vnni512(g, acc, a4, w) : NULL;
   if (!r) r = LLVMBuildAdd(g->b, acc, dot4_sums(g, a4, w, lanes), "");
   set_scope(g, LLVMBuildStore(g->b, r, g->var_slot[s->var]), true);
+}
+
+// LS_TILEDOT (ir/loop.h): a call of the runtime's AMX kernel (runtime/tiles.c).
+static LLVMValueRef tile_at(lgen *g, int buf, const kiln_lexpr *index, LLVMTypeRef elem) {
+  LLVMValueRef idx = convert(g, expr(g, index), index->dtype, KILN_I64);
+  if (!g->buf_ptr[buf]) {
+    ll_fail(g, "buffer %d is not a parameter of this kernel", buf);
+    return LLVMConstNull(g->ptr);
+  }
+  return LLVMBuildInBoundsGEP2(g->b, elem, g->buf_ptr[buf], &idx, 1, "");
+}
+
+static void tiledot_stmt(lgen *g, const kiln_lstmt *s) {
+  const kiln_ltile *t = &s->tile;
+  LLVMTypeRef P = g->ptr, I = g->i64;
+  LLVMTypeRef params[12] = {P, I, I, P, I, I, I, I, P, I, I, I};
+  LLVMValueRef fn = ll_declare(g, "kiln_tile_dot", g->void_t, params, 12);
+  LLVMValueRef args[12] = {tile_at(g, s->c_buf, s->c_index, g->i32),
+                           ll_i64(g, t->c_row),
+                           ll_i64(g, t->c_col),
+                           tile_at(g, s->buf, s->index, g->i8),
+                           ll_i64(g, t->a_ld),
+                           ll_i64(g, t->run_ld),
+                           ll_i64(g, t->run_k),
+                           ll_i64(g, t->k),
+                           tile_at(g, s->w_buf, s->w_index, g->i8),
+                           ll_i64(g, t->w_ld),
+                           ll_i64(g, t->rows),
+                           ll_i64(g, t->cols)};
+  ll_call(g, fn, args, 12);
 }
 
 static LLVMMetadataRef md_flag(lgen *g, const char *name, LLVMValueRef value) {
@@ -870,6 +914,10 @@ static void stmt_vars(const kiln_lstmt *s, bool *declared, bool *read, bool *ass
     case LS_DOT4:  // reads and writes its accumulator
       assigned[s->var] = read[s->var] = true;
       var_uses(s->w_index, read);
+      break;
+    case LS_TILEDOT:
+      var_uses(s->w_index, read);
+      var_uses(s->c_index, read);
       break;
     case LS_IF:
       var_uses(s->cond, read);
@@ -1109,6 +1157,7 @@ static void stmt(lgen *g, const kiln_lstmt *s) {
     case LS_IF: if_stmt(g, s); return;
     case LS_COMMENT: return;
     case LS_DOT4: dot4_stmt(g, s); return;
+    case LS_TILEDOT: tiledot_stmt(g, s); return;
     case LS_LSTORE: {
       kiln_dtype vt = k->vars[s->var].dtype;
       LLVMValueRef v = convert(g, expr(g, s->value), s->value->dtype, vt);

@@ -85,6 +85,14 @@ static LLVMValueRef runtime_fn(lgen *g, const char *name, LLVMTypeRef ret, LLVMT
   return ll_declare(g, name, ret, params, n);
 }
 
+// AMX tiles (LS_TILEDOT) need the operating system's permission, asked once:
+// if (kiln_tiles_init() != KILN_OK) return KILN_ERR_CPU.
+static void tiles_init(lgen *g) {
+  if (!kiln_lprog_uses_tiles(g->p)) return;
+  LLVMValueRef st = ll_call(g, ll_declare(g, "kiln_tiles_init", g->i32, NULL, 0), NULL, 0);
+  return_if(g, LLVMBuildICmp(g->b, LLVMIntNE, st, status(g, KILN_OK), ""), status(g, KILN_ERR_CPU));
+}
+
 static uint64_t checksum(const kiln_lprog *p) {
   return kiln_weights_checksum(p->weights, p->weights_bytes > 0 ? (size_t)p->weights_bytes : 0);
 }
@@ -237,6 +245,7 @@ static void emit_init_file(glue *gl) {
   LLVMValueRef ctx = LLVMGetParam(fn, 0), path = LLVMGetParam(fn, 1);
   return_if(g, LLVMBuildOr(g->b, is_null(g, ctx), is_null(g, path), ""), status(g, KILN_ERR_ARG));
   clear_ctx(gl, ctx);
+  tiles_init(g);
   LLVMValueRef slot = LLVMBuildAlloca(g->b, g->ptr, "weights");
   LLVMValueRef err = LLVMBuildArrayAlloca(g->b, g->i8, ll_i64(g, 256), "err");
   LLVMBuildStore(g->b, LLVMConstNull(g->ptr), slot);
@@ -279,6 +288,7 @@ static void emit_init_blob(glue *gl) {
   LLVMValueRef arena = LLVMGetParam(fn, 3), arena_bytes = LLVMGetParam(fn, 4);
   return_if(g, LLVMBuildOr(g->b, is_null(g, ctx), is_null(g, blob), ""), status(g, KILN_ERR_ARG));
   clear_ctx(gl, ctx);
+  tiles_init(g);
   if (g->p->arena_bytes > 0) {
     LLVMValueRef small =
         LLVMBuildICmp(g->b, LLVMIntULT, arena_bytes, ll_i64(g, g->p->arena_bytes), "");

@@ -43,6 +43,8 @@ static LLVMErrorRef define_runtime(LLVMOrcLLJITRef jit) {
       {"kiln_aligned_alloc", (void (*)(void))kiln_aligned_alloc},
       {"kiln_aligned_free", (void (*)(void))kiln_aligned_free},
       {"kiln_main", (void (*)(void))kiln_main},
+      {"kiln_tiles_init", (void (*)(void))kiln_tiles_init},
+      {"kiln_tile_dot", (void (*)(void))kiln_tile_dot},
   };
   enum { N = sizeof(fns) / sizeof(fns[0]) };
   LLVMOrcCSymbolMapPair pairs[N];

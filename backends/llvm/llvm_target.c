@@ -21,6 +21,7 @@ typedef struct target_spec {
 
 static const target_spec targets[] = {
     {"native", NULL, NULL},
+    {"native-noamx", NULL, NULL},
     {"avx512", "skylake-avx512", "512"},
     {"avx2", "haswell", NULL},
     {"generic", "x86-64", NULL},
@@ -68,7 +69,8 @@ LLVMTargetMachineRef kiln_llvm_target_machine(const kiln_llvm_options *o, kiln_d
   const char *name = target_name(o);
   const target_spec *spec = find_target(name);
   if (!spec) {
-    kiln_diag_error(d, "--target", "unknown target '%s' (expected native, avx512, avx2 or generic)",
+    kiln_diag_error(d, "--target",
+                    "unknown target '%s' (expected native, native-noamx, avx512, avx2 or generic)",
                     name);
     return NULL;
   }

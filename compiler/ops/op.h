@@ -51,6 +51,7 @@ typedef struct kiln_lower_ctx {
   kiln_lb *b;
   const int *tensor_buf;  // graph tensor index -> loop program buffer index
   int f32_lanes;          // the target's f32 vector width: 16, 8 or 4 (compiler/target.h)
+  bool amx;               // the integer GEMMs may use AMX tiles (LS_TILEDOT; compiler/target.h)
   const kiln_tuning *tuning;  // tiles chosen by kiln build --tune (NULL: the analytical ones)
   int64_t *scratch_used;      // bytes of scratch this kernel took so far (kiln_lower_scratch)
 } kiln_lower_ctx;

@@ -42,6 +42,11 @@ static void mark_stmt(const kiln_lstmt *s, bool *used) {
       mark_expr(s->index, used);
       mark_expr(s->w_index, used);
       return;
+    case LS_TILEDOT:
+      used[s->buf] = used[s->w_buf] = used[s->c_buf] = true;
+      mark_expr(s->c_index, used);
+      mark_expr(s->w_index, used);
+      break;
     case LS_STORE: used[s->buf] = true; break;
     case LS_DECL:
     case LS_ASSIGN:

@@ -180,6 +180,7 @@ bool kiln_pass_lower(kiln_compilation *c, kiln_diag *d, bool *changed) {
                           .b = &b,
                           .tensor_buf = tensor_buf,
                           .f32_lanes = c->f32_lanes,
+                          .amx = c->amx,
                           .tuning = c->tuning,
                           .scratch_used = &scratch_used};
     def->lower(&ctx);

@@ -66,12 +66,13 @@ void kiln_compilation_init(kiln_compilation *c, kiln_graph *g) {
   c->g = g;
   c->dump_out = stdout;
   c->f32_lanes = kiln_target_f32_lanes("native");
+  c->amx = kiln_target_amx("native");
   kiln_graph_count_params(g, c->declared_params);
 }
 
 void kiln_compilation_set_target(kiln_compilation *c, const char *target) {
   int lanes = kiln_target_f32_lanes(target);
-  if (lanes > 0) c->f32_lanes = lanes;
+  if (lanes > 0) c->f32_lanes = lanes, c->amx = kiln_target_amx(target);
 }
 
 void kiln_compilation_free(kiln_compilation *c) {

@@ -30,6 +30,7 @@ typedef struct kiln_compilation {
   bool stopped;                            // set when stop_after was reached
   struct kiln_quant_options *quant;  // --quantize int8: the quantize pass's options (and results)
   int f32_lanes;  // the target's f32 vector width (compiler/target.h; init: this machine's)
+  bool amx;       // the integer GEMMs use AMX tiles (kiln_target_amx; init: this machine's)
   const kiln_tuning *tuning;  // tuned tiles (kiln build --tune and its cache), or NULL
   const char *disabled[32];  // optional passes turned off (--disable-pass, kiln compare)
   int n_disabled;

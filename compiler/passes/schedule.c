@@ -99,6 +99,10 @@ static void gather(const kiln_lstmt *loop, const kiln_lstmt *s, body_facts *f) {
     case LS_DOT4:  // accumulates into every lane of its array
       if (!declared_inside(loop->body, s->var)) f->stores_ok = false;
       break;
+    case LS_TILEDOT:  // stores a block
+      if (!expr_uses_var(s->c_index, loop->var)) f->stores_ok = false;
+      f->has_loop = true;
+      break;
     case LS_DECL:
     case LS_COMMENT: break;
   }
@@ -127,6 +131,8 @@ static int64_t work(const kiln_lstmt *s) {
     return (n < 0 ? 16 : n) * work(s->body);
   }
   if (s->kind == LS_IF) return work(s->then_) + (s->else_ ? work(s->else_) : 0);
+  if (s->kind == LS_TILEDOT)  // like the dot4 statements of its products
+    return s->tile.rows * ((s->tile.cols + 15) / 16) * (s->tile.k / 4);
   return 1;
 }
 

@@ -280,6 +280,8 @@ int64_t kiln_qconv_flops(const kiln_graph *g, const kiln_node *n) {
 //   y[n][oc][oh][ow] = kiln_qgemm over the patches and w' (zero point, bias, requantize)
 // xs and the patches share the kernel's scratch buffer, the patches 64-byte aligned after xs.
 
+enum { AMX_MIN_ROW = 16 };
+
 typedef struct qfast_plan {
   int64_t N, C, H, W, M, KH, KW, OH, OW, sh, sw, dh, dw, pt, pl;
   int64_t HP, WP;       // xs's planes: the input and the padding its windows reach
@@ -327,6 +329,9 @@ static qfast_plan qfast_plan_of(const kiln_lower_ctx *c, const kiln_qconv_inputs
   p.kp = kiln_qgemm_kp(c, p.K);
   p.direct = !p.padded && p.KH == 1 && p.KW == 1 && p.sh == 1 && p.sw == 1 && p.kp == p.C;
   p.implicit = !p.direct && p.dw == 1 && p.KW * p.C % 4 == 0;
+  // AMX: a tile's rows lie in one output row and a row's runs fill its kp bytes; an output row
+  // narrower than a tile leaves most of it idle, patches copied once do better
+  if (c->amx) p.implicit = p.implicit && p.kp == p.K && p.OW >= AMX_MIN_ROW;
   p.patches = (p.N * p.HP * p.WP * p.C + 63) / 64 * 64;
   return p;
 }
@@ -456,12 +461,16 @@ bool kiln_qconv_lower_fast(const kiln_lower_ctx *c, const kiln_qconv_inputs *q) 
                   .user = &p,
                   .runs = p.KH,
                   .run_k = p.KW * p.C,
-                  .run_at = p.implicit ? qconv_run_at : NULL};
+                  .run_at = p.implicit ? qconv_run_at : NULL,
+                  .row_seg = p.OW,
+                  .row_ld = p.sw * p.C,
+                  .run_ld = p.dh * p.WP * p.C,
+                  .out_by_cols = true};
   qfast_pack(c, q, &p, &g);
   if (q->y_zp >= 0)
     g.out.mult = kiln_quant_multipliers(c, q->x_scale, q->w_scale, q->y_scale, p.M, &g.out.small);
   g.out.x_zp = kiln_quant_unsigned_zp(c, q->x_zp, x->dtype);
-  int64_t acc_count = g.out.mult >= 0 ? g.rows * p.M : 0;
+  int64_t acc_count = g.out.mult >= 0 || c->amx ? g.rows * p.M : 0;  // AMX: always
   kiln_quant_scratch(c, acc_count, patches ? p.patches + g.rows * p.kp : p.patches, &g.acc, &g.a);
   qfast_nhwc(c, q, &p, g.a, g.out.x_zp);
   if (patches) qfast_patches(c, &p, g.a);

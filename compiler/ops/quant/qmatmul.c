@@ -230,11 +230,12 @@ static qgemm_shape qgemm_shape_of(int64_t lanes) {
 }
 
 int64_t kiln_qgemm_kp(const kiln_lower_ctx *c, int64_t k) {
-  (void)c;
-  return (k + 3) / 4 * 4;
+  int64_t unit = c->amx ? 64 : 4;  // AMX: whole 64-byte rows of A tiles
+  return (k + unit - 1) / unit * unit;
 }
 
 static int64_t qgemm_lanes(const kiln_lower_ctx *c) {
+  if (c->amx) return 16;  // B tiles: 16 columns of 4 bytes per row
   return c->f32_lanes == 8 || c->f32_lanes == 4 ? c->f32_lanes : 16;
 }
 
@@ -305,13 +306,16 @@ static void qgemm_tile_k(const kiln_lower_ctx *c, const kiln_qgemm *q, const int
 
 // A block's rows: [r0, r0 + rows). Its sums are kept in acc from r0 * cols on, column by column:
 // acc[r0 * cols + j * rows + (r - r0)] (in cache when the block's requantize loop reads them).
+// With AMX the sums are row by row: acc[r * cols + j] (row_major).
 typedef struct qgemm_rows {
   kiln_lexpr *r0;
   int64_t rows;
+  bool row_major;
 } qgemm_rows;
 
 static kiln_lexpr *qgemm_acc_at(kiln_lb *b, const kiln_qgemm *q, const qgemm_rows *blk,
                                 kiln_lexpr *local_row, kiln_lexpr *col) {
+  if (blk->row_major) return lx_madd(b, qgemm_at(b, blk->r0, local_row), q->cols, col);
   return lx_madd(b, kiln_lx_clone(b, blk->r0), q->cols, lx_madd(b, col, blk->rows, local_row));
 }
 
@@ -362,23 +366,32 @@ static void qgemm_row_tiles(const kiln_lower_ctx *c, const kiln_qgemm *q, const 
 static void qgemm_requantize(const kiln_lower_ctx *c, const kiln_qgemm *q, const qgemm_rows *blk,
                              kiln_lexpr *j0, int64_t cols) {
   kiln_lb *b = c->b;
-  int j = kiln_lb_for_n(b, "j", cols), r = kiln_lb_for_n(b, "r", blk->rows);
+  int j, r;  // the sums' rows innermost (vectorized), or with AMX their columns
+  if (blk->row_major) {
+    r = kiln_lb_for_n(b, "r", blk->rows), j = kiln_lb_for_n(b, "j", cols);
+  } else {
+    j = kiln_lb_for_n(b, "j", cols), r = kiln_lb_for_n(b, "r", blk->rows);
+  }
   kiln_lexpr *col = qgemm_at(b, j0, lx_var(b, j));
   kiln_lexpr *row = qgemm_at(b, blk->r0, lx_var(b, r));
   kiln_lexpr *at = q->index(c, q->user, row, kiln_lx_clone(b, col));
   kiln_lexpr *from = qgemm_acc_at(b, q, blk, lx_var(b, r), kiln_lx_clone(b, col));
   kiln_lexpr *acc = qgemm_sum(c, &q->out, lx_load(b, q->acc, from), col);
-  kiln_lexpr *zp = kiln_quant_param_lx(c, q->out.y_zp, lx_int(b, 0), KILN_I32);
-  kiln_lexpr *m = lx_load(b, q->out.mult, kiln_lx_clone(b, col));
-  kiln_dtype t = kiln_lower_out(c, 0)->dtype;
-  kiln_lexpr *y =
-      q->out.small
-          ? kiln_quant_saturate_small_lx(
-                b, lx_bin(b, LB_MUL, lx_cast(b, KILN_F64, acc), lx_cast(b, KILN_F64, m)), zp, t)
-          : kiln_quant_requantize_lx(b, acc, m, zp, t);
-  kiln_lb_store(b, kiln_out_buf(c, 0), at, y);
-  kiln_lb_end_for(b);  // r
-  kiln_lb_end_for(b);  // j
+  if (q->out.mult < 0) {  // the i32 sums themselves (AMX)
+    kiln_lb_store(b, kiln_out_buf(c, 0), at, acc);
+  } else {
+    kiln_lexpr *zp = kiln_quant_param_lx(c, q->out.y_zp, lx_int(b, 0), KILN_I32);
+    kiln_lexpr *m = lx_load(b, q->out.mult, kiln_lx_clone(b, col));
+    kiln_dtype t = kiln_lower_out(c, 0)->dtype;
+    kiln_lexpr *y =
+        q->out.small
+            ? kiln_quant_saturate_small_lx(
+                  b, lx_bin(b, LB_MUL, lx_cast(b, KILN_F64, acc), lx_cast(b, KILN_F64, m)), zp, t)
+            : kiln_quant_requantize_lx(b, acc, m, zp, t);
+    kiln_lb_store(b, kiln_out_buf(c, 0), at, y);
+  }
+  kiln_lb_end_for(b);
+  kiln_lb_end_for(b);
 }
 
 // One block: the block's rows by columns [jv0 * L, jv0 * L + cols).
@@ -400,8 +413,116 @@ static void qgemm_block(const kiln_lower_ctx *c, const kiln_qgemm *q, const qgem
   if (q->out.mult >= 0) qgemm_requantize(c, q, blk, lx_mul(b, jv0, lx_int(b, L)), cols);
 }
 
+// ---- The AMX path (kiln_lower_ctx.amx): LS_TILEDOT ----
+// Blocks of rows (AMX_ROW_BLOCK, or one output row of a convolution with implicit patches: a
+// tile's rows must be equally spaced in a), or of AMX_TILE columns when there are more columns
+// than rows; in a block:
+//   for column tiles (32 columns), row tiles (up to 32 rows, equal sizes where they can be):
+//     acc[r][j] = tiledot(a rows, w' columns)
+//   (the block's sums column by column as in the dot4 path when y's rows are contiguous
+//   (out_by_cols: a convolution's NCHW planes), else row by row: acc[r * cols + j])
+//   for j, r of the block: y[index(r, j)] = requantize(acc[r][j] - x_zp * sum_w[j] (+ bias[j]))
+enum { AMX_TILE = 32, AMX_ROW_BLOCK = 64 };
+
+// One tiledot: the block's rows [lrow, lrow + rows) by columns [col, col + cols), col a multiple
+// of 16; the sums go to the block's part of acc (qgemm_acc_at).
+static void amx_tile(const kiln_lower_ctx *c, const kiln_qgemm *q, const qgemm_rows *blk,
+                     kiln_lexpr *lrow, int64_t rows, kiln_lexpr *col, int64_t cols) {
+  kiln_lb *b = c->b;
+  kiln_lexpr *row = qgemm_at(b, blk->r0, kiln_lx_clone(b, lrow));
+  kiln_lexpr *a_at;
+  if (q->run_at) {
+    int run0 = kiln_lb_decl(b, "run0", KILN_I64, lx_int(b, 0));
+    a_at = q->run_at(c, q->user, kiln_lx_clone(b, row), run0);
+  } else {
+    a_at = lx_madd(b, kiln_lx_clone(b, row), q->kp, lx_int(b, q->a_offset));
+  }
+  bool runs = q->run_at != NULL;
+  kiln_ltile t = {.rows = rows,
+                  .cols = cols,
+                  .k = q->kp,
+                  .a_ld = runs ? q->row_ld : q->kp,
+                  .run_k = runs ? q->run_k : q->kp,
+                  .run_ld = runs ? q->run_ld : 0,
+                  .w_ld = q->kp * 16,
+                  .c_row = blk->row_major ? q->cols : 1,
+                  .c_col = blk->row_major ? 1 : blk->rows};
+  kiln_lexpr *c_at = qgemm_acc_at(b, q, blk, lrow, kiln_lx_clone(b, col));
+  kiln_lb_tiledot(b, q->acc, c_at, q->a, a_at, q->w, lx_mul(b, col, lx_int(b, q->kp)), &t);
+}
+
+// A span of n rows or columns from `first` (rows: from the block's first), cut into tiles of `tile`
+// (whole ones in a loop, then the rest).
+typedef struct amx_span {
+  kiln_lexpr *first;
+  int64_t n, tile;
+} amx_span;
+
+// first + var * tile + offset (var < 0: none), a fresh expression.
+static kiln_lexpr *amx_span_at(kiln_lb *b, const amx_span *s, int64_t offset, int var) {
+  kiln_lexpr *at =
+      var >= 0 ? lx_madd(b, lx_var(b, var), s->tile, lx_int(b, offset)) : lx_int(b, offset);
+  return qgemm_at(b, s->first, at);
+}
+
+// Tiles of at most 32 rows, as equal as whole tiles allow (56 rows: 2 of 28, not 32 and 24):
+// a thread loads a new tile configuration (slow) only when the tiles' sizes change.
+static int64_t amx_row_tile(int64_t n) {
+  int64_t tiles = (n + AMX_TILE - 1) / AMX_TILE;
+  return (n + tiles - 1) / tiles;
+}
+
+// The block's tiles: its rows (rs) by the columns of `cs`.
+static void amx_block_tiles(const kiln_lower_ctx *c, const kiln_qgemm *q, const qgemm_rows *blk,
+                            const amx_span *rs, const amx_span *cs) {
+  kiln_lb *b = c->b;
+  int64_t cw = cs->n / cs->tile, rw = rs->n / rs->tile;
+  for (int cp = 0; cp < 2; cp++) {  // whole column tiles, then the rest
+    int64_t cols = cp == 0 ? cs->tile : cs->n % cs->tile;
+    if ((cp == 0 && !cw) || !cols) continue;
+    int jt = cp == 0 ? kiln_lb_for_n(b, "jt", cw) : -1;
+    for (int rp = 0; rp < 2; rp++) {
+      int64_t rows = rp == 0 ? rs->tile : rs->n % rs->tile;
+      if ((rp == 0 && !rw) || !rows) continue;
+      int rt = rp == 0 ? kiln_lb_for_n(b, "rt", rw) : -1;
+      kiln_lexpr *row = amx_span_at(b, rs, rp == 0 ? 0 : rw * rs->tile, rt);
+      kiln_lexpr *col = amx_span_at(b, cs, cp == 0 ? 0 : cw * cs->tile, jt);
+      amx_tile(c, q, blk, row, rows, col, cols);
+      if (rt >= 0) kiln_lb_end_for(b);
+    }
+    if (jt >= 0) kiln_lb_end_for(b);
+  }
+}
+
+static void qgemm_lower_amx(const kiln_lower_ctx *c, const kiln_qgemm *q) {
+  kiln_lb *b = c->b;
+  bool cols_outer = !q->run_at && q->cols > q->rows;
+  int64_t block = cols_outer ? AMX_TILE : q->run_at ? q->row_seg : AMX_ROW_BLOCK;
+  int64_t n = cols_outer ? q->cols : q->rows, whole = n / block, rest = n % block;
+  kiln_lb_comment(b, "integer GEMM: %lld x %lld, k %lld; AMX tiles in blocks of %lld %s",
+                  (long long)q->rows, (long long)q->cols, (long long)q->kp, (long long)block,
+                  cols_outer ? "columns" : "rows");
+  for (int part = 0; part < 2; part++) {  // the whole blocks, then the rest
+    int64_t size = part == 0 ? block : rest;
+    if ((part == 0 && !whole) || size == 0) continue;
+    int ot = part == 0 ? kiln_lb_for_n(b, cols_outer ? "jb" : "rb", whole) : -1;
+    kiln_lexpr *first = lx_mul(b, part == 0 ? lx_var(b, ot) : lx_int(b, whole), lx_int(b, block));
+    int64_t rows = cols_outer ? q->rows : size;
+    qgemm_rows blk = {cols_outer ? lx_int(b, 0) : first, rows, !q->out_by_cols};
+    amx_span rs = {lx_int(b, 0), rows, amx_row_tile(rows)};
+    amx_span cs = {cols_outer ? first : lx_int(b, 0), cols_outer ? size : q->cols, AMX_TILE};
+    amx_block_tiles(c, q, &blk, &rs, &cs);
+    qgemm_requantize(c, q, &blk, cs.first, cs.n);
+    if (part == 0) kiln_lb_end_for(b);
+  }
+}
+
 void kiln_qgemm_lower(const kiln_lower_ctx *c, const kiln_qgemm *q) {
   kiln_lb *b = c->b;
+  if (c->amx) {
+    qgemm_lower_amx(c, q);
+    return;
+  }
   qgemm_shape sh = qgemm_shape_of(q->lanes);
   bool cols_outer = q->cols > q->rows;
   int64_t block = cols_outer ? sh.vb * sh.lanes : QGEMM_ROW_BLOCK;
@@ -418,10 +539,10 @@ void kiln_qgemm_lower(const kiln_lower_ctx *c, const kiln_qgemm *q) {
     int ot = part == 0 ? kiln_lb_for_n(b, cols_outer ? "jb" : "rb", whole) : -1;
     kiln_lexpr *first = part == 0 ? lx_var(b, ot) : lx_int(b, whole);
     if (cols_outer) {
-      qgemm_rows all = {lx_int(b, 0), q->rows};
+      qgemm_rows all = {lx_int(b, 0), q->rows, false};
       qgemm_block(c, q, &sh, &all, lx_mul(b, first, lx_int(b, sh.vb)), size);
     } else {
-      qgemm_rows blk = {lx_mul(b, first, lx_int(b, block)), size};
+      qgemm_rows blk = {lx_mul(b, first, lx_int(b, block)), size, false};
       qgemm_block(c, q, &sh, &blk, lx_int(b, 0), q->cols);
     }
     if (part == 0) kiln_lb_end_for(b);
@@ -496,7 +617,8 @@ bool kiln_qmatmul_lower_fast(const kiln_lower_ctx *c, const kiln_qmatmul_inputs 
   g.out.x_zp = kiln_quant_unsigned_zp(c, q->a_zp, a->dtype);
   bool copy = a->dtype != KILN_U8 || g.kp != K;
   int bytes;
-  kiln_quant_scratch(c, g.out.mult >= 0 ? g.rows * N : 0, copy ? g.rows * g.kp : 0, &g.acc, &bytes);
+  bool acc = g.out.mult >= 0 || c->amx;  // AMX stores every tile's sums there
+  kiln_quant_scratch(c, acc ? g.rows * N : 0, copy ? g.rows * g.kp : 0, &g.acc, &bytes);
   if (copy) {
     g.a = bytes;
     qmatmul_copy_a(c, q, &g, K);

@@ -177,12 +177,18 @@ typedef struct kiln_qgemm {
   // a (a_offset unused): a convolution's window rows read in place from its NHWC input.
   int64_t runs, run_k;
   kiln_qgemm_run_fn run_at;
+  // With implicit patches on AMX (kiln_lower_ctx.amx): rows come in segments of row_seg rows
+  // (one output row of a convolution) whose runs start row_ld bytes apart in a; a row's runs
+  // start run_ld bytes apart.
+  int64_t row_seg, row_ld, run_ld;
+  bool out_by_cols;  // y's consecutive rows are contiguous (AMX keeps the sums column by column)
 } kiln_qgemm;
-// k rounded up to a multiple of 4 (dot4 consumes 4 bytes of a row at a time).
+// k rounded up to a multiple of 4 (dot4 consumes 4 bytes of a row at a time), of 64 with AMX
+// (an A tile's row).
 int64_t kiln_qgemm_kp(const kiln_lower_ctx *c, int64_t k);
 // Registers packed (cols, kp) i8, rearranged as [cols / lanes][kp / 4][lanes][4] (zero columns
 // up to whole vectors), as a derived weight (q->w), its column sums (q->out.sum_w) and sets
-// q->lanes (the target's: 16, 8 or 4).
+// q->lanes (the target's: 16, 8 or 4; 16 with AMX, whose B tiles have that layout).
 void kiln_qgemm_pack(const kiln_lower_ctx *c, kiln_qgemm *q, const int8_t *packed);
 void kiln_qgemm_lower(const kiln_lower_ctx *c, const kiln_qgemm *q);
 
