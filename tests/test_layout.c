@@ -1,7 +1,9 @@
 // select-layout (compiler/passes/select_layout.c): which convolutions run in the blocked NCHWc
 // layout and where the Reorders go, on small models; and that the blocked build computes the same
 // bits as the planar one (the kernels' own numerics are the op goldens' job:
-// tests/goldens/ops/layout_*, tools/goldens_layout.py).
+// tests/goldens/ops/layout_*, tools/goldens_layout.py). Then select-conv-algo
+// (compiler/passes/select_conv_algo.c): which blocked convolutions run Winograd, and the build
+// with it on and off against the interpreter (goldens: tests/goldens/ops/winograd_*).
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -15,21 +17,21 @@
 
 TestSuite(layout, .fini = check_leaks);
 
-// x (1, C, 8, 8) -> conv a (C -> 16, 3x3, pad 1) -> Relu -> conv b (16 -> 16) + x -> Relu
-// -> MaxPool 2x2 -> y. Weights: seeded uniform inits. With C = 16 both convs chain (conv b's
+// x (1, C, 8, 8) -> conv a (C -> M, 3x3, pad 1) -> Relu -> conv b (M -> M) + x -> Relu
+// -> MaxPool 2x2 -> y. Weights: seeded uniform inits. With C = M = 16 both convs chain (conv b's
 // residual is x, blocked once for both); the MaxPool reads the planar form.
-static char *chain_model(int C) {
+static char *chain_model_of(int C, int M) {
   static char json[4096];
   snprintf(json, sizeof(json),
            "{\"format\": \"kiln-model\", \"version\": 1, \"name\": \"chain\",\n"
            " \"inputs\": [{\"name\": \"x\", \"dtype\": \"f32\", \"shape\": [1, %d, 8, 8]}],\n"
-           " \"outputs\": [{\"name\": \"y\", \"dtype\": \"f32\", \"shape\": [1, 16, 4, 4]}],\n"
+           " \"outputs\": [{\"name\": \"y\", \"dtype\": \"f32\", \"shape\": [1, %d, 4, 4]}],\n"
            " \"params\": [\n"
-           "  {\"name\": \"wa\", \"dtype\": \"f32\", \"shape\": [16, %d, 3, 3], \"init\": "
+           "  {\"name\": \"wa\", \"dtype\": \"f32\", \"shape\": [%d, %d, 3, 3], \"init\": "
            "{\"kind\": \"uniform\", \"low\": -0.1, \"high\": 0.1, \"seed\": 1}},\n"
-           "  {\"name\": \"ba\", \"dtype\": \"f32\", \"shape\": [16], \"init\": {\"kind\": "
+           "  {\"name\": \"ba\", \"dtype\": \"f32\", \"shape\": [%d], \"init\": {\"kind\": "
            "\"uniform\", \"low\": -0.1, \"high\": 0.1, \"seed\": 2}},\n"
-           "  {\"name\": \"wb\", \"dtype\": \"f32\", \"shape\": [16, 16, 3, 3], \"init\": "
+           "  {\"name\": \"wb\", \"dtype\": \"f32\", \"shape\": [%d, %d, 3, 3], \"init\": "
            "{\"kind\": \"uniform\", \"low\": -0.1, \"high\": 0.1, \"seed\": 3}}],\n"
            " \"nodes\": [\n"
            "  {\"op\": \"Conv\", \"name\": \"a\", \"inputs\": [\"x\", \"wa\", \"ba\"], "
@@ -42,9 +44,11 @@ static char *chain_model(int C) {
            "  {\"op\": \"Relu\", \"name\": \"rb\", \"inputs\": [\"s\"], \"outputs\": [\"zb\"]},\n"
            "  {\"op\": \"MaxPool\", \"name\": \"pool\", \"inputs\": [\"zb\"], \"outputs\": "
            "[\"y\"], \"attrs\": {\"kernel_shape\": [2, 2], \"strides\": [2, 2]}}]}\n",
-           C, C, C == 16 ? "x" : "za");
+           C, M, M, C, M, M, M, C == M ? "x" : "za");
   return json;
 }
+
+static char *chain_model(int C) { return chain_model_of(C, 16); }
 
 static char *write_model(const char *dir, const char *json) {
   char *path = path_join(dir, "m.json");
@@ -53,8 +57,9 @@ static char *write_model(const char *dir, const char *json) {
   return path;
 }
 
-// The graph after the graph passes, compiled for 16 lanes whatever this machine has.
-static kiln_compilation compile_graph(const char *path) {
+// The graph after the graph passes, compiled for 16 lanes whatever this machine has, with pass
+// `off` turned off (NULL: none).
+static kiln_compilation compile_graph_without(const char *path, const char *off) {
   kiln_diag d;
   kiln_diag_init(&d, path);
   kiln_graph *g = kiln_load_model(path, &d);
@@ -63,8 +68,13 @@ static kiln_compilation compile_graph(const char *path) {
   kiln_compilation_init(&c, g);
   c.f32_lanes = 16;
   c.stop_after = "dce";
+  if (off) c.disabled[c.n_disabled++] = off;
   cr_assert(kiln_compile_pipeline(&c, &d));
   return c;
+}
+
+static kiln_compilation compile_graph(const char *path) {
+  return compile_graph_without(path, NULL);
 }
 
 static int count(const kiln_graph *g, int op, const char *layout) {
@@ -106,12 +116,14 @@ Test(layout, a_stem_reads_planar_and_writes_the_chain_blocked) {
   free(dir), free(path);
 }
 
+// Builds (for `target`) and runs the model on x (exe.npy beside it), with pass `off` turned off
+// (NULL: none).
 static void run_built(const char *dir, const char *model, const char *exe, const char *x,
-                      const char *extra) {
+                      const char *target, const char *off) {
   char *bin = path_join(dir, exe), y[600];
-  char *build[] = {
-      KILN_EXE, "build", (char *)model, "-o", bin, (char *)extra, extra ? "select-layout" : NULL,
-      NULL};
+  char *build[] = {KILN_EXE,    "build",    (char *)model,  "-o",
+                   bin,         "--target", (char *)target, off ? "--disable-pass" : NULL,
+                   (char *)off, NULL};
   run_result r = run_cmd(build, 300);
   cr_assert_eq(r.status, 0, "kiln build failed: %s", r.err);
   run_result_free(&r);
@@ -123,29 +135,86 @@ static void run_built(const char *dir, const char *model, const char *exe, const
   free(bin);
 }
 
+// x (1, C, 8, 8) = sin(0.61 i), written to dir/x.npy (returned; xa keeps the values).
+static char *write_input(const char *dir, int C, kiln_array *xa) {
+  char *x = path_join(dir, "x.npy");
+  *xa = (kiln_array){.dtype = KILN_F32, .rank = 4, .shape = {1, C, 8, 8}};
+  xa->nbytes = (size_t)C * 64 * sizeof(float);
+  xa->data = kiln_aligned_alloc(xa->nbytes);
+  for (int i = 0; i < C * 64; i++) kiln_element_set(xa->data, xa->dtype, i, sin(0.61 * i));
+  char err[256];
+  cr_assert_eq(kiln_npy_write(x, xa, err, sizeof err), 0, "%s", err);
+  return x;
+}
+
+// The output in `out` against the reference interpreter on the model as written (1e-5 abs + rel).
+static void expect_interpreter_close(const char *model, const kiln_array *xa, const char *out) {
+  kiln_diag d;
+  kiln_diag_init(&d, model);
+  kiln_graph *g = kiln_load_model(model, &d);
+  kiln_array want, got = read_npy_or_fail(out);
+  cr_assert(kiln_interp_run(g, xa, &want, &d));
+  char why[512];
+  cr_expect(arrays_close(&got, &want, 1e-5, 1e-5, why, sizeof why), "%s: %s", out, why);
+  kiln_array_free(&want), kiln_array_free(&got);
+  kiln_graph_free(g);
+}
+
 Test(layout, blocked_build_equals_planar_build_bit_for_bit) {
   char *dir = make_temp_dir(), *path = write_model(dir, chain_model(16));
-  char *x = path_join(dir, "x.npy");
-  kiln_array xa = {.dtype = KILN_F32, .rank = 4, .shape = {1, 16, 8, 8}};
-  xa.nbytes = 1024 * sizeof(float);
-  xa.data = kiln_aligned_alloc(xa.nbytes);
-  for (int i = 0; i < 1024; i++) kiln_element_set(xa.data, xa.dtype, i, sin(0.61 * i));
-  char err[256];
-  cr_assert_eq(kiln_npy_write(x, &xa, err, sizeof err), 0, "%s", err);
-  run_built(dir, path, "blocked", x, NULL);
-  run_built(dir, path, "planar", x, "--disable-pass");
+  kiln_array xa;
+  char *x = write_input(dir, 16, &xa);
+  run_built(dir, path, "blocked", x, "native", NULL);
+  run_built(dir, path, "planar", x, "native", "select-layout");
   char *a = path_join(dir, "blocked.npy"), *b = path_join(dir, "planar.npy");
   cr_expect(files_equal(a, b), "the NCHWc build changed the output bits");
-  // And both against the reference interpreter on the model as written.
-  kiln_diag d;
-  kiln_diag_init(&d, path);
-  kiln_graph *g = kiln_load_model(path, &d);
-  kiln_array want, got = read_npy_or_fail(a);
-  cr_assert(kiln_interp_run(g, &xa, &want, &d));
-  char why[512];
-  cr_expect(arrays_close(&got, &want, 1e-5, 1e-5, why, sizeof why), "%s", why);
-  kiln_array_free(&want), kiln_array_free(&got), kiln_aligned_free(xa.data);
-  kiln_graph_free(g);
+  expect_interpreter_close(path, &xa, a);  // and both against the reference interpreter
+  kiln_aligned_free(xa.data);
+  rm_rf(dir);
+  free(dir), free(path), free(x), free(a), free(b);
+}
+
+// ---- select-conv-algo (compiler/passes/select_conv_algo.c): Winograd F(2x2, 3x3) ----
+
+static int count_winograd(const kiln_graph *g) {
+  int n = 0;
+  for (int i = 0; i < g->n_nodes; i++)
+    n += strcmp(kiln_attr_string(&g->nodes[i], "algo", ""), "winograd") == 0;
+  return n;
+}
+
+// The graph of chain_model_of(C, M) with pass `off` turned off: how many convs run Winograd.
+static int winograd_convs(int C, int M, const char *off) {
+  char *dir = make_temp_dir(), *path = write_model(dir, chain_model_of(C, M));
+  kiln_compilation c = compile_graph_without(path, off);
+  int n = count_winograd(c.g);
+  kiln_compilation_free(&c);
+  rm_rf(dir);
+  free(dir), free(path);
+  return n;
+}
+
+Test(layout, winograd_for_blocked_3x3_convs_with_32_channels_or_more) {
+  cr_expect_eq(winograd_convs(32, 32, NULL), 2, "both 3x3 convs of a 32-channel chain");
+  cr_expect_eq(winograd_convs(32, 32, "select-conv-algo"), 0, "the pass is off");
+  cr_expect_eq(winograd_convs(32, 32, "select-layout"), 0, "planar convs run direct");
+  cr_expect_eq(winograd_convs(16, 16, NULL), 0, "16 channels: the transforms cost too much");
+}
+
+// The Winograd build and the direct one both within the tolerance of the interpreter (not bit
+// for bit: Winograd sums in another order). The generic target (4 lanes): the same on every
+// machine, and one the pass picks Winograd for (on AVX2 it does not).
+Test(layout, winograd_build_matches_the_interpreter_as_the_direct_one_does) {
+  char *dir = make_temp_dir(), *path = write_model(dir, chain_model_of(32, 32));
+  kiln_array xa;
+  char *x = write_input(dir, 32, &xa);
+  run_built(dir, path, "winograd", x, "generic", NULL);
+  run_built(dir, path, "direct", x, "generic", "select-conv-algo");
+  char *a = path_join(dir, "winograd.npy"), *b = path_join(dir, "direct.npy");
+  expect_interpreter_close(path, &xa, a);
+  expect_interpreter_close(path, &xa, b);
+  cr_expect(!files_equal(a, b), "the same bits: did the Winograd build run Winograd?");
+  kiln_aligned_free(xa.data);
   rm_rf(dir);
   free(dir), free(path), free(x), free(a), free(b);
 }

@@ -45,7 +45,8 @@ def param(name, a):
             "init": {"kind": "values", "values": f32_values(a)}}
 
 
-def conv_case(name, x_shape, m, k, stride=1, pad=0, lanes=16, residual=True, relu=True, seed=0):
+def conv_case(name, x_shape, m, k, stride=1, pad=0, lanes=16, residual=True, relu=True, seed=0,
+              doc=DOC, algo=None):
     rng = np.random.default_rng(seed)
     c = x_shape[1]
     x = rng.standard_normal(x_shape).astype(np.float32)
@@ -66,6 +67,8 @@ def conv_case(name, x_shape, m, k, stride=1, pad=0, lanes=16, residual=True, rel
              "layout": "NCHWc", "lanes": lanes}
     if relu:
         attrs["activation"] = "Relu"
+    if algo:
+        attrs["algo"] = algo
     ins = ["x.b", "w", "b"] + (["z.b"] if residual else [])
     nodes = [{"op": "Reorder", "name": "to_x", "inputs": ["x"], "outputs": ["x.b"],
               "attrs": {"layout": "NCHWc", "lanes": lanes}}]
@@ -77,7 +80,7 @@ def conv_case(name, x_shape, m, k, stride=1, pad=0, lanes=16, residual=True, rel
               {"op": "Reorder", "name": "to_y", "inputs": ["y.b"], "outputs": ["y"],
                "attrs": {"layout": "NCHW", "lanes": lanes}}]
     inputs = [("x", x)] + ([("z", z)] if residual else [])
-    model = {"format": "kiln-model", "version": 1, "name": "op_" + name, "doc": DOC,
+    model = {"format": "kiln-model", "version": 1, "name": "op_" + name, "doc": doc,
              "inputs": [{"name": k_, "dtype": "f32", "shape": list(v.shape)} for k_, v in inputs],
              "outputs": [{"name": "y", "dtype": "f32", "shape": list(y.shape)}],
              "params": [param("w", w), param("b", b)], "nodes": nodes}

@@ -27,6 +27,8 @@ const kiln_pass kiln_pipeline[] = {
             "activation into the Gemm before it (FusedGemm)"},
     {.name = "select-layout", .run = kiln_pass_select_layout,
      .doc = "run chains of convolutions in the blocked NCHWc layout (Reorder at the borders)"},
+    {.name = "select-conv-algo", .run = kiln_pass_select_conv_algo,
+     .doc = "Winograd F(2x2, 3x3) for blocked 3x3 stride-1 convolutions with >= 32 channels"},
     {.name = "fuse-elementwise", .run = kiln_pass_fuse_elementwise,
      .doc = "one kernel per chain of elementwise ops (FusedElementwise)"},
     {.name = "dce", .run = kiln_pass_dce, .doc = "drop nodes no output depends on"},

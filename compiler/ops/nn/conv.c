@@ -2,9 +2,10 @@
 //   x: (N, C, H, W)   w: (M, C / group, kH, kW)   b: (M), optional   y: (N, M, OH, OW)
 // (1-D drops H, 3-D adds a leading D to every spatial part.) Output channel oc belongs to group
 // g = oc / (M / group) and reads input channels [g * C/group, (g + 1) * C/group). Window logic
-// (pads, output size) is shared with the pools in pool.c. 2-D convs have three lowerings (rows
-// accumulated in place; a register-blocked kernel; a depthwise one, in conv_depthwise.c), 1-D and
-// 3-D ones a generic gather (or the blocked kernel, 1-D as 2-D).
+// (pads, output size) is shared with the pools in pool.c. 2-D convs have four lowerings (rows
+// accumulated in place; a register-blocked kernel; a depthwise one, in conv_depthwise.c; Winograd
+// F(2x2, 3x3) for a FusedConv with algo "winograd", in conv_winograd.c), 1-D and 3-D ones a
+// generic gather (or the blocked kernel, 1-D as 2-D).
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -530,7 +531,7 @@ static bool add_candidate(const conv_plan *p, kiln_tile_choice t, kiln_tile_choi
 // divides the row, and half the widest.
 static int tune_space(const kiln_lower_ctx *c, char *key, size_t key_size, kiln_tile_choice *cands,
                       int max) {
-  if (kiln_conv_depthwise_applies(c)) return 0;  // its own kernel, not tuned
+  if (kiln_conv_depthwise_applies(c) || kiln_conv_winograd_applies(c)) return 0;  // not tuned
   if (!kiln_conv_blocked_lanes(c->node) &&
       (kiln_lower_in(c, 0)->shape.rank > 4 || !blocked_applies(c)))
     return 0;
@@ -847,6 +848,10 @@ static void lower(const kiln_lower_ctx *c) {
     kiln_conv_lower_depthwise(c);
     return;
   }
+  if (kiln_conv_winograd_applies(c)) {  // FusedConv algo = "winograd": NCHWc, 3x3, stride 1
+    kiln_conv_lower_winograd(c);
+    return;
+  }
   if (kiln_conv_blocked_lanes(c->node) ||
       (x->shape.rank <= 4 && blocked_applies(c))) {  // 1-D: (1, L)
     lower_blocked(c);
@@ -919,14 +924,17 @@ const kiln_op_def kiln_op_Conv = {
 // shape (input 3) and `activation` ("Relu"; "Clip" with `activation_params` = [min, max], ReLU6's
 // form; or absent for none), as ONNX Runtime's FusedConv.
 
+// clang-format off
 static const kiln_attr_spec fused_attrs[] = {
     {"auto_pad", KILN_ATTR_STRING, false},     {"dilations", KILN_ATTR_INTS, false},
     {"group", KILN_ATTR_INT, false},           {"kernel_shape", KILN_ATTR_INTS, false},
     {"pads", KILN_ATTR_INTS, false},           {"strides", KILN_ATTR_INTS, false},
     {"activation", KILN_ATTR_STRING, false},   {"layout", KILN_ATTR_STRING, false},
     {"lanes", KILN_ATTR_INT, false},           {"activation_params", KILN_ATTR_FLOATS, false},
-    {"input_layout", KILN_ATTR_STRING, false}, {0},
+    {"input_layout", KILN_ATTR_STRING, false}, {"algo", KILN_ATTR_STRING, false},  // winograd
+    {0},
 };
+// clang-format on
 
 // layout and input_layout: each "NCHW" or "NCHWc" (at least one "NCHWc"), a depthwise conv
 // both the same; lanes L >= 1.
@@ -1002,6 +1010,7 @@ static bool fused_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
     return false;
   }
   if (!(kiln_conv_blocked_lanes(n) ? blocked_infer(g, n, d) : infer(g, n, d))) return false;
+  if (!kiln_conv_winograd_check(g, n, d)) return false;
   const kiln_tensor *z = kiln_in(g, n, 3), *y = kiln_out(g, n, 0);
   if (z && (z->dtype != y->dtype || !kiln_shape_equal(&z->shape, &y->shape))) {
     kiln_op_error(d, n, "inputs[3] (%s): expected the output's dtype %s and shape %s, got %s %s",

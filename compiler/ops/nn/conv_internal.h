@@ -52,5 +52,12 @@ int64_t kiln_conv_tile_width(int64_t OW, int64_t RO, int64_t max_acc);
 // A 2-D f32 conv with group = C = M (conv_depthwise.c), and its lowering (planar or NCHWc).
 bool kiln_conv_depthwise_applies(const kiln_lower_ctx *c);
 void kiln_conv_lower_depthwise(const kiln_lower_ctx *c);
+// Winograd F(2x2, 3x3) (conv_winograd.c): a FusedConv with algo = "winograd". Eligible: 3x3,
+// stride 1, dilation 1, one group, pads <= 1, f32 constant weights, NCHWc x and y (what the
+// select-conv-algo pass asks); check: the algo attribute names an algorithm that fits the node.
+bool kiln_conv_winograd_eligible(const kiln_graph *g, const kiln_node *n);
+bool kiln_conv_winograd_check(const kiln_graph *g, const kiln_node *n, kiln_diag *d);
+bool kiln_conv_winograd_applies(const kiln_lower_ctx *c);
+void kiln_conv_lower_winograd(const kiln_lower_ctx *c);
 
 #endif
