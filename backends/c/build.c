@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../../compiler/target.h"
 #include "../../runtime/kiln_runtime.h"
 #include "internal.h"
 
@@ -357,28 +358,16 @@ static bool add_mpi_flags(args *cmd, const char *lib, kiln_diag *d) {
   return ok;
 }
 
-// This machine has AVX-512 (the lowering then uses 16 f32 lanes: compiler/target.c).
-static bool host_avx512(void) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f");
-#else
-  return false;
-#endif
-}
-
-// The target's -march flags; false for an unknown target. Where vectors are 16 f32 lanes wide,
-// also -mprefer-vector-width=512: gcc's tuning for AVX-512 CPUs (skylake-avx512, and what
-// -march=native makes of newer Xeons, e.g. rocketlake) prefers 256 bits, which splits every
-// register tile in two and halves the convolutions' speed (ResNet-18 53 -> 31 ms on a Xeon with
-// AMX that gcc 12 takes for a rocketlake).
+// The target's -march flags; false for an unknown target. Where the lowering blocked by 16 f32
+// lanes (compiler/target.h), also -mprefer-vector-width=512: gcc's tuning for AVX-512 CPUs
+// (skylake-avx512, and what -march=native makes of newer Xeons, e.g. rocketlake) prefers 256
+// bits, which splits every register tile in two and halves the convolutions' speed (ResNet-18
+// 53 -> 31 ms on a Xeon with AMX that gcc 12 takes for a rocketlake).
 static bool target_flags(const char *target, args *a) {
   if (strcmp(target, "native") == 0 || strcmp(target, "native-noamx") == 0) {
     args_add(a, "-march=native");
-    if (host_avx512()) args_add(a, "-mprefer-vector-width=512");
   } else if (strcmp(target, "avx512") == 0) {
     args_add(a, "-march=skylake-avx512");
-    args_add(a, "-mprefer-vector-width=512");
   } else if (strcmp(target, "avx2") == 0) {
     args_add(a, "-march=haswell");
   } else if (strcmp(target, "generic") == 0) {
@@ -386,6 +375,7 @@ static bool target_flags(const char *target, args *a) {
   } else {
     return false;
   }
+  if (kiln_target_f32_lanes(target) == 16) args_add(a, "-mprefer-vector-width=512");
   return true;
 }
 

@@ -30,9 +30,8 @@ kiln_bn_view kiln_bn_view_of(const kiln_shape *x) {
   return v;
 }
 
-bool kiln_bn_check_inputs(kiln_graph *g, kiln_node *n, kiln_diag *d, const int *per_channel,
-                          int count, int mode, const char *const *names) {
-  if (!kiln_op_check_float_inputs(g, n, mode + 1, d)) return false;
+bool kiln_bn_check_channels(const kiln_graph *g, const kiln_node *n, kiln_diag *d,
+                            const int *per_channel, int count, const char *const *names) {
   const kiln_tensor *x = kiln_in(g, n, 0);
   if (x->shape.rank < 2) {
     kiln_op_error(d, n, "inputs[0] (%s): expected at least 2 dimensions (N, C, ...), got %s",
@@ -49,6 +48,14 @@ bool kiln_bn_check_inputs(kiln_graph *g, kiln_node *n, kiln_diag *d, const int *
       return false;
     }
   }
+  return true;
+}
+
+bool kiln_bn_check_inputs(kiln_graph *g, kiln_node *n, kiln_diag *d, const int *per_channel,
+                          int count, int mode, const char *const *names) {
+  if (!kiln_op_check_float_inputs(g, n, mode + 1, d) ||
+      !kiln_bn_check_channels(g, n, d, per_channel, count, names))
+    return false;
   const kiln_tensor *f = kiln_in(g, n, mode);
   if (kiln_shape_numel(&f->shape) != 1) {
     kiln_op_error(d, n, "inputs[%d] (%s): expected the mode flag, one value, got %s", mode, f->name,

@@ -1,5 +1,6 @@
 // Shared by BatchNormTrain and BatchNormTrainGrad (batchnorm_train.c, batchnorm_train_grad.c):
-// the (N, C, S) view of x, input checks and the per-channel loop pieces of their lowerings.
+// the (N, C, S) view of x, input checks and the per-channel loop pieces of their lowerings; the
+// view and the channel check also serve BatchNormalization (batchnormalization.c).
 #ifndef KILN_OPS_NN_BATCHNORM_TRAIN_H
 #define KILN_OPS_NN_BATCHNORM_TRAIN_H
 
@@ -11,6 +12,10 @@ typedef struct kiln_bn_view {
 } kiln_bn_view;
 kiln_bn_view kiln_bn_view_of(const kiln_shape *x);
 
+// Input 0 of rank >= 2 (N, C, ...) and inputs per_channel[0..count) of shape (C); reports naming
+// the input (names[i]).
+bool kiln_bn_check_channels(const kiln_graph *g, const kiln_node *n, kiln_diag *d,
+                            const int *per_channel, int count, const char *const *names);
 // Float inputs [0, mode] of one dtype, input 0 of rank >= 2 (N, C, ...), inputs
 // per_channel[0..count) of shape (C), input `mode` (the mode flag) one value; reports naming the
 // input (names[i]).

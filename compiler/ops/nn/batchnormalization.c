@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "../op_internal.h"
+#include "batchnorm_train.h"
 
 static const kiln_attr_spec attrs[] = {
     {"epsilon", KILN_ATTR_FLOAT, false},
@@ -39,39 +40,21 @@ static bool check_attrs(const kiln_node *n, kiln_diag *d) {
 
 static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   if (!kiln_op_check_float_inputs(g, n, 5, d) || !check_attrs(n, d)) return false;
+  static const int per_channel[] = {1, 2, 3, 4};
+  if (!kiln_bn_check_channels(g, n, d, per_channel, 4, input_names)) return false;
   const kiln_tensor *x = kiln_in(g, n, 0);
-  if (x->shape.rank < 2) {
-    kiln_op_error(d, n, "inputs[0] (%s): expected at least 2 dimensions (N, C, ...), got %s",
-                  x->name, kiln_shape_text(&x->shape).text);
-    return false;
-  }
   int64_t C = x->shape.dim[1];
-  for (int i = 1; i < 5; i++) {
-    const kiln_tensor *p = kiln_in(g, n, i);
-    if (p->shape.rank != 1 || p->shape.dim[0] != C) {
-      kiln_op_error(d, n, "inputs[%d] (%s): expected %s of shape (%lld) (one per channel), got %s",
-                    i, p->name, input_names[i], (long long)C, kiln_shape_text(&p->shape).text);
-      return false;
-    }
-  }
   kiln_op_set_output(g, n, 0, x->dtype, &x->shape);  // y: like x
   for (int i = 1; i < n->n_outputs; i++)             // running_mean, running_var: (C)
     kiln_op_set_output(g, n, i, x->dtype, &(kiln_shape){.rank = 1, .dim = {C}});
   return true;
 }
 
-// x viewed as (N, C, S), S = D1 * ... * Dk.
-static int64_t spatial(const kiln_shape *x) {
-  int64_t s = 1;
-  for (int i = 2; i < x->rank; i++) s *= x->dim[i];
-  return s;
-}
-
 // training_mode = 1: channel c's mean and biased variance over the batch, and the running outputs.
 static void batch_stats(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out,
                         int64_t c, double *mean, double *var) {
   const kiln_shape *xs = in[0].shape;
-  int64_t N = xs->dim[0], C = xs->dim[1], S = spatial(xs);
+  int64_t N = xs->dim[0], C = xs->dim[1], S = kiln_bn_view_of(xs).S;
   double sum = 0, sq = 0, momentum = kiln_attr_float(n, "momentum", 0.9);
   for (int64_t b = 0; b < N; b++)
     for (int64_t s = 0; s < S; s++) sum += in[0].data[(b * C + c) * S + s];
@@ -90,7 +73,7 @@ static void batch_stats(const kiln_node *n, const kiln_eval_tensor *in, kiln_eva
 
 static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
   const kiln_shape *xs = in[0].shape;
-  int64_t N = xs->dim[0], C = xs->dim[1], S = spatial(xs);
+  int64_t N = xs->dim[0], C = xs->dim[1], S = kiln_bn_view_of(xs).S;
   double eps = kiln_attr_float(n, "epsilon", 1e-5);
   const double *scale = in[1].data, *bias = in[2].data;
   double *mean = kiln_xcalloc((size_t)C, sizeof(double)),
@@ -112,7 +95,7 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
 static void lower(const kiln_lower_ctx *c) {
   kiln_lb *b = c->b;
   const kiln_tensor *x = kiln_lower_in(c, 0), *y = kiln_lower_out(c, 0);
-  int64_t N = x->shape.dim[0], C = x->shape.dim[1], S = spatial(&x->shape);
+  int64_t N = x->shape.dim[0], C = x->shape.dim[1], S = kiln_bn_view_of(&x->shape).S;
   kiln_dtype t = y->dtype;
   double eps = kiln_attr_float(c->node, "epsilon", 1e-5);
   kiln_lb_comment(b, "BatchNormalization %s (inference, epsilon %g): %s -> %s", c->node->name, eps,
