@@ -35,11 +35,11 @@ typedef struct kiln_c_train {
 } kiln_c_train;
 
 typedef struct kiln_c_adversarial {
-  const kiln_lprog *g_prog;      // the generator's step (its C name: the model's + "_g")
-  const kiln_c_train *g_train;   // its inputs and outputs
-  int64_t n_critic;              // discriminator steps per generator step
-  const char *const *d_params;   // trained by the D step, copied into the G step's context
-  const char *const *g_params;   // trained by the G step, copied into the D step's context
+  const kiln_lprog *g_prog;     // the generator's step (its C name: the model's + "_g")
+  const kiln_c_train *g_train;  // its inputs and outputs
+  int64_t n_critic;             // discriminator steps per generator step
+  const char *const *d_params;  // trained by the D step, copied into the G step's context
+  const char *const *g_params;  // trained by the G step, copied into the D step's context
   int n_d_params, n_g_params;
 } kiln_c_adversarial;
 
@@ -63,12 +63,12 @@ bool kiln_emit_c_header(const kiln_lprog *p, const kiln_c_options *o, FILE *h);
 bool kiln_emit_c_files(const kiln_lprog *p, const kiln_c_options *o, const char *dir, kiln_diag *d);
 
 typedef struct kiln_build_options {
-  const char *cc;       // compiler command; default $CC or "cc"
-  const char *target;   // native | avx512 | avx2 | generic
+  const char *cc;            // compiler command; default $CC or "cc"
+  const char *target;        // native | avx512 | avx2 | generic
   const char *extra_cflags;  // appended (e.g. sanitizers); default $KILN_CFLAGS
   bool embed_weights;
-  bool keep_sources;    // leave the generated C beside the binary as OUT.c / OUT.h
-  bool verbose;         // print the compiler command line
+  bool keep_sources;          // leave the generated C beside the binary as OUT.c / OUT.h
+  bool verbose;               // print the compiler command line
   const kiln_c_train *train;  // a training build (links the trainer; see kiln_c_options)
   // An object file holding the model's kernels and API (the LLVM backend's): with train, the
   // generated C is then only the training glue (kiln_c_options.train_glue_only).
@@ -77,7 +77,8 @@ typedef struct kiln_build_options {
 
 // Compiles p into the executable `out` (and `out.weights` unless embedded), linked with the
 // runtime library. Writes through temporary files renamed into place.
-bool kiln_build_binary(const kiln_lprog *p, const kiln_build_options *o, const char *out, kiln_diag *d);
+bool kiln_build_binary(const kiln_lprog *p, const kiln_build_options *o, const char *out,
+                       kiln_diag *d);
 
 // ---- The LLVM backend (backends/llvm, LLVM 19's C API): the same loop program as LLVM IR. ----
 typedef struct kiln_llvm_options {

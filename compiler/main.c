@@ -221,8 +221,7 @@ static int parse_quant_flag(int argc, char **argv, int *i, cli *c) {
   } else if (kiln_cli_value(argc, argv, i, "--calib-method", &v)) {
     ok = v && kiln_calib_method_parse(v, &q->method);
     if (!ok)
-      bad_flag("--calib-method expects minmax, percentile, entropy or mse, got",
-               v ? v : "nothing");
+      bad_flag("--calib-method expects minmax, percentile, entropy or mse, got", v ? v : "nothing");
   } else if (kiln_cli_value(argc, argv, i, "--quant-bias-correction", &v)) {
     ok = v && kiln_bias_correction_parse(v, &q->bias_correction);
     if (!ok) bad_flag("--quant-bias-correction expects on or off, got", v ? v : "nothing");

@@ -53,7 +53,7 @@ typedef struct kiln_tensor {
   const char *where;  // JSON path of the declaration, for diagnostics
   // plan-memory: byte offset in the arena (VALUE) or the weights payload (PARAM, STATE); -1: none
   int64_t offset;
-  int in_place_of;  // in-place: the input whose storage this value reuses (-1: none)
+  int in_place_of;       // in-place: the input whose storage this value reuses (-1: none)
   kiln_param_role role;  // PARAM / STATE: weight (default), buffer or constant
 } kiln_tensor;
 

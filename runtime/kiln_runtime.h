@@ -50,7 +50,7 @@ typedef struct kiln_array {
   int dtype;
   int rank;
   int64_t shape[KILN_RT_MAX_RANK];
-  void *data;     // 64-byte aligned; free with kiln_array_free
+  void *data;  // 64-byte aligned; free with kiln_array_free
   size_t nbytes;
 } kiln_array;
 int64_t kiln_array_numel(const kiln_array *a);
@@ -90,11 +90,14 @@ int kiln_safetensors_write(const char *path, int count, const char *const *names
 // code are payload offsets. (Format 1, "KILNWTS1", had an FNV-1a checksum; reading one is an error
 // that says to rebuild.)
 #define KILN_WEIGHTS_HEADER_BYTES 64
-#define KILN_WEIGHTS_MAGIC {'K', 'I', 'L', 'N', 'W', 'T', 'S', '2'}
+#define KILN_WEIGHTS_MAGIC \
+  { 'K', 'I', 'L', 'N', 'W', 'T', 'S', '2' }
 uint64_t kiln_weights_checksum(const void *data, size_t n);
 uint64_t kiln_fnv1a64(const void *data, size_t n);  // for short strings (names, keys)
-int kiln_weights_write(const char *path, const void *payload, size_t bytes, char *err, size_t errlen);
-// Reads a blob file into a 64-byte aligned allocation holding the payload; checks size and checksum.
+int kiln_weights_write(const char *path, const void *payload, size_t bytes, char *err,
+                       size_t errlen);
+// Reads a blob file into a 64-byte aligned allocation holding the payload; checks size and
+// checksum.
 int kiln_weights_read(const char *path, size_t expect_bytes, uint64_t expect_checksum,
                       void **payload, char *err, size_t errlen);
 // Checks an in-memory blob (header included); on success *payload points inside it.
@@ -107,12 +110,13 @@ int kiln_weights_check(const void *blob, size_t blob_bytes, size_t expect_bytes,
 int kiln_rename_into_place(const char *tmp, const char *path);
 
 // Arena: one aligned allocation handed out in 64-byte aligned pieces.
-void *kiln_aligned_alloc(size_t bytes);  // 64-byte aligned, NULL on failure; free with kiln_aligned_free
+// 64-byte aligned, NULL on failure; free with kiln_aligned_free.
+void *kiln_aligned_alloc(size_t bytes);
 void kiln_aligned_free(void *p);
 
 // Timing.
-double kiln_now_ms(void);                  // monotonic clock
-double kiln_median(double *values, int n); // sorts values in place
+double kiln_now_ms(void);                   // monotonic clock
+double kiln_median(double *values, int n);  // sorts values in place
 
 // Threads.
 void kiln_set_threads(int n);  // n <= 0: leave OpenMP's default (OMP_NUM_THREADS)
@@ -154,7 +158,8 @@ typedef struct kiln_model_desc {
 } kiln_model_desc;
 
 // The standalone binary's main:
-//   BIN --input [NAME=]X.npy ... --output [NAME=]Y.npy ... [--weights FILE] [--bench N] [--threads N]
+//   BIN --input [NAME=]X.npy ... --output [NAME=]Y.npy ... [--weights FILE] [--bench N] [--threads
+//   N]
 // Inputs must match the model's dtype and shape, except that the leading dimension may be any
 // multiple of the model's: the batch is then run in model-sized chunks and outputs are stacked.
 // --bench N runs the first chunk N times after a warm-up and prints `median_ms=<float>`.

@@ -306,9 +306,10 @@ Test(grad, add_sub_mul_div_broadcasting) {
 Test(grad, where_broadcasting) {
   // cond (3, 1) broadcast along columns, x (3, 4) and y (4) along rows: y's gradient sums the rows
   // cond leaves to it.
-  grad_case c = {.params = "{\"name\": \"cond\", \"dtype\": \"bool\", \"shape\": [3, 1], "
-                           "\"init\": {\"kind\": \"values\", \"values\": [1, 0, 0]}}," PARAM(
-                               "x", "[3, 4]", "61") "," PARAM("y", "[4]", "62"),
+  grad_case c = {.params =
+                     "{\"name\": \"cond\", \"dtype\": \"bool\", \"shape\": [3, 1], "
+                     "\"init\": {\"kind\": \"values\", \"values\": [1, 0, 0]}}," PARAM(
+                         "x", "[3, 4]", "61") "," PARAM("y", "[4]", "62"),
                  .nodes = NODE("Where", "[\"cond\", \"x\", \"y\"]", "w", ""),
                  .output = "w"};
   check_gradients(&c, RTOL, ATOL);

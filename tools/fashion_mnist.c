@@ -23,7 +23,8 @@ static int fail(const char *path, const char *what) {
 }
 
 // Reads a gzip'd IDX file: header (magic, dims) then bytes. Returns the payload or NULL.
-static unsigned char *read_idx(const char *path, uint32_t magic, int n_dims, uint32_t *dims, size_t *bytes) {
+static unsigned char *read_idx(const char *path, uint32_t magic, int n_dims, uint32_t *dims,
+                               size_t *bytes) {
   gzFile f = gzopen(path, "rb");
   if (!f) return fail(path, "cannot open"), NULL;
   unsigned char head[16];
@@ -34,8 +35,10 @@ static unsigned char *read_idx(const char *path, uint32_t magic, int n_dims, uin
   } else {
     size_t total = 1;
     for (int i = 0; i < n_dims; i++) total *= dims[i] = be32(head + 4 + 4 * i);
-    if (dims[0] == 0 || dims[0] > MAX_ITEMS) fail(path, "implausible item count");
-    else if (!(data = malloc(total))) fail(path, "out of memory");
+    if (dims[0] == 0 || dims[0] > MAX_ITEMS)
+      fail(path, "implausible item count");
+    else if (!(data = malloc(total)))
+      fail(path, "out of memory");
     else if (gzread(f, data, (unsigned)total) != (int)total) {
       free(data);
       data = NULL;
@@ -77,7 +80,8 @@ static int argmax(const float *v, int n) {
 static int cmd_accuracy(const char *logits_path, const char *labels_path) {
   char err[512];
   kiln_array logits;
-  if (kiln_npy_read(logits_path, &logits, err, sizeof(err))) return fprintf(stderr, "kiln-fashion-mnist: %s\n", err), 2;
+  if (kiln_npy_read(logits_path, &logits, err, sizeof(err)))
+    return fprintf(stderr, "kiln-fashion-mnist: %s\n", err), 2;
   uint32_t dims[1];
   size_t n;
   unsigned char *labels = read_idx(labels_path, IDX_LABELS, 1, dims, &n);
@@ -85,11 +89,13 @@ static int cmd_accuracy(const char *logits_path, const char *labels_path) {
   if (!labels) {
     rc = 2;
   } else if (logits.dtype != KILN_RT_F32 || logits.rank != 2 || (size_t)logits.shape[0] != n) {
-    rc = fail(logits_path, "expected f32 logits of shape (N, classes) with N = the number of labels");
+    rc = fail(logits_path,
+              "expected f32 logits of shape (N, classes) with N = the number of labels");
   } else {
     int classes = (int)logits.shape[1];
     size_t correct = 0;
-    for (size_t i = 0; i < n; i++) correct += argmax((const float *)logits.data + i * (size_t)classes, classes) == labels[i];
+    for (size_t i = 0; i < n; i++)
+      correct += argmax((const float *)logits.data + i * (size_t)classes, classes) == labels[i];
     printf("test_accuracy=%.4f\n", (double)correct / (double)n);
   }
   free(labels);
@@ -100,7 +106,9 @@ static int cmd_accuracy(const char *logits_path, const char *labels_path) {
 int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "images") == 0) return cmd_images(argv[2], argv[3]);
   if (argc == 4 && strcmp(argv[1], "accuracy") == 0) return cmd_accuracy(argv[2], argv[3]);
-  fputs("usage: kiln-fashion-mnist images IMAGES.gz OUT.npy\n"
-        "       kiln-fashion-mnist accuracy LOGITS.npy LABELS.gz\n", stderr);
+  fputs(
+      "usage: kiln-fashion-mnist images IMAGES.gz OUT.npy\n"
+      "       kiln-fashion-mnist accuracy LOGITS.npy LABELS.gz\n",
+      stderr);
   return 2;
 }

@@ -272,8 +272,7 @@ static void copy_weights(glue *gl, LLVMValueRef ctx, LLVMValueRef weights) {
   lgen *g = gl->g;
   int64_t bytes = g->p->weights_bytes > 0 ? g->p->weights_bytes : 64;
   LLVMValueRef n = ll_i64(g, bytes);
-  LLVMValueRef copy =
-      ll_call(g, ll_declare(g, "kiln_aligned_alloc", g->ptr, &g->i64, 1), &n, 1);
+  LLVMValueRef copy = ll_call(g, ll_declare(g, "kiln_aligned_alloc", g->ptr, &g->i64, 1), &n, 1);
   return_if(g, is_null(g, copy), status(g, KILN_ERR_NOMEM));
   if (g->p->weights_bytes > 0) LLVMBuildMemCpy(g->b, copy, 64, weights, 1, n);
   store_ctx(gl, ctx, CTX_WEIGHTS, copy);

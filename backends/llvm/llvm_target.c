@@ -20,11 +20,8 @@ typedef struct target_spec {
 } target_spec;
 
 static const target_spec targets[] = {
-    {"native", NULL, NULL},
-    {"native-noamx", NULL, NULL},
-    {"avx512", "skylake-avx512", "512"},
-    {"avx2", "haswell", NULL},
-    {"generic", "x86-64", NULL},
+    {"native", NULL, NULL},    {"native-noamx", NULL, NULL}, {"avx512", "skylake-avx512", "512"},
+    {"avx2", "haswell", NULL}, {"generic", "x86-64", NULL},
 };
 
 static const target_spec *find_target(const char *name) {

@@ -6,8 +6,8 @@
 #include <stddef.h>
 
 #include "../../ir/dtype.h"
-#include "../../runtime/kiln_runtime.h"
 #include "../../ir/resource_limits.h"
+#include "../../runtime/kiln_runtime.h"
 #include "onnx/onnx.pb-c.h"
 
 // Largest .onnx or external data file read: KILN_LIMITS model-bytes (ir/resource_limits.h; the

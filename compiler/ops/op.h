@@ -49,9 +49,9 @@ typedef struct kiln_lower_ctx {
   const kiln_graph *g;
   const kiln_node *node;
   kiln_lb *b;
-  const int *tensor_buf;  // graph tensor index -> loop program buffer index
-  int f32_lanes;          // the target's f32 vector width: 16, 8 or 4 (compiler/target.h)
-  bool amx;               // the integer GEMMs may use AMX tiles (LS_TILEDOT; compiler/target.h)
+  const int *tensor_buf;      // graph tensor index -> loop program buffer index
+  int f32_lanes;              // the target's f32 vector width: 16, 8 or 4 (compiler/target.h)
+  bool amx;                   // the integer GEMMs may use AMX tiles (LS_TILEDOT; compiler/target.h)
   const kiln_tuning *tuning;  // tiles chosen by kiln build --tune (NULL: the analytical ones)
   int64_t *scratch_used;      // bytes of scratch this kernel took so far (kiln_lower_scratch)
 } kiln_lower_ctx;
@@ -74,7 +74,7 @@ typedef struct kiln_grad_ctx {
   const bool *need;  // per input: whether its gradient is wanted
   int *dx;           // per input: set by the rule
   kiln_diag *d;
-  int counter;       // for unique names of the nodes and tensors the rule adds
+  int counter;  // for unique names of the nodes and tensors the rule adds
 } kiln_grad_ctx;
 
 // How far the reference kernel and the generated code may stray from an f32 reference computed by
@@ -125,7 +125,7 @@ typedef struct kiln_op_def {
 
 const kiln_op_def *kiln_op_get(int op);
 const kiln_op_def *kiln_op_find(const char *name);  // NULL if unsupported
-int kiln_op_lookup(const char *name);                   // -1 if unsupported
+int kiln_op_lookup(const char *name);               // -1 if unsupported
 bool kiln_gemm_activation_ok(int op);  // FusedGemm may take op as its activation (gemm.c)
 
 // ---- Helpers shared by op files (compiler/ops/common.c) ----

@@ -46,8 +46,7 @@ static bool plan_weights(kiln_compilation *c, kiln_diag *d) {
   memset(c->weights, 0, (size_t)(size ? size : ALIGN));
   for (int i = 0; i < g->n_tensors; i++) {
     kiln_tensor *t = &g->tensors[i];
-    if (in_payload(t))
-      memcpy((char *)c->weights + t->offset, t->data, (size_t)tensor_bytes(t));
+    if (in_payload(t)) memcpy((char *)c->weights + t->offset, t->data, (size_t)tensor_bytes(t));
   }
   c->weights_bytes = size;
   return true;

@@ -82,13 +82,14 @@ static bool check_writes(const kiln_graph *g, kiln_diag *d) {
       int t = n->inputs[k];
       if (!(writes >> k & 1u) || t < 0) continue;
       if (g->tensors[t].kind != KILN_TENSOR_STATE) {
-        kiln_diag_error(d, n->where, "verifier: node '%s' writes '%s', which is not STATE",
-                        n->name, g->tensors[t].name);
+        kiln_diag_error(d, n->where, "verifier: node '%s' writes '%s', which is not STATE", n->name,
+                        g->tensors[t].name);
         ok = false;
       }
       for (int j = i + 1; j < g->n_nodes; j++)
         for (int m = 0; m < g->nodes[j].n_inputs; m++)
-          if (g->nodes[j].inputs[m] == t && !(kiln_op_get(g->nodes[j].op)->writes_inputs >> m & 1u)) {
+          if (g->nodes[j].inputs[m] == t &&
+              !(kiln_op_get(g->nodes[j].op)->writes_inputs >> m & 1u)) {
             kiln_diag_error(d, n->where, "verifier: node '%s' writes '%s' before '%s' reads it",
                             n->name, g->tensors[t].name, g->nodes[j].name);
             ok = false;
