@@ -31,7 +31,7 @@ int kiln_lprog_add_buf(kiln_lprog *p, const kiln_lbuf *b) {
 static kiln_lstmt *new_stmt(kiln_lprog *p, kiln_lstmt_kind kind) {
   kiln_lstmt *s = kiln_pool_alloc(&p->pool, sizeof(*s));
   s->kind = kind;
-  s->var = s->buf = s->reduce_var = -1;
+  s->var = s->buf = -1;
   return s;
 }
 

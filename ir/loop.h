@@ -129,11 +129,12 @@ typedef struct kiln_ltile {
 } kiln_ltile;
 
 // Schedule annotations on a loop, set by passes.
+enum { KILN_MAX_REDUCE = 8 };  // accumulators of one reduction loop
 enum {
   KILN_LOOP_PARALLEL = 1 << 0,   // iterations are independent; run across threads
   KILN_LOOP_VECTORIZE = 1 << 1,  // innermost data-parallel loop; ask for SIMD
   KILN_LOOP_UNROLL = 1 << 2,     // unroll by `unroll`
-  KILN_LOOP_REDUCE = 1 << 3,     // iterations accumulate into `reduce_var` with `reduce_op`
+  KILN_LOOP_REDUCE = 1 << 3,     // iterations accumulate into reduce_vars[i] with reduce_ops[i]
 };
 
 typedef struct kiln_lstmt kiln_lstmt;
@@ -148,7 +149,11 @@ struct kiln_lstmt {
   kiln_lstmt *body;
   unsigned flags;
   int unroll;
-  int reduce_var, reduce_op;  // KILN_LOOP_REDUCE: the accumulator (var index) and kiln_lbin
+  // KILN_LOOP_REDUCE: the accumulators (var indices, distinct) and their kiln_lbin; each is
+  // updated once per iteration (v = v OP e) and read nowhere else in the body, so the updates
+  // of different accumulators are independent chains (several outputs per loop over k).
+  int n_reduce;
+  int reduce_vars[KILN_MAX_REDUCE], reduce_ops[KILN_MAX_REDUCE];
   // DECL / ASSIGN use var + value (a DECL of a local array has no value: its elements start
   // undefined, a lane accumulator's at 0); STORE uses buf + index + value; LSTORE var + index +
   // value

@@ -172,7 +172,10 @@ static bool check_for(verify_ctx *v, const kiln_lstmt *s) {
     return fail(v, "loop bounds are not integers");
   bool parallel = s->flags & KILN_LOOP_PARALLEL;
   if (parallel && v->parallel_depth) return fail(v, "nested parallel loops");
-  if ((s->flags & KILN_LOOP_REDUCE) && !check_var_index(v, s->reduce_var)) return false;
+  if ((s->flags & KILN_LOOP_REDUCE) && (s->n_reduce < 1 || s->n_reduce > KILN_MAX_REDUCE))
+    return fail(v, "reduction loop with %d accumulators", s->n_reduce);
+  for (int i = 0; (s->flags & KILN_LOOP_REDUCE) && i < s->n_reduce; i++)
+    if (!check_var_index(v, s->reduce_vars[i])) return false;
   v->parallel_depth += parallel;
   v->in_scope[s->var] = v->loop_var[s->var] = true;
   bool ok = check_block(v, s->body);

@@ -155,6 +155,104 @@ Test(passes, schedule_parallelizes_big_kernels_only) {
   kiln_compilation_free(&c);
 }
 
+// The first vectorized reduction loop in s (NULL: none).
+static const kiln_lstmt *reduction_loop(const kiln_lstmt *s) {
+  if (s->kind == LS_FOR && (s->flags & KILN_LOOP_REDUCE) && (s->flags & KILN_LOOP_VECTORIZE))
+    return s;
+  const kiln_lstmt *r = NULL;
+  if (s->kind == LS_FOR) r = reduction_loop(s->body);
+  for (int i = 0; s->kind == LS_BLOCK && !r && i < s->n; i++) r = reduction_loop(s->stmts[i]);
+  if (s->kind == LS_IF && !r) r = reduction_loop(s->then_);
+  if (s->kind == LS_IF && !r && s->else_) r = reduction_loop(s->else_);
+  return r;
+}
+
+Test(passes, schedule_sums_several_outputs_per_loop) {
+  // The MLP's fc1 (512 outputs, transB = 1): 4 dot products per vectorized loop over k, so 4
+  // independent accumulator chains.
+  kiln_compilation c;
+  compile_all(&c, load_sample(1));  // mlp
+  const kiln_lstmt *r = reduction_loop(c.prog->kernels[0].body);
+  cr_assert(r, "fc1 has no vectorized reduction");
+  cr_expect_eq(r->n_reduce, 4, "fc1 sums %d outputs per loop over k, expected 4", r->n_reduce);
+  for (int i = 0; i < r->n_reduce; i++) cr_expect_eq(r->reduce_ops[i], LB_ADD);
+  kiln_compilation_free(&c);
+  // BatchNormTrainGrad's sum(dy) and sum(dy (x - m)): one sweep, two accumulators.
+  char path[512];
+  snprintf(path, sizeof path, "%s/ops/bntrain_relu_grad/model.json", KILN_TEST_GOLDENS_DIR);
+  compile_all(&c, model_or_fail(path));
+  r = reduction_loop(c.prog->kernels[c.prog->n_kernels - 1].body);
+  cr_assert(r, "BatchNormTrainGrad has no vectorized reduction");
+  cr_expect_eq(r->n_reduce, 2, "BatchNormTrainGrad's sums: %d per loop, expected 2", r->n_reduce);
+  kiln_compilation_free(&c);
+}
+
+// A loop over 64 elements of x whose body is built by `body` (acc and acc2 declared before it),
+// then scheduled: returns the loop's flags.
+typedef void (*body_fn)(kiln_lb *b, int x, int y, int i, int acc, int acc2);
+static unsigned schedule_flags(body_fn body) {
+  kiln_lprog *p = kiln_lprog_new("sched");
+  kiln_lbuf in = {.name = "x", .kind = KILN_BUF_INPUT, .dtype = KILN_F32, .numel = 64};
+  kiln_lbuf out = {.name = "y", .kind = KILN_BUF_OUTPUT, .dtype = KILN_F32, .numel = 64};
+  int x = kiln_lprog_add_buf(p, &in), y = kiln_lprog_add_buf(p, &out);
+  kiln_lb b;
+  kiln_lb_begin(&b, p, kiln_lprog_add_kernel(p, "Test", "t"));
+  int acc = kiln_lb_decl(&b, "acc", KILN_F32, lx_float(&b, KILN_F32, 0));
+  int acc2 = kiln_lb_decl(&b, "acc2", KILN_F32, lx_float(&b, KILN_F32, 0));
+  int i = kiln_lb_for_n(&b, "i", 64);
+  body(&b, x, y, i, acc, acc2);
+  kiln_lstmt *loop = kiln_lb_end_for(&b);
+  kiln_lb_store(&b, y, lx_int(&b, 0), lx_bin(&b, LB_ADD, lx_var(&b, acc), lx_var(&b, acc2)));
+  kiln_lb_end(&b);
+  kiln_compilation c = {.prog = p};
+  kiln_diag d;
+  kiln_diag_init(&d, "test");
+  bool changed;
+  cr_assert(kiln_pass_schedule(&c, &d, &changed));
+  cr_assert(kiln_lprog_verify(p, stderr));
+  unsigned flags = loop->flags;
+  kiln_lprog_free(p);
+  return flags;
+}
+
+static kiln_lexpr *x_at(kiln_lb *b, int x, int i) { return lx_load(b, x, lx_var(b, i)); }
+
+// acc += x[i]; acc2 = max(acc2, x[i]): two independent reductions
+static void two_sums(kiln_lb *b, int x, int y, int i, int acc, int acc2) {
+  (void)y;
+  kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), x_at(b, x, i)));
+  kiln_lb_assign(b, acc2, lx_bin(b, LB_MAX, lx_var(b, acc2), x_at(b, x, i)));
+}
+
+// acc += x[i]; acc2 += acc: acc2 reads the running sum
+static void chained_sums(kiln_lb *b, int x, int y, int i, int acc, int acc2) {
+  (void)y;
+  kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), x_at(b, x, i)));
+  kiln_lb_assign(b, acc2, lx_bin(b, LB_ADD, lx_var(b, acc2), lx_var(b, acc)));
+}
+
+// acc += x[i]; y[i] = acc: a prefix sum
+static void prefix_sum(kiln_lb *b, int x, int y, int i, int acc, int acc2) {
+  (void)acc2;
+  kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), x_at(b, x, i)));
+  kiln_lb_store(b, y, lx_var(b, i), lx_var(b, acc));
+}
+
+// acc += x[i] twice
+static void twice(kiln_lb *b, int x, int y, int i, int acc, int acc2) {
+  (void)y, (void)acc2;
+  kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), x_at(b, x, i)));
+  kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), x_at(b, x, i)));
+}
+
+Test(passes, schedule_vectorizes_independent_reductions_only) {
+  unsigned vr = KILN_LOOP_VECTORIZE | KILN_LOOP_REDUCE;
+  cr_expect_eq(schedule_flags(two_sums) & vr, vr, "two independent sums not vectorized");
+  cr_expect_eq(schedule_flags(chained_sums) & vr, 0, "a sum reading another vectorized");
+  cr_expect_eq(schedule_flags(prefix_sum) & vr, 0, "a prefix sum vectorized");
+  cr_expect_eq(schedule_flags(twice) & vr, 0, "an accumulator updated twice vectorized");
+}
+
 Test(loop_ir, verifier_rejects_bad_programs) {
   kiln_lprog *p = kiln_lprog_new("bad");
   kiln_lbuf in = {.name = "x", .kind = KILN_BUF_INPUT, .dtype = KILN_F32, .numel = 4};

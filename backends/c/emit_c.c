@@ -479,8 +479,9 @@ static void walk_stmt(em *m, const kiln_lstmt *s) {
       break;
     case LS_FOR:
       if (s->var < 0 || s->var >= k->n_vars) em_fail(m, "loop variable %d out of range", s->var);
-      if ((s->flags & KILN_LOOP_REDUCE) && (s->reduce_var < 0 || s->reduce_var >= k->n_vars))
-        em_fail(m, "reduction variable %d out of range", s->reduce_var);
+      for (int i = 0; (s->flags & KILN_LOOP_REDUCE) && i < s->n_reduce; i++)
+        if (s->reduce_vars[i] < 0 || s->reduce_vars[i] >= k->n_vars)
+          em_fail(m, "reduction variable %d out of range", s->reduce_vars[i]);
       walk_expr(m, s->lo);
       walk_expr(m, s->hi);
       walk_stmt(m, s->body);
@@ -806,13 +807,20 @@ static const char *omp_reduction_op(int op) {
 static void for_stmt(em *m, const kiln_lstmt *s) {
   bool par = (s->flags & KILN_LOOP_PARALLEL) && !m->in_parallel && !m->in_simd;
   bool simd = (s->flags & KILN_LOOP_VECTORIZE) && !m->in_simd;
-  char red[160] = "";
-  if (s->flags & KILN_LOOP_REDUCE) {
-    const char *op = omp_reduction_op(s->reduce_op);
-    if (op)
-      snprintf(red, sizeof(red), " reduction(%s:%s)", op, m->var[s->reduce_var]);
-    else
+  char red[KILN_MAX_REDUCE * 160] = "";
+  int at = 0;
+  for (int i = 0; (s->flags & KILN_LOOP_REDUCE) && i < s->n_reduce; i++) {
+    const char *op = omp_reduction_op(s->reduce_ops[i]);
+    if (!op) {
       par = simd = false;  // no OpenMP reduction for it: keep the loop serial
+      break;
+    }
+    at += snprintf(red + at, sizeof(red) - (size_t)at, " reduction(%s:%s)", op,
+                   m->var[s->reduce_vars[i]]);
+    if (at >= (int)sizeof(red)) {
+      em_fail(m, "reduction clause too long");
+      return;
+    }
   }
   if (par || simd) {
     line(m, "#pragma omp %s%s",

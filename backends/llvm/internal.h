@@ -37,9 +37,9 @@ typedef struct lgen {
   LLVMValueRef *var_slot;  // per kernel variable: its alloca
   LLVMValueRef *buf_ptr;   // per buffer: its pointer in this function (NULL: not a parameter)
   bool in_parallel, in_vector;
-  // Inside a vectorized reduction loop: its accumulator, whose updates may be reassociated.
-  bool in_reduction;
-  int reduce_var;
+  // The vectorized reduction loop the statements are in (NULL: none): its accumulators' updates
+  // may be reassociated.
+  const kiln_lstmt *reduction;
   int n_outlined;
   // Alias scopes: local arrays live in their own scope, which no buffer access can touch (as in C,
   // a local array is a distinct object), so LLVM keeps accumulators in registers across loops

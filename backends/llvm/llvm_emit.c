@@ -193,7 +193,8 @@ static void walk_stmt(walk *w, const kiln_lstmt *s) {
       return;
     case LS_FOR:
       check_var(w, s->var, "loop");
-      if (s->flags & KILN_LOOP_REDUCE) check_var(w, s->reduce_var, "reduction");
+      for (int i = 0; (s->flags & KILN_LOOP_REDUCE) && i < s->n_reduce; i++)
+        check_var(w, s->reduce_vars[i], "reduction");
       walk_expr(w, s->lo);
       walk_expr(w, s->hi);
       walk_stmt(w, s->body);
@@ -849,6 +850,13 @@ static void allow_reassoc(LLVMValueRef update) {
                                      LLVMFastMathNoSignedZeros);
 }
 
+// Whether var is one of the accumulators of the reduction loop (NULL: outside one).
+static bool reduces_into(const kiln_lstmt *loop, int var) {
+  for (int i = 0; loop && i < loop->n_reduce; i++)
+    if (loop->reduce_vars[i] == var) return true;
+  return false;
+}
+
 // for (var = start; var < end; var++) body; `end` NULL: s->hi, evaluated at each test as in C.
 static void for_loop(lgen *g, const kiln_lstmt *s, LLVMValueRef start, LLVMValueRef end) {
   if (!end && unroll_fully(g, s)) return;
@@ -864,21 +872,18 @@ static void for_loop(lgen *g, const kiln_lstmt *s, LLVMValueRef start, LLVMValue
   LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, cur, lim, ""), body, exit);
 
   bool vector = (s->flags & KILN_LOOP_VECTORIZE) && !g->in_vector;
-  if ((s->flags & KILN_LOOP_REDUCE) && !reduction_vectorizable(s->reduce_op)) vector = false;
+  for (int i = 0; (s->flags & KILN_LOOP_REDUCE) && i < s->n_reduce; i++)
+    if (!reduction_vectorizable(s->reduce_ops[i])) vector = false;
   int unroll = !vector && (s->flags & KILN_LOOP_UNROLL) && s->unroll >= 1 ? s->unroll : 0;
-  bool was_vector = g->in_vector, was_reduction = g->in_reduction;
-  int was_reduce_var = g->reduce_var;
+  bool was_vector = g->in_vector;
+  const kiln_lstmt *was_reduction = g->reduction;
   g->in_vector |= vector;
-  if (vector && (s->flags & KILN_LOOP_REDUCE)) {
-    g->in_reduction = true;
-    g->reduce_var = s->reduce_var;
-  }
+  if (vector && (s->flags & KILN_LOOP_REDUCE)) g->reduction = s;
   LLVMPositionBuilderAtEnd(g->b, body);
   stmt(g, s->body);
   LLVMBuildBr(g->b, latch);
   g->in_vector = was_vector;
-  g->in_reduction = was_reduction;
-  g->reduce_var = was_reduce_var;
+  g->reduction = was_reduction;
 
   LLVMPositionBuilderAtEnd(g->b, latch);
   LLVMValueRef v = LLVMBuildLoad2(g->b, ll_type(g, vt), slot, "");
@@ -1149,7 +1154,7 @@ static void stmt(lgen *g, const kiln_lstmt *s) {
       kiln_dtype vt = k->vars[s->var].dtype;
       LLVMValueRef v = s->value ? convert(g, expr(g, s->value), s->value->dtype, vt)
                                 : LLVMConstNull(ll_type(g, vt));
-      if (s->kind == LS_ASSIGN && g->in_reduction && s->var == g->reduce_var) allow_reassoc(v);
+      if (s->kind == LS_ASSIGN && reduces_into(g->reduction, s->var)) allow_reassoc(v);
       LLVMBuildStore(g->b, v, g->var_slot[s->var]);
       return;
     }

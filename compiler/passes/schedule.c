@@ -4,9 +4,9 @@
 //    inside the loop) and do enough work to pay for a thread team.
 //  - vectorize: an innermost loop of more than a few iterations whose body is straight-line code
 //    of the same kind (loops inside it that the backends unroll completely count as straight-line
-//    code); if it
-//    accumulates into one outer variable (`acc = acc + e`, or max/min), it is marked as a
-//    reduction.
+//    code); if it accumulates into outer variables (`acc = acc + e`, or * / max / min; up to
+//    KILN_MAX_REDUCE of them, each updated once and read nowhere else: several outputs' sums
+//    in one loop over k), it is marked as a reduction over all of them.
 // The tiling pass of a later issue refines this; the C and LLVM backends render the annotations.
 #include <stdlib.h>
 
@@ -24,8 +24,8 @@ typedef struct body_facts {
   bool has_loop;
   bool stores_ok;     // every store index uses the loop variable
   int outer_assigns;  // assignments to variables declared outside the loop
-  int reduce_var, reduce_op;
-  bool reduce_ok;  // the single outer assignment has the form v = v OP e, e not using v
+  int reduce_vars[KILN_MAX_REDUCE], reduce_ops[KILN_MAX_REDUCE];
+  bool reduce_ok;  // every outer assignment has the form v = v OP e, one per v (see reductions_ok)
 } body_facts;
 
 static bool declared_inside(const kiln_lstmt *s, int var) {
@@ -41,12 +41,45 @@ static bool declared_inside(const kiln_lstmt *s, int var) {
 
 static void classify_assign(const kiln_lstmt *s, body_facts *f) {
   const kiln_lexpr *v = s->value;
-  f->outer_assigns++;
-  f->reduce_var = s->var;
-  f->reduce_ok = v->kind == LE_BIN &&
-                 (v->op == LB_ADD || v->op == LB_MUL || v->op == LB_MAX || v->op == LB_MIN) &&
-                 v->a->kind == LE_VAR && v->a->var == s->var && !expr_uses_var(v->b, s->var);
-  f->reduce_op = v->op;
+  int i = f->outer_assigns++;
+  if (i >= KILN_MAX_REDUCE) {
+    f->reduce_ok = false;
+    return;
+  }
+  for (int j = 0; j < i; j++)
+    if (f->reduce_vars[j] == s->var) f->reduce_ok = false;  // updated twice per iteration
+  f->reduce_vars[i] = s->var;
+  f->reduce_ops[i] = v->op;
+  f->reduce_ok &= v->kind == LE_BIN &&
+                  (v->op == LB_ADD || v->op == LB_MUL || v->op == LB_MAX || v->op == LB_MIN) &&
+                  v->a->kind == LE_VAR && v->a->var == s->var;
+}
+
+// Reads of var in e.
+static int reads_of(const kiln_lexpr *e, int var) {
+  if (!e) return 0;
+  return (e->kind == LE_VAR && e->var == var) + reads_of(e->a, var) + reads_of(e->b, var) +
+         reads_of(e->c, var);
+}
+
+// Reads of var in the expressions of s (its own update's `v OP e` counts one).
+static int reads_in(const kiln_lstmt *s, int var) {
+  if (!s) return 0;
+  int n = reads_of(s->lo, var) + reads_of(s->hi, var) + reads_of(s->index, var) +
+          reads_of(s->value, var) + reads_of(s->cond, var) + reads_of(s->w_index, var) +
+          reads_of(s->c_index, var) + reads_in(s->body, var) + reads_in(s->then_, var) +
+          reads_in(s->else_, var);
+  for (int i = 0; s->kind == LS_BLOCK && i < s->n; i++) n += reads_in(s->stmts[i], var);
+  return n;
+}
+
+// The accumulators are independent chains: each is read only by its own update (not by the
+// other updates, stores or conditions), so the iterations can be split across vector lanes.
+static bool reductions_ok(const kiln_lstmt *loop, const body_facts *f) {
+  if (!f->reduce_ok) return false;
+  for (int i = 0; i < f->outer_assigns; i++)
+    if (reads_in(loop->body, f->reduce_vars[i]) != 1) return false;
+  return true;
 }
 
 static int64_t trip_count(const kiln_lstmt *loop);
@@ -109,7 +142,7 @@ static void gather(const kiln_lstmt *loop, const kiln_lstmt *s, body_facts *f) {
 }
 
 static body_facts facts_of(const kiln_lstmt *loop) {
-  body_facts f = {.stores_ok = true, .reduce_var = -1};
+  body_facts f = {.stores_ok = true, .reduce_ok = true};
   gather(loop, loop->body, &f);
   return f;
 }
@@ -157,13 +190,16 @@ static bool mark_vector_loops(kiln_lstmt *s) {
   if (s->kind != LS_FOR) return changed;
   body_facts f = facts_of(s);
   if (f.has_loop) return mark_vector_loops(s->body) || changed;
-  if (!f.stores_ok || f.outer_assigns > 1 || (f.outer_assigns == 1 && !f.reduce_ok)) return changed;
+  if (!f.stores_ok || (f.outer_assigns > 0 && !reductions_ok(s, &f))) return changed;
   if (too_short_to_vectorize(s)) return changed;
   s->flags |= KILN_LOOP_VECTORIZE;
-  if (f.outer_assigns == 1) {
+  if (f.outer_assigns > 0) {
     s->flags |= KILN_LOOP_REDUCE;
-    s->reduce_var = f.reduce_var;
-    s->reduce_op = f.reduce_op;
+    s->n_reduce = f.outer_assigns;
+    for (int i = 0; i < f.outer_assigns; i++) {
+      s->reduce_vars[i] = f.reduce_vars[i];
+      s->reduce_ops[i] = f.reduce_ops[i];
+    }
   }
   return true;
 }

@@ -10,7 +10,8 @@
 // dy = y > 0 ? dy : 0 (Relu's gradient).
 //   dy, x, y: (N, C, D1, ..., Dk)   scale, mean_b, input_mean, inv: (C)   f: (1)
 //   dx: like x   dscale, dB: (C)
-// Two passes over dy and x per channel: the two sums (each a vectorized reduction), then dx.
+// Two passes over dy and x per channel: the two sums (one vectorized loop, two accumulators),
+// then dx.
 #include <stdlib.h>
 
 #include "../op_internal.h"
@@ -103,8 +104,19 @@ static kiln_lexpr *centred(kiln_lb *b, const grad_lower *l, int n, int c, int s)
   return lx_bin(b, LB_SUB, kiln_bn_at(b, kiln_in_buf(l->c, 1), &l->v, n, c, s), lx_var(b, l->m));
 }
 
-static kiln_lexpr *dy_x_term(kiln_lb *b, const void *arg, int n, int c, int s) {
-  return lx_bin(b, LB_MUL, dy_term(b, arg, n, c, s), centred(b, arg, n, c, s));
+// sdy = sum(dy), sdyx = sum(dy (x - m)) over n < N, s < S, in one loop (two reductions: each
+// sum's terms added in the same order as alone).
+static void sums(kiln_lb *b, const grad_lower *l, int c, kiln_dtype t, int *sdy, int *sdyx) {
+  *sdy = kiln_lb_decl(b, "sdy", t, lx_float(b, t, 0));
+  *sdyx = kiln_lb_decl(b, "sdyx", t, lx_float(b, t, 0));
+  int n = kiln_lb_for_n(b, "n", l->v.N);
+  int s = kiln_lb_for_n(b, "s", l->v.S);
+  int dy = kiln_lb_decl(b, "dy", t, dy_term(b, l, n, c, s));
+  kiln_lb_assign(b, *sdy, lx_bin(b, LB_ADD, lx_var(b, *sdy), lx_var(b, dy)));
+  kiln_lexpr *dyx = lx_bin(b, LB_MUL, lx_var(b, dy), centred(b, l, n, c, s));
+  kiln_lb_assign(b, *sdyx, lx_bin(b, LB_ADD, lx_var(b, *sdyx), dyx));
+  kiln_lb_end_for(b);
+  kiln_lb_end_for(b);
 }
 
 // dx[n, c, s] = kx * (x - m) + (a * dy + k0)
@@ -143,8 +155,8 @@ static void lower(const kiln_lower_ctx *cx) {
   l.m = kiln_lb_decl(b, "m", t,
                      kiln_bn_blend(b, t, kiln_in_buf(cx, 6), in_c(b, cx, 3, c), in_c(b, cx, 4, c)));
   int s = kiln_lb_decl(b, "s", t, in_c(b, cx, 5, c));
-  int sdy = kiln_bn_sum(b, "sdy", t, &l.v, c, dy_term, &l);
-  int sdyx = kiln_bn_sum(b, "sdyx", t, &l.v, c, dy_x_term, &l);
+  int sdy, sdyx;
+  sums(b, &l, c, t, &sdy, &sdyx);
   kiln_lb_store(b, kiln_out_buf(cx, 1), lx_var(b, c), mul(b, lx_var(b, sdyx), lx_var(b, s)));
   kiln_lb_store(b, kiln_out_buf(cx, 2), lx_var(b, c), lx_var(b, sdy));
   int a = kiln_lb_decl(b, "a", t, mul(b, lx_var(b, s), in_c(b, cx, 2, c)));

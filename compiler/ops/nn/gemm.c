@@ -1,9 +1,9 @@
 // Gemm (ONNX): Y = alpha * A' B' + beta * C, with A' = transA ? A^T : A and B' likewise.
 //   A': (M, K)   B': (K, N)   C: optional, unidirectionally broadcastable to (M, N)   Y: (M, N)
 // Lowering: transB = 0 accumulates contiguous output rows (i-k-j); transB = 1 takes dot products
-// over contiguous k (i-j-k). The schedule pass vectorizes the innermost loop of either. A
-// matrix-vector product with a constant B that is at least 3/4 zeros (a pruned model's) reads only
-// the non-zero weights, compressed by output column at compile time.
+// over contiguous k (i-j-k), 4 outputs per loop over k. The schedule pass vectorizes the innermost
+// loop of either. A matrix-vector product with a constant B that is at least 3/4 zeros (a pruned
+// model's) reads only the non-zero weights, compressed by output column at compile time.
 // FusedGemm (made by fuse-epilogue): Y = activation(Gemm(A, B, C)), the activation applied to
 // each finished part of an output row while it is in cache.
 #include <stdlib.h>
@@ -161,51 +161,88 @@ static kiln_lexpr *column(kiln_lb *b, int nt, int64_t tile, int j) {
   return lx_madd(b, lx_var(b, nt), tile, lx_var(b, j));
 }
 
-// Output columns per block of the per-output lowerings: the largest divisor of N up to 32. A block
-// is computed, then activated while it is in cache; with M = 1 the block loop runs in parallel.
-static int64_t column_block(int64_t N) {
-  for (int64_t nb = N < 32 ? N : 32;; nb--)
-    if (N % nb == 0) return nb;
+// Outputs of the dot-product lowering summed by one loop over k: one vector accumulator's chain
+// of dependent multiply-adds per output, so several outputs keep the FMA units busy (a
+// matrix-vector product's outputs were one chain after another: latency-bound). Each output's
+// sum is the same as alone, so the results are too.
+enum { SUMS_PER_LOOP = 4 };
+
+// Outputs per loop over k: the largest of SUMS_PER_LOOP, 2, 1 that divides N.
+static int64_t sums_per_loop(int64_t N) {
+  int64_t r = SUMS_PER_LOOP;
+  while (N % r) r /= 2;
+  return r;
 }
 
-// How one output's sum is accumulated into acc: output (m, column jb * nb + jj).
-typedef void (*gemm_sum_fn)(const kiln_lower_ctx *c, const gemm_dims *g, int m, int jb, int64_t nb,
-                            int jj, int acc, const void *arg);
+// Output columns per block of the per-output lowerings: the largest divisor of N up to 32 that is
+// a multiple of r (r divides N). A block is computed, then activated while it is in cache; with
+// M = 1 the block loop runs in parallel.
+static int64_t column_block(int64_t N, int64_t r) {
+  for (int64_t nb = N < 32 ? N : 32;; nb--)
+    if (N % nb == 0 && nb % r == 0) return nb;
+}
 
-// Each output is one sum (sum_fn), then scaled, biased, stored; the activation per column block.
-//   for m, jb, jj: acc = sum(m, n = jb * nb + jj);  y[m][n] = alpha * acc + beta * C
+// The outputs a sum_fn accumulates: columns jb * nb + jj * r + i of row m, for i < r, into
+// acc[i]; jb, jj and m are loop variables.
+typedef struct gemm_outputs {
+  int m, jb, jj;
+  int64_t nb, r;
+  int acc[SUMS_PER_LOOP];
+} gemm_outputs;
+
+// Column jb * nb + jj * r + i (a fresh expression tree).
+static kiln_lexpr *out_column(kiln_lb *b, const gemm_outputs *o, int64_t i) {
+  kiln_lexpr *group = lx_madd(b, lx_var(b, o->jj), o->r, lx_int(b, i));
+  return lx_madd(b, lx_var(b, o->jb), o->nb, group);
+}
+
+// How the outputs' sums are accumulated into o->acc[0..r).
+typedef void (*gemm_sum_fn)(const kiln_lower_ctx *c, const gemm_dims *g, const gemm_outputs *o,
+                            const void *arg);
+
+// Each output is one sum (sum_fn, r outputs at a time), then scaled, biased, stored; the
+// activation per column block.
+//   for m, jb, jj: acc[i] = sum(m, n_i = jb * nb + jj * r + i);  y[m][n_i] = alpha acc[i] + beta C
 static void lower_each_output(const kiln_lower_ctx *c, const gemm_dims *g, double alpha,
-                              double beta, gemm_sum_fn sum, const void *arg) {
+                              double beta, int64_t r, gemm_sum_fn sum, const void *arg) {
   kiln_lb *b = c->b;
   kiln_dtype t = kiln_lower_out(c, 0)->dtype;
-  int64_t nb = column_block(g->N);
-  int m = kiln_lb_for_n(b, "m", g->M);
-  int jb = kiln_lb_for_n(b, "nb", g->N / nb);
-  int jj = kiln_lb_for_n(b, "n", nb);
-  int acc = kiln_lb_decl(b, "acc", t, lx_float(b, t, 0));
-  sum(c, g, m, jb, nb, jj, acc, arg);
-  kiln_lexpr *v = lx_var(b, acc);
-  if (alpha != 1) v = lx_bin(b, LB_MUL, lx_float(b, t, alpha), v);
-  if (kiln_has_input(c->node, 2))
-    v = lx_bin(b, LB_ADD, v, bias_term(c, m, column(b, jb, nb, jj), beta));
-  kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, lx_var(b, m), g->N, column(b, jb, nb, jj)), v);
+  gemm_outputs o = {.nb = column_block(g->N, r), .r = r};
+  o.m = kiln_lb_for_n(b, "m", g->M);
+  o.jb = kiln_lb_for_n(b, "nb", g->N / o.nb);
+  o.jj = kiln_lb_for_n(b, "n", o.nb / r);
+  for (int64_t i = 0; i < r; i++) o.acc[i] = kiln_lb_decl(b, "acc", t, lx_float(b, t, 0));
+  sum(c, g, &o, arg);
+  for (int64_t i = 0; i < r; i++) {
+    kiln_lexpr *v = lx_var(b, o.acc[i]);
+    if (alpha != 1) v = lx_bin(b, LB_MUL, lx_float(b, t, alpha), v);
+    if (kiln_has_input(c->node, 2))
+      v = lx_bin(b, LB_ADD, v, bias_term(c, o.m, out_column(b, &o, i), beta));
+    kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, lx_var(b, o.m), g->N, out_column(b, &o, i)), v);
+  }
   kiln_lb_end_for(b);
-  activate_row(c, m, g->N, g->N / nb, jb);
+  activate_row(c, o.m, g->N, g->N / o.nb, o.jb);
   kiln_lb_end_for(b);
   kiln_lb_end_for(b);
 }
 
-// transB = 1: B's rows are B'^T's columns, so each output is a dot product over contiguous k:
-//   acc = sum_k A'[m][k] * B[n][k]
-static void dot_sum(const kiln_lower_ctx *c, const gemm_dims *g, int m, int jb, int64_t nb, int jj,
-                    int acc, const void *arg) {
+// transB = 1: B's rows are B'^T's columns, so each output is a dot product over contiguous k,
+// r of them per loop:
+//   for k: a = A'[m][k];  acc[i] += a * B[n_i][k]  (i < r)
+static void dot_sum(const kiln_lower_ctx *c, const gemm_dims *g, const gemm_outputs *o,
+                    const void *arg) {
   (void)arg;
   kiln_lb *b = c->b;
+  kiln_dtype t = kiln_lower_out(c, 0)->dtype;
   int k = kiln_lb_for_n(b, "k", g->K);
-  kiln_lexpr *av = lx_load(b, kiln_in_buf(c, 0), matrix_index(b, g->trans_a, m, k, g->M, g->K));
-  kiln_lexpr *bv =
-      lx_load(b, kiln_in_buf(c, 1), lx_madd(b, column(b, jb, nb, jj), g->K, lx_var(b, k)));
-  kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), lx_bin(b, LB_MUL, av, bv)));
+  int a = kiln_lb_decl(
+      b, "a", t, lx_load(b, kiln_in_buf(c, 0), matrix_index(b, g->trans_a, o->m, k, g->M, g->K)));
+  for (int64_t i = 0; i < o->r; i++) {
+    kiln_lexpr *bv =
+        lx_load(b, kiln_in_buf(c, 1), lx_madd(b, out_column(b, o, i), g->K, lx_var(b, k)));
+    kiln_lexpr *prod = lx_bin(b, LB_MUL, lx_var(b, a), bv);
+    kiln_lb_assign(b, o->acc[i], lx_bin(b, LB_ADD, lx_var(b, o->acc[i]), prod));
+  }
   kiln_lb_end_for(b);
 }
 
@@ -294,13 +331,14 @@ typedef struct sparse_bufs {
   int start, k, w;
 } sparse_bufs;
 
-//   acc = sum over p in column n's run of A'[m][k[p]] * w[p]
-static void sparse_sum(const kiln_lower_ctx *c, const gemm_dims *g, int m, int jb, int64_t nb,
-                       int jj, int acc, const void *arg) {
+//   acc = sum over p in column n's run of A'[m][k[p]] * w[p]  (one output per loop: r = 1)
+static void sparse_sum(const kiln_lower_ctx *c, const gemm_dims *g, const gemm_outputs *o,
+                       const void *arg) {
   const sparse_bufs *s = arg;
   kiln_lb *b = c->b;
-  kiln_lexpr *next = lx_add(b, column(b, jb, nb, jj), lx_int(b, 1));
-  int p = kiln_lb_for(b, "p", load_index(b, s->start, column(b, jb, nb, jj)),
+  int m = o->m, acc = o->acc[0];
+  kiln_lexpr *next = lx_add(b, out_column(b, o, 0), lx_int(b, 1));
+  int p = kiln_lb_for(b, "p", load_index(b, s->start, out_column(b, o, 0)),
                       load_index(b, s->start, next));
   kiln_lexpr *k = load_index(b, s->k, lx_var(b, p));
   kiln_lexpr *av = lx_load(b, kiln_in_buf(c, 0),
@@ -321,7 +359,7 @@ static void lower_sparse(const kiln_lower_ctx *c, const gemm_dims *g, double alp
   kiln_lb_comment(c->b, "B' is %.0f%% zeros: its %lld non-zero weights compressed by column",
                   100.0 * (double)(g->K * g->N - s.nnz) / (double)(g->K * g->N), (long long)s.nnz);
   free(s.start), free(s.k), free(s.w);
-  lower_each_output(c, g, alpha, beta, sparse_sum, &bufs);
+  lower_each_output(c, g, alpha, beta, 1, sparse_sum, &bufs);
 }
 
 static void lower(const kiln_lower_ctx *c) {
@@ -338,7 +376,7 @@ static void lower(const kiln_lower_ctx *c) {
   if (sparse_worthwhile(c, &g))
     lower_sparse(c, &g, alpha, beta);
   else if (g.trans_b)
-    lower_each_output(c, &g, alpha, beta, dot_sum, NULL);
+    lower_each_output(c, &g, alpha, beta, sums_per_loop(g.N), dot_sum, NULL);
   else
     lower_rows(c, &g, alpha, beta);
 }
