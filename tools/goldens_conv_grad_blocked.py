@@ -8,10 +8,12 @@ to the interpreter.
     /usr/bin/python3 tools/goldens_conv_grad_blocked.py
 
 Each case aims at one decision of the blocked lowerings: channel counts that leave a vector part
-empty (20, 33), stride 2 (dy spread out; an uneven pad), dilation 2, 1x1 convs (flattened; strided:
-spread dy, subsampled x), a 7x7 stride-2 kernel (one kernel row per tile), rows in several chunks
-(ConvGradFilter), and pads wider than the kernel's reach (left to the row-wise loops, as groups
-are: goldens_convgrad.py's grouped case). Shapes stay tiny: the test suite builds every case with
+empty (20, 33), stride 2 (ConvGradInput: one stride-1 conv per output phase; an uneven pad),
+dilation 2, 1x1 convs (flattened; strided: one phase of dy, subsampled x), a 7x7 stride-2 kernel
+(one kernel row per tile), rows in several chunks (ConvGradFilter), strides 3 and (2, 1) with
+dilation (the phases: uneven, empty, or reading before dy's start, which spreads dy out instead),
+and pads wider than the kernel's reach (left to the row-wise loops, as groups are:
+goldens_convgrad.py's grouped case). Shapes stay tiny: the test suite builds every case with
 both backends.
 """
 import os
@@ -34,6 +36,13 @@ CASES = [
     ("cgb_7x7_stride2", (1, 3, 23, 21), (16, 3, 7, 7), dict(stride=(2, 2), pads=(3, 3, 3, 3))),
     ("cgb_chunks", (1, 2, 70, 64), (1, 2, 3, 3), dict(pads=(1, 1, 1, 1))),
     ("cgb_pad_past_reach", (1, 4, 6, 6), (5, 4, 1, 1), dict(pads=(1, 1, 1, 1))),
+    # ConvGradInput's sub-pixel split: stride 3 (phases of 1 and 2 taps, uneven phase sizes),
+    # stride 2 with dilation 2 (phases no tap reaches: zeros), and stride 3 with a pad that makes
+    # a phase read dy before its start (the spread copy instead)
+    ("cgb_subpixel_s3_5x5", (1, 4, 13, 11), (18, 4, 5, 5), dict(stride=(3, 3), pads=(2, 2, 1, 2))),
+    ("cgb_subpixel_dil2", (1, 5, 10, 9), (17, 5, 3, 3),
+     dict(stride=(2, 1), pads=(2, 2, 2, 1), dilation=(2, 2))),
+    ("cgb_stride3_spread", (1, 3, 10, 10), (16, 3, 3, 3), dict(stride=(3, 3), pads=(1, 1, 1, 1))),
 ]
 
 

@@ -15,7 +15,8 @@
 //   for group (parallel), chunk, tile of the group: acc = 0
 //     for q in chunk, ow: for cc, kh, kw (unrolled): xv = xp[n][c0 + cc][oh*sh + (h0 + kh)*dh][..]
 //       for r (unrolled), l (vectorized): acc[cc][kh][kw][r][l] = muladd(xv, dyt[q][ow][..], acc)
-//     dw[tile] += acc     (dw[m][c0 + cc][h0 + kh][kw] for m = (ob*RO + r)*L + l < M)
+//     dw[tile] += acc     (dw[m][c0 + cc][h0 + kh][kw] for m = (ob*RO + r)*L + l < M; with one
+//                          chunk, dw[tile] = acc and no zeroing pass)
 // Each sum runs over the pixels in (n, oh, ow) order, in one partial sum per chunk.
 #include "../nn/conv_internal.h"
 #include "conv_grad_blocked.h"
@@ -190,15 +191,16 @@ static void tile_init(kiln_lb *b, const kiln_conv_plan *p, const filter_tiles *t
   kiln_lb_end_for(b);
 }
 
-// dw[..] += acc[j][r][l] for the real outputs.
+// dw[..] += acc[j][r][l] for the real outputs (dw = acc when there is one chunk).
 static void tile_store(const kiln_lower_ctx *c, const kiln_conv_plan *p, const filter_tiles *t,
-                       const tile_vars *v) {
+                       const tile_vars *v, bool one_chunk) {
   kiln_lb *b = c->b;
   int r, l;
   tap_vars tv;
   kiln_lexpr *wi = open_outputs(b, p, t, v, &r, &l, &tv);
-  kiln_lexpr *sum = lx_bin(b, LB_ADD, lx_load(b, kiln_out_buf(c, 0), kiln_lx_clone(b, wi)),
-                           lx_local(b, v->acc, acc_index(b, p, t, &tv, r, l)));
+  kiln_lexpr *sum = lx_local(b, v->acc, acc_index(b, p, t, &tv, r, l));
+  if (!one_chunk)
+    sum = lx_bin(b, LB_ADD, lx_load(b, kiln_out_buf(c, 0), kiln_lx_clone(b, wi)), sum);
   kiln_lb_store(b, kiln_out_buf(c, 0), wi, sum);
   close_outputs(b);
 }
@@ -223,19 +225,20 @@ bool kiln_conv_grad_filter_blocked(const kiln_lower_ctx *c, const kiln_conv_grad
   tile_vars v;
   v.dyt = transpose_dy(c, &p, &t);
   v.xp = kiln_conv_plan_input(c, &p);
-  zero_output(c, &p);
+  int64_t chunks = (p.N * p.OH + t.rows - 1) / t.rows;
+  if (chunks > 1) zero_output(c, &p);  // else each tile stores its sum once: no zeroing pass
   kiln_lb_comment(b,
                   "blocked: %lld x %lld channels by %lld x %lld x %lld taps per tile, %lld rows "
                   "per chunk",
                   (long long)t.RO, (long long)p.lanes, (long long)t.RC, (long long)t.RK,
                   (long long)p.KW, (long long)t.rows);
   v.group = kiln_lb_for_n(b, "group", p.MV / t.RO * t.G);
-  int chunk = kiln_lb_for_n(b, "chunk", (p.N * p.OH + t.rows - 1) / t.rows);
+  int chunk = kiln_lb_for_n(b, "chunk", chunks);
   v.tile = kiln_lb_for_n(b, "tile", t.GC * t.HB);
   v.acc = kiln_lb_decl_array(b, "acc", KILN_F32, t.RO * t.RC * t.RK * p.KW * p.lanes);
   tile_init(b, &p, &t, v.acc);
   tile_accumulate(c, &p, &t, &v, chunk);
-  tile_store(c, &p, &t, &v);
+  tile_store(c, &p, &t, &v, chunks == 1);
   for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // tile, chunk, group
   return true;
 }

@@ -5,9 +5,17 @@
 //   wf[c, m, kh, kw] = w[m, c, kH-1-kh, kW-1-kw]
 //   dyu[n, m, P_h + oh*sh, P_w + ow*sw] = dy[n, m, oh, ow], zero elsewhere; P = (k - 1) * d - p
 // With stride 1, dyu is dy padded, which conv.c's own padding copy makes. With a larger stride,
-// a copy here spreads dy out (3 of 4 products of a stride-2 conv then multiply zeros: simple,
-// and still far faster than the row-wise loops). wf is packed at run time (the weights are state)
-// into kernel scratch as conv.c's kernel reads them: (ceil(C / L), M, kH, kW, L).
+// dx splits into stride * stride phases (sub-pixel): the positions a + s * i of one phase only
+// meet some of the taps, and form a stride-1 conv of dy (padded) by that sub-kernel, computed
+// into kernel scratch; the phases of one row phase are then stored into dx together (their
+// columns interleaved in one loop), and phases no tap reaches store zeros. A phase that would read
+// dy before its start (a pad past the taps' reach) makes the whole op take the old way: dy spread
+// out over a zeroed plane, where 3 of 4 products of a stride-2 conv multiply zeros. wf (or a
+// phase's taps of it) is packed at run time (the weights are state) into kernel scratch as
+// conv.c's kernel reads them: (ceil(C / L), M, kH, kW, L).
+#include <stdlib.h>
+#include <string.h>
+
 #include "../nn/conv_internal.h"
 #include "conv_grad_blocked.h"
 
@@ -56,8 +64,10 @@ static int spread_dy(const kiln_lower_ctx *c, const kiln_conv_grad_dims *cd, con
   return dyu;
 }
 
-// wp[vb][m][kh][kw][l] = c < C ? w[m][c][kH-1-kh][kW-1-kw] : 0 (c = vb*L + l); bp = 0.
-static void pack_flipped(const kiln_lower_ctx *c, const kiln_conv_plan *p, int *wp, int *bp) {
+// wp[vb][m][th][tw][l] = c < C ? w[m][c][first[0] - step[0] * th][first[1] - step[1] * tw] : 0
+// (c = vb*L + l): the flipped taps (the whole kernel: first = K - 1, step = 1); bp = 0.
+static void pack_flipped(const kiln_lower_ctx *c, const kiln_conv_plan *p, const int64_t first[2],
+                         const int64_t step[2], int *wp, int *bp) {
   kiln_lb *b = c->b;
   int64_t C = p->M, M = p->C, KH = p->KH, KW = p->KW;  // p is the conv dy -> dx
   *wp = kiln_lower_scratch(c, KILN_F32, p->MV * M * KH * KW * p->lanes);
@@ -71,15 +81,143 @@ static void pack_flipped(const kiln_lower_ctx *c, const kiln_conv_plan *p, int *
   kiln_lexpr *ch = lx_madd(b, lx_var(b, vb), p->lanes, lx_var(b, l));
   kiln_lexpr *real = lx_bin(b, LB_LT, ch, lx_int(b, C));
   kiln_lexpr *clamped = lx_bin(b, LB_MIN, kiln_lx_clone(b, ch), lx_int(b, C - 1));
-  kiln_lexpr *fh = lx_bin(b, LB_SUB, lx_int(b, KH - 1), lx_var(b, kh));
-  kiln_lexpr *fw = lx_bin(b, LB_SUB, lx_int(b, KW - 1), lx_var(b, kw));
-  int64_t wdims[4] = {M, C, KH, KW};
+  kiln_lexpr *fh =
+      lx_bin(b, LB_SUB, lx_int(b, first[0]), lx_mul(b, lx_var(b, kh), lx_int(b, step[0])));
+  kiln_lexpr *fw =
+      lx_bin(b, LB_SUB, lx_int(b, first[1]), lx_mul(b, lx_var(b, kw), lx_int(b, step[1])));
+  const int64_t *wdims = kiln_lower_in(c, 1)->shape.dim;  // (M, C, kH, kW)
   kiln_lexpr *from = kiln_lx_nchw(b, lx_var(b, m), clamped, wdims, fh, fw);
   kiln_lexpr *tap = lx_madd(b, lx_madd(b, lx_var(b, m), KH, lx_var(b, kh)), KW, lx_var(b, kw));
   kiln_lexpr *to = lx_madd(b, lx_madd(b, lx_var(b, vb), M * KH * KW, tap), p->lanes, lx_var(b, l));
   kiln_lb_store(b, *wp, to,
                 lx_select(b, real, lx_load(b, kiln_in_buf(c, 1), from), lx_float(b, KILN_F32, 0)));
   for (int k = 0; k < 5; k++) kiln_lb_end_for(b);  // l, kw, kh, m, vb
+}
+
+// ---- Strides above 1: one stride-1 conv per phase ----
+// Along one axis (stride s, dilation d, pad p, kernel K), the positions a + s * i of dx (a < s)
+// meet the taps k with a + p - k * d a multiple of s: k = last - step * t (t < taps, step =
+// s / gcd(s, d)), from dy[i + (a + p - k * d) / s]. That is a stride-1 conv of dy padded by
+// pad = (last * d - a - p) / s in front, with dilation step * d / s, out = ceil((H - a) / s).
+typedef struct phase_axis {
+  int64_t out, taps, last, step, dil, pad;
+} phase_axis;
+
+static int64_t gcd(int64_t a, int64_t b) {
+  while (b) {
+    int64_t r = a % b;
+    a = b, b = r;
+  }
+  return a;
+}
+
+// False when the phase reads dy before its start (pad < 0).
+static bool phase_axis_make(const kiln_window *f, int ax, int64_t H, int64_t a, phase_axis *pa) {
+  int64_t s = f->stride[ax], d = f->dilation[ax], p = f->pad_begin[ax];
+  *pa = (phase_axis){.out = H > a ? (H - a + s - 1) / s : 0, .step = s / gcd(s, d)};
+  pa->dil = pa->step * d / s;
+  for (int64_t k = 0; k < f->kernel[ax]; k++)
+    if ((a + p - k * d) % s == 0) pa->taps++, pa->last = k;
+  pa->pad = pa->taps ? (pa->last * d - a - p) / s : 0;  // exact: a multiple of s
+  return pa->pad >= 0;
+}
+
+// The phases of row phase a0 (a1 < s1, ph[a1] their buffers, -1: zeros, out1[a1] their widths),
+// columns [j0, j1) of phases a1 < count, in one loop over j, so that the stores interleave into
+// whole rows of dx:
+//   dx[n][c][a0 + s0 * i][a1 + s1 * j] = ph[a1][n][c][i][j]   (i < out0)
+static void store_columns(const kiln_lower_ctx *c, const kiln_conv_grad_dims *cd, int64_t a0,
+                          int64_t out0, const int *ph, const int64_t *out1, int64_t j0, int64_t j1,
+                          int64_t count) {
+  kiln_lb *b = c->b;
+  int64_t H = cd->x.dim[2], W = cd->x.dim[3], s0 = cd->win.stride[0], s1 = cd->win.stride[1];
+  int nc = kiln_lb_for_n(b, "nc", cd->x.dim[0] * cd->x.dim[1]);
+  int i = kiln_lb_for_n(b, "i", out0);
+  int j = kiln_lb_for(b, "j", lx_int(b, j0), lx_int(b, j1));
+  for (int64_t a1 = 0; a1 < count; a1++) {
+    kiln_lexpr *ih = lx_madd(b, lx_var(b, i), s0, lx_int(b, a0));
+    kiln_lexpr *iw = lx_madd(b, lx_var(b, j), s1, lx_int(b, a1));
+    kiln_lexpr *to = lx_madd(b, lx_madd(b, lx_var(b, nc), H, ih), W, iw);
+    kiln_lexpr *v = lx_float(b, KILN_F32, 0);
+    if (ph[a1] >= 0)
+      v = lx_load(
+          b, ph[a1],
+          lx_madd(b, lx_madd(b, lx_var(b, nc), out0, lx_var(b, i)), out1[a1], lx_var(b, j)));
+    kiln_lb_store(b, kiln_out_buf(c, 0), to, v);
+  }
+  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // j, i, nc
+}
+
+// Row phase a0 into dx: the columns every phase has, then the last column of the wider ones (a
+// phase's width ceil((W - a1) / s1) falls by at most 1 as a1 grows).
+static void store_row(const kiln_lower_ctx *c, const kiln_conv_grad_dims *cd, int64_t a0,
+                      int64_t out0, const int *ph, const int64_t *out1) {
+  int64_t s1 = cd->win.stride[1], narrow = out1[s1 - 1], wide = 0;
+  while (wide < s1 && out1[wide] > narrow) wide++;
+  if (narrow > 0) store_columns(c, cd, a0, out0, ph, out1, 0, narrow, s1);
+  if (wide > 0) store_columns(c, cd, a0, out0, ph, out1, narrow, narrow + 1, wide);
+}
+
+// conv.c's tiles, storing into buffer `out` (N, C, OH, OW) instead of the node's output.
+static void lower_tiles_into(const kiln_lower_ctx *c, const kiln_conv_plan *p, int xp, int wp,
+                             int bp, int out) {
+  int n = c->g->n_tensors, *tensor_buf = kiln_xmalloc((size_t)n * sizeof *tensor_buf);
+  memcpy(tensor_buf, c->tensor_buf, (size_t)n * sizeof *tensor_buf);
+  tensor_buf[c->node->outputs[0]] = out;
+  kiln_lower_ctx into = *c;
+  into.tensor_buf = tensor_buf;
+  kiln_conv_lower_tiles(&into, p, xp, wp, bp);
+  free(tensor_buf);
+}
+
+// One phase with taps: dy (N, M, OH, OW) -> ph (N, C, out0, out1), a buffer of kernel scratch.
+static int lower_phase(const kiln_lower_ctx *c, const kiln_conv_grad_dims *cd,
+                       const phase_axis ax[2], int64_t lanes) {
+  kiln_window g = {.rank = 2};
+  for (int k = 0; k < 2; k++) {
+    int64_t reach = (ax[k].taps - 1) * ax[k].dil, in = cd->y.dim[2 + k];
+    g.kernel[k] = ax[k].taps, g.stride[k] = 1, g.dilation[k] = ax[k].dil;
+    g.in[k] = in, g.out[k] = ax[k].out, g.pad_begin[k] = ax[k].pad;
+    g.pad_end[k] = ax[k].out + reach - in - ax[k].pad;
+  }
+  int64_t N = cd->x.dim[0], C = cd->x.dim[1];
+  kiln_conv_plan p = kiln_conv_plan_make(&g, N, cd->y.dim[1], C, lanes, 0);
+  int64_t first[2] = {ax[0].last, ax[1].last}, step[2] = {ax[0].step, ax[1].step};
+  int wp, bp;
+  pack_flipped(c, &p, first, step, &wp, &bp);
+  int xp = kiln_conv_plan_input(c, &p);
+  int ph = kiln_lower_scratch(c, KILN_F32, N * C * ax[0].out * ax[1].out);
+  lower_tiles_into(c, &p, xp, wp, bp, ph);
+  return ph;
+}
+
+enum { MAX_PHASES = 8 };  // along W: larger strides spread dy out instead
+
+// Every phase, row phase by row phase; or nothing and false when one would read dy before its
+// start.
+static bool lower_phases(const kiln_lower_ctx *c, const kiln_conv_grad_dims *cd, int64_t lanes) {
+  const kiln_window *f = &cd->win;
+  phase_axis ax[2];
+  if (f->stride[1] > MAX_PHASES) return false;
+  for (int k = 0; k < 2; k++)
+    for (int64_t a = 0; a < f->stride[k]; a++)
+      if (!phase_axis_make(f, k, cd->x.dim[2 + k], a, &ax[k])) return false;
+  kiln_lb_comment(c->b, "sub-pixel: %lld x %lld phases, each a stride-1 conv by its taps",
+                  (long long)f->stride[0], (long long)f->stride[1]);
+  for (int64_t a0 = 0; a0 < f->stride[0]; a0++) {
+    int ph[MAX_PHASES];
+    int64_t out1[MAX_PHASES];
+    phase_axis_make(f, 0, cd->x.dim[2], a0, &ax[0]);
+    if (ax[0].out == 0) continue;
+    for (int64_t a1 = 0; a1 < f->stride[1]; a1++) {
+      phase_axis_make(f, 1, cd->x.dim[3], a1, &ax[1]);
+      bool taps = ax[0].taps && ax[1].taps && ax[1].out;
+      ph[a1] = taps ? lower_phase(c, cd, ax, lanes) : -1;  // -1: no tap reaches it, zeros
+      out1[a1] = ax[1].out;
+    }
+    store_row(c, cd, a0, ax[0].out, ph, out1);
+  }
+  return true;
 }
 
 bool kiln_conv_grad_input_blocked(const kiln_lower_ctx *c, const kiln_conv_grad_dims *cd) {
@@ -91,12 +229,14 @@ bool kiln_conv_grad_input_blocked(const kiln_lower_ctx *c, const kiln_conv_grad_
     if (pad[a] < 0) return false;  // pads wider than the kernel's reach: the row-wise loops
   }
   bool spread = f->stride[0] > 1 || f->stride[1] > 1;
-  kiln_window g = grad_window(cd, pad, spread);
   int64_t lanes = c->f32_lanes > 0 ? c->f32_lanes : 16;
+  if (spread && lower_phases(c, cd, lanes)) return true;
+  kiln_window g = grad_window(cd, pad, spread);
   // the conv dy (N, M, ...) -> dx (N, C, ...)
   kiln_conv_plan p = kiln_conv_plan_make(&g, cd->x.dim[0], cd->y.dim[1], cd->x.dim[1], lanes, 0);
   int wp, bp;
-  pack_flipped(c, &p, &wp, &bp);
+  int64_t first[2] = {f->kernel[0] - 1, f->kernel[1] - 1}, step[2] = {1, 1};
+  pack_flipped(c, &p, first, step, &wp, &bp);
   int xp = spread ? spread_dy(c, cd, &g, pad) : kiln_conv_plan_input(c, &p);
   kiln_conv_lower_tiles(c, &p, xp, wp, bp);
   return true;
