@@ -1,7 +1,7 @@
 // select-layout (compiler/passes/select_layout.c): which convolutions run in the blocked NCHWc
-// layout and where the Reorders go, on small models; and that the blocked build computes the same
-// bits as the planar one (the kernels' own numerics are the op goldens' job:
-// tests/goldens/ops/layout_*, tools/goldens_layout.py). Then select-conv-algo
+// layout (and the MaxPools between them) and where the Reorders go, on small models; and that the
+// blocked build computes the same bits as the planar one (the kernels' own numerics are the op
+// goldens' job: tests/goldens/ops/layout_*, tools/goldens_layout.py). Then select-conv-algo
 // (compiler/passes/select_conv_algo.c): which blocked convolutions run Winograd, and the build
 // with it on and off against the interpreter (goldens: tests/goldens/ops/winograd_*).
 #include <criterion/criterion.h>
@@ -19,7 +19,8 @@ TestSuite(layout, .fini = check_leaks);
 
 // x (1, C, 8, 8) -> conv a (C -> M, 3x3, pad 1) -> Relu -> conv b (M -> M) + x -> Relu
 // -> MaxPool 2x2 -> y. Weights: seeded uniform inits. With C = M = 16 both convs chain (conv b's
-// residual is x, blocked once for both); the MaxPool reads the planar form.
+// residual is x, blocked once for both); the MaxPool runs on conv b's NCHWc output, y is its
+// planar form.
 static char *chain_model_of(int C, int M) {
   static char json[4096];
   snprintf(json, sizeof(json),
@@ -89,12 +90,14 @@ Test(layout, a_chain_runs_blocked_with_one_reorder_per_border) {
   char *dir = make_temp_dir(), *path = write_model(dir, chain_model(16));
   kiln_compilation c = compile_graph(path);
   cr_expect_eq(count(c.g, KILN_OP_FusedConv, "NCHWc"), 2, "both convolutions should be blocked");
-  // x is blocked once (conv a's input and conv b's residual); zb is unblocked for the MaxPool.
+  // x is blocked once (conv a's input and conv b's residual); the MaxPool reads and writes
+  // NCHWc, and its output is unblocked for y.
   cr_expect_eq(count(c.g, KILN_OP_Reorder, "NCHWc"), 1);
   cr_expect_eq(count(c.g, KILN_OP_Reorder, "NCHW"), 1);
+  cr_expect_eq(count(c.g, KILN_OP_MaxPool, "NCHWc"), 1, "the MaxPool should run blocked");
   for (int i = 0; i < c.g->n_nodes; i++)
     if (c.g->nodes[i].op == KILN_OP_MaxPool)
-      cr_expect_eq(kiln_in(c.g, &c.g->nodes[i], 0)->shape.rank, 4, "MaxPool must read NCHW");
+      cr_expect_eq(kiln_in(c.g, &c.g->nodes[i], 0)->shape.rank, 5, "MaxPool must read NCHWc");
   kiln_compilation_free(&c);
   rm_rf(dir);
   free(dir), free(path);
@@ -174,6 +177,45 @@ Test(layout, blocked_build_equals_planar_build_bit_for_bit) {
   free(dir), free(path), free(x), free(a), free(b);
 }
 
+// ResNet's stem: x (1, 3, 8, 8) -> conv s (3 -> 16, 3x3, pad 1) -> Relu -> MaxPool 3x3/2 pad 1
+// -> conv t (16 -> 16, 3x3, pad 1) -> y (1, 16, 4, 4).
+static const char stem_model[] =
+    "{\"format\": \"kiln-model\", \"version\": 1, \"name\": \"stem\",\n"
+    " \"inputs\": [{\"name\": \"x\", \"dtype\": \"f32\", \"shape\": [1, 3, 8, 8]}],\n"
+    " \"outputs\": [{\"name\": \"y\", \"dtype\": \"f32\", \"shape\": [1, 16, 4, 4]}],\n"
+    " \"params\": [\n"
+    "  {\"name\": \"ws\", \"dtype\": \"f32\", \"shape\": [16, 3, 3, 3], \"init\": "
+    "{\"kind\": \"uniform\", \"low\": -0.3, \"high\": 0.3, \"seed\": 1}},\n"
+    "  {\"name\": \"wt\", \"dtype\": \"f32\", \"shape\": [16, 16, 3, 3], \"init\": "
+    "{\"kind\": \"uniform\", \"low\": -0.1, \"high\": 0.1, \"seed\": 2}}],\n"
+    " \"nodes\": [\n"
+    "  {\"op\": \"Conv\", \"name\": \"s\", \"inputs\": [\"x\", \"ws\"], \"outputs\": [\"ys\"], "
+    "\"attrs\": {\"pads\": [1, 1, 1, 1]}},\n"
+    "  {\"op\": \"Relu\", \"name\": \"r\", \"inputs\": [\"ys\"], \"outputs\": [\"zs\"]},\n"
+    "  {\"op\": \"MaxPool\", \"name\": \"pool\", \"inputs\": [\"zs\"], \"outputs\": [\"p\"], "
+    "\"attrs\": {\"kernel_shape\": [3, 3], \"strides\": [2, 2], \"pads\": [1, 1, 1, 1]}},\n"
+    "  {\"op\": \"Conv\", \"name\": \"t\", \"inputs\": [\"p\", \"wt\"], \"outputs\": [\"y\"], "
+    "\"attrs\": {\"pads\": [1, 1, 1, 1]}}]}\n";
+
+Test(layout, a_stems_maxpool_runs_blocked_between_the_stem_and_the_chain) {
+  // The stem writes NCHWc because a blocked conv reads its output through the MaxPool, which
+  // runs on NCHWc: no Reorder before conv t, one after it (y); the build against the interpreter.
+  char *dir = make_temp_dir(), *path = write_model(dir, stem_model);
+  kiln_compilation c = compile_graph(path);
+  cr_expect_eq(count(c.g, KILN_OP_Reorder, "NCHWc"), 0);
+  cr_expect_eq(count(c.g, KILN_OP_Reorder, "NCHW"), 1);
+  cr_expect_eq(count(c.g, KILN_OP_MaxPool, "NCHWc"), 1, "the MaxPool should run blocked");
+  cr_expect_eq(count(c.g, KILN_OP_FusedConv, "NCHWc"), 2);
+  kiln_compilation_free(&c);
+  kiln_array xa;
+  char *x = write_input(dir, 3, &xa), *out = path_join(dir, "stem.npy");
+  run_built(dir, path, "stem", x, "native", NULL);
+  expect_interpreter_close(path, &xa, out);
+  kiln_aligned_free(xa.data);
+  rm_rf(dir);
+  free(dir), free(path), free(x), free(out);
+}
+
 // ---- select-conv-algo (compiler/passes/select_conv_algo.c): Winograd F(2x2, 3x3) ----
 
 static int count_winograd(const kiln_graph *g) {
@@ -199,6 +241,8 @@ Test(layout, winograd_for_blocked_3x3_convs_with_32_channels_or_more) {
   cr_expect_eq(winograd_convs(32, 32, "select-conv-algo"), 0, "the pass is off");
   cr_expect_eq(winograd_convs(32, 32, "select-layout"), 0, "planar convs run direct");
   cr_expect_eq(winograd_convs(16, 16, NULL), 0, "16 channels: the transforms cost too much");
+  // 16 tiles (8x8) and U of 16 * 192 * 192 floats (2.4 MB): streamed every run, direct is faster
+  cr_expect_eq(winograd_convs(192, 192, NULL), 0, "few tiles, large weights: direct");
 }
 
 // The Winograd build and the direct one both within the tolerance of the interpreter (not bit

@@ -251,6 +251,19 @@ Test(basics, aligned_alloc_is_aligned) {
   cr_assert_null(kiln_aligned_alloc(SIZE_MAX - 10));
 }
 
+// 2 MiB and more: 2 MiB aligned, so that the transparent huge pages runtime/arena.c asks for can
+// back the whole allocation (weights and arenas streamed every inference).
+Test(basics, large_allocations_are_huge_page_aligned) {
+  size_t sizes[] = {(size_t)1 << 21, ((size_t)5 << 20) + 3};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    unsigned char *p = kiln_aligned_alloc(sizes[i]);
+    cr_assert_not_null(p);
+    cr_assert_eq((uintptr_t)p % ((uintptr_t)1 << 21), 0, "%p is not 2 MiB aligned", (void *)p);
+    memset(p, 0xab, sizes[i]);
+    kiln_aligned_free(p);
+  }
+}
+
 Test(basics, array_numel) {
   kiln_array a = {.dtype = KILN_RT_F32, .rank = 3, .shape = {2, 3, 4}};
   cr_assert_eq(kiln_array_numel(&a), 24);

@@ -8,7 +8,8 @@ interpreter to these references and the generated code to the interpreter.
 
 The convolution cases cover what the blocked kernel must get right: padding (the padded copy is
 NCHWc too), a strided 1x1 conv (the subsampled copy), an unpadded 1x1 conv (x read in place),
-the residual read in the output's layout, 4 and 8 lanes (generic and AVX2 widths) as well as 16.
+the residual read in the output's layout, 4 and 8 lanes (generic and AVX2 widths) as well as 16;
+and MaxPool on NCHWc (padding, ceil_mode, 4 and 16 lanes).
 """
 import os
 import shutil
@@ -90,6 +91,32 @@ def conv_case(name, x_shape, m, k, stride=1, pad=0, lanes=16, residual=True, rel
     return f"{name} FusedConv\n"
 
 
+def maxpool_case(name, x_shape, k, stride, pad, lanes, ceil_mode=0, seed=0):
+    """MaxPool with layout "NCHWc" between Reorders (the select-layout pass puts a stem's MaxPool
+    there), against PyTorch's max_pool2d."""
+    x = np.random.default_rng(seed).standard_normal(x_shape).astype(np.float32)
+    y = torch.nn.functional.max_pool2d(torch.tensor(x), k, stride, pad,
+                                       ceil_mode=bool(ceil_mode)).numpy()
+    d = os.path.join(repo_root(), "tests", "goldens", "ops", name)
+    shutil.rmtree(d, ignore_errors=True)
+    attrs = {"kernel_shape": [k, k], "strides": [stride, stride], "pads": [pad] * 4,
+             "ceil_mode": ceil_mode, "layout": "NCHWc", "lanes": lanes}
+    nodes = [{"op": "Reorder", "name": "to_x", "inputs": ["x"], "outputs": ["x.b"],
+              "attrs": {"layout": "NCHWc", "lanes": lanes}},
+             {"op": "MaxPool", "name": "pool", "inputs": ["x.b"], "outputs": ["y.b"],
+              "attrs": attrs},
+             {"op": "Reorder", "name": "to_y", "inputs": ["y.b"], "outputs": ["y"],
+              "attrs": {"layout": "NCHW", "lanes": lanes}}]
+    model = {"format": "kiln-model", "version": 1, "name": "op_" + name, "doc": DOC,
+             "inputs": [{"name": "x", "dtype": "f32", "shape": list(x.shape)}],
+             "outputs": [{"name": "y", "dtype": "f32", "shape": list(y.shape)}],
+             "params": [], "nodes": nodes}
+    write_model(os.path.join(d, "model.json"), model)
+    save_npy(os.path.join(d, "x.npy"), x)
+    save_npy(os.path.join(d, "y.npy"), y)
+    return f"{name} MaxPool\n"
+
+
 def main():
     lines = reorder_cases()
     lines += [
@@ -99,6 +126,9 @@ def main():
         conv_case("layout_conv1x1_in_place", (1, 32, 5, 6), 16, 1, residual=True, relu=False),
         conv_case("layout_conv1x1_stride2_lanes4", (1, 8, 7, 7), 12, 1, stride=2, lanes=4,
                   residual=False, relu=True),
+        maxpool_case("layout_maxpool3x3_stride2_pad1", (1, 32, 11, 9), 3, 2, 1, lanes=16),
+        maxpool_case("layout_maxpool3x3_ceil_lanes4", (2, 8, 8, 7), 3, 2, 0, lanes=4,
+                     ceil_mode=1, seed=1),
     ]
     with open(os.path.join(repo_root(), "tests", "goldens", "ops", "cases-layout.txt"), "w") as f:
         f.writelines(lines)

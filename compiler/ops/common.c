@@ -263,3 +263,10 @@ void kiln_nchwc_copy(const kiln_shape *planar, int64_t L, const double *from, do
     to[to_blocked ? j : i] = from[to_blocked ? i : j];
   }
 }
+
+kiln_eval_tensor kiln_eval_unblocked(const kiln_eval_tensor *t, int64_t L, kiln_shape *shape) {
+  *shape = kiln_nchw_shape(t->shape);
+  double *data = kiln_xmalloc(sizeof(double) * (size_t)kiln_shape_numel(shape));
+  kiln_nchwc_copy(shape, L, t->data, data, false);
+  return (kiln_eval_tensor){shape, t->dtype, data};
+}

@@ -274,6 +274,8 @@ kiln_lexpr *kiln_pool_y_index(const kiln_lower_ctx *c, const kiln_pool_vars *v, 
 // innermost loop over output columns with clamped bounds (vectorizes, no padding checks):
 //   for n*c, oh [kh range]: y[nc][oh][:] = init
 //     for kh, kw: for ow in [ow_lo(kw), ow_hi(kw)): y[nc][oh][ow] = combine(y[..], x[..])
+// x and y may be NCHWc (rank 5, MaxPool's layout attribute): a pixel is then L values, combined
+// as one vector (nc runs over N * C / L channel blocks).
 void kiln_pool_lower_rows(const kiln_lower_ctx *c, kiln_window_opts opts, double init,
                           kiln_lbin combine);
 // Window elements summed or compared: N * C * (output positions) * (kernel elements).
@@ -590,5 +592,7 @@ kiln_shape kiln_nchw_shape(const kiln_shape *s);
 // Copies a planar (N, C, H, W) array of doubles into its NCHWc form, or back (to_blocked false).
 void kiln_nchwc_copy(const kiln_shape *planar, int64_t L, const double *from, double *to,
                      bool to_blocked);
+// A planar copy of an NCHWc eval tensor t (its data to free), its planar shape in *shape.
+kiln_eval_tensor kiln_eval_unblocked(const kiln_eval_tensor *t, int64_t L, kiln_shape *shape);
 
 #endif

@@ -49,7 +49,19 @@ static bool convertible(const kiln_graph *g, const kiln_node *n, int64_t L) {
   return capability(g, n, L) == MODE_BOTH;
 }
 
-// reads[t]: a convertible convolution reads tensor t as its input or its residual.
+// A MaxPool that can run on NCHWc (compiler/ops/nn/maxpool.c): 2-D, f32, no Indices output,
+// channels a multiple of L. It is converted when its input comes from a convolution that writes
+// NCHWc (a stem's MaxPool then reads and writes whole vectors, and no Reorder sits between the
+// stem and the first blocked convolution).
+static bool pool_eligible(const kiln_graph *g, const kiln_node *n, int64_t L) {
+  if (n->dead || n->op != KILN_OP_MaxPool || kiln_node_attr(n, "layout")) return false;
+  const kiln_tensor *x = kiln_in(g, n, 0);
+  bool indices = n->n_outputs > 1 && n->outputs[1] >= 0;
+  return !indices && x->shape.rank == 4 && x->dtype == KILN_F32 && x->shape.dim[1] % L == 0;
+}
+
+// reads[t]: a convertible convolution reads tensor t as its input or its residual, directly or
+// through eligible MaxPools.
 static bool *conv_reads(const kiln_graph *g, int64_t L) {
   bool *reads = calloc((size_t)g->n_tensors + 1, sizeof(bool));
   if (!reads) abort();
@@ -59,6 +71,9 @@ static bool *conv_reads(const kiln_graph *g, int64_t L) {
     reads[n->inputs[0]] = true;
     if (n->n_inputs > 3 && n->inputs[3] >= 0) reads[n->inputs[3]] = true;
   }
+  for (int i = g->n_nodes - 1; i >= 0; i--)  // readers come after: a chain of pools in one sweep
+    if (pool_eligible(g, &g->nodes[i], L) && reads[g->nodes[i].outputs[0]])
+      reads[g->nodes[i].inputs[0]] = true;
   return reads;
 }
 
@@ -73,6 +88,10 @@ static conv_mode producer_mode(const kiln_graph *g, const kiln_node *n, const co
 // Producers are decided first (the nodes are in topological order).
 static conv_mode decide(const kiln_graph *g, const kiln_node *n, const bool *reads,
                         const conv_mode *mode, int64_t L) {
+  if (pool_eligible(g, n, L)) {  // NCHWc in and out when its producer writes NCHWc
+    conv_mode from = producer_mode(g, n, mode);
+    return from == MODE_BOTH || from == MODE_OUT ? MODE_BOTH : MODE_NONE;
+  }
   conv_mode can = capability(g, n, L);
   if (can == MODE_NONE) return MODE_NONE;
   conv_mode from = producer_mode(g, n, mode);
@@ -123,10 +142,33 @@ static void set_input(kiln_graph *g, int k, int i, int t) {
   n->inputs = in;
 }
 
+// Node k writes its output 0 blocked, whose planar form a Reorder rebuilds for other readers (dce
+// drops it if there are none).
+static void block_output(kiln_graph *g, int k, int *twin, int64_t L) {
+  kiln_node *n = &g->nodes[k];
+  int y = n->outputs[0], yb = blocked_tensor(g, y, L);
+  int *out = kiln_pool_alloc(&g->pool, sizeof(int) * (size_t)n->n_outputs);
+  memcpy(out, n->outputs, sizeof(int) * (size_t)n->n_outputs);
+  out[0] = yb;
+  n->outputs = out;
+  twin[y] = yb;
+  add_reorder(g, yb, y, "NCHW", L);
+}
+
+// A MaxPool reads x's blocked twin (its producer's NCHWc output) and writes NCHWc.
+static void convert_pool(kiln_graph *g, int k, int *twin, int64_t L) {
+  set_input(g, k, 0, twin_of(g, twin, g->nodes[k].inputs[0], L));
+  add_layout_attrs(g, &g->nodes[k], "NCHWc", L);
+  block_output(g, k, twin, L);
+}
+
 // Node k reads x and the residual in their blocked twins (made by a Reorder unless a blocked
-// convolution wrote them) when `mode` says so, and writes its output blocked, whose planar form a
-// Reorder rebuilds for other readers (dce drops it if there are none).
+// convolution wrote them) when `mode` says so, and writes its output blocked (block_output).
 static void convert(kiln_graph *g, int k, int *twin, conv_mode mode, int64_t L) {
+  if (g->nodes[k].op == KILN_OP_MaxPool) {
+    convert_pool(g, k, twin, L);
+    return;
+  }
   bool x_blocked = mode != MODE_OUT, y_blocked = mode != MODE_IN;
   if (x_blocked) set_input(g, k, 0, twin_of(g, twin, g->nodes[k].inputs[0], L));
   if (y_blocked && g->nodes[k].n_inputs > 3 && g->nodes[k].inputs[3] >= 0)
@@ -137,12 +179,7 @@ static void convert(kiln_graph *g, int k, int *twin, conv_mode mode, int64_t L) 
     kiln_attr *a = kiln_node_add_attr(g, &g->nodes[k], "input_layout", KILN_ATTR_STRING);
     a->s = kiln_pool_strdup(&g->pool, x_blocked ? "NCHWc" : "NCHW");
   }
-  if (!y_blocked) return;
-  int y = g->nodes[k].outputs[0], yb = blocked_tensor(g, y, L);
-  g->nodes[k].outputs = kiln_pool_alloc(&g->pool, sizeof(int));
-  g->nodes[k].outputs[0] = yb;
-  twin[y] = yb;
-  add_reorder(g, yb, y, "NCHW", L);
+  if (y_blocked) block_output(g, k, twin, L);
 }
 
 bool kiln_pass_select_layout(kiln_compilation *c, kiln_diag *d, bool *changed) {

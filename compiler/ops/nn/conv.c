@@ -1024,22 +1024,14 @@ static bool fused_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
 static void fused_eval_planar(const kiln_node *n, const kiln_eval_tensor *in,
                               kiln_eval_tensor *out);
 
-// A planar copy of an NCHWc eval tensor t (to free), with its planar shape in *shape.
-static kiln_eval_tensor unblocked(const kiln_eval_tensor *t, int64_t L, kiln_shape *shape) {
-  *shape = kiln_nchw_shape(t->shape);
-  double *data = kiln_xmalloc(sizeof(double) * (size_t)kiln_shape_numel(shape));
-  kiln_nchwc_copy(shape, L, t->data, data, false);
-  return (kiln_eval_tensor){shape, t->dtype, data};
-}
-
 // NCHWc x or y: the planar reference on unblocked copies, its result blocked if y is NCHWc.
 static void blocked_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
   int64_t xl = in_lanes(n), yl = out_lanes(n);
   kiln_shape xs, ys = kiln_nchw_shape(out->shape), zs;
   kiln_eval_tensor pin[4] = {{0}}, pout = {&ys, out->dtype, out->data};
   for (int i = 0; i < n->n_inputs && i < 4; i++) pin[i] = in[i];
-  if (xl) pin[0] = unblocked(&in[0], xl, &xs);
-  if (yl && kiln_has_input(n, 3)) pin[3] = unblocked(&in[3], yl, &zs);
+  if (xl) pin[0] = kiln_eval_unblocked(&in[0], xl, &xs);
+  if (yl && kiln_has_input(n, 3)) pin[3] = kiln_eval_unblocked(&in[3], yl, &zs);
   if (yl) pout.data = kiln_xmalloc(sizeof(double) * (size_t)kiln_shape_numel(&ys));
   fused_eval_planar(n, pin, &pout);
   if (yl) kiln_nchwc_copy(&ys, yl, pout.data, out->data, true), free(pout.data);

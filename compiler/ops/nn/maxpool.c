@@ -7,7 +7,12 @@
 //   storage_order = 0:  ((n * C + c) * D1 + i1) * D2 + i2 ...   (row-major)
 //   storage_order = 1:  (n * C + c) * D1 * D2 ... + i1 + i2 * D1 + i3 * D1 * D2 ...
 //                       (each (n, c) plane column-major), as onnxruntime and the ONNX tests do.
+// Kiln's own attributes layout = "NCHWc" and lanes L (set by the select-layout pass behind a
+// blocked convolution): a 2-D f32 MaxPool without Indices then reads x (N, C / L, H, W, L) and
+// writes y (N, C / L, OH, OW, L), each pixel's L channels combined as one vector.
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "../../autodiff/builder.h"
 #include "../op_internal.h"
@@ -24,16 +29,56 @@ static const kiln_attr_spec attrs[] = {
     {"auto_pad", KILN_ATTR_STRING, false}, {"ceil_mode", KILN_ATTR_INT, false},
     {"dilations", KILN_ATTR_INTS, false},  {"kernel_shape", KILN_ATTR_INTS, true},
     {"pads", KILN_ATTR_INTS, false},       {"storage_order", KILN_ATTR_INT, false},
-    {"strides", KILN_ATTR_INTS, false},    {0},
+    {"strides", KILN_ATTR_INTS, false},    {"layout", KILN_ATTR_STRING, false},
+    {"lanes", KILN_ATTR_INT, false},       {0},
 };
 
 static bool has_indices(const kiln_node *n) { return n->n_outputs > 1 && n->outputs[1] >= 0; }
 
+// L when x and y are NCHWc; 0: planar.
+static int64_t blocked_lanes(const kiln_node *n) {
+  return strcmp(kiln_attr_string(n, "layout", "NCHW"), "NCHWc") == 0 ? kiln_attr_int(n, "lanes", 0)
+                                                                     : 0;
+}
+
+// layout "NCHW" (the default) or "NCHWc"; NCHWc: lanes >= 1, x (N, C / L, H, W, L), f32, no
+// Indices. Then the planar inference on x's planar view, y blocked as x.
+static bool infer_blocked(kiln_graph *g, kiln_node *n, kiln_diag *d, bool *blocked) {
+  const char *layout = kiln_attr_string(n, "layout", "NCHW");
+  *blocked = strcmp(layout, "NCHWc") == 0;
+  if (!*blocked && strcmp(layout, "NCHW") != 0) {
+    kiln_op_error(d, n, "attrs.layout: expected \"NCHW\" or \"NCHWc\", got \"%s\"", layout);
+    return false;
+  }
+  if (!*blocked) return true;
+  int64_t L;
+  kiln_tensor *x = kiln_in(g, n, 0);
+  if (!kiln_op_read_int(n, d, "lanes", 0, 1, 64, &L)) return false;
+  if (x->shape.rank != 5 || x->shape.dim[4] != L || x->dtype != KILN_F32 || has_indices(n)) {
+    kiln_op_error(d, n,
+                  "inputs[0] (%s): layout \"NCHWc\" expects an f32 (N, C / L, H, W, L) tensor "
+                  "with L = lanes = %lld and no Indices output, got %s %s",
+                  x->name, (long long)L, kiln_dtype_name(x->dtype),
+                  kiln_shape_text(&x->shape).text);
+    return false;
+  }
+  kiln_shape shape = x->shape;
+  x->shape = kiln_nchw_shape(&shape);
+  bool ok = kiln_pool_infer(g, n, d, opts);
+  x->shape = shape;
+  kiln_tensor *y = kiln_out(g, n, 0);
+  if (ok) y->shape = kiln_nchwc_shape(&y->shape, L);
+  return ok;
+}
+
 static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   int64_t storage_order;
+  bool blocked;
   if (!kiln_op_read_int(n, d, "storage_order", 0, 0, 1, &storage_order) ||
-      !kiln_pool_infer(g, n, d, opts))
+      !infer_blocked(g, n, d, &blocked))
     return false;
+  if (blocked) return true;
+  if (!kiln_pool_infer(g, n, d, opts)) return false;
   // indices: (N, C, OD1, ..., ODk), i64
   if (has_indices(n)) kiln_op_set_output(g, n, 1, KILN_I64, &kiln_out(g, n, 0)->shape);
   return true;
@@ -49,8 +94,27 @@ static int64_t plane_index(const kiln_window *w, int64_t at, bool column_major) 
   return index;
 }
 
-// x: (N, C, D1, ..., Dk), y and indices: (N, C, OD1, ..., ODk)
+static void eval_planar(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out);
+
+// NCHWc: the planar reference on a planar copy of x, its result blocked.
 static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
+  int64_t L = blocked_lanes(n);
+  if (!L) {
+    eval_planar(n, in, out);
+    return;
+  }
+  kiln_shape xs, ys = kiln_nchw_shape(out->shape);
+  kiln_eval_tensor x = kiln_eval_unblocked(&in[0], L, &xs);
+  kiln_eval_tensor y = {&ys, out->dtype,
+                        kiln_xmalloc(sizeof(double) * (size_t)kiln_shape_numel(&ys))};
+  eval_planar(n, &x, &y);
+  kiln_nchwc_copy(&ys, L, y.data, out->data, true);
+  free(x.data);
+  free(y.data);
+}
+
+// x: (N, C, D1, ..., Dk), y and indices: (N, C, OD1, ..., ODk)
+static void eval_planar(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
   kiln_window w = kiln_pool_window(n, in[0].shape, opts);
   int64_t planes = in[0].shape->dim[0] * in[0].shape->dim[1];
   int64_t in_size = kiln_window_in_size(&w), out_size = kiln_window_out_size(&w);
@@ -120,20 +184,23 @@ static void lower_with_indices(const kiln_lower_ctx *c) {
 }
 
 // acc (or the output row) starts at lowest(t) so that a window lying entirely in the padding
-// gives it, as in eval. 2-D pools without Indices take the vectorized row form. On i8 / u8 (the
-// quantize pass) MaxPool is exact at its input's scale and zero point.
+// gives it, as in eval. 2-D pools without Indices take the vectorized row form (NCHWc too). On i8 /
+// u8 (the quantize pass) MaxPool is exact at its input's scale and zero point.
 static void lower(const kiln_lower_ctx *c) {
   double init = lowest(kiln_lower_out(c, 0)->dtype);
   if (has_indices(c->node))
     lower_with_indices(c);
-  else if (kiln_lower_in(c, 0)->shape.rank == 4)
+  else if (kiln_lower_in(c, 0)->shape.rank == 4 || blocked_lanes(c->node))  // NCHWc: rank 5
     kiln_pool_lower_rows(c, opts, init, LB_MAX);
   else
     kiln_pool_lower(c, opts, init, LB_MAX, NULL);
 }
 
 static int64_t flops(const kiln_graph *g, const kiln_node *n) {
-  return kiln_pool_flops(g, n, opts);
+  if (!blocked_lanes(n)) return kiln_pool_flops(g, n, opts);
+  kiln_shape xs = kiln_nchw_shape(&kiln_in(g, n, 0)->shape);  // NCHWc: the planar view's window
+  kiln_window w = kiln_pool_window(n, &xs, opts);
+  return kiln_shape_numel(&kiln_out(g, n, 0)->shape) * kiln_window_taps(&w);
 }
 
 // Gradient (docs/training.md): each window's dy goes to its first maximal element (MaxPoolGrad,

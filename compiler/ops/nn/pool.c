@@ -368,29 +368,36 @@ void kiln_pool_lower_rows(const kiln_lower_ctx *c, kiln_window_opts opts, double
                           kiln_lbin combine) {
   kiln_lb *b = c->b;
   const kiln_tensor *x = kiln_lower_in(c, 0), *y = kiln_lower_out(c, 0);
-  const int64_t *xd = x->shape.dim, *yd = y->shape.dim;  // (N, C, H, W), (N, C, OH, OW)
-  kiln_window w = kiln_pool_window(c->node, &x->shape, opts);
+  // (N, C, H, W) and (N, C, OH, OW): the planar views; E values per pixel (L when NCHWc)
+  kiln_shape xs = kiln_nchw_shape(&x->shape), ys = kiln_nchw_shape(&y->shape);
+  const int64_t *xd = xs.dim, *yd = ys.dim;
+  int64_t E = x->shape.rank == 5 ? x->shape.dim[4] : 1;
+  kiln_window w = kiln_pool_window(c->node, &xs, opts);
   kiln_lb_comment(b, "%s %s (rows): %s, kernel %lldx%lld -> %s", kiln_op_get(c->node->op)->name,
                   c->node->name, kiln_describe(x).text, (long long)w.kernel[0],
                   (long long)w.kernel[1], kiln_describe(y).text);
   kiln_dtype t = y->dtype;
-  int nc = kiln_lb_for_n(b, "nc", xd[0] * xd[1]), oh = kiln_lb_for_n(b, "oh", yd[2]);
+  int nc = kiln_lb_for_n(b, "nc", xd[0] * xd[1] / E), oh = kiln_lb_for_n(b, "oh", yd[2]);
   kiln_krange rh = kiln_window_lower_range(b, &w, 0, oh, "kh");
   kiln_lexpr *row = lx_madd(b, lx_var(b, nc), yd[2], lx_var(b, oh));
-  int ow = kiln_lb_for_n(b, "ow", yd[3]);
-  kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, row, yd[3], lx_var(b, ow)), lx_float(b, t, init));
+  int ow = kiln_lb_for_n(b, "ow", yd[3] * E);
+  kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, row, yd[3] * E, lx_var(b, ow)),
+                lx_float(b, t, init));
   kiln_lb_end_for(b);
   int kh = kiln_lb_for(b, "kh", kiln_krange_lo(b, &rh), kiln_krange_hi(b, &rh));
   int kw = kiln_lb_for_n(b, "kw", w.kernel[1]);
   kiln_lexpr *lo, *hi;
   kiln_window_lower_cols(b, &w, 1, kw, "ow", &lo, &hi);
   ow = kiln_lb_for(b, "ow", lo, hi);
+  int e = E > 1 ? kiln_lb_for_n(b, "e", E) : -1;  // the lanes of an NCHWc pixel
   kiln_lexpr *in_row = lx_madd(b, lx_var(b, nc), xd[2], kiln_window_lower_pos(b, &w, 0, oh, kh));
   kiln_lexpr *xi = lx_madd(b, in_row, xd[3], kiln_window_lower_pos(b, &w, 1, ow, kw));
   kiln_lexpr *yi = lx_madd(b, kiln_lx_clone(b, row), yd[3], lx_var(b, ow));
+  if (e >= 0) xi = lx_madd(b, xi, E, lx_var(b, e)), yi = lx_madd(b, yi, E, lx_var(b, e));
   kiln_lexpr *v =
       lx_bin(b, combine, lx_load(b, kiln_out_buf(c, 0), yi), lx_load(b, kiln_in_buf(c, 0), xi));
   kiln_lb_store(b, kiln_out_buf(c, 0), kiln_lx_clone(b, yi), v);
+  if (e >= 0) kiln_lb_end_for(b);                  // e
   for (int i = 0; i < 5; i++) kiln_lb_end_for(b);  // ow, kw, kh, oh, nc
 }
 
