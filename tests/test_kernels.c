@@ -357,6 +357,23 @@ Test(kernels, depthwise_conv_stays_in_a_blocked_chain) {
   free(text), free(model), free(dir);
 }
 
+// A 1x1 conv takes 3 or 4 channel vectors per tile where they divide its vectors (AVX-512: 40
+// channels = 3 vectors, 3 x 7 = 21 accumulators) — a 3x3 conv with an odd vector count keeps 1
+// (blocked_conv_follows_the_target_width); on AVX2's 12 accumulators 3 vectors would leave 4
+// columns, so it keeps 1 there too.
+Test(kernels, pointwise_conv_tiles_more_channel_vectors) {
+  char *text = golden_loop_ir("kernels_conv_1x1_gemm");
+  const char *want[] = {"blocked: 3 x 16 channels by 7 columns per tile", "f32 acc[336]"};
+  expect_in_ir(text, want, sizeof want / sizeof *want);
+  free(text);
+  lanes = 8;
+  text = golden_loop_ir("kernels_conv_1x1_gemm");
+  lanes = 16;
+  const char *want8[] = {"blocked: 1 x 8 channels by"};
+  expect_in_ir(text, want8, sizeof want8 / sizeof *want8);
+  free(text);
+}
+
 // A grouped conv whose groups fill whole vectors takes the blocked kernel (each tile within one
 // group); one whose groups hold 3 output channels keeps the row lowering.
 Test(kernels, grouped_conv_blocked_when_groups_fill_vectors) {

@@ -416,6 +416,17 @@ int64_t kiln_conv_tile_width(int64_t OW, int64_t RO, int64_t max_acc) {
   return most;
 }
 
+// Output-channel vectors per tile of a 1x1 conv: 4 or 3 where they divide MV and leave at least 7
+// columns (AVX-512's 28 accumulators), else 2 or 1. A 1x1 tap is one input vector per column and
+// one weight vector per channel vector, so more channel vectors per broadcast cut the loads per
+// FMA: kiln build --tune chose 3x7..4x7 over the 2x14 tile on MobileNet-V2's and ResNet-18's 1x1
+// convs, 10-20 % faster per kernel (docs/performance.md, session 10).
+static int64_t pointwise_vectors(int64_t MV, int64_t max_acc) {
+  for (int64_t ro = 4; ro >= 3; ro--)
+    if (MV % ro == 0 && max_acc / ro >= 7) return ro;
+  return MV % 2 == 0 ? 2 : 1;
+}
+
 // A 1-D conv is planned as a 2-D one over (1, L): H, kH, strides, dilations and pads of 1 / 0.
 kiln_conv_plan kiln_conv_plan_make(const kiln_window *win, int64_t N, int64_t C, int64_t M,
                                    int64_t lanes, int64_t blocked) {
@@ -457,7 +468,7 @@ kiln_conv_plan kiln_conv_plan_make(const kiln_window *win, int64_t N, int64_t C,
   p.lanes = lanes;
   p.max_acc = kiln_target_accumulators((int)p.lanes);
   p.MV = (p.M + p.lanes - 1) / p.lanes;
-  p.RO = p.MV % 2 == 0 ? 2 : 1;
+  p.RO = p.KH == 1 && p.KW == 1 ? pointwise_vectors(p.MV, p.max_acc) : p.MV % 2 == 0 ? 2 : 1;
   p.RW = kiln_conv_tile_width(p.OW, p.RO, p.max_acc);
   p.G = 1, p.CG = p.C;
   return p;
