@@ -8,11 +8,18 @@
 //    KILN_MAX_REDUCE of them, each updated once and read nowhere else: several outputs' sums
 //    in one loop over k), it is marked as a reduction over all of them.
 // The tiling pass of a later issue refines this; the C and LLVM backends render the annotations.
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "pipeline.h"
 
-enum { MIN_PARALLEL_WORK = 1 << 14 };  // statements executed, roughly
+// Statements executed (roughly) for a thread team to pay: always from MIN_PARALLEL_WORK on
+// loops whose buffers exceed SMALL_FOOTPRINT bytes (a second core brings its own cache and
+// bandwidth: the MLP's 512 KB fc2 GEMV, 1.3 us, runs 2.5x faster on 2 threads); below
+// SMALL_KERNEL_WORK a loop over less data than that stays serial — LeNet-5's convolutions and
+// fc1 (2-5 us, in L1/L2) were slower on 2 threads than on 1: the fork/join cost what the second
+// thread saved (docs/performance.md, session 10).
+enum { MIN_PARALLEL_WORK = 1 << 14, SMALL_KERNEL_WORK = 1 << 20, SMALL_FOOTPRINT = 1 << 18 };
 
 static bool expr_uses_var(const kiln_lexpr *e, int var) {
   if (!e) return false;
@@ -216,11 +223,47 @@ static kiln_lstmt *only_inner_loop(const kiln_lstmt *loop) {
   return inner;
 }
 
-static bool mark_parallel(kiln_lstmt *loop) {
+// Marks in used[] the buffers e and s read or write.
+static void mark_expr_bufs(const kiln_lexpr *e, bool *used) {
+  if (!e) return;
+  if (e->kind == LE_LOAD) used[e->buf] = true;
+  mark_expr_bufs(e->a, used), mark_expr_bufs(e->b, used), mark_expr_bufs(e->c, used);
+}
+
+static void mark_stmt_bufs(const kiln_lstmt *s, bool *used) {
+  if (!s) return;
+  if (s->kind == LS_STORE || s->kind == LS_DOT4 || s->kind == LS_TILEDOT) used[s->buf] = true;
+  if (s->kind == LS_DOT4 || s->kind == LS_TILEDOT) used[s->w_buf] = true;
+  if (s->kind == LS_TILEDOT) used[s->c_buf] = true;
+  const kiln_lexpr *exprs[] = {s->lo, s->hi, s->index, s->value, s->cond, s->w_index, s->c_index};
+  for (size_t i = 0; i < sizeof exprs / sizeof *exprs; i++) mark_expr_bufs(exprs[i], used);
+  mark_stmt_bufs(s->body, used), mark_stmt_bufs(s->then_, used), mark_stmt_bufs(s->else_, used);
+  for (int i = 0; s->kind == LS_BLOCK && i < s->n; i++) mark_stmt_bufs(s->stmts[i], used);
+}
+
+// Bytes of the buffers the loop touches (whole buffers: an upper bound of what it reads).
+static int64_t footprint(const kiln_lprog *p, const kiln_lstmt *loop) {
+  bool *used = calloc((size_t)p->n_bufs + 1, sizeof(bool));
+  if (!used) return INT64_MAX;  // unknown: as if large
+  mark_stmt_bufs(loop, used);
+  int64_t bytes = 0;
+  for (int i = 0; i < p->n_bufs; i++)
+    if (used[i]) bytes += p->bufs[i].numel * (int64_t)kiln_dtype_size(p->bufs[i].dtype);
+  free(used);
+  return bytes;
+}
+
+static bool pays_for_threads(const kiln_lprog *p, const kiln_lstmt *loop) {
+  int64_t w = work(loop);
+  if (w < MIN_PARALLEL_WORK) return false;
+  return w >= SMALL_KERNEL_WORK || footprint(p, loop) > SMALL_FOOTPRINT;
+}
+
+static bool mark_parallel(const kiln_lprog *p, kiln_lstmt *loop) {
   // A batch loop of one iteration hides the real work: look through perfectly nested loops.
   for (kiln_lstmt *inner; trip_count(loop) < 2 && (inner = only_inner_loop(loop));) loop = inner;
   body_facts f = facts_of(loop);
-  if (!f.stores_ok || f.outer_assigns || trip_count(loop) < 2 || work(loop) < MIN_PARALLEL_WORK)
+  if (!f.stores_ok || f.outer_assigns || trip_count(loop) < 2 || !pays_for_threads(p, loop))
     return false;
   // A loop that is also the innermost one keeps its simd annotation: `parallel for simd`.
   loop->flags |= KILN_LOOP_PARALLEL;
@@ -234,7 +277,7 @@ bool kiln_pass_schedule(kiln_compilation *c, kiln_diag *d, bool *changed) {
     kiln_lstmt *body = c->prog->kernels[k].body;
     *changed |= mark_vector_loops(body);
     for (int i = 0; i < body->n; i++)
-      if (body->stmts[i]->kind == LS_FOR) *changed |= mark_parallel(body->stmts[i]);
+      if (body->stmts[i]->kind == LS_FOR) *changed |= mark_parallel(c->prog, body->stmts[i]);
   }
   return true;
 }
