@@ -13,12 +13,12 @@
 
 #include "pipeline.h"
 
-// Statements executed (roughly) for a thread team to pay: always from MIN_PARALLEL_WORK on
-// loops whose buffers exceed SMALL_FOOTPRINT bytes (a second core brings its own cache and
-// bandwidth: the MLP's 512 KB fc2 GEMV, 1.3 us, runs 2.5x faster on 2 threads); below
-// SMALL_KERNEL_WORK a loop over less data than that stays serial — LeNet-5's convolutions and
-// fc1 (2-5 us, in L1/L2) were slower on 2 threads than on 1: the fork/join cost what the second
-// thread saved (docs/performance.md, session 10).
+// Statements executed (roughly) for a thread team to pay. From MIN_PARALLEL_WORK on, a loop
+// runs in parallel when its buffers exceed SMALL_FOOTPRINT bytes (a second core brings its own
+// cache and bandwidth: the MLP at batch 1 on 2 threads took 0.011 ms with its 512 KB fc2 in
+// parallel, 0.012-0.013 with it serial); over less data it needs SMALL_KERNEL_WORK — LeNet-5's
+// convolutions and fc1 (2-5 us, in L1/L2) were slower on 2 threads than on 1: the fork/join cost
+// what the second thread saved (docs/performance.md, session 10).
 enum { MIN_PARALLEL_WORK = 1 << 14, SMALL_KERNEL_WORK = 1 << 20, SMALL_FOOTPRINT = 1 << 18 };
 
 static bool expr_uses_var(const kiln_lexpr *e, int var) {
