@@ -481,3 +481,69 @@ Test(kernels, targets_and_fusion_agree_with_interpreter, .timeout = 600) {
   rm_rf(dir);
   free(model), free(json), free(xpath), free(dir);
 }
+
+// Tanh's generated code (emit_c.c's kiln_gen_tanhf, llvm_emit.c's tanh_f32) is correctly rounded:
+// equal to libm's double tanh rounded to float. The inputs step through the bit patterns of
+// [0, 11] (every binade, 2^18 values, alternating signs) after the special values; an exhaustive
+// run over every float agreed too (docs/performance.md, "Session 11: Tanh").
+static kiln_array tanh_inputs(void) {
+  enum { N = 1 << 18 };
+  static const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1e-45f, -1e-40f, 10.0f};
+  kiln_array x = {.dtype = KILN_F32, .rank = 1, .shape = {N}, .nbytes = N * sizeof(float)};
+  float *v = kiln_aligned_alloc(x.nbytes);
+  memcpy(v, special, sizeof special);
+  int n_special = (int)(sizeof special / sizeof *special);
+  for (int i = n_special; i < N; i++) {
+    uint32_t bits = (uint32_t)((uint64_t)(i - n_special) * 0x41300000u / (N - n_special));
+    memcpy(&v[i], &bits, sizeof bits);
+    if (i % 2) v[i] = -v[i];
+  }
+  x.data = v;
+  return x;
+}
+
+static void expect_correctly_rounded_tanh(const kiln_array *x, const kiln_array *y,
+                                          const char *how) {
+  const float *xv = x->data, *yv = y->data;
+  int64_t wrong = 0, first = -1;
+  for (int64_t i = 0; i < x->shape[0]; i++) {
+    float want = (float)tanh((double)xv[i]);
+    bool same = isnan(want) ? isnan(yv[i]) : memcmp(&want, &yv[i], sizeof want) == 0;
+    if (!same && wrong++ == 0) first = i;
+  }
+  cr_expect_eq(wrong, 0, "%s: %lld of %lld tanh values not correctly rounded, first x=%a: %a", how,
+               (long long)wrong, (long long)x->shape[0], first >= 0 ? xv[first] : 0.0f,
+               first >= 0 ? yv[first] : 0.0f);
+}
+
+Test(kernels, tanh_is_correctly_rounded, .timeout = 300) {
+  char *dir = make_temp_dir();
+  char *model = write_text(dir, "tanh.json",
+                           "{\"format\":\"kiln-model\",\"version\":1,\"name\":\"tanh\","
+                           "\"inputs\":[{\"name\":\"x\",\"dtype\":\"f32\",\"shape\":[262144]}],"
+                           "\"outputs\":[{\"name\":\"y\"}],\"params\":[],\"nodes\":["
+                           "{\"op\":\"Tanh\",\"inputs\":[\"x\"],\"outputs\":[\"y\"]}]}");
+  char *xpath = path_join(dir, "x.npy"), *ypath = path_join(dir, "y.npy");
+  char *exe = path_join(dir, "tanh");
+  kiln_array x = tanh_inputs();
+  char err[256];
+  cr_assert_eq(kiln_npy_write(xpath, &x, err, sizeof err), 0, "%s", err);
+  // native: FMA (the Horner steps fused); generic: x86-64 without FMA; llvm: llvm.fmuladd.
+  char *variants[][2] = {{"--target", "native"}, {"--target", "generic"}, {"--backend", "llvm"}};
+  for (size_t v = 0; v < sizeof variants / sizeof *variants; v++) {
+    char *build[] = {KILN_EXE, "build", model, "-o", exe, variants[v][0], variants[v][1], NULL};
+    run_result r = run_cmd(build, 300);
+    cr_assert_eq(r.status, 0, "kiln build %s %s failed: %s", variants[v][0], variants[v][1], r.err);
+    run_result_free(&r);
+    char *run[] = {exe, "--input", xpath, "--output", ypath, NULL};
+    r = run_cmd(run, 60);
+    cr_assert_eq(r.status, 0, "the Tanh binary (%s) failed: %s", variants[v][1], r.err);
+    run_result_free(&r);
+    kiln_array y = read_npy_or_fail(ypath);
+    expect_correctly_rounded_tanh(&x, &y, variants[v][1]);
+    kiln_array_free(&y);
+  }
+  kiln_array_free(&x);
+  rm_rf(dir);
+  free(model), free(xpath), free(ypath), free(exe), free(dir);
+}

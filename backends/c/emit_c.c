@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "../../runtime/kiln_runtime.h"
+#include "../tanh_f32.h"
 #include "internal.h"
 
 // ---------------------------------------------------------------------------------------------
@@ -413,7 +414,7 @@ static void walk_expr(em *m, const kiln_lexpr *e) {
                 kiln_dtype_name(e->dtype));
       if (e->op == LU_ABS && !kiln_dtype_is_float(e->dtype))
         m->helpers |= 1ull << (HELP_ABS * KILN_DTYPE_COUNT + e->dtype);
-      if (e->op == LU_TANH && e->dtype == KILN_F32) m->uses_tanhf = true;
+      if (e->op == LU_TANH && e->dtype == KILN_F32) m->uses_tanhf = m->uses_muladd = true;
       walk_expr(m, e->a);
       break;
     case LE_SELECT:
@@ -1364,11 +1365,16 @@ static void emit_float_minmax_helpers(em *m) {
 
 // f32 tanh evaluated in double, branch-free so that `omp simd` loops vectorize it (libm's tanhf
 // is a scalar call; so is fmin, hence the clamp by comparison): |x| clamped to 10 (tanh(10) rounds
-// to 1.0f), e = exp(2|x|) as 2^n * exp(r) with |r| <= ln2 / 2 (2^n built in the exponent bits) and
-// exp(r) by its Taylor series to r^12 (relative error < 1e-15), then (e - 1) / (e + 1); below 2^-5,
-// where e - 1 cancels, tanh's own series to x^9 (error < 1e-16 relative). The double result is
-// within 1e-14 of tanh, so the float is the correctly rounded one except within 1e-14 of a rounding
-// tie. NaN stays NaN; the sign is x's.
+// to 1.0f), m = exp(2|x|) - 1 = 2^n (q(r) + 1) - 1 with r = 2|x| - n ln2, |r| <= ln2 / 2 (2^n built
+// in the exponent bits) and q(r) = exp(r) - 1 a degree-10 polynomial (minimax for the relative
+// error on [-ln2/2, ln2/2], tools/tanh_poly.py: < 2e-15), then tanh = m / (m + 2). For n = 0
+// (|x| < 0.17) m is q(r) itself, so small arguments lose nothing to cancellation; for n >= 1 the
+// sum 2^n q + (2^n - 1) cancels at most a factor of ~3.4. The Horner steps and that sum are fused
+// multiply-adds where the target has FMA (kiln_gen_muladd_f64), which more than halves the cost
+// against separate roundings (-std=c17 contracts nothing). The double result is within 1e-14 of
+// tanh, so the float is the correctly rounded one except within 1e-14 of a rounding tie (an
+// exhaustive run over every float agrees; tools/tanh_poly.py --check). NaN stays NaN; the sign
+// is x's.
 // ---- Loop IR dot4 (ir/loop.h, LS_DOT4): acc[l] += sum over j < 4 of u8 a[j] * i8 w[4 * l + j].
 // One helper per lane count. A lane accumulator of 4, 8 or 16 lanes is a GCC/clang vector
 // (kiln_gen_i32xL), which the compiler keeps in a register; the helpers pick vpdpbusd where the
@@ -1469,23 +1475,21 @@ static void emit_tanhf(em *m) {
       "  double x = (double)xf, a = __builtin_fabs(x);\n"
       "  a = a > 10.0 ? 10.0 : a;\n"
       "  double y = 2.0 * a, n = __builtin_nearbyint(y * 1.4426950408889634);\n"
-      "  double r = (y - n * 0.6931471803691238) - n * 1.9082149292705877e-10;\n"
-      "  double p = 1.0 / 479001600.0;\n"
-      "  p = p * r + 1.0 / 39916800.0; p = p * r + 1.0 / 3628800.0; p = p * r + 1.0 / 362880.0;\n"
-      "  p = p * r + 1.0 / 40320.0; p = p * r + 1.0 / 5040.0; p = p * r + 1.0 / 720.0;\n"
-      "  p = p * r + 1.0 / 120.0; p = p * r + 1.0 / 24.0; p = p * r + 1.0 / 6.0;\n"
-      "  p = p * r + 0.5; p = p * r + 1.0; p = p * r + 1.0;\n"
+      "  double r = kiln_gen_muladd_f64(-n, 0.6931471803691238, y);\n"
+      "  r = kiln_gen_muladd_f64(-n, 1.9082149292705877e-10, r);\n");
+  fprintf(m->f, "  double q = %.17g;\n", tanh_expm1_poly[0]);
+  for (size_t i = 1; i < sizeof tanh_expm1_poly / sizeof *tanh_expm1_poly; i++)
+    fprintf(m->f, "  q = kiln_gen_muladd_f64(q, r, %.17g);\n", tanh_expm1_poly[i]);
+  out(m,
+      "  q = q * r;\n"
       "  double k = n + 6755399441055744.0;\n"
       "  uint64_t bits;\n"
       "  memcpy(&bits, &k, sizeof bits);\n"
       "  bits = (bits + 1023) << 52;\n"
       "  double scale;\n"
       "  memcpy(&scale, &bits, sizeof scale);\n"
-      "  double e = p * scale, big = (e - 1.0) / (e + 1.0);\n"
-      "  double a2 = a * a, small = a * (1.0 + a2 * (-1.0 / 3.0 + a2 * (2.0 / 15.0 + a2 * (-17.0 / "
-      "315.0 + a2 * (62.0 / 2835.0)))));\n"
-      "  double t = a < 0.03125 ? small : big;\n"
-      "  return (float)__builtin_copysign(t, x);\n"
+      "  double e = kiln_gen_muladd_f64(scale, q, scale - 1.0);\n"
+      "  return (float)__builtin_copysign(e / (e + 2.0), x);\n"
       "}\n");
 }
 

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../tanh_f32.h"
 #include "internal.h"
 
 // ---------------------------------------------------------------------------------------------
@@ -409,8 +410,15 @@ static LLVMValueRef mix64(lgen *g, LLVMValueRef z) {
 
 // f32 tanh as the C backend computes it (emit_c.c's kiln_gen_tanhf; the accuracy argument is
 // there): in double, branch-free, so the loop vectorizer can widen it where libm's tanhf would
-// stay a scalar call. |x| clamped to 10, e = exp(2|x|) = 2^n exp(r) (Taylor to r^12, 2^n built in
-// the exponent bits), (e - 1) / (e + 1), or tanh's series below 2^-5; x's sign; NaN propagates.
+// stay a scalar call. |x| clamped to 10, m = exp(2|x|) - 1 = 2^n (q(r) + 1) - 1 (q: tanh_f32.h's
+// polynomial, 2^n built in the exponent bits), m / (m + 2), x's sign; NaN propagates. The Horner
+// steps and the sum for m are llvm.fmuladd, fused where the target has FMA (as the C backend's
+// kiln_gen_muladd_f64).
+static LLVMValueRef fmuladd_f64(lgen *g, LLVMValueRef x, LLVMValueRef y, LLVMValueRef z) {
+  LLVMValueRef args[3] = {x, y, z};
+  return intrinsic(g, "llvm.fmuladd", ll_type(g, KILN_F64), args, 3);
+}
+
 static LLVMValueRef tanh_f32(lgen *g, LLVMValueRef xf) {
   LLVMTypeRef D = ll_type(g, KILN_F64);
   LLVMBuilderRef b = g->b;
@@ -420,25 +428,19 @@ static LLVMValueRef tanh_f32(lgen *g, LLVMValueRef xf) {
   LLVMValueRef y = LLVMBuildFMul(b, K(2.0), a, "");
   LLVMValueRef n = LLVMBuildFMul(b, y, K(1.4426950408889634), "");
   n = intrinsic(g, "llvm.nearbyint", D, &n, 1);
-  LLVMValueRef r = LLVMBuildFSub(b, y, LLVMBuildFMul(b, n, K(0.6931471803691238), ""), "");
-  r = LLVMBuildFSub(b, r, LLVMBuildFMul(b, n, K(1.9082149292705877e-10), ""), "");
-  static const double taylor[] = {
-      1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0,
-      1.0 / 120.0,      1.0 / 24.0,      1.0 / 6.0,      0.5,           1.0,          1.0};
-  LLVMValueRef p = K(1.0 / 479001600.0);
-  for (int i = 0; i < 12; i++) p = LLVMBuildFAdd(b, LLVMBuildFMul(b, p, r, ""), K(taylor[i]), "");
+  LLVMValueRef minus_n = LLVMBuildFNeg(b, n, "");
+  LLVMValueRef r = fmuladd_f64(g, minus_n, K(0.6931471803691238), y);
+  r = fmuladd_f64(g, minus_n, K(1.9082149292705877e-10), r);
+  LLVMValueRef q = K(tanh_expm1_poly[0]);
+  for (size_t i = 1; i < sizeof tanh_expm1_poly / sizeof *tanh_expm1_poly; i++)
+    q = fmuladd_f64(g, q, r, K(tanh_expm1_poly[i]));
+  q = LLVMBuildFMul(b, q, r, "");
   LLVMValueRef bits =
       LLVMBuildBitCast(b, LLVMBuildFAdd(b, n, K(6755399441055744.0), ""), g->i64, "");
   bits = LLVMBuildShl(b, LLVMBuildAdd(b, bits, ll_i64(g, 1023), ""), ll_i64(g, 52), "");
-  LLVMValueRef e = LLVMBuildFMul(b, p, LLVMBuildBitCast(b, bits, D, ""), "");
-  LLVMValueRef big =
-      LLVMBuildFDiv(b, LLVMBuildFSub(b, e, K(1.0), ""), LLVMBuildFAdd(b, e, K(1.0), ""), "");
-  static const double series[] = {62.0 / 2835.0, -17.0 / 315.0, 2.0 / 15.0, -1.0 / 3.0, 1.0};
-  LLVMValueRef a2 = LLVMBuildFMul(b, a, a, ""), q = K(series[0]);
-  for (int i = 1; i < 5; i++) q = LLVMBuildFAdd(b, LLVMBuildFMul(b, a2, q, ""), K(series[i]), "");
-  LLVMValueRef small = LLVMBuildFMul(b, a, q, "");
-  LLVMValueRef t =
-      LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, a, K(0.03125), ""), small, big, "");
+  LLVMValueRef scale = LLVMBuildBitCast(b, bits, D, "");
+  LLVMValueRef m = fmuladd_f64(g, scale, q, LLVMBuildFSub(b, scale, K(1.0), ""));
+  LLVMValueRef t = LLVMBuildFDiv(b, m, LLVMBuildFAdd(b, m, K(2.0), ""), "");
   LLVMValueRef args[2] = {t, x};
 #undef K
   return LLVMBuildFPTrunc(b, intrinsic(g, "llvm.copysign", D, args, 2), ll_type(g, KILN_F32), "");
