@@ -1,8 +1,8 @@
-// The graph passes fuse-elementwise and simplify-layout: before/expected IR on small models, the
-// rules that must not fire, and the reference: the interpreter on the graph as loaded (no pass has
-// run) and the generated code. Then the issue's on/off check: every optional graph pass turned off
-// in turn on the small samples, each variant evaluated by the interpreter on the sample's golden
-// input, all within the output's tolerance of the full pipeline.
+// The graph passes fuse-elementwise, simplify-layout and fuse-expand-depthwise: before/expected IR
+// on small models, the rules that must not fire, and the reference: the interpreter on the graph
+// as loaded (no pass has run) and the generated code. Then the issue's on/off check: every
+// optional graph pass turned off in turn on the small samples, each variant evaluated by the
+// interpreter on the sample's golden input, all within the output's tolerance of the full pipeline.
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,6 +13,7 @@
 #include "../compiler/interp.h"
 #include "../compiler/ops/op.h"
 #include "../compiler/passes/pipeline.h"
+#include "../runtime/kiln_runtime.h"
 #include "sample_util.h"
 
 TestSuite(fuse_elementwise, .fini = check_leaks);
@@ -531,4 +532,153 @@ Test(compact_weights, drops_unread_weights_and_keeps_the_rest_byte_for_byte) {
   cr_assert_geq(kept, 3, "the bias, the packed weights and the Gemm's weights are read");
   kiln_compilation_free(&on);
   kiln_compilation_free(&off);
+}
+
+// ---- fuse-expand-depthwise ----
+
+TestSuite(fuse_expand_depthwise, .fini = check_leaks, .timeout = 300);
+
+#define NORMAL(name, shape, seed)                   \
+  "{'name':'" name "','dtype':'f32','shape':" shape \
+  ",'init':{'kind':'normal','std':0.3,'seed':" seed "}}"
+#define CONSTANT(name, v) \
+  "{'name':'" name "','dtype':'f32','shape':[1],'init':{'kind':'constant','value':" v "}}"
+#define CONV(in, w, b, out, attrs)                                                  \
+  "{'op':'Conv','name':'" out "','inputs':['" in "','" w "'" b "],'outputs':['" out \
+  "'],'attrs':{" attrs "}}"
+#define CLIP(in, out) "{'op':'Clip','inputs':['" in "','lo','hi'],'outputs':['" out "']}"
+#define DW_ATTRS(stride) "'group':16,'pads':[1,1,1,1],'strides':[" stride "," stride "]"
+// Two MobileNet-V2 blocks on an HW x HW map, raw ONNX ops: 8 -> 16 (ReLU6) -> depthwise 3x3
+// (ReLU6) -> 8 + x, then 8 -> 16 -> depthwise stride 2 -> 8. Their 16 x HW x HW expanded tensors
+// are 1 MB at 128 x 128 (fused) and 256 KB at 64 x 64 (not). EXTRA_OUT: more graph outputs.
+#define BLOCKS_MODEL(HW, EXTRA_OUT) \
+  MODEL(F32_INPUT("x", "[1,8," HW "," HW "]"), "{'name':'y'}" EXTRA_OUT,                          \
+        NORMAL("w1", "[16,8,1,1]", "1") "," NORMAL("b1", "[16]", "2") "," NORMAL(                  \
+            "wd1", "[16,1,3,3]", "3") "," NORMAL("bd1", "[16]", "4") "," NORMAL("w2", "[8,16,1,1]", \
+                                                                                  "5") ","         \
+            NORMAL("w3", "[16,8,1,1]", "6") "," NORMAL("b3", "[16]", "7") "," NORMAL(              \
+                "wd2", "[16,1,3,3]", "8") "," NORMAL("bd2", "[16]", "9") "," NORMAL(               \
+                "w4", "[8,16,1,1]", "10") "," CONSTANT("lo", "0") "," CONSTANT("hi", "6"),         \
+        CONV("x", "w1", ",'b1'", "e1", "") "," CLIP("e1", "r1") "," CONV(                          \
+            "r1", "wd1", ",'bd1'", "d1", DW_ATTRS("1")) "," CLIP("d1", "s1") "," CONV(             \
+            "s1", "w2", "", "p1", "") ",{'op':'Add','inputs':['p1','x'],'outputs':['y1']}," CONV(  \
+            "y1", "w3", ",'b3'", "e2", "") "," CLIP("e2", "r2") "," CONV(                          \
+            "r2", "wd2", ",'bd2'", "d2", DW_ATTRS("2")) "," CLIP("d2", "s2") "," CONV(             \
+            "s2", "w4", "", "y", ""))
+
+// The second block alone (stride 2), for the builds.
+#define BLOCK_MODEL(HW)                                                                            \
+  MODEL(F32_INPUT("x", "[1,8," HW "," HW "]"), "{'name':'y'}",                                     \
+        NORMAL("w3", "[16,8,1,1]", "6") "," NORMAL("b3", "[16]", "7") "," NORMAL(                  \
+            "wd2", "[16,1,3,3]",                                                                   \
+            "8") "," NORMAL("bd2", "[16]",                                                         \
+                            "9") "," NORMAL("w4", "[8,16,1,1]",                                    \
+                                            "10") "," CONSTANT("lo", "0") "," CONSTANT("hi", "6"), \
+        CONV("x", "w3", ",'b3'", "e2", "") "," CLIP("e2", "r2") "," CONV(                          \
+            "r2", "wd2", ",'bd2'", "d2",                                                           \
+            DW_ATTRS("2")) "," CLIP("d2", "s2") "," CONV("s2", "w4", "", "y", ""))
+
+// The passes through fuse-expand-depthwise with 16 lanes (AVX-512's blocking).
+static kiln_graph *expand_depthwise_graph(const char *json) {
+  kiln_compilation c;
+  kiln_compilation_init(&c, graph_of(json));
+  c.f32_lanes = 16;
+  c.stop_after = "fuse-expand-depthwise";
+  kiln_diag d;
+  kiln_diag_init(&d, "test");
+  cr_assert(kiln_compile_pipeline(&c, &d));
+  kiln_graph *g = c.g;
+  c.g = NULL;
+  kiln_compilation_free(&c);
+  return g;
+}
+
+static const char *input_name(const kiln_graph *g, const kiln_node *n, int i) {
+  return i < n->n_inputs && n->inputs[i] >= 0 ? g->tensors[n->inputs[i]].name : "";
+}
+
+Test(fuse_expand_depthwise, fuses_large_expansions_read_once) {
+  kiln_graph *g = expand_depthwise_graph(BLOCKS_MODEL("128", ""));
+  cr_expect_eq(count_op(g, KILN_OP_FusedExpandDepthwise), 2, "both blocks fused");
+  cr_expect_eq(g->n_nodes, 4, "2 fused blocks and 2 projections, got %d nodes", g->n_nodes);
+  const kiln_node *f = first_op(g, KILN_OP_FusedExpandDepthwise);
+  cr_expect_str_eq(f->name, "d1", "the fused node keeps the depthwise conv's name");
+  const char *want[] = {"x", "w1", "b1", "wd1", "bd1"};
+  for (int i = 0; i < 5; i++) cr_expect_str_eq(input_name(g, f, i), want[i], "input %d", i);
+  cr_expect_str_eq(kiln_attr_string(f, "input_layout", ""), "NCHW", "x is planar (8 channels)");
+  cr_expect_str_eq(kiln_attr_string(f, "expand_activation", ""), "Clip");
+  cr_expect_str_eq(kiln_attr_string(f, "activation", ""), "Clip");
+  cr_expect_eq(kiln_attr_int(f, "lanes", 0), 16);
+  const kiln_node *second = &g->nodes[2];
+  cr_expect(second->op == KILN_OP_FusedExpandDepthwise && strcmp(second->name, "d2") == 0 &&
+                strcmp(input_name(g, second, 0), "y1") == 0,
+            "the second block reads y1, got %s reading %s", second->name, input_name(g, second, 0));
+  int64_t strides[2] = {0};
+  kiln_attr_ints(second, "strides", strides, 2);
+  cr_expect(strides[0] == 2 && strides[1] == 2, "the second block keeps stride 2");
+  kiln_graph_free(g);
+  // Small maps keep the two kernels; an expansion that is also a model output stays.
+  g = expand_depthwise_graph(BLOCKS_MODEL("64", ""));
+  cr_expect_eq(count_op(g, KILN_OP_FusedExpandDepthwise), 0, "fused at 64 x 64");
+  kiln_graph_free(g);
+  g = expand_depthwise_graph(BLOCKS_MODEL("128", ",{'name':'r1'}"));
+  cr_expect_eq(count_op(g, KILN_OP_FusedExpandDepthwise), 1, "r1 is a model output");
+  cr_expect_str_eq(first_op(g, KILN_OP_FusedExpandDepthwise)->name, "d2");
+  kiln_graph_free(g);
+}
+
+// Builds the model (`kiln build` with flags) and runs it on x; returns y's path (malloc'd).
+static char *build_and_run(const char *dir, const char *model, const char *x, const char *tag,
+                           char *const flags[2]) {
+  char *exe = path_join(dir, tag), *y = NULL, out[600], in[600];
+  cr_assert(asprintf(&y, "%s/%s.y.npy", dir, tag) > 0);
+  char *build[] = {KILN_EXE, "build", (char *)model, "-o", exe, flags[0], flags[1], NULL};
+  run_result r = run_cmd(build, 300);
+  cr_assert_eq(r.status, 0, "kiln build %s failed: %s", tag, r.err);
+  run_result_free(&r);
+  snprintf(in, sizeof in, "x=%s", x);
+  snprintf(out, sizeof out, "y=%s", y);
+  char *run[] = {exe, "--input", in, "--output", out, NULL};
+  r = run_cmd(run, 60);
+  cr_assert_eq(r.status, 0, "%s failed: %s", tag, r.err);
+  run_result_free(&r);
+  free(exe);
+  return y;
+}
+
+// The generated code with the blocks fused gives the unfused kernels' bits (native target), and
+// the AVX2 (8 lanes: two channel blocks) and generic builds stay within FusedConv's tolerance of
+// the interpreter.
+Test(fuse_expand_depthwise, generated_code_matches_unfused_bit_for_bit) {
+  char *dir = make_temp_dir(), *model = path_join(dir, "blocks.json");
+  FILE *f = fopen(model, "w");
+  cr_assert(f);
+  for (const char *p = BLOCK_MODEL("128"); *p; p++) fputc(*p == '\'' ? '"' : *p, f);
+  fclose(f);
+  kiln_graph *g = model_or_fail(model);
+  kiln_array x = make_input(g, 0), want;
+  char *xpath = path_join(dir, "x.npy"), err[256], why[512];
+  cr_assert_eq(kiln_npy_write(xpath, &x, err, sizeof err), 0, "%s", err);
+  interpret(g, &x, &want);
+  char *none[2] = {NULL, NULL}, *off[2] = {"--disable-pass", "fuse-expand-depthwise"};
+  char *fused = build_and_run(dir, model, xpath, "fused", none);
+  char *unfused = build_and_run(dir, model, xpath, "unfused", off);
+  cr_expect(files_equal(fused, unfused), "fused and unfused outputs differ");
+  free(fused), free(unfused);
+  static const char *targets[] = {"avx2", "generic"};
+  for (int t = 0; t < 2; t++) {
+    __builtin_cpu_init();
+    if (t == 0 && !__builtin_cpu_supports("avx2")) continue;
+    char *flags[2] = {"--target", (char *)targets[t]};
+    char *y = build_and_run(dir, model, xpath, targets[t], flags);
+    kiln_array got = read_npy_or_fail(y);
+    cr_expect(arrays_close(&got, &want, 1e-5, 1e-5, why, sizeof why), "%s: %s", targets[t], why);
+    kiln_array_free(&got);
+    free(y);
+  }
+  kiln_array_free(&want);
+  kiln_array_free(&x);
+  kiln_graph_free(g);
+  rm_rf(dir);
+  free(xpath), free(model), free(dir);
 }

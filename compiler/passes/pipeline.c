@@ -32,6 +32,10 @@ const kiln_pass kiln_pipeline[] = {
     {.name = "fuse-elementwise", .run = kiln_pass_fuse_elementwise,
      .doc = "one kernel per chain of elementwise ops (FusedElementwise)"},
     {.name = "dce", .run = kiln_pass_dce, .doc = "drop nodes no output depends on"},
+    // after dce: select-layout leaves Reorders nothing reads behind the expansions
+    {.name = "fuse-expand-depthwise", .run = kiln_pass_fuse_expand_depthwise,
+     .doc = "an NCHWc 1x1 expansion and the depthwise conv that alone reads it, on large maps, in "
+            "one kernel (FusedExpandDepthwise)"},
     {.name = "in-place", .run = kiln_pass_in_place,
      .doc = "let elementwise nodes overwrite inputs that die there"},
     {.name = "plan-memory", .run = kiln_pass_plan_memory,

@@ -45,6 +45,7 @@ bool kiln_pass_fuse_epilogue(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_select_layout(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_select_conv_algo(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_simplify_layout(kiln_compilation *c, kiln_diag *d, bool *changed);
+bool kiln_pass_fuse_expand_depthwise(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_fuse_elementwise(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_dce(kiln_compilation *c, kiln_diag *d, bool *changed);
 bool kiln_pass_in_place(kiln_compilation *c, kiln_diag *d, bool *changed);
