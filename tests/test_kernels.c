@@ -361,19 +361,68 @@ Test(kernels, depthwise_conv_stays_in_a_blocked_chain) {
 }
 
 // A 1x1 conv takes 3 or 4 channel vectors per tile where they divide its vectors (AVX-512: 40
-// channels = 3 vectors, 3 x 7 = 21 accumulators) — a 3x3 conv with an odd vector count keeps 1
-// (blocked_conv_follows_the_target_width); on AVX2's 12 accumulators 3 vectors would leave 4
-// columns, so it keeps 1 there too.
+// channels = 3 vectors, 3 x 9 = 27 accumulators over the 49 flattened columns) — a 3x3 conv with
+// an odd vector count keeps 1 (blocked_conv_follows_the_target_width); on AVX2's 12 accumulators
+// 3 vectors would leave 4 columns, so it keeps 1 there too.
+// The loop IR of golden case `case_name` at `at_lanes` f32 lanes (AVX2: 8) holds every want[i].
+static void expect_in_golden_ir_at(const char *case_name, int at_lanes, const char *const *want,
+                                   size_t n) {
+  lanes = at_lanes;
+  char *text = golden_loop_ir(case_name);
+  lanes = 16;
+  expect_in_ir(text, want, n);
+  free(text);
+}
+
 Test(kernels, pointwise_conv_tiles_more_channel_vectors) {
   char *text = golden_loop_ir("kernels_conv_1x1_gemm");
-  const char *want[] = {"blocked: 3 x 16 channels by 7 columns per tile", "f32 acc[336]"};
+  const char *want[] = {"blocked: 3 x 16 channels by 9 columns per tile", "f32 acc[432]"};
   expect_in_ir(text, want, sizeof want / sizeof *want);
   free(text);
-  lanes = 8;
-  text = golden_loop_ir("kernels_conv_1x1_gemm");
-  lanes = 16;
   const char *want8[] = {"blocked: 1 x 8 channels by"};
-  expect_in_ir(text, want8, sizeof want8 / sizeof *want8);
+  expect_in_golden_ir_at("kernels_conv_1x1_gemm", 8, want8, sizeof want8 / sizeof *want8);
+}
+
+// A strided 1x1 conv reads x at the stride in place (no subsampled copy), over its own output
+// rows; 4 channel vectors take 6 columns (4 x 7 = 28 accumulators, 4 weight vectors and the
+// broadcast would need 33 of AVX-512's 32 registers), a tail tile the rest of the 26. Each tap's
+// first column is x0, the others a constant offset from it; an NCHWc x is read by channel block
+// and lane (no division per broadcast).
+Test(kernels, strided_pointwise_conv_reads_x_in_place) {
+  char *text = golden_loop_ir("kernels_conv_1x1_s3_wide");  // planar, stride 3, 7x77 -> 3x26
+  const char *want[] = {"blocked: 4 x 16 channels by 6 columns per tile\n", "for tile in [0, 12) {",
+                        "for tile_1 in [0, 3) {",
+                        "i64 x0_1 = ((((((n * 16) + ic_1) * 7) + ((oh * 3) + kh_1)) * 77)",
+                        "f32 xv_1 = x[((j_1 * 3) + x0_1)]"};
+  expect_in_ir(text, want, sizeof want / sizeof *want);
+  cr_expect(!strstr(text, "subsampled"), "a subsampled copy:\n%s", text);
+  free(text);
+  text = golden_loop_ir("layout_conv1x1_stride2_wide");  // NCHWc, stride 2, 5x51 -> 3x26
+  const char *want_blocked[] = {"blocked: 4 x 16 channels by 6 columns per tile, NCHWc",
+                                "for icb in [0, 2) {", "for ici in [(1 - min(icb, 1)), 16) {",
+                                "i64 ic_1 = ((icb * 16) + ici)",
+                                "f32 xv_1 = x.b[((j_1 * 32) + x0_1)]"};
+  expect_in_ir(text, want_blocked, sizeof want_blocked / sizeof *want_blocked);
+  cr_expect(!strstr(text, "subsampled"), "a subsampled copy:\n%s", text);
+  free(text);
+  // AVX2: 2 vectors of 6 columns (12 accumulators), in place too
+  const char *want8[] = {"blocked: 2 x 8 channels by 6 columns per tile\n"};
+  expect_in_golden_ir_at("kernels_conv_1x1_s3_wide", 8, want8, sizeof want8 / sizeof *want8);
+}
+
+// A tile's sums start from the bias at its first tap (no separate copy of the bias into the
+// accumulators), then run over the rest of channel 0's first kernel row, its other rows and the
+// other channels: the same terms in the same order.
+Test(kernels, blocked_conv_tiles_start_from_the_bias) {
+  char *text = golden_loop_ir("kernels_conv_m32_s2");  // 3x3, stride 2, padded
+  static const char first_tap[] =
+      "acc[((((j * 2) + r) * 16) + l)] = muladd(xv, conv_wpacked[((((((ob * 2) + r) * 72) + "
+      "((((ic * 3) + kh) * 3) + kw)) * 16) + l)], conv_bpacked[((((ob * 2) + r) * 16) + l)])";
+  const char *want[] = {"for ic in [0, 1) {\n      for kh in [0, 1) {\n        for kw in [0, 1) {",
+                        first_tap, "for kw_1 in [1, 3) {", "for kh_2 in [1, 3) {",
+                        "for ic_3 in [1, 8) {"};
+  expect_in_ir(text, want, sizeof want / sizeof *want);
+  cr_expect(!strstr(text, "= conv_bpacked["), "the bias copied into the accumulators:\n%s", text);
   free(text);
 }
 
@@ -382,7 +431,7 @@ Test(kernels, pointwise_conv_tiles_more_channel_vectors) {
 Test(kernels, grouped_conv_blocked_when_groups_fill_vectors) {
   char *text = golden_loop_ir("kernels_group2_m64_pad1");
   const char *want[] = {"blocked: 2 x 16 channels by 10 columns per tile, padded input",
-                        "for ic in [0, 4)"};
+                        "for ic_3 in [1, 4)"};
   expect_in_ir(text, want, sizeof want / sizeof *want);
   free(text);
   text = golden_loop_ir("kernels_fused_group2");

@@ -138,13 +138,30 @@ Test(llvm, emit_llvm_passes_llvm_verifier, .timeout = 300) {
   free(dir);
 }
 
-// The busiest basic block of an optimized module (the most llvm.fmuladd calls): how many calls it
-// has, how many stores, and the narrowest of its multiply-adds (lanes; 1: scalar). In a
-// register-blocked convolution that is the microkernel's inner loop. widest: the widest float
-// vector anywhere in the module (what the target's vectors hold).
+// The busiest basic block of an optimized module (the most llvm.fmuladd calls, a block that
+// branches back to itself first): how many calls it has, how many stores, and the narrowest of its
+// multiply-adds (lanes; 1: scalar). In a register-blocked convolution that is the microkernel's
+// inner loop (its first tap, peeled before the loop, has as many multiply-adds but runs once).
+// widest: the widest float vector anywhere in the module (what the target's vectors hold).
 typedef struct hot_block {
   int muladds, stores, lanes;
+  bool loop;
+  char name[128];
 } hot_block;
+
+static bool busier(const hot_block *a, const hot_block *b) {
+  if (!a->muladds || !b->muladds) return a->muladds > b->muladds;
+  return a->loop != b->loop ? a->loop : a->muladds > b->muladds;
+}
+
+// Whether line branches to block `name` (a "br" naming "%name" whole).
+static bool branches_to(const char *line, const char *name) {
+  if (!*name || !strstr(line, " br ")) return false;
+  size_t n = strlen(name);
+  for (const char *at = strchr(line, '%'); at; at = strchr(at + 1, '%'))
+    if (strncmp(at + 1, name, n) == 0 && strchr(", \n", at[1 + n])) return true;
+  return false;
+}
 
 static bool is_block_label(const char *line) {
   size_t n = strcspn(line, ": \t\n");
@@ -177,16 +194,19 @@ static hot_block busiest_block(const char *ll_path, int *widest) {
   *widest = 0;
   while (getline(&line, &cap, f) > 0) {
     if (is_block_label(line) || strncmp(line, "define ", 7) == 0 || line[0] == '}') {
-      if (cur.muladds > best.muladds) best = cur;
+      if (busier(&cur, &best)) best = cur;
       cur = (hot_block){0};
+      if (is_block_label(line))
+        snprintf(cur.name, sizeof cur.name, "%.*s", (int)strcspn(line, ":"), line);
     }
+    if (branches_to(line, cur.name)) cur.loop = true;
     int lanes = muladd_lanes(line), w = widest_float_vector(line);
     if (lanes && (!cur.muladds || lanes < cur.lanes)) cur.lanes = lanes;
     if (lanes) cur.muladds++;
     if (strncmp(line, "  store ", 8) == 0) cur.stores++;
     if (w > *widest) *widest = w;
   }
-  if (cur.muladds > best.muladds) best = cur;
+  if (busier(&cur, &best)) best = cur;
   free(line);
   fclose(f);
   return best;

@@ -8,7 +8,7 @@ The Conv cases pick shapes that reach every part of the register-blocked lowerin
 compiler/ops/nn/conv.c: output channels that are not a multiple of 16 (zero-padded weight lanes),
 an odd number of 16-channel vectors, a row that needs a narrower tail tile, padding (the padded
 input copy), strides, dilations, asymmetric pads and 1x1 convolutions run as a GEMM (strided ones
-on a subsampled copy). The FusedConv
+reading x at the stride in place, strides 2 and 3). The FusedConv
 cases (what the fuse-epilogue pass makes of Conv -> Add -> Relu) are relu(conv(x, w, b) + z) with
 and without the residual, the activation and the bias, and a grouped one (the unblocked path:
 its groups' 3 output channels do not fill a vector; three grouped ones that do take the blocked
@@ -155,6 +155,9 @@ def cases():
         Case("conv_7x7_s2", "Conv", (1, 3, 23, 23), (16, 3, 7, 7), strides=(2, 2),
              pads=(3, 3, 3, 3)),
         Case("conv_1x1_s2x3_tail", "Conv", (2, 24, 15, 13), (40, 24, 1, 1), strides=(2, 3)),
+        # strided 1x1 convs read x at the stride in place: 4 x 6 tiles and a tail (26 columns),
+        # stride 3, odd sizes (padded ones read the padded copy: layout_conv1x1_stride2_pad1)
+        Case("conv_1x1_s3_wide", "Conv", (1, 16, 7, 77), (64, 16, 1, 1), strides=(3, 3)),
         # FusedConv
         Case("fused_relu", "FusedConv", (1, 6, 10, 10), (24, 6, 3, 3), relu=True,
              pads=(1, 1, 1, 1)),

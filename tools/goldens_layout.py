@@ -7,9 +7,10 @@ interpreter to these references and the generated code to the interpreter.
     /usr/bin/python3 tools/goldens_layout.py
 
 The convolution cases cover what the blocked kernel must get right: padding (the padded copy is
-NCHWc too), a strided 1x1 conv (the subsampled copy), an unpadded 1x1 conv (x read in place),
-the residual read in the output's layout, 4 and 8 lanes (generic and AVX2 widths) as well as 16;
-and MaxPool on NCHWc (padding, ceil_mode, 4 and 16 lanes).
+NCHWc too), strided 1x1 convs (x read at the stride in place, strides 2 and 3; with padding, the
+padded copy), an unpadded 1x1 conv (x read in place), the residual read in the output's layout,
+4 and 8 lanes (generic and AVX2 widths) as well as 16; and MaxPool on NCHWc (padding,
+ceil_mode, 4 and 16 lanes).
 """
 import os
 import shutil
@@ -126,6 +127,13 @@ def main():
         conv_case("layout_conv1x1_in_place", (1, 32, 5, 6), 16, 1, residual=True, relu=False),
         conv_case("layout_conv1x1_stride2_lanes4", (1, 8, 7, 7), 12, 1, stride=2, lanes=4,
                   residual=False, relu=True),
+        # strided 1x1 convs read the NCHWc x at the stride in place (4 x 6 tiles and a tail of
+        # 2 over 26 columns; stride 3 with a batch of 2), or its padded copy
+        conv_case("layout_conv1x1_stride2_wide", (1, 32, 5, 51), 64, 1, stride=2, seed=2),
+        conv_case("layout_conv1x1_stride3_lanes8", (2, 16, 10, 11), 24, 1, stride=3, lanes=8,
+                  seed=3),
+        conv_case("layout_conv1x1_stride2_pad1", (1, 16, 9, 8), 32, 1, stride=2, pad=1,
+                  residual=False, seed=4),
         maxpool_case("layout_maxpool3x3_stride2_pad1", (1, 32, 11, 9), 3, 2, 1, lanes=16),
         maxpool_case("layout_maxpool3x3_ceil_lanes4", (2, 8, 8, 7), 3, 2, 0, lanes=4,
                      ceil_mode=1, seed=1),

@@ -340,14 +340,13 @@ static void lower_gather(const kiln_lower_ctx *c) {
 // columns keeps its RW * RO * 16 sums in a local array (vector registers once the j and r loops are
 // unrolled):
 //   for n, ob (parallel), oh, tiles of RW columns at ow0:
-//     acc[j][r][l] = bias[(ob*RO + r)*16 + l]
 //     for ic, kh, kw, j (unrolled): xv = xp[n][ic][oh*sh + kh*dh][(ow0 + j)*sw + kw*dw]
 //       for r (unrolled), l (vectorized): acc[j][r][l] = muladd(xv, wp[ob*RO + r][ic][kh][kw][l],
-//       ..)
+//       acc[j][r][l])   (at the first tap, ic = kh = kw = 0: bias[(ob*RO + r)*16 + l] for acc)
 //     y[n][(ob*RO + r)*16 + l][oh][ow0 + j] = epilogue(acc[j][r][l])
 // xp is x copied into zeroed scratch with the padding made explicit (x itself without padding), so
 // the inner loops have no bounds. A 1x1, stride-1, unpadded conv runs over its flattened spatial
-// dims as one row: a GEMM over channels.
+// dims as one row: a GEMM over channels; a strided unpadded one reads x at its stride in place.
 
 typedef kiln_conv_plan conv_plan;  // conv_internal.h
 
@@ -416,15 +415,31 @@ int64_t kiln_conv_tile_width(int64_t OW, int64_t RO, int64_t max_acc) {
   return most;
 }
 
-// Output-channel vectors per tile of a 1x1 conv: 4 or 3 where they divide MV and leave at least 7
-// columns (AVX-512's 28 accumulators), else 2 or 1. A 1x1 tap is one input vector per column and
-// one weight vector per channel vector, so more channel vectors per broadcast cut the loads per
-// FMA: kiln build --tune chose 3x7..4x7 over the 2x14 tile on MobileNet-V2's and ResNet-18's 1x1
-// convs, 10-20 % faster per kernel (docs/performance.md, session 10).
-static int64_t pointwise_vectors(int64_t MV, int64_t max_acc) {
-  for (int64_t ro = 4; ro >= 3; ro--)
-    if (MV % ro == 0 && max_acc / ro >= 7) return ro;
-  return MV % 2 == 0 ? 2 : 1;
+// Columns of a 1x1 conv's tile of RO channel vectors: its RO * RW accumulators, the RO weight
+// vectors of a tap and the broadcast x value all stay in the register file (max_acc + 4 vectors:
+// 32 on AVX-512). 4 x 7 needs 33: the C compiler kept two accumulators on the stack, and 4 x 6
+// ran 4-9 % faster on MobileNet-V2's 1x1 shapes (docs/performance.md, session 11).
+static int64_t pointwise_columns(int64_t RO, int64_t max_acc) {
+  int64_t regs = (max_acc + 4 - RO - 1) / RO, most = max_acc / RO;
+  return regs < most ? regs : most;
+}
+
+// Output-channel vectors and columns per tile of a 1x1 conv (*RO, *RW): 4 or 3 vectors where they
+// divide MV, leave at least 6 columns (AVX-512) and the row has 4 tiles of them or more (with
+// fewer, a narrow tail tile costs more than the shared broadcasts save: 7 columns took 2 x 7),
+// else 2 or 1. A 1x1 tap is one input vector per column and one weight vector per channel
+// vector, so more channel vectors per broadcast cut the loads per FMA: kiln build --tune chose
+// 3 and 4 vectors over the 2 x 14 tile on MobileNet-V2's 1x1 convs (session 10).
+static void pointwise_tile(int64_t MV, int64_t OW, int64_t max_acc, int64_t *RO, int64_t *RW) {
+  for (int64_t ro = 4; ro >= 3; ro--) {
+    int64_t cols = pointwise_columns(ro, max_acc);
+    if (MV % ro == 0 && cols >= 6 && OW >= 4 * cols) {
+      *RO = ro, *RW = cols;
+      return;
+    }
+  }
+  *RO = MV % 2 == 0 ? 2 : 1;
+  *RW = kiln_conv_tile_width(OW, *RO, max_acc);
 }
 
 // A 1-D conv is planned as a 2-D one over (1, L): H, kH, strides, dilations and pads of 1 / 0.
@@ -468,8 +483,9 @@ kiln_conv_plan kiln_conv_plan_make(const kiln_window *win, int64_t N, int64_t C,
   p.lanes = lanes;
   p.max_acc = kiln_target_accumulators((int)p.lanes);
   p.MV = (p.M + p.lanes - 1) / p.lanes;
-  p.RO = p.KH == 1 && p.KW == 1 ? pointwise_vectors(p.MV, p.max_acc) : p.MV % 2 == 0 ? 2 : 1;
+  p.RO = p.MV % 2 == 0 ? 2 : 1;
   p.RW = kiln_conv_tile_width(p.OW, p.RO, p.max_acc);
+  if (p.KH == 1 && p.KW == 1) pointwise_tile(p.MV, p.OW, p.max_acc, &p.RO, &p.RW);
   p.G = 1, p.CG = p.C;
   return p;
 }
@@ -492,6 +508,27 @@ conv_plan kiln_conv_node_plan(const kiln_lower_ctx *c) {
       kiln_conv_plan_make(&win, xs.dim[0], xs.dim[1], w->shape.dim[0], lanes, out_lanes(c->node));
   p.xblocked = in_lanes(c->node);
   plan_groups(&p, kiln_attr_int(c->node, "group", 1));
+  return p;
+}
+
+// A strided 1x1 conv's tiles read x at the stride itself instead of a gathered copy: a broadcast
+// of x[c][oh * sh][ow * sw] costs what one of x[c][oh][ow] does, so the copy (a pass over all of
+// x) bought nothing. The tiles then run over the output's own rows (OH x OW, not flattened).
+static void read_strided(conv_plan *p) {
+  if (!p->subsampled) return;
+  p->subsampled = false;
+  p->H = p->HP = p->xh, p->W = p->WP = p->xw, p->sh = p->xsh, p->sw = p->xsw;
+  p->OH = p->yh, p->OW = p->yw;
+  if (p->G == 1)
+    pointwise_tile(p->MV, p->OW, p->max_acc, &p->RO, &p->RW);
+  else
+    p->RW = kiln_conv_tile_width(p->OW, p->RO, p->max_acc);
+}
+
+// The plan of this file's blocked lowering: the node's, x read in place when strided.
+static conv_plan blocked_plan(const kiln_lower_ctx *c) {
+  conv_plan p = kiln_conv_node_plan(c);
+  read_strided(&p);
   return p;
 }
 
@@ -521,7 +558,7 @@ static bool tile_fits(const conv_plan *p, kiln_tile_choice t) {
 
 // The analytical plan, then the tile kiln build --tune chose for this shape, if any.
 static conv_plan make_plan(const kiln_lower_ctx *c) {
-  conv_plan p = kiln_conv_node_plan(c);
+  conv_plan p = blocked_plan(c);
   char key[KILN_TUNE_KEY_MAX];
   tune_key(&p, key, sizeof(key));
   const kiln_tuning_entry *e = kiln_tuning_find(c->tuning, key);
@@ -546,7 +583,7 @@ static int tune_space(const kiln_lower_ctx *c, char *key, size_t key_size, kiln_
   if (!kiln_conv_blocked_lanes(c->node) &&
       (kiln_lower_in(c, 0)->shape.rank > 4 || !blocked_applies(c)))
     return 0;
-  conv_plan p = kiln_conv_node_plan(c);
+  conv_plan p = blocked_plan(c);
   tune_key(&p, key, key_size);
   int n = 0;
   add_candidate(&p, (kiln_tile_choice){(int)p.RO, (int)p.RW}, cands, &n, max);
@@ -698,15 +735,6 @@ static kiln_lexpr *out_channel(kiln_lb *b, const conv_plan *p, const tile_vars *
   return lx_madd(b, lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r)), p->lanes, lx_var(b, l));
 }
 
-static void tile_init(const kiln_lower_ctx *c, const conv_plan *p, const tile_vars *t, int64_t rw) {
-  kiln_lb *b = c->b;
-  int j = kiln_conv_unrolled_for(b, "j", rw), r = kiln_conv_unrolled_for(b, "r", p->RO);
-  int l = kiln_lb_for_n(b, "l", p->lanes);
-  kiln_lb_store_local(b, t->acc, acc_index(b, p, j, r, l),
-                      lx_load(b, t->bp, out_channel(b, p, t, r, l)));
-  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);
-}
-
 // Input channel ic of the tile's group: (ob * RO / group vectors) * CG + ic (ic without groups).
 static kiln_lexpr *group_channel(kiln_lb *b, const conv_plan *p, const tile_vars *t, int ic) {
   if (p->G == 1) return lx_var(b, ic);
@@ -715,21 +743,68 @@ static kiln_lexpr *group_channel(kiln_lb *b, const conv_plan *p, const tile_vars
   return lx_add(b, lx_mul(b, g, lx_int(b, p->CG)), lx_var(b, ic));
 }
 
-// for ic, kh, kw, j, r, l: acc[j][r][l] = muladd(xv, wp[..], acc[j][r][l])
-static void tile_accumulate(const kiln_lower_ctx *c, const conv_plan *p, const tile_vars *t,
-                            kiln_lexpr *ow0, int64_t rw) {
-  kiln_lb *b = c->b;
-  int ic = kiln_lb_for_n(b, "ic", p->CG), kh = kiln_lb_for_n(b, "kh", p->KH);
-  int kw = kiln_lb_for_n(b, "kw", p->KW), j = kiln_conv_unrolled_for(b, "j", rw);
+// The taps one tile_accumulate call runs over, in the sums' order: channel 0 only (first_channel)
+// or channels [ic_lo, CG), by kernel rows [kh_lo, kh_hi) and columns [kw_lo, kw_hi). from_bias:
+// the sums start from the bias instead of the accumulators (the first tap).
+typedef struct tap_range {
+  bool first_channel, from_bias;
+  int64_t ic_lo, kh_lo, kh_hi, kw_lo, kw_hi;
+} tap_range;
+
+// The input channel loop of a tile: for ic in the range; for an NCHWc x without groups two loops,
+// for icb in [0, C / L), ici in [0, L) (ic = icb * L + ici; ici from 1 in the first block when
+// the range starts at channel 1), so that x's index is affine in each instead of dividing ic per
+// broadcast (~10 % of a 1x1 conv's time). Returns the loops opened; *ic, *icb, *ici: the
+// variables (-1 where absent).
+static int open_channels(kiln_lb *b, const conv_plan *p, const tap_range *tr, int *ic, int *icb,
+                         int *ici) {
+  *icb = *ici = -1;
+  if (tr->first_channel || !p->xblocked || p->G > 1) {
+    int64_t lo = tr->first_channel ? 0 : tr->ic_lo, hi = tr->first_channel ? 1 : p->CG;
+    *ic = kiln_lb_for(b, "ic", lx_int(b, lo), lx_int(b, hi));
+    return 1;
+  }
+  *icb = kiln_lb_for_n(b, "icb", p->CG / p->xblocked);
+  kiln_lexpr *lo = lx_int(b, 0);  // from channel 1: 1 - min(icb, 1)
+  if (tr->ic_lo == 1)
+    lo = lx_bin(b, LB_SUB, lx_int(b, 1), lx_bin(b, LB_MIN, lx_var(b, *icb), lx_int(b, 1)));
+  *ici = kiln_lb_for(b, "ici", lo, lx_int(b, p->xblocked));
+  *ic = kiln_lb_decl(b, "ic", KILN_I64, lx_madd(b, lx_var(b, *icb), p->xblocked, lx_var(b, *ici)));
+  return 2;
+}
+
+// x's index at row ih, column iw of channel ic (or block icb, lane ici: open_channels).
+static kiln_lexpr *tile_x_index(kiln_lb *b, const conv_plan *p, const tile_vars *t, int ic, int icb,
+                                int ici, kiln_lexpr *ih, kiln_lexpr *iw) {
+  int64_t L = p->xblocked, HW = p->HP * p->WP;
+  if (icb >= 0) {  // ((n * C / L + icb) * HP * WP + ih * WP + iw) * L + ici
+    kiln_lexpr *block = lx_madd(b, lx_var(b, t->n), p->C / L, lx_var(b, icb));
+    return lx_madd(b, lx_madd(b, block, HW, lx_madd(b, ih, p->WP, iw)), L, lx_var(b, ici));
+  }
   kiln_lexpr *plane = lx_madd(b, lx_var(b, t->n), p->C, group_channel(b, p, t, ic));
+  return L ? lx_blocked(b, plane, HW, lx_madd(b, ih, p->WP, iw), L)  // x and its copies NCHWc
+           : lx_madd(b, lx_madd(b, plane, p->HP, ih), p->WP, iw);
+}
+
+// for ic, kh, kw (the taps of tr), j, r, l: acc[j][r][l] = muladd(xv, wp[..], acc[j][r][l]); with
+// tr->from_bias the sums start from the bias: muladd(xv, wp[..], bp[..]).
+static void tile_accumulate(const kiln_lower_ctx *c, const conv_plan *p, const tile_vars *t,
+                            kiln_lexpr *ow0, int64_t rw, const tap_range *tr) {
+  kiln_lb *b = c->b;
+  int ic, icb, ici, loops = open_channels(b, p, tr, &ic, &icb, &ici);
+  int kh = kiln_lb_for(b, "kh", lx_int(b, tr->kh_lo), lx_int(b, tr->kh_hi));
+  int kw = kiln_lb_for(b, "kw", lx_int(b, tr->kw_lo), lx_int(b, tr->kw_hi));
   kiln_lexpr *ih = lx_add(b, lx_mul(b, lx_var(b, t->oh), lx_int(b, p->sh)),
                           lx_mul(b, lx_var(b, kh), lx_int(b, p->dh)));
-  kiln_lexpr *iw =
-      lx_add(b, lx_mul(b, lx_add(b, kiln_lx_clone(b, ow0), lx_var(b, j)), lx_int(b, p->sw)),
-             lx_mul(b, lx_var(b, kw), lx_int(b, p->dw)));
-  kiln_lexpr *xi = p->xblocked  // x and its copies are NCHWc
-                       ? lx_blocked(b, plane, p->HP * p->WP, lx_madd(b, ih, p->WP, iw), p->xblocked)
-                       : lx_madd(b, lx_madd(b, plane, p->HP, ih), p->WP, iw);
+  kiln_lexpr *iw = lx_add(b, lx_mul(b, kiln_lx_clone(b, ow0), lx_int(b, p->sw)),
+                          lx_mul(b, lx_var(b, kw), lx_int(b, p->dw)));
+  // x0: the tap's first column; column j lies j * sw pixels on, a constant offset the C
+  // compiler folds into each broadcast's address (~8 % of a 3x3/2 conv's time against
+  // recomputing the index per column).
+  int x0 = kiln_lb_decl(b, "x0", KILN_I64, tile_x_index(b, p, t, ic, icb, ici, ih, iw));
+  int j = kiln_conv_unrolled_for(b, "j", rw);
+  int64_t pixel = p->xblocked ? p->xblocked : 1;  // values per pixel
+  kiln_lexpr *xi = lx_madd(b, lx_var(b, j), p->sw * pixel, lx_var(b, x0));
   int xv = kiln_lb_decl(b, "xv", KILN_F32, lx_load(b, t->xp, xi));
   int r = kiln_conv_unrolled_for(b, "r", p->RO), l = kiln_lb_for_n(b, "l", p->lanes);
   kiln_lexpr *tap = lx_madd(b, lx_madd(b, lx_var(b, ic), p->KH, lx_var(b, kh)), p->KW,
@@ -737,10 +812,10 @@ static void tile_accumulate(const kiln_lower_ctx *c, const conv_plan *p, const t
   kiln_lexpr *vec =
       lx_madd(b, lx_madd(b, lx_var(b, t->ob), p->RO, lx_var(b, r)), p->CG * p->KH * p->KW, tap);
   kiln_lexpr *wv = lx_load(b, t->wp, lx_madd(b, vec, p->lanes, lx_var(b, l)));
-  kiln_lb_store_local(
-      b, t->acc, acc_index(b, p, j, r, l),
-      lx_muladd(b, lx_var(b, xv), wv, lx_local(b, t->acc, acc_index(b, p, j, r, l))));
-  for (int k = 0; k < 6; k++) kiln_lb_end_for(b);  // l, r, j, kw, kh, ic
+  kiln_lexpr *sum = tr->from_bias ? lx_load(b, t->bp, out_channel(b, p, t, r, l))
+                                  : lx_local(b, t->acc, acc_index(b, p, j, r, l));
+  kiln_lb_store_local(b, t->acc, acc_index(b, p, j, r, l), lx_muladd(b, lx_var(b, xv), wv, sum));
+  for (int k = 0; k < 5 + loops; k++) kiln_lb_end_for(b);  // l, r, j, kw, kh, ic (or icb, ici)
 }
 
 // NCHWc: y[n][ob * RO + r][oh][ow0 + j][l] = epilogue(acc[j][r][l]), l innermost (a vector).
@@ -785,8 +860,18 @@ static void tile_store(const kiln_lower_ctx *c, const conv_plan *p, const tile_v
 static void tile(const kiln_lower_ctx *c, const conv_plan *p, tile_vars *t, kiln_lexpr *ow0,
                  int64_t rw) {
   t->acc = kiln_lb_decl_array(c->b, "acc", KILN_F32, rw * p->RO * p->lanes);
-  tile_init(c, p, t, rw);
-  tile_accumulate(c, p, t, ow0, rw);
+  // The first tap starts the sums from the bias — the same values in the same order as an
+  // initial copy of the bias, which gcc turns into 32-byte memcpy moves that the accumulators'
+  // 64-byte loads then wait on (~9 % of a 64-channel 1x1 conv's time) — then the rest of channel
+  // 0's first kernel row, its other rows, the other channels.
+  const tap_range parts[] = {{true, true, 0, 0, 1, 0, 1},
+                             {true, false, 0, 0, 1, 1, p->KW},
+                             {true, false, 0, 1, p->KH, 0, p->KW},
+                             {false, false, 1, 0, p->KH, 0, p->KW}};
+  for (int i = 0; i < 4; i++)
+    if (parts[i].kh_lo < parts[i].kh_hi && parts[i].kw_lo < parts[i].kw_hi &&
+        (parts[i].first_channel || p->CG > 1))
+      tile_accumulate(c, p, t, ow0, rw, &parts[i]);
   if (p->blocked)
     tile_store_blocked(c, p, t, ow0, rw);
   else

@@ -17,6 +17,7 @@ typedef struct kiln_conv_plan {
   int64_t MV, RO, RW;        // channel vectors, vectors per tile, columns per tile
   bool padded;               // reads a padded copy of x
   bool subsampled;           // a strided 1x1 conv: reads x[n][c][oh * sh][ow * sw] gathered once
+                             // (conv.c's own tiles read x in place instead: read_strided)
   int64_t xh, xw, xsh, xsw;  // x's own H, W and strides (before subsampling)
   int64_t yh, yw;            // the output's own OH, OW (before flattening)
   int64_t blocked;           // y and z are NCHWc with this many lanes (= lanes); 0: NCHW
