@@ -21,7 +21,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import goldens_convgrad  # noqa: E402
-from kiln_io import repo_root  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from kiln_io import repo_root, write_op_case  # noqa: E402
 
 goldens_convgrad.DOC = "tools/goldens_conv_grad_blocked.py"
 case = goldens_convgrad.case
@@ -43,11 +45,40 @@ CASES = [
     ("cgb_subpixel_dil2", (1, 5, 10, 9), (17, 5, 3, 3),
      dict(stride=(2, 1), pads=(2, 2, 2, 1), dilation=(2, 2))),
     ("cgb_stride3_spread", (1, 3, 10, 10), (16, 3, 3, 3), dict(stride=(3, 3), pads=(1, 1, 1, 1))),
+    # ConvGradInput of a 3x3 stride-1 conv with >= 128 channels: Winograd with the flipped
+    # weights transformed at run time (conv_winograd.c); odd planes (partial tiles), 2 images of
+    # 25 tiles in register tiles of 13 (a tile computed twice),
+    # pads 2 and 1 of the backward conv (forward pads 0 and 1); ConvGradFilter too (layer 3-like:
+    # the transposed transform, dy of 9x7: partial tiles)
+    ("cgb_winograd", (2, 128, 9, 9), (128, 128, 3, 3), dict(pads=(1, 0, 1, 0))),
 ]
+
+# Conv with weights that are inputs (not constants, as in training): Winograd with U
+# transformed at run time, x and y planar (conv_winograd.c), with a bias; 9 output vectors (one
+# per register tile) and a U over 1 MiB (the GEMMs' loop runs over the tiles of one output
+# vector pair first; cgb_winograd's U of 1 MiB: the other order)
+FORWARD = [
+    ("conv_winograd_runtime", (2, 128, 9, 7), (144, 128, 3, 3), (1, 1, 1, 1), True),
+]
+
+
+def forward_case(name, x_shape, w_shape, pads, bias, seed):
+    rng = np.random.default_rng(seed)
+    fan_in = w_shape[1] * w_shape[2] * w_shape[3]
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (rng.standard_normal(w_shape) / np.sqrt(fan_in)).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    t = [torch.tensor(v, dtype=torch.float64) for v in (x, w, b)]
+    xp = torch.nn.functional.pad(t[0], (pads[1], pads[3], pads[0], pads[2]))
+    y = torch.nn.functional.conv2d(xp, t[1], t[2] if bias else None)
+    inputs = [("x", x), ("w", w)] + ([("b", b)] if bias else [])
+    attrs = {"kernel_shape": [3, 3], "pads": list(pads)}
+    return write_op_case(name, "Conv", inputs, attrs, [("y", y.numpy())], goldens_convgrad.DOC)
 
 
 def main():
     lines = "".join(case(name, x, w, seed=20 + i, **kw) for i, (name, x, w, kw) in enumerate(CASES))
+    lines += "".join(forward_case(*f, seed=40 + i) for i, f in enumerate(FORWARD))
     path = os.path.join(repo_root(), "tests", "goldens", "ops", "cases-convgrad-blocked.txt")
     with open(path, "w") as f:
         f.write(lines)

@@ -948,6 +948,7 @@ static void lower(const kiln_lower_ctx *c) {
     kiln_conv_lower_winograd(c);
     return;
   }
+  if (kiln_conv_lower_winograd_node_runtime(c)) return;  // training: 3x3 stride 1, weights state
   if (kiln_conv_blocked_lanes(c->node) ||
       (x->shape.rank <= 4 && blocked_applies(c))) {  // 1-D: (1, L)
     lower_blocked(c);

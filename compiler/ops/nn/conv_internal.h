@@ -60,5 +60,25 @@ bool kiln_conv_winograd_eligible(const kiln_graph *g, const kiln_node *n);
 bool kiln_conv_winograd_check(const kiln_graph *g, const kiln_node *n, kiln_diag *d);
 bool kiln_conv_winograd_applies(const kiln_lower_ctx *c);
 void kiln_conv_lower_winograd(const kiln_lower_ctx *c);
+// Winograd with weights known only at run time (training), x and y planar: fits a 2-D window of
+// 3x3, stride 1, dilation 1 over a batch of N, C and M multiples of the lanes and >= 128, enough
+// tiles for U's size (conv_winograd.c), not on 8-lane targets.
+bool kiln_conv_winograd_runtime_fits(const kiln_window *win, int64_t N, int64_t C, int64_t M,
+                                     int64_t lanes);
+// The conv of x (input 0, (N, C, H, W)) over win into output 0 ((N, M, OH, OW)), U transformed
+// from input 1 at the start of the kernel: w (M, C, 3, 3) and the bias (input 2) if any; when
+// flipped, w is (C, M, 3, 3) read flipped and transposed, no bias (ConvGradInput's conv of dy).
+void kiln_conv_lower_winograd_runtime(const kiln_lower_ctx *c, const kiln_window *win, int64_t N,
+                                      int64_t C, int64_t M, bool flipped);
+// A planar Conv or FusedConv with weights that are not constants and a window that fits:
+// lowered as above (true), or nothing emitted (false).
+bool kiln_conv_lower_winograd_node_runtime(const kiln_lower_ctx *c);
+// ConvGradFilter by the transposed transform: x (N, C, H, W) input 0, dy (N, M, OH, OW) input 1,
+// dw (M, C, 3, 3) output 0, win the forward conv's window. Fits: as above, and the transforms of
+// x and dy small enough (conv_winograd.c).
+bool kiln_conv_grad_filter_winograd_fits(const kiln_window *win, int64_t N, int64_t C, int64_t M,
+                                         int64_t lanes);
+void kiln_conv_grad_filter_winograd(const kiln_lower_ctx *c, const kiln_window *win, int64_t N,
+                                    int64_t C, int64_t M);
 
 #endif

@@ -21,6 +21,10 @@
 // tiles (odd OH or OW) stores only the outputs inside y. Tried and not kept: blocks of tiles
 // with the three steps in one parallel loop (V and Mo of a block in L2) took as much or more CPU
 // time on every ResNet-18 layer (docs/performance.md).
+// Training (weights are state, x and y planar): the same transforms with U made at the start of
+// the kernel, for Conv and ConvGradInput (its conv of dy by the flipped weights), and the
+// transposed transform for ConvGradFilter; see the sections "Run-time weights" and
+// "ConvGradFilter" below.
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +37,7 @@ typedef struct wino_plan {
   int64_t TH, TW, T;  // tiles per image: rows, columns, all
   int64_t RT, RO;     // register tile: tiles by channel vectors
   int64_t TB;         // T padded to whole register tiles
+  bool planar;        // x and y planar (run-time weights): xp is an NCHWc copy, y stored NCHW
 } wino_plan;
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -142,11 +147,34 @@ static void pack_weights(const kiln_lower_ctx *c, const wino_plan *w, int *up, i
 typedef struct wino_vars {
   int n, t;           // the image and its tile (loop variables)
   int xp, v, mo, up;  // buffers: padded x, V, Mo, U
+  int yb;             // planar: y as NCHWc before its transposition
+  int q, j;           // fused_gemms (q >= 0): the image and tile come from q and j, not n and t
+  int64_t NB, MO;     // fused_gemms: register tiles of all images, output vector pairs
+  bool mo_inner;      // fused_gemms: q = (block, mo), else (mo, block)
 } wino_vars;
+
+// fused_gemms' tile across all images: (q % NB) * RT + j.
+static kiln_lexpr *global_tile(kiln_lb *b, const wino_plan *w, const wino_vars *v) {
+  kiln_lexpr *block = v->mo_inner ? lx_bin(b, LB_DIV, lx_var(b, v->q), lx_int(b, v->MO))
+                                  : lx_bin(b, LB_MOD, lx_var(b, v->q), lx_int(b, v->NB));
+  return lx_madd(b, block, w->RT, lx_var(b, v->j));
+}
+
+// The image: the loop variable n, or the global tile / TB.
+static kiln_lexpr *image(kiln_lb *b, const wino_plan *w, const wino_vars *v) {
+  if (v->q < 0) return lx_var(b, v->n);
+  return lx_bin(b, LB_DIV, global_tile(b, w, v), lx_int(b, w->TB));
+}
+
+// The tile in its image (unclamped): the loop variable t, or the global tile % TB.
+static kiln_lexpr *image_tile(kiln_lb *b, const wino_plan *w, const wino_vars *v) {
+  if (v->q < 0) return lx_var(b, v->t);
+  return lx_bin(b, LB_MOD, global_tile(b, w, v), lx_int(b, w->TB));
+}
 
 // The tile's index t (the last tile for those past it).
 static kiln_lexpr *tile_index(kiln_lb *b, const wino_plan *w, const wino_vars *v) {
-  kiln_lexpr *t = lx_var(b, v->t);
+  kiln_lexpr *t = image_tile(b, w, v);
   return w->TB > w->T ? lx_bin(b, LB_MIN, t, lx_int(b, w->T - 1)) : t;
 }
 
@@ -160,7 +188,7 @@ static kiln_lexpr *tile_pos(kiln_lb *b, const wino_plan *w, const wino_vars *v, 
 // Scratch element [n][pos][t][k] of rows of `width` (V: C, Mo: M).
 static kiln_lexpr *scratch_index(kiln_lb *b, const wino_plan *w, const wino_vars *v, int64_t pos,
                                  kiln_lexpr *t, int64_t width, kiln_lexpr *k) {
-  kiln_lexpr *row = lx_madd(b, lx_madd(b, lx_var(b, v->n), 16, lx_int(b, pos)), w->TB, t);
+  kiln_lexpr *row = lx_madd(b, lx_madd(b, image(b, w, v), 16, lx_int(b, pos)), w->TB, t);
   return lx_madd(b, row, width, k);
 }
 
@@ -187,7 +215,7 @@ static void load_patch(const kiln_lower_ctx *c, const wino_plan *w, const wino_v
   kiln_lb *b = c->b;
   for (int a = 0; a < 4; a++)
     for (int e = 0; e < 4; e++) {
-      kiln_lexpr *plane = lx_madd(b, lx_var(b, v->n), w->CB, lx_var(b, cb));
+      kiln_lexpr *plane = lx_madd(b, image(b, w, v), w->CB, lx_var(b, cb));
       kiln_lexpr *row = lx_madd(b, plane, w->p.HP, tile_pos(b, w, v, 0, a));
       kiln_lexpr *col = lx_madd(b, row, w->p.WP, tile_pos(b, w, v, 1, e));
       kiln_lexpr *xi = lx_madd(b, col, w->L, lx_var(b, l));
@@ -295,8 +323,8 @@ static void output_1d(kiln_lb *b, const int *in, int *out, int s) {
 }
 
 // y[n][mv][2*th + a][2*tw + e][l] = epilogue(val + bias), inside y when OH or OW is odd.
-static void store_output(const kiln_lower_ctx *c, const wino_plan *w, const wino_vars *v, int mv,
-                         int l, int a, int e, int val, int bias) {
+static void store_output(const kiln_lower_ctx *c, const wino_plan *w, const wino_vars *v,
+                         kiln_lexpr *mv, int l, int a, int e, int val, int bias) {
   kiln_lb *b = c->b;
   kiln_lexpr *in = NULL;
   if (w->p.OH % 2) in = lx_bin(b, LB_LT, tile_pos(b, w, v, 0, a), lx_int(b, w->p.OH));
@@ -305,12 +333,15 @@ static void store_output(const kiln_lower_ctx *c, const wino_plan *w, const wino
     in = in ? lx_bin(b, LB_AND, in, col) : col;
   }
   if (in) kiln_lb_if(b, in);
-  kiln_lexpr *plane = lx_madd(b, lx_var(b, v->n), w->MV, lx_var(b, mv));
+  kiln_lexpr *plane = lx_madd(b, image(b, w, v), w->MV, mv);
   kiln_lexpr *row = lx_madd(b, plane, w->p.OH, tile_pos(b, w, v, 0, a));
   kiln_lexpr *col = lx_madd(b, row, w->p.OW, tile_pos(b, w, v, 1, e));
   kiln_lexpr *yi = lx_madd(b, col, w->L, lx_var(b, l));
   kiln_lexpr *sum = add(b, val, bias);
-  kiln_lb_store(b, kiln_out_buf(c, 0), yi, kiln_conv_epilogue(c, sum, kiln_lx_clone(b, yi)));
+  if (w->planar)  // NCHWc into yb, the epilogue after the transposition (planar_store)
+    kiln_lb_store(b, v->yb, yi, sum);
+  else
+    kiln_lb_store(b, kiln_out_buf(c, 0), yi, kiln_conv_epilogue(c, sum, kiln_lx_clone(b, yi)));
   if (in) kiln_lb_end_if(b);
 }
 
@@ -326,12 +357,13 @@ static void output_transform(const kiln_lower_ctx *c, const wino_plan *w, wino_v
     kiln_lexpr *mi = scratch_index(b, w, v, pos, lx_var(b, v->t), w->p.M, k);
     m[pos] = kiln_lb_decl(b, "m", KILN_F32, lx_load(b, v->mo, mi));
   }
-  int bias = kiln_lb_decl(b, "bias", KILN_F32,
-                          lx_load(b, bp, lx_madd(b, lx_var(b, mv), w->L, lx_var(b, l))));
+  kiln_lexpr *bv = bp < 0 ? lx_float(b, KILN_F32, 0)  // no bias
+                          : lx_load(b, bp, lx_madd(b, lx_var(b, mv), w->L, lx_var(b, l)));
+  int bias = kiln_lb_decl(b, "bias", KILN_F32, bv);
   for (int e = 0; e < 4; e++) output_1d(b, &m[e], &cols[e], 4);  // A^T m: rows 0, 1 (4 apart)
   for (int a = 0; a < 2; a++) output_1d(b, &cols[a * 4], &y[a * 2], 1);
   for (int a = 0; a < 2; a++)
-    for (int e = 0; e < 2; e++) store_output(c, w, v, mv, l, a, e, y[a * 2 + e], bias);
+    for (int e = 0; e < 2; e++) store_output(c, w, v, lx_var(b, mv), l, a, e, y[a * 2 + e], bias);
   for (int k = 0; k < 2; k++) kiln_lb_end_for(b);  // l, mv
   if (w->TB > w->T) kiln_lb_end_if(b);
   for (int k = 0; k < 2; k++) kiln_lb_end_for(b);  // t, n
@@ -340,7 +372,7 @@ static void output_transform(const kiln_lower_ctx *c, const wino_plan *w, wino_v
 void kiln_conv_lower_winograd(const kiln_lower_ctx *c) {
   wino_plan w = make_plan(c);
   int bp;
-  wino_vars v = {.n = -1, .t = -1};
+  wino_vars v = {.n = -1, .t = -1, .q = -1};
   pack_weights(c, &w, &v.up, &bp);
   v.xp = kiln_conv_plan_input(c, &w.p);
   v.v = kiln_lower_scratch(c, KILN_F32, w.p.N * 16 * w.TB * w.p.C);
@@ -353,4 +385,459 @@ void kiln_conv_lower_winograd(const kiln_lower_ctx *c) {
   input_transform(c, &w, &v);
   gemms(c, &w, &v);
   output_transform(c, &w, &v, bp);
+}
+
+// ---- Run-time weights, planar x and y (training: Conv with state weights, ConvGradInput) ----
+// At the start of the kernel, U is made from the weights (regrouped by output vector, then
+// transformed in f32: G's coefficients are 0, +-1 and +-1/2) and x's padded copy is made NCHWc
+// (the input transform is the blocked one). The GEMMs and the output transform run fused
+// (fused_gemms: Mo stays in the cache) into y's NCHWc copy yb, which planar_store writes into y.
+// Conditions: kiln_conv_winograd_runtime_fits.
+
+// Where it paid in ResNet-18's training step at batch 8 (docs/performance.md, session 11; CPU
+// samples per kernel against the direct kernel): layers 2 and 3 (128 and 256 channels) 0.7-0.8x;
+// layer 1 (64 channels: the transforms and transpositions cost as C + M per tile, the GEMMs save
+// as C * M) 1.0-1.06x; layer 4 (7x7 planes: 128 tiles for a U of 16.8 MB transformed every run)
+// 1.0-1.1x. Not on 8-lane targets (select-conv-algo's reason).
+enum { RUNTIME_MIN_CHANNELS = 128, RUNTIME_SLOWER_LANES = 8 };
+enum { RUNTIME_MIN_TILES = 256, RUNTIME_CACHED_U_BYTES = 4 << 20 };
+
+bool kiln_conv_winograd_runtime_fits(const kiln_window *win, int64_t N, int64_t C, int64_t M,
+                                     int64_t lanes) {
+  if (win->rank != 2 || lanes == RUNTIME_SLOWER_LANES || C % lanes || M % lanes) return false;
+  if (C < RUNTIME_MIN_CHANNELS || M < RUNTIME_MIN_CHANNELS) return false;
+  for (int a = 0; a < 2; a++)
+    if (win->kernel[a] != 3 || win->stride[a] != 1 || win->dilation[a] != 1 ||
+        win->pad_begin[a] < 0 || win->pad_end[a] < 0)
+      return false;
+  int64_t tiles = N * ((win->out[0] + 1) / 2) * ((win->out[1] + 1) / 2);
+  return tiles >= RUNTIME_MIN_TILES ||
+         16 * C * M * (int64_t)sizeof(float) <= RUNTIME_CACHED_U_BYTES;
+}
+
+// ConvGradFilter: where the conv itself fits (P, the 16 sums per (m, c), is U's size: on layer 4,
+// 1.24x the direct kernel) and the transforms of x and dy (V and Dy, 16/4 the size of x and dy
+// each, written to memory and read back) are small: on layer 2 at batch 8 (26 MB of them) it took
+// as long as the direct kernel, on layer 3 (13 MB) 0.8x (docs/performance.md, session 11).
+enum { FILTER_MAX_TRANSFORM_BYTES = 16 << 20 };
+
+bool kiln_conv_grad_filter_winograd_fits(const kiln_window *win, int64_t N, int64_t C, int64_t M,
+                                         int64_t lanes) {
+  if (!kiln_conv_winograd_runtime_fits(win, N, C, M, lanes)) return false;
+  int64_t tiles = N * ((win->out[0] + 1) / 2) * ((win->out[1] + 1) / 2);
+  return 16 * tiles * (C + M) * (int64_t)sizeof(float) <= FILTER_MAX_TRANSFORM_BYTES;
+}
+
+// The 4 values G g of 3 values s apart (one column or row of the kernel), into out[k * t].
+static void kernel_1d(kiln_lb *b, const int *g, int s, int *out, int t) {
+  kiln_lexpr *outer = lx_add(b, lx_var(b, g[0]), lx_var(b, g[2 * s]));
+  int o = kiln_lb_decl(b, "go", KILN_F32, outer);
+  out[0] = kiln_lb_decl(b, "gg", KILN_F32, lx_var(b, g[0]));
+  out[t] =
+      kiln_lb_decl(b, "gg", KILN_F32,
+                   lx_mul(b, lx_float(b, KILN_F32, 0.5), lx_add(b, lx_var(b, o), lx_var(b, g[s]))));
+  out[2 * t] = kiln_lb_decl(
+      b, "gg", KILN_F32,
+      lx_mul(b, lx_float(b, KILN_F32, 0.5), lx_bin(b, LB_SUB, lx_var(b, o), lx_var(b, g[s]))));
+  out[3 * t] = kiln_lb_decl(b, "gg", KILN_F32, lx_var(b, g[2 * s]));
+}
+
+// wl[mv][c][k][l] = w[mv*L + l][c][k] (w (M, C, 3, 3)), or when flipped w[c][mv*L + l][8 - k]
+// (w (C, M, 3, 3): the backward weights of a conv): each source row read in order.
+static int gather_runtime_weights(const kiln_lower_ctx *c, const wino_plan *w, bool flipped) {
+  kiln_lb *b = c->b;
+  int64_t C = w->p.C, L = w->L;
+  int wl = kiln_lower_scratch(c, KILN_F32, w->MV * C * 9 * L);
+  int mv = kiln_lb_for_n(b, "mv", w->MV),
+      o = kiln_lb_for_n(b, flipped ? "c" : "l", flipped ? C : L);
+  int i = kiln_lb_for_n(b, "i", flipped ? L * 9 : C * 9);  // along a row of w
+  kiln_lexpr *from, *to;
+  if (flipped) {  // o = c; i = l * 9 + k
+    from = lx_madd(b, lx_madd(b, lx_var(b, o), w->MV, lx_var(b, mv)), L * 9, lx_var(b, i));
+    kiln_lexpr *k = lx_bin(b, LB_SUB, lx_int(b, 8), lx_bin(b, LB_MOD, lx_var(b, i), lx_int(b, 9)));
+    kiln_lexpr *row = lx_madd(b, lx_madd(b, lx_var(b, mv), C, lx_var(b, o)), 9, k);
+    to = lx_madd(b, row, L, lx_bin(b, LB_DIV, lx_var(b, i), lx_int(b, 9)));
+  } else {  // o = l; i = c * 9 + k
+    from = lx_madd(b, lx_madd(b, lx_var(b, mv), L, lx_var(b, o)), C * 9, lx_var(b, i));
+    to = lx_madd(b, lx_madd(b, lx_var(b, mv), C * 9, lx_var(b, i)), L, lx_var(b, o));
+  }
+  kiln_lb_store(b, wl, to, lx_load(b, kiln_in_buf(c, 1), from));
+  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // i, o, mv
+  return wl;
+}
+
+// U[pos][mv][c][l] = (G g G^T)[pos] of g = wl[mv][c][.][l] (whole vectors over l).
+static int transform_runtime_weights(const kiln_lower_ctx *c, const wino_plan *w, bool flipped) {
+  kiln_lb *b = c->b;
+  int64_t C = w->p.C, L = w->L;
+  int wl = gather_runtime_weights(c, w, flipped);
+  int up = kiln_lower_scratch(c, KILN_F32, 16 * w->MV * C * L);
+  int mv = kiln_lb_for_n(b, "mv", w->MV), ch = kiln_lb_for_n(b, "c", C);
+  int l = kiln_lb_for_n(b, "l", L);
+  int g[9], cols[12], u[16];
+  for (int k = 0; k < 9; k++) {
+    kiln_lexpr *row = lx_madd(b, lx_madd(b, lx_var(b, mv), C, lx_var(b, ch)), 9, lx_int(b, k));
+    g[k] = kiln_lb_decl(b, "g", KILN_F32, lx_load(b, wl, lx_madd(b, row, L, lx_var(b, l))));
+  }
+  for (int k = 0; k < 3; k++) kernel_1d(b, &g[k], 3, &cols[k], 3);          // G g: cols[a * 3 + k]
+  for (int a = 0; a < 4; a++) kernel_1d(b, &cols[a * 3], 1, &u[a * 4], 1);  // (G g) G^T
+  for (int pos = 0; pos < 16; pos++) {
+    kiln_lexpr *vec = lx_madd(b, lx_int(b, pos), w->MV, lx_var(b, mv));
+    kiln_lexpr *ui = lx_madd(b, lx_madd(b, vec, C, lx_var(b, ch)), L, lx_var(b, l));
+    kiln_lb_store(b, up, ui, lx_var(b, u[pos]));
+  }
+  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // l, c, mv
+  return up;
+}
+
+// xp[n][cb][r][q][l] = x[n][cb*L + l][r - pt][q - pl] inside x, else 0 (x planar (N, C, H, W)).
+static int blocked_padded_copy(const kiln_lower_ctx *c, const wino_plan *w) {
+  kiln_lb *b = c->b;
+  const kiln_conv_plan *p = &w->p;
+  int xp = kiln_lower_scratch(c, KILN_F32, p->N * p->C * p->HP * p->WP);
+  int nc = kiln_lb_for_n(b, "ncb", p->N * w->CB), r = kiln_lb_for_n(b, "r", p->HP);
+  int q = kiln_lb_for_n(b, "q", p->WP), l = kiln_lb_for_n(b, "l", w->L);
+  kiln_lexpr *ih = lx_bin(b, LB_SUB, lx_var(b, r), lx_int(b, p->pt));
+  kiln_lexpr *iw = lx_bin(b, LB_SUB, lx_var(b, q), lx_int(b, p->pl));
+  kiln_lexpr *rows = lx_bin(b, LB_AND, lx_bin(b, LB_LE, lx_int(b, p->pt), lx_var(b, r)),
+                            lx_bin(b, LB_LT, lx_var(b, r), lx_int(b, p->pt + p->H)));
+  kiln_lexpr *cols = lx_bin(b, LB_AND, lx_bin(b, LB_LE, lx_int(b, p->pl), lx_var(b, q)),
+                            lx_bin(b, LB_LT, lx_var(b, q), lx_int(b, p->pl + p->W)));
+  kiln_lexpr *inside = lx_bin(b, LB_AND, rows, cols);
+  // row and column clamped into x (the select's other side reads in bounds too)
+  kiln_lexpr *ch = lx_madd(b, lx_var(b, nc), w->L, lx_var(b, l));  // n * C + cb * L + l
+  kiln_lexpr *hc = lx_bin(b, LB_MIN, lx_bin(b, LB_MAX, ih, lx_int(b, 0)), lx_int(b, p->H - 1));
+  kiln_lexpr *wc = lx_bin(b, LB_MIN, lx_bin(b, LB_MAX, iw, lx_int(b, 0)), lx_int(b, p->W - 1));
+  kiln_lexpr *xi = lx_madd(b, lx_madd(b, ch, p->H, hc), p->W, wc);
+  kiln_lexpr *to =
+      lx_madd(b, lx_madd(b, lx_madd(b, lx_var(b, nc), p->HP, lx_var(b, r)), p->WP, lx_var(b, q)),
+              w->L, lx_var(b, l));
+  kiln_lb_store(b, xp, to,
+                lx_select(b, inside, lx_load(b, kiln_in_buf(c, 0), xi), lx_float(b, KILN_F32, 0)));
+  for (int k = 0; k < 4; k++) kiln_lb_end_for(b);  // l, q, r, ncb
+  return xp;
+}
+
+// ---- Planar path: the GEMMs of one register tile at all 16 positions, then its output ----
+// for q = (mo, register tile of all images' tiles) (parallel):
+//   for pos: mb[pos][j][r][l] = sum over c of V[n][pos][t][c] U[pos][mo*RO + r][c][l]
+//   for j (t < T), r, l: yb[n][mo*RO + r][2*th + a][2*tw + b][l] = (A^T m A)[a][b] + bias
+// (n, t: the image and tile of tile j). Mo never leaves the cache (the whole-batch phases of the
+// blocked path wrote and read it back from memory: at batch 8, 26 MB a conv on layer 1). When
+// all of U fits in L2 (U_IN_L2), q runs over the mo of a register tile first, so that its V rows
+// are read from memory once; otherwise over the register tiles of an mo first, so that U's slice
+// for mo (16 x C x RO*L) stays in L2.
+enum { U_IN_L2 = 1 << 20 };
+
+// V[n][pos][t][c] of tile j
+static kiln_lexpr *fused_v_index(kiln_lb *b, const wino_plan *w, const wino_vars *v, int pos,
+                                 int ch) {
+  kiln_lexpr *row =
+      lx_madd(b, lx_madd(b, image(b, w, v), 16, lx_var(b, pos)), w->TB, image_tile(b, w, v));
+  return lx_madd(b, row, w->p.C, lx_var(b, ch));
+}
+
+// Output channel vector mo * RO + r (mo = q % MO or q / NB).
+static kiln_lexpr *fused_vector(kiln_lb *b, const wino_plan *w, const wino_vars *v, int r) {
+  kiln_lexpr *mo = v->mo_inner ? lx_bin(b, LB_MOD, lx_var(b, v->q), lx_int(b, v->MO))
+                               : lx_bin(b, LB_DIV, lx_var(b, v->q), lx_int(b, v->NB));
+  return lx_madd(b, mo, w->RO, lx_var(b, r));
+}
+
+static void fused_gemm(const kiln_lower_ctx *c, const wino_plan *w, wino_vars *v, int mb) {
+  kiln_lb *b = c->b;
+  int acc = kiln_lb_decl_array(b, "acc", KILN_F32, w->RT * w->RO * w->L);
+  int pos = kiln_lb_for_n(b, "pos", 16);
+  int j = kiln_conv_unrolled_for(b, "j", w->RT), r = kiln_conv_unrolled_for(b, "r", w->RO);
+  int l = kiln_lb_for_n(b, "l", w->L);
+  kiln_lb_store_local(b, acc, acc_index(b, w, j, r, l), lx_float(b, KILN_F32, 0));
+  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // l, r, j
+  int ch = kiln_lb_for_n(b, "c", w->p.C);
+  v->j = kiln_conv_unrolled_for(b, "j", w->RT);
+  int xv = kiln_lb_decl(b, "xv", KILN_F32, lx_load(b, v->v, fused_v_index(b, w, v, pos, ch)));
+  r = kiln_conv_unrolled_for(b, "r", w->RO), l = kiln_lb_for_n(b, "l", w->L);
+  kiln_lexpr *vec = lx_madd(b, lx_var(b, pos), w->MV, fused_vector(b, w, v, r));
+  kiln_lexpr *ui = lx_madd(b, lx_madd(b, vec, w->p.C, lx_var(b, ch)), w->L, lx_var(b, l));
+  kiln_lb_store_local(b, acc, acc_index(b, w, v->j, r, l),
+                      lx_muladd(b, lx_var(b, xv), lx_load(b, v->up, ui),
+                                lx_local(b, acc, acc_index(b, w, v->j, r, l))));
+  for (int k = 0; k < 4; k++) kiln_lb_end_for(b);  // l, r, j, c
+  j = kiln_conv_unrolled_for(b, "j", w->RT), r = kiln_conv_unrolled_for(b, "r", w->RO);
+  l = kiln_lb_for_n(b, "l", w->L);
+  kiln_lexpr *at = lx_madd(b, lx_var(b, pos), w->RT * w->RO * w->L, acc_index(b, w, j, r, l));
+  kiln_lb_store_local(b, mb, at, lx_local(b, acc, acc_index(b, w, j, r, l)));
+  for (int k = 0; k < 4; k++) kiln_lb_end_for(b);  // l, r, j, pos
+}
+
+static void fused_output(const kiln_lower_ctx *c, const wino_plan *w, wino_vars *v, int mb,
+                         int bp) {
+  kiln_lb *b = c->b;
+  v->j = kiln_lb_for_n(b, "j", w->RT);
+  if (w->TB > w->T) kiln_lb_if(b, lx_bin(b, LB_LT, image_tile(b, w, v), lx_int(b, w->T)));
+  int r = kiln_lb_for_n(b, "r", w->RO), l = kiln_lb_for_n(b, "l", w->L);
+  int m[16], cols[8], y[4];
+  for (int pos = 0; pos < 16; pos++) {
+    kiln_lexpr *at = lx_madd(b, lx_int(b, pos), w->RT * w->RO * w->L, acc_index(b, w, v->j, r, l));
+    m[pos] = kiln_lb_decl(b, "m", KILN_F32, lx_local(b, mb, at));
+  }
+  kiln_lexpr *bv = bp < 0
+                       ? lx_float(b, KILN_F32, 0)
+                       : lx_load(b, bp, lx_madd(b, fused_vector(b, w, v, r), w->L, lx_var(b, l)));
+  int bias = kiln_lb_decl(b, "bias", KILN_F32, bv);
+  for (int e = 0; e < 4; e++) output_1d(b, &m[e], &cols[e], 4);
+  for (int a = 0; a < 2; a++) output_1d(b, &cols[a * 4], &y[a * 2], 1);
+  for (int a = 0; a < 2; a++)
+    for (int e = 0; e < 2; e++)
+      store_output(c, w, v, fused_vector(b, w, v, r), l, a, e, y[a * 2 + e], bias);
+  for (int k = 0; k < 2; k++) kiln_lb_end_for(b);  // l, r
+  if (w->TB > w->T) kiln_lb_end_if(b);
+  kiln_lb_end_for(b);  // j
+}
+
+static void fused_gemms(const kiln_lower_ctx *c, const wino_plan *w, wino_vars *v, int bp) {
+  kiln_lb *b = c->b;
+  v->MO = w->MV / w->RO, v->NB = w->p.N * w->TB / w->RT;
+  v->mo_inner = 16 * w->p.C * w->MV * w->L * (int64_t)sizeof(float) <= U_IN_L2;
+  v->q = kiln_lb_for_n(b, "q", v->MO * v->NB);
+  int mb = kiln_lb_decl_array(b, "mb", KILN_F32, 16 * w->RT * w->RO * w->L);
+  fused_gemm(c, w, v, mb);
+  fused_output(c, w, v, mb, bp);
+  kiln_lb_end_for(b);  // q
+}
+
+// y[n][mv*L + l][h][w] = epilogue(yb[n][mv][h][w][l]): whole rows of y stored in order.
+static void planar_store(const kiln_lower_ctx *c, const wino_plan *w, const wino_vars *v) {
+  kiln_lb *b = c->b;
+  int64_t OH = w->p.OH, OW = w->p.OW;
+  int nmv = kiln_lb_for_n(b, "nmv", w->p.N * w->MV), l = kiln_lb_for_n(b, "l", w->L);
+  int h = kiln_lb_for_n(b, "h", OH), x = kiln_lb_for_n(b, "w", OW);
+  kiln_lexpr *pix = lx_madd(b, lx_var(b, h), OW, lx_var(b, x));
+  kiln_lexpr *from = lx_madd(b, lx_madd(b, lx_var(b, nmv), OH * OW, pix), w->L, lx_var(b, l));
+  kiln_lexpr *to =
+      lx_madd(b, lx_madd(b, lx_var(b, nmv), w->L, lx_var(b, l)), OH * OW, kiln_lx_clone(b, pix));
+  kiln_lb_store(b, kiln_out_buf(c, 0), to,
+                kiln_conv_epilogue(c, lx_load(b, v->yb, from), kiln_lx_clone(b, to)));
+  for (int k = 0; k < 4; k++) kiln_lb_end_for(b);  // w, h, l, nmv
+}
+
+void kiln_conv_lower_winograd_runtime(const kiln_lower_ctx *c, const kiln_window *win, int64_t N,
+                                      int64_t C, int64_t M, bool flipped) {
+  int64_t L = c->f32_lanes > 0 ? c->f32_lanes : 16;
+  wino_plan w = {.p = kiln_conv_plan_make(win, N, C, M, L, 0), .planar = true};
+  w.L = L, w.CB = C / L, w.MV = M / L;
+  w.TH = ceil_div(w.p.OH, 2), w.TW = ceil_div(w.p.OW, 2), w.T = w.TH * w.TW;
+  w.p.HP = 2 * w.TH + 2, w.p.WP = 2 * w.TW + 2;
+  w.RO = w.MV % 2 == 0 ? 2 : 1;
+  register_tile(&w);
+  kiln_lb_comment(c->b,
+                  "winograd F(2x2, 3x3), run-time weights%s, planar x and y: %lld tiles of 2x2 "
+                  "(%lld computed), register tile %lld tiles x %lld x %lld channels",
+                  flipped ? " (flipped, transposed)" : "", (long long)w.T, (long long)w.TB,
+                  (long long)w.RT, (long long)w.RO, (long long)w.L);
+  wino_vars v = {.n = -1, .t = -1, .q = -1};
+  v.up = transform_runtime_weights(c, &w, flipped);
+  v.xp = blocked_padded_copy(c, &w);
+  v.v = kiln_lower_scratch(c, KILN_F32, N * 16 * w.TB * C);
+  v.yb = kiln_lower_scratch(c, KILN_F32, N * M * w.p.OH * w.p.OW);
+  input_transform(c, &w, &v);
+  bool bias = !flipped && kiln_has_input(c->node, 2);
+  fused_gemms(c, &w, &v, bias ? kiln_in_buf(c, 2) : -1);
+  planar_store(c, &w, &v);
+}
+
+// A planar 2-D Conv (or FusedConv) of f32 whose weights are not constants (training state) and
+// that kiln_conv_winograd_runtime_fits; its window in *win.
+static bool runtime_applies(const kiln_lower_ctx *c, kiln_window *win) {
+  const kiln_node *n = c->node;
+  const kiln_tensor *x = kiln_lower_in(c, 0), *w = kiln_lower_in(c, 1);
+  if (kiln_conv_blocked_lanes(n) || strcmp(kiln_attr_string(n, "algo", "auto"), "auto"))
+    return false;
+  if (kiln_attr_int(n, "group", 1) != 1 || x->dtype != KILN_F32 || w->dtype != KILN_F32)
+    return false;
+  if (x->shape.rank != 4 || (w->kind == KILN_TENSOR_PARAM && w->data)) return false;
+  if (!kiln_window_resolve_nd(n, NULL, 2, &x->shape.dim[2], &w->shape.dim[2],
+                              (kiln_window_opts){.dilations = true}, win))
+    return false;
+  int64_t lanes = c->f32_lanes > 0 ? c->f32_lanes : 16;
+  return kiln_conv_winograd_runtime_fits(win, x->shape.dim[0], x->shape.dim[1], w->shape.dim[0],
+                                         lanes);
+}
+
+bool kiln_conv_lower_winograd_node_runtime(const kiln_lower_ctx *c) {
+  kiln_window win;
+  if (!runtime_applies(c, &win)) return false;
+  const kiln_shape *x = &kiln_lower_in(c, 0)->shape;
+  kiln_conv_lower_winograd_runtime(c, &win, x->dim[0], x->dim[1], kiln_lower_in(c, 1)->shape.dim[0],
+                                   false);
+  return true;
+}
+
+// ---- ConvGradFilter of a 3x3 stride-1 conv: dw = G^T [sum over tiles of Dy (.) V] G ----
+// The transpose of F(2x2, 3x3): the 2x2 tile dy_t of dy meets the 4x4 patch d_t of x (the
+// forward's), and dw[m][c] = sum over t of corr(d_t[c], dy_t[m]) = G^T [sum over t of
+// (A dy_t[m] A^T) (.) (B^T d_t[c] B)] G: 16 GEMMs P[pos] (M x C) = Dy[pos] (M x N*T) V[pos]
+// (N*T x C), 16 products per tile and (m, c) instead of 36. Four loop nests after x's NCHWc
+// padded copy (blocked_padded_copy), each parallel:
+//   V = B^T d B (input_transform; TB = T: the GEMMs reduce over tiles, none is padded)
+//   Dy[pos][m][n*T + t] = (A dy_t A^T)[pos]   (dy outside its plane: 0)
+//   for q = (pos, c vectors, m rows) (parallel): acc[RT][RO][L] over n, t
+//     P[pos][m][c] = sum over n, t of Dy[pos][m][n*T + t] V[n][pos][t][c]
+//   dw[m][c][kh][kw] = (G^T P[.][m][c] G)[kh][kw]
+// q runs over the m rows of one c block last: its V columns (N*T x RO*L) stay in L1/L2.
+
+// out[k * t] (k < 4) = A in[k * t] (in: 2 values s apart): u0, u0 + u1, u0 - u1, -u1.
+static void dy_1d(kiln_lb *b, const int *in, int s, int *out, int t) {
+  out[0] = kiln_lb_decl(b, "ad", KILN_F32, lx_var(b, in[0]));
+  out[t] = kiln_lb_decl(b, "ad", KILN_F32, add(b, in[0], in[s]));
+  out[2 * t] = kiln_lb_decl(b, "ad", KILN_F32, sub(b, in[0], in[s]));
+  out[3 * t] = kiln_lb_decl(b, "ad", KILN_F32, lx_unary(b, LU_NEG, lx_var(b, in[s])));
+}
+
+// dy[nm][2*th + i][2*tw + j], 0 outside the plane (odd OH or OW).
+static int load_dy(const kiln_lower_ctx *c, const wino_plan *w, int nm, int th, int tw, int i,
+                   int j) {
+  kiln_lb *b = c->b;
+  int64_t OH = w->p.OH, OW = w->p.OW;
+  kiln_lexpr *row = lx_madd(b, lx_var(b, th), 2, lx_int(b, i));
+  kiln_lexpr *col = lx_madd(b, lx_var(b, tw), 2, lx_int(b, j));
+  kiln_lexpr *in = NULL;
+  if (OH % 2 && i) in = lx_bin(b, LB_LT, kiln_lx_clone(b, row), lx_int(b, OH));
+  if (OW % 2 && j) {
+    kiln_lexpr *cin = lx_bin(b, LB_LT, kiln_lx_clone(b, col), lx_int(b, OW));
+    in = in ? lx_bin(b, LB_AND, in, cin) : cin;
+  }
+  if (OH % 2 && i) row = lx_bin(b, LB_MIN, row, lx_int(b, OH - 1));
+  if (OW % 2 && j) col = lx_bin(b, LB_MIN, col, lx_int(b, OW - 1));
+  kiln_lexpr *di = lx_madd(b, lx_madd(b, lx_var(b, nm), OH, row), OW, col);
+  kiln_lexpr *v = lx_load(b, kiln_in_buf(c, 1), di);
+  if (in) v = lx_select(b, in, v, lx_float(b, KILN_F32, 0));
+  return kiln_lb_decl(b, "u", KILN_F32, v);
+}
+
+// Dy[pos][m][n*T + t] = (A dy_t A^T)[pos] (nm = n*M + m; along the tiles of a row).
+static int dy_transform(const kiln_lower_ctx *c, const wino_plan *w) {
+  kiln_lb *b = c->b;
+  int64_t N = w->p.N, M = w->p.M, NT = N * w->T;
+  int dy = kiln_lower_scratch(c, KILN_F32, 16 * M * NT);
+  int nm = kiln_lb_for_n(b, "nm", N * M), th = kiln_lb_for_n(b, "th", w->TH);
+  int tw = kiln_lb_for_n(b, "tw", w->TW);
+  int u[4], rows[8], out[16];
+  for (int k = 0; k < 4; k++) u[k] = load_dy(c, w, nm, th, tw, k / 2, k % 2);
+  for (int j = 0; j < 2; j++) dy_1d(b, &u[j], 2, &rows[j], 2);            // A u: rows[a * 2 + j]
+  for (int a = 0; a < 4; a++) dy_1d(b, &rows[a * 2], 1, &out[a * 4], 1);  // (A u) A^T
+  kiln_lexpr *t = lx_madd(b, lx_var(b, th), w->TW, lx_var(b, tw));
+  for (int pos = 0; pos < 16; pos++) {
+    kiln_lexpr *m = lx_bin(b, LB_MOD, lx_var(b, nm), lx_int(b, M));
+    kiln_lexpr *n = lx_bin(b, LB_DIV, lx_var(b, nm), lx_int(b, M));
+    kiln_lexpr *row = lx_madd(b, lx_int(b, pos), M, m);
+    kiln_lexpr *k = lx_madd(b, n, w->T, pos ? kiln_lx_clone(b, t) : t);
+    kiln_lb_store(b, dy, lx_madd(b, row, NT, k), lx_var(b, out[pos]));
+  }
+  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // tw, th, nm
+  return dy;
+}
+
+typedef struct filter_gemm {
+  int64_t RT, RO, MB, CB2;  // register tile: m rows by c vectors; m blocks, c-vector blocks
+  int q;
+} filter_gemm;
+
+static kiln_lexpr *fg_pos(kiln_lb *b, const filter_gemm *f) {
+  return lx_bin(b, LB_DIV, lx_var(b, f->q), lx_int(b, f->CB2 * f->MB));
+}
+static kiln_lexpr *fg_m(kiln_lb *b, const filter_gemm *f, int j) {  // (q % MB) * RT + j
+  kiln_lexpr *mb = lx_bin(b, LB_MOD, lx_var(b, f->q), lx_int(b, f->MB));
+  return lx_madd(b, mb, f->RT, lx_var(b, j));
+}
+static kiln_lexpr *fg_c(kiln_lb *b, const wino_plan *w, const filter_gemm *f, int r, int l) {
+  kiln_lexpr *cb =
+      lx_bin(b, LB_MOD, lx_bin(b, LB_DIV, lx_var(b, f->q), lx_int(b, f->MB)), lx_int(b, f->CB2));
+  return lx_madd(b, lx_madd(b, cb, f->RO, lx_var(b, r)), w->L, lx_var(b, l));
+}
+
+static int filter_gemms(const kiln_lower_ctx *c, const wino_plan *w, int v, int dy) {
+  kiln_lb *b = c->b;
+  int64_t M = w->p.M, C = w->p.C, N = w->p.N, T = w->T;
+  filter_gemm f = {.RO = w->RO};  // acc_index's
+  int64_t most = kiln_target_accumulators((int)w->L) / f.RO;
+  for (f.RT = most; M % f.RT; f.RT--) {
+  }
+  f.MB = M / f.RT, f.CB2 = w->CB / f.RO;
+  int p = kiln_lower_scratch(c, KILN_F32, 16 * M * C);
+  kiln_lb_comment(b, "winograd dw: 16 GEMMs over %lld tiles, register tile %lld rows x %lld x %lld",
+                  (long long)(N * T), (long long)f.RT, (long long)f.RO, (long long)w->L);
+  f.q = kiln_lb_for_n(b, "q", 16 * f.CB2 * f.MB);
+  int acc = kiln_lb_decl_array(b, "acc", KILN_F32, f.RT * f.RO * w->L);
+  int j = kiln_conv_unrolled_for(b, "j", f.RT), r = kiln_conv_unrolled_for(b, "r", f.RO);
+  int l = kiln_lb_for_n(b, "l", w->L);
+  kiln_lb_store_local(b, acc, acc_index(b, w, j, r, l), lx_float(b, KILN_F32, 0));
+  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // l, r, j
+  int n = kiln_lb_for_n(b, "n", N), t = kiln_lb_for_n(b, "t", T);
+  j = kiln_conv_unrolled_for(b, "j", f.RT);
+  kiln_lexpr *drow = lx_madd(b, fg_pos(b, &f), M, fg_m(b, &f, j));
+  kiln_lexpr *di = lx_madd(b, lx_madd(b, drow, N, lx_var(b, n)), T, lx_var(b, t));
+  int dv = kiln_lb_decl(b, "dv", KILN_F32, lx_load(b, dy, di));
+  r = kiln_conv_unrolled_for(b, "r", f.RO), l = kiln_lb_for_n(b, "l", w->L);
+  kiln_lexpr *vrow = lx_madd(b, lx_madd(b, lx_var(b, n), 16, fg_pos(b, &f)), T, lx_var(b, t));
+  kiln_lexpr *vi = lx_madd(b, vrow, C, fg_c(b, w, &f, r, l));
+  kiln_lb_store_local(
+      b, acc, acc_index(b, w, j, r, l),
+      lx_muladd(b, lx_var(b, dv), lx_load(b, v, vi), lx_local(b, acc, acc_index(b, w, j, r, l))));
+  for (int k = 0; k < 5; k++) kiln_lb_end_for(b);  // l, r, j, t, n
+  j = kiln_conv_unrolled_for(b, "j", f.RT), r = kiln_conv_unrolled_for(b, "r", f.RO);
+  l = kiln_lb_for_n(b, "l", w->L);
+  kiln_lexpr *prow = lx_madd(b, fg_pos(b, &f), M, fg_m(b, &f, j));
+  kiln_lb_store(b, p, lx_madd(b, prow, C, fg_c(b, w, &f, r, l)),
+                lx_local(b, acc, acc_index(b, w, j, r, l)));
+  for (int k = 0; k < 4; k++) kiln_lb_end_for(b);  // l, r, j, q
+  return p;
+}
+
+// out[k * t] (k < 3) = G^T in[k * s] (4 values s apart): p0 + (p1 + p2) / 2, (p1 - p2) / 2,
+// (p1 + p2) / 2 + p3.
+static void filter_1d(kiln_lb *b, const int *in, int s, int *out, int t) {
+  int h = kiln_lb_decl(b, "gs", KILN_F32,
+                       lx_mul(b, lx_float(b, KILN_F32, 0.5), add(b, in[s], in[2 * s])));
+  out[0] = kiln_lb_decl(b, "gt", KILN_F32, add(b, in[0], h));
+  out[t] = kiln_lb_decl(b, "gt", KILN_F32,
+                        lx_mul(b, lx_float(b, KILN_F32, 0.5), sub(b, in[s], in[2 * s])));
+  out[2 * t] = kiln_lb_decl(b, "gt", KILN_F32, add(b, h, in[3 * s]));
+}
+
+// dw[m][c][kh][kw] = (G^T P[.][m][c] G)[kh][kw]
+static void filter_output(const kiln_lower_ctx *c, const wino_plan *w, int p) {
+  kiln_lb *b = c->b;
+  int64_t M = w->p.M, C = w->p.C;
+  int m = kiln_lb_for_n(b, "m", M), ch = kiln_lb_for_n(b, "c", C);
+  int in[16], rows[12], out[9];
+  for (int pos = 0; pos < 16; pos++) {
+    kiln_lexpr *pi = lx_madd(b, lx_madd(b, lx_int(b, pos), M, lx_var(b, m)), C, lx_var(b, ch));
+    in[pos] = kiln_lb_decl(b, "p", KILN_F32, lx_load(b, p, pi));
+  }
+  for (int e = 0; e < 4; e++) filter_1d(b, &in[e], 4, &rows[e], 4);  // G^T P: rows[k * 4 + e]
+  for (int k = 0; k < 3; k++) filter_1d(b, &rows[k * 4], 1, &out[k * 3], 1);  // (G^T P) G
+  for (int k = 0; k < 9; k++) {
+    kiln_lexpr *di = lx_madd(b, lx_madd(b, lx_var(b, m), C, lx_var(b, ch)), 9, lx_int(b, k));
+    kiln_lb_store(b, kiln_out_buf(c, 0), di, lx_var(b, out[k]));
+  }
+  for (int k = 0; k < 2; k++) kiln_lb_end_for(b);  // c, m
+}
+
+void kiln_conv_grad_filter_winograd(const kiln_lower_ctx *c, const kiln_window *win, int64_t N,
+                                    int64_t C, int64_t M) {
+  int64_t L = c->f32_lanes > 0 ? c->f32_lanes : 16;
+  wino_plan w = {.p = kiln_conv_plan_make(win, N, C, M, L, 0), .planar = true};
+  w.L = L, w.CB = C / L, w.MV = M / L;
+  w.TH = ceil_div(w.p.OH, 2), w.TW = ceil_div(w.p.OW, 2), w.T = w.TB = w.TH * w.TW;
+  w.p.HP = 2 * w.TH + 2, w.p.WP = 2 * w.TW + 2;
+  w.RO = w.CB % 2 == 0 ? 2 : 1;  // c vectors per register tile of the GEMMs
+  kiln_lb_comment(c->b, "winograd F(2x2, 3x3) transposed for dw: %lld tiles of 2x2 per image",
+                  (long long)w.T);
+  wino_vars v = {.n = -1, .t = -1, .q = -1};
+  v.xp = blocked_padded_copy(c, &w);
+  v.v = kiln_lower_scratch(c, KILN_F32, N * 16 * w.T * C);
+  input_transform(c, &w, &v);
+  int dy = dy_transform(c, &w);
+  int p = filter_gemms(c, &w, v.v, dy);
+  filter_output(c, &w, p);
 }

@@ -216,8 +216,12 @@ static void zero_output(const kiln_lower_ctx *c, const kiln_conv_plan *p) {
 bool kiln_conv_grad_filter_blocked(const kiln_lower_ctx *c, const kiln_conv_grad_dims *cd) {
   if (cd->group != 1 || kiln_lower_out(c, 0)->dtype != KILN_F32) return false;
   int64_t lanes = c->f32_lanes > 0 ? c->f32_lanes : 16;
-  kiln_conv_plan p =
-      kiln_conv_plan_make(&cd->win, cd->x.dim[0], cd->x.dim[1], cd->w.dim[0], lanes, 0);
+  int64_t N = cd->x.dim[0], C = cd->x.dim[1], M = cd->w.dim[0];
+  if (kiln_conv_grad_filter_winograd_fits(&cd->win, N, C, M, lanes)) {  // 3x3 stride 1
+    kiln_conv_grad_filter_winograd(c, &cd->win, N, C, M);
+    return true;
+  }
+  kiln_conv_plan p = kiln_conv_plan_make(&cd->win, N, C, M, lanes, 0);
   filter_tiles t;
   if (!choose_tiles(&p, &t)) return false;
   choose_groups(&p, &t);

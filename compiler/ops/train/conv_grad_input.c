@@ -12,7 +12,9 @@
 // dy before its start (a pad past the taps' reach) makes the whole op take the old way: dy spread
 // out over a zeroed plane, where 3 of 4 products of a stride-2 conv multiply zeros. wf (or a
 // phase's taps of it) is packed at run time (the weights are state) into kernel scratch as
-// conv.c's kernel reads them: (ceil(C / L), M, kH, kW, L).
+// conv.c's kernel reads them: (ceil(C / L), M, kH, kW, L). A 3x3 stride-1 one with enough
+// channels (kiln_conv_winograd_runtime_fits) runs as Winograd F(2x2, 3x3) instead
+// (conv_winograd.c: the flipped weights transformed at run time).
 #include <stdlib.h>
 #include <string.h>
 
@@ -232,8 +234,13 @@ bool kiln_conv_grad_input_blocked(const kiln_lower_ctx *c, const kiln_conv_grad_
   int64_t lanes = c->f32_lanes > 0 ? c->f32_lanes : 16;
   if (spread && lower_phases(c, cd, lanes)) return true;
   kiln_window g = grad_window(cd, pad, spread);
+  int64_t N = cd->x.dim[0], M = cd->y.dim[1], C = cd->x.dim[1];
+  if (!spread && kiln_conv_winograd_runtime_fits(&g, N, M, C, lanes)) {  // 3x3, stride 1
+    kiln_conv_lower_winograd_runtime(c, &g, N, M, C, true);
+    return true;
+  }
   // the conv dy (N, M, ...) -> dx (N, C, ...)
-  kiln_conv_plan p = kiln_conv_plan_make(&g, cd->x.dim[0], cd->y.dim[1], cd->x.dim[1], lanes, 0);
+  kiln_conv_plan p = kiln_conv_plan_make(&g, N, M, C, lanes, 0);
   int wp, bp;
   int64_t first[2] = {f->kernel[0] - 1, f->kernel[1] - 1}, step[2] = {1, 1};
   pack_flipped(c, &p, first, step, &wp, &bp);
