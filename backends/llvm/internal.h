@@ -37,6 +37,7 @@ typedef struct lgen {
   LLVMValueRef *var_slot;  // per kernel variable: its alloca
   LLVMValueRef *buf_ptr;   // per buffer: its pointer in this function (NULL: not a parameter)
   bool in_parallel, in_vector;
+  int vector_var;  // the variable of the vectorized loop the statements are in (-1: none)
   // The vectorized reduction loop the statements are in (NULL: none): its accumulators' updates
   // may be reassociated.
   const kiln_lstmt *reduction;
