@@ -214,6 +214,17 @@ static hot_block busiest_block(const char *ll_path, int *widest) {
   return best;
 }
 
+// The busiest block of MODEL compiled by the LLVM backend at -O3 into dir (conv.ll).
+static hot_block compiled_hot_block(char *dir, char *model, int *widest) {
+  char *args[] = {KILN_EXE, "compile", model, "--backend", "llvm", "--emit",
+                  "llvm",   "-O3",     "-o",  dir,         NULL};
+  run_ok(args, 300, "kiln compile --emit llvm -O3");
+  char *ll = path_join(dir, "conv.ll");
+  hot_block hot = busiest_block(ll, widest);
+  free(ll);
+  return hot;
+}
+
 // A convolution with bias (and a ReLU, if relu): lowered to a register-blocked FusedConv whose
 // accumulators are a local array, read back by a vectorized epilogue (with gathers, which take
 // the array's address). Written to path.
@@ -244,13 +255,10 @@ static void write_conv_model(const char *path, int k, int stride, bool relu) {
 static void check_microkernel(int k, int stride, bool relu) {
   char *dir = make_temp_dir(), *model = path_join(dir, "conv.json");
   write_conv_model(model, k, stride, relu);
-  char *args[] = {KILN_EXE, "compile", model, "--backend", "llvm", "--emit",
-                  "llvm",   "-O3",     "-o",  dir,         NULL};
-  run_ok(args, 300, "kiln compile --emit llvm -O3");
-  char *ll = path_join(dir, "conv.ll");
   int widest = 0;
-  hot_block hot = busiest_block(ll, &widest);
-  cr_expect_geq(hot.muladds, 4, "%dx%d conv: no unrolled multiply-add loop in %s", k, k, ll);
+  hot_block hot = compiled_hot_block(dir, model, &widest);
+  cr_expect_geq(hot.muladds, 4, "%dx%d conv: no unrolled multiply-add loop in %s/conv.ll", k, k,
+                dir);
   // Accumulators in registers: the loop loads inputs and weights and stores nothing. (Without the
   // local arrays' alias scope, LLVM cannot keep them out of memory once the epilogue's gathers
   // capture the array: 28 vector stores per iteration.)
@@ -262,7 +270,6 @@ static void check_microkernel(int k, int stride, bool relu) {
   cr_expect_geq(hot.lanes, widest < 16 ? widest : 16,
                 "%dx%d conv: the microkernel's multiply-adds are %d lanes wide, the target's %d", k,
                 k, hot.lanes, widest);
-  free(ll);
   free(model);
   rm_rf(dir);
   free(dir);
@@ -290,16 +297,11 @@ Test(llvm, blocked_pointwise_conv_loads_weights_whole, .timeout = 300) {
       "   \"input_layout\": \"NCHWc\"}}]}\n",
       f);
   cr_assert(fclose(f) == 0, "cannot write %s", model);
-  char *args[] = {KILN_EXE, "compile", model, "--backend", "llvm", "--emit",
-                  "llvm",   "-O3",     "-o",  dir,         NULL};
-  run_ok(args, 300, "kiln compile --emit llvm -O3");
-  char *ll = path_join(dir, "conv.ll");
   int widest = 0;
-  hot_block hot = busiest_block(ll, &widest);
-  cr_expect_geq(hot.muladds, 4, "no unrolled multiply-add loop in %s", ll);
+  hot_block hot = compiled_hot_block(dir, model, &widest);
+  cr_expect_geq(hot.muladds, 4, "no unrolled multiply-add loop in %s/conv.ll", dir);
   cr_expect_eq(hot.gathers, 0, "the 1x1 microkernel's loop (%d multiply-adds) gathers %d times",
                hot.muladds, hot.gathers);
-  free(ll);
   free(model);
   rm_rf(dir);
   free(dir);
