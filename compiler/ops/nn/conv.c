@@ -228,22 +228,62 @@ static bool has_activation(const kiln_node *n, const char *name) {
 }
 static bool has_relu(const kiln_node *n) { return has_activation(n, "Relu"); }
 static bool has_clip(const kiln_node *n) { return has_activation(n, "Clip"); }
-// Clip's bounds: activation_params = [min, max].
-static double clip_bound(const kiln_node *n, int k) {
-  return kiln_node_attr(n, "activation_params")->floats[k];
+
+// The node's activation attribute `<prefix>activation` ("Relu", "Clip" or none) and, for Clip,
+// its bounds `<prefix>activation_params` = [min, max]. FusedConv's prefix is ""; the fused
+// expansion (expand_depthwise.c) also has "expand_".
+static const char *activation(const kiln_node *n, const char *prefix, const double **bounds) {
+  char name[64];
+  snprintf(name, sizeof name, "%sactivation", prefix);
+  const char *act = kiln_attr_string(n, name, "");
+  strncat(name, "_params", sizeof name - strlen(name) - 1);
+  const kiln_attr *p = kiln_node_attr(n, name);
+  *bounds = p && p->count == 2 ? p->floats : NULL;
+  return act;
 }
 
-// act(v + z[index]): the epilogue applied to one output value (v itself for a plain Conv). Clip is
-// max then min, as the Clip op computes it.
+bool kiln_conv_check_activation(const kiln_node *n, kiln_diag *d, const char *prefix) {
+  const double *bounds;
+  const char *act = activation(n, prefix, &bounds);
+  if (*act && strcmp(act, "Relu") != 0 && strcmp(act, "Clip") != 0) {
+    kiln_op_error(d, n,
+                  "attrs.%sactivation: expected \"Relu\", \"Clip\" (or no activation), got \"%s\"",
+                  prefix, act);
+    return false;
+  }
+  char params[64];
+  snprintf(params, sizeof params, "%sactivation_params", prefix);
+  if ((strcmp(act, "Clip") == 0) != (kiln_node_attr(n, params) != NULL) ||
+      (kiln_node_attr(n, params) && !bounds)) {
+    kiln_op_error(d, n, "attrs.%s: expected [min, max] with activation \"Clip\" (and only then)",
+                  params);
+    return false;
+  }
+  return true;
+}
+
+double kiln_conv_activate_value(const kiln_node *n, const char *prefix, double v) {
+  const double *bounds;
+  const char *act = activation(n, prefix, &bounds);
+  if (strcmp(act, "Relu") == 0) return v < 0 ? 0 : v;
+  return bounds && strcmp(act, "Clip") == 0 ? fmin(fmax(v, bounds[0]), bounds[1]) : v;
+}
+
+// Clip is max then min, as the Clip op computes it.
+kiln_lexpr *kiln_conv_activate(kiln_lb *b, const kiln_node *n, const char *prefix, kiln_lexpr *v) {
+  const double *bounds;
+  const char *act = activation(n, prefix, &bounds);
+  if (strcmp(act, "Relu") == 0) return lx_bin(b, LB_MAX, v, lx_float(b, v->dtype, 0));
+  if (!bounds || strcmp(act, "Clip") != 0) return v;
+  v = lx_bin(b, LB_MAX, v, lx_float(b, v->dtype, bounds[0]));
+  return lx_bin(b, LB_MIN, v, lx_float(b, v->dtype, bounds[1]));
+}
+
+// act(v + z[index]): the epilogue applied to one output value (v itself for a plain Conv).
 kiln_lexpr *kiln_conv_epilogue(const kiln_lower_ctx *c, kiln_lexpr *v, kiln_lexpr *index) {
   kiln_lb *b = c->b;
   if (has_residual(c->node)) v = lx_bin(b, LB_ADD, v, lx_load(b, kiln_in_buf(c, 3), index));
-  if (has_relu(c->node)) v = lx_bin(b, LB_MAX, v, lx_float(b, v->dtype, 0));
-  if (has_clip(c->node)) {
-    v = lx_bin(b, LB_MAX, v, lx_float(b, v->dtype, clip_bound(c->node, 0)));
-    v = lx_bin(b, LB_MIN, v, lx_float(b, v->dtype, clip_bound(c->node, 1)));
-  }
-  return v;
+  return kiln_conv_activate(b, c->node, "", v);
 }
 
 // After lower_rows: y[i] = act(y[i] + z[i]) in a second pass.
@@ -1093,19 +1133,7 @@ static bool blocked_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
 }
 
 static bool fused_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
-  const char *act = kiln_attr_string(n, "activation", "");
-  if (*act && strcmp(act, "Relu") != 0 && strcmp(act, "Clip") != 0) {
-    kiln_op_error(
-        d, n, "attrs.activation: expected \"Relu\", \"Clip\" (or no activation), got \"%s\"", act);
-    return false;
-  }
-  const kiln_attr *params = kiln_node_attr(n, "activation_params");
-  if (has_clip(n) != (params != NULL) || (params && params->count != 2)) {
-    kiln_op_error(d, n,
-                  "attrs.activation_params: expected [min, max] with activation \"Clip\" (and "
-                  "only then)");
-    return false;
-  }
+  if (!kiln_conv_check_activation(n, d, "")) return false;
   if (!(kiln_conv_blocked_lanes(n) ? blocked_infer(g, n, d) : infer(g, n, d))) return false;
   if (!kiln_conv_winograd_check(g, n, d)) return false;
   const kiln_tensor *z = kiln_in(g, n, 3), *y = kiln_out(g, n, 0);
@@ -1149,8 +1177,7 @@ static void fused_eval_planar(const kiln_node *n, const kiln_eval_tensor *in,
   int64_t numel = kiln_shape_numel(out->shape);
   for (int64_t i = 0; i < numel; i++) {
     double v = out->data[i] + (kiln_has_input(n, 3) ? in[3].data[i] : 0);
-    if (has_clip(n)) v = fmin(fmax(v, clip_bound(n, 0)), clip_bound(n, 1));
-    out->data[i] = has_relu(n) && v < 0 ? 0 : v;
+    out->data[i] = kiln_conv_activate_value(n, "", v);
   }
 }
 

@@ -43,6 +43,12 @@ void kiln_conv_lower_tiles(const kiln_lower_ctx *c, const kiln_conv_plan *p, int
 kiln_conv_plan kiln_conv_node_plan(const kiln_lower_ctx *c);
 // The lanes of a FusedConv that reads or writes NCHWc (layout, input_layout); 0: all NCHW.
 int64_t kiln_conv_blocked_lanes(const kiln_node *n);
+// The activation `<prefix>activation` ("Relu", or "Clip" with `<prefix>activation_params` =
+// [min, max], or none) of a FusedConv (prefix "") or FusedExpandDepthwise ("" and "expand_"):
+// checked (an error naming the attribute), applied to a reference value, and lowered.
+bool kiln_conv_check_activation(const kiln_node *n, kiln_diag *d, const char *prefix);
+double kiln_conv_activate_value(const kiln_node *n, const char *prefix, double v);
+kiln_lexpr *kiln_conv_activate(kiln_lb *b, const kiln_node *n, const char *prefix, kiln_lexpr *v);
 // FusedConv's epilogue act(v + z[index]) on one output value (v itself for a plain Conv).
 kiln_lexpr *kiln_conv_epilogue(const kiln_lower_ctx *c, kiln_lexpr *v, kiln_lexpr *index);
 // for v in [0, n), fully unrolled (a register block dimension); returns the loop variable.

@@ -49,24 +49,6 @@ static int64_t x_lanes(const kiln_node *n) {
 
 // ---- Checks ----
 
-// activation (prefix "" or "expand_"): absent, "Relu", or "Clip" with [min, max] params.
-static bool check_activation(const kiln_node *n, kiln_diag *d, const char *prefix) {
-  char name[64], params[64];
-  snprintf(name, sizeof name, "%sactivation", prefix);
-  snprintf(params, sizeof params, "%sactivation_params", prefix);
-  const char *act = kiln_attr_string(n, name, "");
-  const kiln_attr *p = kiln_node_attr(n, params);
-  bool clip = strcmp(act, "Clip") == 0;
-  if ((*act && !clip && strcmp(act, "Relu") != 0) || clip != (p != NULL) || (p && p->count != 2)) {
-    kiln_op_error(d, n,
-                  "attrs.%s: expected \"Relu\", \"Clip\" (with attrs.%s = [min, max]) or none, "
-                  "got \"%s\"%s",
-                  name, params, act, clip != (p != NULL) ? " with params mismatched" : "");
-    return false;
-  }
-  return true;
-}
-
 // Input i: a constant f32 param of shape dims[0..rank).
 static bool check_param(const kiln_graph *g, const kiln_node *n, kiln_diag *d, int i, int rank,
                         const int64_t *dims) {
@@ -108,7 +90,8 @@ static bool check_form(const kiln_node *n, kiln_diag *d) {
 }
 
 static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
-  if (!check_form(n, d) || !check_activation(n, d, "") || !check_activation(n, d, "expand_"))
+  if (!check_form(n, d) || !kiln_conv_check_activation(n, d, "") ||
+      !kiln_conv_check_activation(n, d, "expand_"))
     return false;
   int64_t L = kiln_attr_int(n, "lanes", 0);
   if (!check_x(g, n, d, L)) return false;
@@ -138,17 +121,6 @@ static bool infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
 
 // ---- Reference ----
 
-static double activate(const kiln_node *n, const char *prefix, double v) {
-  char name[64];
-  snprintf(name, sizeof name, "%sactivation", prefix);
-  const char *act = kiln_attr_string(n, name, "");
-  if (strcmp(act, "Relu") == 0) return v < 0 ? 0 : v;
-  if (strcmp(act, "Clip") != 0) return v;
-  strncat(name, "_params", sizeof name - strlen(name) - 1);
-  const double *p = kiln_node_attr(n, name)->floats;
-  return fmin(fmax(v, p[0]), p[1]);
-}
-
 // e[n][m][hw] = act_e(be[m] + sum over c of x[n][c][hw] * we[m][c])
 static double *eval_expand(const kiln_node *n, const kiln_eval_tensor *in, const kiln_shape *xs,
                            int64_t M) {
@@ -159,7 +131,8 @@ static double *eval_expand(const kiln_node *n, const kiln_eval_tensor *in, const
     for (int64_t p = 0; p < HW; p++) {
       double s = b[i % M];
       for (int64_t c = 0; c < C; c++) s += x[(i / M * C + c) * HW + p] * w[i % M * C + c];
-      e[i * HW + p] = (float)activate(n, "expand_", s);  // an f32 tensor when unfused
+      e[i * HW + p] =
+          (float)kiln_conv_activate_value(n, "expand_", s);  // an f32 tensor when unfused
     }
   return e;
 }
@@ -186,7 +159,7 @@ static void eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tenso
             if (ih >= 0 && ih < H && iw >= 0 && iw < W)
               s += e[(i * H + ih) * W + iw] * in[IN_WD].data[(i % M * KH + kh) * KW + kw];
           }
-        y[(i * OH + oh) * OW + ow] = activate(n, "", s);
+        y[(i * OH + oh) * OW + ow] = kiln_conv_activate_value(n, "", s);
       }
   kiln_nchwc_copy(&ys, L, y, out->data, true);
   free(e), free(y);
@@ -289,20 +262,6 @@ static void pack(const kiln_lower_ctx *c, const band_plan *p, band_vars *v) {
   free(pe), free(pd), free(b1), free(b2);
 }
 
-// The activation act (prefix "" or "expand_") of one value, as FusedConv's epilogue: Clip is
-// max then min.
-static kiln_lexpr *lx_activate(kiln_lb *b, const kiln_node *n, const char *prefix, kiln_lexpr *v) {
-  char name[64];
-  snprintf(name, sizeof name, "%sactivation", prefix);
-  const char *act = kiln_attr_string(n, name, "");
-  if (strcmp(act, "Relu") == 0) return lx_bin(b, LB_MAX, v, lx_float(b, KILN_F32, 0));
-  if (strcmp(act, "Clip") != 0) return v;
-  strncat(name, "_params", sizeof name - strlen(name) - 1);
-  const double *q = kiln_node_attr(n, name)->floats;
-  v = lx_bin(b, LB_MAX, v, lx_float(b, KILN_F32, q[0]));
-  return lx_bin(b, LB_MIN, v, lx_float(b, KILN_F32, q[1]));
-}
-
 // The channel block cb = nb % CB and its vector element cb * L + l (times `per`, plus `plus`).
 static kiln_lexpr *block_elem(kiln_lb *b, const band_plan *p, const band_vars *v, int64_t per,
                               kiln_lexpr *plus, int l) {
@@ -372,7 +331,7 @@ static void expand_tile(const kiln_lower_ctx *c, const band_plan *p, const band_
   kiln_lexpr *col = lx_add(b, lx_add(b, kiln_lx_clone(b, w0), lx_var(b, j)), lx_int(b, p->pl));
   kiln_lexpr *val = lx_local(b, acc, lx_madd(b, lx_var(b, j), p->L, lx_var(b, l)));
   kiln_lb_store_local(b, v->arr, arr_index(b, p, lx_var(b, r), col, l),
-                      lx_activate(b, c->node, "expand_", val));
+                      kiln_conv_activate(b, c->node, "expand_", val));
   for (int k = 0; k < 2; k++) kiln_lb_end_for(b);  // l, j
 }
 
@@ -453,7 +412,7 @@ static void depthwise_tile(const kiln_lower_ctx *c, const band_plan *p, const ba
       lx_madd(b, lx_madd(b, yrow, p->OW, lx_add(b, kiln_lx_clone(b, ow0), lx_var(b, j))), p->L,
               lx_var(b, l));
   kiln_lexpr *val = lx_local(b, acc, lx_madd(b, lx_var(b, j), p->L, lx_var(b, l)));
-  kiln_lb_store(b, kiln_out_buf(c, 0), yi, lx_activate(b, c->node, "", val));
+  kiln_lb_store(b, kiln_out_buf(c, 0), yi, kiln_conv_activate(b, c->node, "", val));
   for (int k = 0; k < 2; k++) kiln_lb_end_for(b);  // l, j
 }
 
