@@ -235,15 +235,19 @@ kiln_lstmt *kiln_lb_end_for(kiln_lb *b) {
   return loop;
 }
 
-void kiln_lb_unroll(kiln_lb *b, int factor) {
-  for (int i = b->depth - 1; i >= 0; i--) {
-    if (b->stack[i]->kind != LS_FOR) continue;
-    b->stack[i]->flags |= KILN_LOOP_UNROLL;
-    b->stack[i]->unroll = factor;
-    return;
-  }
+static kiln_lstmt *innermost_open_loop(kiln_lb *b) {
+  for (int i = b->depth - 1; i >= 0; i--)
+    if (b->stack[i]->kind == LS_FOR) return b->stack[i];
   abort();  // no loop is open
 }
+
+void kiln_lb_unroll(kiln_lb *b, int factor) {
+  kiln_lstmt *loop = innermost_open_loop(b);
+  loop->flags |= KILN_LOOP_UNROLL;
+  loop->unroll = factor;
+}
+
+void kiln_lb_serial(kiln_lb *b) { innermost_open_loop(b)->flags |= KILN_LOOP_SERIAL; }
 
 int kiln_lb_decl(kiln_lb *b, const char *name, kiln_dtype t, kiln_lexpr *init) {
   kiln_lstmt *s = new_stmt(b->prog, LS_DECL);

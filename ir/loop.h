@@ -135,6 +135,9 @@ enum {
   KILN_LOOP_VECTORIZE = 1 << 1,  // innermost data-parallel loop; ask for SIMD
   KILN_LOOP_UNROLL = 1 << 2,     // unroll by `unroll`
   KILN_LOOP_REDUCE = 1 << 3,     // iterations accumulate into reduce_vars[i] with reduce_ops[i]
+  // Set by the lowering: an iteration may read what an earlier one wrote through an index the
+  // schedule cannot see (a scatter-add to data-dependent positions): never SIMD, never threads.
+  KILN_LOOP_SERIAL = 1 << 4,
 };
 
 typedef struct kiln_lstmt kiln_lstmt;
@@ -257,6 +260,7 @@ int kiln_lb_for(kiln_lb *b, const char *name, kiln_lexpr *lo, kiln_lexpr *hi);
 int kiln_lb_for_n(kiln_lb *b, const char *name, int64_t n);  // 0..n
 kiln_lstmt *kiln_lb_end_for(kiln_lb *b);                     // returns the loop statement
 void kiln_lb_unroll(kiln_lb *b, int factor);  // marks the innermost open loop KILN_LOOP_UNROLL
+void kiln_lb_serial(kiln_lb *b);              // marks the innermost open loop KILN_LOOP_SERIAL
 int kiln_lb_decl(kiln_lb *b, const char *name, kiln_dtype t, kiln_lexpr *init);
 void kiln_lb_assign(kiln_lb *b, int var, kiln_lexpr *value);
 // A local array of len elements of type t, for values a loop nest keeps in registers (a

@@ -72,6 +72,7 @@ static void print_flags(const kiln_lkernel *k, const kiln_lstmt *s, FILE *out) {
   if (s->flags & KILN_LOOP_PARALLEL) fputs(" parallel", out);
   if (s->flags & KILN_LOOP_VECTORIZE) fputs(" vectorize", out);
   if (s->flags & KILN_LOOP_UNROLL) fprintf(out, " unroll(%d)", s->unroll);
+  if (s->flags & KILN_LOOP_SERIAL) fputs(" serial", out);
   for (int i = 0; (s->flags & KILN_LOOP_REDUCE) && i < s->n_reduce; i++)
     fprintf(out, " reduce(%s:%s)", kiln_lbin_name(s->reduce_ops[i]),
             k->vars[s->reduce_vars[i]].name);

@@ -7,6 +7,7 @@
 //    code); if it accumulates into outer variables (`acc = acc + e`, or * / max / min; up to
 //    KILN_MAX_REDUCE of them, each updated once and read nowhere else: several outputs' sums
 //    in one loop over k), it is marked as a reduction over all of them.
+// Neither applies to a loop the lowering marked serial (KILN_LOOP_SERIAL).
 // The tiling pass of a later issue refines this; the C and LLVM backends render the annotations.
 #include <stdint.h>
 #include <stdlib.h>
@@ -196,7 +197,7 @@ static bool mark_vector_loops(kiln_lstmt *s) {
   }
   if (s->kind != LS_FOR) return changed;
   body_facts f = facts_of(s);
-  if (f.has_loop) return mark_vector_loops(s->body) || changed;
+  if (f.has_loop || (s->flags & KILN_LOOP_SERIAL)) return mark_vector_loops(s->body) || changed;
   if (!f.stores_ok || (f.outer_assigns > 0 && !reductions_ok(s, &f))) return changed;
   if (too_short_to_vectorize(s)) return changed;
   s->flags |= KILN_LOOP_VECTORIZE;
@@ -262,6 +263,7 @@ static bool pays_for_threads(const kiln_lprog *p, const kiln_lstmt *loop) {
 static bool mark_parallel(const kiln_lprog *p, kiln_lstmt *loop) {
   // A batch loop of one iteration hides the real work: look through perfectly nested loops.
   for (kiln_lstmt *inner; trip_count(loop) < 2 && (inner = only_inner_loop(loop));) loop = inner;
+  if (loop->flags & KILN_LOOP_SERIAL) return false;
   body_facts f = facts_of(loop);
   if (!f.stores_ok || f.outer_assigns || trip_count(loop) < 2 || !pays_for_threads(p, loop))
     return false;

@@ -152,11 +152,21 @@ static void close_plane(kiln_lb *b) {
   for (int k = 0; k < 3; k++) kiln_lb_end_for(b);
 }
 
+// Offset in a plane: ih * W + iw.
+static kiln_lexpr *plane_offset(kiln_lb *b, const kiln_shape *x, kiln_lexpr *ih, kiln_lexpr *iw) {
+  return lx_add(b, lx_mul(b, ih, lx_int(b, x->dim[3])), iw);
+}
+
+// Flat index of `offset` in plane p: p * H * W + offset.
+static kiln_lexpr *in_plane(kiln_lb *b, const kiln_shape *x, int p, kiln_lexpr *offset) {
+  return lx_madd(b, lx_var(b, p), x->dim[2] * x->dim[3], offset);
+}
+
 // Flat index in the plane: p * H * W + ih * W + iw.
 static kiln_lexpr *plane_index(kiln_lb *b, const kiln_shape *x, int p, kiln_lexpr *ih,
                                kiln_lexpr *iw) {
   return lx_add(b, lx_mul(b, lx_var(b, p), lx_int(b, x->dim[2] * x->dim[3])),
-                lx_add(b, lx_mul(b, ih, lx_int(b, x->dim[3])), iw));
+                plane_offset(b, x, ih, iw));
 }
 
 // dy[p, oh, ow]
@@ -175,35 +185,99 @@ static void add_to(const kiln_lower_ctx *c, kiln_lexpr *index, kiln_lexpr *v) {
                 lx_bin(b, LB_ADD, lx_load(b, kiln_out_buf(c, 0), again), v));
 }
 
+// Tap k of axis `axis`'s window clamped into the window's part inside x, [lo, hi): a tap in the
+// padding repeats the nearest inside one, which ties with it and so never replaces it.
+static int clamped_tap(kiln_lb *b, const char *name, const kiln_krange *r, int k) {
+  kiln_lexpr *above_lo = lx_bin(b, LB_MAX, lx_var(b, k), kiln_krange_lo(b, r));
+  kiln_lexpr *hi_last = lx_bin(b, LB_SUB, kiln_krange_hi(b, r), lx_int(b, 1));
+  return kiln_lb_decl(b, name, KILN_I64, lx_bin(b, LB_MIN, above_lo, hi_last));
+}
+
+// The output columns [lo, hi) whose windows lie inside x along W (no clamping needed there).
+static void inner_cols(const kiln_window *w, int64_t *lo, int64_t *hi) {
+  int64_t s = w->stride[1], last = (w->kernel[1] - 1) * w->dilation[1];
+  int64_t room = w->in[1] - 1 + w->pad_begin[1] - last;  // (last inside column) * s
+  *lo = min64((w->pad_begin[1] + s - 1) / s, w->out[1]);
+  *hi = room < 0 ? *lo : max64(*lo, min64(room / s + 1, w->out[1]));
+}
+
+typedef struct max_row {
+  int p, oh, arg;  // arg: i64 local array, per column the offset of its window's maximum
+  kiln_krange kh;
+} max_row;
+
+// for ow in [lo, hi): arg[ow] = the offset in plane p of window (oh, ow)'s first maximum in window
+// order. Branch-free (selects over every tap, clamped taps where `clamp_cols`) so the columns
+// vectorize.
+static void scan_windows(const kiln_lower_ctx *c, const kiln_window *w, const kiln_shape *x,
+                         const max_row *r, int64_t lo, int64_t hi, bool clamp_cols) {
+  if (lo >= hi) return;
+  kiln_lb *b = c->b;
+  int xbuf = kiln_in_buf(c, 0);
+  int ow = kiln_lb_for(b, "ow", lx_int(b, lo), lx_int(b, hi));
+  kiln_krange kw_range = {.lo_var = -1, .hi_var = -1, .lo = 0, .hi = w->kernel[1]};
+  if (clamp_cols) kw_range = kiln_window_lower_range(b, w, 1, ow, "kw");
+  int kh0 = kiln_lb_decl(b, "kh0", KILN_I64, kiln_krange_lo(b, &r->kh));
+  int kw0 = kiln_lb_decl(b, "kw0", KILN_I64, kiln_krange_lo(b, &kw_range));
+  int at = kiln_lb_decl(b, "at", KILN_I64,
+                        plane_offset(b, x, kiln_window_lower_pos(b, w, 0, r->oh, kh0),
+                                     kiln_window_lower_pos(b, w, 1, ow, kw0)));
+  int best = kiln_lb_decl(b, "best", kiln_lower_in(c, 0)->dtype,
+                          lx_load(b, xbuf, in_plane(b, x, r->p, lx_var(b, at))));
+  int kh = kiln_lb_for_n(b, "kh", w->kernel[0]);
+  kiln_lb_unroll(b, (int)w->kernel[0]);
+  int khc = clamped_tap(b, "khc", &r->kh, kh);
+  int kw = kiln_lb_for_n(b, "kw", w->kernel[1]);
+  kiln_lb_unroll(b, (int)w->kernel[1]);
+  int kwc = clamp_cols ? clamped_tap(b, "kwc", &kw_range, kw) : kw;
+  int here = kiln_lb_decl(b, "here", KILN_I64,
+                          plane_offset(b, x, kiln_window_lower_pos(b, w, 0, r->oh, khc),
+                                       kiln_window_lower_pos(b, w, 1, ow, kwc)));
+  int val = kiln_lb_decl(b, "val", kiln_lower_in(c, 0)->dtype,
+                         lx_load(b, xbuf, in_plane(b, x, r->p, lx_var(b, here))));
+  kiln_lb_assign(b, at,
+                 lx_select(b, lx_bin(b, LB_LT, lx_var(b, best), lx_var(b, val)), lx_var(b, here),
+                           lx_var(b, at)));
+  kiln_lb_assign(b, best,
+                 lx_select(b, lx_bin(b, LB_LT, lx_var(b, best), lx_var(b, val)), lx_var(b, val),
+                           lx_var(b, best)));
+  kiln_lb_end_for(b);
+  kiln_lb_end_for(b);
+  kiln_lb_store_local(b, r->arg, lx_var(b, ow), lx_var(b, at));
+  kiln_lb_end_for(b);
+}
+
+// Per plane p and output row oh: the maxima's offsets of the row's windows (vectorized over the
+// columns: clamped taps at the borders, plain ones inside), then dy scattered to them in column
+// order (serial: neighbouring windows can share their maximum).
 static void max_lower(const kiln_lower_ctx *c) {
   kiln_lb *b = c->b;
   const kiln_tensor *x = kiln_lower_in(c, 0);
-  kiln_dtype t = x->dtype;
   kiln_window w;
   window_of(c->node, NULL, &x->shape, max_opts, &w);
   kiln_lb_comment(b, "MaxPoolGrad %s: x %s -> dx (ties: first max in window order)", c->node->name,
                   kiln_describe(x).text);
-  plane_loops v = open_plane(c, &w, &x->shape);
-  int kh0 = kiln_lb_decl(b, "kh0", KILN_I64, kiln_krange_lo(b, &v.kh));
-  int kw0 = kiln_lb_decl(b, "kw0", KILN_I64, kiln_krange_lo(b, &v.kw));
-  int at = kiln_lb_decl(b, "at", KILN_I64,
-                        plane_index(b, &x->shape, v.p, kiln_window_lower_pos(b, &w, 0, v.oh, kh0),
-                                    kiln_window_lower_pos(b, &w, 1, v.ow, kw0)));
-  int best = kiln_lb_decl(b, "best", t, lx_load(b, kiln_in_buf(c, 0), lx_var(b, at)));
-  int kh = kiln_lb_for(b, "kh", kiln_krange_lo(b, &v.kh), kiln_krange_hi(b, &v.kh));
-  int kw = kiln_lb_for(b, "kw", kiln_krange_lo(b, &v.kw), kiln_krange_hi(b, &v.kw));
-  int here = kiln_lb_decl(b, "here", KILN_I64,
-                          plane_index(b, &x->shape, v.p, kiln_window_lower_pos(b, &w, 0, v.oh, kh),
-                                      kiln_window_lower_pos(b, &w, 1, v.ow, kw)));
-  int val = kiln_lb_decl(b, "val", t, lx_load(b, kiln_in_buf(c, 0), lx_var(b, here)));
-  kiln_lb_if(b, lx_bin(b, LB_LT, lx_var(b, best), lx_var(b, val)));
-  kiln_lb_assign(b, best, lx_var(b, val));
-  kiln_lb_assign(b, at, lx_var(b, here));
-  kiln_lb_end_if(b);
+  int64_t HW = x->shape.dim[2] * x->shape.dim[3], lo, hi;
+  inner_cols(&w, &lo, &hi);
+  max_row r;
+  r.p = kiln_lb_for_n(b, "p", x->shape.dim[0] * x->shape.dim[1]);
+  int i = kiln_lb_for_n(b, "i", HW);
+  kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, lx_var(b, r.p), HW, lx_var(b, i)),
+                lx_float(b, x->dtype, 0));
+  kiln_lb_end_for(b);
+  r.oh = kiln_lb_for_n(b, "oh", w.out[0]);
+  r.kh = kiln_window_lower_range(b, &w, 0, r.oh, "kh");
+  r.arg = kiln_lb_decl_array(b, "arg", KILN_I64, w.out[1]);
+  scan_windows(c, &w, &x->shape, &r, 0, lo, true);
+  scan_windows(c, &w, &x->shape, &r, lo, hi, false);
+  scan_windows(c, &w, &x->shape, &r, hi, w.out[1], true);
+  int ow = kiln_lb_for_n(b, "ow", w.out[1]);
+  kiln_lb_serial(b);
+  plane_loops v = {.p = r.p, .oh = r.oh, .ow = ow};
+  add_to(c, in_plane(b, &x->shape, r.p, lx_local(b, r.arg, lx_var(b, ow))), dy_at(c, 1, &w, &v));
   kiln_lb_end_for(b);
   kiln_lb_end_for(b);
-  add_to(c, lx_var(b, at), dy_at(c, 1, &w, &v));
-  close_plane(b);
+  kiln_lb_end_for(b);
 }
 
 // count along one axis, as AveragePool divides: the window clipped to input + pads
