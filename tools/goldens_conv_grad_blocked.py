@@ -8,13 +8,13 @@ to the interpreter.
     /usr/bin/python3 tools/goldens_conv_grad_blocked.py
 
 Each case aims at one decision of the blocked lowerings: channel counts that leave a vector part
-empty (20, 33), stride 2 (ConvGradInput: one stride-1 conv per output phase; an uneven pad),
-dilation 2, 1x1 convs (flattened; strided: one phase of dy, subsampled x), a 7x7 stride-2 kernel
-(one kernel row per tile), rows in several chunks (ConvGradFilter), strides 3 and (2, 1) with
-dilation (the phases: uneven, empty, or reading before dy's start, which spreads dy out instead),
-and pads wider than the kernel's reach (left to the row-wise loops, as groups are:
-goldens_convgrad.py's grouped case). Shapes stay tiny: the test suite builds every case with
-both backends.
+empty (20, 33) or fill whole vectors (32, 48), stride 2 (ConvGradInput: one stride-1 conv per output
+phase; an uneven pad), dilation 2, 1x1 convs (flattened; strided: one phase of dy, subsampled x), a
+7x7 stride-2 kernel (one kernel row per tile), rows in several chunks (ConvGradFilter), strides 3
+and (2, 1) with dilation (the phases: uneven, empty, or reading before dy's start, which spreads dy
+out instead), and pads wider than the kernel's reach (left to the row-wise loops, as groups are:
+goldens_convgrad.py's grouped case). Shapes stay tiny: the test suite builds every case with both
+backends.
 """
 import os
 import sys
@@ -51,6 +51,19 @@ CASES = [
     # pads 2 and 1 of the backward conv (forward pads 0 and 1); ConvGradFilter too (layer 3-like:
     # the transposed transform, dy of 9x7: partial tiles)
     ("cgb_winograd", (2, 128, 9, 9), (128, 128, 3, 3), dict(pads=(1, 0, 1, 0))),
+    # ConvGradInput's run-time packing of the flipped weights where C and M fill whole vectors
+    # (no clamp, no select; m in 3 blocks of 16 around the vector loop), below Winograd's 128
+    ("cgb_full_vectors", (1, 32, 6, 5), (48, 32, 3, 3), dict(pads=(1, 1, 1, 1), filter=False)),
+    # ConvGradFilter vectorized over output pixels (conv_grad_filter_pixels.c: OW a multiple of
+    # the lanes, x's copy smaller than dy), ConvGradFilter only: stride 2 with uneven pads (the
+    # column phases of x's copy, zeros before and after each), 3 channels per tile (M = 18);
+    # dilation 2 with 2 channel blocks per group (M = 32); 80 rows in chunks of 32 (16 lanes), the
+    # second across the two images (the sums wait in scratch between chunks), 2 blocks per group
+    ("cgb_pixels_s2", (2, 3, 17, 31), (18, 3, 5, 5),
+     dict(stride=(2, 2), pads=(2, 2, 1, 3), input=False)),
+    ("cgb_pixels_dil2", (1, 1, 6, 16), (32, 1, 3, 3),
+     dict(pads=(2, 2, 2, 2), dilation=(2, 2), input=False)),
+    ("cgb_pixels_chunks", (2, 1, 40, 16), (32, 1, 3, 3), dict(pads=(1, 1, 1, 1), input=False)),
 ]
 
 # Conv with weights that are inputs (not constants, as in training): Winograd with U
@@ -59,6 +72,10 @@ CASES = [
 # vector pair first; cgb_winograd's U of 1 MiB: the other order)
 FORWARD = [
     ("conv_winograd_runtime", (2, 128, 9, 7), (144, 128, 3, 3), (1, 1, 1, 1), True),
+    # the direct kernel's run-time packing (conv.c): 33 output channels (the last vector 1 of
+    # 16: clamped loads, zeros past M) and 32 (whole vectors), with a bias
+    ("conv_runtime_partial", (2, 20, 7, 9), (33, 20, 3, 3), (1, 1, 1, 1), True),
+    ("conv_runtime_full", (1, 32, 6, 5), (32, 32, 3, 3), (1, 0, 1, 0), True),
 ]
 
 

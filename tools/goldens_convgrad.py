@@ -23,9 +23,10 @@ DOC = "tools/goldens_convgrad.py"
 
 
 def case(name, x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), group=1,
-         seed=0, filter=True):
+         seed=0, filter=True, input=True):
     """pads: (top, left, bottom, right) as ONNX; PyTorch takes symmetric padding, so uneven pads
-    pad x explicitly first (and crop dx after). filter=False: the ConvGradInput case only."""
+    pad x explicitly first (and crop dx after). filter=False: the ConvGradInput case only;
+    input=False: the ConvGradFilter case only."""
     rng = np.random.default_rng(seed)
     # Training-like magnitudes: x ~ N(0, 1), weights at PyTorch's default scale (std
     # 1/sqrt(fan_in)), gradients dy ~ N(0, 0.1^2). The reference is computed in float64 from the
@@ -46,8 +47,10 @@ def case(name, x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 
                               groups=group)
     attrs = {"kernel_shape": list(w_shape[2:]), "strides": list(stride), "pads": list(pads),
              "dilations": list(dilation), "group": group}
-    lines = write_op_case(name + "_input", "ConvGradInput", [("dy", dy), ("w", w)],
-                          dict(attrs, input_shape=list(x_shape)), [("dx", dx.numpy())], DOC)
+    lines = ""
+    if input:
+        lines += write_op_case(name + "_input", "ConvGradInput", [("dy", dy), ("w", w)],
+                               dict(attrs, input_shape=list(x_shape)), [("dx", dx.numpy())], DOC)
     if filter:
         lines += write_op_case(name + "_filter", "ConvGradFilter", [("x", x), ("dy", dy)], attrs,
                                [("dw", dw.numpy())], DOC)

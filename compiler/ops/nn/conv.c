@@ -638,8 +638,29 @@ static int tune_space(const kiln_lower_ctx *c, char *key, size_t key_size, kiln_
   return n;
 }
 
+// The lane's channel and value (conv_internal.h): no clamp, no select where M fills whole
+// vectors.
+kiln_lexpr *kiln_conv_lane_channel(kiln_lb *b, kiln_lexpr *oc, int64_t M, int64_t lanes) {
+  return M % lanes == 0 ? oc : lx_bin(b, LB_MIN, oc, lx_int(b, M - 1));
+}
+kiln_lexpr *kiln_conv_lane_value(kiln_lb *b, kiln_lexpr *oc, int64_t M, int64_t lanes,
+                                 kiln_lexpr *load) {
+  if (M % lanes == 0) return load;
+  return lx_select(b, lx_bin(b, LB_LT, oc, lx_int(b, M)), load, lx_float(b, KILN_F32, 0));
+}
+
+// The lane of channel oc: buf[oc * stride + offset] (oc clamped), 0 past M.
+static kiln_lexpr *packed_lane(kiln_lb *b, int buf, kiln_lexpr *oc, int64_t M, int64_t lanes,
+                               int64_t stride, kiln_lexpr *offset) {
+  kiln_lexpr *ch = kiln_conv_lane_channel(b, kiln_lx_clone(b, oc), M, lanes);
+  return kiln_conv_lane_value(b, oc, M, lanes, lx_load(b, buf, lx_madd(b, ch, stride, offset)));
+}
+
 // The same packing as a loop nest into kernel scratch, for weights known only at run time:
-//   wp[vb][k][l] = oc < M ? w[oc][k] : 0     bp[vb][l] = oc < M ? bias[oc] : 0   (oc = vb*16 + l)
+//   for vb: bp[vb][l] = oc < M ? bias[oc] : 0;  for k, l: wp[vb][k][l] = oc < M ? w[oc][k] : 0
+// (oc = vb*16 + l). l, the vectorized loop, runs innermost: 16 loads at w's row stride into
+// one whole-vector store (with l outside k, each store went to a different cache line: gcc made
+// scatters, 3-4x slower).
 static void pack_weights_at_run_time(const kiln_lower_ctx *c, const conv_plan *p, int *wp,
                                      int *bp) {
   kiln_lb *b = c->b;
@@ -648,21 +669,19 @@ static void pack_weights_at_run_time(const kiln_lower_ctx *c, const conv_plan *p
   *bp = kiln_lower_scratch(c, KILN_F32, p->MV * p->lanes);
   int vb = kiln_lb_for_n(b, "vb", p->MV), l = kiln_lb_for_n(b, "l", p->lanes);
   kiln_lexpr *oc = lx_madd(b, lx_var(b, vb), p->lanes, lx_var(b, l));
-  kiln_lexpr *real = lx_bin(b, LB_LT, oc, lx_int(b, p->M));
-  kiln_lexpr *clamped = lx_bin(b, LB_MIN, kiln_lx_clone(b, oc), lx_int(b, p->M - 1));
-  kiln_lexpr *zero = lx_float(b, KILN_F32, 0);
   kiln_lexpr *bias = kiln_has_input(c->node, 2)
-                         ? lx_select(b, real, lx_load(b, kiln_in_buf(c, 2), clamped), zero)
-                         : zero;
+                         ? packed_lane(b, kiln_in_buf(c, 2), oc, p->M, p->lanes, 1, lx_int(b, 0))
+                         : lx_float(b, KILN_F32, 0);
   kiln_lb_store(b, *bp, lx_madd(b, lx_var(b, vb), p->lanes, lx_var(b, l)), bias);
+  kiln_lb_end_for(b);  // l
   int k = kiln_lb_for_n(b, "k", per_oc);
-  kiln_lexpr *from = lx_madd(b, kiln_lx_clone(b, clamped), per_oc, lx_var(b, k));
+  l = kiln_lb_for_n(b, "l", p->lanes);
+  oc = lx_madd(b, lx_var(b, vb), p->lanes, lx_var(b, l));
   kiln_lexpr *to =
       lx_madd(b, lx_madd(b, lx_var(b, vb), per_oc, lx_var(b, k)), p->lanes, lx_var(b, l));
   kiln_lb_store(b, *wp, to,
-                lx_select(b, kiln_lx_clone(b, real), lx_load(b, kiln_in_buf(c, 1), from),
-                          lx_float(b, KILN_F32, 0)));
-  for (int i = 0; i < 3; i++) kiln_lb_end_for(b);  // k, l, vb
+                packed_lane(b, kiln_in_buf(c, 1), oc, p->M, p->lanes, per_oc, lx_var(b, k)));
+  for (int i = 0; i < 3; i++) kiln_lb_end_for(b);  // l, k, vb
 }
 
 // (ceil(M/16), C/G, kH, kW, 16) from w (M, C/G, kH, kW), zero past M; bias padded to ceil(M/16)

@@ -37,6 +37,12 @@ int kiln_conv_plan_input(const kiln_lower_ctx *c, const kiln_conv_plan *p);
 // (buffers of f32; bp holds MV * L values), through the node's epilogue (none unless FusedConv).
 void kiln_conv_lower_tiles(const kiln_lower_ctx *c, const kiln_conv_plan *p, int xp, int wp,
                            int bp);
+// Packing channel oc (= vb * L + l) of a tensor of M channels into vectors of L lanes: the
+// channel an index may name (oc, clamped to M - 1 when M is no multiple of L) and the lane's
+// value (load, or 0 past M).
+kiln_lexpr *kiln_conv_lane_channel(kiln_lb *b, kiln_lexpr *oc, int64_t M, int64_t lanes);
+kiln_lexpr *kiln_conv_lane_value(kiln_lb *b, kiln_lexpr *oc, int64_t M, int64_t lanes,
+                                 kiln_lexpr *load);
 
 // ---- Shared by conv.c and conv_depthwise.c ----
 // The node's analytical plan (its x may be NCHWc: the plan is of the planar view).

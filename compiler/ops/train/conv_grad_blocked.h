@@ -18,5 +18,10 @@ typedef struct kiln_conv_grad_dims {
 // lowering does not apply (groups, f64, shapes it does not tile).
 bool kiln_conv_grad_input_blocked(const kiln_lower_ctx *c, const kiln_conv_grad_dims *cd);
 bool kiln_conv_grad_filter_blocked(const kiln_lower_ctx *c, const kiln_conv_grad_dims *cd);
+// ConvGradFilter vectorized over output pixels (conv_grad_filter_pixels.c), for the plan p of the
+// conv (group 1, f32): emits the kernel and returns true, or nothing and false when it does not
+// apply (OW not whole vectors, a 1x1 window, x's copy not smaller than dy).
+struct kiln_conv_plan;
+bool kiln_conv_grad_filter_pixels(const kiln_lower_ctx *c, const struct kiln_conv_plan *p);
 
 #endif

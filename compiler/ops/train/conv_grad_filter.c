@@ -222,6 +222,7 @@ bool kiln_conv_grad_filter_blocked(const kiln_lower_ctx *c, const kiln_conv_grad
     return true;
   }
   kiln_conv_plan p = kiln_conv_plan_make(&cd->win, N, C, M, lanes, 0);
+  if (kiln_conv_grad_filter_pixels(c, &p)) return true;  // few input channels: the stem
   filter_tiles t;
   if (!choose_tiles(&p, &t)) return false;
   choose_groups(&p, &t);

@@ -67,7 +67,13 @@ static int spread_dy(const kiln_lower_ctx *c, const kiln_conv_grad_dims *cd, con
 }
 
 // wp[vb][m][th][tw][l] = c < C ? w[m][c][first[0] - step[0] * th][first[1] - step[1] * tw] : 0
-// (c = vb*L + l): the flipped taps (the whole kernel: first = K - 1, step = 1); bp = 0.
+// (c = vb*L + l): the flipped taps (the whole kernel: first = K - 1, step = 1); bp = 0. The m
+// loop is split in blocks of BLOCK_M around vb: a block's slabs w[m] (C * kH * kW values each)
+// are read from memory once and stay in L2 while each vb writes one contiguous run of the block's
+// BLOCK_M * kH * kW vectors (vb outermost jumped a slab ahead for every m; m outermost wrote MV
+// scattered runs of kH * kW vectors per m).
+enum { BLOCK_M = 16 };
+
 static void pack_flipped(const kiln_lower_ctx *c, const kiln_conv_plan *p, const int64_t first[2],
                          const int64_t step[2], int *wp, int *bp) {
   kiln_lb *b = c->b;
@@ -77,23 +83,26 @@ static void pack_flipped(const kiln_lower_ctx *c, const kiln_conv_plan *p, const
   int i = kiln_lb_for_n(b, "i", p->MV * p->lanes);
   kiln_lb_store(b, *bp, lx_var(b, i), lx_float(b, KILN_F32, 0));
   kiln_lb_end_for(b);
-  int vb = kiln_lb_for_n(b, "vb", p->MV), m = kiln_lb_for_n(b, "m", M);
+  int64_t MB = M % BLOCK_M == 0 ? BLOCK_M : 1;
+  int mb = kiln_lb_for_n(b, "mb", M / MB), vb = kiln_lb_for_n(b, "vb", p->MV);
+  int mi = kiln_lb_for_n(b, "mi", MB);
   int kh = kiln_lb_for_n(b, "kh", KH), kw = kiln_lb_for_n(b, "kw", KW);
   int l = kiln_lb_for_n(b, "l", p->lanes);
   kiln_lexpr *ch = lx_madd(b, lx_var(b, vb), p->lanes, lx_var(b, l));
-  kiln_lexpr *real = lx_bin(b, LB_LT, ch, lx_int(b, C));
-  kiln_lexpr *clamped = lx_bin(b, LB_MIN, kiln_lx_clone(b, ch), lx_int(b, C - 1));
+  kiln_lexpr *m = lx_madd(b, lx_var(b, mb), MB, lx_var(b, mi));
   kiln_lexpr *fh =
       lx_bin(b, LB_SUB, lx_int(b, first[0]), lx_mul(b, lx_var(b, kh), lx_int(b, step[0])));
   kiln_lexpr *fw =
       lx_bin(b, LB_SUB, lx_int(b, first[1]), lx_mul(b, lx_var(b, kw), lx_int(b, step[1])));
   const int64_t *wdims = kiln_lower_in(c, 1)->shape.dim;  // (M, C, kH, kW)
-  kiln_lexpr *from = kiln_lx_nchw(b, lx_var(b, m), clamped, wdims, fh, fw);
-  kiln_lexpr *tap = lx_madd(b, lx_madd(b, lx_var(b, m), KH, lx_var(b, kh)), KW, lx_var(b, kw));
+  kiln_lexpr *from = kiln_lx_nchw(
+      b, m, kiln_conv_lane_channel(b, kiln_lx_clone(b, ch), C, p->lanes), wdims, fh, fw);
+  kiln_lexpr *tap =
+      lx_madd(b, lx_madd(b, kiln_lx_clone(b, m), KH, lx_var(b, kh)), KW, lx_var(b, kw));
   kiln_lexpr *to = lx_madd(b, lx_madd(b, lx_var(b, vb), M * KH * KW, tap), p->lanes, lx_var(b, l));
   kiln_lb_store(b, *wp, to,
-                lx_select(b, real, lx_load(b, kiln_in_buf(c, 1), from), lx_float(b, KILN_F32, 0)));
-  for (int k = 0; k < 5; k++) kiln_lb_end_for(b);  // l, kw, kh, m, vb
+                kiln_conv_lane_value(b, ch, C, p->lanes, lx_load(b, kiln_in_buf(c, 1), from)));
+  for (int k = 0; k < 6; k++) kiln_lb_end_for(b);  // l, kw, kh, mi, vb, mb
 }
 
 // ---- Strides above 1: one stride-1 conv per phase ----
