@@ -76,6 +76,10 @@ FORWARD = [
     # 16: clamped loads, zeros past M) and 32 (whole vectors), with a bias
     ("conv_runtime_partial", (2, 20, 7, 9), (33, 20, 3, 3), (1, 1, 1, 1), True),
     ("conv_runtime_full", (1, 32, 6, 5), (32, 32, 3, 3), (1, 0, 1, 0), True),
+    # Winograd with 64 channels (U of 256 KB, in L2): V of each register tile made in a local
+    # array inside the GEMMs' loop (conv_winograd.c, fused_gemms); odd planes, 20 tiles an image
+    # in register tiles of 10, 2 output vector pairs, a bias
+    ("conv_winograd_local_v", (2, 64, 9, 7), (64, 64, 3, 3), (1, 1, 1, 1), True),
 ]
 
 

@@ -150,26 +150,30 @@ typedef struct wino_vars {
   int yb;             // planar: y as NCHWc before its transposition
   int q, j;           // fused_gemms (q >= 0): the image and tile come from q and j, not n and t
   int64_t NB, MO;     // fused_gemms: register tiles of all images, output vector pairs
-  bool mo_inner;      // fused_gemms: q = (block, mo), else (mo, block)
+  int vb, mv;         // fused_gemms: V local (vb >= 0): q = block, mv the output vector pair;
+                      // else q = (mo, block)
 } wino_vars;
 
-// fused_gemms' tile across all images: (q % NB) * RT + j.
-static kiln_lexpr *global_tile(kiln_lb *b, const wino_plan *w, const wino_vars *v) {
-  kiln_lexpr *block = v->mo_inner ? lx_bin(b, LB_DIV, lx_var(b, v->q), lx_int(b, v->MO))
-                                  : lx_bin(b, LB_MOD, lx_var(b, v->q), lx_int(b, v->NB));
-  return lx_madd(b, block, w->RT, lx_var(b, v->j));
+// fused_gemms' register tile across all images: q, or q % NB. RT divides TB, so a register
+// tile never spans two images: the image is block / (TB / RT) and its tiles (block % (TB / RT))
+// * RT + j, V rows at constant distances j * C (session 11 divided block * RT + j by TB, and gcc
+// kept the 14 row addresses of layer 2's tile in registers and on the stack).
+static kiln_lexpr *tile_block(kiln_lb *b, const wino_vars *v) {
+  if (v->vb >= 0) return lx_var(b, v->q);
+  return lx_bin(b, LB_MOD, lx_var(b, v->q), lx_int(b, v->NB));
 }
 
-// The image: the loop variable n, or the global tile / TB.
+// The image: the loop variable n, or the register tile's.
 static kiln_lexpr *image(kiln_lb *b, const wino_plan *w, const wino_vars *v) {
   if (v->q < 0) return lx_var(b, v->n);
-  return lx_bin(b, LB_DIV, global_tile(b, w, v), lx_int(b, w->TB));
+  return lx_bin(b, LB_DIV, tile_block(b, v), lx_int(b, w->TB / w->RT));
 }
 
-// The tile in its image (unclamped): the loop variable t, or the global tile % TB.
+// The tile in its image (unclamped): the loop variable t, or tile j of the register tile.
 static kiln_lexpr *image_tile(kiln_lb *b, const wino_plan *w, const wino_vars *v) {
   if (v->q < 0) return lx_var(b, v->t);
-  return lx_bin(b, LB_MOD, global_tile(b, w, v), lx_int(b, w->TB));
+  kiln_lexpr *first = lx_bin(b, LB_MOD, tile_block(b, v), lx_int(b, w->TB / w->RT));
+  return lx_madd(b, first, w->RT, lx_var(b, v->j));
 }
 
 // The tile's index t (the last tile for those past it).
@@ -372,7 +376,7 @@ static void output_transform(const kiln_lower_ctx *c, const wino_plan *w, wino_v
 void kiln_conv_lower_winograd(const kiln_lower_ctx *c) {
   wino_plan w = make_plan(c);
   int bp;
-  wino_vars v = {.n = -1, .t = -1, .q = -1};
+  wino_vars v = {.n = -1, .t = -1, .q = -1, .vb = -1};
   pack_weights(c, &w, &v.up, &bp);
   v.xp = kiln_conv_plan_input(c, &w.p);
   v.v = kiln_lower_scratch(c, KILN_F32, w.p.N * 16 * w.TB * w.p.C);
@@ -394,12 +398,12 @@ void kiln_conv_lower_winograd(const kiln_lower_ctx *c) {
 // (fused_gemms: Mo stays in the cache) into y's NCHWc copy yb, which planar_store writes into y.
 // Conditions: kiln_conv_winograd_runtime_fits.
 
-// Where it paid in ResNet-18's training step at batch 8 (docs/performance.md, session 11; CPU
-// samples per kernel against the direct kernel): layers 2 and 3 (128 and 256 channels) 0.7-0.8x;
-// layer 1 (64 channels: the transforms and transpositions cost as C + M per tile, the GEMMs save
-// as C * M) 1.0-1.06x; layer 4 (7x7 planes: 128 tiles for a U of 16.8 MB transformed every run)
-// 1.0-1.1x. Not on 8-lane targets (select-conv-algo's reason).
-enum { RUNTIME_MIN_CHANNELS = 128, RUNTIME_SLOWER_LANES = 8 };
+// Where it paid in ResNet-18's training step at batch 8 (docs/performance.md, sessions 11 and 12;
+// CPU samples per kernel against the direct kernel): layers 2 and 3 (128 and 256 channels)
+// 0.7-0.8x; layer 1 (64 channels) 1.0-1.06x with V through memory (26 MB a conv), 0.6-0.7x since V
+// stays in a local array (fused_gemms); layer 4 (7x7 planes: 128 tiles for a U of 16.8 MB
+// transformed every run) 1.0-1.1x. Not on 8-lane targets (select-conv-algo's reason).
+enum { RUNTIME_MIN_CHANNELS = 64, RUNTIME_SLOWER_LANES = 8 };
 enum { RUNTIME_MIN_TILES = 256, RUNTIME_CACHED_U_BYTES = 4 << 20 };
 
 bool kiln_conv_winograd_runtime_fits(const kiln_window *win, int64_t N, int64_t C, int64_t M,
@@ -417,9 +421,10 @@ bool kiln_conv_winograd_runtime_fits(const kiln_window *win, int64_t N, int64_t 
 
 // ConvGradFilter: where the conv itself fits (P, the 16 sums per (m, c), is U's size: on layer 4,
 // 1.24x the direct kernel) and the transforms of x and dy (V and Dy, 16/4 the size of x and dy
-// each, written to memory and read back) are small: on layer 2 at batch 8 (26 MB of them) it took
-// as long as the direct kernel, on layer 3 (13 MB) 0.8x (docs/performance.md, session 11).
-enum { FILTER_MAX_TRANSFORM_BYTES = 16 << 20 };
+// each, written to memory and read back) are not too large: on layer 3 at batch 8 (13 MB) 0.8x
+// the direct kernel, on layer 2 (26 MB) 0.88x since Dy's stores no longer evict each other (1.0x
+// before), on layer 1 (51 MB) 1.4x (docs/performance.md, sessions 11 and 12).
+enum { FILTER_MAX_TRANSFORM_BYTES = 32 << 20 };
 
 bool kiln_conv_grad_filter_winograd_fits(const kiln_window *win, int64_t N, int64_t C, int64_t M,
                                          int64_t lanes) {
@@ -442,43 +447,44 @@ static void kernel_1d(kiln_lb *b, const int *g, int s, int *out, int t) {
   out[3 * t] = kiln_lb_decl(b, "gg", KILN_F32, lx_var(b, g[2 * s]));
 }
 
-// wl[mv][c][k][l] = w[mv*L + l][c][k] (w (M, C, 3, 3)), or when flipped w[c][mv*L + l][8 - k]
-// (w (C, M, 3, 3): the backward weights of a conv): each source row read in order.
-static int gather_runtime_weights(const kiln_lower_ctx *c, const wino_plan *w, bool flipped) {
+// wg[k][l] = w[mv*L + l][c][k] (w (M, C, 3, 3)), or when flipped w[c][mv*L + l][8 - k] (w
+// (C, M, 3, 3): the backward weights of a conv; its 9 x L values of (c, mv) are one run of w,
+// read in order). A local array: session 11 regrouped all of w into scratch first, with stores
+// L floats apart over a whole row of w (147 KB on layer 2, past L1): 20-28 samples a kernel on
+// layer 3 against ~7 for the transform (docs/performance.md, session 12).
+static int gather_kernels(const kiln_lower_ctx *c, const wino_plan *w, bool flipped, int mv,
+                          int ch) {
   kiln_lb *b = c->b;
   int64_t C = w->p.C, L = w->L;
-  int wl = kiln_lower_scratch(c, KILN_F32, w->MV * C * 9 * L);
-  int mv = kiln_lb_for_n(b, "mv", w->MV),
-      o = kiln_lb_for_n(b, flipped ? "c" : "l", flipped ? C : L);
-  int i = kiln_lb_for_n(b, "i", flipped ? L * 9 : C * 9);  // along a row of w
-  kiln_lexpr *from, *to;
-  if (flipped) {  // o = c; i = l * 9 + k
-    from = lx_madd(b, lx_madd(b, lx_var(b, o), w->MV, lx_var(b, mv)), L * 9, lx_var(b, i));
-    kiln_lexpr *k = lx_bin(b, LB_SUB, lx_int(b, 8), lx_bin(b, LB_MOD, lx_var(b, i), lx_int(b, 9)));
-    kiln_lexpr *row = lx_madd(b, lx_madd(b, lx_var(b, mv), C, lx_var(b, o)), 9, k);
-    to = lx_madd(b, row, L, lx_bin(b, LB_DIV, lx_var(b, i), lx_int(b, 9)));
-  } else {  // o = l; i = c * 9 + k
-    from = lx_madd(b, lx_madd(b, lx_var(b, mv), L, lx_var(b, o)), C * 9, lx_var(b, i));
-    to = lx_madd(b, lx_madd(b, lx_var(b, mv), C * 9, lx_var(b, i)), L, lx_var(b, o));
+  int wg = kiln_lb_decl_array(b, "wg", KILN_F32, 9 * L);
+  int k = kiln_lb_for_n(b, "k", 9), l = kiln_lb_for_n(b, "l", L);
+  kiln_lexpr *from;
+  if (flipped) {
+    kiln_lexpr *run = lx_madd(b, lx_var(b, ch), w->MV, lx_var(b, mv));
+    kiln_lexpr *k8 = lx_bin(b, LB_SUB, lx_int(b, 8), lx_var(b, k));
+    from = lx_madd(b, lx_madd(b, run, L, lx_var(b, l)), 9, k8);
+  } else {
+    kiln_lexpr *row = lx_madd(b, lx_madd(b, lx_var(b, mv), L, lx_var(b, l)), C, lx_var(b, ch));
+    from = lx_madd(b, row, 9, lx_var(b, k));
   }
-  kiln_lb_store(b, wl, to, lx_load(b, kiln_in_buf(c, 1), from));
-  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // i, o, mv
-  return wl;
+  kiln_lexpr *to = lx_madd(b, lx_var(b, k), L, lx_var(b, l));
+  kiln_lb_store_local(b, wg, to, lx_load(b, kiln_in_buf(c, 1), from));
+  for (int i = 0; i < 2; i++) kiln_lb_end_for(b);  // l, k
+  return wg;
 }
 
-// U[pos][mv][c][l] = (G g G^T)[pos] of g = wl[mv][c][.][l] (whole vectors over l).
+// U[pos][mv][c][l] = (G g G^T)[pos] of g = wg[.][l] (whole vectors over l).
 static int transform_runtime_weights(const kiln_lower_ctx *c, const wino_plan *w, bool flipped) {
   kiln_lb *b = c->b;
   int64_t C = w->p.C, L = w->L;
-  int wl = gather_runtime_weights(c, w, flipped);
   int up = kiln_lower_scratch(c, KILN_F32, 16 * w->MV * C * L);
   int mv = kiln_lb_for_n(b, "mv", w->MV), ch = kiln_lb_for_n(b, "c", C);
+  int wg = gather_kernels(c, w, flipped, mv, ch);
   int l = kiln_lb_for_n(b, "l", L);
   int g[9], cols[12], u[16];
-  for (int k = 0; k < 9; k++) {
-    kiln_lexpr *row = lx_madd(b, lx_madd(b, lx_var(b, mv), C, lx_var(b, ch)), 9, lx_int(b, k));
-    g[k] = kiln_lb_decl(b, "g", KILN_F32, lx_load(b, wl, lx_madd(b, row, L, lx_var(b, l))));
-  }
+  for (int k = 0; k < 9; k++)
+    g[k] =
+        kiln_lb_decl(b, "g", KILN_F32, lx_local(b, wg, lx_madd(b, lx_int(b, k), L, lx_var(b, l))));
   for (int k = 0; k < 3; k++) kernel_1d(b, &g[k], 3, &cols[k], 3);          // G g: cols[a * 3 + k]
   for (int a = 0; a < 4; a++) kernel_1d(b, &cols[a * 3], 1, &u[a * 4], 1);  // (G g) G^T
   for (int pos = 0; pos < 16; pos++) {
@@ -524,23 +530,54 @@ static int blocked_padded_copy(const kiln_lower_ctx *c, const wino_plan *w) {
 //   for j (t < T), r, l: yb[n][mo*RO + r][2*th + a][2*tw + b][l] = (A^T m A)[a][b] + bias
 // (n, t: the image and tile of tile j). Mo never leaves the cache (the whole-batch phases of the
 // blocked path wrote and read it back from memory: at batch 8, 26 MB a conv on layer 1). When
-// all of U fits in L2 (U_IN_L2), q runs over the mo of a register tile first, so that its V rows
-// are read from memory once; otherwise over the register tiles of an mo first, so that U's slice
-// for mo (16 x C x RO*L) stays in L2.
+// all of U fits in L2 (U_IN_L2), V never goes to memory either: q runs over the register tiles,
+// each transforms its tiles' patches into a local vb[pos][j][c] (16 x RT x C, 114 KB on layer 2)
+// and then runs over the output vector pairs (U stays in L2). That took the kernels of layer 2
+// from ~290 to ~217 samples and made layer 1 pay (docs/performance.md, session 12). Otherwise V
+// is made beforehand (input_transform) and q runs over the register tiles of an mo first, so that
+// U's slice for mo (16 x C x RO*L) stays in L2 (a local V there reads all of U per register
+// tile: layer 3 1.1-1.2x).
 enum { U_IN_L2 = 1 << 20 };
+
+static bool u_in_l2(const wino_plan *w) {
+  return 16 * w->p.C * w->MV * w->L * (int64_t)sizeof(float) <= U_IN_L2;
+}
+
+// vb[pos][j][c]: the register tile's V, a local array (fused_gemms with local V).
+static kiln_lexpr *local_v_index(kiln_lb *b, const wino_plan *w, const wino_vars *v,
+                                 kiln_lexpr *pos, kiln_lexpr *ch) {
+  return lx_madd(b, lx_madd(b, pos, w->RT, lx_var(b, v->j)), w->p.C, ch);
+}
+
+// vb[pos][j][cb*L + l] = (B^T d B)[pos] of the register tile's tile j.
+static void local_input_transform(const kiln_lower_ctx *c, const wino_plan *w, wino_vars *v) {
+  kiln_lb *b = c->b;
+  v->j = kiln_lb_for_n(b, "j", w->RT);
+  int cb = kiln_lb_for_n(b, "cb", w->CB), l = kiln_lb_for_n(b, "l", w->L);
+  int d[16], rows[16], out[16];
+  load_patch(c, w, v, cb, l, d);
+  for (int e = 0; e < 4; e++) input_1d(b, &d[e], &rows[e], 4);            // B^T d: down the columns
+  for (int a = 0; a < 4; a++) input_1d(b, &rows[a * 4], &out[a * 4], 1);  // (B^T d) B: the rows
+  for (int pos = 0; pos < 16; pos++) {
+    kiln_lexpr *ch = lx_madd(b, lx_var(b, cb), w->L, lx_var(b, l));
+    kiln_lb_store_local(b, v->vb, local_v_index(b, w, v, lx_int(b, pos), ch), lx_var(b, out[pos]));
+  }
+  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // l, cb, j
+}
 
 // V[n][pos][t][c] of tile j
 static kiln_lexpr *fused_v_index(kiln_lb *b, const wino_plan *w, const wino_vars *v, int pos,
                                  int ch) {
+  if (v->vb >= 0) return local_v_index(b, w, v, lx_var(b, pos), lx_var(b, ch));
   kiln_lexpr *row =
       lx_madd(b, lx_madd(b, image(b, w, v), 16, lx_var(b, pos)), w->TB, image_tile(b, w, v));
   return lx_madd(b, row, w->p.C, lx_var(b, ch));
 }
 
-// Output channel vector mo * RO + r (mo = q % MO or q / NB).
+// Output channel vector mo * RO + r (mo: the loop variable mv, or q / NB).
 static kiln_lexpr *fused_vector(kiln_lb *b, const wino_plan *w, const wino_vars *v, int r) {
-  kiln_lexpr *mo = v->mo_inner ? lx_bin(b, LB_MOD, lx_var(b, v->q), lx_int(b, v->MO))
-                               : lx_bin(b, LB_DIV, lx_var(b, v->q), lx_int(b, v->NB));
+  kiln_lexpr *mo =
+      v->vb >= 0 ? lx_var(b, v->mv) : lx_bin(b, LB_DIV, lx_var(b, v->q), lx_int(b, v->NB));
   return lx_madd(b, mo, w->RO, lx_var(b, r));
 }
 
@@ -554,7 +591,9 @@ static void fused_gemm(const kiln_lower_ctx *c, const wino_plan *w, wino_vars *v
   for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // l, r, j
   int ch = kiln_lb_for_n(b, "c", w->p.C);
   v->j = kiln_conv_unrolled_for(b, "j", w->RT);
-  int xv = kiln_lb_decl(b, "xv", KILN_F32, lx_load(b, v->v, fused_v_index(b, w, v, pos, ch)));
+  kiln_lexpr *x = v->vb >= 0 ? lx_local(b, v->vb, fused_v_index(b, w, v, pos, ch))
+                             : lx_load(b, v->v, fused_v_index(b, w, v, pos, ch));
+  int xv = kiln_lb_decl(b, "xv", KILN_F32, x);
   r = kiln_conv_unrolled_for(b, "r", w->RO), l = kiln_lb_for_n(b, "l", w->L);
   kiln_lexpr *vec = lx_madd(b, lx_var(b, pos), w->MV, fused_vector(b, w, v, r));
   kiln_lexpr *ui = lx_madd(b, lx_madd(b, vec, w->p.C, lx_var(b, ch)), w->L, lx_var(b, l));
@@ -594,30 +633,49 @@ static void fused_output(const kiln_lower_ctx *c, const wino_plan *w, wino_vars 
   kiln_lb_end_for(b);  // j
 }
 
-static void fused_gemms(const kiln_lower_ctx *c, const wino_plan *w, wino_vars *v, int bp) {
+// With V local (when U fits in L2): for q = register tile (parallel): vb = its V; for mv < MO:
+// the GEMMs and output transform of output vector pair mv. Otherwise for q = (mo, register tile).
+static void fused_gemms(const kiln_lower_ctx *c, const wino_plan *w, wino_vars *v, int bp,
+                        bool local_v) {
   kiln_lb *b = c->b;
   v->MO = w->MV / w->RO, v->NB = w->p.N * w->TB / w->RT;
-  v->mo_inner = 16 * w->p.C * w->MV * w->L * (int64_t)sizeof(float) <= U_IN_L2;
-  v->q = kiln_lb_for_n(b, "q", v->MO * v->NB);
+  v->q = kiln_lb_for_n(b, "q", local_v ? v->NB : v->MO * v->NB);
+  if (local_v) {
+    v->vb = kiln_lb_decl_array(b, "vb", KILN_F32, 16 * w->RT * w->p.C);
+    local_input_transform(c, w, v);
+    v->mv = kiln_lb_for_n(b, "mo", v->MO);
+  }
   int mb = kiln_lb_decl_array(b, "mb", KILN_F32, 16 * w->RT * w->RO * w->L);
   fused_gemm(c, w, v, mb);
   fused_output(c, w, v, mb, bp);
-  kiln_lb_end_for(b);  // q
+  if (local_v) kiln_lb_end_for(b);  // mo
+  kiln_lb_end_for(b);               // q
 }
 
-// y[n][mv*L + l][h][w] = epilogue(yb[n][mv][h][w][l]): whole rows of y stored in order.
+// y[n][mv*L + l][h][w] = epilogue(yb[n][mv][h][w][l]): whole rows of y stored in order. When a
+// vector's planes in yb (OH x OW x L) pass PLANES_IN_L1, l runs inside h (yb's OW x L rows stay
+// in L1 for the L rows of y; otherwise the planes were read L times from L2): layer 1 (200 KB)
+// 37-40 -> 22-27 samples a kernel, layer 2 even; on layer 3 (12.5 KB) l outside h measured
+// faster (docs/performance.md, session 12).
+enum { PLANES_IN_L1 = 32 << 10 };
+
 static void planar_store(const kiln_lower_ctx *c, const wino_plan *w, const wino_vars *v) {
   kiln_lb *b = c->b;
   int64_t OH = w->p.OH, OW = w->p.OW;
-  int nmv = kiln_lb_for_n(b, "nmv", w->p.N * w->MV), l = kiln_lb_for_n(b, "l", w->L);
-  int h = kiln_lb_for_n(b, "h", OH), x = kiln_lb_for_n(b, "w", OW);
+  bool rows = OH * OW * w->L * (int64_t)sizeof(float) > PLANES_IN_L1;
+  int nmv = kiln_lb_for_n(b, "nmv", w->p.N * w->MV), l, h;
+  if (rows)
+    h = kiln_lb_for_n(b, "h", OH), l = kiln_lb_for_n(b, "l", w->L);
+  else
+    l = kiln_lb_for_n(b, "l", w->L), h = kiln_lb_for_n(b, "h", OH);
+  int x = kiln_lb_for_n(b, "w", OW);
   kiln_lexpr *pix = lx_madd(b, lx_var(b, h), OW, lx_var(b, x));
   kiln_lexpr *from = lx_madd(b, lx_madd(b, lx_var(b, nmv), OH * OW, pix), w->L, lx_var(b, l));
   kiln_lexpr *to =
       lx_madd(b, lx_madd(b, lx_var(b, nmv), w->L, lx_var(b, l)), OH * OW, kiln_lx_clone(b, pix));
   kiln_lb_store(b, kiln_out_buf(c, 0), to,
                 kiln_conv_epilogue(c, lx_load(b, v->yb, from), kiln_lx_clone(b, to)));
-  for (int k = 0; k < 4; k++) kiln_lb_end_for(b);  // w, h, l, nmv
+  for (int k = 0; k < 4; k++) kiln_lb_end_for(b);  // w, l and h, nmv
 }
 
 void kiln_conv_lower_winograd_runtime(const kiln_lower_ctx *c, const kiln_window *win, int64_t N,
@@ -634,14 +692,15 @@ void kiln_conv_lower_winograd_runtime(const kiln_lower_ctx *c, const kiln_window
                   "(%lld computed), register tile %lld tiles x %lld x %lld channels",
                   flipped ? " (flipped, transposed)" : "", (long long)w.T, (long long)w.TB,
                   (long long)w.RT, (long long)w.RO, (long long)w.L);
-  wino_vars v = {.n = -1, .t = -1, .q = -1};
+  wino_vars v = {.n = -1, .t = -1, .q = -1, .vb = -1};
   v.up = transform_runtime_weights(c, &w, flipped);
   v.xp = blocked_padded_copy(c, &w);
-  v.v = kiln_lower_scratch(c, KILN_F32, N * 16 * w.TB * C);
+  bool local_v = u_in_l2(&w);  // V of a register tile in a local array: see fused_gemms
+  if (!local_v) v.v = kiln_lower_scratch(c, KILN_F32, N * 16 * w.TB * C);
   v.yb = kiln_lower_scratch(c, KILN_F32, N * M * w.p.OH * w.p.OW);
-  input_transform(c, &w, &v);
+  if (!local_v) input_transform(c, &w, &v);
   bool bias = !flipped && kiln_has_input(c->node, 2);
-  fused_gemms(c, &w, &v, bias ? kiln_in_buf(c, 2) : -1);
+  fused_gemms(c, &w, &v, bias ? kiln_in_buf(c, 2) : -1, local_v);
   planar_store(c, &w, &v);
 }
 
@@ -693,11 +752,11 @@ static void dy_1d(kiln_lb *b, const int *in, int s, int *out, int t) {
   out[3 * t] = kiln_lb_decl(b, "ad", KILN_F32, lx_unary(b, LU_NEG, lx_var(b, in[s])));
 }
 
-// dy[nm][2*th + i][2*tw + j], 0 outside the plane (odd OH or OW).
-static int load_dy(const kiln_lower_ctx *c, const wino_plan *w, int nm, int th, int tw, int i,
+// dy[n][m][2*th + i][2*tw + j], 0 outside the plane (odd OH or OW); mn = m*N + n.
+static int load_dy(const kiln_lower_ctx *c, const wino_plan *w, int mn, int th, int tw, int i,
                    int j) {
   kiln_lb *b = c->b;
-  int64_t OH = w->p.OH, OW = w->p.OW;
+  int64_t N = w->p.N, M = w->p.M, OH = w->p.OH, OW = w->p.OW;
   kiln_lexpr *row = lx_madd(b, lx_var(b, th), 2, lx_int(b, i));
   kiln_lexpr *col = lx_madd(b, lx_var(b, tw), 2, lx_int(b, j));
   kiln_lexpr *in = NULL;
@@ -708,32 +767,39 @@ static int load_dy(const kiln_lower_ctx *c, const wino_plan *w, int nm, int th, 
   }
   if (OH % 2 && i) row = lx_bin(b, LB_MIN, row, lx_int(b, OH - 1));
   if (OW % 2 && j) col = lx_bin(b, LB_MIN, col, lx_int(b, OW - 1));
-  kiln_lexpr *di = lx_madd(b, lx_madd(b, lx_var(b, nm), OH, row), OW, col);
+  kiln_lexpr *n = lx_bin(b, LB_MOD, lx_var(b, mn), lx_int(b, N));
+  kiln_lexpr *plane = lx_madd(b, n, M, lx_bin(b, LB_DIV, lx_var(b, mn), lx_int(b, N)));
+  kiln_lexpr *di = lx_madd(b, lx_madd(b, plane, OH, row), OW, col);
   kiln_lexpr *v = lx_load(b, kiln_in_buf(c, 1), di);
   if (in) v = lx_select(b, in, v, lx_float(b, KILN_F32, 0));
   return kiln_lb_decl(b, "u", KILN_F32, v);
 }
 
-// Dy[pos][m][n*T + t] = (A dy_t A^T)[pos] (nm = n*M + m; along the tiles of a row).
+// Dy's 16 position blocks (M x N*T each) lie DY_POS_PAD floats apart more than their size: at
+// M * N*T floats apart (a multiple of 4 KiB on ResNet-18's layer 3), the 16 stores of a tile
+// went to one L1 set and evicted each other (docs/performance.md, session 12).
+enum { DY_POS_PAD = 16 };
+
+static int64_t dy_pos_stride(const wino_plan *w) { return w->p.M * w->p.N * w->T + DY_POS_PAD; }
+
+// Dy[pos][m][n*T + t] = (A dy_t A^T)[pos] (mn = m*N + n: each Dy row written in order; along
+// the tiles of a row).
 static int dy_transform(const kiln_lower_ctx *c, const wino_plan *w) {
   kiln_lb *b = c->b;
-  int64_t N = w->p.N, M = w->p.M, NT = N * w->T;
-  int dy = kiln_lower_scratch(c, KILN_F32, 16 * M * NT);
-  int nm = kiln_lb_for_n(b, "nm", N * M), th = kiln_lb_for_n(b, "th", w->TH);
+  int64_t N = w->p.N, M = w->p.M;
+  int dy = kiln_lower_scratch(c, KILN_F32, 16 * dy_pos_stride(w));
+  int mn = kiln_lb_for_n(b, "mn", M * N), th = kiln_lb_for_n(b, "th", w->TH);
   int tw = kiln_lb_for_n(b, "tw", w->TW);
   int u[4], rows[8], out[16];
-  for (int k = 0; k < 4; k++) u[k] = load_dy(c, w, nm, th, tw, k / 2, k % 2);
+  for (int k = 0; k < 4; k++) u[k] = load_dy(c, w, mn, th, tw, k / 2, k % 2);
   for (int j = 0; j < 2; j++) dy_1d(b, &u[j], 2, &rows[j], 2);            // A u: rows[a * 2 + j]
   for (int a = 0; a < 4; a++) dy_1d(b, &rows[a * 2], 1, &out[a * 4], 1);  // (A u) A^T
   kiln_lexpr *t = lx_madd(b, lx_var(b, th), w->TW, lx_var(b, tw));
-  for (int pos = 0; pos < 16; pos++) {
-    kiln_lexpr *m = lx_bin(b, LB_MOD, lx_var(b, nm), lx_int(b, M));
-    kiln_lexpr *n = lx_bin(b, LB_DIV, lx_var(b, nm), lx_int(b, M));
-    kiln_lexpr *row = lx_madd(b, lx_int(b, pos), M, m);
-    kiln_lexpr *k = lx_madd(b, n, w->T, pos ? kiln_lx_clone(b, t) : t);
-    kiln_lb_store(b, dy, lx_madd(b, row, NT, k), lx_var(b, out[pos]));
+  for (int pos = 0; pos < 16; pos++) {  // row m*N*T + n*T + t = mn*T + t of the block
+    kiln_lexpr *k = lx_madd(b, lx_var(b, mn), w->T, pos ? kiln_lx_clone(b, t) : t);
+    kiln_lb_store(b, dy, lx_add(b, lx_int(b, pos * dy_pos_stride(w)), k), lx_var(b, out[pos]));
   }
-  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // tw, th, nm
+  for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // tw, th, mn
   return dy;
 }
 
@@ -774,8 +840,9 @@ static int filter_gemms(const kiln_lower_ctx *c, const wino_plan *w, int v, int 
   for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // l, r, j
   int n = kiln_lb_for_n(b, "n", N), t = kiln_lb_for_n(b, "t", T);
   j = kiln_conv_unrolled_for(b, "j", f.RT);
-  kiln_lexpr *drow = lx_madd(b, fg_pos(b, &f), M, fg_m(b, &f, j));
-  kiln_lexpr *di = lx_madd(b, lx_madd(b, drow, N, lx_var(b, n)), T, lx_var(b, t));
+  // Dy[pos][m][n*T + t]: pos * dy_pos_stride + (m*N + n)*T + t
+  kiln_lexpr *mn = lx_madd(b, fg_m(b, &f, j), N, lx_var(b, n));
+  kiln_lexpr *di = lx_madd(b, fg_pos(b, &f), dy_pos_stride(w), lx_madd(b, mn, T, lx_var(b, t)));
   int dv = kiln_lb_decl(b, "dv", KILN_F32, lx_load(b, dy, di));
   r = kiln_conv_unrolled_for(b, "r", f.RO), l = kiln_lb_for_n(b, "l", w->L);
   kiln_lexpr *vrow = lx_madd(b, lx_madd(b, lx_var(b, n), 16, fg_pos(b, &f)), T, lx_var(b, t));
@@ -833,7 +900,7 @@ void kiln_conv_grad_filter_winograd(const kiln_lower_ctx *c, const kiln_window *
   w.RO = w.CB % 2 == 0 ? 2 : 1;  // c vectors per register tile of the GEMMs
   kiln_lb_comment(c->b, "winograd F(2x2, 3x3) transposed for dw: %lld tiles of 2x2 per image",
                   (long long)w.T);
-  wino_vars v = {.n = -1, .t = -1, .q = -1};
+  wino_vars v = {.n = -1, .t = -1, .q = -1, .vb = -1};
   v.xp = blocked_padded_copy(c, &w);
   v.v = kiln_lower_scratch(c, KILN_F32, N * 16 * w.T * C);
   input_transform(c, &w, &v);
