@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Golden cases of MaxPoolGrad (compiler/ops/train/pool_grad.c), from PyTorch:
+"""Golden cases of MaxPoolGrad (compiler/ops/train/pool_grad.c) and ReluGrad (relu_grad.c), from PyTorch:
 tests/goldens/ops/cases-poolgrad.txt and its case directories. tests/test_ops.c holds the
 interpreter to PyTorch and the generated code of both backends to the interpreter.
 
@@ -9,7 +9,8 @@ dx = the gradient of F.max_pool2d(x) for upstream dy, by autograd in float64: ea
 goes to the window's first maximal element (PyTorch's index rule, the op's tie rule). The cases
 cover the lowering's three column ranges (windows clipped by the left pad, windows inside x,
 windows clipped by the right pad or ceil_mode), ties between overlapping windows, dilation and
-rectangular windows. dy is of a gradient's size (0.1 x normal): an element that takes up to 9
+rectangular windows. ReluGrad's dx is autograd's through F.relu at x (0 where x <= 0), from y =
+relu(x) with zeros in x. dy is of a gradient's size (0.1 x normal): an element that takes up to 9
 windows' dy sums them in float32, within the op's tolerance (1e-7 + 4e-7 relative) at that size.
 """
 import os
@@ -38,6 +39,16 @@ def case(name, x, kernel, stride, pad, dilation=(1, 1), ceil=False, seed=0):
                          [("dx", xt.grad.numpy())], DOC)
 
 
+def relu_case(name, x, seed):
+    rng = np.random.default_rng(seed)
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    y = F.relu(xt)
+    dy = (0.1 * rng.standard_normal(x.shape)).astype(np.float32)
+    y.backward(torch.tensor(dy, dtype=torch.float64))
+    return write_op_case(name, "ReluGrad", [("y", y.detach().numpy()), ("dy", dy)], {},
+                         [("dx", xt.grad.numpy())], DOC)
+
+
 def main():
     rng = np.random.default_rng(1)
     normal = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
@@ -51,6 +62,10 @@ def main():
                   dilation=(1, 2), ceil=True, seed=4)
     # no column whose window lies inside x (W = 2 < kernel): every column clamped
     lines += case("mpg_narrow", normal(2, 1, 5, 2), (3, 3), (1, 1), (1, 1), seed=5)
+    # ReluGrad: x with exact zeros (ReLU'(0) = 0), 3 x 37 elements (not a multiple of a vector)
+    x = normal(3, 37)
+    x[:, ::5] = 0
+    lines += relu_case("relugrad_zeros", x, seed=6)
     with open(os.path.join(repo_root(), "tests", "goldens", "ops", "cases-poolgrad.txt"),
               "w") as f:
         f.write(lines)
