@@ -256,6 +256,25 @@ static void twice(kiln_lb *b, int x, int y, int i, int acc, int acc2) {
   kiln_lb_assign(b, acc, lx_bin(b, LB_ADD, lx_var(b, acc), x_at(b, x, i)));
 }
 
+// y[i] = x[i], and the same in a loop the lowering marked serial (kiln_lb_serial)
+static void copy(kiln_lb *b, int x, int y, int i, int acc, int acc2) {
+  (void)acc, (void)acc2;
+  kiln_lb_store(b, y, lx_var(b, i), x_at(b, x, i));
+}
+
+static void copy_serial(kiln_lb *b, int x, int y, int i, int acc, int acc2) {
+  kiln_lb_serial(b);
+  copy(b, x, y, i, acc, acc2);
+}
+
+Test(passes, schedule_leaves_serial_loops_alone) {
+  cr_expect(schedule_flags(copy) & KILN_LOOP_VECTORIZE, "a copy loop not vectorized");
+  unsigned flags = schedule_flags(copy_serial);
+  cr_expect_eq(flags & (KILN_LOOP_VECTORIZE | KILN_LOOP_PARALLEL), 0,
+               "a loop marked serial was annotated (flags %#x)", flags);
+  cr_expect(flags & KILN_LOOP_SERIAL, "the serial mark was lost");
+}
+
 Test(passes, schedule_vectorizes_independent_reductions_only) {
   unsigned vr = KILN_LOOP_VECTORIZE | KILN_LOOP_REDUCE;
   cr_expect_eq(schedule_flags(two_sums) & vr, vr, "two independent sums not vectorized");

@@ -511,6 +511,34 @@ Test(train, lstm_classifier_sample_trains, .timeout = 600) {
   free(dir), free(model);
 }
 
+// The trainer's C compiles with any C17 compiler at -Werror, clang too (the sanitizer build's
+// tests compile generated code with the compiler that built Kiln): an embedding's gradient,
+// GatherGrad, holds the generated code's `if` on an equality, which the C backend printed as
+// `if ((at == v))` — clang's -Wparentheses-equality error.
+Test(train, embedding_gradient_source_is_clang_clean, .timeout = 600) {
+  char *dir = make_temp_dir();
+  char *model = sample_with_training(
+      dir, "lstm_classifier",
+      "{\"batch_size\": 1, \"loss\": {\"kind\": \"cross_entropy\", \"output\": \"logits\", "
+      "\"target\": {\"name\": \"label\", \"dtype\": \"i64\"}}, \"optimizer\": {\"kind\": "
+      "\"sgd\", \"lr\": 0.01}}");
+  char *exe = path_join(dir, "t"), *src = path_join(dir, "t.c");
+  char *build[] = {KILN_EXE, "build", "--train", model, "-o", exe, "--keep-sources", NULL};
+  run_result r = run_cmd(build, 600);
+  cr_assert_eq(r.status, 0, "kiln build --train: %s", r.err);
+  run_result_free(&r);
+  FILE *f = fopen(src, "rb");
+  cr_assert(f, "no %s", src);
+  static char text[4 << 20];
+  text[fread(text, 1, sizeof text - 1, f)] = '\0';
+  fclose(f);
+  cr_expect(strstr(text, "GatherGrad"), "no embedding gradient in the trainer");
+  cr_expect(strstr(text, "if (at == v) {"), "GatherGrad's test is not `if (at == v) {`");
+  cr_expect(!strstr(text, "if (("), "a doubly parenthesized if condition");
+  rm_rf(dir);
+  free(dir), free(model), free(exe), free(src);
+}
+
 Test(train, transformer_sample_trains_two_inputs, .timeout = 600) {
   // Two token inputs (src, tgt) and an f32 target for the logits (1, 8, 40).
   char *dir = make_temp_dir();

@@ -603,6 +603,15 @@ static void cond_expr(em *m, const kiln_lexpr *e) {
   }
 }
 
+// `if (cond) {`: a comparison is printed in its own parentheses only (clang's
+// -Wparentheses-equality rejects `if ((a == b))` under -Werror).
+static void if_head(em *m, const kiln_lexpr *cond) {
+  bool parenthesized = cond->kind == LE_BIN && is_cmp(cond->op);
+  out(m, parenthesized ? "if " : "if (");
+  cond_expr(m, cond);
+  out(m, parenthesized ? " {\n" : ") {\n");
+}
+
 static void bin_expr(em *m, const kiln_lexpr *e) {
   bool fl = kiln_dtype_is_float(e->dtype);
   const char *fs = e->dtype == KILN_F64 ? "" : "f";
@@ -940,9 +949,7 @@ static void stmt(em *m, const kiln_lstmt *s) {
     case LS_TILEDOT: tiledot_stmt(m, s); return;
     case LS_IF:
       em_indent(m);
-      out(m, "if (");
-      cond_expr(m, s->cond);
-      out(m, ") {\n");
+      if_head(m, s->cond);
       m->indent++;
       contents(m, s->then_);
       m->indent--;
