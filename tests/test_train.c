@@ -497,13 +497,15 @@ static void train_fixed_batch(const char *model, int steps, int64_t max_int, dou
   kiln_graph_free(g);
 }
 
+// The LSTM classifier's training section: cross-entropy on one sequence a batch, Adam.
+static const char lstm_training[] =
+    "{\"batch_size\": 1, \"loss\": {\"kind\": \"cross_entropy\", \"output\": \"logits\", "
+    "\"target\": {\"name\": \"label\", \"dtype\": \"i64\"}}, \"optimizer\": {\"kind\": "
+    "\"adam\", \"lr\": 0.01}}";
+
 Test(train, lstm_classifier_sample_trains, .timeout = 600) {
   char *dir = make_temp_dir();
-  char *model = sample_with_training(
-      dir, "lstm_classifier",
-      "{\"batch_size\": 1, \"loss\": {\"kind\": \"cross_entropy\", \"output\": \"logits\", "
-      "\"target\": {\"name\": \"label\", \"dtype\": \"i64\"}}, \"optimizer\": {\"kind\": "
-      "\"adam\", \"lr\": 0.01}}");
+  char *model = sample_with_training(dir, "lstm_classifier", lstm_training);
   double first, last;
   train_fixed_batch(model, 8, 5, &first, &last);
   cr_expect(last < 0.5 * first, "loss %g -> %g over 8 steps on one batch", first, last);
@@ -517,11 +519,7 @@ Test(train, lstm_classifier_sample_trains, .timeout = 600) {
 // `if ((at == v))` — clang's -Wparentheses-equality error.
 Test(train, embedding_gradient_source_is_clang_clean, .timeout = 600) {
   char *dir = make_temp_dir();
-  char *model = sample_with_training(
-      dir, "lstm_classifier",
-      "{\"batch_size\": 1, \"loss\": {\"kind\": \"cross_entropy\", \"output\": \"logits\", "
-      "\"target\": {\"name\": \"label\", \"dtype\": \"i64\"}}, \"optimizer\": {\"kind\": "
-      "\"sgd\", \"lr\": 0.01}}");
+  char *model = sample_with_training(dir, "lstm_classifier", lstm_training);
   char *exe = path_join(dir, "t"), *src = path_join(dir, "t.c");
   char *build[] = {KILN_EXE, "build", "--train", model, "-o", exe, "--keep-sources", NULL};
   run_result r = run_cmd(build, 600);

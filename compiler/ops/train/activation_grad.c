@@ -1,13 +1,12 @@
 // Backward kernels of the activations and of Softmax:
-//   ActivationGrad(v, dy) -> dx, elementwise, `kind`:
-//     relu     v = x:  dx = x > 0 ? dy : 0          (ReLU'(0) = 0; NaN gives 0)
+//   ActivationGrad(v, dy) -> dx, elementwise, `kind` (Relu's gradient is ReluGrad, relu_grad.c):
 //     sigmoid  v = y:  dx = dy y (1 - y)
 //     tanh     v = y:  dx = dy (1 - y^2)
 //   SoftmaxGrad(y, dy) -> dx along `axis`: dx = y (dy - sum_j dy_j y_j)
 #include "train_internal.h"
 
-enum { RELU, SIGMOID, TANH };
-static const char *const kinds[] = {"relu", "sigmoid", "tanh"};
+enum { SIGMOID, TANH };
+static const char *const kinds[] = {"sigmoid", "tanh"};
 
 static const kiln_attr_spec act_attrs[] = {{"kind", KILN_ATTR_STRING, true}, {0}};
 static const kiln_attr_spec softmax_attrs[] = {{"axis", KILN_ATTR_INT, false}, {0}};
@@ -15,7 +14,7 @@ static const kiln_attr_spec softmax_attrs[] = {{"axis", KILN_ATTR_INT, false}, {
 static bool act_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
   if (!kiln_op_check_float_inputs(g, n, 2, d)) return false;
   const kiln_tensor *v = kiln_in(g, n, 0);
-  if (kiln_train_read_choice(n, d, "kind", kinds, 3, 0) < 0 ||
+  if (kiln_train_read_choice(n, d, "kind", kinds, 2, 0) < 0 ||
       !kiln_train_check_shape(g, n, d, 1, &v->shape, "inputs[0]"))
     return false;
   kiln_op_set_output(g, n, 0, v->dtype, &v->shape);
@@ -23,13 +22,12 @@ static bool act_infer(kiln_graph *g, kiln_node *n, kiln_diag *d) {
 }
 
 static double act(int kind, double v, double dy) {
-  if (kind == RELU) return v > 0 ? dy : 0;
   if (kind == SIGMOID) return dy * v * (1 - v);
   return dy * (1 - v * v);
 }
 
 static void act_eval(const kiln_node *n, const kiln_eval_tensor *in, kiln_eval_tensor *out) {
-  int kind = kiln_train_read_choice(n, NULL, "kind", kinds, 3, 0);
+  int kind = kiln_train_read_choice(n, NULL, "kind", kinds, 2, 0);
   for (int64_t i = 0; i < kiln_shape_numel(out->shape); i++)
     out->data[i] = act(kind, in[0].data[i], in[1].data[i]);
 }
@@ -38,7 +36,7 @@ static void act_lower(const kiln_lower_ctx *c) {
   kiln_lb *b = c->b;
   const kiln_tensor *v = kiln_lower_in(c, 0);
   kiln_dtype t = v->dtype;
-  int kind = kiln_train_read_choice(c->node, NULL, "kind", kinds, 3, 0);
+  int kind = kiln_train_read_choice(c->node, NULL, "kind", kinds, 2, 0);
   int vb = kiln_in_buf(c, 0), db = kiln_in_buf(c, 1);
   kiln_lb_comment(b, "ActivationGrad %s (%s): %s", c->node->name, kinds[kind],
                   kiln_describe(v).text);
@@ -46,9 +44,7 @@ static void act_lower(const kiln_lower_ctx *c) {
 #define V lx_load(b, vb, lx_var(b, i))
 #define DY lx_load(b, db, lx_var(b, i))
   kiln_lexpr *e;
-  if (kind == RELU)
-    e = lx_select(b, lx_bin(b, LB_LT, lx_float(b, t, 0), V), DY, lx_float(b, t, 0));
-  else if (kind == SIGMOID)
+  if (kind == SIGMOID)
     e = lx_bin(b, LB_MUL, DY, lx_bin(b, LB_MUL, V, lx_bin(b, LB_SUB, lx_float(b, t, 1), V)));
   else
     e = lx_bin(b, LB_MUL, DY, lx_bin(b, LB_SUB, lx_float(b, t, 1), lx_bin(b, LB_MUL, V, V)));

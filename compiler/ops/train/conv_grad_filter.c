@@ -74,13 +74,11 @@ static int transpose_dy(const kiln_lower_ctx *c, const kiln_conv_plan *p, const 
   int n = kiln_lb_for_n(b, "n", p->N), px = kiln_lb_for_n(b, "px", P);
   int m = kiln_lb_for_n(b, "m", t->MVL);
   kiln_lexpr *to = lx_madd(b, lx_madd(b, lx_var(b, n), P, lx_var(b, px)), t->MVL, lx_var(b, m));
-  kiln_lexpr *real = lx_bin(b, LB_LT, lx_var(b, m), lx_int(b, p->M));
-  kiln_lexpr *clamped = lx_bin(b, LB_MIN, lx_var(b, m), lx_int(b, p->M - 1));
-  kiln_lexpr *from = lx_madd(b, lx_madd(b, lx_var(b, n), p->M, clamped), P, lx_var(b, px));
-  kiln_lexpr *v = t->MVL == p->M ? lx_load(b, kiln_in_buf(c, 1), from)
-                                 : lx_select(b, real, lx_load(b, kiln_in_buf(c, 1), from),
-                                             lx_float(b, KILN_F32, 0));
-  kiln_lb_store(b, dyt, to, v);
+  kiln_lexpr *ch = kiln_conv_lane_channel(b, lx_var(b, m), p->M, p->lanes);
+  kiln_lexpr *from = lx_madd(b, lx_madd(b, lx_var(b, n), p->M, ch), P, lx_var(b, px));
+  kiln_lb_store(
+      b, dyt, to,
+      kiln_conv_lane_value(b, lx_var(b, m), p->M, p->lanes, lx_load(b, kiln_in_buf(c, 1), from)));
   for (int k = 0; k < 3; k++) kiln_lb_end_for(b);  // m, px, n
   return dyt;
 }

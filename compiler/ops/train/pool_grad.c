@@ -130,17 +130,23 @@ typedef struct plane_loops {
   kiln_krange kh, kw;
 } plane_loops;
 
+// for p (planes): dx[p] = 0 (the loop over p stays open); returns p.
+static int open_zeroed_plane(const kiln_lower_ctx *c, const kiln_shape *x) {
+  kiln_lb *b = c->b;
+  int64_t HW = x->dim[2] * x->dim[3];
+  int p = kiln_lb_for_n(b, "p", x->dim[0] * x->dim[1]);
+  int i = kiln_lb_for_n(b, "i", HW);
+  kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, lx_var(b, p), HW, lx_var(b, i)),
+                lx_float(b, kiln_lower_out(c, 0)->dtype, 0));
+  kiln_lb_end_for(b);
+  return p;
+}
+
 // for p (planes): dx[p] = 0; for oh [kh range] for ow [kw range] ... (closed by close_plane)
 static plane_loops open_plane(const kiln_lower_ctx *c, const kiln_window *w, const kiln_shape *x) {
   kiln_lb *b = c->b;
-  kiln_dtype t = kiln_lower_out(c, 0)->dtype;
-  int64_t HW = x->dim[2] * x->dim[3];
   plane_loops v;
-  v.p = kiln_lb_for_n(b, "p", x->dim[0] * x->dim[1]);
-  int i = kiln_lb_for_n(b, "i", HW);
-  kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, lx_var(b, v.p), HW, lx_var(b, i)),
-                lx_float(b, t, 0));
-  kiln_lb_end_for(b);
+  v.p = open_zeroed_plane(c, x);
   v.oh = kiln_lb_for_n(b, "oh", w->out[0]);
   v.kh = kiln_window_lower_range(b, w, 0, v.oh, "kh");
   v.ow = kiln_lb_for_n(b, "ow", w->out[1]);
@@ -257,14 +263,10 @@ static void max_lower(const kiln_lower_ctx *c) {
   window_of(c->node, NULL, &x->shape, max_opts, &w);
   kiln_lb_comment(b, "MaxPoolGrad %s: x %s -> dx (ties: first max in window order)", c->node->name,
                   kiln_describe(x).text);
-  int64_t HW = x->shape.dim[2] * x->shape.dim[3], lo, hi;
+  int64_t lo, hi;
   inner_cols(&w, &lo, &hi);
   max_row r;
-  r.p = kiln_lb_for_n(b, "p", x->shape.dim[0] * x->shape.dim[1]);
-  int i = kiln_lb_for_n(b, "i", HW);
-  kiln_lb_store(b, kiln_out_buf(c, 0), lx_madd(b, lx_var(b, r.p), HW, lx_var(b, i)),
-                lx_float(b, x->dtype, 0));
-  kiln_lb_end_for(b);
+  r.p = open_zeroed_plane(c, &x->shape);
   r.oh = kiln_lb_for_n(b, "oh", w.out[0]);
   r.kh = kiln_window_lower_range(b, &w, 0, r.oh, "kh");
   r.arg = kiln_lb_decl_array(b, "arg", KILN_I64, w.out[1]);
